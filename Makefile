@@ -1,0 +1,46 @@
+# Two commands set everything up on a fresh Debian/Ubuntu machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: run test lint typecheck pytest peers bench bench-calls clean
+
+$(BIN)/python:
+	@tools/ensure-venv "$(PYTHON)" "$(VENV)"
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@ $(VENV)/.installed-run
+
+## make run: install and start the gateway on its embedded local provider (no key, no network)
+run: $(VENV)/.installed-run
+	$(BIN)/gateway serve $(ARGS)
+
+## make test: dev install, real test peers, lint, then the whole suite
+test: $(VENV)/.installed-dev peers lint pytest
+
+peers:
+	@tools/install-peers
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict gateway codecs/telcodecs
+
+pytest: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make bench: codec and media micro-benchmarks; they print figures, they do not pass or fail
+bench: $(VENV)/.installed-dev
+	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache tests/artifacts

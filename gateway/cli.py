@@ -1,0 +1,71 @@
+"""Command line: `gateway serve` (the default) and `gateway provider` (standalone local provider)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from gateway import __version__
+from gateway.config import ConfigError, add_arguments, load_settings
+from gateway.logs import configure
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="answer SIP and WebRTC calls (default)")
+    add_arguments(serve)
+    provider = sub.add_parser("provider", help="run the local Realtime provider standalone")
+    provider.add_argument("--listen", default="127.0.0.1:8765", help="HOST:PORT")
+    provider.add_argument("--flavor", default="openai", choices=["openai", "yandex"])
+    provider.add_argument("--log-format", default="auto", choices=["auto", "json", "console"])
+    provider.add_argument("--log-level", default="info")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `gateway` console script; returns the exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or args_list[0].startswith("-") and args_list[0] not in ("-h", "--help",
+                                                                               "--version"):
+        args_list.insert(0, "serve")
+    args = _parser().parse_args(args_list)
+    if args.command == "provider":
+        return _run_provider(args)
+    try:
+        settings = load_settings(args)
+    except ConfigError as exc:
+        print(f"gateway: error: {exc}", file=sys.stderr)
+        return 2
+    configure(settings.log_format, settings.log_level)
+    from gateway.app import Gateway, StartupError
+
+    try:
+        asyncio.run(Gateway(settings).run())
+    except StartupError as exc:
+        print(f"gateway: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _run_provider(args: argparse.Namespace) -> int:
+    configure(args.log_format, args.log_level)
+    try:
+        from gateway.realtime.local.server import run_standalone
+    except ImportError as exc:  # pragma: no cover - until the local provider lands
+        print(f"gateway: error: local provider unavailable: {exc}", file=sys.stderr)
+        return 1
+    try:
+        asyncio.run(run_standalone(args.listen, flavor=args.flavor))
+    except OSError as exc:
+        print(f"gateway: error: provider listen {args.listen}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,289 @@
+"""Gateway settings: one typed dataclass filled from defaults, a TOML file, `GATEWAY_*` variables
+and command-line flags, in that order of precedence (flags win).
+
+Every field of `Settings` is a flag (`--sip-listen`), a variable (`GATEWAY_SIP_LISTEN`) and a TOML
+key (`sip_listen`, top level). Tables that do not fit a flag (the routing table, transfer targets,
+trunks) come from the TOML file only. Provider credentials are also read from their customary
+variables (`OPENAI_API_KEY`, `YANDEX_API_KEY`, `YANDEX_IAM_TOKEN`, `YANDEX_FOLDER_ID`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.secret import Secret
+
+
+class ConfigError(ValueError):
+    """A setting is missing, malformed or inconsistent; the message names it."""
+
+
+def _opt(default: Any, help: str, **meta: Any) -> Any:
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **meta})
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All gateway settings. See `docs/configuration.md` for the full reference."""
+
+    # --- listeners
+    http_listen: str = _opt("0.0.0.0:8080", "HTTP listener: page, call API, /healthz, /readyz")
+    metrics_listen: str = _opt("", "separate listener for /metrics (default: on --http-listen)")
+    sip_listen: str = _opt("0.0.0.0:5060", "SIP over UDP and TCP, HOST:PORT")
+    sip_tls_listen: str = _opt("", "SIP over TLS, HOST:PORT (needs --sip-tls-cert/--sip-tls-key)")
+    sip_tls_cert: str = _opt("", "PEM certificate chain for SIP TLS")
+    sip_tls_key: str = _opt("", "PEM private key for SIP TLS")
+    public_address: str = _opt("", "address put in SDP c= and Contact (NAT 1:1); default: listen")
+    rtp_ports: str = _opt("10000-20000", "UDP port range for RTP, LO-HI (even ports, RTCP on +1)")
+    # --- SIP policy
+    sip_allow: list[str] = _opt(
+        ["127.0.0.0/8", "::1/128"], "CIDR networks allowed to send INVITEs (comma separated)"
+    )
+    sip_auth_user: str = _opt("", "require digest auth on inbound INVITEs with this user")
+    sip_auth_password: Secret = _opt(Secret(""), "digest password for --sip-auth-user")
+    sip_realm: str = _opt("gateway", "digest realm")
+    sip_ringing: bool = _opt(False, "send 180 Ringing before answering")
+    sip_rate_limit: float = _opt(50.0, "SIP requests per second allowed per source address")
+    sip_rate_burst: int = _opt(100, "burst of SIP requests allowed per source address")
+    max_calls: int = _opt(200, "concurrent calls; beyond it INVITEs get 503 with Retry-After")
+    ptime_ms: int = _opt(20, "default RTP packet time in ms (the offer's ptime is honoured)")
+    # --- Realtime provider
+    provider: str = _opt("auto", "auto|local|openai|yandex|url (auto: openai or yandex if a key")
+    provider_url: str = _opt("", "Realtime WebSocket URL for --provider url (or a base override)")
+    provider_token: Secret = _opt(Secret(""), "bearer token for --provider url")
+    model: str = _opt("", "model name (openai default gpt-realtime)")
+    openai_api_key: Secret = _opt(Secret(""), "OpenAI API key (also OPENAI_API_KEY)")
+    yandex_folder_id: str = _opt("", "Yandex Cloud folder id (also YANDEX_FOLDER_ID)")
+    yandex_api_key: Secret = _opt(Secret(""), "Yandex API key (also YANDEX_API_KEY)")
+    yandex_iam_token: Secret = _opt(Secret(""), "Yandex IAM token (also YANDEX_IAM_TOKEN)")
+    local_flavor: str = _opt("openai", "behaviour of the embedded local provider: openai|yandex")
+    session_format: str = _opt("auto", "session audio format: auto|pcmu|pcma|pcm24k")
+    instructions: str = _opt(
+        "You are a helpful voice assistant on a phone call. Caller: {caller}.",
+        "model instructions; {caller} and {called} are filled in per call",
+    )
+    voice: str = _opt("", "provider voice (openai: marin; yandex: marina)")
+    vad: str = _opt("server_vad", "turn detection: server_vad|semantic_vad|none")
+    vad_threshold: float = _opt(0.5, "server VAD threshold")
+    vad_silence_ms: int = _opt(500, "server VAD silence duration in ms")
+    vad_prefix_ms: int = _opt(300, "server VAD prefix padding in ms")
+    transcription_model: str = _opt("", "input transcription model (empty: off)")
+    greeting: bool = _opt(True, "the model speaks first")
+    append_ms: int = _opt(60, "caller audio batched per input_audio_buffer.append, in ms")
+    # --- calls
+    api_token: Secret = _opt(Secret(""), "bearer token for the call API and WebRTC offers")
+    record_dir: str = _opt("", "write a stereo WAV and a JSONL transcript per call here")
+    scenario: str = _opt("", "Python file defining the call scenario (default scenario if empty)")
+    drain_timeout: float = _opt(300.0, "seconds live calls may go on after a drain starts")
+    ice_servers: list[str] = _opt([], "STUN/TURN URLs for WebRTC (none by default)")
+    ice_username: str = _opt("", "TURN username")
+    ice_credential: Secret = _opt(Secret(""), "TURN credential")
+    cors_origins: list[str] = _opt([], "origins allowed to call the HTTP API from a browser")
+    # --- logging
+    log_format: str = _opt("auto", "auto|json|console (auto: console on a terminal)")
+    log_level: str = _opt("info", "debug|info|warning|error")
+    # --- TOML-only tables
+    routes: list[dict[str, Any]] = _opt([], "routing table (TOML only)", toml_only=True)
+    transfer_targets: dict[str, str] = _opt(
+        {}, "transfer target names to SIP URIs (TOML only)", toml_only=True
+    )
+    trunks: dict[str, dict[str, Any]] = _opt({}, "outbound trunks (TOML only)", toml_only=True)
+
+    def validate(self) -> None:
+        """Raise ConfigError with one clear line for the first inconsistent setting."""
+        for name in ("http_listen", "sip_listen"):
+            parse_hostport(getattr(self, name), name)
+        for name in ("metrics_listen", "sip_tls_listen"):
+            if getattr(self, name):
+                parse_hostport(getattr(self, name), name)
+        parse_port_range(self.rtp_ports)
+        for cidr in self.sip_allow:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError(f"sip_allow: {cidr!r} is not a CIDR network") from None
+        if self.sip_tls_listen:
+            for name in ("sip_tls_cert", "sip_tls_key"):
+                path = getattr(self, name)
+                if not path:
+                    raise ConfigError(f"sip_tls_listen needs {name}")
+                if not Path(path).is_file():
+                    raise ConfigError(f"{name}: no such file {path!r}")
+        _one_of("provider", self.provider, {"auto", "local", "openai", "yandex", "url"})
+        _one_of("session_format", self.session_format, {"auto", "pcmu", "pcma", "pcm24k"})
+        _one_of("vad", self.vad, {"server_vad", "semantic_vad", "none"})
+        _one_of("local_flavor", self.local_flavor, {"openai", "yandex"})
+        _one_of("log_format", self.log_format, {"auto", "json", "console"})
+        _one_of("log_level", self.log_level, {"debug", "info", "warning", "error"})
+        if self.provider == "url" and not self.provider_url:
+            raise ConfigError("provider url needs provider_url")
+        if self.max_calls < 1:
+            raise ConfigError("max_calls must be at least 1")
+        if self.ptime_ms not in (10, 20, 30, 40, 60):
+            raise ConfigError("ptime_ms must be one of 10, 20, 30, 40, 60")
+        if not 20 <= self.append_ms <= 1000:
+            raise ConfigError("append_ms must be between 20 and 1000")
+        if self.scenario and not Path(self.scenario).is_file():
+            raise ConfigError(f"scenario: no such file {self.scenario!r}")
+
+    def resolved_provider(self) -> str:
+        """The provider in use: `auto` picks openai or yandex when their key is set, else local."""
+        if self.provider != "auto":
+            return self.provider
+        if self.openai_api_key:
+            return "openai"
+        if self.yandex_folder_id and (self.yandex_api_key or self.yandex_iam_token):
+            return "yandex"
+        return "local"
+
+
+def _one_of(name: str, value: str, allowed: set[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(sorted(allowed))}")
+
+
+def parse_hostport(value: str, name: str = "address") -> tuple[str, int]:
+    """`HOST:PORT` or `[v6]:PORT` into (host, port); ConfigError names the setting."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{name}: {value!r} is not HOST:PORT")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def parse_port_range(value: str) -> tuple[int, int]:
+    """`LO-HI` into an even-aligned (lo, hi) pair with room for at least one RTP/RTCP pair."""
+    lo_s, sep, hi_s = value.partition("-")
+    if not sep or not lo_s.isdigit() or not hi_s.isdigit():
+        raise ConfigError(f"rtp_ports: {value!r} is not LO-HI")
+    lo, hi = int(lo_s), int(hi_s)
+    lo += lo % 2
+    if not 1024 <= lo < hi <= 65535 or hi - lo < 1:
+        raise ConfigError(f"rtp_ports: {value!r} must be an even range within 1024-65535")
+    return lo, hi
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+_ALIASES: Mapping[str, str] = {
+    "OPENAI_API_KEY": "openai_api_key",
+    "YANDEX_API_KEY": "yandex_api_key",
+    "YANDEX_IAM_TOKEN": "yandex_iam_token",
+    "YANDEX_FOLDER_ID": "yandex_folder_id",
+}
+
+
+def _fields() -> list[dataclasses.Field[Any]]:
+    return list(dataclasses.fields(Settings))
+
+
+def _convert(f: dataclasses.Field[Any], raw: Any, source: str) -> Any:
+    hint = typing.get_type_hints(Settings)[f.name]
+    try:
+        if hint is Secret:
+            return raw if isinstance(raw, Secret) else Secret(str(raw))
+        if hint is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if hint is int:
+            if isinstance(raw, bool):
+                raise ValueError("expected an integer")
+            return int(raw)
+        if hint is float:
+            return float(raw)
+        if hint is str:
+            if not isinstance(raw, str | int | float):
+                raise ValueError("expected a string")
+            return str(raw)
+        origin = typing.get_origin(hint)
+        if origin is list and typing.get_args(hint) == (str,):
+            if isinstance(raw, str):
+                return [p.strip() for p in raw.split(",") if p.strip()]
+            if isinstance(raw, Sequence) and all(isinstance(x, str) for x in raw):
+                return list(raw)
+            raise ValueError("expected a list of strings")
+        if origin in (list, dict):
+            if not isinstance(raw, origin):
+                raise ValueError(f"expected a TOML {'array' if origin is list else 'table'}")
+            return raw
+        if isinstance(hint, types.UnionType):  # pragma: no cover - not used yet
+            return raw
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{f.name} (from {source}): {exc}") from None
+    raise ConfigError(f"{f.name}: unsupported setting type {hint}")  # pragma: no cover
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting to `parser`; unset flags stay None so lower layers show through."""
+    parser.add_argument("--config", metavar="FILE", help="TOML config file")
+    for f in _fields():
+        if f.metadata.get("toml_only"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        hint = typing.get_type_hints(Settings)[f.name]
+        if hint is bool:
+            parser.add_argument(
+                flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction,
+                help=f.metadata["help"],
+            )
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, help=f.metadata["help"])
+
+
+def load_settings(
+    args: argparse.Namespace | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+) -> Settings:
+    """Build validated Settings from defaults < TOML < environment < flags."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = config_file or (getattr(args, "config", None) if args else None) or env.get(
+        "GATEWAY_CONFIG"
+    )
+    names = {f.name: f for f in _fields()}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config: no such file {path!r}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config {path!r}: {exc}") from None
+        for key, raw in data.items():
+            if key not in names:
+                raise ConfigError(f"config {path!r}: unknown setting {key!r}")
+            values[key] = _convert(names[key], raw, path)
+    for var, name in _ALIASES.items():
+        if env.get(var):
+            values[name] = _convert(names[name], env[var], var)
+    for f in _fields():
+        var = "GATEWAY_" + f.name.upper()
+        if var in env and not f.metadata.get("toml_only"):
+            values[f.name] = _convert(f, env[var], var)
+    if args is not None:
+        for f in _fields():
+            raw = getattr(args, f.name, None)
+            if raw is not None:
+                values[f.name] = _convert(f, raw, "--" + f.name.replace("_", "-"))
+    settings = Settings(**values)
+    settings.validate()
+    return settings

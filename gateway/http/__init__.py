@@ -1,0 +1,1 @@
+"""HTTP side of the gateway: health, metrics, the call API and WebRTC signalling (aiohttp)."""

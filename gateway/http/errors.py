@@ -1,0 +1,40 @@
+"""JSON error responses and the middleware that turns every HTTP failure into one."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from gateway import metrics
+from gateway.logs import get_logger
+
+log = get_logger("http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_REASONS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+            405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media",
+            429: "rate_limited", 503: "unavailable"}
+
+
+def json_error(status: int, message: str, **extra: object) -> web.Response:
+    """An HTTP error with body `{"error": {"status", "reason", "message", ...}}`; counted."""
+    reason = _REASONS.get(status, "error")
+    metrics.HTTP_ERRORS.labels(reason=reason).inc()
+    body = {"error": {"status": status, "reason": reason, "message": message, **extra}}
+    return web.json_response(body, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own HTTP errors and unexpected exceptions become JSON errors."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return json_error(exc.status, exc.reason)
+    except Exception:
+        log.exception("http_handler_failed", path=request.path, method=request.method)
+        return json_error(500, "internal error")

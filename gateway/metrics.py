@@ -1,0 +1,112 @@
+"""Every Prometheus metric the gateway exports, defined in this one module.
+
+Labels are bounded: never a call id, a number, a URI or a free-form string. Label values
+that come from the outside world (SIP methods, Realtime event types, error codes) go through
+`bounded()` first, which maps anything unknown to `other`.
+Protocol cores never import this module; the asyncio adapters and the call bridge count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, Info, generate_latest
+
+from gateway import __version__
+
+__all__ = ["CONTENT_TYPE_LATEST", "bounded", "render"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56)
+_FINE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16)
+_SETUP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# --- calls
+CALLS_ACTIVE = Gauge("gateway_calls_active", "Calls in progress.", ["leg"])
+CALLS_TOTAL = Counter(
+    "gateway_calls", "Calls ended, by leg, direction and outcome.", ["leg", "direction", "outcome"]
+)
+CALL_DURATION = Histogram(
+    "gateway_call_duration_seconds",
+    "Duration of answered calls.",
+    buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 3600),
+)
+CALL_SETUP = Histogram(
+    "gateway_call_setup_seconds",
+    "From INVITE or WebRTC offer to the first audio sent to the caller.",
+    buckets=_SETUP_BUCKETS,
+)
+# --- SIP
+SIP_REQUESTS = Counter("gateway_sip_requests", "SIP requests received, by method.", ["method"])
+SIP_RESPONSES = Counter("gateway_sip_responses", "SIP responses sent, by class.", ["code_class"])
+SIP_REJECTED = Counter(
+    "gateway_sip_rejected", "SIP requests refused before a call existed, by reason.", ["reason"]
+)
+# --- RTP
+RTP_PACKETS = Counter("gateway_rtp_packets", "RTP packets, by direction (in/out).", ["direction"])
+RTP_LOST = Counter("gateway_rtp_packets_lost", "Inbound RTP packets lost (sequence gaps).")
+RTP_DROPPED = Counter("gateway_rtp_dropped", "Inbound RTP packets dropped, by reason.", ["reason"])
+RTP_JITTER = Histogram(
+    "gateway_rtp_jitter_seconds",
+    "RFC 3550 interarrival jitter per call, sampled every RTCP interval.",
+    buckets=_FINE_BUCKETS,
+)
+RTP_SEND_LATENESS = Histogram(
+    "gateway_rtp_send_lateness_seconds",
+    "How late each outgoing media packet left against its deadline.",
+    buckets=_FINE_BUCKETS,
+)
+# --- Realtime
+REALTIME_SESSIONS = Gauge("gateway_realtime_sessions_active", "Open Realtime sessions.")
+REALTIME_CONNECT = Histogram(
+    "gateway_realtime_connect_seconds",
+    "From WebSocket connect to session.updated.",
+    buckets=_SETUP_BUCKETS,
+)
+REALTIME_EVENTS = Counter(
+    "gateway_realtime_events", "Realtime server events received, by type.", ["type"]
+)
+REALTIME_ERRORS = Counter(
+    "gateway_realtime_errors", "Realtime error events and failures, by code.", ["code"]
+)
+REALTIME_RECONNECTS = Counter("gateway_realtime_reconnects", "Realtime sessions re-opened.")
+REALTIME_SEND_OVERFLOW = Counter(
+    "gateway_realtime_send_overflow", "Client events dropped because the send queue was full."
+)
+# --- conversation
+RESPONSE_LATENCY = Histogram(
+    "gateway_response_latency_seconds",
+    "From the caller's speech stopping to the first bot audio sent.",
+    buckets=_SETUP_BUCKETS,
+)
+BARGE_IN = Counter("gateway_barge_in", "Barge-ins: caller speech interrupting bot audio.")
+BARGE_IN_REACTION = Histogram(
+    "gateway_barge_in_reaction_seconds",
+    "From speech_started received to the last bot packet sent.",
+    buckets=_LATENCY_BUCKETS,
+)
+MEDIA_ADDED_LATENCY = Histogram(
+    "gateway_media_added_latency_seconds",
+    "The gateway's own share of media latency, by direction (to_model/to_caller).",
+    ["direction"],
+    buckets=_FINE_BUCKETS,
+)
+DTMF_DIGITS = Counter(
+    "gateway_dtmf_digits", "DTMF digits received, by source.", ["source"]
+)
+TOOL_CALLS = Counter(
+    "gateway_tool_calls", "Function tool calls from the model.", ["name", "outcome"]
+)
+HTTP_ERRORS = Counter("gateway_http_errors", "HTTP requests refused, by reason.", ["reason"])
+DRAINING = Gauge("gateway_draining", "1 while the instance drains.")
+BUILD_INFO = Info("gateway_build", "Gateway build information.")
+BUILD_INFO.info({"version": __version__})
+
+
+def bounded(value: str, known: Collection[str], other: str = "other") -> str:
+    """`value` if it is one of `known`, else `other`: keeps label cardinality fixed."""
+    return value if value in known else other
+
+
+def render() -> bytes:
+    """The exposition text of the default registry (includes the process collector)."""
+    return generate_latest()
