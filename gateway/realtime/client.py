@@ -1,0 +1,581 @@
+"""The asyncio Realtime client: one WebSocket session to a provider, per call.
+
+It moves frames between a `websockets` connection and the sans-I/O `RealtimeProtocol`:
+
+* `connect()` opens the socket (timeout), waits for session.created, sends the configured
+  session, waits for session.updated and logs every difference between what was asked for and
+  what the provider says it got. `input_format` / `output_format` are the EFFECTIVE formats:
+  the bridge follows them (OpenAI has been seen to turn pcmu into pcm).
+* One send task drains the protocol's bounded queue; one receive task parses frames into typed
+  events, counted in metrics and delivered through `events()` (an async iterator) or the
+  `on_event` callback. A full event queue stops reading (TCP backpressure), never grows memory.
+* A dropped socket is re-opened under `ReconnectPolicy` and the new session re-seeded with the
+  conversation's text; before `max_session_s` (providers cap sessions: OpenAI at 60 min) the
+  session is renewed the same way. The consumer sees `SessionReconnected`, or `SessionLost` and
+  the end of the stream.
+* A 4xx answer to the upgrade is never retried (`ConnectError.retryable` is False).
+
+Credentials only ever go into the upgrade request headers; nothing here logs headers or the
+query string of the URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from gateway import metrics
+from gateway.logs import get_logger
+from gateway.media.port import AudioFormat
+from gateway.realtime import events as ev
+from gateway.realtime.errors import (
+    ConnectError,
+    ProtocolError,
+    SessionClosed,
+    SessionSetupError,
+    UnsupportedEventError,
+)
+from gateway.realtime.profiles import ProviderProfile
+from gateway.realtime.protocol import RealtimeProtocol, State
+
+__all__ = ["KNOWN_ERROR_CODES", "RealtimeClient", "ReconnectPolicy"]
+
+#: Error codes counted under their own label; anything else is `other`.
+KNOWN_ERROR_CODES = frozenset(
+    {
+        "input_audio_buffer_commit_empty",
+        "unknown_parameter",
+        "invalid_value",
+        "conversation_already_has_active_response",
+        "response_cancel_not_active",
+        "session_expired",
+        "beta_api_shape_disabled",
+        "item_truncate_invalid",
+        "rate_limit_exceeded",
+        "server_error",
+        "unsupported_event",
+        "malformed_event",
+        "protocol_error",
+        "connect_4xx",
+        "connect_5xx",
+        "connect_failed",
+        "setup_failed",
+        "receive_failed",
+    }
+)
+_KNOWN_TYPES = ev.KNOWN_SERVER_TYPES
+_MAX_FRAME = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    """How a dropped socket is re-opened: up to `attempts` tries within `within_s` seconds,
+    waiting `backoff_s` doubled after each failure (capped at `backoff_max_s`)."""
+
+    attempts: int = 2
+    within_s: float = 2.0
+    backoff_s: float = 0.1
+    backoff_max_s: float = 1.0
+
+
+_END = object()
+
+
+class RealtimeClient:
+    """A Realtime session for one call. Use `async with RealtimeClient(...) as rt:` or
+    `await connect()` / `await close()`."""
+
+    def __init__(
+        self,
+        profile: ProviderProfile,
+        config: ev.SessionConfig,
+        *,
+        connect_timeout: float = 10.0,
+        setup_timeout: float = 10.0,
+        ping_interval: float | None = 20.0,
+        max_queued_audio: int = 100,
+        max_session_s: float | None = 55 * 60,
+        reconnect: ReconnectPolicy | None = ReconnectPolicy(),
+        on_event: Callable[[ev.ServerEvent], None] | None = None,
+        event_queue_size: int = 1000,
+        log: Any = None,
+    ) -> None:
+        self.profile = profile
+        self.protocol = RealtimeProtocol(
+            config,
+            session_type=profile.session_type,
+            unsupported=profile.unsupported_events,
+            max_queued_audio=max_queued_audio,
+            max_session_s=max_session_s,
+        )
+        self.connect_timeout = connect_timeout
+        self.setup_timeout = setup_timeout
+        self.ping_interval = ping_interval
+        self.reconnect_policy = reconnect
+        self.differences: list[tuple[str, Any, Any]] = []
+        self.reconnects = 0
+        self._on_event = on_event
+        self._events: asyncio.Queue[object] = asyncio.Queue(event_queue_size)
+        self._log = (log or get_logger("realtime")).bind(provider=profile.name)
+        self._ws: ClientConnection | None = None
+        self._wakeup = asyncio.Event()
+        self._send_task: asyncio.Task[None] | None = None
+        self._run_task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._renewing = False
+        self._closing = False
+        self._counted = False
+        self._dropped_reported = 0
+        self._ended = False
+        self._close_task: asyncio.Task[None] | None = None
+
+    # --- effective session ---------------------------------------------------------------------
+
+    @property
+    def input_format(self) -> AudioFormat:
+        """The effective input format: `send_audio()` takes raw bytes in this format."""
+        return self.protocol.input_format
+
+    @property
+    def output_format(self) -> AudioFormat:
+        """The effective output format of `AudioDelta.audio`."""
+        return self.protocol.output_format
+
+    @property
+    def effective(self) -> ev.SessionConfig | None:
+        """The session as last reported by session.updated."""
+        return self.protocol.effective
+
+    @property
+    def active_response_id(self) -> str | None:
+        return self.protocol.active_response_id
+
+    def audio_ms(self, item_id: str) -> int:
+        """Milliseconds of audio received so far for an assistant item."""
+        return self.protocol.audio_ms(item_id)
+
+    @property
+    def closed(self) -> bool:
+        return self.protocol.state is State.CLOSED
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> RealtimeClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Open the session: ConnectError or SessionSetupError if it cannot be set up."""
+        try:
+            await self._open()
+        except BaseException:
+            self._closing = True
+            if self.protocol.state is not State.CLOSED:
+                self.protocol.close()
+            raise
+        self._send_task = asyncio.create_task(self._send_loop(), name="realtime-send")
+        self._run_task = asyncio.create_task(self._run(), name="realtime-recv")
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        url = self.profile.url
+        loopback = url.startswith(("ws://127.", "ws://localhost", "ws://[::1]"))
+        try:
+            ws = await asyncio.wait_for(
+                ws_connect(
+                    url,
+                    additional_headers=self.profile.headers(),
+                    open_timeout=None,
+                    ping_interval=self.ping_interval,
+                    ping_timeout=self.ping_interval,
+                    close_timeout=2.0,
+                    max_size=_MAX_FRAME,
+                    compression=None,
+                    proxy=None if loopback else True,
+                    user_agent_header="realtime-gateway",
+                ),
+                self.connect_timeout,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            metrics.REALTIME_ERRORS.labels(
+                code="connect_4xx" if 400 <= status < 500 else "connect_5xx"
+            ).inc()
+            raise ConnectError(self.profile.name, status) from None
+        except TimeoutError:
+            metrics.REALTIME_ERRORS.labels(code="connect_failed").inc()
+            raise ConnectError(self.profile.name, None, "timed out") from None
+        except (OSError, InvalidHandshake) as exc:
+            metrics.REALTIME_ERRORS.labels(code="connect_failed").inc()
+            raise ConnectError(self.profile.name, None, type(exc).__name__) from None
+        self.protocol.connection_made(loop.time())
+        try:
+            await asyncio.wait_for(self._handshake(ws), self.setup_timeout)
+        except BaseException as exc:
+            await ws.close()
+            if self.protocol.state is not State.CLOSED:
+                self.protocol.connection_lost(loop.time())
+            if isinstance(exc, TimeoutError):
+                metrics.REALTIME_ERRORS.labels(code="setup_failed").inc()
+                raise SessionSetupError("timed out waiting for the session to be set up") from None
+            if isinstance(exc, ConnectionClosed):
+                metrics.REALTIME_ERRORS.labels(code="setup_failed").inc()
+                raise ConnectError(self.profile.name, None, "closed during setup") from None
+            raise
+        self._ws = ws
+        if not self._counted:
+            metrics.REALTIME_SESSIONS.inc()
+            self._counted = True
+        metrics.REALTIME_CONNECT.observe(loop.time() - started)
+        self._arm_timer()
+        self._wakeup.set()
+        self._log.info(
+            "realtime_session_ready",
+            url=self.profile.display_url,
+            input_format=str(self.input_format),
+            output_format=str(self.output_format),
+            setup_ms=round((loop.time() - started) * 1000),
+        )
+
+    async def _handshake(self, ws: ClientConnection) -> None:
+        loop = asyncio.get_running_loop()
+        proto = self.protocol
+        while proto.state is not State.READY:
+            frame = await ws.recv()
+            proto.receive_text(frame, loop.time())
+            for event in proto.events_received():
+                if isinstance(event, ev.ErrorOccurred) and not event.benign:
+                    metrics.REALTIME_ERRORS.labels(
+                        code=metrics.bounded(event.code or "", KNOWN_ERROR_CODES)
+                    ).inc()
+                    raise SessionSetupError(
+                        f"provider refused the session: {event.code}: {event.message}",
+                        event.code,
+                    )
+                await self._deliver(event)
+            while proto.state is State.CONFIGURING and (out := proto.next_handshake_frame()):
+                await ws.send(out)
+        self.differences = ev.diff(proto.requested, proto.effective or proto.requested)
+        for name, asked, got in self.differences:
+            self._log.warning(
+                "realtime_session_differs", field=name, asked=str(asked), got=str(got)
+            )
+
+    async def close(self) -> None:
+        """Close the session and free the socket and tasks; safe to call twice."""
+        if self._closing and self._run_task is None and self._send_task is None:
+            return
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.protocol.state is not State.CLOSED:
+            self.protocol.close()
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        for task in (self._send_task, self._run_task):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._send_task = self._run_task = None
+        self._uncount()
+        self._end()
+
+    def _uncount(self) -> None:
+        if self._counted:
+            metrics.REALTIME_SESSIONS.dec()
+            self._counted = False
+
+    def _end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self._events.put_nowait(_END)
+        if self._events.full():
+            # make room for the end marker: the consumer must see the stream end
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self._events.get_nowait()
+            self._events.put_nowait(_END)
+
+    # --- tasks ---------------------------------------------------------------------------------
+
+    async def _send_loop(self) -> None:
+        proto = self.protocol
+        while not self._closing:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            ws = self._ws
+            if ws is None:
+                continue
+            try:
+                while (frame := proto.next_frame()) is not None:
+                    await ws.send(frame)
+            except ConnectionClosed:
+                continue  # the receive side notices and reconnects
+            except Exception as exc:  # pragma: no cover - logged, never lost
+                self._log.error("realtime_send_failed", error=type(exc).__name__)
+            if proto.dropped_audio != self._dropped_reported:
+                n = proto.dropped_audio - self._dropped_reported
+                self._dropped_reported = proto.dropped_audio
+                metrics.REALTIME_SEND_OVERFLOW.inc(n)
+                self._log.warning("realtime_send_overflow", dropped=n, total=proto.dropped_audio)
+
+    async def _run(self) -> None:
+        try:
+            while not self._closing:
+                ws = self._ws
+                if ws is None:
+                    return
+                reason = await self._receive(ws)
+                if self._closing:
+                    return
+                self._ws = None
+                loop = asyncio.get_running_loop()
+                self.protocol.connection_lost(loop.time())
+                if not await self._reopen(reason):
+                    return
+        except Exception as exc:  # pragma: no cover - logged, never lost
+            self._log.error("realtime_receive_failed", error=type(exc).__name__, exc_info=True)
+            metrics.REALTIME_ERRORS.labels(code="receive_failed").inc()
+            await self._lose("receive_failed")
+
+    async def _receive(self, ws: ClientConnection) -> str:
+        """Read frames until the socket ends; return why (dropped / renewed / closed)."""
+        loop = asyncio.get_running_loop()
+        proto = self.protocol
+        try:
+            async for frame in ws:
+                try:
+                    proto.receive_text(frame, loop.time())
+                except ProtocolError as exc:
+                    metrics.REALTIME_ERRORS.labels(code="protocol_error").inc()
+                    self._log.warning("realtime_protocol_error", error=str(exc))
+                for event in proto.events_received():
+                    await self._deliver(event)
+                if proto.queued:
+                    self._wakeup.set()
+        except ConnectionClosed:
+            pass
+        if self._renewing:
+            return "renewed"
+        code = ws.close_code
+        self._log.warning("realtime_socket_closed", code=code, reason=(ws.close_reason or "")[:80])
+        return "dropped"
+
+    async def _reopen(self, reason: str) -> bool:
+        """Re-open after a drop or for renewal; False (and SessionLost) if that fails."""
+        loop = asyncio.get_running_loop()
+        policy = self.reconnect_policy
+        self._renewing = False
+        if policy is None and reason != "renewed":
+            await self._lose(reason)
+            return False
+        attempts = policy.attempts if policy else 1
+        within = policy.within_s if policy else self.connect_timeout + self.setup_timeout
+        delay = policy.backoff_s if policy else 0.0
+        deadline = loop.time() + max(within, 0.001)
+        last = reason
+        for attempt in range(attempts):
+            if self._closing:
+                return False
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(self._open(), remaining)
+            except ConnectError as exc:
+                last = f"connect: {exc}"
+                if not exc.retryable:
+                    break
+            except (SessionSetupError, TimeoutError) as exc:
+                last = f"setup: {type(exc).__name__}"
+            else:
+                self.reconnects += 1
+                metrics.REALTIME_RECONNECTS.inc()
+                self._log.info(
+                    "realtime_session_reopened",
+                    reason=reason,
+                    attempt=attempt + 1,
+                    reseeded=self.protocol.reseeded_items,
+                )
+                await self._deliver(ev.SessionReconnected(reason, self.protocol.reseeded_items))
+                return True
+            if policy is not None:
+                await asyncio.sleep(max(0.0, min(delay, deadline - loop.time())))
+                delay = min(delay * 2, policy.backoff_max_s)
+        await self._lose(last)
+        return False
+
+    async def _lose(self, reason: str) -> None:
+        self._log.warning("realtime_session_lost", reason=reason)
+        if self.protocol.state is not State.CLOSED:
+            self.protocol.close()
+        self._closing = True
+        self._uncount()
+        await self._deliver(ev.SessionLost(reason))
+        self._end()
+        self._wakeup.set()
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        when = self.protocol.get_timer()
+        if when is not None:
+            self._timer = asyncio.get_running_loop().call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        self.protocol.handle_timer(loop.time())
+        if not self.protocol.renewal_due or self._closing:
+            return
+        if self.protocol.active_response_id is not None:
+            # do not cut a response short; look again in a second
+            self.protocol.renewal_due = False
+            self._timer = loop.call_later(1.0, self._on_timer)
+            return
+        ws = self._ws
+        if ws is not None:
+            self._renewing = True
+            self._log.info("realtime_session_renewing")
+            self._close_task = loop.create_task(ws.close(1000, "session renewal"))
+
+    async def _deliver(self, event: ev.ServerEvent) -> None:
+        self._count(event)
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception:  # pragma: no cover - a consumer bug must not kill the session
+                self._log.error("realtime_event_callback_failed", exc_info=True)
+            return
+        await self._events.put(event)
+
+    def _count(self, event: ev.ServerEvent) -> None:
+        raw_type = event.raw.get("type") if event.raw else None
+        if isinstance(raw_type, str):
+            metrics.REALTIME_EVENTS.labels(type=metrics.bounded(raw_type, _KNOWN_TYPES)).inc()
+        if isinstance(event, ev.ErrorOccurred):
+            code = event.code or ""
+            metrics.REALTIME_ERRORS.labels(code=metrics.bounded(code, KNOWN_ERROR_CODES)).inc()
+            log = self._log.debug if event.benign else self._log.warning
+            log(
+                "realtime_error_event",
+                code=code,
+                error_type=event.error_type,
+                message=event.message[:200],
+                cause=event.cause,
+                benign=event.benign,
+            )
+        elif isinstance(event, ev.UnknownEvent):
+            self._log.debug("realtime_unknown_event", type=event.type[:64])
+        elif isinstance(event, ev.MalformedEvent):
+            metrics.REALTIME_ERRORS.labels(code="malformed_event").inc()
+            self._log.warning("realtime_malformed_event", type=event.type[:64], reason=event.reason)
+
+    async def events(self) -> AsyncIterator[ev.ServerEvent]:
+        """Typed server events (plus SessionReconnected/SessionLost) until the session ends."""
+        while True:
+            item = await self._events.get()
+            if item is _END:
+                self._events.put_nowait(_END)  # later iterators end too
+                return
+            assert isinstance(item, ev.ServerEvent)
+            yield item
+
+    # --- API for the call bridge ---------------------------------------------------------------
+
+    def send_audio(self, data: bytes) -> None:
+        """Stream caller audio: raw bytes in `input_format` (base64/JSON is done here)."""
+        self.protocol.send_audio(data)
+        self._wakeup.set()
+
+    def send_event(self, event: Mapping[str, Any]) -> str:
+        """Send any client event (a dict in the GA shape); returns its event_id.
+
+        SessionClosed after close; UnsupportedEventError if the provider does not support it.
+        """
+        event_id = self.protocol.send_event(event)
+        self._wakeup.set()
+        return event_id
+
+    def _send_if_supported(self, event: Mapping[str, Any]) -> bool:
+        try:
+            self.send_event(event)
+        except UnsupportedEventError:
+            self._log.debug("realtime_event_unsupported", type=event.get("type"))
+            return False
+        return True
+
+    def commit(self) -> None:
+        """`input_audio_buffer.commit` (manual turns, turn detection off)."""
+        self.send_event(ev.input_audio_buffer_commit())
+
+    def clear_input(self) -> bool:
+        """`input_audio_buffer.clear`; False (nothing sent) where the provider lacks it."""
+        return self._send_if_supported(ev.input_audio_buffer_clear())
+
+    def clear_output(self) -> bool:
+        """`output_audio_buffer.clear` (WebRTC/SIP transports); False where unsupported."""
+        return self._send_if_supported(ev.output_audio_buffer_clear())
+
+    def create_response(self, **overrides: Any) -> str:
+        """`response.create`, with optional response overrides (instructions, tool_choice...)."""
+        return self.send_event(ev.response_create(**overrides))
+
+    def cancel_response(self, response_id: str | None = None) -> str:
+        """`response.cancel` (of `response_id`, else of the active response)."""
+        return self.send_event(ev.response_cancel(response_id))
+
+    def truncate(self, item_id: str, audio_end_ms: int) -> str:
+        """`conversation.item.truncate`: the caller heard `audio_end_ms` of that item. Clamped
+        to what was received, so the server never gets a truncate past the end."""
+        received = self.protocol.audio_ms(item_id)
+        if received and audio_end_ms > received:
+            audio_end_ms = received
+        return self.send_event(ev.conversation_item_truncate(item_id, max(0, audio_end_ms)))
+
+    def add_item(self, item: Mapping[str, Any], previous_item_id: str | None = None) -> str:
+        """`conversation.item.create` with any item."""
+        return self.send_event(ev.conversation_item_create(item, previous_item_id))
+
+    def add_user_text(self, text: str) -> str:
+        """A user text message (e.g. `dtmf_text("#")`)."""
+        return self.add_item(ev.user_text_item(text))
+
+    def send_function_output(self, call_id: str, output: str) -> str:
+        """The result of a function call (a JSON string); follow with `create_response()`."""
+        return self.add_item(ev.function_call_output_item(call_id, output))
+
+    def update_session(self, patch: Mapping[str, Any]) -> str:
+        """`session.update` with a GA session patch (`type` is filled in where needed)."""
+        session = dict(patch)
+        if self.profile.session_type:
+            session.setdefault("type", "realtime")
+        return self.send_event(ev.session_update(session))
+
+    def retrieve_item(self, item_id: str) -> str:
+        return self.send_event(ev.conversation_item_retrieve(item_id))
+
+    def delete_item(self, item_id: str) -> str:
+        return self.send_event(ev.conversation_item_delete(item_id))
+
+    def ensure_open(self) -> None:
+        """SessionClosed if the session is closed."""
+        if self.closed:
+            raise SessionClosed("session is closed")

@@ -1,0 +1,174 @@
+"""Provider profiles: where to connect, how to authenticate, what each provider supports.
+
+* `openai`: wss://api.openai.com/v1/realtime?model=gpt-realtime, `Authorization: Bearer KEY`.
+  G.711 passthrough (pcmu/pcma matching the call's codec).
+* `yandex`: wss://ai.api.cloud.yandex.net/v1/realtime?model=gpt://FOLDER/speech-realtime-250923,
+  `Authorization: Api-Key KEY` or `Bearer IAM_TOKEN`. PCM16 only: 24 kHz in, the output rate
+  session.updated reports (44.1 kHz seen). No input/output buffer clear events.
+* `url`: any compatible server at a ws:// or wss:// URL, optional bearer token.
+* `local`: the embedded local provider (gateway.realtime.local), same wire as openai.
+
+`base_url` overrides the host part for tests (e.g. the yandex profile pointed at a local server).
+The auth header value is built from a `Secret` only at connect time and never logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from gateway.media.port import AudioFormat
+from gateway.secret import Secret
+
+__all__ = ["DEFAULT_MODEL", "ProviderProfile", "choose_session_format", "make_profile"]
+
+DEFAULT_MODEL = "gpt-realtime"
+YANDEX_MODEL = "speech-realtime-250923"
+OPENAI_URL = "wss://api.openai.com/v1/realtime"
+YANDEX_URL = "wss://ai.api.cloud.yandex.net/v1/realtime"
+
+PCM24K = AudioFormat("pcm16", 24000)
+PCMU = AudioFormat("pcmu", 8000)
+PCMA = AudioFormat("pcma", 8000)
+
+
+@dataclass(frozen=True)
+class ProviderProfile:
+    """Everything the client needs to know about one provider."""
+
+    name: str
+    url: str
+    auth_scheme: str = "Bearer"
+    credential: Secret = field(default_factory=lambda: Secret(""))
+    model: str = DEFAULT_MODEL
+    default_voice: str = "marin"
+    #: formats the provider accepts for input; None = any GA format
+    input_formats: frozenset[AudioFormat] | None = None
+    #: client event types the provider does not support (never sent there)
+    unsupported_events: frozenset[str] = frozenset()
+    #: whether session.update carries `session.type = "realtime"`
+    session_type: bool = True
+    #: PCM16 only (no G.711): the bridge transcodes
+    pcm_only: bool = False
+
+    def headers(self) -> dict[str, str]:
+        """Headers for the WebSocket upgrade. Contains the credential: never log the result."""
+        if not self.credential:
+            return {}
+        return {"Authorization": f"{self.auth_scheme} {self.credential.reveal()}"}
+
+    @property
+    def display_url(self) -> str:
+        """The URL without its query, safe to log."""
+        parts = urlsplit(self.url)
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+    def supports(self, event_type: str) -> bool:
+        return event_type not in self.unsupported_events
+
+
+def _with_model(base: str, model: str) -> str:
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}model={quote(model, safe='/:')}"
+
+
+def _base(base_url: str, default: str) -> str:
+    """`base_url` may be a full ws URL ending in /realtime or just ws://host:port[/v1]."""
+    if not base_url:
+        return default
+    base = base_url.rstrip("/")
+    if base.startswith("http://"):
+        base = "ws://" + base[len("http://") :]
+    elif base.startswith("https://"):
+        base = "wss://" + base[len("https://") :]
+    if not base.endswith("/realtime"):
+        if not base.endswith("/v1"):
+            base += "/v1"
+        base += "/realtime"
+    return base
+
+
+def make_profile(
+    provider: str,
+    *,
+    model: str = "",
+    base_url: str = "",
+    token: Secret | None = None,
+    openai_api_key: Secret | None = None,
+    yandex_folder_id: str = "",
+    yandex_api_key: Secret | None = None,
+    yandex_iam_token: Secret | None = None,
+) -> ProviderProfile:
+    """Build the profile for `provider` (openai|yandex|url|local). ValueError if incomplete."""
+    if provider == "openai":
+        m = model or DEFAULT_MODEL
+        return ProviderProfile(
+            "openai",
+            _with_model(_base(base_url, OPENAI_URL), m),
+            credential=openai_api_key or Secret(""),
+            model=m,
+        )
+    if provider == "yandex":
+        if not yandex_folder_id:
+            raise ValueError("yandex provider needs yandex_folder_id")
+        m = model or f"gpt://{yandex_folder_id}/{YANDEX_MODEL}"
+        if yandex_api_key:
+            scheme, cred = "Api-Key", yandex_api_key
+        elif yandex_iam_token:
+            scheme, cred = "Bearer", yandex_iam_token
+        else:
+            raise ValueError("yandex provider needs yandex_api_key or yandex_iam_token")
+        return ProviderProfile(
+            "yandex",
+            _with_model(_base(base_url, YANDEX_URL), m),
+            auth_scheme=scheme,
+            credential=cred,
+            model=m,
+            default_voice="marina",
+            input_formats=frozenset({PCM24K}),
+            unsupported_events=frozenset(
+                {
+                    "input_audio_buffer.clear",
+                    "output_audio_buffer.clear",
+                }
+            ),
+            session_type=False,
+            pcm_only=True,
+        )
+    if provider in ("url", "local"):
+        if not base_url:
+            raise ValueError(f"{provider} provider needs a URL")
+        url = base_url
+        if url.startswith(("http://", "https://")) or not url.rstrip("/").endswith("/realtime"):
+            url = _base(url, "")
+        m = model or DEFAULT_MODEL
+        if "model=" not in url:
+            url = _with_model(url, m)
+        return ProviderProfile(
+            provider,
+            url,
+            credential=token or Secret(""),
+            model=m,
+        )
+    raise ValueError(f"unknown provider {provider!r}")
+
+
+_CODEC_FORMATS: Mapping[str, AudioFormat] = {"pcmu": PCMU, "pcma": PCMA}
+
+
+def choose_session_format(
+    profile: ProviderProfile, session_format: str, call_codec: str = "pcmu"
+) -> AudioFormat:
+    """The format to ask for. `auto`: the call's G.711 codec (no transcoding) except on PCM-only
+    providers (yandex), which get PCM16 24 kHz. `pcmu|pcma|pcm24k` force it."""
+    if session_format == "auto":
+        if profile.pcm_only:
+            return PCM24K
+        return _CODEC_FORMATS.get(call_codec, PCM24K)
+    fmt = {"pcmu": PCMU, "pcma": PCMA, "pcm24k": PCM24K}.get(session_format)
+    if fmt is None:
+        raise ValueError(f"session_format {session_format!r} is not auto|pcmu|pcma|pcm24k")
+    if profile.input_formats is not None and fmt not in profile.input_formats:
+        return PCM24K
+    return fmt

@@ -1,0 +1,363 @@
+"""Sans-I/O state of one Realtime client session: no sockets, no asyncio, time passed in.
+
+Theory of operation
+-------------------
+The asyncio client (`client.py`) owns the WebSocket and moves text frames:
+
+* `connection_made(now)` when the socket is open; `connection_lost(now)` when it drops (the
+  protocol goes back to CONNECTING and keeps the conversation for re-seeding); `close()` at the end.
+* `receive_text(frame, now)` for every received frame, then `events_received()` for the typed
+  events it produced. Bad frames become `MalformedEvent`; nothing here raises for peer input
+  except `ProtocolError` for an event in a state that does not allow it (see `TRANSITIONS`).
+* `send_audio(bytes)` / `send_event(dict)` queue client events; `next_frame()` gives the next text
+  frame to send. You must call it until it returns None after anything that queues.
+  Handshake frames (session.update, re-seed items) come first; queued user frames wait until the
+  session is READY. Queued audio is bounded: past `max_queued_audio` frames the oldest append is
+  dropped and `dropped_audio` counts it.
+* `get_timer()` is when the session should be renewed (before the provider's session limit);
+  `handle_timer(now)` sets `renewal_due`.
+
+Session states, driven by `Input`s through the `TRANSITIONS` table (anything absent is an error)::
+
+    CONNECTING --connected--> AWAITING_CREATED --session.created--> CONFIGURING
+    CONFIGURING --session.updated--> READY ;  any open state --dropped--> CONNECTING
+    any state --closed--> CLOSED
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any
+
+from gateway.media.port import AudioFormat
+from gateway.realtime import events as ev
+from gateway.realtime.errors import ProtocolError, SessionClosed, UnsupportedEventError
+
+__all__ = ["BENIGN_ERROR_CODES", "TRANSITIONS", "Input", "RealtimeProtocol", "State"]
+
+
+class State(Enum):
+    CONNECTING = "connecting"
+    AWAITING_CREATED = "awaiting_session_created"
+    CONFIGURING = "configuring"
+    READY = "ready"
+    CLOSED = "closed"
+
+
+class Input(Enum):
+    CONNECTED = "connected"
+    SESSION_CREATED = "session.created"
+    SESSION_UPDATED = "session.updated"
+    ERROR = "error"
+    EVENT = "event"  # any other server event
+    DROPPED = "dropped"
+    CLOSED = "closed"
+
+
+S, In = State, Input
+TRANSITIONS: Mapping[tuple[State, Input], State] = {
+    (S.CONNECTING, In.CONNECTED): S.AWAITING_CREATED,
+    (S.CONNECTING, In.DROPPED): S.CONNECTING,
+    (S.AWAITING_CREATED, In.SESSION_CREATED): S.CONFIGURING,
+    (S.AWAITING_CREATED, In.ERROR): S.AWAITING_CREATED,
+    (S.AWAITING_CREATED, In.DROPPED): S.CONNECTING,
+    (S.CONFIGURING, In.SESSION_UPDATED): S.READY,
+    (S.CONFIGURING, In.ERROR): S.CONFIGURING,
+    (S.CONFIGURING, In.EVENT): S.CONFIGURING,
+    (S.CONFIGURING, In.DROPPED): S.CONNECTING,
+    (S.READY, In.SESSION_UPDATED): S.READY,
+    (S.READY, In.ERROR): S.READY,
+    (S.READY, In.EVENT): S.READY,
+    (S.READY, In.DROPPED): S.CONNECTING,
+    **{(s, In.CLOSED): S.CLOSED for s in State},
+}
+
+#: Error codes that need no alarm whatever the context.
+BENIGN_ERROR_CODES = frozenset({"response_cancel_not_active"})
+
+_MAX_TRACKED_ITEMS = 32
+_MAX_TRACKED_CLIENT_EVENTS = 128
+_MAX_CONVERSATION_CHARS = 20000
+
+
+class RealtimeProtocol:
+    """One client session's protocol state across reconnects. See the module docstring."""
+
+    def __init__(
+        self,
+        requested: ev.SessionConfig,
+        *,
+        session_type: bool = True,
+        unsupported: frozenset[str] = frozenset(),
+        max_queued_audio: int = 100,
+        max_session_s: float | None = None,
+    ) -> None:
+        self.requested = requested
+        self.effective: ev.SessionConfig | None = None
+        self.state = State.CONNECTING
+        self.session_type = session_type
+        self.unsupported = unsupported
+        self.max_queued_audio = max_queued_audio
+        self.max_session_s = max_session_s
+        self.dropped_audio = 0
+        self.renewal_due = False
+        self.active_response_id: str | None = None
+        self.conversation: deque[tuple[str, str]] = deque()
+        self._conversation_chars = 0
+        self._events: list[ev.ServerEvent] = []
+        self._handshake: deque[str] = deque()
+        self._queue: deque[str | bytes] = deque()  # bytes = a pending audio append
+        self._queued_audio = 0
+        self._item_audio: OrderedDict[str, int] = OrderedDict()  # item id -> bytes received
+        self._client_events: OrderedDict[str, str] = OrderedDict()  # event_id -> type
+        self._event_ids = itertools.count(1)
+        self._session_started: float | None = None
+        self._connections = 0
+        self._reseeded = 0
+
+    # --- state ---------------------------------------------------------------------------------
+
+    def _transition(self, inp: Input, detail: str = "") -> None:
+        key = (self.state, inp)
+        if key not in TRANSITIONS:
+            raise ProtocolError(
+                f"{inp.value}{' ' + detail if detail else ''} not allowed in state "
+                f"{self.state.value}"
+            )
+        self.state = TRANSITIONS[key]
+
+    def connection_made(self, now: float) -> None:
+        """The WebSocket is open: wait for session.created."""
+        self._transition(Input.CONNECTED)
+        self._connections += 1
+        self._session_started = now
+
+    def connection_lost(self, now: float) -> None:
+        """The WebSocket dropped: back to CONNECTING; per-connection state is forgotten."""
+        if self.state is State.CLOSED:
+            return
+        self._transition(Input.DROPPED)
+        self._handshake.clear()
+        self.active_response_id = None
+        self._item_audio.clear()
+        self._client_events.clear()
+        self._session_started = None
+        self.renewal_due = False
+
+    def close(self) -> None:
+        """No more frames in or out."""
+        self._transition(Input.CLOSED)
+        self._handshake.clear()
+        self._queue.clear()
+        self._queued_audio = 0
+
+    @property
+    def reconnecting(self) -> bool:
+        """True once a second connection has been made (its handshake re-seeds)."""
+        return self._connections > 1
+
+    @property
+    def reseeded_items(self) -> int:
+        """How many text items the last handshake re-seeded."""
+        return self._reseeded
+
+    # --- formats -------------------------------------------------------------------------------
+
+    @property
+    def input_format(self) -> AudioFormat:
+        """The effective input format: what session.updated said, else what was asked for."""
+        fmt = self.effective.input_format if self.effective else None
+        fmt = fmt or self.requested.input_format
+        if fmt is None:
+            return AudioFormat("pcm16", 24000)
+        return fmt
+
+    @property
+    def output_format(self) -> AudioFormat:
+        """The effective output format (what the audio deltas are in)."""
+        fmt = self.effective.output_format if self.effective else None
+        fmt = fmt or self.requested.output_format
+        if fmt is None:
+            return AudioFormat("pcm16", 24000)
+        return fmt
+
+    def audio_ms(self, item_id: str) -> int:
+        """Milliseconds of audio received so far for an assistant item (0 if unknown)."""
+        nbytes = self._item_audio.get(item_id, 0)
+        fmt = self.output_format
+        return nbytes * 1000 // (fmt.rate * fmt.bytes_per_sample)
+
+    # --- receiving -----------------------------------------------------------------------------
+
+    def receive_text(self, data: str | bytes, now: float) -> None:
+        """Feed one received frame; typed events become available from `events_received()`."""
+        try:
+            obj = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            self._events.append(ev.MalformedEvent("", f"bad JSON: {exc.__class__.__name__}"))
+            return
+        if not isinstance(obj, dict):
+            self._events.append(ev.MalformedEvent("", "frame is not a JSON object"))
+            return
+        try:
+            event = ev.parse_server_event(obj)
+        except ValueError as exc:
+            kind = obj.get("type")
+            self._events.append(
+                ev.MalformedEvent(kind if isinstance(kind, str) else "", str(exc), raw=obj)
+            )
+            return
+        self._handle(event, now)
+
+    def _handle(self, event: ev.ServerEvent, now: float) -> None:
+        if isinstance(event, ev.SessionCreated):
+            self._transition(Input.SESSION_CREATED)
+            self._start_handshake()
+        elif isinstance(event, ev.SessionUpdated):
+            self._transition(Input.SESSION_UPDATED)
+            self.effective = event.session
+        elif isinstance(event, ev.ErrorOccurred):
+            self._transition(Input.ERROR)
+            event = self._classify(event)
+        else:
+            self._transition(Input.EVENT, getattr(event, "type", type(event).__name__))
+            if isinstance(event, ev.AudioDelta):
+                self._item_audio[event.item_id] = self._item_audio.get(event.item_id, 0) + len(
+                    event.audio
+                )
+                if len(self._item_audio) > _MAX_TRACKED_ITEMS:
+                    self._item_audio.popitem(last=False)
+            elif isinstance(event, ev.ResponseCreated):
+                self.active_response_id = event.response_id
+            elif isinstance(event, ev.ResponseDone):
+                if self.active_response_id == event.response_id:
+                    self.active_response_id = None
+            elif isinstance(event, ev.InputTranscriptionCompleted):
+                self._remember("user", event.transcript)
+            elif isinstance(event, ev.TranscriptDone):
+                self._remember("assistant", event.transcript)
+            elif isinstance(event, ev.TextDone):
+                self._remember("assistant", event.text)
+        self._events.append(event)
+
+    def _classify(self, event: ev.ErrorOccurred) -> ev.ErrorOccurred:
+        cause = self._client_events.get(event.client_event_id or "")
+        benign = event.code in BENIGN_ERROR_CODES
+        td = self.effective.turn_detection if self.effective else self.requested.turn_detection
+        if event.code == "input_audio_buffer_commit_empty" and td is not None:
+            benign = True  # the server's VAD committed the buffer already
+        if cause == "conversation.item.truncate":
+            benign = True  # a truncate past the end: the item is already shorter
+        return dataclasses.replace(event, cause=cause, benign=benign)
+
+    def events_received(self) -> list[ev.ServerEvent]:
+        """Typed events produced since the last call, in order."""
+        out, self._events = self._events, []
+        return out
+
+    # --- conversation (for re-seeding) ---------------------------------------------------------
+
+    def _remember(self, role: str, text: str) -> None:
+        text = text.strip()
+        if not text:
+            return
+        self.conversation.append((role, text))
+        self._conversation_chars += len(text)
+        while self._conversation_chars > _MAX_CONVERSATION_CHARS and self.conversation:
+            _, old = self.conversation.popleft()
+            self._conversation_chars -= len(old)
+
+    def _start_handshake(self) -> None:
+        self._handshake.append(
+            json.dumps(ev.session_update(self.requested.to_wire(session_type=self.session_type)))
+        )
+        self._reseeded = 0
+        if self.reconnecting:
+            for role, text in self.conversation:
+                item = ev.user_text_item(text) if role == "user" else ev.assistant_text_item(text)
+                self._handshake.append(json.dumps(ev.conversation_item_create(item)))
+                self._reseeded += 1
+
+    # --- sending -------------------------------------------------------------------------------
+
+    def send_audio(self, data: bytes) -> None:
+        """Queue `input_audio_buffer.append` for raw audio in the effective input format."""
+        if self.state is State.CLOSED:
+            raise SessionClosed("session is closed")
+        if self._queued_audio >= self.max_queued_audio:
+            for i, frame in enumerate(self._queue):
+                if isinstance(frame, bytes):
+                    del self._queue[i]
+                    break
+            self._queued_audio -= 1
+            self.dropped_audio += 1
+        self._queue.append(data)
+        self._queued_audio += 1
+
+    def send_event(self, event: Mapping[str, Any]) -> str:
+        """Queue any client event (a dict); returns its event_id. UnsupportedEventError if the
+        provider profile does not support its type."""
+        if self.state is State.CLOSED:
+            raise SessionClosed("session is closed")
+        kind = event.get("type")
+        if not isinstance(kind, str):
+            raise ValueError("client event needs a string 'type'")
+        if kind in self.unsupported:
+            raise UnsupportedEventError(f"{kind} is not supported by this provider")
+        event_id = event.get("event_id")
+        if not isinstance(event_id, str):
+            event_id = f"evt_gw{next(self._event_ids)}"
+            event = {**event, "event_id": event_id}
+        self._client_events[event_id] = kind
+        if len(self._client_events) > _MAX_TRACKED_CLIENT_EVENTS:
+            self._client_events.popitem(last=False)
+        if kind == "conversation.item.create":
+            item = event.get("item")
+            if isinstance(item, Mapping) and item.get("type") == "message":
+                role = item.get("role")
+                for text in ev.texts_of(item):
+                    self._remember("assistant" if role == "assistant" else "user", text)
+        self._queue.append(json.dumps(event))
+        return event_id
+
+    def next_frame(self) -> str | None:
+        """The next text frame to send, or None. Handshake frames first; queued frames only once
+        the session is READY."""
+        if self._handshake:
+            return self._handshake.popleft()
+        if self.state is not State.READY or not self._queue:
+            return None
+        frame = self._queue.popleft()
+        if isinstance(frame, bytes):
+            self._queued_audio -= 1
+            return ev.encode_append(frame)
+        return frame
+
+    def next_handshake_frame(self) -> str | None:
+        """The next handshake frame (session.update, re-seed items), or None."""
+        return self._handshake.popleft() if self._handshake else None
+
+    @property
+    def queued(self) -> int:
+        """Frames waiting to be sent (handshake and user)."""
+        return len(self._handshake) + len(self._queue)
+
+    # --- timers --------------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """When the session should be renewed, or None."""
+        if self.max_session_s is None or self._session_started is None or self.renewal_due:
+            return None
+        if self.state is not State.READY:
+            return None
+        return self._session_started + self.max_session_s
+
+    def handle_timer(self, now: float) -> None:
+        timer = self.get_timer()
+        if timer is not None and now >= timer:
+            self.renewal_due = True
