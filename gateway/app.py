@@ -74,8 +74,11 @@ class Gateway:
         except BaseException:
             await self.stop()
             raise
-        log.info("gateway_started", http=self.settings.http_listen,
-                 provider=self.settings.resolved_provider())
+        log.info(
+            "gateway_started",
+            http=self.settings.http_listen,
+            provider=self.settings.resolved_provider(),
+        )
 
     async def stop(self) -> None:
         """Stop listeners and free everything; safe to call twice."""

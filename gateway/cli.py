@@ -1,4 +1,4 @@
-"""Command line: `gateway serve` (the default) and `gateway provider` (standalone local provider)."""
+"""Command line: `gateway serve` (the default) and `gateway provider` (the local provider alone)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `gateway` console script; returns the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if not args_list or args_list[0].startswith("-") and args_list[0] not in ("-h", "--help",
-                                                                               "--version"):
+    if not args_list or (
+        args_list[0].startswith("-") and args_list[0] not in ("-h", "--help", "--version")
+    ):
         args_list.insert(0, "serve")
     args = _parser().parse_args(args_list)
     if args.command == "provider":
@@ -63,8 +64,9 @@ def _run_provider(args: argparse.Namespace) -> int:
     try:
         asyncio.run(run_standalone(args.listen, flavor=args.flavor))
     except OSError as exc:
-        print(f"gateway: error: provider listen {args.listen}: {exc.strerror or exc}",
-              file=sys.stderr)
+        print(
+            f"gateway: error: provider listen {args.listen}: {exc.strerror or exc}", file=sys.stderr
+        )
         return 1
     except KeyboardInterrupt:
         return 130

@@ -30,7 +30,10 @@ class ConfigError(ValueError):
 
 def _opt(default: Any, help: str, **meta: Any) -> Any:
     if isinstance(default, list | dict):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **meta})
+        factory: Any = (
+            (lambda: list(default)) if isinstance(default, list) else (lambda: dict(default))
+        )
+        return field(default_factory=factory, metadata={"help": help, **meta})
     return field(default=default, metadata={"help": help, **meta})
 
 
@@ -241,7 +244,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         hint = typing.get_type_hints(Settings)[f.name]
         if hint is bool:
             parser.add_argument(
-                flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction,
+                flag,
+                dest=f.name,
+                default=None,
+                action=argparse.BooleanOptionalAction,
                 help=f.metadata["help"],
             )
         else:
@@ -256,8 +262,10 @@ def load_settings(
     """Build validated Settings from defaults < TOML < environment < flags."""
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    path = config_file or (getattr(args, "config", None) if args else None) or env.get(
-        "GATEWAY_CONFIG"
+    path = (
+        config_file
+        or (getattr(args, "config", None) if args else None)
+        or env.get("GATEWAY_CONFIG")
     )
     names = {f.name: f for f in _fields()}
     if path:

@@ -13,9 +13,18 @@ log = get_logger("http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_REASONS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-            405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media",
-            429: "rate_limited", 503: "unavailable"}
+_REASONS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media",
+    429: "rate_limited",
+    503: "unavailable",
+}
 
 
 def json_error(status: int, message: str, **extra: object) -> web.Response:

@@ -1,0 +1,1 @@
+"""Calls: the Call object, the call manager, scenarios and recording."""

@@ -1,0 +1,155 @@
+"""The default scenario, written with the public scenario API only.
+
+* Greeting: the model speaks first (`response.create` once the call is connected).
+* Barge-in on `input_audio_buffer.speech_started`: drop queued bot audio at once, truncate the
+  playing item at the milliseconds the caller actually heard, and cancel the response only when
+  the server does not (`interrupt_response` false). Late deltas of that response are ignored.
+* `output_audio_buffer.cleared/started/stopped` (servers that send them) stop/resume media.
+* DTMF (RFC 4733, SIP INFO, in-band, data channel, provider) is reported to the model as a user
+  text message under the `DTMF: <digits>` convention, and a response is asked for.
+* Tools: `end_call`, `transfer_call(target)`, `send_dtmf(digits)`.
+* Provider failure mid-call: the client reconnects once; if the session is lost, an apology
+  prompt is played and the call ends.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gateway import metrics
+from gateway.call.call import Call
+from gateway.call.events import CallConnected, DtmfReceived
+from gateway.call.prompts import apology_prompt, hangup_after_playout
+from gateway.realtime import events as rt
+from gateway.realtime.dtmf import dtmf_text
+
+TOOLS: tuple[dict[str, Any], ...] = (
+    {
+        "type": "function",
+        "name": "end_call",
+        "description": "End the phone call. Say goodbye first; the line is closed after it.",
+        "parameters": {"type": "object", "properties": {}},
+    },
+    {
+        "type": "function",
+        "name": "transfer_call",
+        "description": "Transfer the caller to a person or department by name.",
+        "parameters": {
+            "type": "object",
+            "properties": {"target": {"type": "string", "description": "e.g. operator"}},
+            "required": ["target"],
+        },
+    },
+    {
+        "type": "function",
+        "name": "send_dtmf",
+        "description": "Send DTMF tones (0-9, *, #) to the caller's line.",
+        "parameters": {
+            "type": "object",
+            "properties": {"digits": {"type": "string"}},
+            "required": ["digits"],
+        },
+    },
+)
+
+
+def setup(call: Call) -> None:
+    """Install the default behaviour on `call`."""
+
+    def on_connected(_: CallConnected) -> None:
+        if call.options.greeting:
+            call.realtime.response_create_when_idle()
+
+    def on_speech_started(_: rt.SpeechStarted) -> None:
+        cleared = call.clear_media_buffer()
+        if cleared.item_id is not None and cleared.response_id != "play":
+            call.realtime.conversation_item_truncate(cleared.item_id, cleared.played_ms)
+        if not call.realtime.interrupt_response and call.realtime.response_active:
+            call.realtime.response_cancel()
+
+    def on_unknown(ev: rt.UnknownEvent) -> None:
+        # output_audio_buffer.* is sent by servers that own playout (WebRTC/SIP transports).
+        if ev.type == "output_audio_buffer.cleared":
+            call.clear_media_buffer()
+        elif ev.type == "output_audio_buffer.started":
+            call.send_media_to("caller")
+
+    def on_dtmf(ev: DtmfReceived) -> None:
+        call.realtime.add_user_text(dtmf_text(ev.digit))
+        call.realtime.response_create_when_idle()
+
+    def on_provider_dtmf(ev: rt.DtmfReceived) -> None:
+        call.leg_event(DtmfReceived(ev.digit, "provider"))
+
+    async def on_function_call(ev: rt.FunctionCallArgumentsDone) -> None:
+        try:
+            args = json.loads(ev.arguments or "{}")
+            if not isinstance(args, dict):
+                raise ValueError("arguments must be a JSON object")
+        except ValueError as exc:
+            _tool_result(call, ev, "bad_arguments", {"error": f"bad arguments: {exc}"})
+            return
+        if ev.name == "end_call":
+            _tool_result(call, ev, "ok", {"ok": True, "result": "the call will end after goodbye"})
+            call.spawn(hangup_after_playout(call, "completed", call.options.goodbye_timeout_s))
+        elif ev.name == "transfer_call":
+            target = str(args.get("target", ""))
+            if target not in call.options.transfer_targets:
+                known = sorted(call.options.transfer_targets)
+                _tool_result(
+                    call,
+                    ev,
+                    "unknown_target",
+                    {"ok": False, "error": f"unknown target {target!r}", "known": known},
+                )
+                return
+            call.spawn(_transfer(call, ev, target))
+        elif ev.name == "send_dtmf":
+            digits = str(args.get("digits", ""))
+            try:
+                call.send_dtmf(digits)
+            except ValueError as exc:
+                _tool_result(call, ev, "bad_arguments", {"ok": False, "error": str(exc)})
+                return
+            _tool_result(call, ev, "ok", {"ok": True, "sent": digits})
+        else:
+            _tool_result(call, ev, "unknown_tool", {"ok": False, "error": f"no tool {ev.name!r}"})
+
+    async def on_session_lost(_: rt.SessionLost) -> None:
+        await call.play(*apology_prompt())
+        await hangup_after_playout(call, "provider_failed", 6.0, wait_response=False)
+
+    call.on(CallConnected, on_connected)
+    call.realtime.on(rt.SpeechStarted, on_speech_started)
+    call.realtime.on(rt.UnknownEvent, on_unknown)
+    call.on(DtmfReceived, on_dtmf)
+    call.realtime.on(rt.DtmfReceived, on_provider_dtmf)
+    call.realtime.on(rt.FunctionCallArgumentsDone, on_function_call)
+    call.realtime.on(rt.SessionLost, on_session_lost)
+
+
+def _tool_result(
+    call: Call,
+    ev: rt.FunctionCallArgumentsDone,
+    outcome: str,
+    output: dict[str, Any],
+    *,
+    respond: bool = True,
+) -> None:
+    metrics.TOOL_CALLS.labels(
+        name=metrics.bounded(ev.name, {"end_call", "transfer_call", "send_dtmf"}), outcome=outcome
+    ).inc()
+    call.stats["tool_calls"].append(f"{ev.name}:{outcome}")
+    call.realtime.function_call_output(ev.call_id, output)
+    if respond:
+        call.realtime.response_create_when_idle()
+
+
+async def _transfer(call: Call, ev: rt.FunctionCallArgumentsDone, target: str) -> None:
+    ok = await call.transfer(target)
+    if ok:
+        _tool_result(call, ev, "ok", {"ok": True, "transferred_to": target}, respond=False)
+        await call.hangup("transferred")
+    else:
+        _tool_result(call, ev, "failed", {"ok": False, "error": "transfer failed"})

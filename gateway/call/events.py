@@ -1,0 +1,67 @@
+"""Call events a scenario can listen to with `call.on(EventClass, handler)`.
+
+Leg events (`DtmfReceived`, `HoldChanged`, `MediaStarted`, `MediaStopped`, `TransferProgress`,
+`LegEnded`) come straight from `gateway.media.port`; the ones here are the call's own.
+Realtime server events (`gateway.realtime.events`) are listened to with `call.realtime.on`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.media.port import (
+    DtmfReceived,
+    HoldChanged,
+    LegEnded,
+    LegEvent,
+    MediaStarted,
+    MediaStopped,
+    TransferProgress,
+)
+
+__all__ = [
+    "BotMediaEnded",
+    "BotMediaStarted",
+    "CallConnected",
+    "CallEnded",
+    "CallEvent",
+    "DtmfReceived",
+    "HoldChanged",
+    "LegEnded",
+    "LegEvent",
+    "MediaStarted",
+    "MediaStopped",
+    "TransferProgress",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    """Base class of the call's own events."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallConnected(CallEvent):
+    """The call is answered and its Realtime session is ready; media flows from now on."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded(CallEvent):
+    """The call ended. `outcome` is a bounded token (completed, caller_hangup, ...)."""
+
+    outcome: str
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class BotMediaStarted(CallEvent):
+    """Provider audio toward the caller started playing (VoxEngine `WebSocketMediaStarted`)."""
+
+    item_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BotMediaEnded(CallEvent):
+    """Provider audio toward the caller ended: 1 s of silence after it (`WebSocketMediaEnded`)."""
+
+    item_id: str | None

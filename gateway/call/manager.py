@@ -1,0 +1,131 @@
+"""The CallManager: the live calls, admission (`--max-calls`, draining) and graceful drain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import Awaitable, Callable
+
+from gateway import metrics
+from gateway.call.call import Call
+from gateway.call.prompts import goodbye_prompt, hangup_after_playout
+from gateway.logs import get_logger
+
+log = get_logger("call.manager")
+
+Setup = Callable[[Call], Awaitable[None] | None]
+
+
+class AdmissionError(Exception):
+    """A new call cannot be taken: `status` (503) and `reason` (capacity, draining)."""
+
+    def __init__(self, reason: str, retry_after: int = 5) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = 503
+        self.retry_after = retry_after
+
+
+class CallManager:
+    """Holds the live calls; every call runs as one task owned here until it ends."""
+
+    def __init__(self, max_calls: int) -> None:
+        self.max_calls = max_calls
+        self.calls: dict[str, Call] = {}
+        self._reserved = 0
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @staticmethod
+    def new_id() -> str:
+        """A call id: random, URL-safe, never a phone number."""
+        return secrets.token_hex(8)
+
+    def reserve(self) -> None:
+        """Take a slot for a call being set up; AdmissionError when none is free."""
+        if self.draining:
+            raise AdmissionError("draining", retry_after=30)
+        if len(self.calls) + self._reserved >= self.max_calls:
+            raise AdmissionError("capacity", retry_after=5)
+        self._reserved += 1
+        self._idle.clear()
+
+    def release_reservation(self) -> None:
+        """Give back a slot whose call never started (setup failed)."""
+        self._reserved = max(0, self._reserved - 1)
+        self._check_idle()
+
+    def start(self, call: Call, setup: Setup) -> asyncio.Task[None]:
+        """Run `call` (its slot was reserved) until it ends."""
+        self._reserved = max(0, self._reserved - 1)
+        self.calls[call.id] = call
+        task = asyncio.get_running_loop().create_task(
+            self._run(call, setup), name=f"call-{call.id}"
+        )
+        self._tasks[call.id] = task
+        return task
+
+    async def _run(self, call: Call, setup: Setup) -> None:
+        try:
+            await call.run(setup)
+        except Exception:
+            log.exception("call_crashed", call_id=call.id)
+        finally:
+            self.calls.pop(call.id, None)
+            self._tasks.pop(call.id, None)
+            self._check_idle()
+
+    def _check_idle(self) -> None:
+        if not self.calls and not self._reserved:
+            self._idle.set()
+
+    def get(self, call_id: str) -> Call | None:
+        return self.calls.get(call_id)
+
+    def list(self) -> list[dict[str, object]]:
+        """The live calls, as `GET /calls` shows them."""
+        return [c.describe() for c in self.calls.values()]
+
+    async def hangup(self, call_id: str, outcome: str = "api_hangup") -> bool:
+        """End one call; False if there is no such call."""
+        call = self.calls.get(call_id)
+        if call is None:
+            return False
+        await call.hangup(outcome)
+        task = self._tasks.get(call_id)
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(task), 10)
+        return True
+
+    async def drain(self, timeout: float) -> None:
+        """Stop admitting calls, let live calls finish for up to `timeout` seconds, then play
+        the goodbye prompt to those still up and end them."""
+        self.draining = True
+        metrics.DRAINING.set(1)
+        log.info("drain_started", live_calls=len(self.calls), timeout_s=timeout)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        if self.calls:
+            log.info("drain_timeout_goodbye", live_calls=len(self.calls))
+            await self.end_all("drained", goodbye=True)
+
+    async def end_all(self, outcome: str, goodbye: bool = False) -> None:
+        """End every live call (with a goodbye prompt first if asked) and wait for them."""
+        for call in list(self.calls.values()):
+            if goodbye:
+                with contextlib.suppress(Exception):
+                    call.stop_media_to("model")
+                    call.clear_media_buffer()
+                    await call.play(*goodbye_prompt())
+                    call.spawn(hangup_after_playout(call, outcome, 8.0, wait_response=False))
+            else:
+                await call.hangup(outcome)
+        tasks = list(self._tasks.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=15)
+        for task in self._tasks.values():
+            task.cancel()

@@ -1,0 +1,111 @@
+"""Built-in prompts (apology, goodbye) and small helpers to play audio and end calls after it.
+
+Prompts are spoken by espeak-ng when it is installed (made once per process, at start-up, off the
+media path) and otherwise are a short tone pattern, so the gateway never depends on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import tempfile
+import wave
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+import telcodecs
+
+if TYPE_CHECKING:
+    from gateway.call.call import Call
+
+Pcm = npt.NDArray[np.int16]
+
+APOLOGY_TEXT = "Sorry, we are having technical difficulties. Please call again later. Goodbye."
+GOODBYE_TEXT = "This service is closing for maintenance. Please call again. Goodbye."
+
+
+def read_wav(path: str | Path) -> tuple[Pcm, int]:
+    """A mono int16 WAV file as (samples, rate); stereo is averaged. ValueError otherwise."""
+    with wave.open(str(path), "rb") as wav:
+        if wav.getsampwidth() != 2:
+            raise ValueError(f"{path}: only 16-bit PCM WAV is supported")
+        rate = wav.getframerate()
+        data = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+        if wav.getnchannels() == 2:
+            data = (data.reshape(-1, 2).astype(np.int32).sum(axis=1) // 2).astype(np.int16)
+        elif wav.getnchannels() != 1:
+            raise ValueError(f"{path}: only mono or stereo WAV is supported")
+    if rate not in telcodecs.SUPPORTED_RATES:
+        raise ValueError(f"{path}: sample rate {rate} is not one of {telcodecs.SUPPORTED_RATES}")
+    return data.astype(np.int16), rate
+
+
+def _tones(freqs: tuple[float, ...], rate: int = 8000) -> Pcm:
+    parts = []
+    t = np.arange(int(0.25 * rate)) / rate
+    env = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.01)
+    for f in freqs:
+        parts.append(0.3 * 32767 * env * np.sin(2 * np.pi * f * t))
+        parts.append(np.zeros(int(0.05 * rate)))
+    return np.concatenate(parts).astype(np.int16)
+
+
+def speak(text: str, rate: int = 8000) -> Pcm | None:
+    """`text` spoken by espeak-ng at `rate`, or None when espeak-ng is not installed."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "p.wav"
+        try:
+            subprocess.run([exe, "-w", str(out), text], check=True, capture_output=True, timeout=20)
+            pcm, src_rate = read_wav(out)
+        except (OSError, subprocess.SubprocessError, ValueError):
+            return None
+    if src_rate != rate:
+        res = telcodecs.Resampler(src_rate, rate)
+        pcm = np.concatenate([res.process(pcm), res.flush()])
+    return pcm
+
+
+@cache
+def apology_prompt() -> tuple[Pcm, int]:
+    """The apology played when the provider is lost mid-call."""
+    pcm = speak(APOLOGY_TEXT)
+    return (pcm if pcm is not None else _tones((660.0, 550.0, 440.0))), 8000
+
+
+@cache
+def goodbye_prompt() -> tuple[Pcm, int]:
+    """The goodbye played to calls still up when a drain's grace period ends."""
+    pcm = speak(GOODBYE_TEXT)
+    return (pcm if pcm is not None else _tones((440.0, 330.0))), 8000
+
+
+def warm_prompts() -> None:
+    """Make the prompts now (at start-up), not when a call first needs one."""
+    apology_prompt()
+    goodbye_prompt()
+
+
+async def hangup_after_playout(
+    call: Call, outcome: str, timeout: float, *, wait_response: bool = True
+) -> None:
+    """End `call` once the response in progress and the queued audio have been played."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    # Give the model a moment to start its goodbye response.
+    if wait_response:
+        await asyncio.sleep(0.2)
+    while loop.time() < deadline:
+        busy = call.playout.queued_ms > 0 or (wait_response and call.realtime.response_active)
+        if not busy:
+            break
+        await asyncio.sleep(call.leg.frame_ms / 1000)
+    # The last frame pulled is still on the wire: one more packet time.
+    await asyncio.sleep(call.leg.frame_ms / 1000 * 2)
+    await call.hangup(outcome)

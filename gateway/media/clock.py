@@ -1,0 +1,138 @@
+"""One media clock per packet time per process: a single timer services every call in one pass.
+
+Per-call `sleep(0.02)` loops drift and, at hundreds of calls, cost thousands of timer wake-ups.
+Instead each `MediaClock` keeps an absolute grid `t0 + n * period / slots` on the loop's
+monotonic clock. A leg is placed in the least loaded of `slots` phase slots, so the packets of
+hundreds of calls are spread over the packet time instead of leaving in one burst. At each
+sub-tick the clock calls `tick(now, deadline)` on the legs of that slot; the leg sends its packet
+and records how late it left against `deadline`.
+
+After a stall (a blocked loop) the grid catches up at most `max_catch_up` frames per leg and
+then jumps ahead: a phone plays late audio worse than a short gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Protocol
+
+from gateway.logs import get_logger
+
+log = get_logger("media.clock")
+
+
+class Ticker(Protocol):
+    """Something serviced once per packet time (a SIP leg)."""
+
+    def tick(self, now: float, deadline: float) -> None:
+        """Send/receive one frame; `deadline` is when the frame was due."""
+
+
+class MediaClock:
+    """Ticks every registered `Ticker` once per `period_ms`, spread over `slots` phases."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        period_ms: int = 20,
+        slots: int = 4,
+        max_catch_up: int = 2,
+    ) -> None:
+        if period_ms <= 0 or slots <= 0:
+            raise ValueError("period_ms and slots must be positive")
+        self._loop = loop
+        self.period = period_ms / 1000.0
+        self.slots = slots
+        self._step = self.period / slots
+        self._max_catch_up = max_catch_up
+        self._members: list[list[Ticker]] = [[] for _ in range(slots)]
+        self._where: dict[int, int] = {}
+        self._handle: asyncio.TimerHandle | None = None
+        self._t0 = 0.0
+        self._n = 0  # sub-tick index on the grid
+        self.ticks = 0
+        self.stalls = 0
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def add(self, ticker: Ticker) -> None:
+        """Start servicing `ticker` from its slot's next deadline."""
+        if id(ticker) in self._where:
+            return
+        slot = min(range(self.slots), key=lambda i: len(self._members[i]))
+        self._members[slot].append(ticker)
+        self._where[id(ticker)] = slot
+        if self._handle is None:
+            self._t0 = self._loop.time()
+            self._n = 0
+            self._handle = self._loop.call_at(self._t0, self._run)
+
+    def remove(self, ticker: Ticker) -> None:
+        """Stop servicing `ticker`; the timer stops when no ticker is left."""
+        slot = self._where.pop(id(ticker), None)
+        if slot is None:
+            return
+        members = self._members[slot]
+        for i, t in enumerate(members):
+            if t is ticker:
+                del members[i]
+                break
+        if not self._where and self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def close(self) -> None:
+        """Stop the timer and forget every ticker."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._members = [[] for _ in range(self.slots)]
+        self._where.clear()
+
+    def _run(self) -> None:
+        self._handle = None
+        now = self._loop.time()
+        deadline = self._t0 + self._n * self._step
+        behind = int((now - deadline) / self._step)
+        if behind > self._max_catch_up * self.slots:
+            # Stalled: skip whole frames rather than burst them out late.
+            self.stalls += 1
+            skip = behind - self._max_catch_up * self.slots
+            self._n += skip
+            deadline = self._t0 + self._n * self._step
+        members = self._members[self._n % self.slots]
+        for ticker in list(members) if members else ():
+            try:
+                ticker.tick(now, deadline)
+            except Exception:
+                log.exception("media_tick_failed")
+                self.remove(ticker)
+        self.ticks += 1
+        self._n += 1
+        if self._where:
+            nxt = self._t0 + self._n * self._step
+            self._handle = self._loop.call_at(nxt, self._run)
+
+
+class MediaClocks:
+    """The process's clocks, one per packet time in use."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, slots_per_20ms: int = 4) -> None:
+        self._loop = loop
+        self._slots = slots_per_20ms
+        self._clocks: dict[int, MediaClock] = {}
+
+    def for_ptime(self, ptime_ms: int) -> MediaClock:
+        """The clock for `ptime_ms` packets (created on first use)."""
+        clock = self._clocks.get(ptime_ms)
+        if clock is None:
+            slots = max(1, math.ceil(self._slots * ptime_ms / 20))
+            clock = self._clocks[ptime_ms] = MediaClock(self._loop, ptime_ms, slots)
+        return clock
+
+    def close(self) -> None:
+        for clock in self._clocks.values():
+            clock.close()
+        self._clocks.clear()

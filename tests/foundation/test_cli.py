@@ -1,0 +1,76 @@
+"""`gateway serve` as a real process: /healthz, /metrics, and one-line start-up errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> bytes:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "exited"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                return bytes(resp.read())
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer")
+
+
+def test_serve_answers_healthz_and_metrics(tmp_path: Path) -> None:
+    http, sip = _free_port(), _free_port()
+    env = {**os.environ, "GATEWAY_LOG_FORMAT": "json"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--http-listen", f"127.0.0.1:{http}",
+         "--sip-listen", f"127.0.0.1:{sip}", "--rtp-ports", "31000-31100"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        body = _wait_http(f"http://127.0.0.1:{http}/healthz", proc)
+        assert json.loads(body) == {"status": "ok"}
+        text = _wait_http(f"http://127.0.0.1:{http}/metrics", proc).decode()
+        assert "gateway_build_info" in text
+        assert "process_cpu_seconds_total" in text
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
+
+
+def test_port_in_use_is_one_clear_line_and_nonzero_exit(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "gateway", "--http-listen", f"127.0.0.1:{port}",
+             "--sip-listen", f"127.0.0.1:{_free_port()}"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=30,
+        )
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("gateway: error:")]
+    assert len(lines) == 1, proc.stderr
+    assert "http_listen" in lines[0]
+
+
+def test_bad_flag_value_exits_nonzero_naming_the_setting(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--sip-allow", "300.1.2.3/8"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=30,
+    )
+    assert proc.returncode == 2
+    assert "sip_allow" in proc.stderr

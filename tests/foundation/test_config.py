@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, Settings, add_arguments, load_settings
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_defaults_are_safe() -> None:
+    s = load_settings(_args(), environ={})
+    assert s.sip_allow == ["127.0.0.0/8", "::1/128"]
+    assert s.ice_servers == []
+    assert not s.api_token
+    assert s.resolved_provider() == "local"
+
+
+def test_precedence_flags_over_env_over_toml(tmp_path: Path) -> None:
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('max_calls = 5\nsip_listen = "127.0.0.1:5070"\nvoice = "toml"\n'
+                   '[transfer_targets]\noperator = "sip:op@example.com"\n')
+    env = {"GATEWAY_MAX_CALLS": "7", "GATEWAY_VOICE": "env"}
+    s = load_settings(_args("--config", str(cfg), "--voice", "flag"), environ=env)
+    assert s.max_calls == 7
+    assert s.sip_listen == "127.0.0.1:5070"
+    assert s.voice == "flag"
+    assert s.transfer_targets == {"operator": "sip:op@example.com"}
+
+
+def test_provider_keys_from_customary_variables_never_print() -> None:
+    s = load_settings(_args(), environ={"OPENAI_API_KEY": "sk-test-123"})
+    assert s.resolved_provider() == "openai"
+    assert s.openai_api_key.reveal() == "sk-test-123"
+    assert "sk-test-123" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--sip-listen", "nonsense"], {}, "sip_listen"),
+        (["--rtp-ports", "20-10"], {}, "rtp_ports"),
+        (["--sip-allow", "10.0.0.0/33"], {}, "not a CIDR"),
+        (["--provider", "bogus"], {}, "provider"),
+        ([], {"GATEWAY_MAX_CALLS": "many"}, "GATEWAY_MAX_CALLS"),
+        (["--sip-tls-listen", "0.0.0.0:5061"], {}, "sip_tls_cert"),
+        (["--session-format", "opus"], {}, "session_format"),
+    ],
+)
+def test_bad_settings_give_one_clear_error(argv: list[str], env: dict[str, str],
+                                           message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(_args(*argv), environ=env)
+
+
+def test_unknown_toml_key_is_an_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text("max_cals = 3\n")
+    with pytest.raises(ConfigError, match="unknown setting 'max_cals'"):
+        load_settings(_args("--config", str(cfg)), environ={})
+
+
+def test_every_setting_has_help() -> None:
+    import dataclasses
+
+    for f in dataclasses.fields(Settings):
+        assert f.metadata.get("help"), f.name
