@@ -1,0 +1,210 @@
+"""The ops harness against the real programs: Kamailio with deploy/kamailio/kamailio.cfg in front
+of two tiny UDP SIP responders, and Prometheus scraping a local exposition of gateway.metrics."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from gateway import metrics
+from tests.ops_harness import (
+    HarnessError,
+    Kamailio,
+    Prometheus,
+    SipResponder,
+    free_port,
+    require_binary,
+    sip_exchange,
+    sip_request,
+    status_code,
+)
+
+
+@pytest.fixture
+def caller() -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+def _invite(sock: socket.socket, kam: Kamailio, call_id: str) -> str:
+    uri = f"sip:bot@127.0.0.1:{kam.port}"
+    return sip_exchange(
+        sock, sip_request("INVITE", uri, sock.getsockname(), call_id=call_id), kam.address
+    )
+
+
+def _header(text: str, name: str) -> list[str]:
+    return re.findall(rf"^(?:{name})\s*:\s*(.*?)\r?$", text, re.I | re.M)
+
+
+def _wait_until(predicate: object, timeout: float = 10.0) -> None:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+def test_require_binary_fails_naming_the_package() -> None:
+    with pytest.raises(pytest.fail.Exception, match="Debian package 'no-such-pkg'"):
+        require_binary("no-such-binary-for-gateway-tests", "no-such-pkg")
+
+
+def test_free_port_is_bindable() -> None:
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+        assert sock.getsockname()[1] == port
+
+
+def test_kamailio_spreads_invites_and_routes_in_dialog(
+    tmp_path: Path, caller: socket.socket
+) -> None:
+    with (
+        SipResponder() as a,
+        SipResponder() as b,
+        Kamailio(tmp_path, [("127.0.0.1", a.port), ("127.0.0.1", b.port)]) as kam,
+    ):
+        calls = []
+        for i in range(6):
+            response = _invite(caller, kam, f"spread-{i}")
+            assert status_code(response) == 200, response
+            calls.append(response)
+        invites_a, invites_b = len(a.requests("INVITE")), len(b.requests("INVITE"))
+        assert invites_a + invites_b == 6
+        assert invites_a > 0 and invites_b > 0, (invites_a, invites_b)
+        # record-route: the gateway sees the balancer in Record-Route ...
+        rr = _header(a.requests("INVITE")[0], "Record-Route")
+        assert rr and f"127.0.0.1:{kam.port}" in rr[0] and ";lr" in rr[0], rr
+        # ... so ACK and BYE sent along the route set reach the instance that took the call
+        ok = calls[0]
+        route = _header(ok, "Record-Route")
+        contact = _header(ok, "Contact")[0].strip("<>")
+        to_tag = re.search(r";tag=([^;>\s]+)", _header(ok, "To")[0])
+        assert to_tag is not None
+        owner = a if contact.endswith(f":{a.port}") else b
+        other = b if owner is a else a
+        local = caller.getsockname()
+        caller.sendto(
+            sip_request(
+                "ACK", contact, local, call_id="spread-0", to_tag=to_tag.group(1), routes=route
+            ),
+            kam.address,
+        )
+        bye = sip_request(
+            "BYE", contact, local, call_id="spread-0", cseq=2, to_tag=to_tag.group(1), routes=route
+        )
+        assert status_code(sip_exchange(caller, bye, kam.address)) == 200
+        _wait_until(lambda: "ACK" in owner.methods())
+        assert any("spread-0" in text for text in owner.requests("BYE"))
+        assert not other.requests("BYE")
+
+
+def test_kamailio_drops_an_instance_whose_options_answer_503(
+    tmp_path: Path, caller: socket.socket
+) -> None:
+    # `draining` still accepts INVITEs here: only the OPTIONS probe can keep calls off it
+    with (
+        SipResponder(options_code=503) as draining,
+        SipResponder() as healthy,
+        Kamailio(tmp_path, [("127.0.0.1", draining.port), ("127.0.0.1", healthy.port)]) as kam,
+    ):
+        _wait_until(lambda: len(draining.requests("OPTIONS")) >= 2)
+        for i in range(6):
+            assert status_code(_invite(caller, kam, f"drain-{i}")) == 200
+        assert len(healthy.requests("INVITE")) == 6
+        assert draining.requests("INVITE") == []
+        probe = draining.requests("OPTIONS")[0]
+        assert probe.startswith("OPTIONS sip:127.0.0.1:")
+
+
+def test_kamailio_fails_over_when_an_instance_answers_invite_503(
+    tmp_path: Path, caller: socket.socket
+) -> None:
+    # probes pass on both, so the first INVITE of the round robin reaches the refusing one
+    with (
+        SipResponder(invite_code=503) as full,
+        SipResponder() as healthy,
+        Kamailio(
+            tmp_path, [("127.0.0.1", full.port), ("127.0.0.1", healthy.port)], ping_interval=30
+        ) as kam,
+    ):
+        for i in range(4):
+            assert status_code(_invite(caller, kam, f"failover-{i}")) == 200
+        assert len(full.requests("INVITE")) >= 1
+        assert len(healthy.requests("INVITE")) == 4
+
+
+def test_kamailio_answers_503_when_no_instance_is_active(
+    tmp_path: Path, caller: socket.socket
+) -> None:
+    with SipResponder(options_code=503) as a, Kamailio(tmp_path, [("127.0.0.1", a.port)]) as kam:
+        _wait_until(lambda: len(a.requests("OPTIONS")) >= 2)
+        assert status_code(_invite(caller, kam, "none")) == 503
+        assert a.requests("INVITE") == []
+
+
+def test_kamailio_stops_by_pid(tmp_path: Path) -> None:
+    kam = Kamailio(tmp_path, [("127.0.0.1", 9)])
+    kam.start()
+    proc = kam.proc
+    assert proc is not None and proc.poll() is None
+    kam.stop()
+    assert proc.poll() is not None
+    kam.stop()  # twice is fine
+
+
+class _MetricsHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = metrics.render()
+        self.send_response(200)
+        self.send_header("Content-Type", metrics.CONTENT_TYPE_LATEST)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def exposition() -> Iterator[str]:
+    """gateway.metrics served over HTTP on loopback, as the gateway's /metrics would."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _MetricsHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_prometheus_scrapes_and_queries(tmp_path: Path, exposition: str) -> None:
+    metrics.SIP_REJECTED.labels(reason="harness").inc(3)
+    with Prometheus(tmp_path, [exposition]) as prom:
+        up = prom.wait_for('up{job="gateway"}', lambda v: v == 1.0)
+        assert up == 1.0
+        value = prom.wait_for(
+            'gateway_sip_rejected_total{reason="harness"}', lambda v: v is not None and v >= 3
+        )
+        assert value is not None and value >= 3
+        assert prom.targets_health() == ["up"]
+        bad = prom.query("sum(rate(gateway_calls_total[1m])")
+        assert bad["status"] == "error" and bad["errorType"] == "bad_data"
+        with pytest.raises(HarnessError):
+            prom.query_value("gateway_calls_total{")
+    assert prom.proc is None

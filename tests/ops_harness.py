@@ -1,0 +1,562 @@
+"""Real operations peers for tests: Prometheus and Kamailio on loopback, started and stopped by PID.
+
+- `require_binary(name, package)` fails the test (never skips) when a program is missing.
+- `free_port()` picks an ephemeral port the kernel hands out.
+- `Prometheus(workdir, targets)` runs Debian's `prometheus` with a scrape config for `targets`,
+  waits until it is ready and answers instant queries (`query`, `query_value`).
+- `Kamailio(workdir, gateways)` renders `deploy/kamailio/` for a free loopback port and a
+  dispatcher list of `gateways`, runs `kamailio -DD -E -f` and waits until it answers OPTIONS.
+- `SipResponder` is a tiny UDP SIP endpoint (OPTIONS, INVITE, ACK, BYE) for tests that need a
+  dispatcher destination but no gateway.
+
+All are context managers; leaving the block stops the process by its PID (and its process group,
+which Kamailio's worker children share) and closes every socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+KAMAILIO_CFG = REPO / "deploy" / "kamailio" / "kamailio.cfg"
+
+
+class HarnessError(RuntimeError):
+    """A peer process did not start, did not become ready, or answered nonsense."""
+
+
+def require_binary(name: str, package: str) -> str:
+    """Absolute path of `name`; fails the calling test naming the Debian package if missing."""
+    path = shutil.which(name)
+    if path is None:
+        for extra in ("/usr/sbin", "/sbin", str(REPO / ".venv" / "bin")):
+            candidate = Path(extra) / name
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return str(candidate)
+        pytest.fail(
+            f"{name} is not installed: install the Debian package '{package}' "
+            f"(apt-get install {package}, or `make peers`)",
+            pytrace=False,
+        )
+    return path
+
+
+def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    """A port the kernel reports free right now (bind port 0 and read it back)."""
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def free_udp_tcp_port(host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP (SIP listens on both)."""
+    for _ in range(50):
+        port = free_port(socket.SOCK_DGRAM, host)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise HarnessError("no port free for both UDP and TCP")
+
+
+def _stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM the process (and its group, when it leads one); SIGKILL after `timeout`."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait(timeout=timeout)
+    # workers left behind by a leader that died first (Kamailio forks its children)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# --- Prometheus ----------------------------------------------------------------------------
+
+
+class Prometheus:
+    """Debian's `prometheus` on 127.0.0.1:<free port> scraping `targets` (HOST:PORT strings)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        targets: Sequence[str] = (),
+        *,
+        scrape_interval: str = "1s",
+        metrics_path: str = "/metrics",
+        rule_files: Sequence[Path] = (),
+        job: str = "gateway",
+    ) -> None:
+        self.binary = require_binary("prometheus", "prometheus")
+        self.workdir = Path(workdir)
+        self.targets = list(targets)
+        self.scrape_interval = scrape_interval
+        self.metrics_path = metrics_path
+        self.rule_files = [Path(p).resolve() for p in rule_files]
+        self.job = job
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.workdir / "prometheus.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def config_text(self) -> str:
+        """The prometheus.yml this instance runs with (JSON is valid YAML)."""
+        config: dict[str, Any] = {
+            "global": {
+                "scrape_interval": self.scrape_interval,
+                "evaluation_interval": self.scrape_interval,
+            },
+            "scrape_configs": [
+                {
+                    "job_name": self.job,
+                    "metrics_path": self.metrics_path,
+                    "static_configs": [{"targets": self.targets}],
+                }
+            ],
+        }
+        if self.rule_files:
+            config["rule_files"] = [str(p) for p in self.rule_files]
+        return json.dumps(config, indent=2)
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Write the config, start the server and wait for `/-/ready`."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "prometheus.yml"
+        config.write_text(self.config_text())
+        self.port = free_port()
+        log = self.log_path.open("wb")
+        try:
+            self.proc = subprocess.Popen(
+                [
+                    self.binary,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={self.workdir / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--storage.tsdb.retention.time=1h",
+                    "--log.level=warn",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise HarnessError(
+                    f"prometheus exited with {self.proc.returncode}:\n{_tail(self.log_path)}"
+                )
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(self.url + "/-/ready", timeout=1) as resp,
+            ):
+                if resp.status == 200:
+                    return
+            time.sleep(0.1)
+        self.stop()
+        raise HarnessError(f"prometheus not ready in {timeout}s:\n{_tail(self.log_path)}")
+
+    def stop(self) -> None:
+        """Stop the server by PID; safe to call twice."""
+        if self.proc is not None:
+            _stop_process(self.proc)
+            self.proc = None
+
+    def api(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+        """GET an `/api/v1/...` path; returns the decoded JSON body, error bodies included."""
+        query = "?" + urllib.parse.urlencode(params) if params else ""
+        try:
+            with urllib.request.urlopen(self.url + path + query, timeout=10) as resp:
+                body = resp.read()
+        except urllib.error.HTTPError as exc:  # 400/422 carry a JSON error body
+            body = exc.read()
+        result: dict[str, Any] = json.loads(body)
+        return result
+
+    def query(self, expr: str) -> dict[str, Any]:
+        """The `/api/v1/query` answer for `expr` (status, data or errorType/error)."""
+        return self.api("/api/v1/query", {"query": expr})
+
+    def query_value(self, expr: str) -> float | None:
+        """The value of a single-sample instant query, or None when it has no result."""
+        answer = self.query(expr)
+        if answer.get("status") != "success":
+            raise HarnessError(f"query {expr!r} failed: {answer.get('error')}")
+        data = answer["data"]
+        if data["resultType"] == "scalar":
+            return float(data["result"][1])
+        result = data["result"]
+        if not result:
+            return None
+        if len(result) > 1:
+            raise HarnessError(f"query {expr!r} returned {len(result)} series, expected one")
+        return float(result[0]["value"][1])
+
+    def wait_for(
+        self, expr: str, predicate: Callable[[float | None], bool], timeout: float = 20.0
+    ) -> float | None:
+        """Poll `query_value(expr)` until `predicate` holds; returns the last value."""
+        deadline = time.monotonic() + timeout
+        value = self.query_value(expr)
+        while not predicate(value):
+            if time.monotonic() > deadline:
+                raise HarnessError(f"{expr!r} stayed at {value} for {timeout}s")
+            time.sleep(0.25)
+            value = self.query_value(expr)
+        return value
+
+    def targets_health(self) -> list[str]:
+        """Health (`up`, `down`, `unknown`) of every active scrape target."""
+        data = self.api("/api/v1/targets")["data"]
+        return [str(t["health"]) for t in data["activeTargets"]]
+
+    def __enter__(self) -> Prometheus:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+# --- SIP over UDP, just enough for probes and tests ------------------------------------------
+
+
+def _header(message: str, name: str) -> str | None:
+    match = re.search(rf"^(?:{name})\s*:\s*(.*?)\r?$", message, re.I | re.M)
+    return match.group(1) if match else None
+
+
+def _headers(message: str, name: str) -> list[str]:
+    return re.findall(rf"^(?:{name})\s*:\s*(.*?)\r?$", message, re.I | re.M)
+
+
+def sip_request(
+    method: str,
+    uri: str,
+    local: tuple[str, int],
+    *,
+    call_id: str | None = None,
+    cseq: int = 1,
+    to_tag: str | None = None,
+    from_tag: str = "harness",
+    routes: Sequence[str] = (),
+    body: str = "",
+    content_type: str = "application/sdp",
+) -> bytes:
+    """A minimal RFC 3261 request from a UDP socket bound at `local`."""
+    host, port = local
+    branch = "z9hG4bK" + uuid.uuid4().hex[:16]
+    to = f"<{uri}>" + (f";tag={to_tag}" if to_tag else "")
+    lines = [
+        f"{method} {uri} SIP/2.0",
+        f"Via: SIP/2.0/UDP {host}:{port};branch={branch};rport",
+        "Max-Forwards: 70",
+        f"From: <sip:harness@{host}:{port}>;tag={from_tag}",
+        f"To: {to}",
+        f"Call-ID: {call_id or uuid.uuid4().hex}",
+        f"CSeq: {cseq} {method}",
+        f"Contact: <sip:harness@{host}:{port}>",
+        *(f"Route: {r}" for r in routes),
+    ]
+    if body:
+        lines.append(f"Content-Type: {content_type}")
+    lines.append(f"Content-Length: {len(body.encode())}")
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+
+def sip_response(
+    request: str, code: int, reason: str, *, to_tag: str = "", body: str = "", contact: str = ""
+) -> bytes:
+    """A response to `request` (Via, From, To, Call-ID, CSeq and Record-Route copied)."""
+    to = _header(request, "To|t") or ""
+    if to_tag and ";tag=" not in to:
+        to += f";tag={to_tag}"
+    lines = [f"SIP/2.0 {code} {reason}"]
+    lines += [f"Via: {v}" for v in _headers(request, "Via|v")]
+    lines += [f"Record-Route: {r}" for r in _headers(request, "Record-Route")]
+    lines += [
+        f"From: {_header(request, 'From|f')}",
+        f"To: {to}",
+        f"Call-ID: {_header(request, 'Call-ID|i')}",
+        f"CSeq: {_header(request, 'CSeq')}",
+    ]
+    if contact:
+        lines.append(f"Contact: {contact}")
+    if body:
+        lines.append("Content-Type: application/sdp")
+    lines.append(f"Content-Length: {len(body.encode())}")
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+
+@dataclass
+class SipResponder:
+    """A UDP SIP endpoint on 127.0.0.1 that answers OPTIONS with `options_code`, INVITE with
+    `invite_code` (200 carries a To tag, Contact and the Record-Route set), BYE with 200, and
+    records every request it receives as `(method, text)`."""
+
+    options_code: int = 200
+    invite_code: int = 200
+    port: int = 0
+    received: list[tuple[str, str]] = field(default_factory=list)
+    _sock: socket.socket | None = None
+    _thread: threading.Thread | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    _REASONS: ClassVar[dict[int, str]] = {200: "OK", 486: "Busy Here", 503: "Service Unavailable"}
+
+    def start(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.bind(("127.0.0.1", self.port))
+        self._sock.settimeout(0.1)
+        self.port = int(self._sock.getsockname()[1])
+        self._thread = threading.Thread(target=self._serve, name=f"sip-{self.port}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._sock is not None:
+            self._sock.close()
+
+    def methods(self) -> list[str]:
+        with self._lock:
+            return [m for m, _ in self.received]
+
+    def requests(self, method: str) -> list[str]:
+        with self._lock:
+            return [text for m, text in self.received if m == method]
+
+    def _serve(self) -> None:
+        assert self._sock is not None
+        while not self._stop.is_set():
+            try:
+                data, addr = self._sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            text = data.decode(errors="replace")
+            method = text.split(" ", 1)[0]
+            if method == "SIP/2.0":
+                continue
+            with self._lock:
+                self.received.append((method, text))
+            code = {"OPTIONS": self.options_code, "INVITE": self.invite_code}.get(method, 200)
+            if method == "ACK":
+                continue
+            reply = sip_response(
+                text,
+                code,
+                self._REASONS.get(code, "Other"),
+                to_tag=f"r{self.port}" if method == "INVITE" else "",
+                contact=f"<sip:responder@127.0.0.1:{self.port}>" if method == "INVITE" else "",
+            )
+            with contextlib.suppress(OSError):
+                self._sock.sendto(reply, addr)
+
+    def __enter__(self) -> SipResponder:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def sip_exchange(
+    sock: socket.socket,
+    message: bytes,
+    dest: tuple[str, int],
+    timeout: float = 5.0,
+    final: bool = True,
+) -> str:
+    """Send `message` to `dest` and return the first final (>=200) response, or the first
+    response of any kind when `final` is False. Provisional responses are skipped."""
+    sock.sendto(message, dest)
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise HarnessError(f"no SIP response from {dest} in {timeout}s")
+        sock.settimeout(remaining)
+        try:
+            data, _ = sock.recvfrom(65535)
+        except TimeoutError:
+            continue
+        text = data.decode(errors="replace")
+        if not text.startswith("SIP/2.0 "):
+            continue
+        code = int(text.split(" ", 2)[1])
+        if code >= 200 or not final:
+            return text
+
+
+def status_code(response: str) -> int:
+    """The status code of a SIP response text."""
+    return int(response.split(" ", 2)[1])
+
+
+# --- Kamailio ------------------------------------------------------------------------------
+
+
+class Kamailio:
+    """Debian's `kamailio` with deploy/kamailio/kamailio.cfg on 127.0.0.1:<free port>, in front
+    of `gateways` (HOST:PORT pairs, dispatcher set 1), probing them every `ping_interval` s."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        gateways: Iterable[tuple[str, int]],
+        *,
+        ping_interval: int = 1,
+        config: Path = KAMAILIO_CFG,
+        workers: int = 2,
+    ) -> None:
+        self.binary = require_binary("kamailio", "kamailio")
+        self.workdir = Path(workdir)
+        self.gateways = list(gateways)
+        self.ping_interval = ping_interval
+        self.config = Path(config)
+        self.workers = workers
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.workdir / "kamailio.log"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def dispatcher_list(self) -> str:
+        """The rendered dispatcher.list: set 1, one line per gateway, active, priority 0."""
+        lines = ["# setid destination flags priority attrs"]
+        lines += [f"1 sip:{host}:{port} 0 0" for host, port in self.gateways]
+        return "\n".join(lines) + "\n"
+
+    def command(self) -> list[str]:
+        """The kamailio command line (foreground, log to stderr, defines for this run)."""
+        ds_list = self.workdir / "dispatcher.list"
+        return [
+            self.binary,
+            "-DD",
+            "-E",
+            "-f",
+            str(self.config),
+            "-A",
+            f"SIP_LISTEN=udp:127.0.0.1:{self.port}",
+            "-A",
+            f'DS_LIST="{ds_list}"',
+            "-A",
+            f"DS_PING_INTERVAL={self.ping_interval}",
+            "-A",
+            f"WORKERS={self.workers}",
+            "-Y",
+            str(self.workdir / "run"),
+            "-m",
+            "32",
+            "-M",
+            "4",
+        ]
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Render the dispatcher list, start Kamailio and wait until it answers OPTIONS."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "run").mkdir(exist_ok=True)
+        (self.workdir / "dispatcher.list").write_text(self.dispatcher_list())
+        self.port = free_udp_tcp_port()
+        log = self.log_path.open("wb")
+        try:
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            local = sock.getsockname()
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise HarnessError(
+                        f"kamailio exited with {self.proc.returncode}:\n{_tail(self.log_path)}"
+                    )
+                probe = sip_request("OPTIONS", f"sip:127.0.0.1:{self.port}", local)
+                with contextlib.suppress(HarnessError):
+                    if status_code(sip_exchange(sock, probe, self.address, timeout=0.3)) == 200:
+                        return
+        self.stop()
+        raise HarnessError(f"kamailio not answering in {timeout}s:\n{_tail(self.log_path)}")
+
+    def stop(self) -> None:
+        """Stop Kamailio by PID (its workers share its process group); safe to call twice."""
+        if self.proc is not None:
+            _stop_process(self.proc)
+            self.proc = None
+
+    def log(self) -> str:
+        """Everything Kamailio logged so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self) -> Kamailio:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
