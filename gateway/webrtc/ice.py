@@ -1,0 +1,211 @@
+"""ICE for the WebRTC leg: servers from settings, and how host candidates are gathered.
+
+aiortc's own gathering (through aioice) has three gaps for a gateway:
+
+* it leaves 127.0.0.1 out of the host candidates, so a browser on the same machine that only
+  offers loopback candidates (tests, loopback-only deployments) cannot connect;
+* it binds ephemeral ports, so there is no UDP port range to open in a firewall or publish from
+  a container;
+* it has no NAT 1:1 mapping (a fixed public address in front of a container).
+
+`pregather()` fills that in. It is the one place that reaches into aioice's `Connection`
+internals: it gathers a connection's candidates itself before aiortc asks, so aiortc's later
+`gather()` finds the work done. Gathering is still complete before the answer is sent (no
+trickle ICE).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+from aioice.ice import StunProtocol, get_host_addresses, server_reflexive_candidate
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+
+from gateway.logs import get_logger
+from gateway.secret import Secret
+
+log = get_logger("webrtc.ice")
+
+_STUN_TIMEOUT = 3.0
+_BIND_ATTEMPTS = 64
+
+
+class NoFreePort(OSError):
+    """Every port tried in the configured UDP range was taken."""
+
+
+@dataclass(frozen=True, slots=True)
+class IcePolicy:
+    """How the gateway's side of ICE is set up.
+
+    `servers`: STUN/TURN URLs (aiortc uses the first STUN and the first TURN URL).
+    `include_loopback`: add a 127.0.0.1 host candidate.
+    `port_range`: (lo, hi) inclusive UDP ports for host candidates; None: ephemeral ports.
+    `public_address`: NAT 1:1 address; each host candidate gets a server-reflexive twin on it.
+    `host_addresses`: bind host candidates on these addresses only; None: every interface.
+    """
+
+    servers: tuple[str, ...] = ()
+    username: str = ""
+    credential: Secret = field(default_factory=lambda: Secret(""))
+    include_loopback: bool = False
+    port_range: tuple[int, int] | None = None
+    public_address: str = ""
+    host_addresses: tuple[str, ...] | None = None
+
+    def configuration(self) -> RTCConfiguration:
+        """The RTCConfiguration, always with an explicit server list (aiortc's default is a
+        public STUN server, and nothing may leave the machine unless configured)."""
+        servers = [
+            RTCIceServer(
+                urls=url,
+                username=self.username or None,
+                credential=self.credential.reveal() or None,
+            )
+            if url.startswith("turn")
+            else RTCIceServer(urls=url)
+            for url in self.servers
+        ]
+        return RTCConfiguration(iceServers=servers)
+
+
+def _connections(pc: RTCPeerConnection) -> list[Any]:
+    """aioice Connections of the transports that survived BUNDLE, after setRemoteDescription."""
+    seen: dict[int, Any] = {}
+    transports = [t.receiver.transport for t in pc.getTransceivers()]
+    if pc.sctp is not None:
+        transports.append(pc.sctp.transport)
+    for dtls in transports:
+        gatherer = dtls.transport.iceGatherer
+        if gatherer.state == "new":
+            seen[id(gatherer)] = gatherer._connection
+    return list(seen.values())
+
+
+async def pregather(pc: RTCPeerConnection, policy: IcePolicy) -> None:
+    """Gather every ICE transport's local candidates per `policy`, ahead of aiortc."""
+    for conn in _connections(pc):
+        await _gather_connection(conn, policy)
+
+
+async def _bind(conn: Any, address: str, policy: IcePolicy) -> StunProtocol | None:
+    loop = asyncio.get_running_loop()
+    if policy.port_range is None:
+        ports = [0]
+    else:
+        lo, hi = policy.port_range
+        count = hi - lo + 1
+        start = random.randrange(count)
+        ports = [lo + (start + i) % count for i in range(min(count, _BIND_ATTEMPTS))]
+    for port in ports:
+        try:
+            _, protocol = await loop.create_datagram_endpoint(
+                lambda: StunProtocol(conn), local_addr=(address, port)
+            )
+        except OSError:
+            continue
+        sock = protocol.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024 * 1024)
+        return protocol
+    if policy.port_range is not None:
+        raise NoFreePort(f"no free UDP port in {policy.port_range[0]}-{policy.port_range[1]}")
+    return None
+
+
+async def _gather_connection(conn: Any, policy: IcePolicy) -> None:
+    # aioice internals touched here: _local_candidates_start/_end, _local_candidates,
+    # _protocols (as Connection.gather_candidates and get_component_candidates use them).
+    conn._local_candidates_start = True
+    if policy.host_addresses is not None:
+        addresses = list(policy.host_addresses)
+    else:
+        addresses = get_host_addresses(use_ipv4=True, use_ipv6=True)
+    if policy.include_loopback and "127.0.0.1" not in addresses:
+        addresses.insert(0, "127.0.0.1")
+    candidates: list[Candidate] = []
+    try:
+        for component in sorted(conn._components):
+            protocols: list[StunProtocol] = []
+            for address in addresses:
+                protocol = await _bind(conn, address, policy)
+                if protocol is None:
+                    continue
+                host, port = protocol.transport.get_extra_info("sockname")[:2]
+                protocol.local_candidate = Candidate(
+                    foundation=candidate_foundation("host", "udp", host),
+                    component=component,
+                    transport="udp",
+                    priority=candidate_priority(component, "host"),
+                    host=host,
+                    port=port,
+                    type="host",
+                )
+                protocols.append(protocol)
+                conn._protocols.append(protocol)
+                candidates.append(protocol.local_candidate)
+            candidates += _nat_candidates(protocols, policy.public_address)
+            candidates += await _stun_candidates(conn, protocols)
+            if conn.turn_server:
+                # aioice's own TURN allocation (no host addresses: those are done above)
+                candidates += await conn.get_component_candidates(component, addresses=[])
+    finally:
+        conn._local_candidates += candidates
+        conn._local_candidates_end = True
+
+
+def _nat_candidates(protocols: list[StunProtocol], public_address: str) -> list[Candidate]:
+    """NAT 1:1: the public address with each host candidate's port, as srflx (RFC 8445 §5.1.1.2:
+    what a STUN server would have reported, known in advance)."""
+    if not public_address:
+        return []
+    out = []
+    for protocol in protocols:
+        local = protocol.local_candidate
+        if ipaddress.ip_address(local.host).is_loopback or local.host == public_address:
+            continue
+        if ipaddress.ip_address(local.host).version != ipaddress.ip_address(public_address).version:
+            continue
+        out.append(
+            Candidate(
+                foundation=candidate_foundation("srflx", "udp", local.host),
+                component=local.component,
+                transport="udp",
+                priority=candidate_priority(local.component, "srflx"),
+                host=public_address,
+                port=local.port,
+                type="srflx",
+                related_address=local.host,
+                related_port=local.port,
+            )
+        )
+    return out
+
+
+async def _stun_candidates(conn: Any, protocols: list[StunProtocol]) -> list[Candidate]:
+    if not conn.stun_server:
+        return []
+    tasks = [
+        asyncio.ensure_future(server_reflexive_candidate(p, conn.stun_server))
+        for p in protocols
+        if ipaddress.ip_address(p.local_candidate.host).version == 4
+        and not ipaddress.ip_address(p.local_candidate.host).is_loopback
+    ]
+    if not tasks:
+        return []
+    done, pending = await asyncio.wait(tasks, timeout=_STUN_TIMEOUT)
+    for task in pending:
+        task.cancel()
+    out = []
+    for task in done:
+        if task.exception() is None:
+            out.append(task.result()[0])
+        else:
+            log.info("stun_failed", error=type(task.exception()).__name__)
+    return out

@@ -1,0 +1,211 @@
+"""Shared pieces of the WebRTC tests: an echoing test sink, a paced PCM source track for
+aiortc clients, test signals, cross-correlation, and a gateway HTTP server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+from aiohttp import web
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+from av import AudioFrame
+from numpy.typing import NDArray
+
+from gateway.config import Settings
+from gateway.http.errors import error_middleware
+from gateway.media.port import DtmfReceived, LegEnded, LegEvent
+from gateway.secret import Secret
+from gateway.webrtc import OfferInfo, WebRtcLeg, WebRtcService, add_webrtc_routes
+
+RATE = 48000
+FRAME = 960
+
+
+class EchoSink:
+    """A test-only MediaSink: records caller audio and leg events, and plays caller audio
+    back (echo) after `delay_frames`, or `outbound` PCM when given."""
+
+    def __init__(self, outbound: NDArray[np.int16] | None = None) -> None:
+        self.received = bytearray()
+        self.events: list[LegEvent] = []
+        self._echo: deque[bytes] = deque()
+        self._outbound = outbound
+        self._out_pos = 0
+        self.pulls = 0
+        self.changed = asyncio.Event()
+
+    def deliver(self, frame: bytes, now: float) -> None:
+        assert len(frame) == FRAME * 2
+        self.received += frame
+        self._echo.append(frame)
+
+    def pull(self, now: float) -> bytes | None:
+        self.pulls += 1
+        if self._outbound is not None:
+            chunk = self._outbound[self._out_pos : self._out_pos + FRAME]
+            self._out_pos += FRAME
+            return chunk.tobytes() if len(chunk) == FRAME else None
+        return self._echo.popleft() if self._echo else None
+
+    def leg_event(self, event: LegEvent) -> None:
+        self.events.append(event)
+        self.changed.set()
+
+    def received_pcm(self) -> NDArray[np.int16]:
+        return np.frombuffer(bytes(self.received), dtype=np.int16)
+
+    def digits(self) -> str:
+        return "".join(e.digit for e in self.events if isinstance(e, DtmfReceived))
+
+    def ended(self) -> list[str]:
+        return [e.reason for e in self.events if isinstance(e, LegEnded)]
+
+    async def wait_for(self, predicate: object, timeout: float = 10.0) -> None:
+        assert callable(predicate)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not predicate():
+            self.changed.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(f"timed out; events so far: {self.events}")
+            try:
+                await asyncio.wait_for(self.changed.wait(), min(remaining, 0.1))
+            except TimeoutError:
+                pass
+
+
+class PcmSourceTrack(MediaStreamTrack):
+    """An aiortc audio track playing `pcm` (mono 48 kHz) in paced 20 ms frames, then silence;
+    it records nothing, and stops being live on `stop()`."""
+
+    kind = "audio"
+
+    def __init__(self, pcm: NDArray[np.int16]) -> None:
+        super().__init__()
+        self._pcm = pcm
+        self._n = 0
+        self._start: float | None = None
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop = asyncio.get_running_loop()
+        if self._start is None:
+            self._start = loop.time()
+        delay = self._start + self._n * 0.02 - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        chunk = self._pcm[self._n * FRAME : (self._n + 1) * FRAME]
+        data = np.zeros(FRAME, dtype=np.int16)
+        data[: len(chunk)] = chunk
+        frame = AudioFrame(format="s16", layout="mono", samples=FRAME)
+        frame.planes[0].update(data.tobytes())
+        frame.sample_rate = RATE
+        frame.pts = self._n * FRAME
+        frame.time_base = fractions.Fraction(1, RATE)
+        self._n += 1
+        return frame
+
+
+def chirp(seconds: float = 1.0, f0: float = 300.0, f1: float = 3000.0) -> NDArray[np.int16]:
+    """A linear chirp at 48 kHz, -10 dBFS, with 10 ms fades: unmistakable by correlation."""
+    t = np.arange(int(RATE * seconds)) / RATE
+    phase = 2 * np.pi * (f0 * t + (f1 - f0) * t * t / (2 * seconds))
+    signal = 0.3 * np.sin(phase)
+    fade = int(0.01 * RATE)
+    ramp = np.linspace(0.0, 1.0, fade)
+    signal[:fade] *= ramp
+    signal[-fade:] *= ramp[::-1]
+    return (signal * 32767).astype(np.int16)
+
+
+def best_correlation(received: NDArray[np.int16], reference: NDArray[np.int16]) -> float:
+    """Peak normalised cross-correlation of `reference` within `received` (0..1)."""
+    x = received.astype(np.float64)
+    r = reference.astype(np.float64)
+    if len(x) < len(r) or not np.any(r):
+        return 0.0
+    n = 1 << int(np.ceil(np.log2(len(x) + len(r))))
+    corr = np.fft.irfft(np.fft.rfft(x, n) * np.conj(np.fft.rfft(r, n)), n)[: len(x) - len(r) + 1]
+    energy = np.convolve(x * x, np.ones(len(r)), mode="valid")
+    norm = np.sqrt(np.maximum(energy, 1e-9) * float(np.dot(r, r)))
+    return float(np.max(np.abs(corr) / norm))
+
+
+def frame_from(frame: AudioFrame) -> NDArray[np.int16]:
+    """Mono int16 samples of a decoded aiortc frame (first channel)."""
+    raw = np.asarray(frame.to_ndarray(), dtype=np.int16)
+    channels = len(frame.layout.channels)
+    if frame.format.is_planar:
+        return raw[0]
+    return raw.reshape(-1, channels)[:, 0]
+
+
+@dataclass
+class Harness:
+    """A gateway HTTP server on loopback with the WebRTC routes and a test call manager."""
+
+    service: WebRtcService
+    base_url: str
+    sinks: dict[str, EchoSink] = field(default_factory=dict)
+    legs: dict[str, WebRtcLeg] = field(default_factory=dict)
+    infos: list[OfferInfo] = field(default_factory=list)
+
+
+@asynccontextmanager
+async def gateway_server(
+    api_token: str = "",
+    cors_origins: tuple[str, ...] = (),
+    outbound: NDArray[np.int16] | None = None,
+    connect_timeout: float = 20.0,
+) -> AsyncIterator[Harness]:
+    """Run the WebRTC routes on 127.0.0.1:<free port> with an echo sink per call."""
+    settings = Settings(
+        http_listen="127.0.0.1:0", api_token=Secret(api_token), cors_origins=list(cors_origins)
+    )
+    counter = 0
+    harness: Harness
+
+    async def create_call(leg: WebRtcLeg, info: OfferInfo) -> str:
+        nonlocal counter
+        counter += 1
+        call_id = f"call-{counter}"
+        sink = EchoSink(outbound)
+        leg.attach(sink)
+        harness.sinks[call_id] = sink
+        harness.legs[call_id] = leg
+        harness.infos.append(info)
+        return call_id
+
+    async def hangup(call_id: str) -> None:
+        await harness.legs[call_id].aclose()
+
+    service = WebRtcService(
+        settings,
+        create_call,
+        hangup,
+        include_loopback_candidates=True,
+        ice_addresses=["127.0.0.1"],
+        connect_timeout=connect_timeout,
+    )
+    app = web.Application(middlewares=[error_middleware])
+    add_webrtc_routes(app, service)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    harness = Harness(service, f"http://127.0.0.1:{port}")
+    try:
+        yield harness
+    finally:
+        for leg in harness.legs.values():
+            await leg.aclose()
+        await runner.cleanup()
