@@ -1,0 +1,401 @@
+"""SDP (RFC 4566) and the offer/answer model (RFC 3264) for one G.711 audio stream.
+
+No I/O. `SessionDescription.parse()`/`serialize()` handle the lines we need and keep the rest;
+`negotiate()` answers an offer with PCMU/PCMA plus telephone-event (RFC 4733) and describes the
+remote media; `make_offer()` builds our offer (late offer, re-INVITE, outbound INVITE).
+
+Exceptions::
+
+    SdpError            malformed SDP (answer 400)
+     └── NotAcceptable  no common codec / no audio stream (answer 488, RFC 3264 §6)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+Direction = Literal["sendrecv", "sendonly", "recvonly", "inactive"]
+DIRECTIONS: tuple[Direction, ...] = ("sendrecv", "sendonly", "recvonly", "inactive")
+Codec = Literal["pcmu", "pcma"]
+
+# RFC 3264 §6.1: the answer's direction given the offer's.
+_ANSWER_DIRECTION: dict[Direction, Direction] = {
+    "sendrecv": "sendrecv",
+    "sendonly": "recvonly",
+    "recvonly": "sendonly",
+    "inactive": "inactive",
+}
+_STATIC = {0: "pcmu", 8: "pcma"}
+_CODEC_PT: dict[Codec, int] = {"pcmu": 0, "pcma": 8}
+_CODEC_NAME: dict[Codec, str] = {"pcmu": "PCMU", "pcma": "PCMA"}
+
+
+class SdpError(ValueError):
+    """Malformed SDP; `status_hint` is the SIP status to answer."""
+
+    status_hint = 400
+
+
+class NotAcceptable(SdpError):
+    """No codec or stream in common (RFC 3264 §6): answer 488 Not Acceptable Here."""
+
+    status_hint = 488
+
+
+@dataclass(slots=True)
+class MediaDescription:
+    """One m= section with its own c= and a= lines (RFC 4566 §5.14)."""
+
+    media: str
+    port: int
+    proto: str
+    formats: list[str]
+    connection: str | None = None
+    attributes: list[tuple[str, str | None]] = field(default_factory=list)
+    bandwidth: list[str] = field(default_factory=list)
+
+    def attribute(self, name: str) -> str | None:
+        for key, value in self.attributes:
+            if key == name:
+                return value if value is not None else ""
+        return None
+
+    def rtpmaps(self) -> dict[int, tuple[str, int]]:
+        """Payload type → (encoding name lower-cased, clock rate) from a=rtpmap."""
+        out: dict[int, tuple[str, int]] = {}
+        for key, value in self.attributes:
+            if key == "rtpmap" and value:
+                m = re.match(r"^(\d+)\s+([^/\s]+)/(\d+)", value)
+                if m:
+                    out[int(m.group(1))] = (m.group(2).lower(), int(m.group(3)))
+        return out
+
+    @property
+    def direction(self) -> Direction | None:
+        for key, _ in self.attributes:
+            if key in DIRECTIONS:
+                return key
+        return None
+
+
+@dataclass(slots=True)
+class SessionDescription:
+    """A session description: o=, s=, c=, t=, session attributes and media sections."""
+
+    origin_user: str = "-"
+    session_id: int = 0
+    session_version: int = 0
+    origin_address: str = "0.0.0.0"
+    session_name: str = "-"
+    connection: str | None = None
+    attributes: list[tuple[str, str | None]] = field(default_factory=list)
+    media: list[MediaDescription] = field(default_factory=list)
+    other: list[str] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, data: bytes | str) -> SessionDescription:
+        try:
+            text = data.decode("utf-8") if isinstance(data, bytes) else data
+        except UnicodeDecodeError:
+            raise SdpError("SDP not UTF-8") from None
+        sd = cls()
+        current: MediaDescription | None = None
+        seen_v = False
+        for raw in re.split(r"\r?\n", text):
+            line = raw.rstrip()
+            if not line:
+                continue
+            if len(line) < 2 or line[1] != "=":
+                raise SdpError(f"bad SDP line {line[:20]!r}")
+            kind, value = line[0], line[2:]
+            if kind == "v":
+                if value.strip() != "0":
+                    raise SdpError("SDP version not 0")
+                seen_v = True
+            elif kind == "o":
+                parts = value.split()
+                if len(parts) != 6 or not parts[1].isdigit() or not parts[2].isdigit():
+                    raise SdpError("bad o= line")
+                sd.origin_user, sd.origin_address = parts[0], parts[5]
+                sd.session_id, sd.session_version = int(parts[1]), int(parts[2])
+            elif kind == "s" and current is None:
+                sd.session_name = value or "-"
+            elif kind == "c":
+                addr = _parse_connection(value)
+                if current is None:
+                    sd.connection = addr
+                else:
+                    current.connection = addr
+            elif kind == "m":
+                parts = value.split()
+                if len(parts) < 3:
+                    raise SdpError("bad m= line")
+                port_text = parts[1].split("/")[0]
+                if not port_text.isdigit() or int(port_text) > 65535:
+                    raise SdpError("bad m= port")
+                current = MediaDescription(parts[0], int(port_text), parts[2], parts[3:])
+                sd.media.append(current)
+            elif kind == "a":
+                name, colon, val = value.partition(":")
+                attr = (name.strip(), val.strip() if colon else None)
+                (current.attributes if current else sd.attributes).append(attr)
+            elif kind == "b" and current is not None:
+                current.bandwidth.append(value)
+            elif current is None:
+                sd.other.append(line)
+        if not seen_v:
+            raise SdpError("SDP without v=0")
+        return sd
+
+    def serialize(self) -> bytes:
+        addr = self.connection or self.origin_address
+        lines = [
+            "v=0",
+            f"o={self.origin_user} {self.session_id} {self.session_version} "
+            f"IN {_addrtype(self.origin_address)} {self.origin_address}",
+            f"s={self.session_name}",
+        ]
+        if self.connection is not None:
+            lines.append(f"c=IN {_addrtype(addr)} {addr}")
+        lines.append("t=0 0")
+        lines += [f"a={k}" if v is None else f"a={k}:{v}" for k, v in self.attributes]
+        for m in self.media:
+            lines.append(f"m={m.media} {m.port} {m.proto} {' '.join(m.formats)}")
+            if m.connection is not None:
+                lines.append(f"c=IN {_addrtype(m.connection)} {m.connection}")
+            lines += [f"b={b}" for b in m.bandwidth]
+            lines += [f"a={k}" if v is None else f"a={k}:{v}" for k, v in m.attributes]
+        return ("\r\n".join(lines) + "\r\n").encode()
+
+    __bytes__ = serialize
+
+    def audio(self) -> MediaDescription | None:
+        """The first RTP audio stream with a non-zero port, or None."""
+        for m in self.media:
+            if m.media == "audio" and m.port != 0 and "RTP/" in m.proto:
+                return m
+        return None
+
+    @property
+    def direction(self) -> Direction:
+        for key, _ in self.attributes:
+            if key in DIRECTIONS:
+                return key
+        return "sendrecv"
+
+
+def _parse_connection(value: str) -> str:
+    parts = value.split()
+    if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
+        raise SdpError("bad c= line")
+    return parts[2].split("/")[0]
+
+
+def _addrtype(addr: str) -> str:
+    return "IP6" if ":" in addr else "IP4"
+
+
+@dataclass(frozen=True, slots=True)
+class Negotiated:
+    """The outcome of offer/answer for our one audio stream."""
+
+    answer: SessionDescription
+    codec: Codec
+    payload_type: int
+    dtmf_payload_type: int | None
+    ptime: int
+    remote_rtp: tuple[str, int]
+    remote_rtcp: tuple[str, int]
+    direction: Direction  # the remote side's direction as offered
+
+    @property
+    def on_hold(self) -> bool:
+        """The remote put us on hold: it will not send (sendonly from us) or nothing flows."""
+        return self.direction in ("sendonly", "inactive") or self.remote_rtp[0] in (
+            "0.0.0.0",
+            "::",
+        )
+
+    @property
+    def answer_sdp(self) -> bytes:
+        return self.answer.serialize()
+
+
+def describe(
+    sd: SessionDescription,
+    *,
+    prefer: tuple[Codec, ...] = ("pcmu", "pcma"),
+    default_ptime: int = 20,
+) -> tuple[Codec, int, int | None, int, tuple[str, int], tuple[str, int], Direction]:
+    """Pick our codec from `sd` (offer or answer) and read the remote media description.
+
+    Raises NotAcceptable when `sd` has no audio stream or no PCMU/PCMA."""
+    audio = sd.audio()
+    if audio is None:
+        raise NotAcceptable("no audio stream")
+    rtpmaps = audio.rtpmaps()
+    offered: dict[Codec, int] = {}
+    dtmf_pt: int | None = None
+    for fmt in audio.formats:
+        if not fmt.isdigit():
+            continue
+        pt = int(fmt)
+        name, rate = rtpmaps.get(pt, (_STATIC.get(pt, ""), 8000))
+        if rate != 8000:
+            continue
+        if name in ("pcmu", "pcma") and name not in offered:
+            offered[name] = pt  # type: ignore[index]
+        elif name == "telephone-event" and dtmf_pt is None:
+            dtmf_pt = pt
+    # the offerer's order wins unless `prefer` excludes a codec (RFC 3264 §6.1)
+    ordered = [c for c in offered if c in prefer]
+    if not ordered:
+        raise NotAcceptable("no common codec")
+    codec = ordered[0]
+    ptime_text = audio.attribute("ptime") or sd_attr(sd, "ptime")
+    ptime = default_ptime
+    if ptime_text and ptime_text.strip().isdigit() and 10 <= int(ptime_text) <= 120:
+        ptime = int(ptime_text)
+    host = audio.connection or sd.connection
+    if host is None:
+        raise SdpError("no c= address")
+    rtcp = audio.attribute("rtcp")
+    rtcp_addr = (host, audio.port + 1)
+    if rtcp:
+        parts = rtcp.split()
+        if parts and parts[0].isdigit():
+            rtcp_addr = (parts[3] if len(parts) >= 4 else host, int(parts[0]))
+    direction = audio.direction or sd.direction
+    return codec, offered[codec], dtmf_pt, ptime, (host, audio.port), rtcp_addr, direction
+
+
+def sd_attr(sd: SessionDescription, name: str) -> str | None:
+    for key, value in sd.attributes:
+        if key == name:
+            return value or ""
+    return None
+
+
+def check_offer(offer: SessionDescription, prefer: tuple[Codec, ...] = ("pcmu", "pcma")) -> None:
+    """Raise NotAcceptable (488) or SdpError (400) if `offer` cannot be answered."""
+    describe(offer, prefer=prefer)
+
+
+def negotiate(
+    offer: SessionDescription,
+    local_addr: str,
+    local_port: int,
+    *,
+    prefer: tuple[Codec, ...] = ("pcmu", "pcma"),
+    default_ptime: int = 20,
+    session_id: int = 1,
+    session_version: int = 1,
+    local_direction: Direction = "sendrecv",
+) -> Negotiated:
+    """Answer `offer` (RFC 3264 §6) with one codec, telephone-event if offered, and its ptime.
+
+    The answer keeps the offer's m-line count (rejected extra streams get port 0).
+    """
+    codec, pt, dtmf_pt, ptime, remote, rtcp, direction = describe(
+        offer, prefer=prefer, default_ptime=default_ptime
+    )
+    answer_dir = _ANSWER_DIRECTION[direction]
+    if local_direction != "sendrecv":
+        answer_dir = _combine(answer_dir, local_direction)
+    chosen = offer.audio()
+    media: list[MediaDescription] = []
+    for m in offer.media:
+        if m is chosen:
+            formats = [str(pt)] + ([str(dtmf_pt)] if dtmf_pt is not None else [])
+            attrs: list[tuple[str, str | None]] = [("rtpmap", f"{pt} {_CODEC_NAME[codec]}/8000")]
+            if dtmf_pt is not None:
+                attrs += [
+                    ("rtpmap", f"{dtmf_pt} telephone-event/8000"),
+                    ("fmtp", f"{dtmf_pt} 0-16"),
+                ]
+            attrs += [("ptime", str(ptime)), (answer_dir, None)]
+            media.append(MediaDescription("audio", local_port, m.proto, formats, None, attrs))
+        else:
+            media.append(MediaDescription(m.media, 0, m.proto, m.formats[:1] or ["0"]))
+    answer = SessionDescription(
+        origin_user="gateway",
+        session_id=session_id,
+        session_version=session_version,
+        origin_address=local_addr,
+        connection=local_addr,
+        media=media,
+    )
+    return Negotiated(answer, codec, pt, dtmf_pt, ptime, remote, rtcp, direction)
+
+
+def _combine(answer_dir: Direction, local: Direction) -> Direction:
+    sends = answer_dir in ("sendrecv", "sendonly") and local in ("sendrecv", "sendonly")
+    recvs = answer_dir in ("sendrecv", "recvonly") and local in ("sendrecv", "recvonly")
+    table: dict[tuple[bool, bool], Direction] = {
+        (True, True): "sendrecv",
+        (True, False): "sendonly",
+        (False, True): "recvonly",
+        (False, False): "inactive",
+    }
+    return table[(sends, recvs)]
+
+
+def make_offer(
+    local_addr: str,
+    local_port: int,
+    *,
+    codecs: tuple[Codec, ...] = ("pcmu", "pcma"),
+    dtmf_pt: int | None = 101,
+    ptime: int = 20,
+    direction: Direction = "sendrecv",
+    session_id: int = 1,
+    session_version: int = 1,
+) -> SessionDescription:
+    """Our offer: the given codecs in order, telephone-event, ptime and direction."""
+    formats = [str(_CODEC_PT[c]) for c in codecs]
+    attrs: list[tuple[str, str | None]] = [
+        ("rtpmap", f"{_CODEC_PT[c]} {_CODEC_NAME[c]}/8000") for c in codecs
+    ]
+    if dtmf_pt is not None:
+        formats.append(str(dtmf_pt))
+        attrs += [("rtpmap", f"{dtmf_pt} telephone-event/8000"), ("fmtp", f"{dtmf_pt} 0-16")]
+    attrs += [("ptime", str(ptime)), (direction, None)]
+    return SessionDescription(
+        origin_user="gateway",
+        session_id=session_id,
+        session_version=session_version,
+        origin_address=local_addr,
+        connection=local_addr,
+        media=[MediaDescription("audio", local_port, "RTP/AVP", formats, None, attrs)],
+    )
+
+
+def with_direction(sd: SessionDescription, direction: Direction) -> SessionDescription:
+    """A copy of `sd` whose audio stream has `direction`, version bumped if it changed."""
+    media = []
+    changed = False
+    for m in sd.media:
+        if m.media == "audio" and m.port:
+            old = m.direction or "sendrecv"
+            changed = changed or old != direction
+            attrs = [(k, v) for k, v in m.attributes if k not in DIRECTIONS] + [(direction, None)]
+            media.append(replace(m, attributes=attrs))
+        else:
+            media.append(m)
+    return replace(sd, media=media, session_version=sd.session_version + (1 if changed else 0))
+
+
+def bump_version(sd: SessionDescription) -> SessionDescription:
+    """A copy with o= version + 1 (RFC 3264 §8: any change in a new offer/answer)."""
+    return replace(sd, session_version=sd.session_version + 1)
+
+
+def is_ip(addr: str) -> bool:
+    try:
+        ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    return True
