@@ -373,6 +373,8 @@ class RealtimeClient:
             pass
         if self._renewing:
             return "renewed"
+        if self._closing:
+            return "closed"
         code = ws.close_code
         self._log.warning("realtime_socket_closed", code=code, reason=(ws.close_reason or "")[:80])
         return "dropped"
