@@ -1,0 +1,35 @@
+"""RTP media leg (RFC 3550/3551, 4733 DTMF, symmetric RTP): sans-I/O cores plus one adapter.
+
+Layout: `packet`, `rtcp`, `dtmf`, `jitter`, `session`, `ports` and `pacer` are plain objects
+with no sockets and no asyncio (time is passed in); `transport` is the asyncio glue. See
+docs/rtp.md.
+"""
+
+from gateway.rtp.errors import DtmfError, PortsExhausted, RtpError, RtpParseError
+from gateway.rtp.pacer import FrameDeadlines
+from gateway.rtp.ports import PortPool
+from gateway.rtp.session import (
+    DtmfDigitReceived,
+    MediaStarted,
+    MediaTimedOut,
+    RemoteLatched,
+    RtpSession,
+    RtpStats,
+    SsrcChanged,
+)
+
+__all__ = [
+    "DtmfDigitReceived",
+    "DtmfError",
+    "FrameDeadlines",
+    "MediaStarted",
+    "MediaTimedOut",
+    "PortPool",
+    "PortsExhausted",
+    "RemoteLatched",
+    "RtpError",
+    "RtpParseError",
+    "RtpSession",
+    "RtpStats",
+    "SsrcChanged",
+]

@@ -1,0 +1,505 @@
+"""Receive side of one RTP stream: reception statistics and the playout (jitter) buffer.
+
+`ReceptionStats` is RFC 3550 Appendix A verbatim in spirit: A.1 sequence validation with the
+extended highest sequence number and cycle count, A.3 loss (cumulative and per interval), A.8
+interarrival jitter; plus duplicate detection over the last 128 sequence numbers.
+
+`JitterBuffer` is a sample FIFO keyed by RTP timestamp, not a packet queue, so a sender's
+packetisation does not matter: 30 ms packets are played as 20 ms frames without gaps. It holds
+G.711 bytes (one byte per sample at 8 kHz, so timestamp units are byte offsets):
+
+* `push()` copies a packet's payload to its place relative to the playout point P (the RTP
+  timestamp of the next sample to play). Packets are thereby reordered; a packet whose samples
+  are all already present is a duplicate; one whose samples are all before P is late (dropped).
+* `pop()` returns exactly one frame per call and advances P by one frame. Missing samples are
+  concealed: the last good frame repeated with fading (-2, -6, -12 dB), then silence once 60 ms
+  are missing in a row.
+* Delay adapts between `min_delay_ms` and `max_delay_ms` in whole frames. A late packet or high
+  A.8 jitter grows the target by a frame (a concealment frame is inserted without advancing P);
+  after `shrink_after` seconds in which every packet arrived more than 1.5 frames early, it
+  shrinks by a frame (a frame is skipped). At the start of a talk spurt after silence, P is
+  re-aligned instead, which lowers the delay without audible cuts.
+* A timestamp discontinuity (a jump beyond the window, or three in-order late packets in a row)
+  restarts playout at the packet, as does `reset()` after an SSRC change.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = [
+    "JitterBuffer",
+    "JitterStats",
+    "PushResult",
+    "ReceptionStats",
+    "attenuation_table",
+    "g711_silence_byte",
+]
+
+_SEQ_MOD: Final = 1 << 16
+_MAX_DROPOUT: Final = 3000  # RFC 3550 A.1
+_MAX_MISORDER: Final = 100
+_DUP_WINDOW: Final = 128
+
+
+class ReceptionStats:
+    """RFC 3550 A.1/A.3/A.8 for one source, plus duplicate detection. No probation: the source
+    is known from signalling, so the first packet plays."""
+
+    __slots__ = (
+        "_bad_seq",
+        "_prev_arrival",
+        "_prev_ts",
+        "_seen",
+        "base_seq",
+        "clock_rate",
+        "cycles",
+        "duplicates",
+        "expected_prior",
+        "jitter",
+        "max_seq",
+        "received",
+        "received_prior",
+        "started",
+    )
+
+    # update() results
+    ACCEPTED: Final = 0
+    DUPLICATE: Final = 1
+    BAD_SEQUENCE: Final = 2
+
+    def __init__(self, clock_rate: int = 8000) -> None:
+        self.clock_rate = clock_rate
+        self.started = False
+        self.base_seq = 0
+        self.max_seq = 0
+        self.cycles = 0
+        self._bad_seq = _SEQ_MOD + 1
+        self.received = 0
+        self.expected_prior = 0
+        self.received_prior = 0
+        self.duplicates = 0
+        self.jitter = 0.0  # A.8, in timestamp units
+        self._prev_arrival = -1.0
+        self._prev_ts = 0
+        self._seen = [-1] * _DUP_WINDOW
+
+    def reset(self) -> None:
+        self.__init__(self.clock_rate)  # type: ignore[misc]
+
+    def _init_seq(self, seq: int) -> None:
+        self.base_seq = seq
+        self.max_seq = seq
+        self._bad_seq = _SEQ_MOD + 1
+        self.cycles = 0
+        self.received = 0
+        self.received_prior = 0
+        self.expected_prior = 0
+        self._seen = [-1] * _DUP_WINDOW
+
+    def update(self, seq: int) -> int:
+        """A.1 `update_seq` with duplicate detection. Returns ACCEPTED, DUPLICATE or BAD_SEQUENCE
+        (a jump: the first packet after it is dropped; a second in sequence restarts counting)."""
+        if not self.started:
+            self.started = True
+            self._init_seq(seq)
+        else:
+            udelta = (seq - self.max_seq) & 0xFFFF
+            if 0 < udelta < _MAX_DROPOUT:
+                if seq < self.max_seq:
+                    self.cycles += _SEQ_MOD  # sequence wrapped
+                self.max_seq = seq
+            elif udelta == 0 or udelta > _SEQ_MOD - _MAX_MISORDER:
+                pass  # duplicate or reordered: checked below
+            elif seq == self._bad_seq:
+                self._init_seq(seq)  # two sequential packets after a jump: the source restarted
+            else:
+                self._bad_seq = (seq + 1) & 0xFFFF
+                return self.BAD_SEQUENCE
+        ext = self.extended(seq)
+        slot = ext % _DUP_WINDOW
+        if self._seen[slot] == ext:
+            self.duplicates += 1
+            return self.DUPLICATE
+        self._seen[slot] = ext
+        self.received += 1
+        return self.ACCEPTED
+
+    def extended(self, seq: int) -> int:
+        """The extended sequence number of `seq`, placed relative to the highest seen."""
+        ext = self.cycles + seq
+        if seq > self.max_seq and seq - self.max_seq > _SEQ_MOD // 2:
+            ext -= _SEQ_MOD  # an old packet from before the wrap
+        return ext
+
+    def update_jitter(self, arrival: float, timestamp: int) -> None:
+        """A.8: J += (|D(i-1,i)| - J) / 16, with arrival in seconds."""
+        arrival_units = arrival * self.clock_rate
+        if self._prev_arrival >= 0:
+            ts_delta = (timestamp - self._prev_ts) & 0xFFFFFFFF
+            if ts_delta & 0x80000000:
+                ts_delta -= 1 << 32
+            d = abs((arrival_units - self._prev_arrival) - ts_delta)
+            self.jitter += (d - self.jitter) / 16.0
+        self._prev_arrival = arrival_units
+        self._prev_ts = timestamp
+
+    @property
+    def extended_max(self) -> int:
+        return self.cycles + self.max_seq
+
+    @property
+    def expected(self) -> int:
+        return self.extended_max - self.base_seq + 1 if self.started else 0
+
+    @property
+    def lost(self) -> int:
+        """A.3 cumulative packets lost (negative if duplicates were counted by the sender)."""
+        return self.expected - self.received if self.started else 0
+
+    def interval_fraction_lost(self) -> int:
+        """A.3 fraction lost since the previous call, as 8-bit fixed point; resets the interval."""
+        expected = self.expected
+        expected_interval = expected - self.expected_prior
+        self.expected_prior = expected
+        received_interval = self.received - self.received_prior
+        self.received_prior = self.received
+        lost_interval = expected_interval - received_interval
+        if expected_interval <= 0 or lost_interval <= 0:
+            return 0
+        return min(255, (lost_interval << 8) // expected_interval)
+
+    @property
+    def jitter_seconds(self) -> float:
+        return self.jitter / self.clock_rate
+
+
+# --- G.711 in the code domain, for concealment (tables computed once at import)
+
+
+def _ulaw_to_linear(code: int) -> int:
+    u = ~code & 0xFF
+    t = (((u & 0x0F) << 3) + 0x84) << ((u & 0x70) >> 4)
+    return 0x84 - t if u & 0x80 else t - 0x84
+
+
+def _alaw_to_linear(code: int) -> int:
+    a = code ^ 0x55
+    seg = (a & 0x70) >> 4
+    t = (a & 0x0F) << 4
+    t += 8 if seg == 0 else 0x108
+    if seg > 1:
+        t <<= seg - 1
+    return t if a & 0x80 else -t
+
+
+_DECODE: Final = {
+    "pcmu": [_ulaw_to_linear(c) for c in range(256)],
+    "pcma": [_alaw_to_linear(c) for c in range(256)],
+}
+
+
+def g711_silence_byte(codec: str) -> int:
+    """The code an encoder emits for a zero sample (0xFF in µ-law, 0xD5 in A-law)."""
+    return 0xFF if codec == "pcmu" else 0xD5
+
+
+def attenuation_table(codec: str, gain: float) -> bytes:
+    """A `bytes.translate` table scaling G.711 codes by `gain` (nearest code after scaling)."""
+    decode = _DECODE[codec]
+    by_value = sorted((v, c) for c, v in enumerate(decode))
+    values = [v for v, _ in by_value]
+    out = bytearray(256)
+    for code, value in enumerate(decode):
+        target = value * gain
+        i = bisect.bisect_left(values, target)
+        candidates = [j for j in (i - 1, i) if 0 <= j < 256]
+        best = min(candidates, key=lambda j: abs(values[j] - target))
+        out[code] = by_value[best][1]
+    return bytes(out)
+
+
+_FADE_GAINS: Final = (0.8, 0.5, 0.25)  # about -2, -6, -12 dB: 60 ms, then silence
+_FADE_TABLES: Final = {
+    codec: tuple(attenuation_table(codec, g) for g in _FADE_GAINS) for codec in ("pcmu", "pcma")
+}
+
+
+@dataclass(slots=True)
+class JitterStats:
+    """Playout counters for one stream (plain ints; adapters export them)."""
+
+    pushed: int = 0
+    late: int = 0
+    duplicates: int = 0  # whole payload already buffered (sequence duplicates count upstream)
+    played: int = 0  # frames of received audio played
+    concealed: int = 0  # frames (fully or partly) made up by repetition and fading
+    silence: int = 0  # frames of silence after 60 ms of loss or while the sender is idle
+    stalls: int = 0  # frames inserted to grow the delay
+    skips: int = 0  # frames dropped to shrink it
+    resyncs: int = 0  # playout restarted (timestamp discontinuity, SSRC change)
+
+
+class PushResult:
+    """Values returned by `JitterBuffer.push`."""
+
+    BUFFERED: Final = 0
+    LATE: Final = 1
+    DUPLICATE: Final = 2
+    RESYNCED: Final = 3
+    BAD_SEQUENCE: Final = 4
+
+
+def _signed32(value: int) -> int:
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value & 0x80000000 else value
+
+
+class JitterBuffer:
+    """Playout buffer for one G.711 stream. `pop(now)` gives one `frame_ms` frame per call."""
+
+    def __init__(
+        self,
+        codec: str = "pcmu",
+        frame_ms: int = 20,
+        *,
+        clock_rate: int = 8000,
+        min_delay_ms: int = 20,
+        max_delay_ms: int = 60,
+        shrink_after: float = 3.0,
+    ) -> None:
+        if codec not in _FADE_TABLES:
+            raise ValueError(f"unsupported codec {codec!r}")
+        self.codec = codec
+        self.frame = clock_rate * frame_ms // 1000
+        self.clock_rate = clock_rate
+        self.min_delay = max(
+            self.frame, clock_rate * min_delay_ms // 1000 // self.frame * self.frame
+        )
+        self.max_delay = max(self.min_delay, clock_rate * max_delay_ms // 1000)
+        self.shrink_after = shrink_after
+        # a packet further ahead than this is a timestamp jump
+        self._jump = self.max_delay + 4 * self.frame
+        self._capacity = self._jump + 4096
+        self._silence_byte = g711_silence_byte(codec)
+        self._fades = _FADE_TABLES[codec]
+        self.silence_frame = bytes((self._silence_byte,)) * self.frame
+        self._fill = bytes((self._silence_byte,)) * self._capacity
+        self._zeros = bytes(self._capacity)
+        self._ones = b"\x01" * self._capacity
+        self._zero_frame = bytes(self.frame)
+        self.reception = ReceptionStats(clock_rate)
+        self.stats = JitterStats()
+        self.target = self.min_delay
+        self._buf = bytearray(self._fill)
+        self._mask = bytearray(self._capacity)  # 1 where a sample is present
+        self.started = False
+        self._resync = False
+        self._playout = 0  # P: RTP timestamp (mod 2**32) of the next sample to play
+        self._ahead = 0  # samples from P to the end of the furthest buffered packet
+        self._newest = 0  # timestamp of the newest packet (mod 2**32)
+        self._late_run = 0
+        self._last_frame = self.silence_frame
+        self._missing = 0  # consecutive frames concealed
+        self._pending_stall = 0
+        self._pending_skip = 0
+        self._window_start = 0.0
+        self._window_min = self._jump
+        self._window_late = False
+
+    @property
+    def target_ms(self) -> float:
+        return self.target * 1000 / self.clock_rate
+
+    @property
+    def buffered(self) -> int:
+        """Samples buffered ahead of the playout point."""
+        return self._ahead
+
+    def reset(self) -> None:
+        """A new source (SSRC change): drop buffered audio and sequence state; the next packet
+        restarts playout. Frames keep coming from `pop` meanwhile (concealment, then silence)."""
+        self._clear()
+        self.reception.reset()
+        self._resync = True
+
+    def _clear(self) -> None:
+        self._buf[:] = self._fill
+        self._mask[:] = self._zeros
+        self._ahead = 0
+        self._late_run = 0
+
+    def _restart(self, timestamp: int, now: float) -> None:
+        self._clear()
+        self._playout = (timestamp - self.target) & 0xFFFFFFFF
+        self._newest = timestamp
+        self._resync = False
+        self._pending_stall = self._pending_skip = 0
+        self._missing = len(self._fades)  # the pre-roll before the first packet is silence
+        self._window_start = now
+        self._window_min = self._jump
+        self._window_late = False
+
+    def push(self, seq: int, timestamp: int, payload: bytes, now: float) -> int:
+        """Account for and buffer one audio packet. Returns a PushResult value."""
+        verdict = self.reception.update(seq)
+        if verdict == ReceptionStats.DUPLICATE:
+            self.stats.duplicates += 1
+            return PushResult.DUPLICATE
+        if verdict == ReceptionStats.BAD_SEQUENCE:
+            return PushResult.BAD_SEQUENCE
+        self.reception.update_jitter(now, timestamp)
+        if (
+            self.target < self.max_delay
+            and self.frame + 2 * self.reception.jitter > self.target + self.frame // 2
+        ):
+            self._grow()  # A.8 jitter says the target is too small
+        return self.push_payload(timestamp, payload, now)
+
+    def push_payload(self, timestamp: int, payload: bytes, now: float) -> int:
+        """Buffer one payload by timestamp (no sequence accounting). Returns a PushResult."""
+        stats = self.stats
+        stats.pushed += 1
+        result = PushResult.BUFFERED
+        if not self.started or self._resync:
+            if self.started:
+                stats.resyncs += 1
+            self.started = True
+            self._restart(timestamp, now)
+            result = PushResult.RESYNCED
+        n = len(payload)
+        offset = _signed32(timestamp - self._playout)
+        newest = _signed32(timestamp - self._newest) > 0
+        if newest:
+            self._newest = timestamp
+        if offset + n <= 0:  # every sample is before the playout point
+            if newest and (offset < -self._jump or self._late_run >= 2):
+                offset = self._resync_at(timestamp, now)  # the timestamps jumped back
+                result = PushResult.RESYNCED
+            else:
+                stats.late += 1
+                self._window_late = True
+                if newest:
+                    self._late_run += 1
+                self._grow()
+                return PushResult.LATE
+        elif offset >= self._jump or (
+            newest and self._ahead == 0 and offset > self.target + 2 * self.frame
+        ):
+            # a jump forward, or a talk spurt after silence that would play too late
+            offset = self._resync_at(timestamp, now)
+            result = PushResult.RESYNCED
+        if newest:
+            self._late_run = 0
+        if offset < 0:  # partly late: keep the part still to be played
+            stats.late += 1
+            self._window_late = True
+            payload = payload[-offset:]
+            n += offset
+            offset = 0
+        end = offset + n
+        if end > self._capacity:
+            n = self._capacity - offset
+            payload = payload[:n]
+            end = self._capacity
+        mask = self._mask
+        if mask.find(0, offset, end) == -1:
+            stats.duplicates += 1
+            return PushResult.DUPLICATE
+        self._buf[offset:end] = payload
+        mask[offset:end] = self._ones[:n]
+        self._ahead = max(self._ahead, end)
+        self._window_min = min(self._window_min, offset)
+        return result
+
+    def _resync_at(self, timestamp: int, now: float) -> int:
+        self.stats.resyncs += 1
+        self._restart(timestamp, now)
+        return self.target
+
+    def _grow(self) -> None:
+        if self.target < self.max_delay:
+            self.target = min(self.max_delay, self.target + self.frame)
+            self._pending_stall += 1
+            self._window_min = self._jump
+
+    def _advance(self, samples: int) -> None:
+        del self._buf[:samples]
+        del self._mask[:samples]
+        if samples == self.frame:
+            self._buf += self.silence_frame
+            self._mask += self._zero_frame
+        else:
+            self._buf += self._fill[:samples]
+            self._mask += self._zeros[:samples]
+        self._ahead = max(0, self._ahead - samples)
+        self._playout = (self._playout + samples) & 0xFFFFFFFF
+
+    def pop(self, now: float) -> bytes | None:
+        """One frame of G.711: received audio, concealment or silence. None before any packet."""
+        if not self.started:
+            return None
+        frame = self.frame
+        stats = self.stats
+        if now - self._window_start >= self.shrink_after:
+            self._maybe_shrink(now)
+        if self._pending_skip:
+            stats.skips += 1
+            self._advance(self._pending_skip)
+            self._pending_skip = 0
+        if self._pending_stall:
+            self._pending_stall -= 1
+            stats.stalls += 1
+            return self._conceal()
+        mask = self._mask
+        if mask.find(0, 0, frame) == -1:
+            out = bytes(self._buf[:frame])
+            self._last_frame = out
+            self._missing = 0
+            stats.played += 1
+        elif mask.find(1, 0, frame) != -1:
+            out = self._merge(self._conceal())  # partly received
+        else:
+            out = self._conceal()
+        self._advance(frame)
+        return out
+
+    def _conceal(self) -> bytes:
+        missing = self._missing
+        self._missing = missing + 1
+        if missing < len(self._fades):
+            self.stats.concealed += 1
+            return self._last_frame.translate(self._fades[missing])
+        self.stats.silence += 1
+        return self.silence_frame
+
+    def _merge(self, filler: bytes) -> bytes:
+        out = bytearray(filler)
+        mask, buf, frame = self._mask, self._buf, self.frame
+        i = mask.find(1, 0, frame)
+        while i != -1:
+            j = mask.find(0, i, frame)
+            if j == -1:
+                j = frame
+            out[i:j] = buf[i:j]
+            i = mask.find(1, j, frame) if j < frame else -1
+        self._missing = 0
+        self._last_frame = bytes(out)
+        return self._last_frame
+
+    def _maybe_shrink(self, now: float) -> None:
+        # every packet in the window had more than 1.5 frames to spare: one frame can go
+        if (
+            not self._window_late
+            and self.target > self.min_delay
+            and self._window_min >= self.frame + self.frame // 2
+            and self._window_min < self._jump
+            and self.frame + 2 * self.reception.jitter <= self.target - self.frame
+        ):
+            self.target -= self.frame
+            self._pending_skip += self.frame
+        self._window_start = now
+        self._window_min = self._jump
+        self._window_late = False

@@ -1,0 +1,577 @@
+"""`RtpSession`: the sans-I/O RTP/RTCP endpoint of one call leg (G.711 plus RFC 4733).
+
+No sockets, no asyncio, no clock of its own: every method takes `now` (loop.time() seconds).
+
+Receive: `receive_datagram(data, addr, now)` never raises. Garbage, short packets, a wrong
+version, an unknown payload type, duplicates and packets from a source other than the latched
+one are dropped and counted in `stats.dropped[reason]`. Audio goes to the jitter buffer,
+telephone-events to the DTMF receiver. `read_frame(now)` yields one ptime of G.711 per call.
+
+Symmetric RTP (RFC 4961 in spirit, as SBCs do for NAT): send to the SDP address until the
+first valid packet arrives, then to its source; after that other sources are dropped, unless
+the latched source has been silent for `relatch_after` seconds (a NAT rebinding).
+
+Send: the shared media clock calls `packetize(payload, now)` once per ptime. It returns the
+datagram for `remote_addr`: the payload, silence when the payload is None, or an RFC 4733
+packet while a digit queued with `start_dtmf()` is being sent. With comfort noise negotiated
+(`cn_pt`, RFC 3389) and nothing to play, one CN packet starts the silence and then nothing is
+sent (None) except a CN refresh every `cn_refresh` seconds; the timestamp runs on regardless.
+
+RTCP (RFC 3550 §6): `get_timer()`/`handle_timer(now)` produce an SR (after we sent) or RR with
+SDES CNAME about every `rtcp_interval` seconds (randomised 0.5-1.5x, §6.3.1), collected with
+`rtcp_datagrams_to_send()`. `receive_rtcp()` takes the far end's reports: RTT from LSR/DLSR.
+
+Events (`next_event()`): MediaStarted, RemoteLatched, SsrcChanged, DtmfDigitReceived,
+MediaTimedOut.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final
+
+from gateway.rtp.dtmf import DtmfDigitReceived, DtmfReceiver, DtmfSender, TelephoneEvent
+from gateway.rtp.errors import DtmfError, RtpParseError
+from gateway.rtp.jitter import JitterBuffer, ReceptionStats, g711_silence_byte
+from gateway.rtp.packet import RtpHeaderWriter, is_rtcp, parse_header
+from gateway.rtp.rtcp import (
+    RtcpBye,
+    RtcpPacket,
+    RtcpReceiverReport,
+    RtcpReportBlock,
+    RtcpSenderReport,
+    RtcpSourceDescription,
+    SdesChunk,
+    compact_ntp,
+    ntp_timestamp,
+    parse_compound,
+    round_trip_time,
+    serialize_compound,
+)
+
+__all__ = [
+    "CODEC_PAYLOAD_TYPES",
+    "DROP_REASONS",
+    "Address",
+    "DtmfDigitReceived",
+    "MediaStarted",
+    "MediaTimedOut",
+    "RemoteLatched",
+    "RtpEvent",
+    "RtpSession",
+    "RtpStats",
+    "SsrcChanged",
+]
+
+Address = tuple[str, int]
+
+#: Static payload types of the codecs we carry (RFC 3551 table 4).
+CODEC_PAYLOAD_TYPES: Final = {"pcmu": 0, "pcma": 8}
+CN_PAYLOAD_TYPE: Final = 13
+CLOCK_RATE: Final = 8000
+
+#: Every `stats.dropped` key (bounded: safe as a metrics label).
+DROP_REASONS: Final = (
+    "short",
+    "version",
+    "padding",
+    "csrc_overrun",
+    "extension_overrun",
+    "unknown_pt",
+    "wrong_source",
+    "duplicate",
+    "late",
+    "bad_sequence",
+    "event_short",
+    "rtcp_malformed",
+    "rtcp_wrong_source",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RtpEvent:
+    """Base class of the session's events."""
+
+
+@dataclass(frozen=True, slots=True)
+class MediaStarted(RtpEvent):
+    """The first valid RTP arrived (again, after a MediaTimedOut)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteLatched(RtpEvent):
+    """Outgoing RTP now goes to `addr`, the source of the received media."""
+
+    addr: Address
+
+
+@dataclass(frozen=True, slots=True)
+class SsrcChanged(RtpEvent):
+    """The far end's SSRC changed; the receive stream restarted."""
+
+    old_ssrc: int
+    new_ssrc: int
+
+
+@dataclass(frozen=True, slots=True)
+class MediaTimedOut(RtpEvent):
+    """No RTP for `media_timeout` seconds."""
+
+
+# DtmfDigitReceived (from gateway.rtp.dtmf) is the fifth event type.
+RtpEventType = MediaStarted | RemoteLatched | SsrcChanged | MediaTimedOut | DtmfDigitReceived
+
+
+@dataclass(slots=True)
+class RtpStats:
+    """Counters of one session, as plain data. Counters only grow; the gauges at the end are
+    refreshed from the jitter buffer and reports when `RtpSession.stats` is read."""
+
+    packets_in: int = 0
+    octets_in: int = 0
+    packets_out: int = 0
+    octets_out: int = 0
+    rtcp_in: int = 0
+    rtcp_out: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
+    lost: int = 0  # A.3 cumulative, summed over SSRCs
+    late: int = 0
+    duplicates: int = 0
+    concealed_frames: int = 0
+    silence_frames: int = 0
+    played_frames: int = 0
+    ssrc_changes: int = 0
+    relatches: int = 0
+    dtmf_received: int = 0
+    dtmf_sent: int = 0
+    # gauges
+    jitter_seconds: float = 0.0
+    target_delay_ms: float = 0.0
+    rtt_seconds: float | None = None
+    remote_fraction_lost: float | None = None
+    remote_cumulative_lost: int | None = None
+    remote_jitter_seconds: float | None = None
+
+
+_NTP_BYE_REASON: Final = b"call ended"
+
+
+class RtpSession:
+    """One call leg's RTP stream and its RTCP (sans-I/O). See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        now: float,
+        codec: str = "pcmu",
+        remote_addr: Address | None = None,
+        dtmf_pt: int | None = 101,
+        ptime_ms: int = 20,
+        ssrc: int | None = None,
+        cname: str | None = None,
+        cn_pt: int | None = None,
+        rtcp_interval: float = 5.0,
+        media_timeout: float | None = 30.0,
+        relatch_after: float = 2.0,
+        wall_offset: float = 0.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._rng = rng or random.Random()
+        self.ssrc = ssrc if ssrc is not None else self._rng.getrandbits(32)
+        self.cname = (cname or f"{self.ssrc:08x}@gateway").encode()
+        self.rtcp_interval = rtcp_interval
+        self.media_timeout = media_timeout
+        self.relatch_after = relatch_after
+        self.wall_offset = wall_offset  # add to `now` to get Unix time (for NTP timestamps)
+        self.cn_pt = cn_pt
+        self.cn_refresh = 5.0
+        self._stats = RtpStats()
+        self._events: deque[RtpEventType] = deque()
+        self._rtcp_out: list[tuple[bytes, Address]] = []
+        self._writer = RtpHeaderWriter(self.ssrc)
+        # send state: random initial sequence number and timestamp (RFC 3550 §5.1)
+        self._seq = self._rng.getrandbits(16)
+        self._ts = self._rng.getrandbits(32)
+        self._marker = True
+        self._last_send = -1.0
+        self._sent_since_report = False
+        self._cn_sent_at: float | None = None
+        # receive state
+        self._remote_ssrc: int | None = None
+        self._latched: Address | None = None
+        self._latched_rtcp: Address | None = None
+        self._last_rx = -1.0
+        self._media_started = False
+        self._timed_out = False
+        self._lost_prior = 0  # losses of earlier SSRCs
+        self._lsr = 0  # compact NTP of the last SR received, and when (for DLSR)
+        self._lsr_at = 0.0
+        self._next_rtcp = now + rtcp_interval * self._rng.uniform(0.25, 0.75)
+        self._closed = False
+        self._dtmf_rx = DtmfReceiver(CLOCK_RATE)
+        self.remote_addr: Address | None = None
+        self.remote_rtcp_addr: Address | None = None
+        self._sdp_addr: Address | None = None
+        self._sdp_rtcp_addr: Address | None = None
+        self._configure(codec, dtmf_pt, ptime_ms)
+        self._set_remote(remote_addr, None)
+
+    # --- configuration
+
+    def _configure(self, codec: str, dtmf_pt: int | None, ptime_ms: int) -> None:
+        if codec not in CODEC_PAYLOAD_TYPES:
+            raise ValueError(f"unsupported codec {codec!r}: pcmu or pcma")
+        if not 10 <= ptime_ms <= 60 or ptime_ms % 10:
+            raise ValueError(f"ptime {ptime_ms} ms: 10-60 in steps of 10")
+        self.codec = codec
+        self.payload_type = CODEC_PAYLOAD_TYPES[codec]
+        self.dtmf_pt = dtmf_pt
+        self.ptime_ms = ptime_ms
+        self.frame_samples = CLOCK_RATE * ptime_ms // 1000
+        self.silence_payload = bytes((g711_silence_byte(codec),)) * self.frame_samples
+        self._cn_payload = b"\x7f"  # RFC 3389 §3: noise level -127 dBov, no spectrum
+        old = getattr(self, "_jitter", None)
+        self._jitter = JitterBuffer(codec, ptime_ms, clock_rate=CLOCK_RATE)
+        if old is not None:  # a new codec or ptime: same source, playout restarts
+            self._jitter.started = old.started
+            self._jitter.reset()
+            self._jitter.reception = old.reception
+            self._jitter.stats = old.stats
+        self._dtmf_tx = DtmfSender(CLOCK_RATE, ptime_ms)
+
+    def _set_remote(self, addr: Address | None, rtcp_addr: Address | None) -> None:
+        self._sdp_addr = addr
+        self._sdp_rtcp_addr = rtcp_addr or (addr and (addr[0], addr[1] + 1))
+        self._latched = self._latched_rtcp = None
+        self.remote_addr = addr
+        self.remote_rtcp_addr = self._sdp_rtcp_addr
+
+    def update_remote(
+        self,
+        addr: Address | None,
+        codec: str,
+        dtmf_pt: int | None,
+        ptime_ms: int,
+        *,
+        rtcp_addr: Address | None = None,
+        cn_pt: int | None = None,
+    ) -> None:
+        """Apply a new SDP (re-INVITE/UPDATE). A new address drops the latch; a new codec or ptime
+        restarts playout. `addr` None (hold with 0.0.0.0, or a=inactive) stops sending."""
+        if addr != self._sdp_addr or rtcp_addr is not None:
+            self._set_remote(addr, rtcp_addr)
+        self.cn_pt = cn_pt
+        if (codec, ptime_ms) != (self.codec, self.ptime_ms):
+            self._configure(codec, dtmf_pt, ptime_ms)
+            self._marker = True
+        self.dtmf_pt = dtmf_pt
+        if dtmf_pt is None:
+            self._dtmf_tx.clear()
+
+    def set_media_timeout(self, seconds: float | None, now: float) -> None:
+        """Change or disable (None, e.g. on hold) the no-RTP timeout, counted from `now`."""
+        self.media_timeout = seconds
+        if self._media_started:
+            self._last_rx = max(self._last_rx, now)
+
+    # --- receive
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Feed one datagram from the RTP socket. Never raises."""
+        stats = self._stats
+        stats.packets_in += 1
+        stats.octets_in += len(data)
+        if is_rtcp(data):  # rtcp-mux (RFC 5761) or a confused peer
+            self.receive_rtcp(data, addr, now)
+            return
+        try:
+            payload_type, _marker, seq, timestamp, ssrc, payload = parse_header(data)
+        except RtpParseError as exc:
+            stats.dropped[exc.reason] += 1
+            return
+        if payload_type == self.payload_type:
+            audio = True
+        elif payload_type in (self.dtmf_pt, self.cn_pt):
+            audio = False
+        else:
+            stats.dropped["unknown_pt"] += 1
+            return
+        latched = self._latched
+        if latched is None or addr != latched:
+            if latched is not None and now - self._last_rx < self.relatch_after:
+                stats.dropped["wrong_source"] += 1
+                return
+            if latched is not None:
+                stats.relatches += 1
+            self._latched = addr
+            self.remote_addr = addr
+            self._events.append(RemoteLatched(addr))
+        if ssrc != self._remote_ssrc:
+            if self._remote_ssrc is not None:
+                self._restart_stream(ssrc)
+            self._remote_ssrc = ssrc
+        self._last_rx = now
+        if not self._media_started or self._timed_out:
+            self._media_started = True
+            self._timed_out = False
+            self._events.append(MediaStarted())
+        jitter = self._jitter
+        if audio:
+            result = jitter.push(seq, timestamp, payload, now)
+            if result == 4:  # PushResult.BAD_SEQUENCE
+                stats.dropped["bad_sequence"] += 1
+            elif result == 1:  # LATE
+                stats.dropped["late"] += 1
+            elif result == 2:  # DUPLICATE
+                stats.dropped["duplicate"] += 1
+            return
+        verdict = jitter.reception.update(seq)
+        if verdict == ReceptionStats.DUPLICATE:
+            stats.dropped["duplicate"] += 1
+        elif verdict == ReceptionStats.BAD_SEQUENCE:
+            stats.dropped["bad_sequence"] += 1
+        elif payload_type == self.dtmf_pt:
+            try:
+                event = TelephoneEvent.parse(payload)
+            except RtpParseError as exc:
+                stats.dropped[exc.reason] += 1
+                return
+            self._digits(self._dtmf_rx.receive(timestamp, event, now))
+        # CN (RFC 3389): the jitter buffer plays silence through the gap
+
+    def _digits(self, digits: list[DtmfDigitReceived]) -> None:
+        for digit in digits:
+            self._stats.dtmf_received += 1
+            self._events.append(digit)
+
+    def _restart_stream(self, new_ssrc: int) -> None:
+        assert self._remote_ssrc is not None
+        self._stats.ssrc_changes += 1
+        self._lost_prior += max(0, self._jitter.reception.lost)
+        self._jitter.reset()
+        self._dtmf_rx.reset()
+        self._lsr = 0
+        self._events.append(SsrcChanged(self._remote_ssrc, new_ssrc))
+
+    def read_frame(self, now: float) -> bytes | None:
+        """One ptime of G.711 for the bridge (audio, concealment or silence); None before media."""
+        return self._jitter.pop(now)
+
+    # --- send
+
+    def packetize(self, payload: bytes | None, now: float) -> bytes | None:
+        """The next outgoing RTP datagram for one ptime tick.
+
+        `payload`: G.711 audio in this session's codec, or None for "nothing to play" (silence,
+        or CN/DTX when `cn_pt` is set: then the result may be None, meaning send nothing). An
+        RFC 4733 packet replaces the audio while a digit is being sent.
+        """
+        samples = self.frame_samples
+        if self._last_send >= 0 and now - self._last_send > 3.5 * self.ptime_ms / 1000:
+            # the clock stalled: keep timestamps on the wall clock, start a new talk spurt
+            missed = int((now - self._last_send) * 1000 / self.ptime_ms + 0.5) - 1
+            self._ts = (self._ts + missed * samples) & 0xFFFFFFFF
+            self._marker = True
+        self._last_send = now
+        ts = self._ts
+        dtmf = self._dtmf_tx
+        if dtmf.active and self.dtmf_pt is not None:
+            event = dtmf.next_packet(ts)
+            if event is not None:
+                body, marker, event_ts = event
+                self._ts = (ts + samples) & 0xFFFFFFFF
+                self._marker = True  # the audio after the event starts a talk spurt
+                self._stats.dtmf_sent = dtmf.sent_digits
+                return self._emit(self.dtmf_pt, marker, event_ts, body)
+        if payload is None:
+            if self.cn_pt is not None:
+                self._ts = (ts + samples) & 0xFFFFFFFF
+                if self._cn_sent_at is None or now - self._cn_sent_at >= self.cn_refresh:
+                    self._cn_sent_at = now
+                    self._marker = True
+                    return self._emit(self.cn_pt, False, ts, self._cn_payload)
+                return None
+            payload = self.silence_payload
+            self._marker = True  # the next real audio starts a talk spurt
+            marker = False
+        else:
+            marker = self._marker
+            self._marker = False
+            self._cn_sent_at = None
+        self._ts = (ts + len(payload)) & 0xFFFFFFFF
+        return self._emit(self.payload_type, marker, ts, payload)
+
+    def _emit(self, payload_type: int, marker: bool, timestamp: int, payload: bytes) -> bytes:
+        seq = self._seq
+        self._seq = (seq + 1) & 0xFFFF
+        stats = self._stats
+        stats.packets_out += 1
+        stats.octets_out += len(payload)
+        self._sent_since_report = True
+        return self._writer.build(payload_type, marker, seq, timestamp, payload)
+
+    def start_dtmf(self, digit: str, duration_ms: int = 100) -> None:
+        """Send `digit` as RFC 4733 events on the next ticks (queued behind earlier digits).
+
+        Raises DtmfError for a non-digit or when no telephone-event was negotiated
+        (`dtmf_pt is None`: the bridge then falls back to in-band tones).
+        """
+        if self.dtmf_pt is None:
+            raise DtmfError("no telephone-event payload type negotiated")
+        self._dtmf_tx.queue(digit, duration_ms)
+
+    @property
+    def sending_dtmf(self) -> bool:
+        return self._dtmf_tx.active
+
+    # --- timers
+
+    def get_timer(self) -> float | None:
+        """When `handle_timer` wants to run next (RTCP, DTMF end timeout, media timeout)."""
+        if self._closed:
+            return None
+        timer = self._next_rtcp
+        dtmf = self._dtmf_rx.get_timer()
+        if dtmf is not None and dtmf < timer:
+            timer = dtmf
+        if self.media_timeout is not None and self._media_started and not self._timed_out:
+            deadline = self._last_rx + self.media_timeout
+            timer = min(timer, deadline)
+        return timer
+
+    def handle_timer(self, now: float) -> None:
+        if self._closed:
+            return
+        self._digits(self._dtmf_rx.handle_timer(now))
+        if (
+            self.media_timeout is not None
+            and self._media_started
+            and not self._timed_out
+            and now >= self._last_rx + self.media_timeout
+        ):
+            self._timed_out = True
+            self._events.append(MediaTimedOut())
+        if now >= self._next_rtcp:
+            self._queue_rtcp(self._report(now))
+            self._next_rtcp = now + self.rtcp_interval * self._rng.uniform(0.5, 1.5)
+
+    def next_event(self) -> RtpEventType | None:
+        return self._events.popleft() if self._events else None
+
+    # --- RTCP
+
+    def _report(self, now: float) -> list[RtcpPacket]:
+        blocks = []
+        reception = self._jitter.reception
+        if self._remote_ssrc is not None and reception.started:
+            dlsr = int((now - self._lsr_at) * 65536) if self._lsr else 0
+            blocks.append(
+                RtcpReportBlock(
+                    ssrc=self._remote_ssrc,
+                    fraction_lost=reception.interval_fraction_lost(),
+                    cumulative_lost=reception.lost,
+                    highest_sequence=reception.extended_max & 0xFFFFFFFF,
+                    jitter=int(reception.jitter),
+                    lsr=self._lsr,
+                    dlsr=dlsr & 0xFFFFFFFF,
+                )
+            )
+        report: RtcpPacket
+        if self._sent_since_report:
+            self._sent_since_report = False
+            elapsed = max(0.0, now - self._last_send)
+            report = RtcpSenderReport(
+                ssrc=self.ssrc,
+                ntp_timestamp=ntp_timestamp(now + self.wall_offset),
+                rtp_timestamp=(self._ts + int(elapsed * CLOCK_RATE)) & 0xFFFFFFFF,
+                packet_count=self._stats.packets_out,
+                octet_count=self._stats.octets_out,
+                reports=blocks,
+            )
+        else:
+            report = RtcpReceiverReport(ssrc=self.ssrc, reports=blocks)
+        sdes = RtcpSourceDescription([SdesChunk(self.ssrc, ((1, self.cname),))])
+        return [report, sdes]
+
+    def _queue_rtcp(self, packets: list[RtcpPacket]) -> None:
+        if self.remote_rtcp_addr is None:
+            return
+        self._rtcp_out.append((serialize_compound(packets), self.remote_rtcp_addr))
+        self._stats.rtcp_out += 1
+
+    def rtcp_datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        """RTCP datagrams queued since the last call, with their destination."""
+        out, self._rtcp_out = self._rtcp_out, []
+        return out
+
+    def receive_rtcp(self, data: bytes, addr: Address, now: float) -> None:
+        """Feed one datagram from the RTCP socket. Never raises."""
+        stats = self._stats
+        stats.rtcp_in += 1
+        known = self._latched or self._sdp_addr
+        if known is None or addr[0] != known[0]:
+            stats.dropped["rtcp_wrong_source"] += 1
+            return
+        try:
+            packets = parse_compound(data)
+        except RtpParseError:
+            stats.dropped["rtcp_malformed"] += 1
+            return
+        if self._latched_rtcp != addr:
+            self._latched_rtcp = addr  # symmetric RTCP
+            self.remote_rtcp_addr = addr
+        arrival = compact_ntp(ntp_timestamp(now + self.wall_offset))
+        for packet in packets:
+            if isinstance(packet, RtcpSenderReport) and packet.ssrc in (self._remote_ssrc, None):
+                self._lsr = compact_ntp(packet.ntp_timestamp)
+                self._lsr_at = now
+            if isinstance(packet, RtcpSenderReport | RtcpReceiverReport):
+                for block in packet.reports:
+                    if block.ssrc != self.ssrc:
+                        continue
+                    stats.rtt_seconds = round_trip_time(arrival, block.lsr, block.dlsr)
+                    stats.remote_fraction_lost = block.fraction_lost / 256
+                    stats.remote_cumulative_lost = block.cumulative_lost
+                    stats.remote_jitter_seconds = block.jitter / CLOCK_RATE
+
+    # --- end and stats
+
+    def close(self, now: float) -> None:
+        """Queue a final report with BYE (§6.6); timers stop. Safe to call twice."""
+        if self._closed:
+            return
+        packets = self._report(now)
+        packets.append(RtcpBye([self.ssrc], _NTP_BYE_REASON))
+        self._queue_rtcp(packets)
+        self._closed = True
+
+    @property
+    def latched(self) -> Address | None:
+        """The source RTP is latched to, or None before the first valid packet."""
+        return self._latched
+
+    @property
+    def remote_ssrc(self) -> int | None:
+        return self._remote_ssrc
+
+    @property
+    def jitter_buffer(self) -> JitterBuffer:
+        return self._jitter
+
+    @property
+    def stats(self) -> RtpStats:
+        """The counters, with the jitter-buffer figures brought up to date."""
+        stats = self._stats
+        jb = self._jitter
+        reception = jb.reception
+        stats.lost = self._lost_prior + max(0, reception.lost)
+        stats.late = jb.stats.late
+        stats.duplicates = stats.dropped["duplicate"]
+        stats.concealed_frames = jb.stats.concealed
+        stats.silence_frames = jb.stats.silence
+        stats.played_frames = jb.stats.played
+        stats.jitter_seconds = reception.jitter_seconds
+        stats.target_delay_ms = jb.target_ms
+        return stats

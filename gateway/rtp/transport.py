@@ -1,0 +1,234 @@
+"""`RtpEndpoint`: the thin asyncio adapter that gives an `RtpSession` its two UDP sockets.
+
+It binds RTP on an even port from the `PortPool` and RTCP on port+1 (trying the next pair when
+one is busy), feeds received datagrams to the session, runs the session's one timer with
+`loop.call_at`, sends the session's RTCP, and exports the session's counters to
+`gateway.metrics` (as deltas, on each timer and at close, never per packet). Outgoing media is
+paced by the shared media clock, which calls `send_frame()`; this adapter has no pacing of its
+own. `aclose()` sends RTCP BYE, closes both sockets and releases the ports; it is safe twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from collections.abc import Callable
+from typing import Any, Final
+
+from gateway import metrics
+from gateway.logs import get_logger
+from gateway.rtp.errors import PortsExhausted
+from gateway.rtp.ports import PortPool
+from gateway.rtp.session import DROP_REASONS, Address, RtpEventType, RtpSession
+
+__all__ = ["RtpEndpoint"]
+
+_log = get_logger(__name__)
+_BUSY: Final = (errno.EADDRINUSE, errno.EACCES)
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, on_datagram: Callable[[bytes, Address], None]) -> None:
+        self.on_datagram = on_datagram
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.on_datagram(data, (addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP unreachable from a far end that went away: the media timeout handles it
+
+
+class RtpEndpoint:
+    """One call leg's RTP and RTCP sockets around a sans-I/O `RtpSession`."""
+
+    def __init__(
+        self,
+        pool: PortPool,
+        port: int,
+        session: RtpSession,
+        rtp: asyncio.DatagramTransport,
+        rtcp: asyncio.DatagramTransport,
+        on_event: Callable[[RtpEventType], None] | None,
+    ) -> None:
+        self._pool = pool
+        self.port = port
+        self.rtcp_port = port + 1
+        self.session = session
+        self._rtp = rtp
+        self._rtcp = rtcp
+        self.on_event = on_event
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._exported: dict[str, int] = {}
+        self._arm()
+
+    @classmethod
+    async def open(
+        cls,
+        pool: PortPool,
+        bind_host: str,
+        session: RtpSession,
+        *,
+        on_event: Callable[[RtpEventType], None] | None = None,
+        attempts: int = 16,
+    ) -> RtpEndpoint:
+        """Bind an RTP/RTCP pair from `pool` on `bind_host`, skipping busy pairs.
+
+        Raises PortsExhausted when the pool is empty or `attempts` pairs were busy; any other
+        OSError (a bad address) propagates. Nothing stays bound or acquired on failure.
+        `on_event` receives the session's events as they happen; without it, the owner
+        drains `session.next_event()`.
+        """
+        loop = asyncio.get_running_loop()
+        endpoint: list[RtpEndpoint] = []  # set once built; the protocols call into it
+
+        def on_rtp(data: bytes, addr: Address) -> None:
+            if endpoint:
+                endpoint[0]._on_rtp(data, addr)
+
+        def on_rtcp(data: bytes, addr: Address) -> None:
+            if endpoint:
+                endpoint[0]._on_rtcp(data, addr)
+
+        for _ in range(attempts):
+            port = pool.acquire()
+            rtp: asyncio.DatagramTransport | None = None
+            try:
+                rtp, _p = await loop.create_datagram_endpoint(
+                    lambda: _Protocol(on_rtp), local_addr=(bind_host, port)
+                )
+                rtcp, _p = await loop.create_datagram_endpoint(
+                    lambda: _Protocol(on_rtcp), local_addr=(bind_host, port + 1)
+                )
+            except OSError as exc:
+                if rtp is not None:
+                    rtp.close()
+                pool.release(port)
+                if exc.errno not in _BUSY:
+                    raise
+                _log.debug("rtp_port_busy", port=port)
+                continue
+            except BaseException:
+                if rtp is not None:
+                    rtp.close()
+                pool.release(port)
+                raise
+            endpoint.append(cls(pool, port, session, rtp, rtcp, on_event))
+            return endpoint[0]
+        raise PortsExhausted(f"no free RTP/RTCP pair after {attempts} busy ports")
+
+    @property
+    def local_addr(self) -> Address:
+        host, port = self._rtp.get_extra_info("sockname")[:2]
+        return host, port
+
+    # --- receive
+
+    def _on_rtp(self, data: bytes, addr: Address) -> None:
+        session = self.session
+        session.receive_datagram(data, addr, self._loop.time())
+        self._after_input()
+
+    def _on_rtcp(self, data: bytes, addr: Address) -> None:
+        self.session.receive_rtcp(data, addr, self._loop.time())
+        self._after_input()
+
+    def _after_input(self) -> None:
+        if self.on_event is not None:
+            self._drain_events()
+        when = self.session.get_timer()
+        if when is not None and (self._timer is None or when < self._timer.when()):
+            self._arm()
+
+    def _drain_events(self) -> None:
+        assert self.on_event is not None
+        session = self.session
+        while (event := session.next_event()) is not None:
+            self.on_event(event)
+
+    # --- send
+
+    def send(self, datagram: bytes) -> None:
+        """Send one RTP datagram to the session's current remote address (latched or SDP)."""
+        addr = self.session.remote_addr
+        if addr is not None and not self._closed:
+            self._rtp.sendto(datagram, addr)
+
+    def send_frame(self, payload: bytes | None, now: float) -> None:
+        """Packetize one ptime (`payload` None: silence/CN) and send it: the media clock's call."""
+        datagram = self.session.packetize(payload, now)
+        if datagram is not None:
+            self.send(datagram)
+
+    def _flush_rtcp(self) -> None:
+        for data, addr in self.session.rtcp_datagrams_to_send():
+            self._rtcp.sendto(data, addr)
+
+    # --- timer
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        when = self.session.get_timer()
+        if when is not None and not self._closed:
+            self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        rtcp_before = self.session.stats.rtcp_out
+        self.session.handle_timer(self._loop.time())
+        self._flush_rtcp()
+        if self.session.stats.rtcp_out != rtcp_before:
+            self.export_metrics(jitter_sample=True)
+        if self.on_event is not None:
+            self._drain_events()
+        self._arm()
+
+    # --- metrics
+
+    def export_metrics(self, jitter_sample: bool = False) -> None:
+        """Add the session's counter increments since the last export to gateway.metrics."""
+        stats = self.session.stats
+        current = {
+            "in": stats.packets_in,
+            "out": stats.packets_out,
+            "lost": stats.lost,
+            **{f"drop:{reason}": stats.dropped[reason] for reason in DROP_REASONS},
+        }
+        previous = self._exported
+        for key, value in current.items():
+            delta = value - previous.get(key, 0)
+            if delta <= 0:
+                continue
+            if key in ("in", "out"):
+                metrics.RTP_PACKETS.labels(direction=key).inc(delta)
+            elif key == "lost":
+                metrics.RTP_LOST.inc(delta)
+            else:
+                metrics.RTP_DROPPED.labels(reason=key[5:]).inc(delta)
+        self._exported = current
+        if jitter_sample and stats.packets_in:
+            metrics.RTP_JITTER.observe(stats.jitter_seconds)
+
+    # --- close
+
+    async def aclose(self) -> None:
+        """Send RTCP BYE, close both sockets, release the ports. Safe to call twice."""
+        if self._closed:
+            return
+        try:
+            self.session.close(self._loop.time())
+            self._flush_rtcp()
+            self.export_metrics()
+        finally:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._rtp.close()
+            self._rtcp.close()
+            self._pool.release(self.port)
