@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -31,7 +31,13 @@ class EchoSink:
     """A test-only MediaSink: records caller audio and leg events, and plays caller audio
     back (echo) after `delay_frames`, or `outbound` PCM when given."""
 
-    def __init__(self, outbound: NDArray[np.int16] | None = None) -> None:
+    def __init__(
+        self,
+        outbound: NDArray[np.int16] | None = None,
+        on_leg_ended: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._on_leg_ended = on_leg_ended
+        self._end_tasks: list[asyncio.Task[None]] = []
         self.received = bytearray()
         self.events: list[LegEvent] = []
         self._echo: deque[bytes] = deque()
@@ -56,6 +62,9 @@ class EchoSink:
     def leg_event(self, event: LegEvent) -> None:
         self.events.append(event)
         self.changed.set()
+        if isinstance(event, LegEnded) and self._on_leg_ended is not None:
+            # as the bridge does: end the call on the loop, outside the leg's call stack
+            self._end_tasks.append(asyncio.ensure_future(self._on_leg_ended()))
 
     def received_pcm(self) -> NDArray[np.int16]:
         return np.frombuffer(bytes(self.received), dtype=np.int16)
@@ -177,7 +186,7 @@ async def gateway_server(
         nonlocal counter
         counter += 1
         call_id = f"call-{counter}"
-        sink = EchoSink(outbound)
+        sink = EchoSink(outbound, on_leg_ended=leg.aclose)
         leg.attach(sink)
         harness.sinks[call_id] = sink
         harness.legs[call_id] = leg
