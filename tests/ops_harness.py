@@ -45,8 +45,10 @@ class HarnessError(RuntimeError):
     """A peer process did not start, did not become ready, or answered nonsense."""
 
 
-def require_binary(name: str, package: str) -> str:
-    """Absolute path of `name`; fails the calling test naming the Debian package if missing."""
+def require_binary(name: str, package: str, source: str = "Debian package") -> str:
+    """Absolute path of `name`; fails the calling test naming the package if missing.
+
+    Also looks in /usr/sbin and the project's .venv/bin (pip-installed tools like hadolint)."""
     path = shutil.which(name)
     if path is None:
         for extra in ("/usr/sbin", "/sbin", str(REPO / ".venv" / "bin")):
@@ -54,8 +56,12 @@ def require_binary(name: str, package: str) -> str:
             if candidate.is_file() and os.access(candidate, os.X_OK):
                 return str(candidate)
         pytest.fail(
-            f"{name} is not installed: install the Debian package '{package}' "
-            f"(apt-get install {package}, or `make peers`)",
+            f"{name} is not installed: install the {source} '{package}' "
+            + (
+                f"(apt-get install {package}, or `make peers`)"
+                if source == "Debian package"
+                else f"(.venv/bin/pip install {package})"
+            ),
             pytrace=False,
         )
     return path
@@ -450,7 +456,8 @@ def status_code(response: str) -> int:
 
 class Kamailio:
     """Debian's `kamailio` with deploy/kamailio/kamailio.cfg on 127.0.0.1:<free port>, in front
-    of `gateways` (HOST:PORT pairs, dispatcher set 1), probing them every `ping_interval` s."""
+    of `gateways` (HOST:PORT pairs, dispatcher set 1), probing them every `ping_interval` s.
+    `ds_list` runs it with an existing dispatcher list file instead."""
 
     def __init__(
         self,
@@ -460,6 +467,7 @@ class Kamailio:
         ping_interval: int = 1,
         config: Path = KAMAILIO_CFG,
         workers: int = 2,
+        ds_list: Path | None = None,
     ) -> None:
         self.binary = require_binary("kamailio", "kamailio")
         self.workdir = Path(workdir)
@@ -467,6 +475,7 @@ class Kamailio:
         self.ping_interval = ping_interval
         self.config = Path(config)
         self.workers = workers
+        self.ds_list = ds_list
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.workdir / "kamailio.log"
@@ -483,7 +492,7 @@ class Kamailio:
 
     def command(self) -> list[str]:
         """The kamailio command line (foreground, log to stderr, defines for this run)."""
-        ds_list = self.workdir / "dispatcher.list"
+        ds_list = self.ds_list or self.workdir / "dispatcher.list"
         return [
             self.binary,
             "-DD",
@@ -510,7 +519,8 @@ class Kamailio:
         """Render the dispatcher list, start Kamailio and wait until it answers OPTIONS."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "run").mkdir(exist_ok=True)
-        (self.workdir / "dispatcher.list").write_text(self.dispatcher_list())
+        if self.ds_list is None:
+            (self.workdir / "dispatcher.list").write_text(self.dispatcher_list())
         self.port = free_udp_tcp_port()
         log = self.log_path.open("wb")
         try:
