@@ -139,15 +139,22 @@ def make_profile(
     if provider in ("url", "local"):
         if not base_url:
             raise ValueError(f"{provider} provider needs a URL")
-        url = base_url
-        if url.startswith(("http://", "https://")) or not url.rstrip("/").endswith("/realtime"):
-            url = _base(url, "")
+        parts = urlsplit(base_url)
+        scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+        if scheme not in ("ws", "wss") or not parts.netloc:
+            raise ValueError(f"{provider} provider URL must be ws:// or wss://")
+        path = (
+            _base(parts.path, "")
+            if not parts.path.rstrip("/").endswith("/realtime")
+            else (parts.path)
+        )
         m = model or DEFAULT_MODEL
-        if "model=" not in url:
-            url = _with_model(url, m)
+        query = parts.query
+        if "model=" not in query:
+            query = f"{query}&model={quote(m, safe='/:')}" if query else f"model={quote(m)}"
         return ProviderProfile(
             provider,
-            url,
+            urlunsplit((scheme, parts.netloc, path, query, "")),
             credential=token or Secret(""),
             model=m,
         )
