@@ -144,9 +144,9 @@ def make_profile(
         if scheme not in ("ws", "wss") or not parts.netloc:
             raise ValueError(f"{provider} provider URL must be ws:// or wss://")
         path = (
-            _base(parts.path, "")
+            _base(parts.path or "/", "")
             if not parts.path.rstrip("/").endswith("/realtime")
-            else (parts.path)
+            else parts.path
         )
         m = model or DEFAULT_MODEL
         query = parts.query
