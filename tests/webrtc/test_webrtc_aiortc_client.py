@@ -9,60 +9,10 @@ import json
 
 import aiohttp
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
+from aiortc import RTCSessionDescription
 
 from gateway.media.port import MediaStarted
-from gateway.webrtc.ice import IcePolicy, pregather
-from tests.webrtc.webrtc_helpers import (
-    PcmSourceTrack,
-    best_correlation,
-    chirp,
-    frame_from,
-    gateway_server,
-)
-
-LOOPBACK_ONLY = IcePolicy(host_addresses=("127.0.0.1",))
-
-
-class Client:
-    """An aiortc peer that sends `pcm`, records what it hears, and has an `events` channel."""
-
-    def __init__(self, pcm: np.ndarray) -> None:
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.source = PcmSourceTrack(pcm)
-        self.pc.addTrack(self.source)
-        self.channel = self.pc.createDataChannel("events")
-        self.page_events: list[dict[str, object]] = []
-        self.channel.on("message", lambda m: self.page_events.append(json.loads(m)))
-        self.heard: list[np.ndarray] = []
-        self._tasks: list[asyncio.Task[None]] = []
-        self.pc.on("track", self._on_track)
-
-    def _on_track(self, track: object) -> None:
-        self._tasks.append(asyncio.ensure_future(self._record(track)))
-
-    async def _record(self, track: object) -> None:
-        while True:
-            try:
-                frame = await track.recv()  # type: ignore[attr-defined]
-            except MediaStreamError:
-                return
-            self.heard.append(frame_from(frame))
-
-    async def offer_sdp(self) -> str:
-        await pregather(self.pc, LOOPBACK_ONLY)
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        return str(self.pc.localDescription.sdp)
-
-    def heard_pcm(self) -> np.ndarray:
-        return np.concatenate(self.heard) if self.heard else np.zeros(0, np.int16)
-
-    async def close(self) -> None:
-        await self.pc.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+from tests.webrtc.webrtc_helpers import Client, best_correlation, chirp, gateway_server
 
 
 async def _wait(predicate: object, timeout: float) -> None:

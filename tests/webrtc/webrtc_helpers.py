@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import json
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from aiohttp import web
-from aiortc import MediaStreamTrack
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 from numpy.typing import NDArray
@@ -22,6 +23,7 @@ from gateway.http.errors import error_middleware
 from gateway.media.port import DtmfReceived, LegEnded, LegEvent
 from gateway.secret import Secret
 from gateway.webrtc import OfferInfo, WebRtcLeg, WebRtcService, add_webrtc_routes
+from gateway.webrtc.ice import IcePolicy, pregather
 
 RATE = 48000
 FRAME = 960
@@ -218,3 +220,46 @@ async def gateway_server(
         for leg in harness.legs.values():
             await leg.aclose()
         await runner.cleanup()
+
+
+LOOPBACK_ONLY = IcePolicy(host_addresses=("127.0.0.1",))
+
+
+class Client:
+    """An aiortc peer that sends `pcm`, records what it hears, and has an `events` channel."""
+
+    def __init__(self, pcm: NDArray[np.int16]) -> None:
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.source = PcmSourceTrack(pcm)
+        self.pc.addTrack(self.source)
+        self.channel = self.pc.createDataChannel("events")
+        self.page_events: list[dict[str, object]] = []
+        self.channel.on("message", lambda m: self.page_events.append(json.loads(m)))
+        self.heard: list[NDArray[np.int16]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.pc.on("track", self._on_track)
+
+    def _on_track(self, track: object) -> None:
+        self._tasks.append(asyncio.ensure_future(self._record(track)))
+
+    async def _record(self, track: object) -> None:
+        while True:
+            try:
+                frame = await track.recv()  # type: ignore[attr-defined]
+            except MediaStreamError:
+                return
+            self.heard.append(frame_from(frame))
+
+    async def offer_sdp(self) -> str:
+        await pregather(self.pc, LOOPBACK_ONLY)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return str(self.pc.localDescription.sdp)
+
+    def heard_pcm(self) -> NDArray[np.int16]:
+        return np.concatenate(self.heard) if self.heard else np.zeros(0, np.int16)
+
+    async def close(self) -> None:
+        await self.pc.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
