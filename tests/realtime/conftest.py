@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import pytest
+import structlog
+
+from gateway.logs import configure
 
 try:
     from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
@@ -56,3 +61,13 @@ class Conformance:
 @pytest.fixture
 def conform() -> Conformance:
     return Conformance()
+
+
+@pytest.fixture
+def log_lines() -> Iterator[Callable[[], str]]:
+    """The gateway's JSON logs at debug level into a buffer; returns a reader."""
+    buf = io.StringIO()
+    configure("json", "debug")
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=buf))
+    yield buf.getvalue
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.__stderr__))
