@@ -17,8 +17,9 @@ G.711 bytes (one byte per sample at 8 kHz, so timestamp units are byte offsets):
 * Delay adapts between `min_delay_ms` and `max_delay_ms` in whole frames. A late packet or high
   A.8 jitter grows the target by a frame (a concealment frame is inserted without advancing P);
   after `shrink_after` seconds in which every packet arrived more than 1.5 frames early, it
-  shrinks by a frame (a frame is skipped). At the start of a talk spurt after silence, P is
-  re-aligned instead, which lowers the delay without audible cuts.
+  shrinks by a frame: the next missing frame is skipped instead of concealed (or, failing one
+  within another `shrink_after`, a frame of audio is skipped). At the start of a talk spurt
+  after silence, P is re-aligned instead, which lowers the delay without audible cuts.
 * A timestamp discontinuity (a jump beyond the window, or three in-order late packets in a row)
   restarts playout at the packet, as does `reset()` after an SSRC change.
 """
@@ -305,6 +306,7 @@ class JitterBuffer:
         self._missing = 0  # consecutive frames concealed
         self._pending_stall = 0
         self._pending_skip = 0
+        self._skip_by = 0.0
         self._window_start = 0.0
         self._window_min = self._jump
         self._window_late = False
@@ -356,10 +358,16 @@ class JitterBuffer:
             and self.frame + 2 * self.reception.jitter > self.target + self.frame // 2
         ):
             self._grow()  # A.8 jitter says the target is too small
-        return self.push_payload(timestamp, payload, now)
+        in_order = self.reception.extended(seq) == self.reception.extended_max
+        return self.push_payload(timestamp, payload, now, in_order)
 
-    def push_payload(self, timestamp: int, payload: bytes, now: float) -> int:
-        """Buffer one payload by timestamp (no sequence accounting). Returns a PushResult."""
+    def push_payload(
+        self, timestamp: int, payload: bytes, now: float, in_order: bool | None = None
+    ) -> int:
+        """Buffer one payload by timestamp, no sequence accounting. Returns a PushResult.
+
+        `in_order`: the packet has the highest sequence number so far (None: judge by
+        timestamp). A late in-order packet means the timeline moved, not a reordering."""
         stats = self.stats
         stats.pushed += 1
         result = PushResult.BUFFERED
@@ -371,9 +379,10 @@ class JitterBuffer:
             result = PushResult.RESYNCED
         n = len(payload)
         offset = _signed32(timestamp - self._playout)
-        newest = _signed32(timestamp - self._newest) > 0
-        if newest:
+        ahead_of_newest = _signed32(timestamp - self._newest) > 0
+        if ahead_of_newest:
             self._newest = timestamp
+        newest = ahead_of_newest if in_order is None else in_order
         if offset + n <= 0:  # every sample is before the playout point
             if newest and (offset < -self._jump or self._late_run >= 2):
                 offset = self._resync_at(timestamp, now)  # the timestamps jumped back
@@ -445,8 +454,10 @@ class JitterBuffer:
         stats = self.stats
         if now - self._window_start >= self.shrink_after:
             self._maybe_shrink(now)
-        if self._pending_skip:
-            stats.skips += 1
+        if self._pending_skip and (
+            self._mask.find(1, 0, frame) == -1 or now >= self._skip_by
+        ):  # shrink where a frame is missing anyway, or after waiting one more window for one
+            stats.skips += self._pending_skip // frame
             self._advance(self._pending_skip)
             self._pending_skip = 0
         if self._pending_stall:
@@ -496,10 +507,11 @@ class JitterBuffer:
             and self.target > self.min_delay
             and self._window_min >= self.frame + self.frame // 2
             and self._window_min < self._jump
-            and self.frame + 2 * self.reception.jitter <= self.target - self.frame
+            and self.frame + 2 * self.reception.jitter <= self.target - self.frame // 2
         ):
             self.target -= self.frame
             self._pending_skip += self.frame
+            self._skip_by = now + self.shrink_after
         self._window_start = now
         self._window_min = self._jump
         self._window_late = False
