@@ -40,7 +40,9 @@ class PairNet:
     def advance(self, until: float) -> None:
         self.flush()
         while True:
-            timers = [(t, h) for h, ep in self.endpoints.items() if (t := ep.get_timer()) is not None]
+            timers = [
+                (t, h) for h, ep in self.endpoints.items() if (t := ep.get_timer()) is not None
+            ]
             if not timers:
                 break
             when, host = min(timers)
@@ -62,9 +64,8 @@ class PairNet:
         for s, _, m in self.wire:
             if s != src:
                 continue
-            if isinstance(m, SipRequest) and m.method == kind:
-                out.append(m)
-            elif isinstance(m, SipResponse) and str(m.status) == kind:
+            label = m.method if isinstance(m, SipRequest) else str(m.status)
+            if label == kind:
                 out.append(m)
         return out
 

@@ -1,0 +1,317 @@
+"""The asyncio adapter for `SipEndpoint`: UDP and TCP on one port, optional TLS on another.
+
+It only moves bytes: every datagram (or Content-Length framed stream message) goes to the
+endpoint, then `flush()` sends what the endpoint queued, hands its events to `on_event`, and
+re-arms one `loop.call_at` for the endpoint's next timer. Call `flush()` after issuing endpoint
+commands outside `on_event` too. Metrics are counted here, never in the core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Callable
+
+from gateway import metrics
+from gateway.logs import get_logger
+from gateway.sip.message import SipParseError, SipStreamParser
+from gateway.sip.transaction import Address
+from gateway.sip.ua import REJECT_REASONS, RequestRejected, SipEndpoint, SipEvent
+
+log = get_logger("sip.transport")
+
+METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "NOTIFY", "REFER")
+MAX_CONNECTIONS = 1024
+IDLE_TIMEOUT = 600.0
+
+
+class _Datagram(asyncio.DatagramProtocol):
+    def __init__(self, owner: SipTransport) -> None:
+        self.owner = owner
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.owner._received(data, Address("udp", str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("sip_udp_error", error=str(exc))
+
+
+class _Stream(asyncio.Protocol):
+    def __init__(self, owner: SipTransport, kind: str) -> None:
+        self.owner = owner
+        self.kind = kind
+        self.conn = 0
+        self.peer: tuple[str, int] = ("", 0)
+        self.transport: asyncio.Transport | None = None
+        self.parser = SipStreamParser(owner.max_size)
+        self.last_used = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername") or ("", 0)
+        self.peer = (str(peer[0]), int(peer[1]))
+        if not self.owner._register(self):
+            transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_used = self.owner.loop.time()
+        try:
+            messages = self.parser.feed(data)
+        except SipParseError as exc:
+            # a stream we cannot frame is unusable: count it and close (§18.3)
+            metrics.SIP_REJECTED.labels(reason="malformed").inc()
+            log.info("sip_stream_closed", reason=exc.reason, peer=self.peer[0])
+            if self.transport is not None:
+                self.transport.close()
+            return
+        addr = Address(self.kind, self.peer[0], self.peer[1], self.conn)
+        for message in messages:
+            self.owner._received_message(message, addr)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner._unregister(self)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.last_used = self.owner.loop.time()
+            self.transport.write(data)
+
+
+class SipTransport:
+    """Serves one `SipEndpoint` over UDP+TCP (same port) and optionally TLS."""
+
+    def __init__(
+        self,
+        endpoint: SipEndpoint,
+        on_event: Callable[[SipEvent], None],
+        *,
+        max_size: int = 65536,
+    ) -> None:
+        self.endpoint = endpoint
+        self.on_event = on_event
+        self.max_size = max_size
+        self.loop = asyncio.get_running_loop()
+        self._udp: asyncio.DatagramTransport | None = None
+        self._servers: list[asyncio.Server] = []
+        self._streams: dict[int, _Stream] = {}
+        self._by_peer: dict[tuple[str, str, int], int] = {}
+        self._next_conn = 1
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._flushing = False
+        self._tls_context: ssl.SSLContext | None = None
+        self.port = 0
+        self.tls_port = 0
+
+    async def start(
+        self,
+        host: str,
+        port: int,
+        *,
+        tls_host: str | None = None,
+        tls_port: int | None = None,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """Bind UDP and TCP on host:port (port 0: pick one free for both), TLS if asked.
+
+        Raises OSError whose message names the listener, e.g. "sip_listen 0.0.0.0:5060:
+        Address already in use"."""
+        try:
+            for _ in range(20 if port == 0 else 1):
+                udp, _proto = await self.loop.create_datagram_endpoint(
+                    lambda: _Datagram(self), local_addr=(host, port)
+                )
+                bound = int(udp.get_extra_info("sockname")[1])
+                try:
+                    server = await self.loop.create_server(
+                        lambda: _Stream(self, "tcp"), host, bound, reuse_address=True
+                    )
+                except OSError:
+                    udp.close()
+                    if port != 0:
+                        raise
+                    continue
+                self._udp, self.port = udp, bound
+                self._servers.append(server)
+                break
+            else:
+                raise OSError(98, "no port free for both UDP and TCP")
+        except OSError as exc:
+            await self.aclose()
+            raise OSError(exc.errno, f"sip_listen {host}:{port}: {exc.strerror or exc}") from None
+        if tls_port is not None and tls_context is not None:
+            self._tls_context = tls_context
+            try:
+                server = await self.loop.create_server(
+                    lambda: _Stream(self, "tls"),
+                    tls_host or host,
+                    tls_port,
+                    ssl=tls_context,
+                    reuse_address=True,
+                )
+            except OSError as exc:
+                await self.aclose()
+                raise OSError(
+                    exc.errno, f"sip_tls_listen {tls_host or host}:{tls_port}: {exc.strerror}"
+                ) from None
+            self._servers.append(server)
+            self.tls_port = int(server.sockets[0].getsockname()[1])
+        log.info("sip_listening", host=host, port=self.port, tls_port=self.tls_port or None)
+
+    async def aclose(self) -> None:
+        """Close sockets, connections, the timer and tasks; safe to call twice."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        for server in self._servers:
+            server.close()
+        for stream in list(self._streams.values()):
+            if stream.transport is not None:
+                stream.transport.close()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+        self._servers.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+
+    # --- input
+
+    def _received(self, data: bytes, addr: Address) -> None:
+        _count_request(data)
+        self.endpoint.receive(data, addr, self.loop.time())
+        self.flush()
+
+    def _received_message(self, message: object, addr: Address) -> None:
+        from gateway.sip.message import SipRequest, SipResponse
+
+        assert isinstance(message, SipRequest | SipResponse)
+        if isinstance(message, SipRequest):
+            metrics.SIP_REQUESTS.labels(method=metrics.bounded(message.method, METHODS)).inc()
+        self.endpoint.receive_message(message, addr, self.loop.time())
+        self.flush()
+
+    # --- output
+
+    def flush(self) -> None:
+        """Send queued messages, deliver events, re-arm the timer. Re-entrant safe."""
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            while True:
+                out = self.endpoint.messages_to_send()
+                for data, addr in out:
+                    self._send(data, addr)
+                event = self.endpoint.next_event()
+                if event is None and not out:
+                    break
+                while event is not None:
+                    if isinstance(event, RequestRejected):
+                        metrics.SIP_REJECTED.labels(
+                            reason=metrics.bounded(event.reason, REJECT_REASONS)
+                        ).inc()
+                    try:
+                        self.on_event(event)
+                    except Exception:
+                        log.exception("sip_event_handler_failed", event=type(event).__name__)
+                    event = self.endpoint.next_event()
+        finally:
+            self._flushing = False
+        self._arm()
+
+    def _send(self, data: bytes, addr: Address) -> None:
+        if data.startswith(b"SIP/2.0 ") and len(data) > 9:
+            metrics.SIP_RESPONSES.labels(code_class=chr(data[8]) + "xx").inc()
+        if addr.transport == "udp":
+            if self._udp is not None:
+                self._udp.sendto(data, (addr.host, addr.port))
+            return
+        stream = self._streams.get(addr.conn) if addr.conn is not None else None
+        if stream is None:
+            conn = self._by_peer.get((addr.transport, addr.host, addr.port))
+            stream = self._streams.get(conn) if conn is not None else None
+        if stream is not None:
+            stream.write(data)
+            return
+        task = self.loop.create_task(self._connect_and_send(data, addr))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect_and_send(self, data: bytes, addr: Address) -> None:
+        ssl_ctx: ssl.SSLContext | None = None
+        if addr.transport == "tls":
+            ssl_ctx = ssl.create_default_context()
+        try:
+            _, proto = await asyncio.wait_for(
+                self.loop.create_connection(
+                    lambda: _Stream(self, addr.transport), addr.host, addr.port, ssl=ssl_ctx
+                ),
+                timeout=10,
+            )
+        except (OSError, TimeoutError) as exc:
+            log.info("sip_connect_failed", host=addr.host, port=addr.port, error=str(exc))
+            return
+        proto.write(data)
+
+    def _register(self, stream: _Stream) -> bool:
+        if len(self._streams) >= MAX_CONNECTIONS:
+            self._reap_idle()
+            if len(self._streams) >= MAX_CONNECTIONS:
+                metrics.SIP_REJECTED.labels(reason="capacity").inc()
+                return False
+        stream.conn = self._next_conn
+        self._next_conn += 1
+        stream.last_used = self.loop.time()
+        self._streams[stream.conn] = stream
+        self._by_peer[(stream.kind, *stream.peer)] = stream.conn
+        return True
+
+    def _unregister(self, stream: _Stream) -> None:
+        self._streams.pop(stream.conn, None)
+        key = (stream.kind, *stream.peer)
+        if self._by_peer.get(key) == stream.conn:
+            del self._by_peer[key]
+
+    def _reap_idle(self) -> None:
+        cutoff = self.loop.time() - IDLE_TIMEOUT
+        for stream in list(self._streams.values()):
+            if stream.last_used < cutoff and stream.transport is not None:
+                stream.transport.close()
+                self._unregister(stream)
+
+    def _arm(self) -> None:
+        when = self.endpoint.get_timer()
+        if when == self._timer_at and (self._timer is not None or when is None):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = when
+        if when is not None:
+            self._timer = self.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.endpoint.handle_timer(self.loop.time())
+        self.flush()
+
+
+def _count_request(data: bytes) -> None:
+    if data.startswith(b"SIP/"):
+        return
+    space = data.find(b" ", 0, 16)
+    if space <= 0:
+        return
+    method = data[:space].decode("ascii", "replace")
+    metrics.SIP_REQUESTS.labels(method=metrics.bounded(method, METHODS)).inc()

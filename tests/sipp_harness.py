@@ -1,0 +1,214 @@
+"""Helpers for tests that drive real peers (sipp first): binaries, free ports, a sipp runner.
+
+Import as `from tests.sipp_harness import Sipp, free_udp_port, require_binary` (`tests` is a
+namespace package on pytest's `pythonpath`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+SCENARIOS = Path(__file__).parent / "peers" / "sipp"
+
+
+def require_binary(name: str, package: str) -> str:
+    """The path of `name`; the test FAILS (never skips) naming the Debian package if missing."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} not found: install the Debian package {package!r} (make peers)")
+    return path
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    """A UDP port free right now on `host` (bind port 0 and read it back)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def free_tcp_udp_port(host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP on `host`."""
+    for _ in range(50):
+        port = free_udp_port(host)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no port free for both UDP and TCP")
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    errors: str
+    stats: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def successful_calls(self) -> int:
+        return int(self.stats.get("SuccessfulCall(C)", "0") or 0)
+
+    @property
+    def failed_calls(self) -> int:
+        return int(self.stats.get("FailedCall(C)", "0") or 0)
+
+    def explain(self) -> str:
+        return (
+            f"sipp exit {self.returncode}; stats={self.stats}\n--- errors:\n{self.errors[-3000:]}"
+            f"\n--- stderr:\n{self.stderr[-2000:]}"
+        )
+
+
+class Sipp:
+    """One sipp process, started by PID with its own control/media ports and trace files.
+
+    `Sipp(tmp_path, "127.0.0.1:5060", scenario="cancel.xml", extra=["-m", "1"]).start()`, then
+    `wait()` / `await wait_async()`; `kill()` in cleanup. `scenario` is a file under
+    tests/peers/sipp/, a path, or a built-in name given as `builtin="uac"`.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        target: str,
+        *,
+        scenario: str | Path | None = None,
+        builtin: str | None = None,
+        extra: list[str] | None = None,
+        local_ip: str = "127.0.0.1",
+        transport: str = "u1",
+        timeout: float = 30.0,
+    ) -> None:
+        self.binary = require_binary("sipp", "sip-tester")
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.timeout = timeout
+        self.local_port = free_tcp_udp_port(local_ip)
+        name = builtin or Path(str(scenario)).stem
+        self.prefix = workdir / f"sipp_{name}_{self.local_port}"
+        args = [self.binary, target]
+        if builtin:
+            args += ["-sn", builtin]
+        elif scenario is not None:
+            path = Path(scenario)
+            if not path.is_absolute() and not path.exists():
+                path = SCENARIOS / path
+            args += ["-sf", str(path)]
+        args += [
+            "-i",
+            local_ip,
+            "-p",
+            str(self.local_port),
+            "-t",
+            transport,
+            "-cp",
+            str(free_udp_port(local_ip)),
+            "-mp",
+            str(free_udp_port(local_ip)),
+            "-timeout",
+            f"{int(timeout)}s",
+            "-timeout_error",
+            "-nostdin",
+            "-trace_err",
+            "-error_file",
+            f"{self.prefix}_errors.log",
+            "-trace_stat",
+            "-stf",
+            f"{self.prefix}_stat.csv",
+            "-trace_msg",
+            "-message_file",
+            f"{self.prefix}_messages.log",
+            *(extra or []),
+        ]
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Sipp:
+        self.proc = subprocess.Popen(
+            self.args,
+            cwd=self.workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=open(f"{self.prefix}_stdout.log", "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def wait(self, timeout: float | None = None) -> SippResult:
+        assert self.proc is not None
+        try:
+            self.proc.wait(timeout or self.timeout + 10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        return self._result()
+
+    async def wait_async(self, timeout: float | None = None) -> SippResult:
+        """Wait without blocking the event loop (the server under test runs on it)."""
+        assert self.proc is not None
+        try:
+            await asyncio.to_thread(self.proc.wait, timeout or self.timeout + 10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        return self._result()
+
+    def kill(self) -> None:
+        """Stop this sipp by its PID (SIGTERM, then SIGKILL). Safe to call twice."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(3)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            with_kill = self.proc.poll() is None
+            if with_kill:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(3)
+
+    def _result(self) -> SippResult:
+        assert self.proc is not None
+        rc = self.proc.returncode if self.proc.returncode is not None else -9
+        return SippResult(
+            rc,
+            _read(Path(f"{self.prefix}_stdout.log")),
+            "",
+            _read(Path(f"{self.prefix}_errors.log")),
+            _last_stats(Path(f"{self.prefix}_stat.csv")),
+        )
+
+    @property
+    def messages(self) -> str:
+        """sipp's -trace_msg log: every message it sent and received."""
+        return _read(Path(f"{self.prefix}_messages.log"))
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _last_stats(path: Path) -> dict[str, str]:
+    text = _read(path).strip().splitlines()
+    if len(text) < 2:
+        return {}
+    head = text[0].rstrip(";").split(";")
+    last = text[-1].rstrip(";").split(";")
+    return dict(zip(head, last, strict=False))
