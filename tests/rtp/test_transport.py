@@ -1,0 +1,177 @@
+"""RtpEndpoint over real loopback UDP sockets: exchange, RTCP, busy ports, release on close."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from gateway import metrics
+from gateway.rtp.dtmf import DtmfDigitReceived
+from gateway.rtp.errors import PortsExhausted
+from gateway.rtp.packet import RtpHeaderWriter, RtpPacket
+from gateway.rtp.ports import PortPool
+from gateway.rtp.rtcp import RtcpBye, parse_compound
+from gateway.rtp.session import MediaStarted, RemoteLatched, RtpSession
+from gateway.rtp.transport import RtpEndpoint
+
+
+def free_even_range(pairs: int) -> tuple[int, int]:
+    """A port range the OS just had free (bind port 0, round to even)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1] & ~1
+        if base + 2 * pairs < 65535:
+            return base, base + 2 * pairs - 1
+    raise AssertionError("no port range")
+
+
+def udp_peer() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock
+
+
+async def recv(sock: socket.socket, timeout: float = 2.0) -> tuple[bytes, tuple[str, int]]:
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                data, addr = sock.recvfrom(2048)
+                return data, addr
+            except BlockingIOError:
+                await asyncio.sleep(0.002)
+
+
+async def open_endpoint(pool: PortPool, session: RtpSession, seen: list[object]) -> RtpEndpoint:
+    return await RtpEndpoint.open(pool, "127.0.0.1", session, on_event=seen.append)
+
+
+async def test_exchange_with_a_plain_udp_socket_and_close_frees_ports() -> None:
+    lo, hi = free_even_range(4)
+    pool = PortPool(lo, hi)
+    peer = udp_peer()
+    peer_addr = peer.getsockname()
+    loop = asyncio.get_running_loop()
+    seen: list[object] = []
+    arrived = asyncio.Event()
+
+    def on_event(event: object) -> None:
+        seen.append(event)
+        arrived.set()
+
+    session = RtpSession(now=loop.time(), remote_addr=peer_addr, ssrc=99)
+    endpoint = await RtpEndpoint.open(pool, "127.0.0.1", session, on_event=on_event)
+    try:
+        assert endpoint.port % 2 == 0 and pool.in_use == 1
+        assert endpoint.local_addr == ("127.0.0.1", endpoint.port)
+        # we send to the SDP address first
+        endpoint.send_frame(b"\x11" * 160, loop.time())
+        data, src = await recv(peer)
+        assert src == ("127.0.0.1", endpoint.port)
+        packet = RtpPacket.parse(data)
+        assert packet.ssrc == 99 and packet.payload == b"\x11" * 160 and packet.marker
+        # the peer talks from another socket (as if behind NAT): we latch to it
+        nat = udp_peer()
+        writer = RtpHeaderWriter(1234)
+        for k in range(3):
+            nat.sendto(
+                writer.build(0, k == 0, k, 160 * k, bytes([k + 1]) * 160),
+                ("127.0.0.1", endpoint.port),
+            )
+        nat.sendto(
+            writer.build(101, True, 3, 480, b"\x04\x8a\x03\x20"), ("127.0.0.1", endpoint.port)
+        )
+        async with asyncio.timeout(2):
+            while not any(isinstance(e, DtmfDigitReceived) for e in seen):
+                arrived.clear()
+                await arrived.wait()
+        assert session.remote_addr == nat.getsockname()
+        endpoint.send_frame(None, loop.time())
+        data, _ = await recv(nat)
+        assert RtpPacket.parse(data).payload == session.silence_payload
+        frames = [session.read_frame(loop.time()) for _ in range(4)]
+        assert bytes([1]) * 160 in frames
+        assert RemoteLatched(nat.getsockname()) in seen and MediaStarted() in seen
+        assert DtmfDigitReceived("4", 100) in seen
+        nat.close()
+    finally:
+        await endpoint.aclose()
+        await endpoint.aclose()  # safe twice
+    assert pool.in_use == 0 and pool.double_releases == 0
+    again = await open_endpoint(pool, RtpSession(now=loop.time(), remote_addr=peer_addr), [])
+    await again.aclose()
+    peer.close()
+
+
+async def test_busy_port_pair_is_skipped() -> None:
+    lo, hi = free_even_range(3)
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        blocker.bind(("127.0.0.1", lo + 1))  # the first pair's RTCP port is taken
+    except OSError:
+        blocker.close()
+        pytest.fail("could not prepare a busy port")
+    pool = PortPool(lo, hi)
+    loop = asyncio.get_running_loop()
+    try:
+        endpoint = await open_endpoint(pool, RtpSession(now=loop.time()), [])
+        assert endpoint.port == lo + 2 and pool.in_use == 1
+        await endpoint.aclose()
+        assert pool.in_use == 0
+    finally:
+        blocker.close()
+
+
+async def test_all_busy_raises_and_leaks_nothing() -> None:
+    lo, hi = free_even_range(1)
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    blocker.bind(("127.0.0.1", lo))
+    pool = PortPool(lo, hi)
+    loop = asyncio.get_running_loop()
+    try:
+        with pytest.raises(PortsExhausted):
+            await open_endpoint(pool, RtpSession(now=loop.time()), [])
+        assert pool.in_use == 0
+    finally:
+        blocker.close()
+
+
+async def test_rtcp_goes_to_port_plus_one_and_bye_on_close() -> None:
+    lo, hi = free_even_range(2)
+    pool = PortPool(lo, hi)
+    rtp_peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtcp_peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for _attempt in range(20):
+        rtp_peer.bind(("127.0.0.1", 0))
+        port = rtp_peer.getsockname()[1]
+        try:
+            rtcp_peer.bind(("127.0.0.1", port + 1))
+            break
+        except OSError:
+            rtp_peer.close()
+            rtp_peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    else:
+        pytest.fail("no adjacent peer ports after 20 tries")
+    rtcp_peer.setblocking(False)
+    loop = asyncio.get_running_loop()
+    session = RtpSession(now=loop.time(), remote_addr=("127.0.0.1", port), rtcp_interval=0.2)
+    before = metrics.RTP_PACKETS.labels(direction="out")._value.get()
+    endpoint = await open_endpoint(pool, session, [])
+    try:
+        for _ in range(5):
+            endpoint.send_frame(None, loop.time())
+        data, src = await recv(rtcp_peer)
+        assert src == ("127.0.0.1", endpoint.rtcp_port)
+        assert parse_compound(data)[0].ssrc == session.ssrc  # type: ignore[union-attr]
+    finally:
+        await endpoint.aclose()
+    assert metrics.RTP_PACKETS.labels(direction="out")._value.get() - before == 5
+    while True:
+        data, _ = await recv(rtcp_peer)
+        if isinstance(parse_compound(data)[-1], RtcpBye):
+            break
+    rtp_peer.close()
+    rtcp_peer.close()
