@@ -672,7 +672,15 @@ def parse(
     if "\x00" in head:
         raise SipParseError("NUL in headers")
     lines = _unfold(head)
-    msg = _parse_start(lines[0].strip())
+    version_error: SipParseError | None = None
+    try:
+        msg = _parse_start(lines[0].strip())
+    except SipParseError as exc:
+        parts = lines[0].strip().split(" ")
+        if exc.status_hint != 505 or len(parts) != 3 or not _METHOD.match(parts[0]):
+            raise
+        # §8.2.2 ... answer 505 if the headers are readable enough to route a response
+        msg, version_error = SipRequest(parts[0], parts[1]), exc
     items: list[tuple[str, str]] = []
     for line in lines[1:]:
         name, colon, value = line.partition(":")
@@ -682,6 +690,8 @@ def parse(
         items.append((name, value.strip()))
     msg.headers = Headers(items)
     partial = msg if isinstance(msg, SipRequest) else None
+    if version_error is not None:
+        raise SipParseError(version_error.reason, 505, partial)
     try:
         length = _content_length(msg.headers)
         if length is None:
