@@ -9,6 +9,7 @@ import wave
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numpy as np
 
 from gateway.media.port import MediaStarted
@@ -114,6 +115,22 @@ async def test_page_calls_talks_sends_dtmf_and_hangs_up(tmp_path: Path) -> None:
         assert not gw.service.calls
         assert not leg._tasks
         assert await page.text_content("#call") == "Call"
+
+        # a second call, ended from the server side (DELETE): the page notices and resets
+        await page.click("#call")
+        await page.wait_for_function(
+            "() => document.querySelector('#status').textContent === 'Connected.'"
+        )
+        assert list(gw.service.calls) == ["call-2"]
+        async with aiohttp.ClientSession() as http:
+            resp = await http.delete(gw.base_url + "/webrtc/calls/call-2")
+            assert resp.status == 200
+        await page.wait_for_function(
+            "() => document.querySelector('#status').textContent === 'The call has ended.'"
+        )
+        assert await page.text_content("#call") == "Call"
+        assert gw.legs["call-2"].connection_state == "closed"
+        assert not gw.service.calls
 
 
 async def _async(value: bool) -> bool:

@@ -145,7 +145,8 @@ def best_correlation(received: NDArray[np.int16], reference: NDArray[np.int16]) 
         return 0.0
     n = 1 << int(np.ceil(np.log2(len(x) + len(r))))
     corr = np.fft.irfft(np.fft.rfft(x, n) * np.conj(np.fft.rfft(r, n)), n)[: len(x) - len(r) + 1]
-    energy = np.convolve(x * x, np.ones(len(r)), mode="valid")
+    power = np.concatenate([[0.0], np.cumsum(x * x)])
+    energy = power[len(r) :] - power[: len(x) - len(r) + 1]  # sliding window energy
     norm = np.sqrt(np.maximum(energy, 1e-9) * float(np.dot(r, r)))
     return float(np.max(np.abs(corr) / norm))
 
