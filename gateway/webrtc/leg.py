@@ -28,6 +28,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 from numpy.typing import NDArray
+from telcodecs import Resampler
 
 from gateway import metrics
 from gateway.logs import get_logger
@@ -295,18 +296,25 @@ class WebRtcLeg(MediaPort):
             if sink is None or not isinstance(frame, AudioFrame):  # keep aiortc's queue empty
                 continue
             _FRAMES_IN.inc()
-            self._inbuf += self._mono48k(frame)
+            pcm = self._mono48k(frame)
             now = loop.time()
             if not self._media_started:
                 self._media_started = True
                 sink.leg_event(MediaStarted())
+            if not self._inbuf and len(pcm) == FRAME_BYTES:  # Opus at 20 ms: the usual case
+                self._deliver(sink, pcm, now)
+                continue
+            self._inbuf += pcm
             while len(self._inbuf) >= FRAME_BYTES:
                 chunk = bytes(self._inbuf[:FRAME_BYTES])
                 del self._inbuf[:FRAME_BYTES]
-                try:
-                    sink.deliver(chunk, now)
-                except Exception:
-                    log.exception("sink_deliver_failed", call_id=self.call_id)
+                self._deliver(sink, chunk, now)
+
+    def _deliver(self, sink: MediaSink, frame: bytes, now: float) -> None:
+        try:
+            sink.deliver(frame, now)
+        except Exception:
+            log.exception("sink_deliver_failed", call_id=self.call_id)
 
     def _mono48k(self, frame: AudioFrame) -> bytes:
         """An aiortc-decoded frame as PCM16 mono 48 kHz bytes."""
@@ -323,8 +331,6 @@ class WebRtcLeg(MediaPort):
             mono = ((pairs[0].astype(np.int32) + pairs[1]) >> 1).astype(np.int16)
         if frame.sample_rate != RATE:
             if self._resampler is None or self._resampler.src_rate != frame.sample_rate:
-                from telcodecs.resample import Resampler
-
                 self._resampler = Resampler(frame.sample_rate, RATE)
             mono = self._resampler.process(mono)
         return mono.tobytes()
