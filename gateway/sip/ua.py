@@ -1249,7 +1249,10 @@ class SipEndpoint:
         """§18.2.2 with RFC 3581: where a response to `request` from `addr` goes."""
         if addr.reliable:
             return addr
-        via = Via.parse(request.headers.get_all("Via")[0])
+        vias = request.headers.get_all("Via")
+        if not vias:
+            raise SipParseError("missing Via")
+        via = Via.parse(vias[0])
         host = via.received or via.host
         port = via.rport or via.port or 5060
         if via.received is None and via.rport is None and via.host == addr.host:
