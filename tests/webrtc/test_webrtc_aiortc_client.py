@@ -129,3 +129,22 @@ async def test_pcmu_only_client_gets_pcmu_and_audio_flows() -> None:
             await _wait(lambda: best_correlation(sink.received_pcm(), reference) > 0.7, 8.0)
         finally:
             await client.close()
+
+
+async def test_client_that_never_connects_ends_as_ice_failed() -> None:
+    async with gateway_server(connect_timeout=0.5) as gw:
+        client = Client(np.zeros(4800, np.int16))
+        try:
+            offer = await client.offer_sdp()
+            async with aiohttp.ClientSession() as http:
+                resp = await http.post(
+                    gw.base_url + "/webrtc/offer", json={"sdp": offer, "type": "offer"}
+                )
+                assert resp.status == 201
+            # the client drops the answer: ICE never starts on its side
+            sink = gw.sinks["call-1"]
+            await sink.wait_for(lambda: sink.ended() == ["ice_failed"], 5.0)
+            await _wait(lambda: gw.legs["call-1"].connection_state == "closed", 5.0)
+            assert not gw.service.calls
+        finally:
+            await client.close()

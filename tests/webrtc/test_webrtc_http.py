@@ -9,6 +9,7 @@ import numpy as np
 from aiortc import RTCSessionDescription
 
 from gateway import metrics
+from gateway.webrtc import CallRejected, WebRtcLeg
 from tests.webrtc.webrtc_helpers import Client, gateway_server
 
 API = "api-token-for-tests-7f3a"
@@ -236,3 +237,44 @@ async def test_page_and_assets_are_served_with_a_strict_policy() -> None:
             assert resp.status == 200 and kind in resp.headers["Content-Type"]
         resp = await http.get(gw.base_url + "/webrtc/static/../routes.py")
         assert resp.status in (403, 404)
+
+
+async def test_refused_calls_free_their_peer_connection() -> None:
+    async with gateway_server() as gw, aiohttp.ClientSession() as http:
+        # refused by the early check: no peer connection at all
+        def at_capacity() -> None:
+            raise CallRejected(503, "the gateway is at capacity", retry_after=7)
+
+        gw.service.admit = at_capacity
+        resp = await http.post(
+            gw.base_url + "/webrtc/offer", data=b"v=0", headers={"Content-Type": "application/sdp"}
+        )
+        assert resp.status == 503 and resp.headers["Retry-After"] == "7"
+        assert gw.service.legs_created == 0
+        gw.service.admit = None
+
+        # refused by the call manager after the answer was built: the leg is closed
+        legs: list[WebRtcLeg] = []
+        make_leg = gw.service.new_leg
+
+        def tracking_new_leg() -> WebRtcLeg:
+            legs.append(make_leg())
+            return legs[-1]
+
+        async def draining(leg: WebRtcLeg, info: object) -> str:
+            raise CallRejected(503, "the gateway is draining", retry_after=30)
+
+        gw.service.new_leg = tracking_new_leg  # type: ignore[method-assign]
+        gw.service.create_call = draining
+        client, sdp = await _offer_sdp()
+        try:
+            resp = await http.post(
+                gw.base_url + "/webrtc/offer", data=sdp, headers={"Content-Type": "application/sdp"}
+            )
+            assert resp.status == 503
+            assert (await resp.json())["error"]["message"] == "the gateway is draining"
+            (leg,) = legs
+            assert leg.connection_state == "closed" and not leg._tasks
+            assert not gw.service.calls
+        finally:
+            await client.close()
