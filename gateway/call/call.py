@@ -38,7 +38,7 @@ from gateway.call.events import (
 from gateway.call.recorder import CallRecorder
 from gateway.call.scenario import EventBus, Handler
 from gateway.logs import get_logger
-from gateway.media.convert import AudioConverter, decode
+from gateway.media.convert import AudioConverter, decode, resample_any
 from gateway.media.playout import PlayoutCleared, PlayoutQueue
 from gateway.media.port import (
     AudioFormat,
@@ -472,6 +472,8 @@ class Call:
             pcm = np.asarray(audio)
             if pcm.dtype != np.int16:
                 raise ValueError("play() needs int16 PCM")
+        if rate not in telcodecs.SUPPORTED_RATES:
+            pcm, rate = resample_any(pcm, rate, self.leg.native.rate), self.leg.native.rate
         conv = AudioConverter(AudioFormat("pcm16", rate), self.leg.native)
         self.playout.push(f"play-{id(pcm)}", "play", conv.convert_pcm(pcm))
 

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import telcodecs
+
+from gateway.media.convert import resample_any
 
 if TYPE_CHECKING:
     from gateway.call.call import Call
@@ -39,8 +40,6 @@ def read_wav(path: str | Path) -> tuple[Pcm, int]:
             data = (data.reshape(-1, 2).astype(np.int32).sum(axis=1) // 2).astype(np.int16)
         elif wav.getnchannels() != 1:
             raise ValueError(f"{path}: only mono or stereo WAV is supported")
-    if rate not in telcodecs.SUPPORTED_RATES:
-        raise ValueError(f"{path}: sample rate {rate} is not one of {telcodecs.SUPPORTED_RATES}")
     return data.astype(np.int16), rate
 
 
@@ -66,10 +65,7 @@ def speak(text: str, rate: int = 8000) -> Pcm | None:
             pcm, src_rate = read_wav(out)
         except (OSError, subprocess.SubprocessError, ValueError):
             return None
-    if src_rate != rate:
-        res = telcodecs.Resampler(src_rate, rate)
-        pcm = np.concatenate([res.process(pcm), res.flush()])
-    return pcm
+    return resample_any(pcm, src_rate, rate)
 
 
 @cache

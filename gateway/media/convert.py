@@ -72,3 +72,15 @@ class AudioConverter:
         if self._resampler is not None:
             pcm = self._resampler.process(pcm)
         return encode(pcm, self.dst)
+
+
+def resample_any(pcm: Pcm, src_rate: int, dst_rate: int) -> Pcm:
+    """Resample a whole signal; rates outside telcodecs' set (espeak-ng's 22050 Hz) are first
+    doubled by linear interpolation, whose images the following anti-alias filter removes."""
+    if src_rate == dst_rate:
+        return pcm
+    if src_rate not in telcodecs.SUPPORTED_RATES and src_rate * 2 in telcodecs.SUPPORTED_RATES:
+        n = len(pcm)
+        pcm = np.interp(np.arange(2 * n) / 2.0, np.arange(n), pcm).astype(np.int16)
+        src_rate *= 2
+    return telcodecs.resample(pcm, src_rate, dst_rate)

@@ -71,3 +71,11 @@ def test_every_setting_has_help() -> None:
 
     for f in dataclasses.fields(Settings):
         assert f.metadata.get("help"), f.name
+
+
+def test_configuration_doc_lists_every_setting() -> None:
+    import dataclasses
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    for f in dataclasses.fields(Settings):
+        assert f"`{f.name}`" in doc, f"docs/configuration.md misses {f.name}"

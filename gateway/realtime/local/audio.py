@@ -1,13 +1,9 @@
-"""Audio conversions for the local provider: G.711 <-> PCM16 and rate changes.
-
-Uses the C `audioop` module (audioop-lts on Python >= 3.13): per-append work stays in C and numpy.
-"""
+"""Audio conversions for the local provider: G.711 <-> PCM16 and rate changes, with telcodecs."""
 
 from __future__ import annotations
 
-import audioop
-
 import numpy as np
+import telcodecs
 from numpy.typing import NDArray
 
 from gateway.media.port import AudioFormat
@@ -20,34 +16,46 @@ def bytes_per_ms(fmt: AudioFormat) -> float:
     return fmt.rate * fmt.bytes_per_sample / 1000
 
 
+def pcm16_array(data: bytes, fmt: AudioFormat) -> NDArray[np.int16]:
+    """Samples of `data` (in `fmt`) as an int16 array (a view when `fmt` is PCM16)."""
+    if fmt.encoding == "pcmu":
+        return telcodecs.ulaw_decode(data)
+    if fmt.encoding == "pcma":
+        return telcodecs.alaw_decode(data)
+    return telcodecs.pcm16_from_bytes(data)
+
+
 def to_pcm16(data: bytes, fmt: AudioFormat) -> bytes:
     """Little-endian PCM16 bytes at `fmt.rate` for audio in `fmt`."""
+    if fmt.encoding == "pcm16":
+        return data
+    return pcm16_array(data, fmt).astype("<i2").tobytes()
+
+
+def _encode(pcm: NDArray[np.int16], fmt: AudioFormat) -> bytes:
     if fmt.encoding == "pcmu":
-        return audioop.ulaw2lin(data, 2)
+        return telcodecs.ulaw_encode(pcm)
     if fmt.encoding == "pcma":
-        return audioop.alaw2lin(data, 2)
-    return data
+        return telcodecs.alaw_encode(pcm)
+    return pcm.astype("<i2").tobytes()
 
 
 def from_pcm16(pcm: bytes, fmt: AudioFormat) -> bytes:
     """Audio in `fmt` for little-endian PCM16 bytes already at `fmt.rate`."""
-    if fmt.encoding == "pcmu":
-        return audioop.lin2ulaw(pcm, 2)
-    if fmt.encoding == "pcma":
-        return audioop.lin2alaw(pcm, 2)
-    return pcm
-
-
-def pcm16_array(data: bytes, fmt: AudioFormat) -> NDArray[np.int16]:
-    """Samples of `data` (in `fmt`) as an int16 array (a view when `fmt` is PCM16)."""
-    return np.frombuffer(to_pcm16(data, fmt), dtype="<i2")
+    if fmt.encoding == "pcm16":
+        return pcm
+    return _encode(telcodecs.pcm16_from_bytes(pcm), fmt)
 
 
 def convert(data: bytes, src: AudioFormat, dst: AudioFormat) -> bytes:
-    """`data` in `src` re-encoded (and resampled) into `dst`."""
+    """`data` in `src` re-encoded (and resampled, tail included) into `dst`."""
     if src == dst:
         return data
-    pcm = to_pcm16(data, src)
+    if src.rate == dst.rate and {src.encoding, dst.encoding} == {"pcmu", "pcma"}:
+        return (
+            telcodecs.ulaw_to_alaw(data) if src.encoding == "pcmu" else telcodecs.alaw_to_ulaw(data)
+        )
+    pcm = pcm16_array(data, src)
     if src.rate != dst.rate:
-        pcm, _ = audioop.ratecv(pcm, 2, 1, src.rate, dst.rate, None)
-    return from_pcm16(pcm, dst)
+        pcm = telcodecs.resample(pcm, src.rate, dst.rate)
+    return _encode(pcm, dst)

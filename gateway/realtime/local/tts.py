@@ -8,13 +8,13 @@ format, converted once per format and cached.
 from __future__ import annotations
 
 import asyncio
-import audioop
 import shutil
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from gateway.logs import get_logger
+from gateway.media.convert import resample_any
 from gateway.media.port import AudioFormat
 from gateway.realtime.local.audio import from_pcm16
 
@@ -71,7 +71,7 @@ class Prompts:
         if out is None:
             pcm = self.prompts[name].pcm
             if fmt.rate != RATE:
-                pcm, _ = audioop.ratecv(pcm, 2, 1, RATE, fmt.rate, None)
+                pcm = _resample_bytes(pcm, RATE, fmt.rate)
             out = self._cache[key] = from_pcm16(pcm, fmt)
         return out
 
@@ -115,8 +115,13 @@ async def _espeak(text: str, voice: str = "en") -> bytes | None:
     pcm = wav[pos + 8 :]
     pcm = pcm[: len(pcm) - len(pcm) % 2]
     if rate != RATE:
-        pcm, _ = audioop.ratecv(pcm, 2, 1, rate, RATE, None)
+        pcm = _resample_bytes(pcm, rate, RATE)
     return pcm
+
+
+def _resample_bytes(pcm: bytes, src: int, dst: int) -> bytes:
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.int16)
+    return resample_any(samples, src, dst).astype("<i2").tobytes()
 
 
 _cached: Prompts | None = None

@@ -1,0 +1,150 @@
+"""Per-call session settings: defaults from config, overridden by the routing table's first match
+(by dialled number or by the trunk's source network), then by the scenario.
+
+Instructions are a template: `{caller}` and `{called}` are filled in per call (caller ID into the
+instructions), and any `{x_header}` from the INVITE's X- headers (`X-Account` -> `{x_account}`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config import ConfigError, Settings
+from gateway.media.port import AudioFormat
+from gateway.realtime import events as rt
+
+ROUTE_MATCH_KEYS = frozenset({"called", "source", "leg"})
+ROUTE_OVERRIDE_KEYS = frozenset(
+    {
+        "instructions",
+        "voice",
+        "greeting",
+        "vad",
+        "transcription_model",
+        "session_format",
+        "record",
+        "tools",
+    }
+)
+
+
+@dataclass(frozen=True)
+class CallProfile:
+    """The effective per-call settings after routing."""
+
+    instructions: str
+    voice: str
+    greeting: bool
+    vad: str
+    transcription_model: str
+    session_format: str
+    record: bool
+    tools: bool
+
+
+def validate_routes(routes: Sequence[Mapping[str, Any]]) -> None:
+    """ConfigError naming the first bad route entry."""
+    for i, route in enumerate(routes):
+        unknown = set(route) - ROUTE_MATCH_KEYS - ROUTE_OVERRIDE_KEYS
+        if unknown:
+            raise ConfigError(f"routes[{i}]: unknown keys {sorted(unknown)}")
+        if "source" in route:
+            try:
+                ipaddress.ip_network(str(route["source"]), strict=False)
+            except ValueError:
+                raise ConfigError(f"routes[{i}].source is not a CIDR network") from None
+
+
+def _matches(route: Mapping[str, Any], called: str, source: str, leg: str) -> bool:
+    if "called" in route and str(route["called"]) != called:
+        return False
+    if "leg" in route and str(route["leg"]) != leg:
+        return False
+    if "source" in route:
+        try:
+            if ipaddress.ip_address(source) not in ipaddress.ip_network(
+                str(route["source"]), strict=False
+            ):
+                return False
+        except ValueError:
+            return False
+    return True
+
+
+def resolve_profile(settings: Settings, called: str, source: str, leg: str) -> CallProfile:
+    """Defaults from `settings`, overridden by the first matching route."""
+    values: dict[str, Any] = {
+        "instructions": settings.instructions,
+        "voice": settings.voice,
+        "greeting": settings.greeting,
+        "vad": settings.vad,
+        "transcription_model": settings.transcription_model,
+        "session_format": settings.session_format,
+        "record": bool(settings.record_dir),
+        "tools": True,
+    }
+    for route in settings.routes:
+        if _matches(route, called, source, leg):
+            values.update({k: v for k, v in route.items() if k in ROUTE_OVERRIDE_KEYS})
+            break
+    return CallProfile(**values)
+
+
+class _Defaulting(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def render_instructions(template: str, caller: str, called: str, headers: Mapping[str, str]) -> str:
+    """Fill `{caller}`, `{called}` and `{x_*}` header fields; unknown fields become empty."""
+    fields = _Defaulting(caller=caller or "unknown", called=called)
+    for name, value in headers.items():
+        if name.lower().startswith("x-"):
+            fields[name.lower().replace("-", "_")] = value
+    try:
+        return string.Formatter().vformat(template, (), fields)
+    except (ValueError, IndexError):
+        return template
+
+
+def build_session(
+    profile: CallProfile,
+    *,
+    instructions: str,
+    input_format: AudioFormat,
+    output_format: AudioFormat,
+    default_voice: str,
+    tools: Sequence[Mapping[str, Any]],
+    settings: Settings,
+) -> rt.SessionConfig:
+    """The session.update the call asks for."""
+    turn: rt.TurnDetection | None
+    if profile.vad == "none":
+        turn = None
+    elif profile.vad == "semantic_vad":
+        turn = rt.TurnDetection(type="semantic_vad", create_response=True, interrupt_response=True)
+    else:
+        turn = rt.TurnDetection(
+            type="server_vad",
+            threshold=settings.vad_threshold,
+            prefix_padding_ms=settings.vad_prefix_ms,
+            silence_duration_ms=settings.vad_silence_ms,
+            create_response=True,
+            interrupt_response=True,
+        )
+    return rt.SessionConfig(
+        instructions=instructions,
+        voice=profile.voice or default_voice,
+        input_format=input_format,
+        output_format=output_format,
+        turn_detection=turn,
+        tools=tuple(tools) if profile.tools else (),
+        tool_choice="auto" if profile.tools and tools else None,
+        transcription={"model": profile.transcription_model}
+        if profile.transcription_model
+        else None,
+    )

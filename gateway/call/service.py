@@ -1,0 +1,151 @@
+"""Creating calls: admission, the per-call Realtime session, and starting the Call.
+
+A leg adapter (SIP or WebRTC) asks `CallService.open_session()` once it knows the call's codec
+(before answering, so no caller hears dead air while the model connects), then hands the
+answered leg to `start_call()`. Both are the same for every leg.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.call.call import Call, CallInfo, CallOptions
+from gateway.call.manager import CallManager
+from gateway.call.routing import build_session, render_instructions, resolve_profile
+from gateway.config import Settings
+from gateway.logs import get_logger
+from gateway.media.port import MediaPort
+from gateway.realtime.client import RealtimeClient, ReconnectPolicy
+from gateway.realtime.events import SessionConfig
+from gateway.realtime.profiles import ProviderProfile, choose_session_format
+
+log = get_logger("call.service")
+
+Setup = Callable[[Call], Awaitable[None] | None]
+ClientFactory = Callable[[ProviderProfile, SessionConfig], RealtimeClient]
+
+
+def default_client_factory(profile: ProviderProfile, config: SessionConfig) -> RealtimeClient:
+    """A client with the call bridge's policy: one reconnect within 2 s, re-seeded."""
+    return RealtimeClient(
+        profile,
+        config,
+        connect_timeout=5.0,
+        setup_timeout=5.0,
+        reconnect=ReconnectPolicy(attempts=1, within_s=2.0, backoff_s=0.1),
+    )
+
+
+@dataclass
+class PreparedCall:
+    """A call admitted and connected to its model, waiting for its leg to be answered."""
+
+    call_id: str
+    info: CallInfo
+    client: RealtimeClient
+    options: CallOptions
+    created_at: float
+    inband_dtmf: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class CallService:
+    """Admits calls, opens their Realtime sessions and runs them under the CallManager."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        profile: ProviderProfile,
+        manager: CallManager,
+        setup: Setup,
+        tools: Sequence[Mapping[str, Any]],
+        client_factory: ClientFactory = default_client_factory,
+    ) -> None:
+        self.settings = settings
+        self.profile = profile
+        self.manager = manager
+        self.setup = setup
+        self.tools = tools
+        self.client_factory = client_factory
+
+    async def open_session(
+        self,
+        *,
+        leg: str,
+        direction: str,
+        codec: str,
+        caller: str = "",
+        called: str = "",
+        headers: Mapping[str, str] | None = None,
+        source: str = "",
+        created_at: float | None = None,
+    ) -> PreparedCall:
+        """Admit a call and connect its Realtime session. Raises AdmissionError (503),
+        or gateway.realtime.errors.RealtimeError when the provider cannot be reached."""
+        self.manager.reserve()
+        loop = asyncio.get_running_loop()
+        try:
+            headers = dict(headers or {})
+            profile = resolve_profile(self.settings, called, source, leg)
+            fmt = choose_session_format(self.profile, profile.session_format, codec)
+            config = build_session(
+                profile,
+                instructions=render_instructions(profile.instructions, caller, called, headers),
+                input_format=fmt,
+                output_format=fmt,
+                default_voice=self.profile.default_voice,
+                tools=self.tools,
+                settings=self.settings,
+            )
+            client = self.client_factory(self.profile, config)
+            await client.connect()
+        except BaseException:
+            self.manager.release_reservation()
+            raise
+        call_id = self.manager.new_id()
+        info = CallInfo(
+            leg=leg,
+            direction=direction,
+            caller=caller,
+            called=called,
+            headers=headers,
+            source=source,
+            provider=self.profile.name,
+        )
+        options = CallOptions(
+            append_ms=self.settings.append_ms,
+            greeting=profile.greeting,
+            record_dir=self.settings.record_dir if profile.record else "",
+            transfer_targets=dict(self.settings.transfer_targets),
+        )
+        return PreparedCall(call_id, info, client, options, created_at or loop.time())
+
+    async def abandon(self, prepared: PreparedCall) -> None:
+        """The leg never got answered (CANCEL, failure): close the session, free the slot."""
+        self.manager.release_reservation()
+        await prepared.client.close()
+
+    def start_call(
+        self,
+        prepared: PreparedCall,
+        leg: MediaPort,
+        *,
+        transfer: Callable[[str], Awaitable[None]] | None = None,
+    ) -> Call:
+        """Run the answered call under the manager; returns the Call."""
+        call = Call(
+            prepared.call_id,
+            prepared.info,
+            leg,
+            prepared.client,
+            prepared.options,
+            created_at=prepared.created_at,
+            transfer=transfer,
+        )
+        if prepared.inband_dtmf:
+            call.enable_inband_dtmf()
+        self.manager.start(call, self.setup)
+        return call

@@ -1,0 +1,70 @@
+"""An in-memory call leg for bridge tests: plays caller audio from an array on the media clock
+and keeps every frame the bridge sends back. The real legs are tested with sipp, baresip and
+Chromium; this one lets the bridge be tested against the real local provider alone."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import numpy.typing as npt
+
+from gateway.media.clock import MediaClock
+from gateway.media.convert import decode, encode
+from gateway.media.port import AudioFormat, LegEnded, MediaPort, MediaSink
+
+
+class MemoryLeg(MediaPort):
+    leg = "sip"
+
+    def __init__(self, clock: MediaClock, native: AudioFormat, frame_ms: int = 20) -> None:
+        self.native = native
+        self.frame_ms = frame_ms
+        self._clock = clock
+        self._sink: MediaSink | None = None
+        self._caller = np.zeros(0, dtype=np.int16)
+        self._pos = 0
+        self.sent: list[tuple[float, bytes | None]] = []
+        self.dtmf_sent: list[str] = []
+        self.closed = False
+        self.ticks = 0
+
+    def say(self, pcm: npt.NDArray[np.int16]) -> None:
+        """Queue caller audio (at the leg's rate), played from the next tick on."""
+        rest = self._caller[self._pos :]
+        self._caller = np.concatenate([rest, pcm.astype(np.int16)])
+        self._pos = 0
+
+    def attach(self, sink: MediaSink) -> None:
+        self._sink = sink
+        self._clock.add(self)
+
+    def tick(self, now: float, deadline: float) -> None:
+        assert self._sink is not None
+        self.ticks += 1
+        n = self.native.rate * self.frame_ms // 1000
+        chunk = self._caller[self._pos : self._pos + n]
+        self._pos += len(chunk)
+        if len(chunk) < n:
+            chunk = np.concatenate([chunk, np.zeros(n - len(chunk), np.int16)])
+        self._sink.deliver(encode(chunk, self.native), now)
+        self.sent.append((now, self._sink.pull(now)))
+
+    def heard(self) -> npt.NDArray[np.int16]:
+        """Everything the bridge sent, silence where it sent nothing, decoded."""
+        n = self.native.frame_bytes(self.frame_ms)
+        silence = encode(np.zeros(n // self.native.bytes_per_sample, np.int16), self.native)
+        return decode(b"".join(f if f is not None else silence for _, f in self.sent),
+                      self.native)
+
+    def hang_up(self) -> None:
+        assert self._sink is not None
+        self._sink.leg_event(LegEnded("remote_hangup"))
+
+    def send_dtmf(self, digits: str) -> None:
+        self.dtmf_sent.append(digits)
+
+    async def aclose(self) -> None:
+        self._clock.remove(self)
+        self.closed = True
+        await asyncio.sleep(0)
