@@ -341,10 +341,11 @@ def sip_response(
 class SipResponder:
     """A UDP SIP endpoint on 127.0.0.1 that answers OPTIONS with `options_code`, INVITE with
     `invite_code` (200 carries a To tag, Contact and the Record-Route set), BYE with 200, and
-    records every request it receives as `(method, text)`."""
+    records every request it receives as `(method, text)`. A `silent` one answers nothing."""
 
     options_code: int = 200
     invite_code: int = 200
+    silent: bool = False  # record but never answer: a hung instance
     port: int = 0
     received: list[tuple[str, str]] = field(default_factory=list)
     _sock: socket.socket | None = None
@@ -393,7 +394,7 @@ class SipResponder:
             with self._lock:
                 self.received.append((method, text))
             code = {"OPTIONS": self.options_code, "INVITE": self.invite_code}.get(method, 200)
-            if method == "ACK":
+            if method == "ACK" or self.silent:
                 continue
             reply = sip_response(
                 text,

@@ -130,6 +130,27 @@ def test_kamailio_drops_an_instance_whose_options_answer_503(
         assert probe.startswith("OPTIONS sip:127.0.0.1:")
 
 
+def test_kamailio_drops_an_instance_that_does_not_answer_options(
+    tmp_path: Path, caller: socket.socket
+) -> None:
+    # a hung instance: a probe times out after fr_timer (2 s) and the instance goes inactive.
+    # Probes start every second; the 4th distinct one comes after the 1st timed out.
+    # (Retransmissions repeat a branch, so count branches, not datagrams.)
+    def probes() -> int:
+        return len({re.findall(r"branch=([^;\s]+)", t)[0] for t in hung.requests("OPTIONS")})
+
+    with (
+        SipResponder(silent=True) as hung,
+        SipResponder() as healthy,
+        Kamailio(tmp_path, [("127.0.0.1", hung.port), ("127.0.0.1", healthy.port)]) as kam,
+    ):
+        _wait_until(lambda: probes() >= 4)
+        for i in range(4):
+            assert status_code(_invite(caller, kam, f"hung-{i}")) == 200
+        assert len(healthy.requests("INVITE")) == 4
+        assert hung.requests("INVITE") == []
+
+
 def test_kamailio_fails_over_when_an_instance_answers_invite_503(
     tmp_path: Path, caller: socket.socket
 ) -> None:
