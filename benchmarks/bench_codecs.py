@@ -30,11 +30,12 @@ for path in (ROOT / "codecs", ROOT):  # run from a checkout without installing
         sys.path.insert(0, str(path))
 
 import telcodecs  # noqa: E402
+
 from tests.codecs import codec_signals as sig  # noqa: E402
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop  # noqa: E402
+    import audioop
 
 try:
     import soxr
@@ -72,20 +73,26 @@ def speed_rows(number: int, repeat: int) -> list[tuple[str, float, float | None,
     rows: list[tuple[str, float, float | None, float | None]] = []
 
     payload = telcodecs.ulaw_encode(frames_of(8000)[0])
-    ours = per_call_us(lambda: telcodecs.ulaw_encode(telcodecs.ulaw_decode(payload)), number, repeat)
+    ours = per_call_us(
+        lambda: telcodecs.ulaw_encode(telcodecs.ulaw_decode(payload)), number, repeat
+    )
     ref = per_call_us(lambda: audioop.lin2ulaw(audioop.ulaw2lin(payload, 2), 2), number, repeat)
     rows.append(("G.711 µ-law decode+encode, 1 call", ours, ref, None))
 
-    codes = telcodecs.ulaw_encode_array(
-        np.stack(frames_of(8000, BATCH_CALLS))
-    )
+    codes = telcodecs.ulaw_encode_array(np.stack(frames_of(8000, BATCH_CALLS)))
     batch = per_call_us(
         lambda: telcodecs.ulaw_encode_array(telcodecs.ulaw_decode(codes)),
         max(1, number // 50),
         repeat,
     )
-    rows.append((f"G.711 µ-law decode+encode, {BATCH_CALLS}x160 batch, per call", batch / BATCH_CALLS,
-                 ref, None))
+    rows.append(
+        (
+            f"G.711 µ-law decode+encode, {BATCH_CALLS}x160 batch, per call",
+            batch / BATCH_CALLS,
+            ref,
+            None,
+        )
+    )
 
     for src, dst in RESAMPLE_PAIRS:
         fr = frames_of(src)
