@@ -6,18 +6,20 @@ Design (see docs/codecs.md for the measured figures):
   reduced rate ratio) as a Kaiser-windowed sinc. The transition band runs from 0.43 to 0.57 of the
   lower of the two rates, so it is centred on the lower Nyquist frequency: whatever aliases lands
   above 0.43*fmin (above 3.4 kHz at 8 kHz), and everything beyond 0.57*fmin is attenuated by the
-  stopband (>= 80 dB by design). Passband ripple is a few thousandths of a dB.
+  stopband (80 dB by design, 78.9 dB measured at worst). Passband ripple is below 0.002 dB.
 * The prototype is split into L phases of K taps. Output sample k is the dot product of phase
   (k*M mod L) with the K inputs ending at input index floor(k*M/L), so the filter is causal and
   output k can be produced as soon as input floor(k*M/L) has arrived. Hence the steady output law:
   after n_total input samples exactly floor(n_total*dst/src) samples have come out, from the very
-  first frame. The price is the filter's group delay, (K*L - 1) / (2*L*src) seconds: about 2.2 ms
+  first frame. The price is the filter's group delay, (K*L - 1) / (2*L*src) seconds: about 2.25 ms
   for any pair involving 8 kHz, well under 1 ms between 44.1/48 kHz.
-* Integer up-ratios (M == 1) are one matmul of the sliding windows with the (L, K) phase matrix;
-  integer down-ratios (L == 1) are a strided window view times the taps; other ratios (16<->24 kHz
-  and the 44.1 kHz pairs) gather windows and per-output taps from index plans cached per
-  (start phase, frame length) on the shared design. Arithmetic is float32; the output is rounded
-  to nearest and clipped to int16.
+* Three kernels, each one vectorised product per call. Whole periods (the call starts on a
+  period boundary and n is a multiple of M: always true for 20 ms frames, and for every
+  up-ratio): each M inputs give L outputs, one strided window view times a
+  (K + floor((L-1)M/L), L) period matrix. Integer down-ratios (L == 1), any chunking: a strided
+  window view times the K taps. Anything else: windows and per-output taps gathered with index
+  plans cached per (start phase, chunk length) on the shared design. Arithmetic is float32; the
+  output is rounded to nearest and clipped to int16 (saturating, never wrapping).
 """
 
 from __future__ import annotations
