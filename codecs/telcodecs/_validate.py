@@ -68,6 +68,8 @@ def pcm16_input(pcm: object, *, ndims: tuple[int, ...] = (1,)) -> NDArray[np.int
 
 def codes_input(data: object, *, ndims: tuple[int, ...] = (1, 2)) -> NDArray[np.uint8]:
     """G.711 code bytes as a uint8 array: bytes-like (1-D) or a uint8 ndarray (1-D or 2-D)."""
+    if type(data) is bytes:  # the common case first
+        return np.frombuffer(data, dtype=np.uint8)
     if isinstance(data, bytes | bytearray | memoryview):
         return np.frombuffer(_contiguous_bytes(data, "G.711 data"), dtype=np.uint8)
     if not isinstance(data, np.ndarray):

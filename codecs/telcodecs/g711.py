@@ -96,7 +96,7 @@ _ALAW_TO_ULAW: Final = bytes(_ULAW_ENC[_ALAW_DEC.view(np.uint16)])
 
 def _encode(table: NDArray[np.uint8], pcm: PcmInput) -> NDArray[np.uint8]:
     samples = pcm16_input(pcm, ndims=(1, 2))
-    return table[samples.view(np.uint16)]
+    return table.take(samples.view(np.uint16))
 
 
 def ulaw_encode_array(pcm: PcmInput) -> NDArray[np.uint8]:
@@ -125,18 +125,18 @@ def alaw_encode(pcm: PcmInput) -> bytes:
 
 def ulaw_decode(data: CodeInput) -> NDArray[np.int16]:
     """Decode µ-law bytes (or a 1-D/2-D uint8 array) to int16 samples of the same shape."""
-    return _ULAW_DEC[codes_input(data)]
+    return _ULAW_DEC.take(codes_input(data))
 
 
 def alaw_decode(data: CodeInput) -> NDArray[np.int16]:
     """Decode A-law bytes (or a 1-D/2-D uint8 array) to int16 samples of the same shape."""
-    return _ALAW_DEC[codes_input(data)]
+    return _ALAW_DEC.take(codes_input(data))
 
 
 def _transcode(table: bytes, array_table: NDArray[np.uint8], data: CodeInput) -> bytes:
     if isinstance(data, bytes | bytearray):
         return bytes(data).translate(table)
-    return array_table[codes_input(data, ndims=(1,))].tobytes()
+    return array_table.take(codes_input(data, ndims=(1,))).tobytes()
 
 
 _ULAW_TO_ALAW_ARRAY: Final = np.frombuffer(_ULAW_TO_ALAW, dtype=np.uint8)
