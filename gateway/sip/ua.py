@@ -1214,6 +1214,7 @@ class SipEndpoint:
         if request is not None:
             method = request.method
             try:
+                self._stamp_via(request, addr)
                 dest = self._response_addr(request, addr)
             except SipParseError:
                 dest = None
@@ -1232,6 +1233,8 @@ class SipEndpoint:
         if addr.reliable:
             return
         vias = request.headers.get_all("Via")
+        if not vias:
+            raise SipParseError("missing Via")
         top = Via.parse(vias[0])
         params = dict(top.params)
         if top.host != addr.host:
