@@ -90,9 +90,7 @@ MEDIA_ADDED_LATENCY = Histogram(
     ["direction"],
     buckets=_FINE_BUCKETS,
 )
-DTMF_DIGITS = Counter(
-    "gateway_dtmf_digits", "DTMF digits received, by source.", ["source"]
-)
+DTMF_DIGITS = Counter("gateway_dtmf_digits", "DTMF digits received, by source.", ["source"])
 TOOL_CALLS = Counter(
     "gateway_tool_calls", "Function tool calls from the model.", ["name", "outcome"]
 )

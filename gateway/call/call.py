@@ -225,7 +225,7 @@ class Call:
             "barge_ins": 0,
             "tool_calls": [],
             "response_latency_ms": [],
-            "dtmf": "",
+            "dtmf_digits": 0,
         }
 
     # --- media plumbing ---------------------------------------------------------------------
@@ -263,7 +263,7 @@ class Call:
             if self._inband is not None:
                 for digit in self._inband.process(pcm):
                     self.leg_event(DtmfReceived(digit, "inband"))
-        if not self._to_model or self._on_hold or self._closed:
+        if not self._to_model or self._on_hold or self._closed or self._link.closed:
             return
         self._in_buf += self._to_model_conv.convert(frame)
         if len(self._in_buf) >= self._append_bytes:
@@ -310,7 +310,7 @@ class Call:
                 self._in_buf.clear()
         elif isinstance(event, DtmfReceived):
             metrics.DTMF_DIGITS.labels(source=event.source).inc()
-            self.stats["dtmf"] += event.digit
+            self.stats["dtmf_digits"] += 1  # never the digits: they may be PINs
             if self.recorder:
                 self.recorder.event(
                     "dtmf",
@@ -359,8 +359,6 @@ class Call:
                 self.recorder.event(
                     "transcript", now, role=role, item_id=ev.item_id, text=ev.transcript
                 )
-        elif isinstance(ev, rt.SessionLost):
-            self._request_end("provider_failed")
 
     def item_audio_ms(self, item_id: str) -> int:
         """Milliseconds of audio the model has sent for `item_id` (what the item holds)."""
@@ -372,10 +370,15 @@ class Call:
 
     async def _receive_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        lost = False
         async for ev in self._link.events():
             self._on_server_event(ev, loop.time())
             self._bus.emit(ev)
-        self._request_end("provider_closed")
+            lost = lost or isinstance(ev, rt.SessionLost)
+        if lost and self._bus.wants(rt.SessionLost):
+            # The scenario says goodbye (apology prompt) and hangs up; make sure it does.
+            await asyncio.sleep(20.0)
+        self._request_end("provider_failed" if lost else "provider_closed")
 
     # --- scenario API: call actions ---------------------------------------------------------
 

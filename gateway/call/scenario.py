@@ -82,7 +82,7 @@ class EventBus:
                 log.exception(
                     "scenario_handler_failed",
                     call_id=self.call_id,
-                    event=type(event).__name__,
+                    event_type=type(event).__name__,
                     handler=getattr(handler, "__qualname__", repr(handler)),
                 )
 

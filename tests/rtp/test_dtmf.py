@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from rtp_helpers import read_pcap_udp, sipp_capture, vector
+from tests.rtp.rtp_helpers import read_pcap_udp, sipp_capture, vector
 
 from gateway.rtp.dtmf import DtmfReceiver, DtmfSender, TelephoneEvent
 from gateway.rtp.errors import DtmfError, RtpParseError

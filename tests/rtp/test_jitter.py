@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from rtp_helpers import LossyLink, best_lag, read_pcap_udp, sine, sipp_capture
+from tests.rtp.rtp_helpers import LossyLink, best_lag, read_pcap_udp, sine, sipp_capture
 from telcodecs import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 
 from gateway.rtp.jitter import JitterBuffer, PushResult, ReceptionStats, attenuation_table

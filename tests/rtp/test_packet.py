@@ -7,7 +7,7 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rtp_helpers import vector
+from tests.rtp.rtp_helpers import vector
 
 from gateway.rtp.errors import RtpParseError
 from gateway.rtp.packet import RtpHeaderWriter, RtpPacket, is_rtcp, parse_header

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rtp_helpers import vector
+from tests.rtp.rtp_helpers import vector
 
 from gateway.rtp.errors import RtpParseError
 from gateway.rtp.rtcp import (

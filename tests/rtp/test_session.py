@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rtp_helpers import best_lag, sine, vector
+from tests.rtp.rtp_helpers import best_lag, sine, vector
 from telcodecs import ulaw_decode, ulaw_encode
 
 from gateway.rtp.dtmf import DtmfDigitReceived
