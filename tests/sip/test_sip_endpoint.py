@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sip_pairnet import PairNet, make_pair
 
 from gateway.secret import Secret
 from gateway.sip.auth import Credentials, DigestServer
@@ -30,6 +29,7 @@ from gateway.sip.ua import (
     SipEndpoint,
     TransferProgressed,
 )
+from tests.sip.sip_pairnet import PairNet, make_pair
 
 UAC, UAS = "10.0.0.1", "10.0.0.2"
 TRUNK = Address("udp", UAS, 5060)

@@ -9,10 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sip_testapp import start_app
-
 from gateway.sip.policy import SourcePolicy
 from gateway.sip.ua import CallAcked, IncomingCallReceived, RequestRejected
+from tests.sip.sip_testapp import start_app
 from tests.sipp_harness import Sipp
 
 _HEAD = (

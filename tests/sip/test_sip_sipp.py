@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sip_testapp import AnsweringApp, AutoAnswer, start_app
 
 from gateway.secret import Secret
 from gateway.sip.auth import DigestServer
@@ -20,6 +19,7 @@ from gateway.sip.ua import (
     MediaUpdated,
     RequestRejected,
 )
+from tests.sip.sip_testapp import AnsweringApp, AutoAnswer, start_app
 from tests.sipp_harness import Sipp, SippResult
 
 
