@@ -108,8 +108,9 @@ class _Transaction:
         old = self.state
         self.state = new_state
         getattr(self, "_do_" + action)(now, message, old)
-        if new_state is State.TERMINATED:
-            self._timers.clear()
+        # a timer that means nothing in the new state is cancelled (e.g. B once Proceeding)
+        for timer in [t for t in self._timers if (new_state, "timer_" + t) not in self.TABLE]:
+            del self._timers[timer]
         return action
 
     def _arm(self, name: str, when: float) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ssl
 from collections.abc import Callable
 
@@ -159,6 +160,8 @@ class SipTransport:
                 ) from None
             self._servers.append(server)
             self.tls_port = int(server.sockets[0].getsockname()[1])
+        if self.endpoint.config.port == 0:  # advertise the port really bound in Via/Contact
+            self.endpoint.config = dataclasses.replace(self.endpoint.config, port=self.port)
         log.info("sip_listening", host=host, port=self.port, tls_port=self.tls_port or None)
 
     async def aclose(self) -> None:
@@ -188,7 +191,10 @@ class SipTransport:
 
     def _received(self, data: bytes, addr: Address) -> None:
         _count_request(data)
-        self.endpoint.receive(data, addr, self.loop.time())
+        try:
+            self.endpoint.receive(data, addr, self.loop.time())
+        except Exception:  # a core bug must not stop the listener; the input is dropped
+            log.exception("sip_receive_failed", peer=addr.host)
         self.flush()
 
     def _received_message(self, message: object, addr: Address) -> None:
@@ -197,7 +203,10 @@ class SipTransport:
         assert isinstance(message, SipRequest | SipResponse)
         if isinstance(message, SipRequest):
             metrics.SIP_REQUESTS.labels(method=metrics.bounded(message.method, METHODS)).inc()
-        self.endpoint.receive_message(message, addr, self.loop.time())
+        try:
+            self.endpoint.receive_message(message, addr, self.loop.time())
+        except Exception:
+            log.exception("sip_receive_failed", peer=addr.host)
         self.flush()
 
     # --- output
@@ -303,7 +312,10 @@ class SipTransport:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        self.endpoint.handle_timer(self.loop.time())
+        try:
+            self.endpoint.handle_timer(self.loop.time())
+        except Exception:
+            log.exception("sip_timer_failed")
         self.flush()
 
 

@@ -265,6 +265,7 @@ class _Call:
     keys: list[tuple[str, str, str]] = field(default_factory=list)
     invite_key: tuple[str, ...] | None = None
     cancel_deadline: float | None = None
+    answer_deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -278,6 +279,7 @@ class EndpointConfig:
     user_agent: str = "realtime-gateway"
     max_size: int = 65536
     min_session_expires: int = MIN_SE
+    answer_timeout: float = 180.0  # like timer C: an INVITE left unanswered gets 480
 
 
 def _token() -> str:
@@ -366,6 +368,8 @@ class SipEndpoint:
                 times.append(call.refresh_at)
             if call.cancel_deadline is not None:
                 times.append(call.cancel_deadline)
+            if call.answer_deadline is not None and call.state is S.INCOMING:
+                times.append(call.answer_deadline)
         self._timer_cache = min(times) if times else None
         self._timer_dirty = False
         return self._timer_cache
@@ -620,6 +624,7 @@ class SipEndpoint:
         call = _Call(handle, "uas", S.INCOMING, request, addr, _token(), ist=tx)
         call.remote_sdp = offer
         call.late_offer = offer is None
+        call.answer_deadline = now + self.config.answer_timeout
         self._calls[handle] = call
         self._invite_calls[key] = handle
         call.invite_key = key
@@ -1019,6 +1024,15 @@ class SipEndpoint:
     # --- timers per call
 
     def _call_timers(self, call: _Call, now: float) -> None:
+        if (
+            call.answer_deadline is not None
+            and now >= call.answer_deadline
+            and call.state is S.INCOMING
+        ):
+            call.answer_deadline = None
+            self._final_reject(call, 480, now, ())
+            self._events.append(CallTerminated(call.handle, "no_answer"))
+            return
         rt = call.retransmit
         if rt is not None:
             if now >= rt.give_up_at:

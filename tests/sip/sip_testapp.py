@@ -107,6 +107,5 @@ async def start_app(
     app = AnsweringApp(transport, endpoint, behaviour or AutoAnswer())
     transport.on_event = app.on_event
     await transport.start(host, 0)
-    # the endpoint must advertise the port really bound
-    endpoint.config = EndpointConfig(host, transport.port)
+    assert endpoint.config.port == transport.port  # the transport filled in the bound port
     return app

@@ -682,3 +682,17 @@ def test_sdp_parse_of_answer_in_events_is_typed() -> None:
     _call, _inc = place_call(net, uac, uas)
     answered = of(net.take(UAC), OutboundCallAnswered)[0]
     assert isinstance(answered.answer, SessionDescription)
+
+
+def test_unanswered_invite_gets_480_after_the_answer_timeout() -> None:
+    net, uac, uas = make_pair()
+    call, inc = place_call(net, uac, uas, ring=True, answer=False)
+    net.take(UAS)
+    net.advance(179.0)
+    assert not net.sent(UAS, "480")
+    net.advance(181.0)
+    assert net.take(UAS) == [CallTerminated(inc, "no_answer")]
+    assert of(net.take(UAC), OutboundCallFailed) == [
+        OutboundCallFailed(call, 480, "Temporarily Unavailable")
+    ]
+    assert uas.active_calls == uac.active_calls == 0

@@ -224,3 +224,30 @@ def test_build_cancel() -> None:
     assert cancel.method == "CANCEL" and cancel.cseq.method == "CANCEL" and cancel.cseq.seq == 1
     assert cancel.top_via.branch == "z9hG4bK-1"
     assert cancel.routes and cancel.uri == "sip:b@example.com"
+
+
+@pytest.mark.parametrize("cls", list(REMOTE_INPUTS))
+def test_armed_timers_are_always_valid_in_the_current_state(cls: type) -> None:
+    """Drive each transaction through its peer inputs; a timer firing never hits a gap."""
+    method = "INVITE" if "Invite" in cls.__name__ else "BYE"
+    for script in (["1xx"], ["1xx", "final"], ["2xx"], ["final"], ["request", "ack"], []):
+        out: list[tuple[bytes, Address]] = []
+        req = request(method)
+        tx = cls(req, UDP, out)
+        if hasattr(tx, "start"):
+            tx.start(0.0)
+        else:
+            tx.send_response(
+                make_response(req, 486 if method == "INVITE" else 200, "X", to_tag="t"), 0.0
+            )
+        now = 0.1
+        for step in script:
+            status = {"1xx": 180, "2xx": 200, "final": 486}.get(step)
+            if status is not None and hasattr(tx, "receive_response"):
+                tx.receive_response(make_response(req, status, "X", to_tag="t"), now)
+            elif status is None and hasattr(tx, "receive_request"):
+                tx.receive_request(request("ACK" if step == "ack" else method), now)
+            now += 0.1
+        run_until(tx, 1000.0)  # must not raise TransactionStateError
+        if script != ["1xx"] or not hasattr(tx, "receive_response"):
+            assert tx.terminated
