@@ -1,21 +1,54 @@
 """Wiring: the one place that builds the gateway's components and connects them.
 
-`Gateway` owns the listeners (HTTP, SIP, metrics), the call manager and the embedded local
-provider when it is in use. `run()` starts it, waits for SIGTERM/SIGINT, drains and stops.
+    Settings ─┬─ LocalProvider (when provider = local) ── ProviderProfile
+              ├─ CallManager ── CallService (admission, Realtime session per call, scenario)
+              ├─ MediaClocks (one timer per packet time) ── PortPool (RTP)
+              ├─ SipEndpoint (sans-I/O) ── SipTransport (UDP/TCP/TLS) ── SipCallService
+              ├─ WebRtcService (aiortc legs)
+              └─ aiohttp: /healthz /readyz /metrics, /calls, /admin/drain, /webrtc/*, the page
+
+`Gateway.run()` starts everything, serves until SIGTERM/SIGINT, drains (new calls refused with
+503, live calls go on until they end or the drain timeout, then a goodbye prompt), and stops.
+A second signal ends the remaining calls at once, still cleanly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import signal
+import socket
+import ssl
+from typing import Any
 
 from aiohttp import web
 
-from gateway.config import Settings, parse_hostport
+from gateway import metrics
+from gateway.call.call import Call
+from gateway.call.default_scenario import TOOLS
+from gateway.call.default_scenario import setup as default_setup
+from gateway.call.manager import AdmissionError, CallManager
+from gateway.call.prompts import warm_prompts
+from gateway.call.routing import validate_routes
+from gateway.call.scenario import ScenarioSetup, load_scenario
+from gateway.call.service import CallService
+from gateway.config import ConfigError, Settings, parse_hostport, parse_port_range
+from gateway.http.calls import CallApi, add_call_routes
 from gateway.http.errors import error_middleware
 from gateway.http.health import add_health_routes, add_metrics_route
+from gateway.legs.sip_service import SipCallService
 from gateway.logs import get_logger
+from gateway.media.clock import MediaClocks
+from gateway.realtime.errors import RealtimeError
+from gateway.realtime.local.server import LocalProvider
+from gateway.realtime.profiles import ProviderProfile, make_profile
+from gateway.rtp.ports import PortPool
+from gateway.sip.auth import DigestServer
+from gateway.sip.policy import SourcePolicy
+from gateway.sip.transport import SipTransport
+from gateway.sip.ua import EndpointConfig, SipEndpoint
+from gateway.webrtc import CallRejected, OfferInfo, WebRtcLeg, WebRtcService, add_webrtc_routes
 
 log = get_logger("app")
 
@@ -24,26 +57,181 @@ class StartupError(RuntimeError):
     """A listener or component could not start; the message is one line for the operator."""
 
 
+def _primary_address() -> str:
+    """This host's address toward the outside (no packet is sent), for SDP and Contact."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: routing lookup only
+            return str(s.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
+
+
 class Gateway:
     """The running gateway: build with settings, `await start()`, `await stop()`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, scenario: ScenarioSetup | None = None) -> None:
         self.settings = settings
+        self._scenario = scenario
         self._runners: list[web.AppRunner] = []
-        self._stopping = asyncio.Event()
-        self.draining = False
+        self._stop_requested = asyncio.Event()
+        self._signals = 0
+        self.local_provider: LocalProvider | None = None
+        self.profile: ProviderProfile | None = None
+        self.manager = CallManager(settings.max_calls)
+        self.calls: CallService | None = None
+        self.clocks: MediaClocks | None = None
+        self.sip_transport: SipTransport | None = None
+        self.sip_endpoint: SipEndpoint | None = None
+        self.sip_calls: SipCallService | None = None
+        self.webrtc: WebRtcService | None = None
         self.http_port: int | None = None
+        self.metrics_port: int | None = None
+        self.sip_port: int | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+
+    @property
+    def draining(self) -> bool:
+        return self.manager.draining
 
     def _ready(self) -> tuple[bool, str]:
-        if self.draining:
+        if self.manager.draining:
             return False, "draining"
+        if self.sip_transport is None:
+            return False, "sip not listening"
         return True, "ok"
+
+    # --- start
+
+    async def start(self) -> None:
+        """Start every component; StartupError with one clear line on failure."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+        log.info(
+            "gateway_started",
+            http=self.settings.http_listen,
+            sip=self.settings.sip_listen,
+            provider=self.profile.name if self.profile else None,
+        )
+
+    async def _start(self) -> None:
+        s = self.settings
+        try:
+            validate_routes(s.routes)
+        except ConfigError as exc:
+            raise StartupError(str(exc)) from None
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, warm_prompts)
+        # --- the model side
+        provider = s.resolved_provider()
+        base_url = s.provider_url
+        if provider == "local":
+            self.local_provider = LocalProvider(s.local_flavor)
+            base_url = await self.local_provider.start("127.0.0.1", 0)
+        try:
+            self.profile = make_profile(
+                provider,
+                model=s.model,
+                base_url=base_url,
+                token=s.provider_token,
+                openai_api_key=s.openai_api_key,
+                yandex_folder_id=s.yandex_folder_id,
+                yandex_api_key=s.yandex_api_key,
+                yandex_iam_token=s.yandex_iam_token,
+            )
+        except ValueError as exc:
+            raise StartupError(f"provider {provider}: {exc}") from None
+        setup = self._scenario
+        if setup is None and s.scenario:
+            try:
+                setup = load_scenario(s.scenario)
+            except Exception as exc:
+                raise StartupError(f"scenario {s.scenario}: {exc}") from None
+        self.calls = CallService(s, self.profile, self.manager, setup or default_setup, TOOLS)
+        self.clocks = MediaClocks(loop)
+        # --- SIP
+        await self._start_sip()
+        # --- WebRTC and HTTP
+        http_host, _ = parse_hostport(s.http_listen, "http_listen")
+        self.webrtc = WebRtcService(
+            s,
+            self._webrtc_create_call,
+            self._webrtc_hangup,
+            admit=self._webrtc_admit,
+            include_loopback_candidates=_is_loopback_host(http_host),
+        )
+        self.http_port = await self._listen(self._build_http_app(), s.http_listen, "http_listen")
+        if s.metrics_listen:
+            metrics_app = web.Application(middlewares=[error_middleware])
+            add_metrics_route(metrics_app)
+            self.metrics_port = await self._listen(metrics_app, s.metrics_listen, "metrics_listen")
+
+    async def _start_sip(self) -> None:
+        s = self.settings
+        assert self.calls is not None and self.clocks is not None
+        host, port = parse_hostport(s.sip_listen, "sip_listen")
+        public = s.public_address or (host if host not in ("0.0.0.0", "::") else _primary_address())
+        auth = None
+        if s.sip_auth_user:
+            auth = DigestServer(s.sip_realm, {s.sip_auth_user: s.sip_auth_password})
+        policy = SourcePolicy(s.sip_allow, rate=s.sip_rate_limit, burst=float(s.sip_rate_burst))
+        endpoint = SipEndpoint(EndpointConfig(host=public, port=port), policy=policy, auth=auth)
+        lo, hi = parse_port_range(s.rtp_ports)
+        clocks = self.clocks
+        self.sip_endpoint = endpoint
+        self.sip_calls = SipCallService(
+            endpoint,
+            self.calls,
+            PortPool(lo, hi),
+            clocks.for_ptime,
+            rtp_bind=host,
+            public_address=public,
+            ringing=s.sip_ringing,
+            ptime_ms=s.ptime_ms,
+            trunks=s.trunks,
+        )
+        transport = SipTransport(endpoint, self.sip_calls.on_event)
+        tls_host = tls_port = None
+        tls_ctx = None
+        if s.sip_tls_listen:
+            tls_host, tls_port = parse_hostport(s.sip_tls_listen, "sip_tls_listen")
+            tls_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            try:
+                tls_ctx.load_cert_chain(s.sip_tls_cert, s.sip_tls_key)
+            except (OSError, ssl.SSLError) as exc:
+                raise StartupError(f"sip_tls_cert/sip_tls_key: {exc}") from None
+        try:
+            await transport.start(
+                host, port, tls_host=tls_host, tls_port=tls_port, tls_context=tls_ctx
+            )
+        except OSError as exc:
+            raise StartupError(str(exc.strerror or exc)) from None
+        # Via/Contact carry the port actually bound (port 0 in tests).
+        if port == 0:
+            endpoint.config = EndpointConfig(host=public, port=transport.port)
+        self.sip_transport = transport
+        self.sip_calls.transport = transport
+        self.sip_port = transport.port
 
     def _build_http_app(self) -> web.Application:
         app = web.Application(middlewares=[error_middleware], client_max_size=256 * 1024)
         add_health_routes(app, self._ready)
         if not self.settings.metrics_listen:
             add_metrics_route(app)
+        add_call_routes(
+            app,
+            CallApi(
+                manager=self.manager,
+                token=self.settings.api_token,
+                dial=self.sip_calls.dial if self.sip_calls and self.settings.trunks else None,
+                drain=self.begin_drain,
+            ),
+        )
+        assert self.webrtc is not None
+        add_webrtc_routes(app, self.webrtc)
         return app
 
     async def _listen(self, app: web.Application, listen: str, name: str) -> int:
@@ -57,44 +245,140 @@ class Gateway:
             await runner.cleanup()
             raise StartupError(f"{name} {listen}: {exc.strerror or exc}") from None
         self._runners.append(runner)
-        server = site._server
+        server: Any = site._server
         sockets = getattr(server, "sockets", None) or []
         return int(sockets[0].getsockname()[1]) if sockets else port
 
-    async def start(self) -> None:
-        """Start every listener; raise StartupError with one clear line on failure."""
+    # --- WebRTC calls
+
+    def _webrtc_admit(self) -> None:
+        if self.manager.draining:
+            raise CallRejected(503, "the gateway is draining", retry_after=30)
+        if len(self.manager.calls) >= self.manager.max_calls:
+            raise CallRejected(503, "the gateway is at capacity", retry_after=5)
+
+    async def _webrtc_create_call(self, leg: WebRtcLeg, info: OfferInfo) -> str:
+        assert self.calls is not None
         try:
-            self.http_port = await self._listen(
-                self._build_http_app(), self.settings.http_listen, "http_listen"
+            prepared = await self.calls.open_session(
+                leg="webrtc",
+                direction="inbound",
+                codec=leg.codec or "opus",
+                caller="webrtc",
+                called="",
+                source=info.remote or "",
             )
-            if self.settings.metrics_listen:
-                metrics_app = web.Application(middlewares=[error_middleware])
-                add_metrics_route(metrics_app)
-                await self._listen(metrics_app, self.settings.metrics_listen, "metrics_listen")
-        except BaseException:
-            await self.stop()
-            raise
-        log.info(
-            "gateway_started",
-            http=self.settings.http_listen,
-            provider=self.settings.resolved_provider(),
-        )
+        except AdmissionError as exc:
+            raise CallRejected(
+                503, f"not accepting calls: {exc.reason}", retry_after=exc.retry_after
+            ) from None
+        except RealtimeError:
+            raise CallRejected(503, "the AI provider is unavailable", retry_after=10) from None
+        call = self.calls.start_call(prepared, leg)
+        _attach_page_events(call, leg)
+        return call.id
+
+    async def _webrtc_hangup(self, call_id: str) -> None:
+        if not await self.manager.hangup(call_id, "caller_hangup"):
+            raise KeyError(call_id)
+
+    # --- drain and stop
+
+    def begin_drain(self) -> None:
+        """Start a graceful drain (SIGTERM or POST /admin/drain); the process exits after it."""
+        if self._drain_task is not None:
+            return
+        if self.sip_endpoint is not None:
+            self.sip_endpoint.set_draining(True)
+        self.manager.draining = True
+        metrics.DRAINING.set(1)
+        self._drain_task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        await self.manager.drain(self.settings.drain_timeout)
+        self._stop_requested.set()
+
+    def _on_signal(self) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info("signal_drain", live_calls=len(self.manager.calls))
+            self.begin_drain()
+        else:
+            log.info("signal_stop_now", live_calls=len(self.manager.calls))
+            self._stop_requested.set()
 
     async def stop(self) -> None:
-        """Stop listeners and free everything; safe to call twice."""
+        """End every call and stop every component; safe to call twice."""
+        if self._drain_task is not None and not self._drain_task.done():
+            self._drain_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._drain_task
+        if self.manager.calls:
+            await self.manager.end_all("shutdown")
+        if self.sip_calls is not None:
+            await self.sip_calls.aclose()
+        if self.webrtc is not None:
+            await self.webrtc.aclose()
+        if self.sip_transport is not None:
+            transport, self.sip_transport = self.sip_transport, None
+            await transport.aclose()
         runners, self._runners = self._runners, []
         for runner in reversed(runners):
             await runner.cleanup()
+        if self.clocks is not None:
+            self.clocks.close()
+        if self.local_provider is not None:
+            provider, self.local_provider = self.local_provider, None
+            await provider.stop()
 
     async def run(self) -> None:
-        """Start, serve until SIGTERM/SIGINT, then stop."""
+        """Start, serve until a signal or a finished drain, then stop."""
         await self.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, self._stopping.set)
+                loop.add_signal_handler(sig, self._on_signal)
         try:
-            await self._stopping.wait()
+            await self._stop_requested.wait()
         finally:
-            log.info("gateway_stopping")
+            log.info("gateway_stopping", live_calls=len(self.manager.calls))
             await self.stop()
+
+
+def _is_loopback_host(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _attach_page_events(call: Call, leg: WebRtcLeg) -> None:
+    """The WebRTC page's `events` channel: transcripts (both sides) and the agent's state."""
+    from gateway.call.events import BotMediaEnded, BotMediaStarted
+    from gateway.realtime import events as rt
+
+    def state(value: str) -> None:
+        leg.send_event({"type": "state", "state": value})
+
+    call.realtime.on(rt.SpeechStarted, lambda _e: state("listening"))
+    call.realtime.on(rt.SpeechStopped, lambda _e: state("thinking"))
+    call.on(BotMediaStarted, lambda _e: state("speaking"))
+    call.on(BotMediaEnded, lambda _e: state("listening"))
+    call.realtime.on(
+        rt.TranscriptDelta,
+        lambda e: leg.send_event(
+            {"type": "transcript", "role": "assistant", "item_id": e.item_id, "delta": e.delta}
+        ),
+    )
+    call.realtime.on(
+        rt.InputTranscriptionDelta,
+        lambda e: leg.send_event(
+            {"type": "transcript", "role": "user", "item_id": e.item_id, "delta": e.delta}
+        ),
+    )
+    call.realtime.on(
+        rt.InputTranscriptionCompleted,
+        lambda e: leg.send_event(
+            {"type": "transcript", "role": "user", "item_id": e.item_id, "text": e.transcript}
+        ),
+    )

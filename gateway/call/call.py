@@ -43,6 +43,7 @@ from gateway.media.playout import PlayoutCleared, PlayoutQueue
 from gateway.media.port import (
     AudioFormat,
     DtmfReceived,
+    FormatChanged,
     HoldChanged,
     LegEnded,
     LegEvent,
@@ -245,7 +246,7 @@ class Call:
             silence_byte=silence,
         )
         self._out_bytes_per_ms = link.output_format.frame_bytes(1000) / 1000.0
-        self._inband: telcodecs.DtmfDetector | None = None
+        self._inband: telcodecs.DtmfDetector | None = getattr(self, "_inband", None)
 
     def enable_inband_dtmf(self) -> None:
         """Detect DTMF tones in the caller's audio (trunks that negotiated no RFC 4733)."""
@@ -318,6 +319,10 @@ class Call:
                     digit=event.digit,
                     source=event.source,
                 )
+        elif isinstance(event, FormatChanged):
+            # re-INVITE with another codec or ptime: new converters, drop queued audio
+            self.playout.clear()
+            self._setup_media()
         elif isinstance(event, LegEnded):
             self._bus.emit(event)
             self._request_end(event.reason)
@@ -353,12 +358,14 @@ class Call:
                 pending, self._pending_response = self._pending_response, None
                 self._response_requested = True
                 self._link.create_response(**pending)
-        elif isinstance(ev, rt.TranscriptDone | rt.InputTranscriptionCompleted):
-            if self.recorder is not None:
-                role = "assistant" if isinstance(ev, rt.TranscriptDone) else "user"
-                self.recorder.event(
-                    "transcript", now, role=role, item_id=ev.item_id, text=ev.transcript
-                )
+        elif (
+            isinstance(ev, rt.TranscriptDone | rt.InputTranscriptionCompleted)
+            and self.recorder is not None
+        ):
+            role = "assistant" if isinstance(ev, rt.TranscriptDone) else "user"
+            self.recorder.event(
+                "transcript", now, role=role, item_id=ev.item_id, text=ev.transcript
+            )
 
     def item_audio_ms(self, item_id: str) -> int:
         """Milliseconds of audio the model has sent for `item_id` (what the item holds)."""

@@ -1,0 +1,1 @@
+"""Call legs that combine a signalling stack with a media stack (SIP + RTP)."""

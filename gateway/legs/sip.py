@@ -1,0 +1,182 @@
+"""The SIP call leg: a SIP dialog (gateway.sip) plus its RTP stream (gateway.rtp), as a MediaPort.
+
+`SipLeg` is serviced by the process's shared media clock: on each tick it takes one frame from
+the jitter buffer to the bridge, pulls one frame from the bridge's playout queue and sends it,
+recording how late the packet left against its deadline. Signalling actions (BYE, REFER) go
+through `SipControl`, which drives the sans-I/O endpoint and flushes its transport.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Protocol
+
+from gateway import metrics
+from gateway.logs import get_logger
+from gateway.media.clock import MediaClock
+from gateway.media.port import (
+    PCMA_8K,
+    PCMU_8K,
+    DtmfReceived,
+    FormatChanged,
+    HoldChanged,
+    LegEnded,
+    LegEvent,
+    MediaPort,
+    MediaSink,
+    MediaStarted,
+)
+from gateway.rtp.dtmf import DtmfDigitReceived
+from gateway.rtp.errors import DtmfError
+from gateway.rtp.session import MediaStarted as RtpMediaStarted
+from gateway.rtp.session import MediaTimedOut, RtpEventType
+from gateway.rtp.transport import RtpEndpoint
+
+log = get_logger("leg.sip")
+
+_SEND_LATENESS = metrics.RTP_SEND_LATENESS
+
+
+class SipControl(Protocol):
+    """Signalling actions a SIP leg needs; implemented by the SIP call service."""
+
+    def hangup(self, handle: int) -> None: ...
+    def refer(self, handle: int, target_uri: str) -> None: ...
+    def loop_time(self) -> float: ...
+
+
+class SipLeg(MediaPort):
+    """One SIP call's media: RTP in and out on the shared media clock."""
+
+    leg = "sip"
+
+    def __init__(
+        self,
+        handle: int,
+        rtp: RtpEndpoint,
+        control: SipControl,
+        clock_for: Callable[[int], MediaClock],
+    ) -> None:
+        self.handle = handle
+        self.rtp = rtp
+        self.session = rtp.session
+        self._control = control
+        self._clock_for = clock_for
+        self.native = PCMA_8K if self.session.codec == "pcma" else PCMU_8K
+        self.frame_ms = self.session.ptime_ms
+        self._clock: MediaClock | None = None
+        self._sink: MediaSink | None = None
+        self._on_hold = False
+        self.remote_ended = False
+        self._closed = False
+        self._dtmf_queue: list[str] = []
+        rtp.on_event = self._rtp_event
+
+    # --- MediaPort
+
+    def attach(self, sink: MediaSink) -> None:
+        self._sink = sink
+        self._clock = self._clock_for(self.frame_ms)
+        self._clock.add(self)
+
+    def tick(self, now: float, deadline: float) -> None:
+        """One packet time: caller audio to the bridge, one packet to the caller."""
+        sink = self._sink
+        if sink is None:
+            return
+        frame = self.session.read_frame(now)
+        if frame is not None and not self._on_hold:
+            sink.deliver(frame, now)
+        payload = sink.pull(now)
+        if self._dtmf_queue and not self.session.sending_dtmf:
+            self._start_next_dtmf()
+        self.rtp.send_frame(payload, now)
+        _SEND_LATENESS.observe(max(0.0, self._control.loop_time() - deadline))
+
+    def send_dtmf(self, digits: str) -> None:
+        """Queue RFC 4733 digits toward the caller (ValueError if none was negotiated)."""
+        if self.session.dtmf_pt is None:
+            raise ValueError("the caller negotiated no telephone-event")
+        bad = [d for d in digits if d not in "0123456789*#ABCD"]
+        if bad or not digits:
+            raise ValueError(f"not DTMF digits: {digits!r}")
+        self._dtmf_queue.extend(digits)
+
+    def _start_next_dtmf(self) -> None:
+        digit = self._dtmf_queue.pop(0)
+        with contextlib.suppress(DtmfError):
+            self.session.start_dtmf(digit, 100)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._clock is not None:
+            self._clock.remove(self)
+        if not self.remote_ended:
+            with contextlib.suppress(Exception):
+                self._control.hangup(self.handle)
+        await self.rtp.aclose()
+
+    # --- from the RTP session and the SIP dialog
+
+    def _rtp_event(self, event: RtpEventType) -> None:
+        if isinstance(event, DtmfDigitReceived):
+            self._emit(DtmfReceived(event.digit, "rfc4733", event.duration_ms))
+        elif isinstance(event, RtpMediaStarted):
+            self._emit(MediaStarted())
+        elif isinstance(event, MediaTimedOut) and not self._on_hold:
+            self._emit(LegEnded("media_timeout"))
+
+    def _emit(self, event: LegEvent) -> None:
+        if self._sink is not None and not self._closed:
+            self._sink.leg_event(event)
+
+    def remote_hangup(self, reason: str) -> None:
+        """The dialog ended from the far side (BYE) or by the endpoint (timeouts)."""
+        self.remote_ended = True
+        self._emit(LegEnded(reason))
+
+    def dtmf_info(self, digit: str, duration_ms: int) -> None:
+        self._emit(DtmfReceived(digit, "sip_info", duration_ms))
+
+    def media_updated(
+        self,
+        *,
+        on_hold: bool,
+        remote: tuple[str, int],
+        rtcp: tuple[str, int],
+        codec: str,
+        dtmf_pt: int | None,
+        ptime: int,
+        now: float,
+    ) -> None:
+        """A re-INVITE/UPDATE changed the media: hold/resume, address, codec or ptime."""
+        old = (self.session.codec, self.frame_ms)
+        self.session.update_remote(remote, codec, dtmf_pt, ptime, rtcp_addr=rtcp)
+        self.session.set_media_timeout(None if on_hold else 30.0, now)
+        if (codec, ptime) != old:
+            self.native = PCMA_8K if codec == "pcma" else PCMU_8K
+            if ptime != self.frame_ms and self._clock is not None:
+                self._clock.remove(self)
+                self.frame_ms = ptime
+                self._clock = self._clock_for(ptime)
+                self._clock.add(self)
+            self.frame_ms = ptime
+            self._emit(FormatChanged(self.native, ptime))
+        if on_hold != self._on_hold:
+            self._on_hold = on_hold
+            self._emit(HoldChanged(on_hold))
+
+    def stats_summary(self) -> dict[str, object]:
+        """RTP figures for the end-of-call log line."""
+        s = self.session.stats
+        return {
+            "rtp_in": s.packets_in,
+            "rtp_out": s.packets_out,
+            "rtp_lost": s.lost,
+            "rtp_late": s.late,
+            "jitter_ms": round(s.jitter_seconds * 1000, 2),
+            "rtt_ms": round(s.rtt_seconds * 1000, 1) if s.rtt_seconds is not None else None,
+        }
