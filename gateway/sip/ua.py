@@ -55,6 +55,8 @@ from gateway.sip.transaction import (
     NonInviteClientTransaction,
     NonInviteServerTransaction,
     ServerTransaction,
+    State,
+    TransactionStateError,
     build_cancel,
     server_key,
 )
@@ -377,12 +379,18 @@ class SipEndpoint:
     def handle_timer(self, now: float) -> None:
         self._timer_dirty = True
         for key, stx in list(self._server_tx.items()):
-            stx.handle_timer(now)
+            try:
+                stx.handle_timer(now)
+            except TransactionStateError:
+                stx.state = State.TERMINATED  # a table gap must not spin the timer loop
             if stx.terminated:
                 del self._server_tx[key]
                 self._invite_calls.pop(key, None)
         for ckey, (ctx, handle, purpose) in list(self._client_tx.items()):
-            ctx.handle_timer(now)
+            try:
+                ctx.handle_timer(now)
+            except TransactionStateError:
+                ctx.state = State.TERMINATED
             if ctx.terminated:
                 del self._client_tx[ckey]
                 if ctx.timed_out:
