@@ -11,12 +11,16 @@ import pytest
 
 from gateway.secret import Secret
 from gateway.sip.auth import DigestServer
+from gateway.sip.sdp import make_offer
+from gateway.sip.transaction import Address
 from gateway.sip.ua import (
     CallAcked,
     CallCancelled,
     CallEndedByRemote,
     IncomingCallReceived,
     MediaUpdated,
+    OutboundCallAnswered,
+    OutboundCallProgressed,
     RequestRejected,
 )
 from tests.sip.sip_testapp import AnsweringApp, AutoAnswer, start_app
@@ -169,3 +173,36 @@ async def test_tcp_builtin_uac(app: AnsweringApp, tmp_path: Path) -> None:
     assert result.returncode == 0, result.explain()
     assert result.successful_calls == 5
     assert all(e.source.transport == "tcp" for e in app.of(IncomingCallReceived))
+
+
+async def test_outbound_invite_to_sipp_uas_and_bye(app: AnsweringApp, tmp_path: Path) -> None:
+    sipp = Sipp(
+        tmp_path, f"127.0.0.1:{app.port}", builtin="uas", extra=["-m", "1"], timeout=15
+    ).start()
+    try:
+        await asyncio.sleep(0.3)  # sipp binds its port
+        loop = asyncio.get_running_loop()
+        dest = Address("udp", "127.0.0.1", sipp.local_port)
+        call = app.endpoint.invite(
+            f"sip:service@127.0.0.1:{sipp.local_port}",
+            make_offer("127.0.0.1", 41000),
+            "sip:gateway@127.0.0.1",
+            dest,
+            loop.time(),
+        )
+        app.transport.flush()
+        for _ in range(100):
+            if app.of(OutboundCallAnswered):
+                break
+            await asyncio.sleep(0.05)
+        (answered,) = app.of(OutboundCallAnswered)
+        assert answered.call == call and answered.answer is not None
+        assert [p.status for p in app.of(OutboundCallProgressed)] == [180]
+        app.endpoint.hangup(call, loop.time())
+        app.transport.flush()
+        result = await sipp.wait_async()
+        assert result.returncode == 0, result.explain()
+        assert result.successful_calls == 1
+        assert app.endpoint.active_calls == 0
+    finally:
+        sipp.kill()
