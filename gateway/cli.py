@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from gateway import __version__
 from gateway.config import ConfigError, add_arguments, load_settings
@@ -45,13 +46,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gateway.app import Gateway, StartupError
 
     try:
-        asyncio.run(Gateway(settings).run())
+        _run(Gateway(settings).run())
     except StartupError as exc:
         print(f"gateway: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """`asyncio.run` on uvloop when it is installed (Linux), else on the default loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 def _run_provider(args: argparse.Namespace) -> int:
@@ -62,7 +74,7 @@ def _run_provider(args: argparse.Namespace) -> int:
         print(f"gateway: error: local provider unavailable: {exc}", file=sys.stderr)
         return 1
     try:
-        asyncio.run(run_standalone(args.listen, flavor=args.flavor))
+        _run(run_standalone(args.listen, flavor=args.flavor))
     except OSError as exc:
         print(
             f"gateway: error: provider listen {args.listen}: {exc.strerror or exc}", file=sys.stderr
