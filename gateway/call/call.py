@@ -98,6 +98,7 @@ class RealtimeActions:
 
     def __init__(self, call: Call) -> None:
         self._call = call
+        self._answered_calls: set[str] = set()
 
     @property
     def link(self) -> RealtimeLink:
@@ -168,8 +169,14 @@ class RealtimeActions:
         self.link.add_user_text(text)
 
     def function_call_output(self, call_id: str, output: str | Mapping[str, Any]) -> None:
+        """Answer a function call; `output` is a string or a JSON-able mapping."""
         text = output if isinstance(output, str) else json.dumps(output)
+        self._answered_calls.add(call_id)
         self.link.send_function_output(call_id, text)
+
+    def function_call_answered(self, call_id: str) -> bool:
+        """True once a function_call_output was sent for `call_id`."""
+        return call_id in self._answered_calls
 
 
 class Call:

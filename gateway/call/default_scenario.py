@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -114,7 +115,7 @@ def setup(call: Call) -> None:
                 return
             _tool_result(call, ev, "ok", {"ok": True, "sent": digits})
         else:
-            _tool_result(call, ev, "unknown_tool", {"ok": False, "error": f"no tool {ev.name!r}"})
+            call.spawn(_unknown_tool(call, ev))
 
     async def on_session_lost(_: rt.SessionLost) -> None:
         await call.play(*apology_prompt())
@@ -144,6 +145,14 @@ def _tool_result(
     call.realtime.function_call_output(ev.call_id, output)
     if respond:
         call.realtime.response_create_when_idle()
+
+
+async def _unknown_tool(call: Call, ev: rt.FunctionCallArgumentsDone) -> None:
+    """A tool this scenario does not know: another handler may answer it; if none has within
+    2 s, tell the model there is no such tool so it does not wait forever."""
+    await asyncio.sleep(2.0)
+    if not call.realtime.function_call_answered(ev.call_id):
+        _tool_result(call, ev, "unknown_tool", {"ok": False, "error": f"no tool {ev.name!r}"})
 
 
 async def _transfer(call: Call, ev: rt.FunctionCallArgumentsDone, target: str) -> None:

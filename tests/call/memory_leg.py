@@ -54,8 +54,7 @@ class MemoryLeg(MediaPort):
         """Everything the bridge sent, silence where it sent nothing, decoded."""
         n = self.native.frame_bytes(self.frame_ms)
         silence = encode(np.zeros(n // self.native.bytes_per_sample, np.int16), self.native)
-        return decode(b"".join(f if f is not None else silence for _, f in self.sent),
-                      self.native)
+        return decode(b"".join(f if f is not None else silence for _, f in self.sent), self.native)
 
     def hang_up(self) -> None:
         assert self._sink is not None

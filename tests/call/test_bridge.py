@@ -63,25 +63,43 @@ async def provider() -> AsyncIterator[LocalProvider]:
 
 
 async def _open_call(
-    provider: LocalProvider, native: AudioFormat = PCMU_8K, *, fmt: AudioFormat | None = None,
-    options: CallOptions | None = None, turn: rt.TurnDetection | None = None,
+    provider: LocalProvider,
+    native: AudioFormat = PCMU_8K,
+    *,
+    fmt: AudioFormat | None = None,
+    options: CallOptions | None = None,
+    turn: rt.TurnDetection | None = None,
 ) -> tuple[Call, MediaLegAndClock]:
     profile = make_profile("local", base_url=provider.url)
     fmt = fmt or native
     config = rt.SessionConfig(
-        instructions="test", voice="marin", input_format=fmt, output_format=fmt,
-        turn_detection=turn or rt.TurnDetection(type="server_vad", silence_duration_ms=400,
-                                                create_response=True, interrupt_response=True),
-        tools=TOOLS, tool_choice="auto",
+        instructions="test",
+        voice="marin",
+        input_format=fmt,
+        output_format=fmt,
+        turn_detection=turn
+        or rt.TurnDetection(
+            type="server_vad",
+            silence_duration_ms=400,
+            create_response=True,
+            interrupt_response=True,
+        ),
+        tools=TOOLS,
+        tool_choice="auto",
     )
     client = RealtimeClient(profile, config, reconnect=ReconnectPolicy(attempts=1, within_s=1.0))
     await client.connect()
     loop = asyncio.get_running_loop()
     clock = MediaClock(loop, 20, slots=1)
     leg = MemoryLeg(clock, native)
-    call = Call("c1", CallInfo(leg="sip", direction="inbound", provider="local"), leg, client,
-                options or CallOptions(transfer_targets={"operator": "sip:op@127.0.0.1"}),
-                created_at=loop.time())
+    call = Call(
+        "c1",
+        CallInfo(leg="sip", direction="inbound", provider="local"),
+        leg,
+        client,
+        options or CallOptions(transfer_targets={"operator": "sip:op@127.0.0.1"}),
+        created_at=loop.time(),
+    )
     return call, MediaLegAndClock(leg, clock)
 
 
@@ -182,8 +200,12 @@ async def test_barge_in_stops_bot_audio_and_truncates_at_what_was_played(
     await _wait(lambda: provider.sessions[0].stats.get("truncated", 0) == 1)
     assert provider.sessions[0].stats.get("errors", 0) == 0
     # ...and the next turn is heard: the echo of what the caller said.
-    await _wait(lambda: any(i != greeting_id and p.played_bytes > 8000
-                            for i, p in call.playout.items.items()), 10)
+    await _wait(
+        lambda: any(
+            i != greeting_id and p.played_bytes > 8000 for i, p in call.playout.items.items()
+        ),
+        10,
+    )
     assert call.playout.items[greeting_id].played_bytes == greeting.played_bytes
     await call.hangup()
     await task
@@ -205,8 +227,10 @@ async def test_dtmf_hash_makes_the_model_end_the_call(provider: LocalProvider) -
     assert any(f is not None for _, f in m.leg.sent)
     outputs = _sent_client_events(provider, "conversation.item.create")
     assert any(o["item"].get("type") == "function_call_output" for o in outputs)
-    assert any(o["item"].get("type") == "message" and o["item"]["content"][0]["text"] == "DTMF: #"
-               for o in outputs)
+    assert any(
+        o["item"].get("type") == "message" and o["item"]["content"][0]["text"] == "DTMF: #"
+        for o in outputs
+    )
 
 
 async def test_dtmf_zero_transfers_to_the_mapped_target(provider: LocalProvider) -> None:
