@@ -5,6 +5,7 @@ provider loss, and clean teardown."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -234,7 +235,7 @@ async def test_dtmf_hash_makes_the_model_end_the_call(provider: LocalProvider) -
 
 
 async def test_dtmf_zero_transfers_to_the_mapped_target(provider: LocalProvider) -> None:
-    call, m = await _open_call(provider)
+    call, _m = await _open_call(provider)
     call.options.greeting = False
     referred: list[str] = []
 
@@ -269,7 +270,7 @@ async def test_provider_loss_plays_apology_then_ends(provider: LocalProvider) ->
 
 
 async def test_handler_error_does_not_end_the_call(provider: LocalProvider) -> None:
-    call, m = await _open_call(provider)
+    call, _m = await _open_call(provider)
     call.options.greeting = False
     seen: list[str] = []
 
@@ -325,7 +326,7 @@ async def test_recording_and_transcript_files(provider: LocalProvider, tmp_path:
     kinds = [x["kind"] for x in lines]
     assert "dtmf" in kinds and kinds[-1] == "call_ended"
     assert any(x["kind"] == "transcript" and x["role"] == "assistant" for x in lines)
-    assert all(a["t"] <= b["t"] for a, b in zip(lines, lines[1:], strict=False))
+    assert all(a["t"] <= b["t"] for a, b in itertools.pairwise(lines))
 
 
 def _position(needle: Pcm, haystack: Pcm) -> int:

@@ -36,9 +36,22 @@ def test_serve_answers_healthz_and_metrics(tmp_path: Path) -> None:
     http, sip = _free_port(), _free_port()
     env = {**os.environ, "GATEWAY_LOG_FORMAT": "json"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--http-listen", f"127.0.0.1:{http}",
-         "--sip-listen", f"127.0.0.1:{sip}", "--rtp-ports", "31000-31100"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            "--http-listen",
+            f"127.0.0.1:{http}",
+            "--sip-listen",
+            f"127.0.0.1:{sip}",
+            "--rtp-ports",
+            "31000-31100",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         body = _wait_http(f"http://127.0.0.1:{http}/healthz", proc)
@@ -57,9 +70,19 @@ def test_port_in_use_is_one_clear_line_and_nonzero_exit(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         proc = subprocess.run(
-            [sys.executable, "-m", "gateway", "--http-listen", f"127.0.0.1:{port}",
-             "--sip-listen", f"127.0.0.1:{_free_port()}"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=30,
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "--http-listen",
+                f"127.0.0.1:{port}",
+                "--sip-listen",
+                f"127.0.0.1:{_free_port()}",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
     assert proc.returncode != 0
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("gateway: error:")]
@@ -70,7 +93,10 @@ def test_port_in_use_is_one_clear_line_and_nonzero_exit(tmp_path: Path) -> None:
 def test_bad_flag_value_exits_nonzero_naming_the_setting(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "gateway", "serve", "--sip-allow", "300.1.2.3/8"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=30,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert proc.returncode == 2
     assert "sip_allow" in proc.stderr

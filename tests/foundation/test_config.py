@@ -24,8 +24,10 @@ def test_defaults_are_safe() -> None:
 
 def test_precedence_flags_over_env_over_toml(tmp_path: Path) -> None:
     cfg = tmp_path / "gw.toml"
-    cfg.write_text('max_calls = 5\nsip_listen = "127.0.0.1:5070"\nvoice = "toml"\n'
-                   '[transfer_targets]\noperator = "sip:op@example.com"\n')
+    cfg.write_text(
+        'max_calls = 5\nsip_listen = "127.0.0.1:5070"\nvoice = "toml"\n'
+        '[transfer_targets]\noperator = "sip:op@example.com"\n'
+    )
     env = {"GATEWAY_MAX_CALLS": "7", "GATEWAY_VOICE": "env"}
     s = load_settings(_args("--config", str(cfg), "--voice", "flag"), environ=env)
     assert s.max_calls == 7
@@ -53,8 +55,9 @@ def test_provider_keys_from_customary_variables_never_print() -> None:
         (["--session-format", "opus"], {}, "session_format"),
     ],
 )
-def test_bad_settings_give_one_clear_error(argv: list[str], env: dict[str, str],
-                                           message: str) -> None:
+def test_bad_settings_give_one_clear_error(
+    argv: list[str], env: dict[str, str], message: str
+) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(_args(*argv), environ=env)
 

@@ -37,8 +37,18 @@ def test_codecs_directory_is_not_a_package() -> None:
 
 
 def test_design_card_layout_exists() -> None:
-    for name in ("pyproject.toml", "Dockerfile", "gateway", "codecs", "tests", "deploy", "docs",
-                 "README.md", "Makefile", ".ci/run"):
+    for name in (
+        "pyproject.toml",
+        "Dockerfile",
+        "gateway",
+        "codecs",
+        "tests",
+        "deploy",
+        "docs",
+        "README.md",
+        "Makefile",
+        ".ci/run",
+    ):
         assert (ROOT / name).exists(), name
 
 

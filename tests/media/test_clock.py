@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 from gateway.media.clock import MediaClock
@@ -27,7 +28,7 @@ async def test_deadlines_are_an_absolute_grid_per_slot() -> None:
     for leg in legs:
         deadlines = [d for _, d in leg.ticks]
         assert len(deadlines) >= 20
-        steps = {round(b - a, 6) for a, b in zip(deadlines, deadlines[1:], strict=False)}
+        steps = {round(b - a, 6) for a, b in itertools.pairwise(deadlines)}
         assert steps == {0.02}, steps  # no drift: every deadline exactly one period apart
     # eight legs over four slots: two per slot, and slots are 5 ms apart
     firsts = sorted({round(leg.ticks[0][1] - legs[0].ticks[0][1], 6) for leg in legs})

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.rtp.rtp_helpers import LossyLink, best_lag, read_pcap_udp, sine, sipp_capture
 from telcodecs import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 
 from gateway.rtp.jitter import JitterBuffer, PushResult, ReceptionStats, attenuation_table
 from gateway.rtp.packet import RtpHeaderWriter, RtpPacket, parse_header
+from tests.rtp.rtp_helpers import LossyLink, best_lag, read_pcap_udp, sine, sipp_capture
 
 
 def numbered_frame(i: int, size: int = 160) -> bytes:

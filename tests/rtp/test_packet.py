@@ -7,10 +7,10 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.rtp.rtp_helpers import vector
 
 from gateway.rtp.errors import RtpParseError
 from gateway.rtp.packet import RtpHeaderWriter, RtpPacket, is_rtcp, parse_header
+from tests.rtp.rtp_helpers import vector
 
 RTP_VECTORS = [
     "rtp_pcma_first.bin",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.rtp.rtp_helpers import vector
 
 from gateway.rtp.errors import RtpParseError
 from gateway.rtp.rtcp import (
@@ -22,6 +21,7 @@ from gateway.rtp.rtcp import (
     round_trip_time,
     serialize_compound,
 )
+from tests.rtp.rtp_helpers import vector
 
 RTCP_VECTORS = ["rtcp_sr_sdes.bin", "rtcp_rr_sdes_bye.bin", "rtcp_rr_app.bin"]
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.rtp.rtp_helpers import best_lag, sine, vector
 from telcodecs import ulaw_decode, ulaw_encode
 
 from gateway.rtp.dtmf import DtmfDigitReceived
@@ -22,6 +21,7 @@ from gateway.rtp.session import (
     RtpSession,
     SsrcChanged,
 )
+from tests.rtp.rtp_helpers import best_lag, sine, vector
 
 A_ADDR = ("198.51.100.1", 20000)  # where A's packets come from, as B sees them
 B_ADDR = ("203.0.113.9", 30000)
