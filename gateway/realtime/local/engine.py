@@ -41,9 +41,31 @@ from gateway.realtime.local.audio import bytes_per_ms, convert, pcm16_array
 from gateway.realtime.local.tts import Prompts, chime_prompts
 from gateway.realtime.local.vad import EnergyVad
 
-__all__ = ["EngineOptions", "Flavor", "LocalEngine"]
+__all__ = ["SPEECHKIT_VOICES", "EngineOptions", "Flavor", "LocalEngine"]
 
 JsonDict = dict[str, Any]
+
+
+#: SpeechKit voices (Yandex speech-realtime uses SpeechKit's voices)
+SPEECHKIT_VOICES = frozenset(
+    [
+        "alena",
+        "alexander",
+        "anton",
+        "dasha",
+        "ermil",
+        "filipp",
+        "jane",
+        "julia",
+        "kirill",
+        "lera",
+        "madirus",
+        "marina",
+        "masha",
+        "omazh",
+        "zahar",
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +80,12 @@ class Flavor:
     unsupported: frozenset[str] = frozenset({"output_audio_buffer.clear"})
     extra_input_fields: frozenset[str] = frozenset()
     extra_output_fields: frozenset[str] = frozenset()
+    #: voice names accepted; None = any
+    voices: frozenset[str] | None = None
+    #: conversation.item.input_audio_transcription.completed carries `usage`
+    transcription_usage: bool = True
+    #: WebSocket upgrade: Authorization `Api-Key`/`Bearer` and a `gpt://FOLDER/MODEL` model URI
+    yandex_handshake: bool = False
 
 
 FLAVORS: Mapping[str, Flavor] = {
@@ -68,11 +96,12 @@ FLAVORS: Mapping[str, Flavor] = {
         input_formats=frozenset({"audio/pcm"}),
         forced_output_rate=44100,
         default_voice="marina",
-        unsupported=frozenset(
-            {"input_audio_buffer.clear", "output_audio_buffer.clear", "conversation.item.retrieve"}
-        ),
+        unsupported=frozenset({"input_audio_buffer.clear", "output_audio_buffer.clear"}),
         extra_input_fields=frozenset({"languages"}),
         extra_output_fields=frozenset({"role"}),
+        voices=SPEECHKIT_VOICES,
+        transcription_usage=False,
+        yandex_handshake=True,
     ),
 }
 
@@ -369,6 +398,18 @@ class LocalEngine:
         sub = self.options.substitute_formats.get(str(kind))
         return dict(sub) if sub is not None else fmt
 
+    def _voice_value(self, value: object, param: str) -> object:
+        voices = self.flavor.voices
+        if voices is not None and value not in voices:
+            raise _Bad(
+                "invalid_value",
+                f"Invalid value: '{value}'. Supported values are: "
+                + ", ".join(f"'{v}'" for v in sorted(voices))
+                + ".",
+                param,
+            )
+        return value
+
     def _turn_detection_value(self, value: object) -> JsonDict | None:
         param = "session.audio.input.turn_detection"
         if value is None:
@@ -428,6 +469,8 @@ class LocalEngine:
                             v = self._format_value(v, param, output=side == "output")
                         elif k == "turn_detection":
                             v = self._turn_detection_value(v)
+                        elif k == "voice":
+                            v = self._voice_value(v, param)
                         new["audio"][side][k] = v
             elif key == "tools":
                 if not isinstance(value, list) or not all(isinstance(t, Mapping) for t in value):
@@ -667,15 +710,15 @@ class LocalEngine:
         self._pending.append(item_id)
         if self.session["audio"]["input"].get("transcription"):
             ms = len(audio) / self._in_bpms
-            self._emit(
-                {
-                    "type": "conversation.item.input_audio_transcription.completed",
-                    "item_id": item_id,
-                    "content_index": 0,
-                    "transcript": f"[{ms / 1000:.1f} s of audio]",
-                    "usage": {"type": "duration", "seconds": round(ms / 1000, 3)},
-                }
-            )
+            done: JsonDict = {
+                "type": "conversation.item.input_audio_transcription.completed",
+                "item_id": item_id,
+                "content_index": 0,
+                "transcript": f"[{ms / 1000:.1f} s of audio]",
+            }
+            if self.flavor.transcription_usage:
+                done["usage"] = {"type": "duration", "seconds": round(ms / 1000, 3)}
+            self._emit(done)
 
     def _add_item(self, item: _Item, previous: str | None) -> None:
         self._items[item.id] = item

@@ -6,16 +6,22 @@ only moves frames and arms the engine's timer. Test hooks: `require_token` (answ
 it), `session_limit_s` (close with 1001 like OpenAI's 60-minute limit), `substitute_formats`
 (emulate a provider that swaps pcmu for pcm), `drop_connections()` (abort sockets mid-call), and
 `sessions` (every engine, for its `stats`).
+
+The `yandex` flavour checks the upgrade as Yandex AI Studio does: the query must carry
+`model=gpt://<folder>/speech-realtime-250923` (else 403) and an `Authorization: Api-Key <key>` or
+`Bearer <IAM token>` header (else 401); with `require_token` that credential must match it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -30,6 +36,8 @@ __all__ = ["LocalProvider", "run_standalone"]
 
 log = get_logger("local_provider")
 _PATHS = ("/v1/realtime", "/realtime")
+#: Yandex model URI: gpt://<folder id>/speech-realtime-250923 (optionally /latest)
+YANDEX_MODEL_URI = re.compile(r"gpt://[a-z0-9][a-z0-9_-]{0,62}/speech-realtime-250923(/latest)?")
 
 
 class LocalProvider:
@@ -119,9 +127,32 @@ class LocalProvider:
             self.rejected += 1
             return connection.respond(HTTPStatus.NOT_FOUND, "no such path; use /v1/realtime\n")
         token = self.require_token
+        if self.options.flavor.yandex_handshake:
+            return self._yandex_handshake(connection, request)
         if token is not None and request.headers.get("Authorization") != f"Bearer {token}":
             self.rejected += 1
             return connection.respond(HTTPStatus.UNAUTHORIZED, "invalid credentials\n")
+        return None
+
+    def _yandex_handshake(self, connection: ServerConnection, request: Request) -> Response | None:
+        auth = request.headers.get("Authorization") or ""
+        scheme, _, credential = auth.partition(" ")
+        if scheme not in ("Api-Key", "Bearer") or not credential.strip():
+            self.rejected += 1
+            return connection.respond(
+                HTTPStatus.UNAUTHORIZED,
+                "Authorization: Api-Key <key> or Bearer <IAM token> required\n",
+            )
+        if self.require_token is not None and credential != self.require_token:
+            self.rejected += 1
+            return connection.respond(HTTPStatus.UNAUTHORIZED, "invalid credentials\n")
+        models = parse_qs(urlsplit(request.path).query).get("model", [])
+        if len(models) != 1 or not YANDEX_MODEL_URI.fullmatch(models[0]):
+            self.rejected += 1
+            return connection.respond(
+                HTTPStatus.FORBIDDEN,
+                "model must be gpt://<folder id>/speech-realtime-250923\n",
+            )
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
