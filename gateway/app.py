@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import secrets
 import signal
 import socket
 import ssl
@@ -44,6 +45,7 @@ from gateway.realtime.errors import RealtimeError
 from gateway.realtime.local.server import LocalProvider
 from gateway.realtime.profiles import ProviderProfile, make_profile
 from gateway.rtp.ports import PortPool
+from gateway.secret import Secret
 from gateway.sip.auth import DigestServer
 from gateway.sip.policy import SourcePolicy
 from gateway.sip.transport import SipTransport
@@ -128,9 +130,15 @@ class Gateway:
         # --- the model side
         provider = s.resolved_provider()
         base_url = s.provider_url
+        folder, api_key, iam_token = s.yandex_folder_id, s.yandex_api_key, s.yandex_iam_token
         if provider == "local":
-            self.local_provider = LocalProvider(s.local_flavor)
+            local_key = secrets.token_urlsafe(16) if s.local_flavor == "yandex" else None
+            self.local_provider = LocalProvider(s.local_flavor, require_token=local_key)
             base_url = await self.local_provider.start("127.0.0.1", 0)
+            if local_key is not None:
+                # the yandex flavour: talk to it with the yandex profile (PCM only, no clears)
+                provider, folder, api_key = "yandex", "local", Secret(local_key)
+                iam_token = Secret("")
         try:
             self.profile = make_profile(
                 provider,
@@ -138,9 +146,9 @@ class Gateway:
                 base_url=base_url,
                 token=s.provider_token,
                 openai_api_key=s.openai_api_key,
-                yandex_folder_id=s.yandex_folder_id,
-                yandex_api_key=s.yandex_api_key,
-                yandex_iam_token=s.yandex_iam_token,
+                yandex_folder_id=folder,
+                yandex_api_key=api_key,
+                yandex_iam_token=iam_token,
             )
         except ValueError as exc:
             raise StartupError(f"provider {provider}: {exc}") from None
