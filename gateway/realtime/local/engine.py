@@ -117,7 +117,8 @@ class EngineOptions:
     speedup: float = 4.0
     max_event_bytes: int = 15 * 1024 * 1024
     max_buffer_ms: int = 5 * 60 * 1000
-    #: test hook: keep every received text frame in `LocalEngine.received`
+    #: test hook: keep every received text frame in `LocalEngine.received`, every sent one in
+    #: `LocalEngine.sent`
     record_frames: bool = False
     #: test hook: requested format type -> format object put in the effective session instead
     substitute_formats: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -243,6 +244,7 @@ class LocalEngine:
         self._idle_deadline: float | None = None
         self.closed = False
         self.received: list[str] | None = [] if options.record_frames else None
+        self.sent: list[str] | None = [] if options.record_frames else None
         self._apply_formats()
         self._emit({"type": "session.created", "session": self._public_session()})
 
@@ -275,6 +277,8 @@ class LocalEngine:
     def events_to_send(self) -> list[str]:
         """Server events (JSON text) produced since the last call, in order."""
         out, self._out = self._out, []
+        if self.sent is not None:
+            self.sent += out
         return out
 
     # --- session -------------------------------------------------------------------------------
