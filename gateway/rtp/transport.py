@@ -59,6 +59,7 @@ class RtpEndpoint:
         self.on_event = on_event
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # uvloop's call_at may return a Handle without when()
         self._closed = False
         self._exported: dict[str, int] = {}
         self._arm()
@@ -138,7 +139,7 @@ class RtpEndpoint:
         if self.on_event is not None:
             self._drain_events()
         when = self.session.get_timer()
-        if when is not None and (self._timer is None or when < self._timer.when()):
+        if when is not None and (self._timer is None or when < self._timer_at):
             self._arm()
 
     def _drain_events(self) -> None:
@@ -174,6 +175,7 @@ class RtpEndpoint:
         when = self.session.get_timer()
         if when is not None and not self._closed:
             self._timer = self._loop.call_at(when, self._on_timer)
+            self._timer_at = when
 
     def _on_timer(self) -> None:
         self._timer = None
