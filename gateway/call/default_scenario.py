@@ -119,7 +119,9 @@ def setup(call: Call) -> None:
 
     async def on_session_lost(_: rt.SessionLost) -> None:
         await call.play(*apology_prompt())
-        await hangup_after_playout(call, "provider_failed", 6.0, wait_response=False)
+        # Bot audio still queued ahead of the apology plays first; wait for all of it.
+        timeout = call.playout.queued_ms / 1000 + 2.0
+        await hangup_after_playout(call, "provider_failed", timeout, wait_response=False)
 
     call.on(CallConnected, on_connected)
     call.realtime.on(rt.SpeechStarted, on_speech_started)
