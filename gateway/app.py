@@ -378,6 +378,21 @@ def _attach_page_events(call: Call, leg: WebRtcLeg) -> None:
             {"type": "transcript", "role": "assistant", "item_id": e.item_id, "delta": e.delta}
         ),
     )
+
+    def transcript_done(e: rt.TranscriptDone) -> None:
+        # the whole text replaces the deltas (some servers send only this); a cancelled
+        # response may end with an empty one: keep what the deltas showed
+        if e.transcript:
+            leg.send_event(
+                {
+                    "type": "transcript",
+                    "role": "assistant",
+                    "item_id": e.item_id,
+                    "text": e.transcript,
+                }
+            )
+
+    call.realtime.on(rt.TranscriptDone, transcript_done)
     call.realtime.on(
         rt.InputTranscriptionDelta,
         lambda e: leg.send_event(
