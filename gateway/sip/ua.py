@@ -1185,7 +1185,11 @@ class SipEndpoint:
     ) -> SipResponse:
         extra: list[tuple[str, str]] = []
         if 100 < status < 300:
+            # §12.1.1: a response that makes a dialog copies Record-Route, in order, so that
+            # in-dialog requests come back through the proxies (Kamailio in front of us)
+            invite = request or call.invite
             extra = [
+                *(("Record-Route", rr) for rr in invite.headers.get_all("Record-Route")),
                 ("Contact", self._contact(call.peer)),
                 ("Allow", ALLOW),
                 ("Supported", SUPPORTED),
