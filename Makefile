@@ -43,5 +43,11 @@ pytest: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
 
+## make bench-calls: bridged-call load test (issue 8): N SIP calls on one pinned gateway core;
+## options with ARGS, e.g. make bench-calls ARGS="--calls 50,100 --profile transcoding --duration 30"
+bench-calls: $(VENV)/.installed-dev
+	@$(BIN)/python -c "import uvloop, matplotlib" 2>/dev/null || $(BIN)/python -m pip install -q uvloop matplotlib
+	$(BIN)/python benchmarks/bench_calls.py $(ARGS)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache tests/artifacts

@@ -1,0 +1,1066 @@
+"""Bridged-call load benchmark (issue 8): how many SIP calls one gateway carries on one core.
+
+For each profile (passthrough: session format pcmu; transcoding: PCM16 24 kHz) and each N:
+
+1. the local provider (`gateway provider`) starts pinned to the load core, and a fresh gateway
+   (`gateway serve --provider url ...`, uvloop) pinned to the gateway core;
+2. the gateway's idle RSS is read; `benchmarks/loadgen.py`, pinned to the load core, places N calls
+   at `--rate` calls/s, streams speech-like G.711 both ways and measures the gateway's packets with
+   kernel receive timestamps;
+3. over the steady window (`--duration` s after every call is up) the harness takes the gateway's
+   CPU time (/proc/PID/stat), RSS (/proc/PID/status), core usage (/proc/stat) and two /metrics
+   scrapes, whose histogram differences give send lateness, added latency and barge-in reaction;
+4. every process it started is stopped by PID.
+
+Prints a table, writes JSON to `benchmarks/results/`, optionally a PNG plot and a py-spy profile.
+Figures, not pass/fail: the `misses` column names the issue's targets a point does not meet.
+Run: `make bench-calls ARGS="--calls 50,100 --profile both"`; `--help` for every option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+PROFILES = {"passthrough": "pcmu", "transcoding": "pcm24k"}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# The issue's targets (one gateway process, one core).
+TARGETS = {
+    "cpu_pct": 80.0,
+    "lateness_p99_ms": 5.0,
+    "lateness_max_ms": 20.0,
+    "worst_gap_median_ms": 30.0,
+    "max_gap_ms": 45.0,
+    "rss_per_call_kib": 1024.0,
+    "added_p99_ms": 5.0,
+    "barge_in_p99_ms": 20.0,
+    "setup_p99_ms": 100.0,
+}
+
+
+class BenchError(Exception):
+    """The benchmark cannot run here (missing tool, busy port, a process that died)."""
+
+
+# --- processes --------------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    """A child process started by this harness; stopped by its PID, never by name."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.popen.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(5)
+
+    def tail(self, chars: int = 3000) -> str:
+        with contextlib.suppress(OSError):
+            return self.log.read_text(errors="replace")[-chars:]
+        return ""
+
+
+@dataclass
+class Started:
+    procs: list[Proc] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], log: Path, *, stdout_pipe: bool = False) -> Proc:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "wb") as out:
+            popen = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                stdout=subprocess.PIPE if stdout_pipe else out,
+                stderr=out,
+                env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'codecs'}"},
+            )
+        proc = Proc(name, popen, log)
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+        self.procs.clear()
+
+
+def pinned(core: int, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", str(core), *argv]
+
+
+# --- preflight ---------------------------------------------------------------------------------
+
+
+def preflight(args: argparse.Namespace) -> None:
+    """Fail loudly, before starting anything, when this machine cannot run the benchmark."""
+    if shutil.which("taskset") is None:
+        raise BenchError("taskset not found: install the Debian package util-linux")
+    allowed = os.sched_getaffinity(0)
+    for core in (args.gateway_core, args.load_core):
+        if core not in allowed:
+            raise BenchError(f"core {core} is not available (allowed: {sorted(allowed)})")
+    if args.gateway_core == args.load_core:
+        raise BenchError("--gateway-core and --load-core must differ")
+    check = subprocess.run(
+        ["taskset", "-c", str(args.gateway_core), "true"], capture_output=True, check=False
+    )
+    if check.returncode != 0:
+        raise BenchError(f"taskset cannot pin to core {args.gateway_core}: {check.stderr!r}")
+    lo, hi = (int(x) for x in args.rtp_ports.split("-"))
+    need = max(args.calls) + 16
+    free = count_free_rtp_pairs(lo, hi, need)
+    if free < need:
+        raise BenchError(
+            f"--rtp-ports {args.rtp_ports}: only {free} free RTP/RTCP port pairs, need {need}"
+        )
+    if args.py_spy and shutil.which("py-spy") is None and not (ROOT / ".venv/bin/py-spy").exists():
+        raise BenchError("--py-spy needs py-spy: .venv/bin/python -m pip install py-spy")
+
+
+def count_free_rtp_pairs(lo: int, hi: int, need: int) -> int:
+    """How many even ports in [lo, hi) bind with their odd neighbour (stops at `need`)."""
+    free = 0
+    for port in range(lo + lo % 2, hi, 2):
+        socks: list[socket.socket] = []
+        try:
+            for p in (port, port + 1):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            free += 1
+        except OSError:
+            pass
+        finally:
+            for s in socks:
+                s.close()
+        if free >= need:
+            break
+    return free
+
+
+def free_port(udp_too: bool = False) -> int:
+    """A port free for TCP (and UDP when `udp_too`) on 127.0.0.1, chosen by the kernel."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if not udp_too:
+            return port
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            try:
+                u.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise BenchError("no free port on 127.0.0.1")
+
+
+# --- /proc and /metrics -----------------------------------------------------------------------
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    data = Path(f"/proc/{pid}/stat").read_text()
+    fields = data[data.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def proc_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise BenchError(f"no VmRSS for pid {pid}")
+
+
+def core_times() -> dict[int, tuple[int, int, int]]:
+    """Per core: (busy, total, steal) jiffies from /proc/stat."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu") and line[3].isdigit():
+            name, *vals = line.split()
+            v = [int(x) for x in vals[:8]]
+            busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+            out[int(name[3:])] = (busy, busy + v[3] + v[4], v[7])
+    return out
+
+
+def loadavg() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+Histogram = dict[tuple[tuple[str, str], ...], dict[float, float]]
+
+
+def scrape(http_port: int) -> dict[str, Any]:
+    """/metrics as {histogram name: {labels: {le: count}}} and {sample name+labels: value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    hists: dict[str, Histogram] = {}
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name.endswith("_bucket"):
+                labels = tuple(sorted((k, v) for k, v in s.labels.items() if k != "le"))
+                le = float(s.labels["le"])
+                hists.setdefault(s.name[:-7], {}).setdefault(labels, {})[le] = s.value
+            else:
+                key = s.name + "".join(f"|{k}={v}" for k, v in sorted(s.labels.items()))
+                values[key] = s.value
+    return {"hist": hists, "values": values}
+
+
+def hist_diff(a: dict[str, Any], b: dict[str, Any], name: str, **labels: str) -> dict[float, float]:
+    key = tuple(sorted(labels.items()))
+    hb = b["hist"].get(name, {}).get(key, {})
+    ha = a["hist"].get(name, {}).get(key, {}) if a else {}
+    return {le: hb[le] - ha.get(le, 0.0) for le in hb}
+
+
+def value_diff(a: dict[str, Any] | None, b: dict[str, Any], prefix: str) -> float:
+    def total(s: dict[str, Any] | None) -> float:
+        if not s:
+            return 0.0
+        return float(sum(v for k, v in s["values"].items() if k.split("|")[0] == prefix))
+
+    return total(b) - total(a)
+
+
+def quantile(buckets: dict[float, float], q: float) -> float | None:
+    """histogram_quantile(): linear interpolation inside the bucket holding the q-th value."""
+    if not buckets:
+        return None
+    les = sorted(buckets)
+    count = buckets[les[-1]]
+    if count <= 0:
+        return None
+    rank = q * count
+    prev_le, prev_c = 0.0, 0.0
+    for le in les:
+        c = buckets[le]
+        if c >= rank:
+            if le == float("inf"):
+                return prev_le
+            if c == prev_c:
+                return le
+            return prev_le + (le - prev_le) * (rank - prev_c) / (c - prev_c)
+        prev_le, prev_c = le, c
+    return les[-1]
+
+
+def max_bound(buckets: dict[float, float]) -> float | None:
+    """The upper bound of the highest non-empty bucket: the histogram's honest 'max <='."""
+    if not buckets:
+        return None
+    les = sorted(buckets)
+    total = buckets[les[-1]]
+    if total <= 0:
+        return None
+    for le in les:
+        if buckets[le] >= total:
+            return le
+    return float("inf")
+
+
+def ms(x: float | None) -> float | None:
+    return None if x is None else round(x * 1000, 2)
+
+
+# --- one point ---------------------------------------------------------------------------------
+
+
+def wait_ready(proc: Proc, url: str | None, port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise BenchError(f"{proc.name} exited:\n{proc.tail()}")
+        with contextlib.suppress(OSError):
+            if url is None:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return
+            else:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        return
+        time.sleep(0.1)
+    raise BenchError(f"{proc.name} did not become ready in {timeout:.0f} s:\n{proc.tail()}")
+
+
+def read_events(proc: Proc, deadline: float) -> Any:
+    """Yield the load generator's JSON lines until it exits or `deadline` passes."""
+    assert proc.popen.stdout is not None
+    fd = proc.popen.stdout
+    sel = selectors.DefaultSelector()
+    sel.register(fd, selectors.EVENT_READ)
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BenchError("load generator overran its deadline")
+            if not sel.select(min(left, 1.0)):
+                continue
+            line = fd.readline()
+            if not line:
+                return
+            with contextlib.suppress(json.JSONDecodeError):
+                yield json.loads(line)
+    finally:
+        sel.close()
+
+
+def run_point(
+    args: argparse.Namespace, profile: str, n: int, logdir: Path, *, spy: bool = False
+) -> dict[str, Any]:
+    started = Started()
+    python = sys.executable
+    point_dir = logdir / f"{profile}-{n}{'-pyspy' if spy else ''}"
+    quiet_busy, quiet_waited = wait_quiet(args)
+    try:
+        provider_port = free_port()
+        provider = started.start(
+            "provider",
+            pinned(
+                args.load_core,
+                [
+                    python,
+                    "-m",
+                    "gateway",
+                    "provider",
+                    "--listen",
+                    f"127.0.0.1:{provider_port}",
+                    "--log-format",
+                    "json",
+                    "--log-level",
+                    "warning",
+                ],
+            ),
+            point_dir / "provider.log",
+        )
+        wait_ready(provider, None, provider_port)
+        http_port, sip_port = free_port(), free_port(udp_too=True)
+        gateway = started.start(
+            "gateway",
+            pinned(
+                args.gateway_core,
+                [
+                    python,
+                    "-m",
+                    "gateway",
+                    "serve",
+                    "--http-listen",
+                    f"127.0.0.1:{http_port}",
+                    "--sip-listen",
+                    f"127.0.0.1:{sip_port}",
+                    "--provider",
+                    "url",
+                    "--provider-url",
+                    f"ws://127.0.0.1:{provider_port}/v1/realtime",
+                    "--session-format",
+                    PROFILES[profile],
+                    "--max-calls",
+                    str(args.max_calls),
+                    "--rtp-ports",
+                    args.rtp_ports,
+                    "--sip-rate-limit",
+                    str(args.sip_rate_limit),
+                    "--sip-rate-burst",
+                    str(args.sip_rate_burst),
+                    "--log-format",
+                    "json",
+                    "--log-level",
+                    args.log_level,
+                ],
+            ),
+            point_dir / "gateway.log",
+        )
+        wait_ready(gateway, f"http://127.0.0.1:{http_port}/readyz", http_port)
+        pid = gateway.pid
+        affinity = sorted(os.sched_getaffinity(pid))
+        if affinity != [args.gateway_core]:
+            raise BenchError(f"gateway pid {pid} runs on cores {affinity}, not pinned")
+        uvloop_loaded = "uvloop" in Path(f"/proc/{pid}/maps").read_text()
+        time.sleep(args.idle)
+        cpu_i0, idle_t0 = proc_cpu_seconds(pid), time.monotonic()
+        time.sleep(2.0)
+        idle_cpu_pct = (proc_cpu_seconds(pid) - cpu_i0) / (time.monotonic() - idle_t0) * 100
+        rss_idle = proc_rss_kib(pid)
+
+        loadgen = started.start(
+            "loadgen",
+            pinned(
+                args.load_core,
+                [
+                    python,
+                    str(ROOT / "benchmarks" / "loadgen.py"),
+                    "--target",
+                    f"127.0.0.1:{sip_port}",
+                    "--calls",
+                    str(n),
+                    "--rate",
+                    str(args.rate),
+                    "--duration",
+                    str(args.duration),
+                    "--settle",
+                    str(args.settle),
+                    *([] if args.aligned else ["--staggered"]),
+                ],
+            ),
+            point_dir / "loadgen.log",
+            stdout_pipe=True,
+        )
+        deadline = time.monotonic() + n / args.rate + 32 + args.settle + args.duration + 60
+        a: dict[str, Any] = {}
+        b: dict[str, Any] = {}
+        gen: dict[str, Any] = {}
+        established: dict[str, Any] = {}
+        spy_proc: Proc | None = None
+        for ev in read_events(loadgen, deadline):
+            kind = ev.get("event")
+            if kind == "established":
+                established = ev
+            elif kind == "window_start":
+                a = sample(pid, http_port)
+                if spy:
+                    spy_proc = start_py_spy(started, args, pid, point_dir)
+            elif kind == "window_end":
+                b = sample(pid, http_port)
+                b["rss_kib"] = proc_rss_kib(pid)
+            elif kind == "result":
+                gen = ev
+        loadgen.popen.wait(30)
+        if not gen:
+            raise BenchError(f"load generator gave no result:\n{loadgen.tail()}")
+        if not gateway.alive():
+            raise BenchError(f"gateway died during the run:\n{gateway.tail()}")
+        final = scrape(http_port)
+        top = None
+        if spy_proc is not None:
+            spy_proc.popen.wait(60)
+            top = py_spy_top(point_dir / "gateway.pyspy.txt", args.spy_top)
+        started.stop_all()
+        errors = count_log_errors(gateway.log)
+        return summarize(
+            args,
+            profile,
+            n,
+            a,
+            b,
+            final,
+            gen,
+            established,
+            rss_idle=rss_idle,
+            idle_cpu_pct=idle_cpu_pct,
+            uvloop_loaded=uvloop_loaded,
+            log_errors=errors,
+            spy_top=top,
+            quiet=(quiet_busy, quiet_waited),
+        )
+    finally:
+        started.stop_all()
+
+
+def wait_quiet(args: argparse.Namespace) -> tuple[float, float]:
+    """Wait (at most --quiet-wait s) until the gateway core is nearly idle; (busy %, waited s)."""
+    start = time.monotonic()
+    core = args.gateway_core
+    while True:
+        a = core_times()[core]
+        time.sleep(2.0)
+        b = core_times()[core]
+        busy = (b[0] - a[0]) / max(1, b[1] - a[1]) * 100
+        waited = time.monotonic() - start
+        if busy <= args.quiet_pct or waited >= args.quiet_wait:
+            return round(busy, 1), round(waited, 1)
+
+
+def sample(pid: int, http_port: int) -> dict[str, Any]:
+    t = time.monotonic()
+    return {
+        "t": t,
+        "cpu_s": proc_cpu_seconds(pid),
+        "cores": core_times(),
+        "loadavg": loadavg(),
+        "metrics": scrape(http_port),
+    }
+
+
+def count_log_errors(log: Path) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    with contextlib.suppress(OSError), open(log, errors="replace") as f:
+        for line in f:
+            if '"level": "error"' in line or '"level": "critical"' in line:
+                try:
+                    counts[json.loads(line).get("event", "?")] += 1
+                except json.JSONDecodeError:
+                    counts["unparsed"] += 1
+    return dict(counts)
+
+
+def summarize(
+    args: argparse.Namespace,
+    profile: str,
+    n: int,
+    a: dict[str, Any],
+    b: dict[str, Any],
+    final: dict[str, Any],
+    gen: dict[str, Any],
+    established: dict[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    row: dict[str, Any] = {"calls": n, "profile": profile, "session_format": PROFILES[profile]}
+    row["failed_calls"] = gen.get("failed_calls")
+    row["failures"] = gen.get("failures")
+    row["setup_ms"] = gen.get("setup_ms")
+    if a and b:
+        span = b["t"] - a["t"]
+        cpu = b["cpu_s"] - a["cpu_s"]
+        call_seconds = n * span
+        cores = {}
+        for core in (args.gateway_core, args.load_core):
+            busy = b["cores"][core][0] - a["cores"][core][0]
+            total = b["cores"][core][1] - a["cores"][core][1]
+            steal = b["cores"][core][2] - a["cores"][core][2]
+            cores[core] = (
+                busy / total * 100 if total else 0.0,
+                steal / total * 100 if total else 0,
+            )
+        ma, mb = a["metrics"], b["metrics"]
+        late = hist_diff(ma, mb, "gateway_rtp_send_lateness_seconds")
+        to_model = hist_diff(ma, mb, "gateway_media_added_latency_seconds", direction="to_model")
+        to_caller = hist_diff(ma, mb, "gateway_media_added_latency_seconds", direction="to_caller")
+        barge = hist_diff(ma, mb, "gateway_barge_in_reaction_seconds")
+        response = hist_diff(ma, mb, "gateway_response_latency_seconds")
+        rss_loaded = b["rss_kib"]
+        row.update(
+            {
+                "window_s": round(span, 2),
+                "cpu_pct": round(cpu / span * 100, 1),
+                "cpu_ms_per_call_s": round(cpu * 1000 / call_seconds, 3) if n else None,
+                "rss_idle_mib": round(extra["rss_idle"] / 1024, 1),
+                "rss_mib": round(rss_loaded / 1024, 1),
+                "rss_per_call_kib": round((rss_loaded - extra["rss_idle"]) / n, 1),
+                "lateness_p50_ms": ms(quantile(late, 0.5)),
+                "lateness_p99_ms": ms(quantile(late, 0.99)),
+                "lateness_max_le_ms": ms(max_bound(late)),
+                "lateness_count": int(late.get(float("inf"), 0)),
+                "added_to_model_p50_ms": ms(quantile(to_model, 0.5)),
+                "added_to_model_p99_ms": ms(quantile(to_model, 0.99)),
+                "added_to_caller_p50_ms": ms(quantile(to_caller, 0.5)),
+                "added_to_caller_p99_ms": ms(quantile(to_caller, 0.99)),
+                "barge_in_p99_ms": ms(quantile(barge, 0.99)),
+                "barge_ins": int(barge.get(float("inf"), 0)),
+                "response_latency_p50_ms": ms(quantile(response, 0.5)),
+                "rtp_dropped_window": {
+                    k.split("reason=")[-1]: mb["values"][k] - ma["values"].get(k, 0.0)
+                    for k in mb["values"]
+                    if k.startswith("gateway_rtp_dropped_total|")
+                },
+                "rtp_lost_window": value_diff(ma, mb, "gateway_rtp_packets_lost_total"),
+                "send_overflow_window": value_diff(ma, mb, "gateway_realtime_send_overflow_total"),
+                "gateway_core_busy_pct": round(cores[args.gateway_core][0], 1),
+                "gateway_core_others_pct": round(cores[args.gateway_core][0] - cpu / span * 100, 1),
+                "gateway_core_steal_pct": round(cores[args.gateway_core][1], 1),
+                "load_core_busy_pct": round(cores[args.load_core][0], 1),
+                "loadavg_start": a["loadavg"],
+                "loadavg_end": b["loadavg"],
+            }
+        )
+    row["rtp_dropped_total"] = {
+        k.split("reason=")[-1]: v
+        for k, v in final["values"].items()
+        if k.startswith("gateway_rtp_dropped_total|")
+    }
+    row["rtp_lost_total"] = value_diff(None, final, "gateway_rtp_packets_lost_total")
+    setup_hist = final["hist"].get("gateway_call_setup_seconds", {}).get((), {})
+    row["first_audio_p99_ms"] = ms(quantile(setup_hist, 0.99))
+    row["realtime_errors"] = value_diff(None, final, "gateway_realtime_errors_total")
+    for key in (
+        "worst_gap_median_ms",
+        "worst_gap_p90_ms",
+        "max_gap_ms",
+        "gaps_over_30ms",
+        "gaps_over_45ms",
+        "packets_expected",
+        "packets_received",
+        "packets_voiced",
+        "streams_silent",
+        "streams_without_bot_audio",
+        "loadgen_send_late_max_ms",
+        "loadgen_send_ticks_over_5ms",
+    ):
+        row[key] = gen.get(key)
+    row["ramp_s"] = round(established.get("ramp_s", 0.0), 2)
+    row["idle_cpu_pct"] = round(extra["idle_cpu_pct"], 1)
+    row["uvloop"] = extra["uvloop_loaded"]
+    row["log_errors"] = extra["log_errors"]
+    row["gateway_core_busy_before_pct"], row["quiet_wait_s"] = extra["quiet"]
+    if extra.get("spy_top") is not None:
+        row["py_spy_top"] = extra["spy_top"]
+    row["misses"] = misses(row)
+    row["disturbed"] = disturbed(args, row)
+    return row
+
+
+def misses(row: dict[str, Any]) -> list[str]:
+    """The issue's targets this point does not meet (or could not measure)."""
+    out = []
+
+    def over(key: str, limit: float, label: str) -> None:
+        v = row.get(key)
+        if v is None or v > limit:
+            out.append(label if v is not None else f"{label}?")
+
+    over("cpu_pct", TARGETS["cpu_pct"], "cpu")
+    if row.get("failed_calls"):
+        out.append("failed")
+    if sum((row.get("rtp_dropped_window") or {}).values()):
+        out.append("dropped")
+    over("lateness_p99_ms", TARGETS["lateness_p99_ms"], "late_p99")
+    over("lateness_max_le_ms", TARGETS["lateness_max_ms"], "late_max")
+    over("worst_gap_median_ms", TARGETS["worst_gap_median_ms"], "gap_med")
+    over("max_gap_ms", TARGETS["max_gap_ms"], "gap_max")
+    over("rss_per_call_kib", TARGETS["rss_per_call_kib"], "rss")
+    over("added_to_model_p99_ms", TARGETS["added_p99_ms"], "added_in")
+    over("added_to_caller_p99_ms", TARGETS["added_p99_ms"], "added_out")
+    over("barge_in_p99_ms", TARGETS["barge_in_p99_ms"], "barge_in")
+    setup = (row.get("setup_ms") or {}).get("p99")
+    if setup is None or setup > TARGETS["setup_p99_ms"]:
+        out.append("setup")
+    return out
+
+
+def disturbed(args: argparse.Namespace, row: dict[str, Any]) -> bool:
+    """Other work on the gateway's core, or a late load generator, spoils a point's figures."""
+    others = row.get("gateway_core_others_pct")
+    late = row.get("loadgen_send_late_max_ms")
+    return bool(
+        (others is not None and others > args.disturbed_pct) or (late is not None and late > 20)
+    )
+
+
+# --- py-spy ------------------------------------------------------------------------------------
+
+
+def start_py_spy(started: Started, args: argparse.Namespace, pid: int, point_dir: Path) -> Proc:
+    exe = shutil.which("py-spy") or str(ROOT / ".venv/bin/py-spy")
+    duration = max(5, min(20, int(args.duration) - 2))
+    return started.start(
+        "py-spy",
+        pinned(
+            args.load_core,
+            [
+                exe,
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(duration),
+                "--rate",
+                "100",
+                "--nonblocking",
+                "--gil",
+                "--format",
+                "raw",
+                "--output",
+                str(point_dir / "gateway.pyspy.txt"),
+            ],
+        ),
+        point_dir / "py-spy.log",
+    )
+
+
+def py_spy_top(path: Path, top: int) -> list[dict[str, Any]]:
+    """Top functions by self time from py-spy's collapsed stacks ("a;b;c count")."""
+    self_counts: Counter[str] = Counter()
+    total_counts: Counter[str] = Counter()
+    samples = 0
+    if not path.exists():
+        raise BenchError(f"py-spy wrote no profile ({path}); see py-spy.log beside it")
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_s = line.rpartition(" ")
+        if not stack or not count_s.isdigit():
+            continue
+        count = int(count_s)
+        samples += count
+        frames = [_function(f) for f in stack.split(";") if f and not f.startswith("process ")]
+        frames = [f for f in frames if not f.startswith("thread ")]
+        if not frames:
+            continue
+        self_counts[frames[-1]] += count
+        for f in set(frames):
+            total_counts[f] += count
+    return [
+        {
+            "function": name,
+            "self_pct": round(c / samples * 100, 1),
+            "total_pct": round(total_counts[name] / samples * 100, 1),
+        }
+        for name, c in self_counts.most_common(top)
+    ]
+
+
+def _function(frame: str) -> str:
+    """'tick (gateway/legs/sip.py:87)' -> 'tick (gateway/legs/sip.py)': group by function."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    path = where.rsplit(":", 1)[0]
+    for marker in ("/site-packages/", "/lib/python3", str(ROOT) + "/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{name} ({path})" if path else name
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:g}" if abs(v) >= 100 else f"{v:.3g}" if v != int(v) else f"{int(v)}"
+    return str(v)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = [
+        "N",
+        "profile",
+        "CPU %",
+        "CPU ms/call-s",
+        "RSS MiB",
+        "RSS/call KiB",
+        "failed",
+        "late p50/p99/max≤ ms",
+        "rx gap med-worst/max ms",
+        "dropped/lost",
+        "added in p50/p99 ms",
+        "added out p50/p99 ms",
+        "barge-in p99 ms",
+        "setup p99 ms",
+        "load avg",
+        "core0 others %",
+        "misses",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        dropped = sum((r.get("rtp_dropped_window") or {}).values())
+        cells = [
+            fmt(r["calls"]),
+            r["profile"],
+            fmt(r.get("cpu_pct")),
+            fmt(r.get("cpu_ms_per_call_s")),
+            fmt(r.get("rss_mib")),
+            fmt(r.get("rss_per_call_kib")),
+            fmt(r.get("failed_calls")),
+            "/".join(
+                fmt(r.get(k)) for k in ("lateness_p50_ms", "lateness_p99_ms", "lateness_max_le_ms")
+            ),
+            f"{fmt(r.get('worst_gap_median_ms'))}/{fmt(r.get('max_gap_ms'))}",
+            f"{fmt(dropped)}/{fmt(r.get('rtp_lost_window'))}",
+            f"{fmt(r.get('added_to_model_p50_ms'))}/{fmt(r.get('added_to_model_p99_ms'))}",
+            f"{fmt(r.get('added_to_caller_p50_ms'))}/{fmt(r.get('added_to_caller_p99_ms'))}",
+            fmt(r.get("barge_in_p99_ms")),
+            fmt((r.get("setup_ms") or {}).get("p99")),
+            f"{fmt(r.get('loadavg_start'))}→{fmt(r.get('loadavg_end'))}",
+            fmt(r.get("gateway_core_others_pct")),
+            ", ".join(r.get("misses") or [])
+            or "none" + (" (disturbed)" if r.get("disturbed") else ""),
+        ]
+        if r.get("disturbed") and r.get("misses"):
+            cells[-1] += " (disturbed)"
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def capacity(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for profile in PROFILES:
+        points = sorted((r for r in rows if r["profile"] == profile), key=lambda r: r["calls"])
+        if not points:
+            continue
+        best = None
+        for r in points:
+            if r["misses"]:
+                break
+            best = r["calls"]
+        out[profile] = {
+            "largest_n_meeting_targets": best,
+            "measured_up_to": points[-1]["calls"],
+            "first_miss": next(
+                ({"calls": r["calls"], "misses": r["misses"]} for r in points if r["misses"]), None
+            ),
+        }
+    return out
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    import numpy
+
+    versions = {"numpy": numpy.__version__}
+    with contextlib.suppress(PackageNotFoundError):
+        versions["uvloop"] = package_version("uvloop")
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "commit": commit,
+        **versions,
+    }
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    for profile, color in (("passthrough", "tab:blue"), ("transcoding", "tab:orange")):
+        pts = sorted(
+            (r for r in rows if r["profile"] == profile and "cpu_pct" in r),
+            key=lambda r: r["calls"],
+        )
+        if not pts:
+            continue
+        ns = [r["calls"] for r in pts]
+        ax1.plot(ns, [r["cpu_pct"] for r in pts], "o-", color=color, label=profile)
+        ax2.plot(
+            ns,
+            [max(0.05, r["lateness_p99_ms"] or 0.05) for r in pts],
+            "o-",
+            color=color,
+            label=f"{profile}: send lateness p99",
+        )
+        ax2.plot(
+            ns,
+            [max(0.05, r["worst_gap_median_ms"] or 0.05) for r in pts],
+            "s--",
+            color=color,
+            label=f"{profile}: median worst gap (rx)",
+        )
+    ax1.axhline(TARGETS["cpu_pct"], color="grey", ls=":", lw=1)
+    ax1.set(
+        xlabel="concurrent calls",
+        ylabel="gateway CPU, % of one core",
+        title="CPU against calls",
+        ylim=(0, 105),
+    )
+    ax2.axhline(TARGETS["lateness_p99_ms"], color="grey", ls=":", lw=1)
+    ax2.axhline(TARGETS["worst_gap_median_ms"], color="grey", ls="-.", lw=1)
+    ax2.set(xlabel="concurrent calls", ylabel="ms", title="Outbound pacing against calls")
+    ax2.set_yscale("log")
+    ax2.set_ylim(0.05, 500)
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# --- main --------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--calls",
+        default="50,100,200,300,500",
+        help="comma-separated concurrent call counts (default %(default)s)",
+    )
+    p.add_argument("--duration", type=float, default=30.0, help="steady window, s (default 30)")
+    p.add_argument("--profile", default="both", choices=["passthrough", "transcoding", "both"])
+    p.add_argument("--rate", type=float, default=20.0, help="new calls per second (default 20)")
+    p.add_argument("--settle", type=float, default=3.0, help="s between ramp and window")
+    p.add_argument("--idle", type=float, default=1.0, help="s of idle before the idle samples")
+    p.add_argument(
+        "--staggered",
+        dest="aligned",
+        action="store_false",
+        help="random speech phase per call (default: every call in phase)",
+    )
+    p.add_argument("--gateway-core", type=int, default=0)
+    p.add_argument("--load-core", type=int, default=1)
+    p.add_argument("--rtp-ports", default="20000-29999")
+    p.add_argument("--max-calls", type=int, default=2000)
+    p.add_argument("--sip-rate-limit", type=float, default=5000.0)
+    p.add_argument("--sip-rate-burst", type=int, default=10000)
+    p.add_argument("--log-level", default="info", help="gateway log level (default info)")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        help="re-runs of a point whose gateway core was disturbed (default 1)",
+    )
+    p.add_argument(
+        "--disturbed-pct",
+        type=float,
+        default=5.0,
+        help="other work on the gateway core above this %% marks a point disturbed",
+    )
+    p.add_argument(
+        "--quiet-pct",
+        type=float,
+        default=10.0,
+        help="before each point, wait until the gateway core is below this %% busy",
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=60.0,
+        help="at most this many seconds of waiting for quiet (default 60)",
+    )
+    p.add_argument(
+        "--py-spy",
+        default="",
+        metavar="PROFILE:N",
+        help="also profile this point with py-spy (an extra run), e.g. transcoding:200",
+    )
+    p.add_argument("--spy-top", type=int, default=15)
+    p.add_argument("--out", type=Path, default=None, help="JSON file (default results/<time>)")
+    p.add_argument("--plot", type=Path, default=None, help="PNG plot of CPU and lateness vs N")
+    args = p.parse_args(argv)
+    try:
+        args.calls = [int(x) for x in str(args.calls).split(",") if x.strip()]
+    except ValueError:
+        p.error("--calls takes numbers like 50,100")
+    if not args.calls or min(args.calls) < 1:
+        p.error("--calls needs positive numbers")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def on_term(_sig: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        preflight(args)
+    except BenchError as exc:
+        print(f"bench-calls: error: {exc}", file=sys.stderr)
+        return 2
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = args.out or RESULTS / f"bench-calls-{stamp}.json"
+    logdir = RESULTS / "logs" / stamp
+    profiles = list(PROFILES) if args.profile == "both" else [args.profile]
+    report: dict[str, Any] = {
+        "command": "python benchmarks/bench_calls.py "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        "started": stamp,
+        "machine": machine(),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "targets": TARGETS,
+        "rows": [],
+    }
+    print(f"bench-calls: {report['machine']}", flush=True)
+    try:
+        for profile in profiles:
+            for n in args.calls:
+                for attempt in range(args.retries + 1):
+                    print(
+                        f"-- {profile} N={n} (attempt {attempt + 1}) load avg {loadavg():.2f}",
+                        flush=True,
+                    )
+                    row = run_point(args, profile, n, logdir)
+                    row["attempt"] = attempt + 1
+                    print(table([row]).splitlines()[-1], flush=True)
+                    if not row["disturbed"]:
+                        break
+                    print("   disturbed (other work on the gateway core); again", flush=True)
+                report["rows"].append(row)
+                write(out, report)
+        if args.py_spy:
+            profile, _, n_s = args.py_spy.partition(":")
+            if profile not in PROFILES or not n_s.isdigit():
+                raise BenchError("--py-spy takes PROFILE:N, e.g. transcoding:200")
+            print(f"-- py-spy run: {profile} N={n_s}", flush=True)
+            row = run_point(args, profile, int(n_s), logdir, spy=True)
+            report["py_spy"] = {"row": row, "top": row.pop("py_spy_top", None)}
+            write(out, report)
+    except BenchError as exc:
+        print(f"bench-calls: error: {exc}", file=sys.stderr)
+        write(out, report)
+        return 1
+    except KeyboardInterrupt:
+        print("bench-calls: interrupted; every started process was stopped", file=sys.stderr)
+        write(out, report)
+        return 130
+    report["capacity"] = capacity(report["rows"])
+    write(out, report)
+    print()
+    print(table(report["rows"]))
+    print()
+    print("capacity (largest N meeting every target):", json.dumps(report["capacity"]))
+    if report.get("py_spy"):
+        print("\npy-spy top functions by self time:")
+        for f in report["py_spy"]["top"] or []:
+            print(f"  {f['self_pct']:5.1f}%  (total {f['total_pct']:5.1f}%)  {f['function']}")
+    if args.plot:
+        plot(report["rows"], args.plot)
+        print(f"plot: {args.plot}")
+    print(f"results: {out}")
+    return 0
+
+
+def write(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
