@@ -476,7 +476,7 @@ def run_point(
             spy_proc.popen.wait(60)
             top = py_spy_top(point_dir / "gateway.pyspy.txt", args.spy_top)
         started.stop_all()
-        errors = count_log_errors(gateway.log)
+        errors, formats = read_gateway_log(gateway.log)
         return summarize(
             args,
             profile,
@@ -490,6 +490,7 @@ def run_point(
             idle_cpu_pct=idle_cpu_pct,
             uvloop_loaded=uvloop_loaded,
             log_errors=errors,
+            session_formats=formats,
             spy_top=top,
             quiet=(quiet_busy, quiet_waited),
         )
@@ -522,16 +523,22 @@ def sample(pid: int, http_port: int) -> dict[str, Any]:
     }
 
 
-def count_log_errors(log: Path) -> dict[str, int]:
-    counts: Counter[str] = Counter()
+def read_gateway_log(log: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """(error events by name, session formats seen in call summaries "in->out": calls)."""
+    errors: Counter[str] = Counter()
+    formats: Counter[str] = Counter()
     with contextlib.suppress(OSError), open(log, errors="replace") as f:
         for line in f:
             if '"level": "error"' in line or '"level": "critical"' in line:
                 try:
-                    counts[json.loads(line).get("event", "?")] += 1
+                    errors[json.loads(line).get("event", "?")] += 1
                 except json.JSONDecodeError:
-                    counts["unparsed"] += 1
-    return dict(counts)
+                    errors["unparsed"] += 1
+            elif '"call_summary"' in line:
+                with contextlib.suppress(json.JSONDecodeError):
+                    ev = json.loads(line)
+                    formats[f"{ev.get('session_in')}->{ev.get('session_out')}"] += 1
+    return dict(errors), dict(formats)
 
 
 def summarize(
@@ -631,6 +638,7 @@ def summarize(
     row["idle_cpu_pct"] = round(extra["idle_cpu_pct"], 1)
     row["uvloop"] = extra["uvloop_loaded"]
     row["log_errors"] = extra["log_errors"]
+    row["session_formats"] = extra["session_formats"]
     row["gateway_core_busy_before_pct"], row["quiet_wait_s"] = extra["quiet"]
     if extra.get("spy_top") is not None:
         row["py_spy_top"] = extra["spy_top"]
