@@ -165,6 +165,13 @@ class RealtimeClient:
     def closed(self) -> bool:
         return self.protocol.state is State.CLOSED
 
+    @property
+    def websocket_id(self) -> str | None:
+        """The id of the current WebSocket connection (new after a reconnect); None when none
+        is open."""
+        ws = self._ws
+        return str(ws.id) if ws is not None else None
+
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def __aenter__(self) -> RealtimeClient:

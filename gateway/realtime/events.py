@@ -33,6 +33,7 @@ __all__ = [
     "KNOWN_SERVER_TYPES",
     "AudioDelta",
     "AudioDone",
+    "ConnectorEvent",
     "ContentPartAdded",
     "ContentPartDone",
     "DtmfReceived",
@@ -45,12 +46,16 @@ __all__ = [
     "InputTranscriptionCompleted",
     "InputTranscriptionDelta",
     "InputTranscriptionFailed",
+    "InputTranscriptionSegment",
     "ItemAdded",
     "ItemDeleted",
     "ItemDone",
     "ItemRetrieved",
     "ItemTruncated",
     "MalformedEvent",
+    "OutputAudioBufferCleared",
+    "OutputAudioBufferStarted",
+    "OutputAudioBufferStopped",
     "OutputItemAdded",
     "OutputItemDone",
     "RateLimitsUpdated",
@@ -471,6 +476,14 @@ class InputTranscriptionFailed(ServerEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class InputTranscriptionSegment(ServerEvent):
+    """`conversation.item.input_audio_transcription.segment` (diarized transcription)."""
+
+    item_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ResponseCreated(ServerEvent):
     response_id: str
 
@@ -590,6 +603,22 @@ class UnknownEvent(ServerEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class OutputAudioBufferStarted(UnknownEvent):
+    """`output_audio_buffer.started`: sent only by servers that own playout (OpenAI WebRTC/SIP,
+    never over WebSocket, never by Yandex). An `UnknownEvent` too, for handlers of those."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutputAudioBufferStopped(UnknownEvent):
+    """`output_audio_buffer.stopped` (see `OutputAudioBufferStarted`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutputAudioBufferCleared(UnknownEvent):
+    """`output_audio_buffer.cleared` (see `OutputAudioBufferStarted`)."""
+
+
+@dataclass(frozen=True, slots=True)
 class MalformedEvent(ServerEvent):
     """A frame that is not a valid event (bad JSON, missing fields); `reason` says why."""
 
@@ -601,7 +630,12 @@ class MalformedEvent(ServerEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class SessionReconnected(ServerEvent):
+class ConnectorEvent(ServerEvent):
+    """Base of the events about the connection itself (VoxEngine's `ConnectorInformation`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionReconnected(ConnectorEvent):
     """The provider socket was re-opened (`reason`: dropped or renewed) and the new session
     re-seeded with `reseeded_items` text items of the conversation so far."""
 
@@ -610,7 +644,7 @@ class SessionReconnected(ServerEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class SessionLost(ServerEvent):
+class SessionLost(ConnectorEvent):
     """The provider session is gone for good; the events stream ends after this."""
 
     reason: str
@@ -753,6 +787,18 @@ _PARSERS: dict[str, _Parser] = {
     ),
     "conversation.item.input_audio_transcription.completed": lambda o, e: (
         InputTranscriptionCompleted(_s(o, "item_id"), _s(o, "transcript"), event_id=e, raw=o)
+    ),
+    "conversation.item.input_audio_transcription.segment": lambda o, e: InputTranscriptionSegment(
+        _s(o, "item_id"), str(o.get("text") or ""), event_id=e, raw=o
+    ),
+    "output_audio_buffer.started": lambda o, e: OutputAudioBufferStarted(
+        "output_audio_buffer.started", event_id=e, raw=o
+    ),
+    "output_audio_buffer.stopped": lambda o, e: OutputAudioBufferStopped(
+        "output_audio_buffer.stopped", event_id=e, raw=o
+    ),
+    "output_audio_buffer.cleared": lambda o, e: OutputAudioBufferCleared(
+        "output_audio_buffer.cleared", event_id=e, raw=o
     ),
     "conversation.item.input_audio_transcription.failed": lambda o, e: InputTranscriptionFailed(
         _s(o, "item_id"), str(_o(o, "error").get("message") or ""), event_id=e, raw=o
