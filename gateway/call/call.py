@@ -127,7 +127,8 @@ class RealtimeActions:
         self.link.send_event(event)
 
     def session_update(self, session: Mapping[str, Any]) -> None:
-        self.link.send_event(rt.session_update(session))
+        """`session.update` with a session patch (`type` filled in where the provider needs it)."""
+        self.link.update_session(session)
 
     def response_create(self, **response: Any) -> None:
         """Ask for a response now (the caller must know none is active)."""
@@ -177,6 +178,39 @@ class RealtimeActions:
     def function_call_answered(self, call_id: str) -> bool:
         """True once a function_call_output was sent for `call_id`."""
         return call_id in self._answered_calls
+
+    # --- VoxEngine `RealtimeAPIClient` names (docs/voxengine.md) ---------------------------------
+
+    add_event_listener = on
+    remove_event_listener = off
+
+    @property
+    def id(self) -> str:
+        """This call's Realtime client id (VoxEngine `id()`), stable across reconnects."""
+        return f"rt-{self._call.id}"
+
+    @property
+    def web_socket_id(self) -> str | None:
+        """The current provider WebSocket's id (VoxEngine `webSocketId()`); new on reconnect."""
+        return self.link.websocket_id
+
+    def clear_media_buffer(self) -> None:
+        """Drop the model's audio queued for the caller (VoxEngine `clearMediaBuffer()`)."""
+        self._call.clear_media_buffer()
+
+    def send_media_to(self) -> None:
+        """Play the model's audio to the caller (VoxEngine `client.sendMediaTo(call)`)."""
+        self._call.send_media_to("caller")
+
+    def stop_media_to(self) -> None:
+        """Stop the model's audio to the caller (VoxEngine `client.stopMediaTo(call)`)."""
+        self._call.stop_media_to("caller")
+
+    def close(self) -> None:
+        """Close the provider session (VoxEngine `close()`); the call then ends with outcome
+        `provider_closed` unless the scenario ended it first."""
+        if self._call._tg is not None and not self.link.closed:
+            self._call.spawn(self.link.close())
 
 
 class Call:
