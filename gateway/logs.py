@@ -11,6 +11,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import structlog
@@ -64,6 +65,12 @@ def configure(log_format: str = "auto", level: str = "info") -> None:
     root.setLevel(max(lvl, logging.INFO) if lvl < logging.INFO else lvl)
     for noisy in ("aioice", "aiortc", "websockets", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(lvl, logging.WARNING))
+
+
+def bind_call(call_id: str, leg: str, provider: str) -> AbstractContextManager[None]:
+    """Within the block, every line logged, and by tasks created in it for their whole life,
+    carries the call's `call_id`, `leg` and `provider` (structlog context variables)."""
+    return structlog.contextvars.bound_contextvars(call_id=call_id, leg=leg, provider=provider)
 
 
 def get_logger(name: str, **bound: Any) -> Any:

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from gateway import metrics
 from gateway.call.call import Call
 from gateway.call.prompts import goodbye_prompt, hangup_after_playout
-from gateway.logs import get_logger
+from gateway.logs import bind_call, get_logger
 
 log = get_logger("call.manager")
 
@@ -62,9 +62,11 @@ class CallManager:
         """Run `call` (its slot was reserved) until it ends."""
         self._reserved = max(0, self._reserved - 1)
         self.calls[call.id] = call
-        task = asyncio.get_running_loop().create_task(
-            self._run(call, setup), name=f"call-{call.id}"
-        )
+        # every line the call's tasks log carries its id, leg and provider
+        with bind_call(call.id, call.info.leg, call.info.provider):
+            task = asyncio.get_running_loop().create_task(
+                self._run(call, setup), name=f"call-{call.id}"
+            )
         self._tasks[call.id] = task
         return task
 

@@ -16,7 +16,7 @@ from gateway.call.call import Call, CallInfo, CallOptions
 from gateway.call.manager import CallManager
 from gateway.call.routing import build_session, render_instructions, resolve_profile
 from gateway.config import Settings
-from gateway.logs import get_logger
+from gateway.logs import bind_call, get_logger
 from gateway.media.port import MediaPort
 from gateway.realtime.client import RealtimeClient, ReconnectPolicy
 from gateway.realtime.events import SessionConfig
@@ -87,6 +87,7 @@ class CallService:
         or gateway.realtime.errors.RealtimeError when the provider cannot be reached."""
         self.manager.reserve()
         loop = asyncio.get_running_loop()
+        call_id = self.manager.new_id()
         try:
             headers = dict(headers or {})
             profile = resolve_profile(self.settings, called, source, leg)
@@ -101,11 +102,12 @@ class CallService:
                 settings=self.settings,
             )
             client = self.client_factory(self.profile, config)
-            await client.connect()
+            # the session's log lines (and its tasks') carry the call they belong to
+            with bind_call(call_id, leg, self.profile.name):
+                await client.connect()
         except BaseException:
             self.manager.release_reservation()
             raise
-        call_id = self.manager.new_id()
         info = CallInfo(
             leg=leg,
             direction=direction,
