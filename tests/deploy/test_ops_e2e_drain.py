@@ -252,8 +252,21 @@ def test_second_sigterm_ends_calls_at_once_cleanly(tmp_path: Path, rtp_sink: Rtp
         finally:
             caller.kill()
         assert result.successful_calls == 1 and result.failed_calls == 0, result.explain()
-        assert stopped < 8, stopped
+        assert stopped < 3, stopped  # at once: no grace period, no goodbye prompt
         (summary,) = summaries(gw)
         assert summary["outcome"] == "shutdown"
         events = [line.get("event") for line in gw.log_lines()]
         assert "signal_drain" in events and "signal_stop_now" in events
+
+
+def test_drain_with_no_calls_answers_then_exits_at_once(tmp_path: Path) -> None:
+    with gateway(tmp_path) as gw:
+        assert gw.http("POST", "/admin/drain")[0] == 401  # the API token is required
+        assert gw.proc is not None and gw.proc.poll() is None
+        started = time.monotonic()
+        status, body = gw.http("POST", "/admin/drain", token=TOKEN)
+        assert status == 202 and body == {"status": "draining"}
+        assert gw.wait(10) == 0
+        assert time.monotonic() - started < 5
+        events = [line.get("event") for line in gw.log_lines()]
+        assert "drain_started" in events and "gateway_stopping" in events
