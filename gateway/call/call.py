@@ -135,8 +135,8 @@ class RealtimeActions:
         self.link.create_response(**response)
 
     def response_create_when_idle(self, **response: Any) -> None:
-        """Ask for a response as soon as no response is active."""
-        if self._call._active_response is None:
+        """Ask for a response as soon as no response is active (nor asked for already)."""
+        if self._call._active_response is None and not self._call._response_requested:
             self._call._response_requested = True
             self.link.create_response(**response)
         else:
@@ -392,6 +392,12 @@ class Call:
         elif isinstance(ev, rt.ResponseCreated):
             self._active_response = ev.response_id
             self._response_requested = False
+        elif isinstance(ev, rt.ErrorOccurred) and ev.cause == "response.create":
+            self._response_requested = False
+            busy = ev.code == "conversation_already_has_active_response"
+            if busy and self._pending_response is None:
+                # a server-created response (VAD) got there first: ask again after it
+                self._pending_response = {}
         elif isinstance(ev, rt.ResponseDone):
             if self._active_response == ev.response_id:
                 self._active_response = None
