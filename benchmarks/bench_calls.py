@@ -122,8 +122,9 @@ class Started:
         self.procs.clear()
 
 
-def pinned(core: int, argv: list[str]) -> list[str]:
-    return ["taskset", "-c", str(core), *argv]
+def pinned(core: int, argv: list[str], nice: int = 0) -> list[str]:
+    """`argv` pinned to `core` (taskset), at niceness `nice`; both exec, so the PID is argv's."""
+    return ["taskset", "-c", str(core), *(["nice", "-n", str(nice)] if nice else []), *argv]
 
 
 # --- preflight ---------------------------------------------------------------------------------
@@ -408,6 +409,7 @@ def run_point(
                     "--log-level",
                     args.log_level,
                 ],
+                nice=args.gateway_nice,
             ),
             point_dir / "gateway.log",
         )
@@ -960,6 +962,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="other work on the gateway core above this %% marks a point disturbed",
     )
     p.add_argument(
+        "--gateway-nice",
+        type=int,
+        default=0,
+        help="niceness of the gateway (e.g. -10 on a machine shared with other work)",
+    )
+    p.add_argument(
         "--quiet-pct",
         type=float,
         default=10.0,
@@ -980,6 +988,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--spy-top", type=int, default=15)
     p.add_argument("--out", type=Path, default=None, help="JSON file (default results/<time>)")
     p.add_argument("--plot", type=Path, default=None, help="PNG plot of CPU and lateness vs N")
+    p.add_argument(
+        "--report-from",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="run nothing: merge these result files (later rows replace earlier ones for the "
+        "same profile and N), print the table and capacity, write --out and --plot",
+    )
     args = p.parse_args(argv)
     try:
         args.calls = [int(x) for x in str(args.calls).split(",") if x.strip()]
@@ -997,6 +1014,8 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    if args.report_from:
+        return report_from(args)
     try:
         preflight(args)
     except BenchError as exc:
@@ -1055,14 +1074,52 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("capacity (largest N meeting every target):", json.dumps(report["capacity"]))
     if report.get("py_spy"):
-        print("\npy-spy top functions by self time:")
-        for f in report["py_spy"]["top"] or []:
-            print(f"  {f['self_pct']:5.1f}%  (total {f['total_pct']:5.1f}%)  {f['function']}")
+        print_spy(report["py_spy"])
     if args.plot:
         plot(report["rows"], args.plot)
         print(f"plot: {args.plot}")
     print(f"results: {out}")
     return 0
+
+
+def report_from(args: argparse.Namespace) -> int:
+    merged: dict[tuple[str, int], dict[str, Any]] = {}
+    sources = []
+    spy = None
+    for path in args.report_from:
+        data = json.loads(path.read_text())
+        sources.append(
+            {"file": str(path), "command": data.get("command"), "machine": data.get("machine")}
+        )
+        for row in data.get("rows", []):
+            merged[(row["profile"], row["calls"])] = row
+        spy = data.get("py_spy") or spy
+    rows = [merged[k] for k in sorted(merged, key=lambda k: (list(PROFILES).index(k[0]), k[1]))]
+    report: dict[str, Any] = {"merged_from": sources, "targets": TARGETS, "rows": rows}
+    if spy:
+        report["py_spy"] = spy
+    report["capacity"] = capacity(rows)
+    print(table(rows))
+    print("\ncapacity (largest N meeting every target):", json.dumps(report["capacity"]))
+    if spy:
+        print_spy(spy)
+    if args.out:
+        write(args.out, report)
+        print(f"results: {args.out}")
+    if args.plot:
+        plot(rows, args.plot)
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def print_spy(spy: dict[str, Any]) -> None:
+    row = spy.get("row", {})
+    print(
+        f"\npy-spy top functions by self time ({row.get('profile')} N={row.get('calls')}, "
+        "samples holding the GIL):"
+    )
+    for f in spy.get("top") or []:
+        print(f"  {f['self_pct']:5.1f}%  (total {f['total_pct']:5.1f}%)  {f['function']}")
 
 
 def write(path: Path, report: dict[str, Any]) -> None:
