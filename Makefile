@@ -46,7 +46,8 @@ bench: $(VENV)/.installed-dev
 ## make bench-calls: bridged-call load test (issue 8): N SIP calls on one pinned gateway core;
 ## options with ARGS, e.g. make bench-calls ARGS="--calls 50,100 --profile transcoding --duration 30"
 bench-calls: $(VENV)/.installed-dev
-	@$(BIN)/python -c "import uvloop, matplotlib" 2>/dev/null || $(BIN)/python -m pip install -q uvloop matplotlib
+	@{ $(BIN)/python -c "import uvloop, matplotlib" && test -x $(BIN)/py-spy; } 2>/dev/null \
+		|| $(BIN)/python -m pip install -q uvloop matplotlib py-spy
 	$(BIN)/python benchmarks/bench_calls.py $(ARGS)
 
 clean:
