@@ -1,0 +1,104 @@
+"""The call API through the whole gateway: bearer auth, JSON errors, GET/DELETE /calls, and an
+outbound call placed with POST /calls through a trunk (sipp's built-in UAS as the far end)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from gateway.secret import Secret
+from tests.gateway_harness import free_sip_port, running_gateway
+from tests.sipp_harness import Sipp
+
+TOKEN = "test-api-token-7f3e"
+
+
+async def _req(
+    gw: Any,
+    method: str,
+    path: str,
+    *,
+    token: str | None = TOKEN,
+    json: Any = None,
+    data: bytes | None = None,
+) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(
+            method, f"http://127.0.0.1:{gw.http_port}{path}", headers=headers, json=json, data=data
+        ) as resp,
+    ):
+        body = await resp.json(content_type=None)
+        return resp.status, body
+
+
+async def test_call_api_needs_the_token_and_rejects_bad_input() -> None:
+    async with running_gateway(api_token=Secret(TOKEN)) as gw:
+        status, body = await _req(gw, "GET", "/calls", token=None)
+        assert status == 401 and body["error"]["reason"] == "unauthorized"
+        status, body = await _req(gw, "GET", "/calls", token="wrong")
+        assert status == 401
+        status, body = await _req(gw, "GET", "/calls")
+        assert status == 200 and body == {"calls": []}
+        status, body = await _req(gw, "POST", "/calls", data=b"{not json")
+        assert status == 400 and "JSON" in body["error"]["message"]
+        status, body = await _req(gw, "POST", "/calls", json={"to": "<script>"})
+        assert status == 400 and "'to'" in body["error"]["message"]
+        status, body = await _req(gw, "POST", "/calls", json={"to": "1000", "bogus": 1})
+        assert status == 400 and "bogus" in body["error"]["message"]
+        status, body = await _req(gw, "POST", "/calls", json={"to": "1000"})
+        assert status == 503 and "not configured" in body["error"]["message"]  # no trunks
+        status, body = await _req(gw, "DELETE", "/calls/nope")
+        assert status == 404
+        status, body = await _req(gw, "POST", "/admin/drain", token=None)
+        assert status == 401
+        assert not gw.manager.draining
+
+
+async def test_outbound_call_through_a_trunk_then_list_and_hang_up(tmp_path: Path) -> None:
+    uas_port = free_sip_port()
+    trunk = {"main": {"uri": f"sip:127.0.0.1:{uas_port}", "from_user": "+15550001111"}}
+    uas = Sipp(tmp_path, "", builtin="uas", extra=["-m", "1"], timeout=30)
+    # sipp's uas listens on the port we pass with -p
+    uas.args[uas.args.index("-p") + 1] = str(uas_port)
+    uas.start()
+    try:
+        await asyncio.sleep(0.5)
+        async with running_gateway(api_token=Secret(TOKEN), trunks=trunk) as gw:
+            status, body = await _req(
+                gw, "POST", "/calls", json={"to": "+15557654321", "trunk": "main"}
+            )
+            assert status == 201, body
+            call_id = body["id"]
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 10
+            listed: list[dict[str, Any]] = []
+            while loop.time() < end and not listed:
+                _, calls = await _req(gw, "GET", "/calls")
+                listed = [c for c in calls["calls"] if c["id"] == call_id]
+                await asyncio.sleep(0.1)
+            assert listed, "the outbound call never showed up in GET /calls"
+            assert listed[0]["direction"] == "outbound" and listed[0]["leg"] == "sip"
+            assert listed[0]["codec"] == "pcmu/8000"
+            status, _ = await _req(gw, "GET", f"/calls/{call_id}")
+            assert status == 200
+            # sipp's uas hangs up itself after its pause; or we end it now
+            call = gw.manager.get(call_id)
+            if call is not None:
+                status, body = await _req(gw, "DELETE", f"/calls/{call_id}")
+                assert status in (200, 404)
+            end = loop.time() + 10
+            while loop.time() < end and gw.manager.calls:
+                await asyncio.sleep(0.1)
+            assert gw.manager.calls == {}
+            assert gw.sip_calls is not None and gw.sip_calls.ports.in_use == 0
+        result = await uas.wait_async(20)
+        assert "INVITE" in uas.messages
+        assert "+15557654321" in uas.messages
+        assert result.successful_calls == 1, result.explain()
+    finally:
+        uas.kill()
