@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import dataclasses
 import ssl
 from collections.abc import Callable
@@ -142,7 +143,8 @@ class SipTransport:
                 raise OSError(98, "no port free for both UDP and TCP")
         except OSError as exc:
             await self.aclose()
-            raise OSError(exc.errno, f"sip_listen {host}:{port}: {exc.strerror or exc}") from None
+            why = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+            raise OSError(exc.errno, f"sip_listen {host}:{port}: {why}") from None
         if tls_port is not None and tls_context is not None:
             self._tls_context = tls_context
             try:
