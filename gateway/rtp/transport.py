@@ -106,7 +106,9 @@ class RtpEndpoint:
                 if rtp is not None:
                     rtp.close()
                 pool.release(port)
-                if exc.errno not in _BUSY:
+                # uvloop wraps the bind error; its errno is on __cause__
+                code = exc.errno if exc.errno is not None else getattr(exc.__cause__, "errno", None)
+                if code not in _BUSY:
                     raise
                 _log.debug("rtp_port_busy", port=port)
                 continue

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import dataclasses
+import os
 import ssl
 from collections.abc import Callable
 
@@ -143,8 +143,10 @@ class SipTransport:
                 raise OSError(98, "no port free for both UDP and TCP")
         except OSError as exc:
             await self.aclose()
-            why = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
-            raise OSError(exc.errno, f"sip_listen {host}:{port}: {why}") from None
+            # uvloop wraps the bind error: the errno is on __cause__
+            root = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+            why = os.strerror(root.errno) if root.errno else (root.strerror or str(root))
+            raise OSError(root.errno, f"sip_listen {host}:{port}: {why}") from None
         if tls_port is not None and tls_context is not None:
             self._tls_context = tls_context
             try:
