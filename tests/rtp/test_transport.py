@@ -175,3 +175,13 @@ async def test_rtcp_goes_to_port_plus_one_and_bye_on_close() -> None:
             break
     rtp_peer.close()
     rtcp_peer.close()
+
+
+def test_busy_port_pair_is_skipped_under_uvloop() -> None:
+    """The gateway runs on uvloop, which wraps bind errors (errno on __cause__)."""
+    import uvloop
+
+    async def scenario() -> None:
+        await test_busy_port_pair_is_skipped()
+
+    uvloop.run(scenario())
