@@ -78,6 +78,9 @@ class Settings:
         "model instructions; {caller} and {called} are filled in per call",
     )
     voice: str = _opt("", "provider voice (openai: marin; yandex: marina)")
+    languages: list[str] = _opt(
+        [], "input languages for Yandex (audio.input.languages), e.g. ru-RU"
+    )
     vad: str = _opt("server_vad", "turn detection: server_vad|semantic_vad|none")
     vad_threshold: float = _opt(0.5, "server VAD threshold")
     vad_silence_ms: int = _opt(500, "server VAD silence duration in ms")

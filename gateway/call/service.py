@@ -101,6 +101,8 @@ class CallService:
                 tools=self.tools,
                 settings=self.settings,
             )
+            if self.settings.languages and self.profile.name == "yandex":
+                config = config.replace(input_languages=tuple(self.settings.languages))
             client = self.client_factory(self.profile, config)
             # the session's log lines (and its tasks') carry the call they belong to
             with bind_call(call_id, leg, self.profile.name):
