@@ -102,7 +102,15 @@ class Proc:
 class Started:
     procs: list[Proc] = field(default_factory=list)
 
-    def start(self, name: str, argv: list[str], log: Path, *, stdout_pipe: bool = False) -> Proc:
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        log: Path,
+        *,
+        stdout_pipe: bool = False,
+        extra_path: str = "",
+    ) -> Proc:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "wb") as out:
             popen = subprocess.Popen(
@@ -110,7 +118,7 @@ class Started:
                 cwd=ROOT,
                 stdout=subprocess.PIPE if stdout_pipe else out,
                 stderr=out,
-                env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'codecs'}"},
+                env={**os.environ, "PYTHONPATH": f"{extra_path}{ROOT}:{ROOT / 'codecs'}"},
             )
         proc = Proc(name, popen, log)
         self.procs.append(proc)
@@ -348,11 +356,17 @@ def read_events(proc: Proc, deadline: float) -> Any:
 
 
 def run_point(
-    args: argparse.Namespace, profile: str, n: int, logdir: Path, *, spy: bool = False
+    args: argparse.Namespace,
+    profile: str,
+    n: int,
+    logdir: Path,
+    *,
+    spy: bool = False,
+    attempt: int = 1,
 ) -> dict[str, Any]:
     started = Started()
     python = sys.executable
-    point_dir = logdir / f"{profile}-{n}{'-pyspy' if spy else ''}"
+    point_dir = logdir / f"{profile}-{n}{'-pyspy' if spy else f'-{attempt}'}"
     quiet_busy, quiet_waited = wait_quiet(args)
     try:
         provider_port = free_port()
@@ -412,6 +426,7 @@ def run_point(
                 nice=args.gateway_nice,
             ),
             point_dir / "gateway.log",
+            extra_path=f"{ROOT / 'benchmarks' / 'gcwatch'}:" if args.gc_log else "",
         )
         wait_ready(gateway, f"http://127.0.0.1:{http_port}/readyz", http_port)
         pid = gateway.pid
@@ -478,7 +493,7 @@ def run_point(
             spy_proc.popen.wait(60)
             top = py_spy_top(point_dir / "gateway.pyspy.txt", args.spy_top)
         started.stop_all()
-        errors, formats = read_gateway_log(gateway.log)
+        errors, formats, gcs = read_gateway_log(gateway.log)
         return summarize(
             args,
             profile,
@@ -493,6 +508,7 @@ def run_point(
             uvloop_loaded=uvloop_loaded,
             log_errors=errors,
             session_formats=formats,
+            gc=gcs if args.gc_log else None,
             spy_top=top,
             quiet=(quiet_busy, quiet_waited),
         )
@@ -525,13 +541,24 @@ def sample(pid: int, http_port: int) -> dict[str, Any]:
     }
 
 
-def read_gateway_log(log: Path) -> tuple[dict[str, int], dict[str, int]]:
-    """(error events by name, session formats seen in call summaries "in->out": calls)."""
+def read_gateway_log(
+    log: Path,
+) -> tuple[dict[str, int], dict[str, int], dict[str, dict[str, float]]]:
+    """(error events by name, session formats seen in call summaries "in->out": calls,
+    GC passes of 5 ms or more by generation when --gc-log)."""
     errors: Counter[str] = Counter()
     formats: Counter[str] = Counter()
+    gcs: dict[str, dict[str, float]] = {}
     with contextlib.suppress(OSError), open(log, errors="replace") as f:
         for line in f:
-            if '"level": "error"' in line or '"level": "critical"' in line:
+            if line.startswith('{"event": "bench_gc"'):
+                with contextlib.suppress(json.JSONDecodeError, KeyError):
+                    ev = json.loads(line)
+                    g = gcs.setdefault(f"gen{ev['generation']}", {"n": 0, "max_ms": 0.0, "ms": 0.0})
+                    g["n"] += 1
+                    g["ms"] = round(g["ms"] + ev["ms"], 1)
+                    g["max_ms"] = max(g["max_ms"], ev["ms"])
+            elif '"level": "error"' in line or '"level": "critical"' in line:
                 try:
                     errors[json.loads(line).get("event", "?")] += 1
                 except json.JSONDecodeError:
@@ -540,7 +567,7 @@ def read_gateway_log(log: Path) -> tuple[dict[str, int], dict[str, int]]:
                 with contextlib.suppress(json.JSONDecodeError):
                     ev = json.loads(line)
                     formats[f"{ev.get('session_in')}->{ev.get('session_out')}"] += 1
-    return dict(errors), dict(formats)
+    return dict(errors), dict(formats), gcs
 
 
 def summarize(
@@ -634,6 +661,7 @@ def summarize(
         "streams_without_bot_audio",
         "loadgen_send_late_max_ms",
         "loadgen_send_ticks_over_5ms",
+        "stalls",
     ):
         row[key] = gen.get(key)
     row["ramp_s"] = round(established.get("ramp_s", 0.0), 2)
@@ -641,6 +669,8 @@ def summarize(
     row["uvloop"] = extra["uvloop_loaded"]
     row["log_errors"] = extra["log_errors"]
     row["session_formats"] = extra["session_formats"]
+    if extra.get("gc") is not None:
+        row["gc_passes_over_5ms"] = extra["gc"]
     row["gateway_core_busy_before_pct"], row["quiet_wait_s"] = extra["quiet"]
     if extra.get("spy_top") is not None:
         row["py_spy_top"] = extra["spy_top"]
@@ -968,6 +998,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="niceness of the gateway (e.g. -10 on a machine shared with other work)",
     )
     p.add_argument(
+        "--gc-log",
+        action="store_true",
+        help="log the gateway's GC passes of 5 ms or more (benchmarks/gcwatch/sitecustomize.py)",
+    )
+    p.add_argument(
         "--quiet-pct",
         type=float,
         default=10.0,
@@ -1043,7 +1078,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"-- {profile} N={n} (attempt {attempt + 1}) load avg {loadavg():.2f}",
                         flush=True,
                     )
-                    row = run_point(args, profile, n, logdir)
+                    row = run_point(args, profile, n, logdir, attempt=attempt + 1)
                     row["attempt"] = attempt + 1
                     print(table([row]).splitlines()[-1], flush=True)
                     if not row["disturbed"]:

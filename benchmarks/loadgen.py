@@ -171,6 +171,7 @@ class LoadGenerator(asyncio.DatagramProtocol):
         self.window_open = False
         self.stopping = asyncio.Event()
         self.unmatched = 0
+        self.long_gaps: list[tuple[float, float]] = []  # (wall time the gap began, length)
         self.finals = 0
         self.ramp_done = False
         self.all_final = asyncio.Event()
@@ -391,6 +392,8 @@ class LoadGenerator(asyncio.DatagramProtocol):
                         st.gaps_over_30 += 1
                         if gap > 0.045:
                             st.gaps_over_45 += 1
+                            if len(self.long_gaps) < 200_000:
+                                self.long_gaps.append((at - gap, gap))
             st.last = at
 
     def _send_tick(self) -> None:
@@ -473,6 +476,7 @@ class LoadGenerator(asyncio.DatagramProtocol):
                 p.stream.counting = True
                 p.stream.gaps_over_30 = p.stream.gaps_over_45 = 0
             w0 = time.time()
+            self.long_gaps.clear()
             lost_before = self.send_late_over_5ms
             late_max_before, self.send_late_max = self.send_late_max, 0.0
             _emit({"event": "window_start", "wall": w0})
@@ -582,9 +586,32 @@ class LoadGenerator(asyncio.DatagramProtocol):
                     "max_gap_ms": round(max(worst), 2) if worst else None,
                     "gaps_over_30ms": sum(s.gaps_over_30 for s in streams),
                     "gaps_over_45ms": sum(s.gaps_over_45 for s in streams),
+                    "stalls": _stalls(self.long_gaps, window[0], len(streams)),
                 }
             )
         return out
+
+
+def _stalls(
+    gaps: list[tuple[float, float]], w0: float, streams: int, top: int = 12
+) -> list[dict[str, float]]:
+    """Gaps over 45 ms grouped by when they began (within 20 ms of each other): many streams
+    stalling at once is the gateway's loop blocked; a few alone is per-call work."""
+    clusters: list[list[tuple[float, float]]] = []
+    for began, length in sorted(gaps):
+        if clusters and began - clusters[-1][0][0] <= 0.020:
+            clusters[-1].append((began, length))
+        else:
+            clusters.append([(began, length)])
+    clusters.sort(key=lambda c: (-len(c), -max(g for _, g in c)))
+    return [
+        {
+            "at_s": round(c[0][0] - w0, 3),
+            "streams_pct": round(len(c) / max(1, streams) * 100, 1),
+            "max_gap_ms": round(max(g for _, g in c) * 1000, 1),
+        }
+        for c in clusters[:top]
+    ]
 
 
 def _quantile(values: list[float], q: float) -> float:
