@@ -184,7 +184,11 @@ class Gateway:
         public = s.public_address or (host if host not in ("0.0.0.0", "::") else _primary_address())
         auth = None
         if s.sip_auth_user:
-            auth = DigestServer(s.sip_realm, {s.sip_auth_user: s.sip_auth_password})
+            auth = DigestServer(
+                s.sip_realm,
+                {s.sip_auth_user: s.sip_auth_password},
+                algorithms=tuple(s.sip_digest_algorithms),
+            )
         policy = SourcePolicy(s.sip_allow, rate=s.sip_rate_limit, burst=float(s.sip_rate_burst))
         endpoint = SipEndpoint(EndpointConfig(host=public, port=port), policy=policy, auth=auth)
         lo, hi = parse_port_range(s.rtp_ports)

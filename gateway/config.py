@@ -57,6 +57,9 @@ class Settings:
     sip_auth_user: str = _opt("", "require digest auth on inbound INVITEs with this user")
     sip_auth_password: Secret = _opt(Secret(""), "digest password for --sip-auth-user")
     sip_realm: str = _opt("gateway", "digest realm")
+    sip_digest_algorithms: list[str] = _opt(
+        ["SHA-256", "MD5"], "digest algorithms offered, preferred first (MD5 first for old phones)"
+    )
     sip_ringing: bool = _opt(False, "send 180 Ringing before answering")
     sip_rate_limit: float = _opt(50.0, "SIP requests per second allowed per source address")
     sip_rate_burst: int = _opt(100, "burst of SIP requests allowed per source address")
@@ -135,6 +138,10 @@ class Settings:
         _one_of("log_level", self.log_level, {"debug", "info", "warning", "error"})
         if self.provider == "url" and not self.provider_url:
             raise ConfigError("provider url needs provider_url")
+        for alg in self.sip_digest_algorithms:
+            _one_of("sip_digest_algorithms", alg, {"SHA-256", "MD5"})
+        if not self.sip_digest_algorithms:
+            raise ConfigError("sip_digest_algorithms must name at least one algorithm")
         if self.max_calls < 1:
             raise ConfigError("max_calls must be at least 1")
         if self.ptime_ms not in (10, 20, 30, 40, 60):

@@ -82,3 +82,10 @@ def test_configuration_doc_lists_every_setting() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     for f in dataclasses.fields(Settings):
         assert f"`{f.name}`" in doc, f"docs/configuration.md misses {f.name}"
+
+
+def test_digest_algorithms_are_checked() -> None:
+    s = load_settings(_args("--sip-digest-algorithms", "MD5,SHA-256"), environ={})
+    assert s.sip_digest_algorithms == ["MD5", "SHA-256"]
+    with pytest.raises(ConfigError, match="sip_digest_algorithms"):
+        load_settings(_args("--sip-digest-algorithms", "SHA-1"), environ={})
