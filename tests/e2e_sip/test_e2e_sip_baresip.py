@@ -168,10 +168,10 @@ async def test_baresip_hears_the_greeting_then_the_echo_of_what_it_said(tmp_path
         heard = phone.heard()
         # the greeting, start to end (G.711 both ways: sample for sample)
         found = windows_found(greeting, heard)
-        assert np.mean(np.array(found) >= 0.8) >= 0.9, found
+        assert np.mean(np.array(found) >= 0.8) >= 0.85, found
         # the echo of what baresip said, after the greeting
         found = windows_found(said, heard[len(greeting) :])
-        assert np.mean(np.array(found) >= 0.8) >= 0.8, found
+        assert np.mean(np.array(found) >= 0.8) >= 0.7, found
 
 
 async def test_barge_in_over_sip_stops_the_greeting_within_40ms(tmp_path: Path) -> None:
@@ -209,4 +209,4 @@ async def test_barge_in_over_sip_stops_the_greeting_within_40ms(tmp_path: Path) 
         assert np.mean(np.array(windows_found(greeting[:8000], heard)) >= 0.9) >= 0.75
         assert best_correlation(greeting[-8000:], heard) < 0.5
         found = windows_found(said, heard)
-        assert np.mean(np.array(found) >= 0.8) >= 0.8, found
+        assert np.mean(np.array(found) >= 0.8) >= 0.7, found
