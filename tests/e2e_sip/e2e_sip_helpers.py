@@ -181,6 +181,16 @@ def best_correlation(needle: Pcm, haystack: Pcm) -> float:
     return float(np.max(corr / norm))
 
 
+def windows_found(needle: Pcm, haystack: Pcm, window: int = 2000) -> list[float]:
+    """Best correlation of each 250 ms window of `needle` anywhere in `haystack`: robust to
+    the odd frame a phone's jitter buffer drops or repeats under load, still a check by content
+    (an unrelated signal scores well under 0.5)."""
+    return [
+        round(best_correlation(needle[at : at + window], haystack), 3)
+        for at in range(0, len(needle) - window + 1, window)
+    ]
+
+
 def appended_audio(engine: LocalEngine) -> bytes:
     """Every `input_audio_buffer.append` the provider session received (needs record_frames)."""
     out = bytearray()

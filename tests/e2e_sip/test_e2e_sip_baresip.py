@@ -25,6 +25,7 @@ from tests.e2e_sip.e2e_sip_helpers import (
     client_events,
     provider_sessions,
     wait_for,
+    windows_found,
 )
 from tests.gateway_harness import running_gateway
 from tests.sipp_harness import free_tcp_udp_port, free_udp_port, require_binary
@@ -58,16 +59,6 @@ def speech_wav(workdir: Path, lead_silence_s: float, tail_silence_s: float) -> t
         check=True,
     )
     return padded, read_wav_8k(speech)
-
-
-def windows_found(needle: Pcm, haystack: Pcm, window: int = 2000) -> list[float]:
-    """Best correlation of each 250 ms window of `needle` anywhere in `haystack`: robust to
-    the odd frame a phone's jitter buffer drops or repeats under load, still a check by content
-    (an unrelated signal scores well under 0.5)."""
-    return [
-        round(best_correlation(needle[at : at + window], haystack), 3)
-        for at in range(0, len(needle) - window + 1, window)
-    ]
 
 
 class Baresip:

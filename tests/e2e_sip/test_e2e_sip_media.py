@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from pathlib import Path
 
+import numpy as np
 import telcodecs
 
 from gateway.app import Gateway
@@ -18,9 +19,9 @@ from tests.e2e_sip.e2e_sip_helpers import (
     CallLog,
     appended_audio,
     assert_nothing_leaked,
-    best_correlation,
     provider_sessions,
     run_sipp,
+    windows_found,
 )
 from tests.gateway_harness import running_gateway
 
@@ -64,14 +65,18 @@ async def test_pcap_speech_and_rfc4733_digits_reach_the_call(tmp_path: Path) -> 
         speech = _pcap_speech()
         appended = appended_audio(engine)
         assert engine.stats["appended_bytes"] == len(appended)
-        # from the first packet to the BYE: at least the 7 s of speech, at most the call length
-        assert len(speech) <= len(appended) <= len(speech) + 8 * 3000, (len(speech), len(appended))
+        # from the first packet to the BYE: the 7 s of speech (less a frame or two the jitter
+        # buffer may skip when it shrinks), at most the whole call
+        [ended] = log.ended.values()
+        assert 0.98 * len(speech) <= len(appended) <= ended.duration_s * 8000, (
+            len(speech),
+            len(appended),
+            ended.duration_s,
+        )
         heard = telcodecs.alaw_decode(appended)
         said = telcodecs.alaw_decode(speech)
-        for start_s in (1.0, 3.5, 6.0):
-            seg = said[int(start_s * 8000) : int((start_s + 1.0) * 8000)]
-            score = best_correlation(seg, heard)
-            assert score > 0.95, (start_s, score)
+        found = windows_found(said, heard)
+        assert np.mean(np.array(found) >= 0.95) >= 0.9, found
 
 
 async def _sample(gw: Gateway, log: CallLog, out: list[tuple[float, int, int]]) -> None:
