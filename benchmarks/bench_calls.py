@@ -118,6 +118,7 @@ class Started:
                 cwd=ROOT,
                 stdout=subprocess.PIPE if stdout_pipe else out,
                 stderr=out,
+                start_new_session=True,  # its own scheduler autogroup (sched(7)), not ours
                 env={**os.environ, "PYTHONPATH": f"{extra_path}{ROOT}:{ROOT / 'codecs'}"},
             )
         proc = Proc(name, popen, log)
@@ -218,15 +219,15 @@ def proc_rss_kib(pid: int) -> int:
     raise BenchError(f"no VmRSS for pid {pid}")
 
 
-def core_times() -> dict[int, tuple[int, int, int]]:
-    """Per core: (busy, total, steal) jiffies from /proc/stat."""
+def core_times() -> dict[int, tuple[int, int, int, int]]:
+    """Per core: (busy, total, steal, softirq) jiffies from /proc/stat."""
     out = {}
     for line in Path("/proc/stat").read_text().splitlines():
         if line.startswith("cpu") and line[3].isdigit():
             name, *vals = line.split()
             v = [int(x) for x in vals[:8]]
             busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
-            out[int(name[3:])] = (busy, busy + v[3] + v[4], v[7])
+            out[int(name[3:])] = (busy, busy + v[3] + v[4], v[7], v[6])
     return out
 
 
@@ -430,6 +431,12 @@ def run_point(
         )
         wait_ready(gateway, f"http://127.0.0.1:{http_port}/readyz", http_port)
         pid = gateway.pid
+        if args.load_nice:
+            Path(f"/proc/{provider.pid}/autogroup").write_text(str(args.load_nice))
+        if args.gateway_nice:
+            # With autogroups, nice only ranks threads inside one session's group; the group's
+            # own nice ranks it against other sessions' groups (other people's test runs).
+            Path(f"/proc/{pid}/autogroup").write_text(str(args.gateway_nice))
         affinity = sorted(os.sched_getaffinity(pid))
         if affinity != [args.gateway_core]:
             raise BenchError(f"gateway pid {pid} runs on cores {affinity}, not pinned")
@@ -463,6 +470,8 @@ def run_point(
             point_dir / "loadgen.log",
             stdout_pipe=True,
         )
+        if args.load_nice:
+            Path(f"/proc/{loadgen.pid}/autogroup").write_text(str(args.load_nice))
         deadline = time.monotonic() + n / args.rate + 32 + args.settle + args.duration + 60
         a: dict[str, Any] = {}
         b: dict[str, Any] = {}
@@ -589,15 +598,14 @@ def summarize(
         span = b["t"] - a["t"]
         cpu = b["cpu_s"] - a["cpu_s"]
         call_seconds = n * span
-        cores = {}
+        cores: dict[int, list[float]] = {}
         for core in (args.gateway_core, args.load_core):
-            busy = b["cores"][core][0] - a["cores"][core][0]
-            total = b["cores"][core][1] - a["cores"][core][1]
-            steal = b["cores"][core][2] - a["cores"][core][2]
-            cores[core] = (
-                busy / total * 100 if total else 0.0,
-                steal / total * 100 if total else 0,
-            )
+            delta = [b["cores"][core][i] - a["cores"][core][i] for i in range(4)]
+            total = delta[1]
+            # busy, steal, softirq as % of the core
+            cores[core] = [
+                x / total * 100 if total else 0.0 for x in (delta[0], delta[2], delta[3])
+            ]
         ma, mb = a["metrics"], b["metrics"]
         late = hist_diff(ma, mb, "gateway_rtp_send_lateness_seconds")
         to_model = hist_diff(ma, mb, "gateway_media_added_latency_seconds", direction="to_model")
@@ -634,6 +642,7 @@ def summarize(
                 "gateway_core_busy_pct": round(cores[args.gateway_core][0], 1),
                 "gateway_core_others_pct": round(cores[args.gateway_core][0] - cpu / span * 100, 1),
                 "gateway_core_steal_pct": round(cores[args.gateway_core][1], 1),
+                "gateway_core_softirq_pct": round(cores[args.gateway_core][2], 1),
                 "load_core_busy_pct": round(cores[args.load_core][0], 1),
                 "loadavg_start": a["loadavg"],
                 "loadavg_end": b["loadavg"],
@@ -988,7 +997,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--disturbed-pct",
         type=float,
-        default=5.0,
+        default=15.0,
         help="other work on the gateway core above this %% marks a point disturbed",
     )
     p.add_argument(
@@ -996,6 +1005,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=0,
         help="niceness of the gateway (e.g. -10 on a machine shared with other work)",
+    )
+    p.add_argument(
+        "--load-nice",
+        type=int,
+        default=0,
+        help="scheduler autogroup nice of the provider and the load generator",
     )
     p.add_argument(
         "--gc-log",
