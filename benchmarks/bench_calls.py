@@ -477,16 +477,19 @@ def run_point(
         b: dict[str, Any] = {}
         gen: dict[str, Any] = {}
         established: dict[str, Any] = {}
+        window = [0.0, 0.0]
         spy_proc: Proc | None = None
         for ev in read_events(loadgen, deadline):
             kind = ev.get("event")
             if kind == "established":
                 established = ev
             elif kind == "window_start":
+                window[0] = float(ev.get("wall", 0.0))
                 a = sample(pid, http_port)
                 if spy:
                     spy_proc = start_py_spy(started, args, pid, point_dir)
             elif kind == "window_end":
+                window[1] = float(ev.get("wall", 0.0))
                 b = sample(pid, http_port)
                 b["rss_kib"] = proc_rss_kib(pid)
             elif kind == "result":
@@ -502,7 +505,7 @@ def run_point(
             spy_proc.popen.wait(60)
             top = py_spy_top(point_dir / "gateway.pyspy.txt", args.spy_top)
         started.stop_all()
-        errors, formats, gcs = read_gateway_log(gateway.log)
+        errors, formats, gcs, gc_passes = read_gateway_log(gateway.log)
         return summarize(
             args,
             profile,
@@ -518,6 +521,8 @@ def run_point(
             log_errors=errors,
             session_formats=formats,
             gc=gcs if args.gc_log else None,
+            gc_passes=gc_passes,
+            window=tuple(window),
             spy_top=top,
             quiet=(quiet_busy, quiet_waited),
         )
@@ -552,12 +557,15 @@ def sample(pid: int, http_port: int) -> dict[str, Any]:
 
 def read_gateway_log(
     log: Path,
-) -> tuple[dict[str, int], dict[str, int], dict[str, dict[str, float]]]:
+) -> tuple[
+    dict[str, int], dict[str, int], dict[str, dict[str, float]], list[tuple[float, int, float]]
+]:
     """(error events by name, session formats seen in call summaries "in->out": calls,
     GC passes of 5 ms or more by generation when --gc-log)."""
     errors: Counter[str] = Counter()
     formats: Counter[str] = Counter()
     gcs: dict[str, dict[str, float]] = {}
+    passes: list[tuple[float, int, float]] = []
     with contextlib.suppress(OSError), open(log, errors="replace") as f:
         for line in f:
             if line.startswith('{"event": "bench_gc"'):
@@ -567,6 +575,7 @@ def read_gateway_log(
                     g["n"] += 1
                     g["ms"] = round(g["ms"] + ev["ms"], 1)
                     g["max_ms"] = max(g["max_ms"], ev["ms"])
+                    passes.append((float(ev.get("wall", 0.0)), int(ev["generation"]), ev["ms"]))
             elif '"level": "error"' in line or '"level": "critical"' in line:
                 try:
                     errors[json.loads(line).get("event", "?")] += 1
@@ -576,7 +585,7 @@ def read_gateway_log(
                 with contextlib.suppress(json.JSONDecodeError):
                     ev = json.loads(line)
                     formats[f"{ev.get('session_in')}->{ev.get('session_out')}"] += 1
-    return dict(errors), dict(formats), gcs
+    return dict(errors), dict(formats), gcs, passes
 
 
 def summarize(
@@ -680,6 +689,12 @@ def summarize(
     row["session_formats"] = extra["session_formats"]
     if extra.get("gc") is not None:
         row["gc_passes_over_5ms"] = extra["gc"]
+        w0, w1 = extra.get("window") or (0.0, 0.0)
+        row["gc_passes_in_window"] = [
+            {"at_s": round(wall - w0, 3), "generation": gen, "ms": ms}
+            for wall, gen, ms in extra["gc_passes"]
+            if w0 <= wall <= w1
+        ]
     row["gateway_core_busy_before_pct"], row["quiet_wait_s"] = extra["quiet"]
     if extra.get("spy_top") is not None:
         row["py_spy_top"] = extra["spy_top"]
