@@ -106,7 +106,12 @@ class CallService:
             client = self.client_factory(self.profile, config)
             # the session's log lines (and its tasks') carry the call they belong to
             with bind_call(call_id, leg, self.profile.name):
-                await client.connect()
+                try:
+                    await client.connect()
+                except BaseException:
+                    # CANCEL during set-up cancels the connect: close what it opened
+                    await asyncio.shield(client.close())
+                    raise
         except BaseException:
             self.manager.release_reservation()
             raise

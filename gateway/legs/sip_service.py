@@ -64,6 +64,7 @@ class _Pending:
     prepared: PreparedCall | None = None
     rtp: RtpEndpoint | None = None
     answered: asyncio.Future[Any] | None = None
+    setup: asyncio.Task[Any] | None = None
 
 
 class SipCallService:
@@ -127,6 +128,8 @@ class SipCallService:
             pending = self._pending.get(event.call)
             if pending is not None:
                 pending.cancelled = True
+                if pending.setup is not None and pending.prepared is None:
+                    pending.setup.cancel()  # stop connecting the model for a caller who left
         elif isinstance(event, CallEndedByRemote | CallTerminated):
             reason = "remote_hangup" if isinstance(event, CallEndedByRemote) else event.reason
             leg = self._legs.get(event.call)
@@ -212,8 +215,8 @@ class SipCallService:
                 self._flush()
         caller = _user(ev.from_uri)
         called = _user(ev.request_uri) or _user(ev.to_uri)
-        try:
-            pending.prepared = await self.calls.open_session(
+        pending.setup = loop.create_task(
+            self.calls.open_session(
                 leg="sip",
                 direction="inbound",
                 codec=codec,
@@ -223,6 +226,13 @@ class SipCallService:
                 source=ev.source.host,
                 created_at=created,
             )
+        )
+        try:
+            pending.prepared = await pending.setup
+        except asyncio.CancelledError:
+            if pending.cancelled and not _current_task_cancelling():
+                return  # the CANCEL already got its 487; the slot and session are freed
+            raise
         except AdmissionError as exc:
             self._reject(ev.call, 503, exc.reason, retry_after=exc.retry_after)
             return
@@ -450,6 +460,11 @@ class SipCallService:
         for pending in list(self._pending.values()):
             await self._undo(pending, 503, "draining")
         self._pending.clear()
+
+
+def _current_task_cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _user(uri: str) -> str:

@@ -53,8 +53,10 @@ async def test_cancel_while_the_model_connects(tmp_path: Path) -> None:
         assert re.search(r"SIP/2.0 487[^\n]*\n(?:[^\n]+\n)*?CSeq: 1 INVITE", sipp.messages)
         assert "SIP/2.0 200 OK" in sipp.messages  # for the CANCEL
         assert "SIP/2.0 200 OK" not in sipp.messages.split("CANCEL sip:")[0]  # never answered
-        # the stalled session comes up after the CANCEL: it is closed, its slot given back
-        await wait_for(lambda: len(provider_sessions(gw)) == 1, 5, "the model session")
+        # the CANCEL stops the stalled connect: no model session is ever opened (no cost),
+        # the slot is given back
+        await asyncio.sleep(2.5)
+        assert len(provider_sessions(gw)) == 0
         await assert_nothing_leaked(gw)
         assert gw.manager._reserved == 0
         assert log.calls == []
