@@ -107,9 +107,20 @@ def test_sip_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         port = busy.getsockname()[1]
         proc = subprocess.run(
-            [sys.executable, "-m", "gateway", "serve", "--http-listen",
-             f"127.0.0.1:{_free_port()}", "--sip-listen", f"127.0.0.1:{port}"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=30,
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "serve",
+                "--http-listen",
+                f"127.0.0.1:{_free_port()}",
+                "--sip-listen",
+                f"127.0.0.1:{port}",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
     assert proc.returncode == 1
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("gateway: error:")]
@@ -119,9 +130,22 @@ def test_sip_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
 
 def test_missing_tls_certificate_is_named(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway", "serve", "--sip-tls-listen", "127.0.0.1:5061",
-         "--sip-tls-cert", str(tmp_path / "nope.pem"), "--sip-tls-key", str(tmp_path / "k.pem")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            "--sip-tls-listen",
+            "127.0.0.1:5061",
+            "--sip-tls-cert",
+            str(tmp_path / "nope.pem"),
+            "--sip-tls-key",
+            str(tmp_path / "k.pem"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert proc.returncode == 2
     assert "sip_tls_cert: no such file" in proc.stderr
