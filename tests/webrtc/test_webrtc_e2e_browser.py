@@ -139,8 +139,12 @@ async def test_browser_call_through_the_whole_gateway(tmp_path: Path) -> None:
             greeting = await eventually(lambda: recorder.item_order, 5.0, "the greeting's audio")
             greeting_item = greeting[0]
             await eventually(lambda: call.item_played_ms(greeting_item) > 300, 5.0, "greeting")
-            second = await page.evaluate(INBOUND_STATS_JS)
-            assert second[0] > first[0] and second[1] > first[1]
+
+            async def grown_since(before: list[int]) -> list[int] | None:
+                now = await page.evaluate(INBOUND_STATS_JS)
+                return now if now[0] > before[0] and now[1] > before[1] else None
+
+            second = await eventually(lambda: grown_since(first), 3.0, "inbound-rtp to grow")
 
             # --- the caller's speech reaches the model: VAD started, the turn is committed
             (engine,) = gw.local_provider.sessions
@@ -173,8 +177,7 @@ async def test_browser_call_through_the_whole_gateway(tmp_path: Path) -> None:
             await asyncio.sleep(0.3)
             assert best_correlation(heard_by_model, echo[: rate // 2]) > 0.99  # the same audio
             assert best_correlation(echo, ref_model) > 0.5
-            after_turn = await page.evaluate(INBOUND_STATS_JS)
-            assert after_turn[0] > second[0] and after_turn[1] > second[1]
+            await eventually(lambda: grown_since(second), 3.0, "inbound-rtp after the turn")
             # what the page played is the echo the provider sent (24 kHz -> 48 kHz, Opus),
             # and so holds the caller's speech
             played = np.frombuffer(
