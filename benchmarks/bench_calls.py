@@ -131,9 +131,11 @@ class Started:
         self.procs.clear()
 
 
-def pinned(core: int, argv: list[str], nice: int = 0) -> list[str]:
-    """`argv` pinned to `core` (taskset), at niceness `nice`; both exec, so the PID is argv's."""
-    return ["taskset", "-c", str(core), *(["nice", "-n", str(nice)] if nice else []), *argv]
+def pinned(core: int, argv: list[str], nice: int = 0, rt: int = 0) -> list[str]:
+    """`argv` pinned to `core` (taskset), at niceness `nice` or SCHED_FIFO priority `rt` (chrt);
+    each of these execs the next, so the PID is argv's."""
+    prio = ["chrt", "-f", str(rt)] if rt else ["nice", "-n", str(nice)] if nice else []
+    return ["taskset", "-c", str(core), *prio, *argv]
 
 
 # --- preflight ---------------------------------------------------------------------------------
@@ -161,6 +163,8 @@ def preflight(args: argparse.Namespace) -> None:
         raise BenchError(
             f"--rtp-ports {args.rtp_ports}: only {free} free RTP/RTCP port pairs, need {need}"
         )
+    if (args.gateway_rt or args.load_rt) and shutil.which("chrt") is None:
+        raise BenchError("chrt not found: install the Debian package util-linux")
     if args.py_spy and shutil.which("py-spy") is None and not (ROOT / ".venv/bin/py-spy").exists():
         raise BenchError("--py-spy needs py-spy: .venv/bin/python -m pip install py-spy")
 
@@ -425,6 +429,7 @@ def run_point(
                     args.log_level,
                 ],
                 nice=args.gateway_nice,
+                rt=args.gateway_rt,
             ),
             point_dir / "gateway.log",
             extra_path=f"{ROOT / 'benchmarks' / 'gcwatch'}:" if args.gc_log else "",
@@ -466,6 +471,7 @@ def run_point(
                     str(args.settle),
                     *([] if args.aligned else ["--staggered"]),
                 ],
+                rt=args.load_rt,
             ),
             point_dir / "loadgen.log",
             stdout_pipe=True,
@@ -733,7 +739,7 @@ def misses(row: dict[str, Any]) -> list[str]:
 
 def disturbed(args: argparse.Namespace, row: dict[str, Any]) -> bool:
     """Other work on the gateway's core, or a late load generator, spoils a point's figures."""
-    others = row.get("gateway_core_others_pct")
+    others = None if args.gateway_rt else row.get("gateway_core_others_pct")
     late = row.get("loadgen_send_late_max_ms")
     return bool(
         (others is not None and others > args.disturbed_pct) or (late is not None and late > 20)
@@ -1020,6 +1026,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=0,
         help="niceness of the gateway (e.g. -10 on a machine shared with other work)",
+    )
+    p.add_argument(
+        "--gateway-rt",
+        type=int,
+        default=0,
+        metavar="PRIO",
+        help="run the gateway SCHED_FIFO at PRIO (chrt; root): a core of its own on a shared box",
+    )
+    p.add_argument(
+        "--load-rt",
+        type=int,
+        default=0,
+        metavar="PRIO",
+        help="run the load generator SCHED_FIFO at PRIO (the provider stays normal)",
     )
     p.add_argument(
         "--load-nice",
