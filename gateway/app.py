@@ -169,7 +169,8 @@ class Gateway:
             self._webrtc_create_call,
             self._webrtc_hangup,
             admit=self._webrtc_admit,
-            include_loopback_candidates=_is_loopback_host(http_host),
+            # a browser on this machine (make run) connects over loopback, whatever the host has
+            include_loopback_candidates=_is_loopback_host(http_host) or http_host in _ANY,
         )
         self.http_port = await self._listen(self._build_http_app(), s.http_listen, "http_listen")
         if s.metrics_listen:
@@ -355,6 +356,9 @@ class Gateway:
         finally:
             log.info("gateway_stopping", live_calls=len(self.manager.calls))
             await self.stop()
+
+
+_ANY = ("0.0.0.0", "::")
 
 
 def _is_loopback_host(host: str) -> bool:
