@@ -35,6 +35,7 @@ from gateway.call.routing import validate_routes
 from gateway.call.scenario import ScenarioSetup, load_scenario
 from gateway.call.service import CallService
 from gateway.config import ConfigError, Settings, parse_hostport, parse_port_range
+from gateway.gcpolicy import GcPolicy
 from gateway.http.calls import CallApi, add_call_routes
 from gateway.http.errors import error_middleware
 from gateway.http.health import add_health_routes, add_metrics_route
@@ -91,6 +92,7 @@ class Gateway:
         self.metrics_port: int | None = None
         self.sip_port: int | None = None
         self._drain_task: asyncio.Task[None] | None = None
+        self.gc_policy = GcPolicy(lambda: len(self.manager.calls))
 
     @property
     def draining(self) -> bool:
@@ -112,6 +114,7 @@ class Gateway:
         except BaseException:
             await self.stop()
             raise
+        self.gc_policy.start()
         log.info(
             "gateway_started",
             http=self.settings.http_listen,
@@ -322,6 +325,7 @@ class Gateway:
 
     async def stop(self) -> None:
         """End every call and stop every component; safe to call twice."""
+        await self.gc_policy.stop()
         if self._drain_task is not None and not self._drain_task.done():
             self._drain_task.cancel()
             with contextlib.suppress(BaseException):

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,15 +90,12 @@ class CallEndedError(Exception):
     """An action was asked of a call that has ended."""
 
 
-class _Ended(Exception):
-    """Raised inside the TaskGroup to stop every task of the call."""
-
-
 class RealtimeActions:
     """`call.realtime`: handlers for Realtime server events, and every client event."""
 
     def __init__(self, call: Call) -> None:
-        self._call = call
+        # a proxy, not a reference: no call <-> actions cycle (a call is freed by refcount)
+        self._call: Call = weakref.proxy(call)
         self._answered_calls: set[str] = set()
 
     @property
@@ -242,6 +240,7 @@ class Call:
         self.realtime = RealtimeActions(self)
         self._ended = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
         # media state
         self._to_model = True
@@ -456,7 +455,10 @@ class Call:
             except Exception:
                 self.log.exception("call_task_failed")
 
-        return self._tg.create_task(_guarded())
+        task = self._tg.create_task(_guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     async def answer(self) -> None:
         """Answer the call. Legs are answered by the gateway before the scenario runs, so this
@@ -604,22 +606,27 @@ class Call:
                 result = setup(self)
                 if asyncio.iscoroutine(result):
                     await result
-                tg.create_task(self._bus.dispatch_forever())
-                tg.create_task(self._receive_loop())
+                self._tasks.add(tg.create_task(self._bus.dispatch_forever()))
+                self._tasks.add(tg.create_task(self._receive_loop()))
                 self.leg.attach(self)
                 self._bus.emit(CallConnected())
                 await self._ended.wait()
                 # Let handlers of the final events (e.g. LegEnded) run before tearing down.
                 await asyncio.sleep(0)
-                raise _Ended
-        except* _Ended:
-            pass
+                # End every task of the call; cancelled tasks are not errors of the group.
+                # (No exception is used to leave the group: its traceback would hold this
+                # frame, and with it the whole call, in a reference cycle.)
+                for task in list(self._tasks):
+                    task.cancel()
+                del tg
         except* Exception as group:
             self.outcome = self.outcome or "error"
             for exc in group.exceptions:
                 self.log.error("call_failed", error=repr(exc))
+            del group
         finally:
             self._tg = None
+            self._tasks.clear()
             await self._cleanup(loop.time())
 
     async def _cleanup(self, now: float) -> None:
@@ -656,6 +663,9 @@ class Call:
                 **self.stats,
                 **self.leg_stats(),
             )
+            # Drop the scenario's handlers (closures over this call): the call and its leg,
+            # client and queues are then freed by reference counting, without a GC pass.
+            self._bus.clear()
 
     def leg_stats(self) -> dict[str, Any]:
         stats = getattr(self.leg, "stats_summary", None)

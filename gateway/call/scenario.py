@@ -60,6 +60,13 @@ class EventBus:
     def close(self) -> None:
         self._closed = True
 
+    def clear(self) -> None:
+        """Forget every handler and queued event (the call is over)."""
+        self._closed = True
+        self._handlers.clear()
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
     async def dispatch_forever(self) -> None:
         """Run handlers for queued events until cancelled."""
         while True:

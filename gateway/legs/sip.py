@@ -114,6 +114,7 @@ class SipLeg(MediaPort):
         self._closed = True
         if self._clock is not None:
             self._clock.remove(self)
+        self._sink = None  # the call holds the leg; the leg must not hold the call back
         if not self.remote_ended:
             with contextlib.suppress(Exception):
                 self._control.hangup(self.handle)

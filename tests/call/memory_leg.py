@@ -65,5 +65,6 @@ class MemoryLeg(MediaPort):
 
     async def aclose(self) -> None:
         self._clock.remove(self)
+        self._sink = None
         self.closed = True
         await asyncio.sleep(0)
