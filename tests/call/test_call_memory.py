@@ -36,15 +36,19 @@ async def test_ended_call_is_freed_without_the_cyclic_collector() -> None:
         await provider.stop()
 
 
+class _Node:
+    next: object = None
+
+
 def test_gc_policy_collects_only_when_idle() -> None:
     live = [3]
     policy = GcPolicy(lambda: live[0], idle_collect_growth=10)
     gc.collect()
     gc.freeze()
     policy._frozen_after_collect = gc.get_freeze_count()
-    garbage: list[list[object]] = [[i] for i in range(100)]  # a ring: only the GC frees it
+    garbage = [_Node() for _ in range(100)]  # a ring: only the GC frees it
     for a, b in zip(garbage, garbage[1:] + garbage[:1], strict=True):
-        a.append(b)
+        a.next = b
     policy.step()
     assert policy.full_collections == 0  # calls live: freeze only, no full pass
     assert gc.get_freeze_count() >= policy._frozen_after_collect + 100
