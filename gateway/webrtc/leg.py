@@ -207,6 +207,7 @@ class WebRtcLeg(MediaPort):
         self._pending_events.clear()
         self._inbuf.clear()
         self._report_end("closed", notify_sink=False)
+        self._sink = None  # the call holds the leg; the leg must not hold the call back
 
     # --- events to the page
 
