@@ -56,6 +56,9 @@ from gateway.realtime.client import RealtimeClient
 
 E = TypeVar("E")
 
+_ADDED_TO_MODEL = metrics.MEDIA_ADDED_LATENCY.labels(direction="to_model")
+_ADDED_TO_CALLER = metrics.MEDIA_ADDED_LATENCY.labels(direction="to_caller")
+
 BOT_MEDIA_END_S = 1.0  # VoxEngine: WebSocketMediaEnded after 1 s of silence
 
 
@@ -310,9 +313,7 @@ class Call:
         if len(self._in_buf) >= self._append_bytes:
             self._link.send_audio(bytes(self._in_buf))
             self._in_buf.clear()
-            metrics.MEDIA_ADDED_LATENCY.labels(direction="to_model").observe(
-                time.perf_counter() - t_in
-            )
+            _ADDED_TO_MODEL.observe(time.perf_counter() - t_in)
 
     def pull(self, now: float) -> bytes | None:
         """MediaSink: one frame for the caller, or None for silence."""
@@ -380,9 +381,7 @@ class Call:
             self._item_bytes[ev.item_id] = self._item_bytes.get(ev.item_id, 0) + len(ev.audio)
             data = self._to_caller_conv.convert(ev.audio)
             self.playout.push(ev.item_id, ev.response_id, data)
-            metrics.MEDIA_ADDED_LATENCY.labels(direction="to_caller").observe(
-                time.perf_counter() - t_in
-            )
+            _ADDED_TO_CALLER.observe(time.perf_counter() - t_in)
         elif isinstance(ev, rt.SpeechStarted):
             self._speech_started_at = now
         elif isinstance(ev, rt.SpeechStopped):

@@ -72,6 +72,8 @@ KNOWN_ERROR_CODES = frozenset(
 )
 _KNOWN_TYPES = ev.KNOWN_SERVER_TYPES
 _MAX_FRAME = 16 * 1024 * 1024
+# labelled children by bounded type (unknown types all count as "other")
+_EVENT_COUNTERS: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -478,7 +480,11 @@ class RealtimeClient:
     def _count(self, event: ev.ServerEvent) -> None:
         raw_type = event.raw.get("type") if event.raw else None
         if isinstance(raw_type, str):
-            metrics.REALTIME_EVENTS.labels(type=metrics.bounded(raw_type, _KNOWN_TYPES)).inc()
+            label = raw_type if raw_type in _KNOWN_TYPES else "other"
+            counter = _EVENT_COUNTERS.get(label)
+            if counter is None:
+                counter = _EVENT_COUNTERS[label] = metrics.REALTIME_EVENTS.labels(type=label)
+            counter.inc()
         if isinstance(event, ev.ErrorOccurred):
             code = event.code or ""
             metrics.REALTIME_ERRORS.labels(code=metrics.bounded(code, KNOWN_ERROR_CODES)).inc()

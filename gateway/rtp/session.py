@@ -189,6 +189,10 @@ class RtpSession:
         self.cn_refresh = 5.0
         self._stats = RtpStats()
         self._events: deque[RtpEventType] = deque()
+        #: the queued events themselves: adapters test it (cheap) before draining next_event()
+        self.pending_events = self._events
+        #: set when input may have moved get_timer() earlier (DTMF, media start); adapters clear it
+        self.timer_dirty = True
         self._rtcp_out: list[tuple[bytes, Address]] = []
         self._writer = RtpHeaderWriter(self.ssrc)
         # send state: random initial sequence number and timestamp (RFC 3550 §5.1)
@@ -316,6 +320,7 @@ class RtpSession:
         if not self._media_started or self._timed_out:
             self._media_started = True
             self._timed_out = False
+            self.timer_dirty = True
             self._events.append(MediaStarted())
         jitter = self._jitter
         if audio:
@@ -327,6 +332,7 @@ class RtpSession:
             elif result == 2:  # DUPLICATE
                 stats.dropped["duplicate"] += 1
             return
+        self.timer_dirty = True  # telephone-event or CN: the DTMF end timer may move
         verdict = jitter.reception.update(seq)
         if verdict == ReceptionStats.DUPLICATE:
             stats.dropped["duplicate"] += 1

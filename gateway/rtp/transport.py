@@ -138,11 +138,14 @@ class RtpEndpoint:
         self._after_input()
 
     def _after_input(self) -> None:
-        if self.on_event is not None:
+        session = self.session
+        if self.on_event is not None and session.pending_events:
             self._drain_events()
-        when = self.session.get_timer()
-        if when is not None and (self._timer is None or when < self._timer_at):
-            self._arm()
+        if session.timer_dirty:  # per packet, the timer only ever moves later: skip get_timer
+            session.timer_dirty = False
+            when = session.get_timer()
+            if when is not None and (self._timer is None or when < self._timer_at):
+                self._arm()
 
     def _drain_events(self) -> None:
         assert self.on_event is not None
