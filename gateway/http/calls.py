@@ -7,7 +7,6 @@ it. Bad input gets a 4xx with a JSON error.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -19,6 +18,7 @@ from aiohttp import web
 from gateway.call.manager import AdmissionError, CallManager
 from gateway.http.errors import json_error
 from gateway.secret import Secret
+from gateway.webrtc.auth import is_loopback
 
 OutboundDialer = Callable[[str, str | None, dict[str, Any]], Awaitable[str]]
 
@@ -31,16 +31,6 @@ class OutboundError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-
-def is_loopback(remote: str | None) -> bool:
-    """True for 127.0.0.0/8 and ::1 peers."""
-    if not remote:
-        return False
-    try:
-        return ipaddress.ip_address(remote.split("%")[0]).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bearer(request: web.Request, token: Secret) -> bool:
