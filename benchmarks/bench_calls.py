@@ -606,6 +606,7 @@ def summarize(
     **extra: Any,
 ) -> dict[str, Any]:
     row: dict[str, Any] = {"calls": n, "profile": profile, "session_format": PROFILES[profile]}
+    row["commit"] = machine()["commit"]
     row["failed_calls"] = gen.get("failed_calls")
     row["failures"] = gen.get("failures")
     row["setup_ms"] = gen.get("setup_ms")
@@ -1177,6 +1178,7 @@ def report_from(args: argparse.Namespace) -> int:
             {"file": str(path), "command": data.get("command"), "machine": data.get("machine")}
         )
         for row in data.get("rows", []):
+            row.setdefault("commit", (data.get("machine") or {}).get("commit"))
             merged[(row["profile"], row["calls"])] = row
         spy = data.get("py_spy") or spy
     rows = [merged[k] for k in sorted(merged, key=lambda k: (list(PROFILES).index(k[0]), k[1]))]
