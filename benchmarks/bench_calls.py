@@ -165,7 +165,7 @@ def preflight(args: argparse.Namespace) -> None:
         )
     if (args.gateway_rt or args.load_rt) and shutil.which("chrt") is None:
         raise BenchError("chrt not found: install the Debian package util-linux")
-    if args.py_spy and shutil.which("py-spy") is None and not (ROOT / ".venv/bin/py-spy").exists():
+    if args.py_spy and py_spy_exe() is None:
         raise BenchError("--py-spy needs py-spy: .venv/bin/python -m pip install py-spy")
 
 
@@ -750,8 +750,15 @@ def disturbed(args: argparse.Namespace, row: dict[str, Any]) -> bool:
 # --- py-spy ------------------------------------------------------------------------------------
 
 
+def py_spy_exe() -> str | None:
+    """py-spy beside this interpreter (the venv's), else on PATH."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
 def start_py_spy(started: Started, args: argparse.Namespace, pid: int, point_dir: Path) -> Proc:
-    exe = shutil.which("py-spy") or str(ROOT / ".venv/bin/py-spy")
+    exe = py_spy_exe()
+    assert exe is not None  # checked in preflight()
     duration = max(5, min(20, int(args.duration) - 2))
     return started.start(
         "py-spy",
