@@ -378,6 +378,10 @@ class RealtimeClient:
                     await self._deliver(event)
                 if proto.queued:
                     self._wakeup.set()
+                # One message, then back to the loop: when a provider bursts (every call's
+                # answer at once, faster than real time), buffered frames would otherwise be
+                # handled in one go and the media clock's packets would wait behind them.
+                await asyncio.sleep(0)
         except ConnectionClosed:
             pass
         if self._renewing:
