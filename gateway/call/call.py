@@ -282,10 +282,14 @@ class Call:
         self._to_caller_conv = AudioConverter(link.output_format, native)
         self._append_bytes = link.input_format.frame_bytes(self.options.append_ms)
         self._in_buf = bytearray()
-        silence = {"pcmu": 0xFF, "pcma": 0xD5}.get(native.encoding, 0)
+        # The playout queue holds the model's audio as it came (its output format) and each
+        # frame is converted when the leg pulls it: a provider's burst of deltas costs no
+        # conversion at arrival, and conversion work is spread over real time.
+        out = link.output_format
+        silence = {"pcmu": 0xFF, "pcma": 0xD5}.get(out.encoding, 0)
         self.playout = PlayoutQueue(
-            frame_bytes=self._frame_bytes,
-            bytes_per_ms=native.frame_bytes(1000) / 1000.0,
+            frame_bytes=out.frame_bytes(self.leg.frame_ms),
+            bytes_per_ms=out.frame_bytes(1000) / 1000.0,
             silence_byte=silence,
         )
         self._out_bytes_per_ms = link.output_format.frame_bytes(1000) / 1000.0
@@ -340,6 +344,10 @@ class Call:
             latency = now - self._last_speech_stopped
             metrics.RESPONSE_LATENCY.observe(latency)
             self.stats["response_latency_ms"].append(round(latency * 1000))
+        if not self._to_caller_conv.identity:
+            t_in = time.perf_counter()
+            frame = self._to_caller_conv.convert(frame)
+            _ADDED_TO_CALLER.observe(time.perf_counter() - t_in)
         if self.recorder is not None:
             self.recorder.bot(decode(frame, self.leg.native), now)
         return frame
@@ -379,9 +387,9 @@ class Call:
             if ev.response_id in self._ignored_responses or not self._to_caller:
                 return
             self._item_bytes[ev.item_id] = self._item_bytes.get(ev.item_id, 0) + len(ev.audio)
-            data = self._to_caller_conv.convert(ev.audio)
-            self.playout.push(ev.item_id, ev.response_id, data)
-            _ADDED_TO_CALLER.observe(time.perf_counter() - t_in)
+            self.playout.push(ev.item_id, ev.response_id, ev.audio)
+            if self._to_caller_conv.identity:
+                _ADDED_TO_CALLER.observe(time.perf_counter() - t_in)
         elif isinstance(ev, rt.SpeechStarted):
             self._speech_started_at = now
         elif isinstance(ev, rt.SpeechStopped):
@@ -500,6 +508,8 @@ class Call:
         the caller actually heard."""
         now = asyncio.get_running_loop().time()
         cleared = self.playout.clear()
+        if not self._to_caller_conv.identity:  # no tail of the dropped audio in the next frame
+            self._to_caller_conv = AudioConverter(self._link.output_format, self.leg.native)
         if cleared.response_id and ignore_rest_of_response:
             self._ignored_responses.add(cleared.response_id)
         if self._active_response and ignore_rest_of_response:
@@ -530,10 +540,12 @@ class Call:
             pcm = np.asarray(audio)
             if pcm.dtype != np.int16:
                 raise ValueError("play() needs int16 PCM")
+        out = self._link.output_format
         if rate not in telcodecs.SUPPORTED_RATES:
-            pcm, rate = resample_any(pcm, rate, self.leg.native.rate), self.leg.native.rate
-        conv = AudioConverter(AudioFormat("pcm16", rate), self.leg.native)
-        self.playout.push(f"play-{id(pcm)}", "play", conv.convert_pcm(pcm))
+            pcm, rate = resample_any(pcm, rate, out.rate), out.rate
+        conv = AudioConverter(AudioFormat("pcm16", rate), out)
+        # the queue holds audio in the model's output format (converted again at pull)
+        self.playout.push(f"play-{id(pcm)}", "play", conv.convert_pcm(pcm) + conv.flush())
 
     async def wait_playout_idle(self, timeout: float) -> bool:
         """Wait until the audio queued for the caller has been played; False on timeout."""

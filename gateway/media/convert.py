@@ -67,6 +67,12 @@ class AudioConverter:
             pcm = self._resampler.process(pcm)
         return encode(pcm, self.dst)
 
+    def flush(self) -> bytes:
+        """The resampler's tail (its group delay), encoded; empty when there is no resampler."""
+        if self._resampler is None:
+            return b""
+        return encode(self._resampler.flush(), self.dst)
+
     def convert_pcm(self, pcm: Pcm) -> bytes:
         """Convert int16 samples already at the source rate."""
         if self._resampler is not None:

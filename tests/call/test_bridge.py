@@ -193,6 +193,7 @@ async def test_barge_in_stops_bot_audio_and_truncates_at_what_was_played(
     assert truncates[0]["item_id"] == greeting_id
     # audio_end_ms is what the caller heard (PCMU: 8 bytes per ms), never more than the item holds.
     assert truncates[0]["audio_end_ms"] == greeting.played_bytes // 8
+    greeting_played = greeting.played_bytes
     assert 0 < truncates[0]["audio_end_ms"] <= call.item_audio_ms(greeting_id)
     assert truncates[0]["audio_end_ms"] < call.item_audio_ms(greeting_id)  # it was cut short
     # interrupt_response is true: the server cancels, so the gateway sent no response.cancel.
@@ -207,7 +208,7 @@ async def test_barge_in_stops_bot_audio_and_truncates_at_what_was_played(
         ),
         10,
     )
-    assert call.playout.items[greeting_id].played_bytes == greeting.played_bytes
+    assert call.playout.items[greeting_id].played_bytes == greeting_played  # never resumed
     await call.hangup()
     await task
 

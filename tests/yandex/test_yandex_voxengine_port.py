@@ -45,7 +45,7 @@ async def test_voxengine_port_greets_barges_in_and_hangs_up(provider: LocalProvi
     await wait_for(lambda: c.call.stats["barge_ins"] == 1)
     greeting_id = next(iter(c.call.playout.items))
     played = c.call.playout.items[greeting_id].played_bytes
-    assert 0 < played < c.call.item_audio_ms(greeting_id) * 8  # cut short
+    assert 0 < c.call.item_played_ms(greeting_id) < c.call.item_audio_ms(greeting_id)  # cut short
     # the echo of the caller's turn plays, then WebSocketMediaEnded after 1 s of silence
     await wait_for(lambda: len(c.call.playout.items) >= 2, 10)
     echo_id = list(c.call.playout.items)[1]
