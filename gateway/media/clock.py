@@ -37,7 +37,7 @@ class MediaClock:
         loop: asyncio.AbstractEventLoop,
         period_ms: int = 20,
         slots: int = 4,
-        max_catch_up: int = 2,
+        max_catch_up: int = 5,
     ) -> None:
         if period_ms <= 0 or slots <= 0:
             raise ValueError("period_ms and slots must be positive")
