@@ -1,0 +1,47 @@
+"""Per-call settings: the routing table's first match overrides the defaults; instructions are a
+template over the caller, the dialled number and the INVITE's X- headers."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.call.routing import render_instructions, resolve_profile, validate_routes
+from gateway.config import ConfigError
+from tests.gateway_harness import settings
+
+
+def test_first_matching_route_overrides_defaults() -> None:
+    s = settings(
+        voice="marin",
+        routes=[
+            {"called": "1000", "voice": "cedar", "instructions": "Sales. Caller {caller}."},
+            {"source": "203.0.113.0/24", "greeting": False},
+            {"called": "1000", "voice": "never-reached"},
+        ],
+    )
+    sales = resolve_profile(s, called="1000", source="198.51.100.7", leg="sip")
+    assert sales.voice == "cedar" and sales.instructions.startswith("Sales.")
+    trunk = resolve_profile(s, called="2000", source="203.0.113.9", leg="sip")
+    assert trunk.greeting is False and trunk.voice == "marin"
+    default = resolve_profile(s, called="2000", source="198.51.100.7", leg="webrtc")
+    assert default.voice == "marin" and default.greeting is True
+
+
+def test_instructions_template_uses_caller_called_and_x_headers() -> None:
+    text = render_instructions(
+        "Caller {caller} dialled {called}; account {x_account}; unknown {x_missing}.",
+        "+15551234",
+        "1000",
+        {"X-Account": "A-42", "From": "<sip:x@y>"},
+    )
+    assert text == "Caller +15551234 dialled 1000; account A-42; unknown ."
+    assert render_instructions("Hello {caller}", "", "", {}) == "Hello unknown"
+    # a broken template is used as it is rather than failing the call
+    assert render_instructions("Bad {", "c", "d", {}) == "Bad {"
+
+
+def test_bad_routes_are_refused_with_the_entry_named() -> None:
+    with pytest.raises(ConfigError, match=r"routes\[1\]: unknown keys"):
+        validate_routes([{"called": "1"}, {"calld": "2"}])
+    with pytest.raises(ConfigError, match=r"routes\[0\].source"):
+        validate_routes([{"source": "not-a-net"}])
