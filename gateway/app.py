@@ -33,7 +33,7 @@ from gateway.call.manager import AdmissionError, CallManager
 from gateway.call.prompts import warm_prompts
 from gateway.call.routing import validate_routes
 from gateway.call.scenario import ScenarioSetup, load_scenario
-from gateway.call.service import CallService
+from gateway.call.service import CallService, default_client_factory
 from gateway.config import ConfigError, Settings, parse_hostport, parse_port_range
 from gateway.gcpolicy import GcPolicy
 from gateway.http.calls import CallApi, add_call_routes
@@ -42,7 +42,9 @@ from gateway.http.health import add_health_routes, add_metrics_route
 from gateway.legs.sip_service import SipCallService
 from gateway.logs import get_logger
 from gateway.media.clock import MediaClocks
+from gateway.realtime.client import RealtimeClient
 from gateway.realtime.errors import RealtimeError
+from gateway.realtime.events import SessionConfig
 from gateway.realtime.local.server import LocalProvider
 from gateway.realtime.profiles import ProviderProfile, make_profile
 from gateway.rtp.ports import PortPool
@@ -161,8 +163,15 @@ class Gateway:
                 setup = load_scenario(s.scenario)
             except Exception as exc:
                 raise StartupError(f"scenario {s.scenario}: {exc}") from None
-        self.calls = CallService(s, self.profile, self.manager, setup or default_setup, TOOLS)
         self.clocks = MediaClocks(loop)
+        clocks = self.clocks
+
+        def client_factory(profile: ProviderProfile, config: SessionConfig) -> RealtimeClient:
+            return default_client_factory(profile, config, clocks.yield_to_media)
+
+        self.calls = CallService(
+            s, self.profile, self.manager, setup or default_setup, TOOLS, client_factory
+        )
         # --- SIP
         await self._start_sip()
         # --- WebRTC and HTTP

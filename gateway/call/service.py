@@ -28,11 +28,17 @@ Setup = Callable[[Call], Awaitable[None] | None]
 ClientFactory = Callable[[ProviderProfile, SessionConfig], RealtimeClient]
 
 
-def default_client_factory(profile: ProviderProfile, config: SessionConfig) -> RealtimeClient:
-    """A client with the call bridge's policy: one reconnect within 2 s, re-seeded."""
+def default_client_factory(
+    profile: ProviderProfile,
+    config: SessionConfig,
+    yield_hook: Callable[[], Awaitable[None]] | None = None,
+) -> RealtimeClient:
+    """A client with the call bridge's policy: one reconnect within 2 s, re-seeded; between
+    provider messages it yields to the media clock (`yield_hook`)."""
     return RealtimeClient(
         profile,
         config,
+        yield_hook=yield_hook,
         connect_timeout=5.0,
         setup_timeout=5.0,
         reconnect=ReconnectPolicy(attempts=1, within_s=2.0, backoff_s=0.1),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from typing import Protocol
 
 from gateway.logs import get_logger
@@ -53,6 +54,7 @@ class MediaClock:
         self._n = 0  # sub-tick index on the grid
         self.ticks = 0
         self.stalls = 0
+        self._tick_waiter: asyncio.Future[None] | None = None
 
     def __len__(self) -> int:
         return len(self._where)
@@ -69,6 +71,22 @@ class MediaClock:
             self._n = 0
             self._handle = self._loop.call_at(self._t0, self._run)
 
+    def overdue(self) -> bool:
+        """True when a sub-tick is due and has not run: bulk work should wait for it."""
+        if self._handle is None:
+            return False
+        # time.monotonic() shares the loop clock's base (CLOCK_MONOTONIC) but, unlike uvloop's
+        # cached loop.time(), it moves during a long loop iteration.
+        return time.monotonic() > self._t0 + self._n * self._step
+
+    async def next_tick(self) -> None:
+        """Wait until the clock has serviced its next sub-tick (at once if it is stopped)."""
+        if self._handle is None:
+            return
+        if self._tick_waiter is None:
+            self._tick_waiter = self._loop.create_future()
+        await asyncio.shield(self._tick_waiter)
+
     def remove(self, ticker: Ticker) -> None:
         """Stop servicing `ticker`; the timer stops when no ticker is left."""
         slot = self._where.pop(id(ticker), None)
@@ -82,6 +100,9 @@ class MediaClock:
         if not self._where and self._handle is not None:
             self._handle.cancel()
             self._handle = None
+            waiter, self._tick_waiter = self._tick_waiter, None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     def close(self) -> None:
         """Stop the timer and forget every ticker."""
@@ -90,6 +111,9 @@ class MediaClock:
             self._handle = None
         self._members = [[] for _ in range(self.slots)]
         self._where.clear()
+        if self._tick_waiter is not None and not self._tick_waiter.done():
+            self._tick_waiter.set_result(None)
+        self._tick_waiter = None
 
     def _run(self) -> None:
         self._handle = None
@@ -111,6 +135,9 @@ class MediaClock:
                 self.remove(ticker)
         self.ticks += 1
         self._n += 1
+        waiter, self._tick_waiter = self._tick_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         if self._where:
             nxt = self._t0 + self._n * self._step
             self._handle = self._loop.call_at(nxt, self._run)
@@ -131,6 +158,21 @@ class MediaClocks:
             slots = max(1, math.ceil(self._slots * ptime_ms / 20))
             clock = self._clocks[ptime_ms] = MediaClock(self._loop, ptime_ms, slots)
         return clock
+
+    async def yield_to_media(self) -> None:
+        """Give the loop back; if a media tick is overdue, wait until it has run.
+
+        Bulk work (a provider's burst of audio deltas) calls this between messages, so packets
+        due to callers leave first: a single-threaded loop's only way to put media ahead."""
+        waited = False
+        for clock in self._clocks.values():
+            for _ in range(2 * clock.slots * 5):  # bounded: a catch-up, not a starvation
+                if not clock.overdue():
+                    break
+                await clock.next_tick()
+                waited = True
+        if not waited:
+            await asyncio.sleep(0)
 
     def close(self) -> None:
         for clock in self._clocks.values():

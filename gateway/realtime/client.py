@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +90,10 @@ class ReconnectPolicy:
 _END = object()
 
 
+async def _sleep0() -> None:
+    await asyncio.sleep(0)
+
+
 class RealtimeClient:
     """A Realtime session for one call. Use `async with RealtimeClient(...) as rt:` or
     `await connect()` / `await close()`."""
@@ -106,6 +110,7 @@ class RealtimeClient:
         max_session_s: float | None = 55 * 60,
         reconnect: ReconnectPolicy | None = ReconnectPolicy(),
         on_event: Callable[[ev.ServerEvent], None] | None = None,
+        yield_hook: Callable[[], Awaitable[None]] | None = None,
         event_queue_size: int = 1000,
         log: Any = None,
     ) -> None:
@@ -124,6 +129,7 @@ class RealtimeClient:
         self.differences: list[tuple[str, Any, Any]] = []
         self.reconnects = 0
         self._on_event = on_event
+        self._yield = yield_hook or _sleep0
         self._events: asyncio.Queue[object] = asyncio.Queue(event_queue_size)
         self._log = (log or get_logger("realtime")).bind(provider=profile.name)
         self._ws: ClientConnection | None = None
@@ -381,7 +387,7 @@ class RealtimeClient:
                 # One message, then back to the loop: when a provider bursts (every call's
                 # answer at once, faster than real time), buffered frames would otherwise be
                 # handled in one go and the media clock's packets would wait behind them.
-                await asyncio.sleep(0)
+                await self._yield()
         except ConnectionClosed:
             pass
         if self._renewing:

@@ -61,3 +61,24 @@ async def test_remove_stops_the_timer() -> None:
     await asyncio.sleep(0.06)
     assert len(leg.ticks) == n
     assert len(clock) == 0
+
+
+async def test_bulk_work_waits_for_an_overdue_tick() -> None:
+    from gateway.media.clock import MediaClocks
+
+    loop = asyncio.get_running_loop()
+    clocks = MediaClocks(loop)
+    clock = clocks.for_ptime(20)
+    leg = Recorder()
+    clock.add(leg)
+    await asyncio.sleep(0.05)
+    assert not clock.overdue()
+    time.sleep(0.03)  # the loop is busy past the next deadline
+    assert clock.overdue()
+    before = len(leg.ticks)
+    await clocks.yield_to_media()  # returns only once the due tick has run
+    assert clock.ticks > 0 and not clock.overdue()
+    assert len(leg.ticks) >= before  # (the slot serviced may be another leg's)
+    waiter = asyncio.ensure_future(clock.next_tick())
+    clocks.close()
+    await asyncio.wait_for(waiter, 1)  # closing releases anyone waiting
