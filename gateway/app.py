@@ -183,6 +183,7 @@ class Gateway:
             admit=self._webrtc_admit,
             # a browser on this machine (make run) connects over loopback, whatever the host has
             include_loopback_candidates=_is_loopback_host(http_host) or http_host in _ANY,
+            udp_ports=parse_port_range(s.webrtc_ports) if s.webrtc_ports else None,
         )
         self.http_port = await self._listen(self._build_http_app(), s.http_listen, "http_listen")
         if s.metrics_listen:

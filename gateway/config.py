@@ -97,6 +97,7 @@ class Settings:
     scenario: str = _opt("", "Python file defining the call scenario (default scenario if empty)")
     drain_timeout: float = _opt(300.0, "seconds live calls may go on after a drain starts")
     ice_servers: list[str] = _opt([], "STUN/TURN URLs for WebRTC (none by default)")
+    webrtc_ports: str = _opt("", "UDP port range for WebRTC ICE, LO-HI (default: ephemeral)")
     ice_username: str = _opt("", "TURN username")
     ice_credential: Secret = _opt(Secret(""), "TURN credential")
     cors_origins: list[str] = _opt([], "origins allowed to call the HTTP API from a browser")
@@ -114,6 +115,8 @@ class Settings:
         """Raise ConfigError with one clear line for the first inconsistent setting."""
         for name in ("http_listen", "sip_listen"):
             parse_hostport(getattr(self, name), name)
+        if self.webrtc_ports:
+            parse_port_range(self.webrtc_ports, "webrtc_ports")
         for name in ("metrics_listen", "sip_tls_listen"):
             if getattr(self, name):
                 parse_hostport(getattr(self, name), name)
@@ -176,15 +179,15 @@ def parse_hostport(value: str, name: str = "address") -> tuple[str, int]:
     return host, int(port)
 
 
-def parse_port_range(value: str) -> tuple[int, int]:
+def parse_port_range(value: str, name: str = "rtp_ports") -> tuple[int, int]:
     """`LO-HI` into an even-aligned (lo, hi) pair with room for at least one RTP/RTCP pair."""
     lo_s, sep, hi_s = value.partition("-")
     if not sep or not lo_s.isdigit() or not hi_s.isdigit():
-        raise ConfigError(f"rtp_ports: {value!r} is not LO-HI")
+        raise ConfigError(f"{name}: {value!r} is not LO-HI")
     lo, hi = int(lo_s), int(hi_s)
     lo += lo % 2
     if not 1024 <= lo < hi <= 65535 or hi - lo < 1:
-        raise ConfigError(f"rtp_ports: {value!r} must be an even range within 1024-65535")
+        raise ConfigError(f"{name}: {value!r} must be an even range within 1024-65535")
     return lo, hi
 
 
