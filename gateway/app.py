@@ -278,10 +278,12 @@ class Gateway:
     # --- WebRTC calls
 
     def _webrtc_admit(self) -> None:
-        if self.manager.draining:
-            raise CallRejected(503, "the gateway is draining", retry_after=30)
-        if len(self.manager.calls) >= self.manager.max_calls:
-            raise CallRejected(503, "the gateway is at capacity", retry_after=5)
+        try:
+            self.manager.check_admission()
+        except AdmissionError as exc:
+            raise CallRejected(
+                503, f"not accepting calls: {exc.reason}", retry_after=exc.retry_after
+            ) from None
 
     async def _webrtc_create_call(self, leg: WebRtcLeg, info: OfferInfo) -> str:
         assert self.calls is not None

@@ -62,9 +62,6 @@ _ADDED_TO_CALLER = metrics.MEDIA_ADDED_LATENCY.labels(direction="to_caller")
 BOT_MEDIA_END_S = 1.0  # VoxEngine: WebSocketMediaEnded after 1 s of silence
 
 
-RealtimeLink = RealtimeClient
-
-
 @dataclass(frozen=True)
 class CallInfo:
     """What is known about a call when it arrives; headers are read-only."""
@@ -102,7 +99,7 @@ class RealtimeActions:
         self._answered_calls: set[str] = set()
 
     @property
-    def link(self) -> RealtimeLink:
+    def link(self) -> RealtimeClient:
         return self._call._link
 
     def on(self, event_type: type[E], handler: Handler[E]) -> None:
@@ -222,7 +219,7 @@ class Call:
         call_id: str,
         info: CallInfo,
         leg: MediaPort,
-        link: RealtimeLink,
+        link: RealtimeClient,
         options: CallOptions,
         *,
         created_at: float,
@@ -277,7 +274,6 @@ class Call:
     def _setup_media(self) -> None:
         native = self.leg.native
         link = self._link
-        self._frame_bytes = native.frame_bytes(self.leg.frame_ms)
         self._to_model_conv = AudioConverter(native, link.input_format)
         self._to_caller_conv = AudioConverter(link.output_format, native)
         self._append_bytes = link.input_format.frame_bytes(self.options.append_ms)
@@ -547,11 +543,12 @@ class Call:
         # the queue holds audio in the model's output format (converted again at pull)
         self.playout.push(f"play-{id(pcm)}", "play", conv.convert_pcm(pcm) + conv.flush())
 
-    async def wait_playout_idle(self, timeout: float) -> bool:
-        """Wait until the audio queued for the caller has been played; False on timeout."""
+    async def wait_playout_idle(self, timeout: float, *, wait_response: bool = True) -> bool:
+        """Wait until the audio queued for the caller has been played (and, with
+        `wait_response`, the response in progress has ended); False on timeout or hang-up."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.playout.queued_ms > 0 or self._active_response is not None:
+        while self.playout.queued_ms > 0 or (wait_response and self._active_response is not None):
             if loop.time() > deadline or self._ended.is_set():
                 return False
             await asyncio.sleep(self.leg.frame_ms / 1000)

@@ -44,12 +44,16 @@ class CallManager:
         """A call id: random, URL-safe, never a phone number."""
         return secrets.token_hex(8)
 
-    def reserve(self) -> None:
-        """Take a slot for a call being set up; AdmissionError when none is free."""
+    def check_admission(self) -> None:
+        """AdmissionError if a new call could not be taken now (draining, at capacity)."""
         if self.draining:
             raise AdmissionError("draining", retry_after=30)
         if len(self.calls) + self._reserved >= self.max_calls:
             raise AdmissionError("capacity", retry_after=5)
+
+    def reserve(self) -> None:
+        """Take a slot for a call being set up; AdmissionError when none is free."""
+        self.check_admission()
         self._reserved += 1
         self._idle.clear()
 
@@ -83,6 +87,10 @@ class CallManager:
     def _check_idle(self) -> None:
         if not self.calls and not self._reserved:
             self._idle.set()
+
+    def task(self, call_id: str) -> asyncio.Task[None] | None:
+        """The task running `call_id`, while it runs."""
+        return self._tasks.get(call_id)
 
     def get(self, call_id: str) -> Call | None:
         return self.calls.get(call_id)

@@ -92,16 +92,11 @@ async def hangup_after_playout(
     call: Call, outcome: str, timeout: float, *, wait_response: bool = True
 ) -> None:
     """End `call` once the response in progress and the queued audio have been played."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
     # Give the model a moment to start its goodbye response.
     if wait_response:
         await asyncio.sleep(0.2)
-    while loop.time() < deadline:
-        busy = call.playout.queued_ms > 0 or (wait_response and call.realtime.response_active)
-        if not busy:
-            break
-        await asyncio.sleep(call.leg.frame_ms / 1000)
+        timeout -= 0.2
+    await call.wait_playout_idle(timeout, wait_response=wait_response)
     # The last frame pulled is still on the wire: one more packet time.
     await asyncio.sleep(call.leg.frame_ms / 1000 * 2)
     await call.hangup(outcome)

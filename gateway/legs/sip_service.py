@@ -319,7 +319,7 @@ class SipCallService:
         self._calls[handle] = call
         pending.prepared = None
         pending.rtp = None
-        task = self.calls.manager._tasks.get(call.id)
+        task = self.calls.manager.task(call.id)
         if task is not None:
             task.add_done_callback(lambda _t: self._forget(handle))
 
