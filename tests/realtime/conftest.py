@@ -12,30 +12,16 @@ import pytest
 import structlog
 
 from gateway.logs import configure
+from tests.openai_schema import extras
 
 try:
     from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
-    from pydantic import BaseModel, Field, TypeAdapter
+    from pydantic import Field, TypeAdapter
 except ImportError as exc:  # pragma: no cover - the dev extra installs it
     raise RuntimeError("openai SDK missing: pip install -e '.[dev]'") from exc
 
 _CLIENT = TypeAdapter(Annotated[RealtimeClientEvent, Field(discriminator="type")])
 _SERVER = TypeAdapter(Annotated[RealtimeServerEvent, Field(discriminator="type")])
-
-
-def _extras(obj: Any, path: str) -> Iterator[str]:
-    """Paths of fields the SDK model did not know (misspelt or invented fields)."""
-    if isinstance(obj, BaseModel):
-        for name in obj.model_extra or {}:
-            yield f"{path}.{name}"
-        for name in type(obj).model_fields:
-            yield from _extras(getattr(obj, name), f"{path}.{name}")
-    elif isinstance(obj, list | tuple):
-        for i, x in enumerate(obj):
-            yield from _extras(x, f"{path}[{i}]")
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _extras(v, f"{path}.{k}")
 
 
 class Conformance:
@@ -47,8 +33,8 @@ class Conformance:
     def _check(self, adapter: TypeAdapter[Any], event: str | dict[str, Any]) -> None:
         data = json.loads(event) if isinstance(event, str) else event
         model = adapter.validate_python(data)
-        extras = list(_extras(model, data.get("type", "?")))
-        assert not extras, f"fields unknown to the SDK schema: {extras}"
+        unknown = list(extras(model, data.get("type", "?")))
+        assert not unknown, f"fields unknown to the SDK schema: {unknown}"
         self.checked += 1
 
     def client(self, event: str | dict[str, Any]) -> None:

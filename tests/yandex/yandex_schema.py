@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from typing import Annotated, Any
 
 from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import Field, TypeAdapter
+
+from tests.openai_schema import extras
 
 _CLIENT: TypeAdapter[Any] = TypeAdapter(Annotated[RealtimeClientEvent, Field(discriminator="type")])
 _SERVER: TypeAdapter[Any] = TypeAdapter(Annotated[RealtimeServerEvent, Field(discriminator="type")])
@@ -34,21 +35,6 @@ _TRANSCRIPTION_DONE = "conversation.item.input_audio_transcription.completed"
 
 class YandexSchemaError(AssertionError):
     """A Yandex event departs from the OpenAI models in an undocumented way."""
-
-
-def extras(obj: Any, path: str) -> Iterator[str]:
-    """Paths of fields the SDK model did not know (misspelt or invented fields)."""
-    if isinstance(obj, BaseModel):
-        for name in obj.model_extra or {}:
-            yield f"{path}.{name}"
-        for name in type(obj).model_fields:
-            yield from extras(getattr(obj, name), f"{path}.{name}")
-    elif isinstance(obj, list | tuple):
-        for i, x in enumerate(obj):
-            yield from extras(x, f"{path}[{i}]")
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from extras(v, f"{path}.{k}")
 
 
 def _output_rate_to_openai(fmt: Any) -> None:
