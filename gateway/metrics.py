@@ -8,13 +8,109 @@ Protocol cores never import this module; the asyncio adapters and the call bridg
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import threading
+from bisect import bisect_left
+from collections.abc import Callable, Collection, Iterator, Sequence
+from typing import cast
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString as _untyped_float_to_go
 
 from gateway import __version__
 
-__all__ = ["CONTENT_TYPE_LATEST", "bounded", "render"]
+_float_to_go = cast(Callable[[float], str], _untyped_float_to_go)  # the `le` label's spelling
+
+__all__ = ["CONTENT_TYPE_LATEST", "MediaHistogram", "bounded", "render"]
+
+
+class MediaHistogram(Collector):
+    """A Prometheus histogram for the per-packet media path.
+
+    `prometheus_client.Histogram.observe` takes a lock per bucket walk, about 2 µs; at 50
+    packets per second per call that is a few percent of a core. This one is a list increment
+    after a bisect, `observe(amount, count)` records `count` equal values at once (every packet of
+    one media-clock slot leaves at the same loop time), and it is exported as an ordinary
+    histogram (`_bucket`/`_count`/`_sum`) by a registry collector. Called on the loop thread
+    only; `collect()` may run on the exposition thread and copies under a lock.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: Sequence[float],
+        labelnames: Sequence[str] = (),
+        registry: CollectorRegistry | None = REGISTRY,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self._bounds = tuple(float(b) for b in buckets)
+        self._labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], _MediaHistogramChild] = {}
+        self._lock = threading.Lock()
+        if not labelnames:
+            self._children[()] = _MediaHistogramChild(self._bounds)
+        if registry is not None:
+            registry.register(self)
+
+    def labels(self, **labels: str) -> _MediaHistogramChild:
+        """The child for these label values (look it up once, outside the hot path)."""
+        key = tuple(labels[name] for name in self._labelnames)
+        with self._lock:
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = _MediaHistogramChild(self._bounds)
+        return child
+
+    def observe(self, amount: float, count: int = 1) -> None:
+        """Record `count` observations of `amount` (unlabelled histograms only)."""
+        self._children[()].observe(amount, count)
+
+    def describe(self) -> list[Metric]:
+        return [HistogramMetricFamily(self.name, self.documentation, labels=self._labelnames)]
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self._labelnames)
+        with self._lock:
+            children = list(self._children.items())
+        for key, child in children:
+            counts, total = child.snapshot()
+            cumulative = 0
+            buckets: list[tuple[str, float]] = []
+            for bound, n in zip((*self._bounds, float("inf")), counts, strict=True):
+                cumulative += n
+                buckets.append((_float_to_go(bound), cumulative))
+            family.add_metric(list(key), buckets, total)
+        yield family
+
+
+class _MediaHistogramChild:
+    __slots__ = ("_bounds", "_counts", "_sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self._counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self._sum = 0.0
+
+    def observe(self, amount: float, count: int = 1) -> None:
+        # le buckets: a value equal to a bound belongs to that bound's bucket
+        self._counts[bisect_left(self._bounds, amount)] += count
+        self._sum += amount * count
+
+    def snapshot(self) -> tuple[list[int], float]:
+        return list(self._counts), self._sum
+
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56)
 _FINE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16)
@@ -50,7 +146,7 @@ RTP_JITTER = Histogram(
     "RFC 3550 interarrival jitter per call, sampled every RTCP interval.",
     buckets=_FINE_BUCKETS,
 )
-RTP_SEND_LATENESS = Histogram(
+RTP_SEND_LATENESS = MediaHistogram(
     "gateway_rtp_send_lateness_seconds",
     "How late each outgoing media packet left against its deadline.",
     buckets=_FINE_BUCKETS,
@@ -84,10 +180,10 @@ BARGE_IN_REACTION = Histogram(
     "From speech_started received to the last bot packet sent.",
     buckets=_LATENCY_BUCKETS,
 )
-MEDIA_ADDED_LATENCY = Histogram(
+MEDIA_ADDED_LATENCY = MediaHistogram(
     "gateway_media_added_latency_seconds",
     "The gateway's own share of media latency, by direction (to_model/to_caller).",
-    ["direction"],
+    labelnames=["direction"],
     buckets=_FINE_BUCKETS,
 )
 DTMF_DIGITS = Counter("gateway_dtmf_digits", "DTMF digits received, by source.", ["source"])

@@ -12,9 +12,8 @@ import contextlib
 from collections.abc import Callable
 from typing import Protocol
 
-from gateway import metrics
 from gateway.logs import get_logger
-from gateway.media.clock import MediaClock
+from gateway.media.clock import MediaClock, Outbox
 from gateway.media.port import (
     PCMA_8K,
     PCMU_8K,
@@ -35,15 +34,12 @@ from gateway.rtp.transport import RtpEndpoint
 
 log = get_logger("leg.sip")
 
-_SEND_LATENESS = metrics.RTP_SEND_LATENESS
-
 
 class SipControl(Protocol):
     """Signalling actions a SIP leg needs; implemented by the SIP call service."""
 
     def hangup(self, handle: int) -> None: ...
     def refer(self, handle: int, target_uri: str) -> None: ...
-    def loop_time(self) -> float: ...
 
 
 class SipLeg(MediaPort):
@@ -72,6 +68,7 @@ class SipLeg(MediaPort):
         self._closed = False
         self._dtmf_queue: list[str] = []
         rtp.on_event = self._rtp_event
+        self._send = rtp.send  # bound once: the clock calls it 50 times a second
 
     # --- MediaPort
 
@@ -80,8 +77,9 @@ class SipLeg(MediaPort):
         self._clock = self._clock_for(self.frame_ms)
         self._clock.add(self)
 
-    def tick(self, now: float, deadline: float) -> None:
-        """One packet time: caller audio to the bridge, one packet to the caller."""
+    def tick(self, now: float, deadline: float, outbox: Outbox) -> None:
+        """One packet time: caller audio to the bridge, one packet for the caller into `outbox`
+        (the clock sends the slot's packets together and records their lateness)."""
         sink = self._sink
         if sink is None:
             return
@@ -91,8 +89,9 @@ class SipLeg(MediaPort):
         payload = sink.pull(now)
         if self._dtmf_queue and not self.session.sending_dtmf:
             self._start_next_dtmf()
-        self.rtp.send_frame(payload, now)
-        _SEND_LATENESS.observe(max(0.0, self._control.loop_time() - deadline))
+        datagram = self.session.packetize(payload, now)
+        if datagram is not None:
+            outbox.add(self._send, datagram)
 
     def send_dtmf(self, digits: str) -> None:
         """Queue RFC 4733 digits toward the caller (ValueError if none was negotiated)."""

@@ -102,9 +102,6 @@ class SipCallService:
 
     # --- SipControl
 
-    def loop_time(self) -> float:
-        return self._loop.time()
-
     def hangup(self, handle: int) -> None:
         with contextlib.suppress(CallStateError):
             self.endpoint.hangup(handle, self._loop.time())

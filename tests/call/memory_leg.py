@@ -9,7 +9,7 @@ import asyncio
 import numpy as np
 import numpy.typing as npt
 
-from gateway.media.clock import MediaClock
+from gateway.media.clock import MediaClock, Outbox
 from gateway.media.convert import decode, encode
 from gateway.media.port import AudioFormat, LegEnded, MediaPort, MediaSink
 
@@ -39,7 +39,7 @@ class MemoryLeg(MediaPort):
         self._sink = sink
         self._clock.add(self)
 
-    def tick(self, now: float, deadline: float) -> None:
+    def tick(self, now: float, deadline: float, outbox: Outbox) -> None:
         assert self._sink is not None
         self.ticks += 1
         n = self.native.rate * self.frame_ms // 1000

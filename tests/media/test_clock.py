@@ -6,15 +6,34 @@ import asyncio
 import itertools
 import time
 
-from gateway.media.clock import MediaClock
+from gateway import metrics
+from gateway.media.clock import MediaClock, Outbox
 
 
 class Recorder:
     def __init__(self) -> None:
         self.ticks: list[tuple[float, float]] = []
 
-    def tick(self, now: float, deadline: float) -> None:
+    def tick(self, now: float, deadline: float, outbox: Outbox) -> None:
         self.ticks.append((now, deadline))
+
+
+class Sender:
+    """A leg that queues one datagram per tick and records when it was really sent."""
+
+    def __init__(self, name: str, log: list[str], fail: bool = False) -> None:
+        self.name = name
+        self.log = log
+        self.fail = fail
+
+    def tick(self, now: float, deadline: float, outbox: Outbox) -> None:
+        self.log.append(f"tick {self.name}")
+        outbox.add(self.send, self.name.encode())
+
+    def send(self, datagram: bytes) -> None:
+        if self.fail:
+            raise OSError("socket closed")
+        self.log.append(f"send {datagram.decode()}")
 
 
 async def test_deadlines_are_an_absolute_grid_per_slot() -> None:
@@ -81,3 +100,23 @@ async def test_bulk_work_waits_for_an_overdue_tick() -> None:
     waiter = asyncio.ensure_future(clock.next_tick())
     clocks.close()
     await asyncio.wait_for(waiter, 1)  # closing releases anyone waiting
+
+
+def _lateness_count() -> float:
+    family = next(iter(metrics.RTP_SEND_LATENESS.collect()))
+    return next(s.value for s in family.samples if s.name.endswith("_count"))
+
+
+async def test_a_slot_sends_after_every_leg_has_ticked_and_counts_each_packet() -> None:
+    loop = asyncio.get_running_loop()
+    clock = MediaClock(loop, period_ms=20, slots=1)
+    log: list[str] = []
+    legs = [Sender("a", log), Sender("b", log, fail=True), Sender("c", log)]
+    before = _lateness_count()
+    for leg in legs:
+        clock.add(leg)
+    await clock.next_tick()
+    clock.close()
+    # every tick first, then the sends back to back; the failing socket does not stop "c"
+    assert log[:5] == ["tick a", "tick b", "tick c", "send a", "send c"], log
+    assert _lateness_count() - before == 2  # one observation per packet actually sent
