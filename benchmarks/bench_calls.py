@@ -672,6 +672,10 @@ def summarize(
     row["rtp_lost_total"] = value_diff(None, final, "gateway_rtp_packets_lost_total")
     setup_hist = final["hist"].get("gateway_call_setup_seconds", {}).get((), {})
     row["first_audio_p99_ms"] = ms(quantile(setup_hist, 0.99))
+    # the provider's share of set-up: WebSocket connect to session.updated, as the gateway saw it
+    connect_hist = final["hist"].get("gateway_realtime_connect_seconds", {}).get((), {})
+    row["provider_connect_p50_ms"] = ms(quantile(connect_hist, 0.5))
+    row["provider_connect_p99_ms"] = ms(quantile(connect_hist, 0.99))
     row["realtime_errors"] = value_diff(None, final, "gateway_realtime_errors_total")
     for key in (
         "worst_gap_median_ms",

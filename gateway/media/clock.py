@@ -209,19 +209,18 @@ class MediaClocks:
         return clock
 
     async def yield_to_media(self) -> None:
-        """Give the loop back; if a media tick is overdue, wait until it has run.
+        """If a media tick is overdue, wait until it has run; otherwise return at once.
 
-        Bulk work (a provider's burst of audio deltas) calls this between messages, so packets
-        due to callers leave first: a single-threaded loop's only way to put media ahead."""
-        waited = False
+        Bulk work (a provider's burst of audio deltas) calls this before each message, so
+        packets due to callers leave first: a single-threaded loop's only way to put media
+        ahead. Checking before the work, not after, bounds what one loop pass can do once a
+        deadline has passed to one message per task; returning at once when nothing is due
+        costs no loop round trip."""
         for clock in self._clocks.values():
             for _ in range(2 * clock.slots * 5):  # bounded: a catch-up, not a starvation
                 if not clock.overdue():
                     break
                 await clock.next_tick()
-                waited = True
-        if not waited:
-            await asyncio.sleep(0)
 
     def close(self) -> None:
         for clock in self._clocks.values():

@@ -130,6 +130,7 @@ class RealtimeClient:
         self.reconnects = 0
         self._on_event = on_event
         self._yield = yield_hook or _sleep0
+        self._media_first = yield_hook
         self._events: asyncio.Queue[object] = asyncio.Queue(event_queue_size)
         self._log = (log or get_logger("realtime")).bind(provider=profile.name)
         self._ws: ClientConnection | None = None
@@ -375,6 +376,12 @@ class RealtimeClient:
         proto = self.protocol
         try:
             async for frame in ws:
+                # Media first, before each message: when a provider bursts (every call's answer
+                # at once, faster than real time), buffered frames would otherwise be handled in
+                # one go and the media clock's packets would wait behind them.
+                await self._yield()
+                if self._closing:
+                    break  # frames still in flight after our close are not errors
                 try:
                     proto.receive_text(frame, loop.time())
                 except ProtocolError as exc:
@@ -384,10 +391,6 @@ class RealtimeClient:
                     await self._deliver(event)
                 if proto.queued:
                     self._wakeup.set()
-                # One message, then back to the loop: when a provider bursts (every call's
-                # answer at once, faster than real time), buffered frames would otherwise be
-                # handled in one go and the media clock's packets would wait behind them.
-                await self._yield()
         except ConnectionClosed:
             pass
         if self._renewing:
@@ -521,6 +524,8 @@ class RealtimeClient:
                 self._events.put_nowait(_END)  # later iterators end too
                 return
             assert isinstance(item, ev.ServerEvent)
+            if self._media_first is not None:
+                await self._media_first()  # the consumer's handling is bulk work too
             yield item
 
     # --- API for the call bridge ---------------------------------------------------------------
