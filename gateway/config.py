@@ -90,7 +90,7 @@ class Settings:
     vad_prefix_ms: int = _opt(300, "server VAD prefix padding in ms")
     transcription_model: str = _opt("", "input transcription model (empty: off)")
     greeting: bool = _opt(True, "the model speaks first")
-    append_ms: int = _opt(60, "caller audio batched per input_audio_buffer.append, in ms")
+    append_ms: int = _opt(100, "caller audio batched per input_audio_buffer.append, in ms")
     # --- calls
     api_token: Secret = _opt(Secret(""), "bearer token for the call API and WebRTC offers")
     record_dir: str = _opt("", "write a stereo WAV and a JSONL transcript per call here")

@@ -1,6 +1,6 @@
 """The Call: one object owns everything of one call, and bridges its leg to its Realtime session.
 
-    caller --RTP/WebRTC--> leg --deliver()--> [decode/resample, batch] --append--> Realtime
+    caller --RTP/WebRTC--> leg --deliver()--> [batch, decode/resample] --append--> Realtime
     caller <--RTP/WebRTC-- leg <--pull()----- PlayoutQueue <--[resample/encode]-- audio deltas
 
 The leg (a `MediaPort`), the Realtime client, the playout queue, the recorder and every task of
@@ -79,7 +79,7 @@ class CallInfo:
 class CallOptions:
     """Per-call media settings (from config, routing table and scenario)."""
 
-    append_ms: int = 60
+    append_ms: int = 100
     greeting: bool = True
     record_dir: str = ""
     transfer_targets: Mapping[str, str] = field(default_factory=dict)
@@ -276,16 +276,17 @@ class Call:
         link = self._link
         self._to_model_conv = AudioConverter(native, link.input_format)
         self._to_caller_conv = AudioConverter(link.output_format, native)
-        self._append_bytes = link.input_format.frame_bytes(self.options.append_ms)
+        # Caller audio is collected in the leg's format and converted one append at a time:
+        # one decode/resample/encode per 100 ms costs a fifth of five per-frame ones.
+        self._append_bytes = native.frame_bytes(self.options.append_ms)
         self._in_buf = bytearray()
-        # The playout queue holds the model's audio as it came (its output format) and each
-        # frame is converted when the leg pulls it: a provider's burst of deltas costs no
-        # conversion at arrival, and conversion work is spread over real time.
-        out = link.output_format
-        silence = {"pcmu": 0xFF, "pcma": 0xD5}.get(out.encoding, 0)
+        # The model's audio is converted a whole delta at a time as it arrives (the receive
+        # loop lets due media ticks run first, so a burst of deltas waits, not the packets) and
+        # queued in the leg's format; the leg pulls ready frames.
+        silence = {"pcmu": 0xFF, "pcma": 0xD5}.get(native.encoding, 0)
         self.playout = PlayoutQueue(
-            frame_bytes=out.frame_bytes(self.leg.frame_ms),
-            bytes_per_ms=out.frame_bytes(1000) / 1000.0,
+            frame_bytes=native.frame_bytes(self.leg.frame_ms),
+            bytes_per_ms=native.frame_bytes(1000) / 1000.0,
             silence_byte=silence,
         )
         self._out_bytes_per_ms = link.output_format.frame_bytes(1000) / 1000.0
@@ -309,10 +310,11 @@ class Call:
                     self.leg_event(DtmfReceived(digit, "inband"))
         if not self._to_model or self._on_hold or self._closed or self._link.closed:
             return
-        self._in_buf += self._to_model_conv.convert(frame)
-        if len(self._in_buf) >= self._append_bytes:
-            self._link.send_audio(bytes(self._in_buf))
-            self._in_buf.clear()
+        buf = self._in_buf
+        buf += frame
+        if len(buf) >= self._append_bytes:
+            self._link.send_audio(self._to_model_conv.convert(bytes(buf)))
+            buf.clear()
             _ADDED_TO_MODEL.observe(time.perf_counter() - t_in)
 
     def pull(self, now: float) -> bytes | None:
@@ -340,10 +342,6 @@ class Call:
             latency = now - self._last_speech_stopped
             metrics.RESPONSE_LATENCY.observe(latency)
             self.stats["response_latency_ms"].append(round(latency * 1000))
-        if not self._to_caller_conv.identity:
-            t_in = time.perf_counter()
-            frame = self._to_caller_conv.convert(frame)
-            _ADDED_TO_CALLER.observe(time.perf_counter() - t_in)
         if self.recorder is not None:
             self.recorder.bot(decode(frame, self.leg.native), now)
         return frame
@@ -383,9 +381,10 @@ class Call:
             if ev.response_id in self._ignored_responses or not self._to_caller:
                 return
             self._item_bytes[ev.item_id] = self._item_bytes.get(ev.item_id, 0) + len(ev.audio)
-            self.playout.push(ev.item_id, ev.response_id, ev.audio)
-            if self._to_caller_conv.identity:
-                _ADDED_TO_CALLER.observe(time.perf_counter() - t_in)
+            conv = self._to_caller_conv
+            audio = ev.audio if conv.identity else conv.convert(ev.audio)
+            self.playout.push(ev.item_id, ev.response_id, audio)
+            _ADDED_TO_CALLER.observe(time.perf_counter() - t_in)
         elif isinstance(ev, rt.SpeechStarted):
             self._speech_started_at = now
         elif isinstance(ev, rt.SpeechStopped):
@@ -536,11 +535,11 @@ class Call:
             pcm = np.asarray(audio)
             if pcm.dtype != np.int16:
                 raise ValueError("play() needs int16 PCM")
-        out = self._link.output_format
+        native = self.leg.native
         if rate not in telcodecs.SUPPORTED_RATES:
-            pcm, rate = resample_any(pcm, rate, out.rate), out.rate
-        conv = AudioConverter(AudioFormat("pcm16", rate), out)
-        # the queue holds audio in the model's output format (converted again at pull)
+            pcm, rate = resample_any(pcm, rate, native.rate), native.rate
+        conv = AudioConverter(AudioFormat("pcm16", rate), native)
+        # the queue holds audio in the leg's format
         self.playout.push(f"play-{id(pcm)}", "play", conv.convert_pcm(pcm) + conv.flush())
 
     async def wait_playout_idle(self, timeout: float, *, wait_response: bool = True) -> bool:
