@@ -289,6 +289,11 @@ class SipCallService:
             await self._undo(pending, 0, "cancelled")
             return
         self._flush()
+        log.info(
+            "sip_answered",
+            call_id=pending.prepared.call_id,
+            setup_ms=round((loop.time() - created) * 1000, 1),  # INVITE in to 200 OK out
+        )
         leg = SipLeg(ev.call, pending.rtp, self, self.clock_for)
         self._start(pending, leg)
         if on_hold:

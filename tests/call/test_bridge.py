@@ -5,6 +5,7 @@ provider loss, and clean teardown."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 from collections.abc import AsyncIterator
@@ -167,6 +168,14 @@ async def test_transcoding_session_echo_is_resampled_correctly(provider: LocalPr
     await _wait(lambda: call.playout.queued_ms == 0 and not call.realtime.response_active)
     score = best_correlation(said[2000:7000], m.leg.heard())
     assert score > 0.97, score  # 8k -> 24k -> 8k through two G.711 codings
+    # Caller audio goes out converted one append at a time: every append is 100 ms of 24 kHz
+    # PCM16 (4800 bytes), give or take the resampler's rounding, never a 20 ms frame.
+    sizes = [
+        len(base64.b64decode(e["audio"]))
+        for e in _sent_client_events(provider, "input_audio_buffer.append")
+    ]
+    assert len(sizes) >= 10
+    assert all(abs(n - 4800) <= 4 for n in sizes[1:]), sizes
     await call.hangup()
     await task
 
