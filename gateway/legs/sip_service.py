@@ -249,6 +249,7 @@ class SipCallService:
             ptime_ms=self.ptime_ms,
             wall_offset=self._wall_offset,
         )
+        session_ready = now
         try:
             pending.rtp = await RtpEndpoint.open(self.ports, self.rtp_bind, session)
         except PortsExhausted:
@@ -293,6 +294,7 @@ class SipCallService:
             "sip_answered",
             call_id=pending.prepared.call_id,
             setup_ms=round((loop.time() - created) * 1000, 1),  # INVITE in to 200 OK out
+            session_ms=round((session_ready - created) * 1000, 1),  # of which the provider's
         )
         leg = SipLeg(ev.call, pending.rtp, self, self.clock_for)
         self._start(pending, leg)
