@@ -27,6 +27,7 @@ G.711 bytes (one byte per sample at 8 kHz, so timestamp units are byte offsets):
 from __future__ import annotations
 
 import bisect
+import struct
 from dataclasses import dataclass
 from typing import Final
 
@@ -102,7 +103,9 @@ class ReceptionStats:
 
     def update(self, seq: int) -> int:
         """A.1 `update_seq` with duplicate detection. Returns ACCEPTED, DUPLICATE or BAD_SEQUENCE
-        (a jump: the first packet after it is dropped; a second in sequence restarts counting)."""
+        (a jump: the first packet after it is dropped; a second in sequence restarts counting).
+
+        `JitterBuffer.push` inlines the next in-order case: keep the two in step."""
         if not self.started:
             self.started = True
             self._init_seq(seq)
@@ -136,7 +139,7 @@ class ReceptionStats:
         return ext
 
     def update_jitter(self, arrival: float, timestamp: int) -> None:
-        """A.8: J += (|D(i-1,i)| - J) / 16, with arrival in seconds."""
+        """A.8: J += (|D(i-1,i)| - J) / 16, with arrival in seconds. (Inlined in `push`.)"""
         arrival_units = arrival * self.clock_rate
         if self._prev_arrival >= 0:
             ts_delta = (timestamp - self._prev_ts) & 0xFFFFFFFF
@@ -258,6 +261,9 @@ def _signed32(value: int) -> int:
     return value - (1 << 32) if value & 0x80000000 else value
 
 
+_BUFFERED: Final = PushResult.BUFFERED
+
+
 class JitterBuffer:
     """Playout buffer for one G.711 stream. `pop(now)` gives one `frame_ms` frame per call."""
 
@@ -291,6 +297,11 @@ class JitterBuffer:
         self._zeros = bytes(self._capacity)
         self._ones = b"\x01" * self._capacity
         self._zero_frame = bytes(self.frame)
+        # one frame of bytes copied in and out by struct's C code: cheaper than slicing
+        frame_bytes = struct.Struct(f"{self.frame}s")
+        self._put_frame = frame_bytes.pack_into
+        self._get_frame = frame_bytes.unpack_from
+        self._frame_ones = b"\x01" * self.frame
         self.reception = ReceptionStats(clock_rate)
         self.stats = JitterStats()
         self.target = self.min_delay
@@ -345,20 +356,74 @@ class JitterBuffer:
         self._window_late = False
 
     def push(self, seq: int, timestamp: int, payload: bytes, now: float) -> int:
-        """Account for and buffer one audio packet. Returns a PushResult value."""
-        verdict = self.reception.update(seq)
-        if verdict == ReceptionStats.DUPLICATE:
-            self.stats.duplicates += 1
-            return PushResult.DUPLICATE
-        if verdict == ReceptionStats.BAD_SEQUENCE:
-            return PushResult.BAD_SEQUENCE
-        self.reception.update_jitter(now, timestamp)
-        if (
-            self.target < self.max_delay
-            and self.frame + 2 * self.reception.jitter > self.target + self.frame // 2
-        ):
+        """Account for and buffer one audio packet. Returns a PushResult value.
+
+        The next packet in sequence that lands at or after the end of the buffered audio (the
+        steady state) takes a fast path with the same results as `ReceptionStats.update`,
+        `update_jitter` and `push_payload`, which handle everything else."""
+        rec = self.reception
+        if rec.started and seq == (rec.max_seq + 1) & 0xFFFF:
+            # A.1 update_seq with udelta == 1: count a wrap, advance max_seq. The extended
+            # number is above every one seen since _init_seq, so it cannot be a duplicate.
+            if not seq:
+                rec.cycles += _SEQ_MOD
+            rec.max_seq = seq
+            ext = rec.cycles + seq
+            rec._seen[ext % _DUP_WINDOW] = ext
+            rec.received += 1
+            in_order = True
+        else:
+            verdict = rec.update(seq)
+            if verdict == ReceptionStats.DUPLICATE:
+                self.stats.duplicates += 1
+                return PushResult.DUPLICATE
+            if verdict == ReceptionStats.BAD_SEQUENCE:
+                return PushResult.BAD_SEQUENCE
+            in_order = rec.extended(seq) == rec.extended_max
+        # A.8 interarrival jitter: `update_jitter` inlined, the same arithmetic in the same order
+        arrival = now * rec.clock_rate
+        prev_arrival = rec._prev_arrival
+        if prev_arrival >= 0:
+            ts_delta = (timestamp - rec._prev_ts) & 0xFFFFFFFF
+            if ts_delta & 0x80000000:
+                ts_delta -= 1 << 32
+            rec.jitter += (abs((arrival - prev_arrival) - ts_delta) - rec.jitter) / 16.0
+        rec._prev_arrival = arrival
+        rec._prev_ts = timestamp
+        frame = self.frame
+        target = self.target
+        if target < self.max_delay and frame + 2 * rec.jitter > target + frame // 2:
             self._grow()  # A.8 jitter says the target is too small
-        in_order = self.reception.extended(seq) == self.reception.extended_max
+            target = self.target
+        # push_payload's buffered case for the newest packet: playout running, the packet starts
+        # at or after the end of the buffered audio (so none of its samples is present yet: the
+        # mask is 0 from _ahead on) and within the window, not a talk spurt to re-align
+        offset = (timestamp - self._playout) & 0xFFFFFFFF
+        ahead = self._ahead
+        n = len(payload)
+        end = offset + n
+        if (
+            in_order
+            and ahead <= offset < self._jump
+            and (ahead or offset <= target + 2 * frame)
+            and n
+            and end <= self._capacity
+            and self.started
+            and not self._resync
+        ):
+            self.stats.pushed += 1
+            if 0 < (timestamp - self._newest) & 0xFFFFFFFF < 0x80000000:
+                self._newest = timestamp
+            self._late_run = 0
+            if n == frame:
+                self._put_frame(self._buf, offset, payload)
+                self._put_frame(self._mask, offset, self._frame_ones)
+            else:
+                self._buf[offset:end] = payload
+                self._mask[offset:end] = self._ones[:n]
+            self._ahead = end
+            self._window_min = min(self._window_min, offset)
+            return _BUFFERED
         return self.push_payload(timestamp, payload, now, in_order)
 
     def push_payload(
@@ -367,7 +432,8 @@ class JitterBuffer:
         """Buffer one payload by timestamp, no sequence accounting. Returns a PushResult.
 
         `in_order`: the packet has the highest sequence number so far (None: judge by
-        timestamp). A late in-order packet means the timeline moved, not a reordering."""
+        timestamp). A late in-order packet means the timeline moved, not a reordering.
+        `push` inlines the common buffered case: keep the two in step."""
         stats = self.stats
         stats.pushed += 1
         result = PushResult.BUFFERED
@@ -417,8 +483,12 @@ class JitterBuffer:
         if mask.find(0, offset, end) == -1:
             stats.duplicates += 1
             return PushResult.DUPLICATE
-        self._buf[offset:end] = payload
-        mask[offset:end] = self._ones[:n]
+        if n == self.frame:
+            self._put_frame(self._buf, offset, payload)
+            self._put_frame(mask, offset, self._frame_ones)
+        else:
+            self._buf[offset:end] = payload
+            mask[offset:end] = self._ones[:n]
         self._ahead = max(self._ahead, end)
         self._window_min = min(self._window_min, offset)
         return result
@@ -434,7 +504,7 @@ class JitterBuffer:
             self._pending_stall += 1
             self._window_min = self._jump
 
-    def _advance(self, samples: int) -> None:
+    def _advance(self, samples: int) -> None:  # inlined in pop's fast path for one frame
         del self._buf[:samples]
         del self._mask[:samples]
         if samples == self.frame:
@@ -448,6 +518,32 @@ class JitterBuffer:
 
     def pop(self, now: float) -> bytes | None:
         """One frame of G.711: received audio, concealment or silence. None before any packet."""
+        mask = self._mask
+        if (
+            self.started
+            and not self._pending_skip
+            and not self._pending_stall
+            and now - self._window_start < self.shrink_after
+            and mask.startswith(self._frame_ones)
+        ):  # the common case: no delay change due and the whole frame received
+            frame = self.frame
+            buf = self._buf
+            out: bytes = self._get_frame(buf)[0]
+            self._last_frame = out
+            self._missing = 0
+            self.stats.played += 1
+            # _advance(frame) inlined
+            del buf[:frame]
+            del mask[:frame]
+            buf += self.silence_frame
+            mask += self._zero_frame
+            self._ahead -= frame  # stays >= 0: a whole frame is present, so _ahead >= frame
+            self._playout = (self._playout + frame) & 0xFFFFFFFF
+            return out
+        return self._pop_general(now)
+
+    def _pop_general(self, now: float) -> bytes | None:
+        """`pop` for any state (the fast path covers a subset of these)."""
         if not self.started:
             return None
         frame = self.frame

@@ -5,7 +5,8 @@ padding. The media path does not build objects per packet: incoming datagrams go
 `parse_header()`, which returns a plain tuple, and outgoing ones through `RtpHeaderWriter`,
 which packs a 12-byte header in front of the payload (measured fastest on CPython: one
 `struct.pack` plus one concatenation, about 0.1 µs, against 0.2 µs for `pack_into` a reused
-bytearray and a payload copy).
+bytearray and a payload copy). `RtpSession`'s per-packet fast paths use `RTP_FIXED_HEADER`,
+the same struct, directly.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Final
 from gateway.rtp.errors import RtpParseError
 
 __all__ = [
+    "RTP_FIXED_HEADER",
     "RTP_HEADER_SIZE",
     "RtpHeaderWriter",
     "RtpPacket",
@@ -26,7 +28,10 @@ __all__ = [
 
 RTP_HEADER_SIZE: Final = 12
 _HEADER: Final = struct.Struct("!BBHII")
-_FAST_HEADER: Final = struct.Struct("!HHII")
+#: The 12-byte fixed header of a packet without CSRCs (§5.1) as (first two octets as one word,
+#: sequence number, timestamp, SSRC), for the per-packet paths.
+RTP_FIXED_HEADER: Final = struct.Struct("!HHII")
+_pack_fixed_header: Final = RTP_FIXED_HEADER.pack
 _EXT_HEADER: Final = struct.Struct("!HH")
 
 
@@ -146,7 +151,7 @@ def parse_header(data: bytes) -> tuple[int, bool, int, int, int, bytes]:
     Same checks and errors as `RtpPacket.parse`, no object beyond the tuple and payload slice.
     """
     if len(data) > RTP_HEADER_SIZE and data[0] == 0x80:  # the common case: no CSRC, X or P
-        half, seq, timestamp, ssrc = _FAST_HEADER.unpack_from(data)
+        half, seq, timestamp, ssrc = RTP_FIXED_HEADER.unpack_from(data)
         return half & 0x7F, bool(half & 0x80), seq, timestamp, ssrc, data[RTP_HEADER_SIZE:]
     payload_type, marker, seq, timestamp, ssrc, start, end, _, _, _ = _parse(data)
     return payload_type, marker, seq, timestamp, ssrc, data[start:end]
@@ -164,8 +169,8 @@ class RtpHeaderWriter:
         self, payload_type: int, marker: bool, seq: int, timestamp: int, payload: bytes
     ) -> bytes:
         return (
-            _FAST_HEADER.pack(
-                0x8000 | (0x80 if marker else 0) | payload_type,
+            _pack_fixed_header(
+                (0x8080 if marker else 0x8000) | payload_type,
                 seq & 0xFFFF,
                 timestamp & 0xFFFFFFFF,
                 self.ssrc,

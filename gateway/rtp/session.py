@@ -23,6 +23,11 @@ SDES CNAME about every `rtcp_interval` seconds (randomised 0.5-1.5x, §6.3.1), c
 
 Events (`next_event()`): MediaStarted, RemoteLatched, SsrcChanged, DtmfDigitReceived,
 MediaTimedOut.
+
+Per packet cost matters (hundreds of calls per core, 50 packets/s each way per call):
+`receive_datagram`, `packetize` and the jitter buffer's `push`/`pop` start with a fast path
+for the common case that falls back to the general code for anything else and must give the
+same results; tests/rtp/test_fast_paths.py runs both on the same streams and compares them.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from typing import Final
 from gateway.rtp.dtmf import DtmfDigitReceived, DtmfReceiver, DtmfSender, TelephoneEvent
 from gateway.rtp.errors import DtmfError, RtpParseError
 from gateway.rtp.jitter import JitterBuffer, ReceptionStats, g711_silence_byte
-from gateway.rtp.packet import RtpHeaderWriter, is_rtcp, parse_header
+from gateway.rtp.packet import RTP_FIXED_HEADER, RtpHeaderWriter, is_rtcp, parse_header
 from gateway.rtp.rtcp import (
     RtcpBye,
     RtcpPacket,
@@ -157,6 +162,11 @@ class RtpStats:
 
 _NTP_BYE_REASON: Final = b"call ended"
 
+#: `stats.dropped` key of each JitterBuffer.push result (PushResult values 0-4), None: kept
+_PUSH_DROPS: Final = (None, "late", "duplicate", None, "bad_sequence")
+_unpack_fixed_header: Final = RTP_FIXED_HEADER.unpack_from
+_pack_fixed_header: Final = RTP_FIXED_HEADER.pack
+
 
 class RtpSession:
     """One call leg's RTP stream and its RTCP (sans-I/O). See the module docstring."""
@@ -195,6 +205,7 @@ class RtpSession:
         self.timer_dirty = True
         self._rtcp_out: list[tuple[bytes, Address]] = []
         self._writer = RtpHeaderWriter(self.ssrc)
+        self._ssrc_word = self._writer.ssrc  # the SSRC as sent (32 bits)
         # send state: random initial sequence number and timestamp (RFC 3550 §5.1)
         self._seq = self._rng.getrandbits(16)
         self._ts = self._rng.getrandbits(32)
@@ -209,6 +220,8 @@ class RtpSession:
         self._last_rx = -1.0
         self._media_started = False
         self._timed_out = False
+        self._media_flowing = False  # _media_started and not _timed_out: the receive fast path
+        self._dtmf_idle = True  # the DTMF sender is known inactive: the send fast path
         self._lost_prior = 0  # losses of earlier SSRCs
         self._lsr = 0  # compact NTP of the last SR received, and when (for DLSR)
         self._lsr_at = 0.0
@@ -234,6 +247,8 @@ class RtpSession:
         self.dtmf_pt = dtmf_pt
         self.ptime_ms = ptime_ms
         self.frame_samples = CLOCK_RATE * ptime_ms // 1000
+        self._stall_gap = 3.5 * ptime_ms / 1000  # a longer gap between sends: the clock stalled
+        self._audio_word = 0x8000 | self.payload_type  # V=2 and PT: the header's first word
         self.silence_payload = bytes((g711_silence_byte(codec),)) * self.frame_samples
         self._cn_payload = b"\x7f"  # RFC 3389 §3: noise level -127 dBov, no spectrum
         old = getattr(self, "_jitter", None)
@@ -284,6 +299,33 @@ class RtpSession:
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Feed one datagram from the RTP socket. Never raises."""
+        # Fast path for nearly every packet: RFC 3550 §5.1 V=2 without padding, extension or
+        # CSRCs (first octet 0x80), our audio payload type (never RTCP: its second octet is
+        # 192-223, RFC 5761 §4; ours is 0 or 8, or 128/136 with the marker), from the latched
+        # source and SSRC while media flows. Exactly what the general path below does for it.
+        if (
+            len(data) > 12
+            and data[0] == 0x80
+            and data[1] & 0x7F == self.payload_type
+            and addr == self._latched
+            and self._media_flowing
+        ):
+            _first, seq, timestamp, ssrc = _unpack_fixed_header(data)
+            if ssrc == self._remote_ssrc:
+                stats = self._stats
+                stats.packets_in += 1
+                stats.octets_in += len(data)
+                self._last_rx = now
+                result = self._jitter.push(seq, timestamp, data[12:], now)
+                if result:
+                    reason = _PUSH_DROPS[result]
+                    if reason is not None:
+                        stats.dropped[reason] += 1
+                return
+        self._receive_general(data, addr, now)
+
+    def _receive_general(self, data: bytes, addr: Address, now: float) -> None:
+        """`receive_datagram` for any datagram (the fast path covers a subset of these)."""
         stats = self._stats
         stats.packets_in += 1
         stats.octets_in += len(data)
@@ -320,17 +362,14 @@ class RtpSession:
         if not self._media_started or self._timed_out:
             self._media_started = True
             self._timed_out = False
+            self._media_flowing = True
             self.timer_dirty = True
             self._events.append(MediaStarted())
         jitter = self._jitter
         if audio:
-            result = jitter.push(seq, timestamp, payload, now)
-            if result == 4:  # PushResult.BAD_SEQUENCE
-                stats.dropped["bad_sequence"] += 1
-            elif result == 1:  # LATE
-                stats.dropped["late"] += 1
-            elif result == 2:  # DUPLICATE
-                stats.dropped["duplicate"] += 1
+            reason = _PUSH_DROPS[jitter.push(seq, timestamp, payload, now)]
+            if reason is not None:
+                stats.dropped[reason] += 1
             return
         self.timer_dirty = True  # telephone-event or CN: the DTMF end timer may move
         verdict = jitter.reception.update(seq)
@@ -374,8 +413,43 @@ class RtpSession:
         or CN/DTX when `cn_pt` is set: then the result may be None, meaning send nothing). An
         RFC 4733 packet replaces the audio while a digit is being sent.
         """
+        last = self._last_send
+        if (
+            self._dtmf_idle
+            and (last < 0 or now - last <= self._stall_gap)
+            and (payload is not None or self.cn_pt is None)
+        ):
+            # Fast path: audio or plain silence on time, no digit being sent, no CN: the general
+            # path below, inlined. RFC 3550 §5.1: sequence number +1, timestamp + samples;
+            # the marker starts a talk spurt (RFC 3551 §4.1).
+            self._last_send = now
+            if payload is None:
+                payload = self.silence_payload
+                marker = False
+                self._marker = True  # the next real audio starts a talk spurt
+            else:
+                marker = self._marker
+                self._marker = False
+                self._cn_sent_at = None
+            ts = self._ts
+            n = len(payload)
+            self._ts = (ts + n) & 0xFFFFFFFF
+            seq = self._seq
+            self._seq = (seq + 1) & 0xFFFF
+            stats = self._stats
+            stats.packets_out += 1
+            stats.octets_out += n
+            self._sent_since_report = True
+            word = self._audio_word
+            header = _pack_fixed_header(word | 0x80 if marker else word, seq, ts, self._ssrc_word)
+            return header + payload
+        return self._packetize_general(payload, now)
+
+    def _packetize_general(self, payload: bytes | None, now: float) -> bytes | None:
+        """`packetize` for any tick (the fast path covers a subset of these)."""
         samples = self.frame_samples
-        if self._last_send >= 0 and now - self._last_send > 3.5 * self.ptime_ms / 1000:
+        last = self._last_send
+        if last >= 0 and now - last > self._stall_gap:
             # the clock stalled: keep timestamps on the wall clock, start a new talk spurt
             missed = int((now - self._last_send) * 1000 / self.ptime_ms + 0.5) - 1
             self._ts = (self._ts + missed * samples) & 0xFFFFFFFF
@@ -383,7 +457,9 @@ class RtpSession:
         self._last_send = now
         ts = self._ts
         dtmf = self._dtmf_tx
-        if dtmf.active and self.dtmf_pt is not None:
+        if not dtmf.active:
+            self._dtmf_idle = True  # until start_dtmf queues a digit
+        elif self.dtmf_pt is not None:
             event = dtmf.next_packet(ts)
             if event is not None:
                 body, marker, event_ts = event
@@ -427,6 +503,7 @@ class RtpSession:
         if self.dtmf_pt is None:
             raise DtmfError("no telephone-event payload type negotiated")
         self._dtmf_tx.queue(digit, duration_ms)
+        self._dtmf_idle = False
 
     @property
     def sending_dtmf(self) -> bool:
@@ -458,6 +535,7 @@ class RtpSession:
             and now >= self._last_rx + self.media_timeout
         ):
             self._timed_out = True
+            self._media_flowing = False
             self._events.append(MediaTimedOut())
         if now >= self._next_rtcp:
             self._queue_rtcp(self._report(now))

@@ -28,11 +28,11 @@ _BUSY: Final = (errno.EADDRINUSE, errno.EACCES)
 
 
 class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, on_datagram: Callable[[bytes, Address], None]) -> None:
-        self.on_datagram = on_datagram
+    """Drops datagrams until `RtpEndpoint.open` has built the endpoint; then `open` sets the
+    instance's `datagram_received` to the endpoint's handler, which the loop calls directly."""
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.on_datagram(data, (addr[0], addr[1]))
+        pass  # between the two binds: no endpoint yet
 
     def error_received(self, exc: Exception) -> None:
         pass  # ICMP unreachable from a far end that went away: the media timeout handles it
@@ -58,6 +58,7 @@ class RtpEndpoint:
         self._rtcp = rtcp
         self.on_event = on_event
         self._loop = asyncio.get_running_loop()
+        self._time = self._loop.time
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0  # uvloop's call_at may return a Handle without when()
         self._closed = False
@@ -82,25 +83,15 @@ class RtpEndpoint:
         drains `session.next_event()`.
         """
         loop = asyncio.get_running_loop()
-        endpoint: list[RtpEndpoint] = []  # set once built; the protocols call into it
-
-        def on_rtp(data: bytes, addr: Address) -> None:
-            if endpoint:
-                endpoint[0]._on_rtp(data, addr)
-
-        def on_rtcp(data: bytes, addr: Address) -> None:
-            if endpoint:
-                endpoint[0]._on_rtcp(data, addr)
-
         for _ in range(attempts):
             port = pool.acquire()
             rtp: asyncio.DatagramTransport | None = None
             try:
-                rtp, _p = await loop.create_datagram_endpoint(
-                    lambda: _Protocol(on_rtp), local_addr=(bind_host, port)
+                rtp, rtp_protocol = await loop.create_datagram_endpoint(
+                    _Protocol, local_addr=(bind_host, port)
                 )
-                rtcp, _p = await loop.create_datagram_endpoint(
-                    lambda: _Protocol(on_rtcp), local_addr=(bind_host, port + 1)
+                rtcp, rtcp_protocol = await loop.create_datagram_endpoint(
+                    _Protocol, local_addr=(bind_host, port + 1)
                 )
             except OSError as exc:
                 if rtp is not None:
@@ -117,8 +108,12 @@ class RtpEndpoint:
                     rtp.close()
                 pool.release(port)
                 raise
-            endpoint.append(cls(pool, port, session, rtp, rtcp, on_event))
-            return endpoint[0]
+            endpoint = cls(pool, port, session, rtp, rtcp, on_event)
+            # Both loops (asyncio, uvloop) look up protocol.datagram_received per datagram: the
+            # endpoint's bound handlers as instance attributes save a call on every packet.
+            rtp_protocol.datagram_received = endpoint._on_rtp  # type: ignore[method-assign]
+            rtcp_protocol.datagram_received = endpoint._on_rtcp  # type: ignore[method-assign]
+            return endpoint
         raise PortsExhausted(f"no free RTP/RTCP pair after {attempts} busy ports")
 
     @property
@@ -128,13 +123,20 @@ class RtpEndpoint:
 
     # --- receive
 
-    def _on_rtp(self, data: bytes, addr: Address) -> None:
+    def _on_rtp(self, data: bytes, addr: Any) -> None:
+        """The RTP socket's `datagram_received` (installed by `open`)."""
+        if len(addr) != 2:
+            addr = (addr[0], addr[1])  # IPv6: (host, port, flowinfo, scope_id)
         session = self.session
-        session.receive_datagram(data, addr, self._loop.time())
-        self._after_input()
+        session.receive_datagram(data, addr, self._time())
+        if session.pending_events or session.timer_dirty:  # else _after_input has nothing to do
+            self._after_input()
 
-    def _on_rtcp(self, data: bytes, addr: Address) -> None:
-        self.session.receive_rtcp(data, addr, self._loop.time())
+    def _on_rtcp(self, data: bytes, addr: Any) -> None:
+        """The RTCP socket's `datagram_received` (installed by `open`)."""
+        if len(addr) != 2:
+            addr = (addr[0], addr[1])
+        self.session.receive_rtcp(data, addr, self._time())
         self._after_input()
 
     def _after_input(self) -> None:

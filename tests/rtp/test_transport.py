@@ -185,3 +185,60 @@ def test_busy_port_pair_is_skipped_under_uvloop() -> None:
         await test_busy_port_pair_is_skipped()
 
     uvloop.run(scenario())
+
+
+async def fast_callback_scenario() -> None:
+    """The sockets' protocols call the endpoint's handlers directly (no closure in between);
+    addresses reach the session as (host, port) pairs, IPv6 4-tuples included."""
+    lo, hi = free_even_range(2)
+    pool = PortPool(lo, hi)
+    loop = asyncio.get_running_loop()
+    seen: list[object] = []
+    session = RtpSession(now=loop.time(), remote_addr=("127.0.0.1", 9), ssrc=7, relatch_after=0.2)
+    endpoint = await open_endpoint(pool, session, seen)
+    try:
+        assert endpoint._rtp.get_protocol().datagram_received == endpoint._on_rtp  # type: ignore[attr-defined]
+        assert endpoint._rtcp.get_protocol().datagram_received == endpoint._on_rtcp  # type: ignore[attr-defined]
+        peer = udp_peer()
+        writer = RtpHeaderWriter(4321)
+        for k in range(3):
+            peer.sendto(writer.build(0, k == 0, k, 160 * k, bytes([k + 1]) * 160),
+                        ("127.0.0.1", endpoint.port))  # fmt: skip
+        async with asyncio.timeout(2):
+            while session.stats.packets_in < 3:
+                await asyncio.sleep(0.005)
+        assert session.latched == peer.getsockname()
+        assert seen == [RemoteLatched(peer.getsockname()), MediaStarted()]  # drained at once
+        frames = [session.read_frame(loop.time()) for _ in range(4)]
+        assert bytes([1]) * 160 in frames and bytes([2]) * 160 in frames
+        # an IPv6 socket reports (host, port, flowinfo, scope_id): the session sees a pair
+        other = udp_peer()
+        other_addr = other.getsockname()
+        v6 = (*other_addr, 0, 0)
+        endpoint._rtp.get_protocol().datagram_received(  # type: ignore[attr-defined]
+            writer.build(0, False, 3, 480, b"\x04" * 160), v6
+        )
+        assert session.stats.dropped["wrong_source"] == 1
+        await asyncio.sleep(0.25)  # past relatch_after: the next packet from there relatches
+        endpoint._rtp.get_protocol().datagram_received(  # type: ignore[attr-defined]
+            writer.build(0, False, 4, 640, b"\x05" * 160), v6
+        )
+        assert session.latched == other_addr and type(session.latched) is tuple
+        assert seen[-1] == RemoteLatched(other_addr)
+        endpoint._rtcp.get_protocol().datagram_received(b"\x80\xc9\x00\x01" + bytes(4), v6)  # type: ignore[attr-defined]
+        assert session.stats.rtcp_in == 1 and session.remote_rtcp_addr == other_addr
+        peer.close()
+        other.close()
+    finally:
+        await endpoint.aclose()
+    assert pool.in_use == 0
+
+
+async def test_protocols_call_the_endpoint_directly() -> None:
+    await fast_callback_scenario()
+
+
+def test_protocols_call_the_endpoint_directly_under_uvloop() -> None:
+    import uvloop
+
+    uvloop.run(fast_callback_scenario())
