@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import socket
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -25,6 +26,28 @@ __all__ = ["RtpEndpoint"]
 
 _log = get_logger(__name__)
 _BUSY: Final = (errno.EADDRINUSE, errno.EACCES)
+
+
+def _bind_udp(host: str, port: int) -> socket.socket:
+    """A non-blocking UDP socket bound to (`host`, `port`); `host` is an address literal."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _close_unowned(rtp: asyncio.DatagramTransport | None, socks: list[socket.socket]) -> None:
+    """After a failed open: close the RTP transport if it was made (it owns the first socket)
+    and every socket no transport owns."""
+    if rtp is not None:
+        rtp.close()
+    for sock in socks[1:] if rtp is not None else socks:
+        sock.close()
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -86,16 +109,16 @@ class RtpEndpoint:
         for _ in range(attempts):
             port = pool.acquire()
             rtp: asyncio.DatagramTransport | None = None
+            socks: list[socket.socket] = []
             try:
-                rtp, rtp_protocol = await loop.create_datagram_endpoint(
-                    _Protocol, local_addr=(bind_host, port)
-                )
-                rtcp, rtcp_protocol = await loop.create_datagram_endpoint(
-                    _Protocol, local_addr=(bind_host, port + 1)
-                )
+                # Bound here, synchronously: given `local_addr`, the loop resolves the address
+                # (uvloop through its executor), and under load call set-ups waited for it.
+                socks.append(_bind_udp(bind_host, port))
+                socks.append(_bind_udp(bind_host, port + 1))
+                rtp, rtp_protocol = await loop.create_datagram_endpoint(_Protocol, sock=socks[0])
+                rtcp, rtcp_protocol = await loop.create_datagram_endpoint(_Protocol, sock=socks[1])
             except OSError as exc:
-                if rtp is not None:
-                    rtp.close()
+                _close_unowned(rtp, socks)
                 pool.release(port)
                 # uvloop wraps the bind error; its errno is on __cause__
                 code = exc.errno if exc.errno is not None else getattr(exc.__cause__, "errno", None)
@@ -104,8 +127,7 @@ class RtpEndpoint:
                 _log.debug("rtp_port_busy", port=port)
                 continue
             except BaseException:
-                if rtp is not None:
-                    rtp.close()
+                _close_unowned(rtp, socks)
                 pool.release(port)
                 raise
             endpoint = cls(pool, port, session, rtp, rtcp, on_event)
