@@ -170,7 +170,13 @@ class Gateway:
             return default_client_factory(profile, config, clocks.yield_to_media)
 
         self.calls = CallService(
-            s, self.profile, self.manager, setup or default_setup, TOOLS, client_factory
+            s,
+            self.profile,
+            self.manager,
+            setup or default_setup,
+            TOOLS,
+            client_factory,
+            yield_to_media=clocks.yield_to_media,
         )
         # --- SIP
         await self._start_sip()
