@@ -197,6 +197,9 @@ async def test_barge_in_stops_bot_audio_and_truncates_at_what_was_played(
     # Bot audio toward the caller stopped within 40 ms of speech_started reaching the gateway.
     assert greeting.last_played_at is not None
     assert greeting.last_played_at - started <= 0.04
+    # the truncate is on its way to the provider (sent by the session's send task)
+    await _wait(lambda: _sent_client_events(provider, "conversation.item.truncate") != [])
+    await asyncio.sleep(0.1)  # and no second one follows
     truncates = _sent_client_events(provider, "conversation.item.truncate")
     assert len(truncates) == 1
     assert truncates[0]["item_id"] == greeting_id
