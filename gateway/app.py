@@ -170,13 +170,7 @@ class Gateway:
             return default_client_factory(profile, config, clocks.yield_to_media)
 
         self.calls = CallService(
-            s,
-            self.profile,
-            self.manager,
-            setup or default_setup,
-            TOOLS,
-            client_factory,
-            yield_to_media=clocks.yield_to_media,
+            s, self.profile, self.manager, setup or default_setup, TOOLS, client_factory
         )
         # --- SIP
         await self._start_sip()

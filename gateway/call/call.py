@@ -224,7 +224,6 @@ class Call:
         *,
         created_at: float,
         transfer: Callable[[str], Awaitable[None]] | None = None,
-        yield_to_media: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.id = call_id
         self.info = info
@@ -237,7 +236,6 @@ class Call:
         self.log = get_logger("call", call_id=call_id, leg=info.leg, provider=info.provider)
         self._link = link
         self._transfer_fn = transfer
-        self._yield_to_media = yield_to_media  # scenario handlers wait for overdue media ticks
         self._bus = EventBus(call_id)
         self.realtime = RealtimeActions(self)
         self._ended = asyncio.Event()
@@ -615,7 +613,7 @@ class Call:
                 result = setup(self)
                 if asyncio.iscoroutine(result):
                     await result
-                self._tasks.add(tg.create_task(self._bus.dispatch_forever(self._yield_to_media)))
+                self._tasks.add(tg.create_task(self._bus.dispatch_forever()))
                 self._tasks.add(tg.create_task(self._receive_loop()))
                 self.leg.attach(self)
                 self._bus.emit(CallConnected())

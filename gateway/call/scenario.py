@@ -67,15 +67,10 @@ class EventBus:
         while not self._queue.empty():
             self._queue.get_nowait()
 
-    async def dispatch_forever(
-        self, before_each: Callable[[], Awaitable[None]] | None = None
-    ) -> None:
-        """Run handlers for queued events until cancelled. `before_each` is awaited before every
-        event (the media clock's `yield_to_media`: handlers are bulk work next to packets)."""
+    async def dispatch_forever(self) -> None:
+        """Run handlers for queued events until cancelled."""
         while True:
             event = await self._queue.get()
-            if before_each is not None:
-                await before_each()
             await self.dispatch(event)
 
     async def dispatch(self, event: object) -> None:

@@ -69,10 +69,8 @@ class CallService:
         setup: Setup,
         tools: Sequence[Mapping[str, Any]],
         client_factory: ClientFactory = default_client_factory,
-        yield_to_media: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
-        self.yield_to_media = yield_to_media
         self.profile = profile
         self.manager = manager
         self.setup = setup
@@ -161,7 +159,6 @@ class CallService:
             prepared.options,
             created_at=prepared.created_at,
             transfer=transfer,
-            yield_to_media=self.yield_to_media,
         )
         if prepared.inband_dtmf:
             call.enable_inband_dtmf()
