@@ -23,7 +23,7 @@ from gateway.call.manager import AdmissionError
 from gateway.call.service import CallService, PreparedCall
 from gateway.http.calls import OutboundError
 from gateway.legs.sip import SipLeg
-from gateway.logs import get_logger
+from gateway.logs import bind_call, get_logger
 from gateway.media.clock import MediaClock
 from gateway.realtime.errors import RealtimeError
 from gateway.rtp.errors import PortsExhausted
@@ -290,12 +290,13 @@ class SipCallService:
             await self._undo(pending, 0, "cancelled")
             return
         self._flush()
-        log.info(
-            "sip_answered",
-            call_id=pending.prepared.call_id,
-            setup_ms=round((loop.time() - created) * 1000, 1),  # INVITE in to 200 OK out
-            session_ms=round((session_ready - created) * 1000, 1),  # of which the provider's
-        )
+        prepared = pending.prepared
+        with bind_call(prepared.call_id, "sip", prepared.info.provider):
+            log.info(
+                "sip_answered",
+                setup_ms=round((loop.time() - created) * 1000, 1),  # INVITE in to 200 OK out
+                session_ms=round((session_ready - created) * 1000, 1),  # of which the provider's
+            )
         leg = SipLeg(ev.call, pending.rtp, self, self.clock_for)
         self._start(pending, leg)
         if on_hold:

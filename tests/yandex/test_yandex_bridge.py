@@ -149,7 +149,7 @@ async def test_greeting_and_echo_heard_after_44k_resampling(provider: LocalProvi
         schema.server(frame)
     sent_types = {json.loads(f)["type"] for f in engine.sent or []}
     assert "conversation.item.input_audio_transcription.completed" in sent_types
-    assert schema.checked > 100
+    assert schema.checked > 60  # ~40 appends of 100 ms and every server event of the call
     update = next(f for f in client_frames(provider) if f["type"] == "session.update")
     assert "type" not in update["session"]
     assert update["session"]["audio"]["output"]["voice"] == "marina"
@@ -164,6 +164,11 @@ async def test_barge_in_works_without_buffer_clears(provider: LocalProvider) -> 
     await wait_for(lambda: c.call.stats["barge_ins"] == 1)
     greeting_id = next(iter(c.call.playout.items))
     greeting_played = c.call.playout.items[greeting_id].played_bytes
+    # the truncate is on its way to the provider (the session's send task sends it)
+    await wait_for(
+        lambda: any(f["type"] == "conversation.item.truncate" for f in client_frames(provider))
+    )
+    await asyncio.sleep(0.1)  # and no second one follows
     frames = client_frames(provider)
     truncates = [f for f in frames if f["type"] == "conversation.item.truncate"]
     assert len(truncates) == 1 and truncates[0]["item_id"] == greeting_id
