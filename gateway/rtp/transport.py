@@ -26,6 +26,14 @@ __all__ = ["RtpEndpoint"]
 
 _log = get_logger(__name__)
 _BUSY: Final = (errno.EADDRINUSE, errno.EACCES)
+#: what export_metrics adds to, in the order of its tuple: packets in, out, lost, drops by reason
+#: (children bound once: a labels() lookup per export and counter was measurable at 300 calls)
+_EXPORTED_COUNTERS: Final = (
+    metrics.RTP_PACKETS.labels(direction="in"),
+    metrics.RTP_PACKETS.labels(direction="out"),
+    metrics.RTP_LOST,
+    *[metrics.RTP_DROPPED.labels(reason=reason) for reason in DROP_REASONS],
+)
 
 
 def _bind_udp(host: str, port: int) -> socket.socket:
@@ -85,7 +93,7 @@ class RtpEndpoint:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0  # uvloop's call_at may return a Handle without when()
         self._closed = False
-        self._exported: dict[str, int] = {}
+        self._exported: tuple[int, ...] = (0,) * len(_EXPORTED_COUNTERS)
         self._arm()
 
     @classmethod
@@ -224,23 +232,16 @@ class RtpEndpoint:
     def export_metrics(self, jitter_sample: bool = False) -> None:
         """Add the session's counter increments since the last export to gateway.metrics."""
         stats = self.session.stats
-        current = {
-            "in": stats.packets_in,
-            "out": stats.packets_out,
-            "lost": stats.lost,
-            **{f"drop:{reason}": stats.dropped[reason] for reason in DROP_REASONS},
-        }
-        previous = self._exported
-        for key, value in current.items():
-            delta = value - previous.get(key, 0)
-            if delta <= 0:
-                continue
-            if key in ("in", "out"):
-                metrics.RTP_PACKETS.labels(direction=key).inc(delta)
-            elif key == "lost":
-                metrics.RTP_LOST.inc(delta)
-            else:
-                metrics.RTP_DROPPED.labels(reason=key[5:]).inc(delta)
+        dropped = stats.dropped
+        current = (
+            stats.packets_in,
+            stats.packets_out,
+            stats.lost,
+            *[dropped[reason] for reason in DROP_REASONS],
+        )
+        for counter, value, before in zip(_EXPORTED_COUNTERS, current, self._exported, strict=True):
+            if value > before:
+                counter.inc(value - before)
         self._exported = current
         if jitter_sample and stats.packets_in:
             metrics.RTP_JITTER.observe(stats.jitter_seconds)
