@@ -242,3 +242,34 @@ def test_protocols_call_the_endpoint_directly_under_uvloop() -> None:
     import uvloop
 
     uvloop.run(fast_callback_scenario())
+
+
+def _sample(name: str, **labels: str) -> float:
+    value = metrics.REGISTRY.get_sample_value(name, labels)
+    return value or 0.0
+
+
+async def test_export_adds_only_the_increments_since_the_last_export() -> None:
+    lo, hi = free_even_range(2)
+    pool = PortPool(lo, hi)
+    peer = udp_peer()
+    loop = asyncio.get_running_loop()
+    session = RtpSession(now=loop.time(), remote_addr=peer.getsockname(), ssrc=7)
+    endpoint = await RtpEndpoint.open(pool, "127.0.0.1", session)
+    before_in = _sample("gateway_rtp_packets_total", direction="in")
+    before_short = _sample("gateway_rtp_dropped_total", reason="short")
+    try:
+        writer = RtpHeaderWriter(1234)
+        target = ("127.0.0.1", endpoint.port)
+        peer.sendto(writer.build(0, False, 1, 160, b"\xff" * 160), target)
+        peer.sendto(b"\x80\x00", target)  # 2 bytes: dropped as "short"
+        async with asyncio.timeout(2):
+            while session.stats.packets_in < 2:
+                await asyncio.sleep(0.005)
+        endpoint.export_metrics()
+        endpoint.export_metrics()  # nothing new: adds nothing
+        assert _sample("gateway_rtp_packets_total", direction="in") - before_in == 2
+        assert _sample("gateway_rtp_dropped_total", reason="short") - before_short == 1
+    finally:
+        await endpoint.aclose()
+        peer.close()
