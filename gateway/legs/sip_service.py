@@ -249,7 +249,6 @@ class SipCallService:
             ptime_ms=self.ptime_ms,
             wall_offset=self._wall_offset,
         )
-        session_ready = now
         try:
             pending.rtp = await RtpEndpoint.open(self.ports, self.rtp_bind, session)
         except PortsExhausted:
@@ -295,7 +294,7 @@ class SipCallService:
             log.info(
                 "sip_answered",
                 setup_ms=round((loop.time() - created) * 1000, 1),  # INVITE in to 200 OK out
-                session_ms=round((session_ready - created) * 1000, 1),  # of which the provider's
+                session_ms=round((now - created) * 1000, 1),  # of which the provider's
             )
         leg = SipLeg(ev.call, pending.rtp, self, self.clock_for)
         self._start(pending, leg)

@@ -4,8 +4,10 @@ It binds RTP on an even port from the `PortPool` and RTCP on port+1 (trying the 
 one is busy), feeds received datagrams to the session, runs the session's one timer with
 `loop.call_at`, sends the session's RTCP, and exports the session's counters to
 `gateway.metrics` (as deltas, on each timer and at close, never per packet). Outgoing media is
-paced by the shared media clock, which calls `send_frame()`; this adapter has no pacing of its
-own. `aclose()` sends RTCP BYE, closes both sockets and releases the ports; it is safe twice.
+paced by the shared media clock: the SIP leg packetizes on its tick and queues `send` with the
+datagram in the clock's Outbox, which sends the slot's packets together (`send_frame()` does
+both at once, outside a clock). This adapter has no pacing of its own. `aclose()` sends RTCP
+BYE, closes both sockets and releases the ports; it is safe twice.
 """
 
 from __future__ import annotations
