@@ -23,7 +23,7 @@ from gateway.secret import Secret
 from tests.browser_harness import artifact_path, launch_chromium, speech_wav
 from tests.gateway_harness import running_gateway
 from tests.webrtc.webrtc_e2e_helpers import ScenarioRecorder, eventually, provider_input, resample
-from tests.webrtc.webrtc_helpers import best_correlation
+from tests.webrtc.webrtc_helpers import best_correlation, find_correlation
 
 TOKEN = "e2e-browser-token-7d41c9"
 RATE = 48000
@@ -186,7 +186,17 @@ async def test_browser_call_through_the_whole_gateway(tmp_path: Path) -> None:
             echo48 = resample(echo, rate, RATE)
             loud = np.flatnonzero(np.abs(echo48) > 1000)
             echo_speech = echo48[loud[0] : loud[-1]]
-            assert best_correlation(played, echo_speech) > 0.9
+            # Piece by piece, in order: Chromium's jitter buffer (NetEq) may stretch the playout
+            # by 10 ms here and there (seen: one 10 ms expansion in 1.7 s), which breaks a single
+            # whole-utterance correlation but not eight pieces in sequence. The one piece that
+            # holds such a stretch matches less well.
+            pieces = np.array_split(echo_speech, 8)
+            found = [find_correlation(played, piece) for piece in pieces]
+            scores = sorted(score for _, score in found)
+            assert scores[0] > 0.6 and scores[1] > 0.9, found
+            starts = np.array([at for at, _ in found])
+            expected = np.cumsum([0] + [len(piece) for piece in pieces[:-1]])
+            assert np.all(np.abs((starts - starts[0]) - expected) <= RATE * 30 // 1000), found
             assert best_correlation(played, echo_speech[::-1].copy()) < 0.4
             assert best_correlation(played, utterance) > 0.5
 

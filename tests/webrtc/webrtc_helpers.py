@@ -137,18 +137,27 @@ def chirp(seconds: float = 1.0, f0: float = 300.0, f1: float = 3000.0) -> NDArra
     return (signal * 32767).astype(np.int16)
 
 
-def best_correlation(received: NDArray[np.int16], reference: NDArray[np.int16]) -> float:
-    """Peak normalised cross-correlation of `reference` within `received` (0..1)."""
+def find_correlation(
+    received: NDArray[np.int16], reference: NDArray[np.int16]
+) -> tuple[int, float]:
+    """Where `reference` best matches within `received` (sample offset) and how well (0..1)."""
     x = received.astype(np.float64)
     r = reference.astype(np.float64)
     if len(x) < len(r) or not np.any(r):
-        return 0.0
+        return 0, 0.0
     n = 1 << int(np.ceil(np.log2(len(x) + len(r))))
     corr = np.fft.irfft(np.fft.rfft(x, n) * np.conj(np.fft.rfft(r, n)), n)[: len(x) - len(r) + 1]
     power = np.concatenate([[0.0], np.cumsum(x * x)])
     energy = power[len(r) :] - power[: len(x) - len(r) + 1]  # sliding window energy
     norm = np.sqrt(np.maximum(energy, 1e-9) * float(np.dot(r, r)))
-    return float(np.max(np.abs(corr) / norm))
+    scores = np.abs(corr) / norm
+    best = int(np.argmax(scores))
+    return best, float(scores[best])
+
+
+def best_correlation(received: NDArray[np.int16], reference: NDArray[np.int16]) -> float:
+    """Peak normalised cross-correlation of `reference` within `received` (0..1)."""
+    return find_correlation(received, reference)[1]
 
 
 def frame_from(frame: AudioFrame) -> NDArray[np.int16]:
