@@ -615,8 +615,10 @@ class Call:
                     await result
                 self._tasks.add(tg.create_task(self._bus.dispatch_forever()))
                 self._tasks.add(tg.create_task(self._receive_loop()))
-                self.leg.attach(self)
                 self._bus.emit(CallConnected())
+                # after CallConnected: leg events held since the answer (a BYE right after
+                # the ACK) reach the handlers in order, then end the call as usual
+                self.leg.attach(self)
                 await self._ended.wait()
                 # Let handlers of the final events (e.g. LegEnded) run before tearing down.
                 await asyncio.sleep(0)

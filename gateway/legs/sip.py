@@ -21,7 +21,6 @@ from gateway.media.port import (
     FormatChanged,
     HoldChanged,
     LegEnded,
-    LegEvent,
     MediaPort,
     MediaSink,
     MediaStarted,
@@ -54,6 +53,7 @@ class SipLeg(MediaPort):
         control: SipControl,
         clock_for: Callable[[int], MediaClock],
     ) -> None:
+        super().__init__()
         self.handle = handle
         self.rtp = rtp
         self.session = rtp.session
@@ -62,7 +62,6 @@ class SipLeg(MediaPort):
         self.native = PCMA_8K if self.session.codec == "pcma" else PCMU_8K
         self.frame_ms = self.session.ptime_ms
         self._clock: MediaClock | None = None
-        self._sink: MediaSink | None = None
         self._on_hold = False
         self.remote_ended = False
         self._closed = False
@@ -73,7 +72,9 @@ class SipLeg(MediaPort):
     # --- MediaPort
 
     def attach(self, sink: MediaSink) -> None:
-        self._sink = sink
+        self._attach_sink(sink)  # events raised before now (a BYE right after the ACK) follow
+        if self._closed:
+            return
         self._clock = self._clock_for(self.frame_ms)
         self._clock.add(self)
 
@@ -113,7 +114,7 @@ class SipLeg(MediaPort):
         self._closed = True
         if self._clock is not None:
             self._clock.remove(self)
-        self._sink = None  # the call holds the leg; the leg must not hold the call back
+        self._detach_sink()
         if not self.remote_ended:
             with contextlib.suppress(Exception):
                 self._control.hangup(self.handle)
@@ -128,10 +129,6 @@ class SipLeg(MediaPort):
             self._emit(MediaStarted())
         elif isinstance(event, MediaTimedOut) and not self._on_hold:
             self._emit(LegEnded("media_timeout"))
-
-    def _emit(self, event: LegEvent) -> None:
-        if self._sink is not None and not self._closed:
-            self._sink.leg_event(event)
 
     def remote_hangup(self, reason: str) -> None:
         """The dialog ended from the far side (BYE) or by the endpoint (timeouts)."""

@@ -122,21 +122,15 @@ class SipCallService:
         if isinstance(event, IncomingCallReceived):
             self._spawn(self._incoming(event))
         elif isinstance(event, CallCancelled):
-            pending = self._pending.get(event.call)
-            if pending is not None:
-                pending.cancelled = True
-                if pending.setup is not None and pending.prepared is None:
-                    pending.setup.cancel()  # stop connecting the model for a caller who left
+            self._abandon_setup(event.call, "cancelled")
         elif isinstance(event, CallEndedByRemote | CallTerminated):
+            # a BYE in the early dialog, no answer in time, no ACK: the dialog is gone, so is
+            # the call, whether it is running or still being set up
             reason = "remote_hangup" if isinstance(event, CallEndedByRemote) else event.reason
             leg = self._legs.get(event.call)
             if leg is not None:
                 leg.remote_hangup(reason)
-            pending = self._pending.get(event.call)
-            if pending is not None:
-                pending.cancelled = True
-                if pending.answered is not None and not pending.answered.done():
-                    pending.answered.set_exception(OutboundError(502, f"call ended: {reason}"))
+            self._abandon_setup(event.call, reason)
         elif isinstance(event, DtmfInfoReceived):
             leg = self._legs.get(event.call)
             if leg is not None:
@@ -172,6 +166,18 @@ class SipCallService:
                 and not (pending.answered.done())
             ):
                 pending.answered.set_result(event)
+
+    def _abandon_setup(self, handle: int, reason: str) -> None:
+        """The dialog of a call still being set up has ended: stop connecting the model for a
+        caller who left (its slot and session are freed by the set-up task)."""
+        pending = self._pending.get(handle)
+        if pending is None:
+            return
+        pending.cancelled = True
+        if pending.setup is not None and pending.prepared is None:
+            pending.setup.cancel()
+        if pending.answered is not None and not pending.answered.done():
+            pending.answered.set_exception(OutboundError(502, f"call ended: {reason}"))
 
     def _spawn(self, coro: Any) -> None:
         task = self._loop.create_task(coro)

@@ -123,15 +123,46 @@ class MediaSink(Protocol):
 
 
 class MediaPort(ABC):
-    """A call leg's media, as the bridge sees it. Implemented by the SIP and WebRTC legs."""
+    """A call leg's media, as the bridge sees it. Implemented by the SIP and WebRTC legs.
+
+    Leg events raised before `attach()` (a BYE right after the ACK, a DTMF digit while the call
+    starts) are held and delivered, in order, when the sink is attached: none is ever lost.
+    Subclasses call `super().__init__()`, report events with `_emit()` and, in `attach()`, call
+    `_attach_sink()` first."""
 
     leg: str  # "sip" or "webrtc": a bounded metrics label
     native: AudioFormat
     frame_ms: int
 
+    def __init__(self) -> None:
+        self._sink: MediaSink | None = None
+        self._held_events: list[LegEvent] | None = []  # None once the leg is closed
+
     @abstractmethod
     def attach(self, sink: MediaSink) -> None:
         """Start moving media to and from `sink`. Called once, after the call is answered."""
+
+    def _attach_sink(self, sink: MediaSink) -> None:
+        """Set the sink, then deliver the events held until now."""
+        if self._sink is not None:
+            raise RuntimeError("attach() called twice")
+        self._sink = sink
+        held, self._held_events = self._held_events, []
+        for event in held or ():
+            sink.leg_event(event)
+
+    def _emit(self, event: LegEvent) -> None:
+        """Report a leg event to the sink, or hold it until `attach()`; dropped once closed."""
+        if self._sink is not None:
+            self._sink.leg_event(event)
+        elif self._held_events is not None:
+            self._held_events.append(event)
+
+    def _detach_sink(self) -> None:
+        """On close: forget the sink (the call holds the leg, never the reverse) and stop
+        holding events."""
+        self._sink = None
+        self._held_events = None
 
     @abstractmethod
     def send_dtmf(self, digits: str) -> None:

@@ -36,7 +36,6 @@ from gateway.media.port import (
     PCM16_48K,
     DtmfReceived,
     LegEnded,
-    LegEvent,
     MediaPort,
     MediaSink,
     MediaStarted,
@@ -120,6 +119,7 @@ class WebRtcLeg(MediaPort):
         connect_timeout: float = 20.0,
         on_ended: Callable[[WebRtcLeg, str], None] | None = None,
     ) -> None:
+        super().__init__()
         self.call_id: str | None = None
         self.codec: str | None = None
         self._policy = policy
@@ -127,10 +127,8 @@ class WebRtcLeg(MediaPort):
         self._on_ended = on_ended
         self._pc = RTCPeerConnection(policy.configuration())
         self._track = _OutboundTrack(self)
-        self._sink: MediaSink | None = None
         self._channel: Any = None
         self._pending_events: deque[str] = deque(maxlen=_MAX_PENDING_EVENTS)
-        self._pending_leg_events: list[LegEvent] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._inbuf = bytearray()
         self._resampler: Any = None
@@ -182,12 +180,7 @@ class WebRtcLeg(MediaPort):
 
     def attach(self, sink: MediaSink) -> None:
         """Start moving media to and from `sink`; leg events raised before now follow."""
-        if self._sink is not None:
-            raise RuntimeError("attach() called twice")
-        self._sink = sink
-        pending, self._pending_leg_events = self._pending_leg_events, []
-        for event in pending:
-            sink.leg_event(event)
+        self._attach_sink(sink)
 
     def send_dtmf(self, digits: str) -> None:
         """DTMF toward the caller: a data-channel message the page turns into tones."""
@@ -207,7 +200,7 @@ class WebRtcLeg(MediaPort):
         self._pending_events.clear()
         self._inbuf.clear()
         self._report_end("closed", notify_sink=False)
-        self._sink = None  # the call holds the leg; the leg must not hold the call back
+        self._detach_sink()
 
     # --- events to the page
 
@@ -259,7 +252,7 @@ class WebRtcLeg(MediaPort):
         if kind == "dtmf":
             digit = valid_digit(obj.get("digit"))
             if digit is not None:
-                self._leg_event(DtmfReceived(digit, "datachannel"))
+                self._emit(DtmfReceived(digit, "datachannel"))
         elif kind == "hangup":
             self._report_end("remote_hangup")
 
@@ -355,18 +348,12 @@ class WebRtcLeg(MediaPort):
 
     # --- leg events
 
-    def _leg_event(self, event: LegEvent) -> None:
-        if self._sink is not None:
-            self._sink.leg_event(event)
-        else:
-            self._pending_leg_events.append(event)
-
     def _report_end(self, reason: str, *, notify_sink: bool = True) -> None:
         if self._ended is not None:
             return
         self._ended = reason
         if notify_sink:
-            self._leg_event(LegEnded(reason))
+            self._emit(LegEnded(reason))
         if self._on_ended is not None:
             callback, self._on_ended = self._on_ended, None
             callback(self, reason)
