@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck pytest peers bench bench-calls clean
+.PHONY: run test lint typecheck pytest peers bench bench-calls soak clean
 
 $(BIN)/python:
 	@tools/ensure-venv "$(PYTHON)" "$(VENV)"
@@ -49,6 +49,11 @@ bench-calls: $(VENV)/.installed-dev
 	@{ $(BIN)/python -c "import uvloop, matplotlib" && test -x $(BIN)/py-spy; } 2>/dev/null \
 		|| $(BIN)/python -m pip install -q uvloop matplotlib py-spy
 	$(BIN)/python benchmarks/bench_calls.py $(ARGS)
+
+## make soak: memory held and GC pauses over 2,000 calls, 20 at a time (issue 13); ARGS as for
+## bench-calls, e.g. make soak ARGS="--calls 500 --concurrent 20"
+soak: $(VENV)/.installed-dev peers
+	$(BIN)/python benchmarks/bench_soak.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache tests/artifacts

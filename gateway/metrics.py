@@ -192,6 +192,12 @@ TOOL_CALLS = Counter(
 )
 HTTP_ERRORS = Counter("gateway_http_errors", "HTTP requests refused, by reason.", ["reason"])
 DRAINING = Gauge("gateway_draining", "1 while the instance drains.")
+GC_PAUSE = MediaHistogram(
+    "gateway_gc_pause_seconds",
+    "Passes of the cyclic garbage collector (the loop stops meanwhile), by generation.",
+    labelnames=["generation"],
+    buckets=_FINE_BUCKETS,
+)
 BUILD_INFO = Info("gateway_build", "Gateway build information.")
 BUILD_INFO.info({"version": __version__})
 

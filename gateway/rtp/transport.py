@@ -96,6 +96,7 @@ class RtpEndpoint:
         self._timer_at = 0.0  # uvloop's call_at may return a Handle without when()
         self._closed = False
         self._exported: tuple[int, ...] = (0,) * len(_EXPORTED_COUNTERS)
+        self._protocols: tuple[_Protocol, ...] = ()
         self._arm()
 
     @classmethod
@@ -143,8 +144,10 @@ class RtpEndpoint:
             endpoint = cls(pool, port, session, rtp, rtcp, on_event)
             # Both loops (asyncio, uvloop) look up protocol.datagram_received per datagram: the
             # endpoint's bound handlers as instance attributes save a call on every packet.
+            # (endpoint -> transport -> protocol -> endpoint: `aclose` breaks that ring.)
             rtp_protocol.datagram_received = endpoint._on_rtp  # type: ignore[method-assign]
             rtcp_protocol.datagram_received = endpoint._on_rtcp  # type: ignore[method-assign]
+            endpoint._protocols = (rtp_protocol, rtcp_protocol)
             return endpoint
         raise PortsExhausted(f"no free RTP/RTCP pair after {attempts} busy ports")
 
@@ -266,3 +269,8 @@ class RtpEndpoint:
             self._rtp.close()
             self._rtcp.close()
             self._pool.release(self.port)
+            # No reference ring outlives the call: freed by reference counting, not the GC.
+            for protocol in self._protocols:
+                protocol.__dict__.pop("datagram_received", None)
+            self._protocols = ()
+            self.on_event = None
