@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -28,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_calls import (  # noqa: E402
+from bench_calls import (
     RESULTS,
     ROOT,
     BenchError,
@@ -210,12 +211,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-s", type=float, default=1.0, help="RSS sampling interval")
     parser.add_argument("--out", default="", help="JSON result path")
     args = parser.parse_args(argv)
-    if subprocess.run(["which", "sipp"], capture_output=True).returncode != 0:
+    if shutil.which("sipp") is None:
         print("sipp not found: install the Debian package sip-tester (make peers)")
         return 2
     report = run(args)
     commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ["git", "rev-parse", "--short", "HEAD"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     ).stdout.strip()
     out = Path(args.out) if args.out else RESULTS / f"soak-{commit or 'unknown'}.json"
     out.write_text(json.dumps(report, indent=1, default=str) + "\n")
