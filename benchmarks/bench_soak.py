@@ -7,9 +7,9 @@
 3. every `--sample-s` the harness reads the gateway's RSS (/proc/PID/status) and the number of
    calls ended (`gateway_calls_total`); after the warm-up, the least-squares slope of RSS over
    calls ended is the memory each call leaves behind;
-4. the gateway's `gateway_gc_pause_seconds` histogram gives every cyclic-collector pass by
-   generation: the longest bucket any pass fell in is the worst pause (while calls were live:
-   the harness keeps `--concurrent` calls up until the end);
+4. the gateway's `gateway_gc_pause_seconds` histogram, read after the warm-up and at the end
+   (calls live throughout), gives every cyclic-collector pass in between by generation: the
+   longest bucket any pass fell in is the worst pause;
 5. every process it started is stopped by PID.
 
 Targets (the issue's): RSS growth <= 5 KiB per call after warm-up, no GC pass over 5 ms.
@@ -50,11 +50,14 @@ def calls_ended(values: dict[str, float]) -> int:
     return int(sum(v for k, v in values.items() if k.startswith("gateway_calls_total|")))
 
 
-def gc_pauses(hists: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Per generation: passes counted, and passes longer than the target."""
+def gc_pauses(hists: dict[str, Any], before: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per generation, between two scrapes: passes counted, and passes longer than the target."""
     out: dict[str, dict[str, float]] = {}
-    for labels, buckets in hists.get("gateway_gc_pause_seconds", {}).items():
+    earlier = before.get("gateway_gc_pause_seconds", {})
+    for labels, now in hists.get("gateway_gc_pause_seconds", {}).items():
         gen = dict(labels).get("generation", "?")
+        then = earlier.get(labels, {})
+        buckets = {le: c - then.get(le, 0.0) for le, c in now.items()}
         total = buckets.get(float("inf"), 0.0)
         within = max((c for le, c in buckets.items() if le <= TARGET_GC_PAUSE_S), default=0.0)
         worst = min((le for le, c in buckets.items() if c >= total), default=float("inf"))
@@ -153,16 +156,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         samples: list[tuple[float, int, int]] = []  # (t, calls ended, RSS KiB)
         t0 = time.monotonic()
         idle_rss = proc_rss_kib(gateway.pid)
+        after_warmup: dict[str, Any] | None = None  # GC passes count from here, calls live
         while sipp.popen.poll() is None:
             if not gateway.alive():
                 raise BenchError(f"gateway exited:\n{gateway.tail()}")
-            ended = calls_ended(scrape(http_port)["values"])
+            metrics_now = scrape(http_port)
+            ended = calls_ended(metrics_now["values"])
+            if after_warmup is None and ended >= args.warmup:
+                after_warmup = metrics_now
             samples.append((time.monotonic() - t0, ended, proc_rss_kib(gateway.pid)))
             print(f"\r{ended:6d} calls ended, RSS {samples[-1][2]:8d} KiB", end="", flush=True)
             time.sleep(args.sample_s)
         print()
-        time.sleep(2.0)
-        final = scrape(http_port)
+        final = scrape(http_port)  # before the idle collection a finished soak may bring
         ended = calls_ended(final["values"])
         failed = int(
             sum(
@@ -173,7 +179,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         steady = [(c, r) for _t, c, r in samples if c >= args.warmup]
         per_call = slope(steady)
-        pauses = gc_pauses(final["hist"])
+        pauses = gc_pauses(final["hist"], (after_warmup or final)["hist"])
         worst = max((p["worst_le_s"] for p in pauses.values()), default=float("nan"))
         over = sum(p["over_target"] for p in pauses.values())
         return {
