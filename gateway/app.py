@@ -31,6 +31,7 @@ from gateway.call.default_scenario import TOOLS
 from gateway.call.default_scenario import setup as default_setup
 from gateway.call.manager import AdmissionError, CallManager
 from gateway.call.prompts import warm_prompts
+from gateway.call.recorder import recover_recordings
 from gateway.call.routing import validate_routes
 from gateway.call.scenario import ScenarioSetup, load_scenario
 from gateway.call.service import CallService, default_client_factory
@@ -132,6 +133,10 @@ class Gateway:
             raise StartupError(str(exc)) from None
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, warm_prompts)
+        if s.record_dir:
+            # recordings a killed process left as .part files: finished and renamed, one log
+            # line each (files a live process on the same directory holds are left alone)
+            await loop.run_in_executor(None, recover_recordings, s.record_dir)
         # --- the model side
         provider = s.resolved_provider()
         base_url = s.provider_url
