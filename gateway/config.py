@@ -126,6 +126,9 @@ class Settings:
         "", "read ice_credential from this file (keeps it off the command line)"
     )
     cors_origins: list[str] = _opt([], "origins allowed to call the HTTP API from a browser")
+    trusted_proxies: list[str] = _opt(
+        [], "reverse proxies (CIDRs) whose Forwarded/X-Forwarded-For header names the client"
+    )
     # --- logging
     log_format: str = _opt("auto", "auto|json|console (auto: console on a terminal)")
     log_level: str = _opt("info", "debug|info|warning|error")
@@ -151,6 +154,11 @@ class Settings:
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 raise ConfigError(f"sip_allow: {cidr!r} is not a CIDR network") from None
+        for cidr in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError(f"trusted_proxies: {cidr!r} is not a CIDR network") from None
         if self.sip_tls_listen:
             for name in ("sip_tls_cert", "sip_tls_key"):
                 path = getattr(self, name)
