@@ -11,7 +11,7 @@ import hmac
 import json
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -54,7 +54,7 @@ class CallApi:
     token: Secret
     dial: OutboundDialer | None = None
     drain: Callable[[], None] | None = None
-    trusted_proxies: Networks = field(default=())
+    trusted_proxies: Networks = ()
 
 
 def add_call_routes(app: web.Application, api: CallApi) -> None:
