@@ -297,7 +297,12 @@ def _finish_wav(fh: IO[bytes]) -> str:
     fh.seek(0)
     fh.write(wav_header(rate, whole))
     seconds = whole / FRAME_BYTES / rate
-    return f"data size {declared} -> {whole} bytes ({seconds:.2f} s at {rate} Hz)" + (
+    sizes = (
+        f"data size {declared} -> {whole} bytes"
+        if declared != whole
+        else f"data size {whole} bytes was right"
+    )
+    return f"{sizes} ({seconds:.2f} s at {rate} Hz)" + (
         f", {data - whole} bytes of a partial frame cut" if whole != data else ""
     )
 
