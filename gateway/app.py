@@ -31,14 +31,16 @@ from gateway.call.default_scenario import TOOLS
 from gateway.call.default_scenario import setup as default_setup
 from gateway.call.manager import AdmissionError, CallManager
 from gateway.call.prompts import warm_prompts
+from gateway.call.recorder import recover_recordings
 from gateway.call.routing import validate_routes
 from gateway.call.scenario import ScenarioSetup, load_scenario
 from gateway.call.service import CallService, default_client_factory
 from gateway.config import ConfigError, Settings, parse_hostport, parse_port_range
 from gateway.gcpolicy import GcPolicy
 from gateway.http.calls import CallApi, add_call_routes
+from gateway.http.client import parse_networks
 from gateway.http.errors import error_middleware
-from gateway.http.health import add_health_routes, add_metrics_route
+from gateway.http.health import add_health_routes, add_metrics_route, metrics_guard
 from gateway.legs.sip_service import SipCallService
 from gateway.logs import get_logger
 from gateway.media.clock import MediaClocks
@@ -132,6 +134,10 @@ class Gateway:
             raise StartupError(str(exc)) from None
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, warm_prompts)
+        if s.record_dir:
+            # recordings a killed process left as .part files: finished and renamed, one log
+            # line each (files a live process on the same directory holds are left alone)
+            await loop.run_in_executor(None, recover_recordings, s.record_dir)
         # --- the model side
         provider = s.resolved_provider()
         base_url = s.provider_url
@@ -245,8 +251,22 @@ class Gateway:
     def _build_http_app(self) -> web.Application:
         app = web.Application(middlewares=[error_middleware], client_max_size=256 * 1024)
         add_health_routes(app, self._ready)
+        trusted_proxies = parse_networks(self.settings.trusted_proxies)
         if not self.settings.metrics_listen:
-            add_metrics_route(app)
+            # on a public HTTP listener /metrics needs the API token (docs/observability.md)
+            http_host, _ = parse_hostport(self.settings.http_listen, "http_listen")
+            public = not _is_loopback_host(http_host)
+            add_metrics_route(
+                app, metrics_guard(self.settings.api_token, trusted_proxies, public=public)
+            )
+            if public:
+                log.info(
+                    "metrics_access",
+                    path="/metrics",
+                    listen=self.settings.http_listen,
+                    # no API token configured: loopback clients only, like the call API
+                    allowed="api_token" if self.settings.api_token else "loopback_clients",
+                )
         add_call_routes(
             app,
             CallApi(
@@ -254,6 +274,7 @@ class Gateway:
                 token=self.settings.api_token,
                 dial=self.sip_calls.dial if self.sip_calls and self.settings.trunks else None,
                 drain=self.begin_drain,
+                trusted_proxies=trusted_proxies,
             ),
         )
         assert self.webrtc is not None

@@ -9,8 +9,8 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from gateway import __version__
-from gateway.config import ConfigError, add_arguments, load_settings
-from gateway.logs import configure
+from gateway.config import ConfigError, add_arguments, command_line_secrets, load_settings
+from gateway.logs import configure, get_logger
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gateway: error: {exc}", file=sys.stderr)
         return 2
     configure(settings.log_format, settings.log_level)
+    warn_command_line_secrets(command_line_secrets(args))
     from gateway.app import Gateway, StartupError
 
     try:
@@ -53,6 +54,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def warn_command_line_secrets(names: Sequence[str]) -> None:
+    """One warning line per secret given as a flag, naming the setting, never the value."""
+    log = get_logger("config")
+    for name in names:
+        log.warning(
+            "secret_on_command_line",
+            setting=name,
+            flag="--" + name.replace("_", "-"),
+            advice=(
+                "every local user can read the command line (/proc/PID/cmdline, ps): give it "
+                f"as GATEWAY_{name.upper()}, in a file (--{name.replace('_', '-')}-file or "
+                f"GATEWAY_{name.upper()}_FILE) or in the config file"
+            ),
+        )
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:

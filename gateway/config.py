@@ -5,6 +5,12 @@ Every field of `Settings` is a flag (`--sip-listen`), a variable (`GATEWAY_SIP_L
 key (`sip_listen`, top level). Tables that do not fit a flag (the routing table, transfer targets,
 trunks) come from the TOML file only. Provider credentials are also read from their customary
 variables (`OPENAI_API_KEY`, `YANDEX_API_KEY`, `YANDEX_IAM_TOKEN`, `YANDEX_FOLDER_ID`).
+
+Every secret (a `Secret` field, e.g. `api_token`) can also be read from a file named by its
+`<name>_file` setting (`--api-token-file`, `GATEWAY_API_TOKEN_FILE`, TOML `api_token_file`), so
+that it never shows in `/proc/<pid>/cmdline`: the file's content, trailing newlines stripped.
+Giving a secret both ways is an error; `command_line_secrets()` names the ones given as flags,
+for the start-up warning.
 """
 
 from __future__ import annotations
@@ -56,6 +62,9 @@ class Settings:
     )
     sip_auth_user: str = _opt("", "require digest auth on inbound INVITEs with this user")
     sip_auth_password: Secret = _opt(Secret(""), "digest password for --sip-auth-user")
+    sip_auth_password_file: str = _opt(
+        "", "read sip_auth_password from this file (keeps it off the command line)"
+    )
     sip_realm: str = _opt("gateway", "digest realm")
     sip_digest_algorithms: list[str] = _opt(
         ["SHA-256", "MD5"], "digest algorithms offered, preferred first (MD5 first for old phones)"
@@ -69,11 +78,23 @@ class Settings:
     provider: str = _opt("auto", "auto|local|openai|yandex|url (auto: openai or yandex if a key")
     provider_url: str = _opt("", "Realtime WebSocket URL for --provider url (or a base override)")
     provider_token: Secret = _opt(Secret(""), "bearer token for --provider url")
+    provider_token_file: str = _opt(
+        "", "read provider_token from this file (keeps it off the command line)"
+    )
     model: str = _opt("", "model name (openai default gpt-realtime)")
     openai_api_key: Secret = _opt(Secret(""), "OpenAI API key (also OPENAI_API_KEY)")
+    openai_api_key_file: str = _opt(
+        "", "read openai_api_key from this file (keeps it off the command line)"
+    )
     yandex_folder_id: str = _opt("", "Yandex Cloud folder id (also YANDEX_FOLDER_ID)")
     yandex_api_key: Secret = _opt(Secret(""), "Yandex API key (also YANDEX_API_KEY)")
+    yandex_api_key_file: str = _opt(
+        "", "read yandex_api_key from this file (keeps it off the command line)"
+    )
     yandex_iam_token: Secret = _opt(Secret(""), "Yandex IAM token (also YANDEX_IAM_TOKEN)")
+    yandex_iam_token_file: str = _opt(
+        "", "read yandex_iam_token from this file (keeps it off the command line)"
+    )
     local_flavor: str = _opt("openai", "behaviour of the embedded local provider: openai|yandex")
     session_format: str = _opt("auto", "session audio format: auto|pcmu|pcma|pcm24k")
     instructions: str = _opt(
@@ -93,6 +114,7 @@ class Settings:
     append_ms: int = _opt(100, "caller audio batched per input_audio_buffer.append, in ms")
     # --- calls
     api_token: Secret = _opt(Secret(""), "bearer token for the call API and WebRTC offers")
+    api_token_file: str = _opt("", "read api_token from this file (keeps it off the command line)")
     record_dir: str = _opt("", "write a stereo WAV and a JSONL transcript per call here")
     scenario: str = _opt("", "Python file defining the call scenario (default scenario if empty)")
     drain_timeout: float = _opt(300.0, "seconds live calls may go on after a drain starts")
@@ -100,7 +122,13 @@ class Settings:
     webrtc_ports: str = _opt("", "UDP port range for WebRTC ICE, LO-HI (default: ephemeral)")
     ice_username: str = _opt("", "TURN username")
     ice_credential: Secret = _opt(Secret(""), "TURN credential")
+    ice_credential_file: str = _opt(
+        "", "read ice_credential from this file (keeps it off the command line)"
+    )
     cors_origins: list[str] = _opt([], "origins allowed to call the HTTP API from a browser")
+    trusted_proxies: list[str] = _opt(
+        [], "reverse proxies (CIDRs) whose Forwarded/X-Forwarded-For header names the client"
+    )
     # --- logging
     log_format: str = _opt("auto", "auto|json|console (auto: console on a terminal)")
     log_level: str = _opt("info", "debug|info|warning|error")
@@ -126,6 +154,11 @@ class Settings:
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 raise ConfigError(f"sip_allow: {cidr!r} is not a CIDR network") from None
+        for cidr in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError(f"trusted_proxies: {cidr!r} is not a CIDR network") from None
         if self.sip_tls_listen:
             for name in ("sip_tls_cert", "sip_tls_key"):
                 path = getattr(self, name)
@@ -275,6 +308,7 @@ def load_settings(
     """Build validated Settings from defaults < TOML < environment < flags."""
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}  # where each value came from, for errors
     path = (
         config_file
         or (getattr(args, "config", None) if args else None)
@@ -293,18 +327,64 @@ def load_settings(
             if key not in names:
                 raise ConfigError(f"config {path!r}: unknown setting {key!r}")
             values[key] = _convert(names[key], raw, path)
+            sources[key] = f"config {path!r}"
     for var, name in _ALIASES.items():
         if env.get(var):
             values[name] = _convert(names[name], env[var], var)
+            sources[name] = var
     for f in _fields():
         var = "GATEWAY_" + f.name.upper()
         if var in env and not f.metadata.get("toml_only"):
             values[f.name] = _convert(f, env[var], var)
+            sources[f.name] = var
     if args is not None:
         for f in _fields():
             raw = getattr(args, f.name, None)
             if raw is not None:
                 values[f.name] = _convert(f, raw, "--" + f.name.replace("_", "-"))
+                sources[f.name] = "--" + f.name.replace("_", "-")
+    for name in secret_names():
+        path = values.get(name + "_file")
+        if not path:
+            continue
+        if values.get(name):
+            raise ConfigError(
+                f"{name} (from {sources[name]}) and {name}_file (from {sources[name + '_file']})"
+                " are both set: give one"
+            )
+        values[name] = read_secret_file(path, name + "_file")
     settings = Settings(**values)
     settings.validate()
     return settings
+
+
+def secret_names() -> list[str]:
+    """The settings that hold credentials (`Secret` fields); each has a `<name>_file` twin."""
+    hints = typing.get_type_hints(Settings)
+    return [f.name for f in _fields() if hints[f.name] is Secret]
+
+
+def read_secret_file(path: str, name: str) -> Secret:
+    """A secret from a file (Docker/Kubernetes secrets, systemd credentials): the content with
+    trailing newlines stripped. ConfigError, naming the setting and the path, when the file
+    cannot be read or holds nothing."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: no such file {path!r}") from None
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {path!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name}: {path!r} is not UTF-8 text") from None
+    value = text.rstrip("\r\n")
+    if not value.strip():
+        raise ConfigError(f"{name}: {path!r} is empty")
+    return Secret(value)
+
+
+def command_line_secrets(args: argparse.Namespace | None) -> list[str]:
+    """The secrets given as command-line flags: readable by every local user in
+    /proc/<pid>/cmdline, so the gateway warns about each at start-up."""
+    if args is None:
+        return []
+    return [name for name in secret_names() if getattr(args, name, None)]

@@ -87,15 +87,23 @@ async def running_gateway(
 
 
 class GatewayProcess:
-    """`python -m gateway serve` as a child process, stopped by PID."""
+    """`python -m gateway serve` as a child process, stopped by PID. `http_host`: the address
+    of the HTTP listener (another than loopback only inside a network namespace)."""
 
-    def __init__(self, workdir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        http_host: str = "127.0.0.1",
+    ) -> None:
         self.workdir = workdir
+        self.http_host = http_host
         self.http_port = free_port()
         self.sip_port = free_sip_port()
         self.args = [
             "--http-listen",
-            f"127.0.0.1:{self.http_port}",
+            f"{http_host}:{self.http_port}",
             "--sip-listen",
             f"127.0.0.1:{self.sip_port}",
             "--rtp-ports",
@@ -138,7 +146,7 @@ class GatewayProcess:
     ) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(
-            f"http://127.0.0.1:{self.http_port}{path}", data=data, method=method
+            f"http://{self.http_host}:{self.http_port}{path}", data=data, method=method
         )
         if token:
             req.add_header("Authorization", f"Bearer {token}")

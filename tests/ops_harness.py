@@ -125,6 +125,8 @@ class Prometheus:
         metrics_path: str = "/metrics",
         rule_files: Sequence[Path] = (),
         job: str = "gateway",
+        authorization_file: Path | None = None,
+        extra_jobs: Sequence[dict[str, Any]] = (),
     ) -> None:
         self.binary = require_binary("prometheus", "prometheus")
         self.workdir = Path(workdir)
@@ -133,6 +135,8 @@ class Prometheus:
         self.metrics_path = metrics_path
         self.rule_files = [Path(p).resolve() for p in rule_files]
         self.job = job
+        self.authorization_file = authorization_file
+        self.extra_jobs = list(extra_jobs)
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.workdir / "prometheus.log"
@@ -153,9 +157,15 @@ class Prometheus:
                     "job_name": self.job,
                     "metrics_path": self.metrics_path,
                     "static_configs": [{"targets": self.targets}],
-                }
+                },
+                *self.extra_jobs,
             ],
         }
+        if self.authorization_file is not None:  # Bearer token read from a file per scrape
+            config["scrape_configs"][0]["authorization"] = {
+                "type": "Bearer",
+                "credentials_file": str(self.authorization_file),
+            }
         if self.rule_files:
             config["rule_files"] = [str(p) for p in self.rule_files]
         return json.dumps(config, indent=2)

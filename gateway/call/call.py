@@ -585,11 +585,18 @@ class Call:
         if self.recorder is None:
             if not self.options.record_dir:
                 raise ValueError("no record_dir configured")
+            now = asyncio.get_running_loop().time()
             self.recorder = CallRecorder(
-                self.options.record_dir,
-                self.id,
-                self.leg.native.rate,
-                asyncio.get_running_loop().time(),
+                self.options.record_dir, self.id, self.leg.native.rate, now
+            )
+            self.recorder.event(
+                "call_started",
+                now,
+                leg=self.info.leg,
+                direction=self.info.direction,
+                caller=self.info.caller,
+                called=self.info.called,
+                codec=str(self.leg.native),
             )
         self.recorder.recording = True
 

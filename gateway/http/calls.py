@@ -1,7 +1,8 @@
 """The call API: `GET /calls`, `POST /calls` (outbound), `DELETE /calls/{id}`, `POST /admin/drain`.
 
 Bearer-token protected (`--api-token`). With no token configured only loopback clients may use
-it. Bad input gets a 4xx with a JSON error.
+it (the client as `gateway.http.client` tells it: behind a reverse proxy, the forwarded
+address). Bad input gets a 4xx with a JSON error.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Any
 from aiohttp import web
 
 from gateway.call.manager import AdmissionError, CallManager
+from gateway.http.client import Networks, is_loopback, request_client
 from gateway.http.errors import json_error
 from gateway.secret import Secret
-from gateway.webrtc.auth import is_loopback
 
 OutboundDialer = Callable[[str, str | None, dict[str, Any]], Awaitable[str]]
 
@@ -33,11 +34,11 @@ class OutboundError(Exception):
         self.status = status
 
 
-def check_bearer(request: web.Request, token: Secret) -> bool:
+def check_bearer(request: web.Request, token: Secret, trusted_proxies: Networks = ()) -> bool:
     """Authorization: Bearer <token> matches (constant time), or, with no token configured,
     the client is on loopback."""
     if not token:
-        return is_loopback(request.remote)
+        return is_loopback(request_client(request, trusted_proxies))
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(
@@ -53,13 +54,14 @@ class CallApi:
     token: Secret
     dial: OutboundDialer | None = None
     drain: Callable[[], None] | None = None
+    trusted_proxies: Networks = ()
 
 
 def add_call_routes(app: web.Application, api: CallApi) -> None:
     """Register the call API on `app`."""
 
     def _auth(request: web.Request) -> web.Response | None:
-        if not check_bearer(request, api.token):
+        if not check_bearer(request, api.token, api.trusted_proxies):
             return json_error(401, "missing or wrong bearer token")
         return None
 

@@ -20,14 +20,16 @@ import base64
 import binascii
 import hashlib
 import hmac
-import ipaddress
 import json
 import secrets
 from dataclasses import dataclass
 from typing import Literal
 
+from gateway.http.client import is_loopback
 from gateway.secret import Secret
 from gateway.webrtc.errors import Unauthorized
+
+__all__ = ["Authorizer", "MintedToken", "bearer_of", "is_loopback"]
 
 TOKEN_PREFIX = "gwt1"
 DEFAULT_TOKEN_TTL = 300
@@ -53,19 +55,6 @@ def _b64encode(data: bytes) -> str:
 
 def _b64decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def is_loopback(remote: str | None) -> bool:
-    """True for 127.0.0.0/8 and ::1 (also IPv4-mapped loopback); False for None or garbage."""
-    if not remote:
-        return False
-    try:
-        addr = ipaddress.ip_address(remote.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return addr.is_loopback
 
 
 class Authorizer:
@@ -153,7 +142,8 @@ class Authorizer:
         """Which credential admits this request; raise Unauthorized when none does.
 
         `bearer`: the Authorization Bearer value; `query_token`: `?token=` (minted tokens only,
-        so the API token never lands in URLs); `remote`: the transport peer address.
+        so the API token never lands in URLs); `remote`: the client's address as
+        `gateway.http.client.request_client` tells it (None: unknown, never loopback).
         """
         if not self._api_token:
             if is_loopback(remote):

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from gateway.config import Settings
+from gateway.http.client import parse_networks, request_client
 from gateway.http.errors import json_error
 from gateway.logs import get_logger
 from gateway.webrtc.auth import Authorizer, CredentialKind, bearer_of
@@ -91,6 +92,7 @@ class WebRtcService:
             ipaddress.ip_address(settings.public_address)  # ValueError: not an IP address
         self.settings = settings
         self.authorizer = Authorizer(settings.api_token)
+        self.trusted_proxies = parse_networks(settings.trusted_proxies)
         self.ice = IcePolicy(
             servers=tuple(settings.ice_servers),
             username=settings.ice_username,
@@ -142,11 +144,15 @@ class WebRtcService:
             return None
         raise Forbidden("this web origin may not call the gateway (see cors_origins)")
 
+    def client(self, request: web.Request) -> str | None:
+        """The client's address (behind a trusted proxy: the forwarded one); None if unknown."""
+        return request_client(request, self.trusted_proxies)
+
     def authorize(self, request: web.Request) -> CredentialKind:
         return self.authorizer.authorize(
             bearer=bearer_of(request.headers.get("Authorization")),
             query_token=request.query.get("token"),
-            remote=request.remote,
+            remote=self.client(request),
             now=self.clock(),
         )
 
@@ -184,7 +190,7 @@ def add_webrtc_routes(app: web.Application, service: WebRtcService) -> None:
             leg = service.new_leg()
             answer = await leg.accept(parsed.sdp)
             info = OfferInfo(
-                remote=request.remote,
+                remote=service.client(request),
                 credential=credential,
                 user_agent=request.headers.get("User-Agent", "")[:200],
                 codec=leg.codec,
@@ -204,7 +210,7 @@ def add_webrtc_routes(app: web.Application, service: WebRtcService) -> None:
         leg.send_event({"type": "call", "call_id": call_id})
         resource = f"/webrtc/calls/{call_id}"
         content_type, body = parsed.answer_body(answer, call_id, resource)
-        log.info("webrtc_offer_answered", call_id=call_id, codec=leg.codec, remote=request.remote)
+        log.info("webrtc_offer_answered", call_id=call_id, codec=leg.codec, remote=info.remote)
         response = web.Response(status=201, body=body, content_type=content_type)
         response.headers["Location"] = resource
         return _cors(response, origin)

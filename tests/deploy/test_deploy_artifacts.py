@@ -546,14 +546,20 @@ def _prestop_script() -> str:
     return str(command[2])
 
 
+@pytest.mark.parametrize("token_in", ["env", "file"])
 def test_prestop_hook_drains_with_the_token_and_waits(
-    drain_server: tuple[ThreadingHTTPServer, type[_DrainTarget]],
+    drain_server: tuple[ThreadingHTTPServer, type[_DrainTarget]], token_in: str, tmp_path: Path
 ) -> None:
     server, handler = drain_server
     port = server.server_address[1]
+    env = {"GATEWAY_HTTP_LISTEN": f"0.0.0.0:{port}", "GATEWAY_API_TOKEN": "tok-123"}
+    if token_in == "file":  # the Secret mounted as a volume
+        (tmp_path / "token").write_text("tok-123\n")
+        env = {"GATEWAY_HTTP_LISTEN": env["GATEWAY_HTTP_LISTEN"]}
+        env["GATEWAY_API_TOKEN_FILE"] = str(tmp_path / "token")
     result = subprocess.run(
         [sys.executable, "-c", _prestop_script()],
-        env={"GATEWAY_HTTP_LISTEN": f"0.0.0.0:{port}", "GATEWAY_API_TOKEN": "tok-123"},
+        env=env,
         capture_output=True,
         text=True,
         timeout=30,

@@ -407,6 +407,20 @@ def test_no_secret_in_any_output(run: Run) -> None:
     assert not leaks, leaks
 
 
+def test_each_secret_given_as_a_flag_is_warned_about_by_name(run: Run) -> None:
+    """--provider-token, --api-token and --sip-auth-password were flags (readable by every local
+    user in /proc/PID/cmdline): one warning each, naming the setting; OPENAI_API_KEY came from
+    the environment: none. The values are in no output (test_no_secret_in_any_output)."""
+    warned = [line for line in run.lines if line.get("event") == "secret_on_command_line"]
+    assert sorted(line["setting"] for line in warned) == [
+        "api_token",
+        "provider_token",
+        "sip_auth_password",
+    ]
+    assert all(line["level"] == "warning" for line in warned)
+    assert all(f"{line['setting'].upper()}_FILE" in line["advice"] for line in warned)
+
+
 def test_every_line_of_a_call_carries_call_id_leg_and_provider(run: Run) -> None:
     (summary,) = [line for line in run.lines if line.get("event") == "call_summary"]
     call_id = summary["call_id"]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,162 @@ def test_digest_algorithms_are_checked() -> None:
     assert s.sip_digest_algorithms == ["MD5", "SHA-256"]
     with pytest.raises(ConfigError, match="sip_digest_algorithms"):
         load_settings(_args("--sip-digest-algorithms", "SHA-1"), environ={})
+
+
+# --- secrets: environment, TOML, or a file; never needed on the command line ------------------
+
+SECRETS = [
+    "sip_auth_password",
+    "provider_token",
+    "openai_api_key",
+    "yandex_api_key",
+    "yandex_iam_token",
+    "api_token",
+    "ice_credential",
+]
+
+
+def test_every_secret_setting_has_a_file_twin() -> None:
+    from gateway.config import secret_names
+
+    assert secret_names() == SECRETS
+    names = {f.name for f in dataclasses.fields(Settings)}
+    for name in SECRETS:
+        assert f"{name}_file" in names
+
+
+@pytest.mark.parametrize("name", SECRETS)
+def test_every_secret_comes_from_the_environment(name: str) -> None:
+    s = load_settings(_args(), environ={f"GATEWAY_{name.upper()}": "env-value-1"})
+    assert getattr(s, name).reveal() == "env-value-1"
+
+
+@pytest.mark.parametrize("name", SECRETS)
+def test_every_secret_comes_from_the_toml_file(name: str, tmp_path: Path) -> None:
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f'{name} = "toml-value-2"\n')
+    s = load_settings(_args("--config", str(cfg)), environ={})
+    assert getattr(s, name).reveal() == "toml-value-2"
+
+
+@pytest.mark.parametrize("name", SECRETS)
+@pytest.mark.parametrize("source", ["flag", "env", "toml"])
+def test_every_secret_comes_from_a_file(name: str, source: str, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("file-value 3\n")  # as `echo value > file` writes it
+    argv: list[str] = []
+    env: dict[str, str] = {}
+    if source == "flag":
+        argv = ["--" + name.replace("_", "-") + "-file", str(secret)]
+    elif source == "env":
+        env = {f"GATEWAY_{name.upper()}_FILE": str(secret)}
+    else:
+        cfg = tmp_path / "gw.toml"
+        cfg.write_text(f'{name}_file = "{secret}"\n')
+        argv = ["--config", str(cfg)]
+    s = load_settings(_args(*argv), environ=env)
+    assert getattr(s, name).reveal() == "file-value 3"
+    assert "file-value" not in repr(s)
+
+
+def test_a_secret_file_loses_only_its_trailing_newlines(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(b" pass word \r\n\n")
+    s = load_settings(_args("--api-token-file", str(secret)), environ={})
+    assert s.api_token.reveal() == " pass word "
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "api_token_file: no such file"),
+        (b"", "api_token_file: .* is empty"),
+        (b"\n", "api_token_file: .* is empty"),
+        (b"\xff\xfe\x00", "api_token_file: .* is not UTF-8 text"),
+        ("dir", "api_token_file: cannot read .*: Is a directory"),
+    ],
+)
+def test_an_unusable_secret_file_is_one_clear_error(
+    tmp_path: Path, content: bytes | str | None, message: str
+) -> None:
+    path = tmp_path / "token"
+    if content == "dir":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_settings(_args(), environ={"GATEWAY_API_TOKEN_FILE": str(path)})
+    assert str(path) in str(info.value)
+
+
+def test_a_secret_file_the_gateway_user_may_not_read_is_named(tmp_path: Path) -> None:
+    import os
+
+    path = tmp_path / "token"
+    path.write_text("x")
+    path.chmod(0)
+    try:
+        if os.geteuid() == 0:  # root reads any file: make the read fail another way
+            path.chmod(0o600)
+            path.unlink()
+            path.symlink_to(path)  # a loop: ELOOP
+        with pytest.raises(ConfigError, match="api_token_file: cannot read"):
+            load_settings(_args("--api-token-file", str(path)), environ={})
+    finally:
+        if path.exists():
+            path.chmod(0o600)
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "toml", "value_from", "file_from"),
+    [
+        (["--api-token", "v"], {"GATEWAY_API_TOKEN_FILE": "F"}, "", "--api-token", "GATEWAY_"),
+        ([], {"GATEWAY_API_TOKEN": "v"}, 'api_token_file = "F"', "GATEWAY_API_TOKEN", "config"),
+        (["--api-token-file", "F"], {}, 'api_token = "v"', "config", "--api-token-file"),
+    ],
+)
+def test_a_secret_given_twice_is_an_error_naming_both(
+    tmp_path: Path,
+    argv: list[str],
+    env: dict[str, str],
+    toml: str,
+    value_from: str,
+    file_from: str,
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("from-file-4")
+    argv = [str(secret) if a == "F" else a for a in argv]
+    env = {k: str(secret) if v == "F" else v for k, v in env.items()}
+    if toml:
+        cfg = tmp_path / "gw.toml"
+        cfg.write_text(toml.replace('"F"', f'"{secret}"').replace('"v"', '"from-toml-5"') + "\n")
+        argv += ["--config", str(cfg)]
+    with pytest.raises(ConfigError) as info:
+        load_settings(_args(*argv), environ=env)
+    message = str(info.value)
+    assert message.startswith(f"api_token (from {value_from}")
+    assert f"api_token_file (from {file_from}" in message and "give one" in message
+    assert "from-file-4" not in message and "from-toml-5" not in message
+
+
+def test_the_customary_provider_variable_and_a_key_file_are_given_twice(tmp_path: Path) -> None:
+    secret = tmp_path / "key"
+    secret.write_text("sk-file")
+    with pytest.raises(ConfigError, match=r"openai_api_key \(from OPENAI_API_KEY\)"):
+        load_settings(
+            _args("--openai-api-key-file", str(secret)), environ={"OPENAI_API_KEY": "sk-env"}
+        )
+
+
+def test_command_line_secrets_names_only_flags(tmp_path: Path) -> None:
+    from gateway.config import command_line_secrets
+
+    secret = tmp_path / "secret"
+    secret.write_text("s")
+    args = _args(
+        "--sip-auth-password", "pw", "--api-token-file", str(secret), "--provider-token", "t"
+    )
+    env = {"GATEWAY_OPENAI_API_KEY": "sk", "GATEWAY_ICE_CREDENTIAL": "c"}
+    load_settings(args, environ=env)
+    assert command_line_secrets(args) == ["sip_auth_password", "provider_token"]
+    assert command_line_secrets(_args()) == []
