@@ -88,7 +88,7 @@ def goodbye_prompt() -> tuple[Pcm, int]:
 def holding_prompt() -> tuple[Pcm, int]:
     """The short prompt played while a stalled provider session is re-opened."""
     pcm = speak(HOLDING_TEXT)
-    return (pcm if pcm is not None else _tones((523.0, 659.0))), 8000
+    return (pcm if pcm is not None else _tones((392.0, 494.0))), 8000
 
 
 def warm_prompts() -> None:
