@@ -124,6 +124,11 @@ async def wait_for(pred: Any, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
+def idle(call: Call) -> bool:
+    """Nothing queued for the caller and no response under way."""
+    return call.playout.queued_ms == 0 and not call.realtime.response_active
+
+
 def played(call: Call, prefix: str = "item_") -> list[str]:
     return [i for i, p in call.playout.items.items() if i.startswith(prefix) and p.played_bytes]
 
@@ -143,12 +148,12 @@ async def test_stall_after_the_callers_turn_holds_reconnects_and_goes_on(
         m.leg.say(speech_like(1.2, seed=7))  # the caller's turn; the provider then hangs
         await wait_for(lambda: len(m.proxy.connections) == 2 and m.call.playout.queued_ms == 0)
         await wait_for(lambda: len(played(m.call)) == 1)  # the new session answered
-        await wait_for(lambda: m.call.playout.queued_ms == 0 and not m.call.realtime.response_active)
+        await wait_for(lambda: idle(m.call))
         # the caller speaks again and hears the echo: the call goes on, on the new connection
         said = speech_like(1.2, seed=8)
         m.leg.say(said)
         await wait_for(lambda: len(played(m.call)) == 2)
-        await wait_for(lambda: m.call.playout.queued_ms == 0 and not m.call.realtime.response_active)
+        await wait_for(lambda: idle(m.call))
     finally:
         await m.call.hangup("completed")
         await task
@@ -197,7 +202,7 @@ async def test_a_failed_response_is_asked_for_again_and_heard(local: LocalProvid
     task = CallManager(10).start(m.call, setup)
     try:
         await wait_for(lambda: len(played(m.call)) == 1)
-        await wait_for(lambda: m.call.playout.queued_ms == 0 and not m.call.realtime.response_active)
+        await wait_for(lambda: idle(m.call))
     finally:
         await m.call.hangup("completed")
         await task
