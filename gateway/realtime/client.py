@@ -85,6 +85,7 @@ LOST_REASONS = frozenset(
         "setup_failed",
         "dropped",
         "receive_failed",
+        "no_reconnect",
         "stall_retries",
         "reconnect_limit",
         "reconnect_rate",

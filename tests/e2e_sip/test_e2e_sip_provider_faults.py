@@ -88,7 +88,6 @@ async def test_stall_after_the_callers_turn_holding_prompt_reconnect_and_the_cal
             log.setup,
             provider="url",
             provider_url=proxy.url,
-            greeting=False,
             provider_stall_timeout=STALL_S,
         ) as gw:
             _, said = speech_wav(tmp_path, 0.0, 0.0)
@@ -117,15 +116,20 @@ async def test_stall_after_the_callers_turn_holding_prompt_reconnect_and_the_cal
     hold_pcm, _ = holding_prompt()
     assert mostly(windows_found(hold_pcm, heard)), windows_found(hold_pcm, heard)
     hold_at = first_window(hold_pcm, heard)
-    # a new WebSocket connection with the same session, re-seeded, asked for a response
+    # a new WebSocket connection with the same session, re-seeded with the conversation so far
+    # (the greeting's transcript), then asked for a response
     assert second.received[0]["type"] == "session.update"
     assert second.received[0]["session"] == first.received[0]["session"]
-    assert "response.create" in [e["type"] for e in second.received]
+    reseed = second.received[1]
+    assert reseed["type"] == "conversation.item.create"
+    assert reseed["item"]["role"] == "assistant"
+    assert reseed["item"]["content"][0]["text"] == local.options.prompts.text("greeting")
+    assert "response.create" in [e["type"] for e in second.received[2:]]
     assert second.appends > 0  # the caller's audio goes to the new session
     # the call goes on: the model answers after the holding prompt, then echoes the second turn
-    answer = [p for i, p in call.playout.items.items() if i.startswith("item_")]
-    assert len(answer) == 2 and all(p.played_bytes == p.queued_bytes for p in answer)
-    assert answer[0].first_played_at is not None and answer[0].first_played_at > (
+    greeting, answer, echo = (p for i, p in call.playout.items.items() if i.startswith("item_"))
+    assert all(p.played_bytes == p.queued_bytes > 0 for p in (greeting, answer, echo))
+    assert answer.first_played_at is not None and answer.first_played_at > (
         holding[0].first_played_at
     )
     found = windows_found(said, heard[hold_at:])
