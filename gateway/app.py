@@ -173,7 +173,7 @@ class Gateway:
         clocks = self.clocks
 
         def client_factory(profile: ProviderProfile, config: SessionConfig) -> RealtimeClient:
-            return default_client_factory(profile, config, clocks.yield_to_media)
+            return default_client_factory(profile, config, clocks.yield_to_media, s)
 
         self.calls = CallService(
             s, self.profile, self.manager, setup or default_setup, TOOLS, client_factory

@@ -112,6 +112,18 @@ class Settings:
     transcription_model: str = _opt("", "input transcription model (empty: off)")
     greeting: bool = _opt(True, "the model speaks first")
     append_ms: int = _opt(100, "caller audio batched per input_audio_buffer.append, in ms")
+    provider_stall_timeout: float = _opt(
+        5.0, "seconds without a provider event while a response is awaited: a stall (0: off)"
+    )
+    provider_stall_retries: int = _opt(
+        2, "stalled sessions re-opened per call (holding prompt); the next stall ends the call"
+    )
+    provider_max_reconnects: int = _opt(
+        5, "provider sessions re-opened per call after drops and stalls; the next loss ends it"
+    )
+    provider_max_reconnects_per_minute: int = _opt(
+        3, "provider sessions re-opened per call within any 60 s; the next loss ends the call"
+    )
     # --- calls
     api_token: Secret = _opt(Secret(""), "bearer token for the call API and WebRTC offers")
     api_token_file: str = _opt("", "read api_token from this file (keeps it off the command line)")
@@ -184,6 +196,15 @@ class Settings:
             raise ConfigError("ptime_ms must be one of 10, 20, 30, 40, 60")
         if not 20 <= self.append_ms <= 1000:
             raise ConfigError("append_ms must be between 20 and 1000")
+        if not 0 <= self.provider_stall_timeout <= 300:
+            raise ConfigError("provider_stall_timeout must be between 0 (off) and 300 seconds")
+        for name in (
+            "provider_stall_retries",
+            "provider_max_reconnects",
+            "provider_max_reconnects_per_minute",
+        ):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 or more")
         if self.scenario and not Path(self.scenario).is_file():
             raise ConfigError(f"scenario: no such file {self.scenario!r}")
 

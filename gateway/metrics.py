@@ -168,6 +168,24 @@ REALTIME_RECONNECTS = Counter("gateway_realtime_reconnects", "Realtime sessions 
 REALTIME_SEND_OVERFLOW = Counter(
     "gateway_realtime_send_overflow", "Client events dropped because the send queue was full."
 )
+REALTIME_STALLS = Counter(
+    "gateway_realtime_stalls",
+    "Provider stalls: no event for the stall timeout while a response was awaited, by what was "
+    "awaited (response.created/response.done).",
+    ["awaited"],
+)
+REALTIME_RESPONSES_FAILED = Counter(
+    "gateway_realtime_responses_failed",
+    "Responses that ended failed or incomplete, by status and reason (cancelled ones are not "
+    "counted).",
+    ["status", "reason"],
+)
+REALTIME_SESSIONS_LOST = Counter(
+    "gateway_realtime_sessions_lost",
+    "Realtime sessions given up mid-call, by reason (reconnect failed, stalled, reconnect limit "
+    "or rate).",
+    ["reason"],
+)
 # --- conversation
 RESPONSE_LATENCY = Histogram(
     "gateway_response_latency_seconds",

@@ -406,6 +406,17 @@ class Call:
                 pending, self._pending_response = self._pending_response, None
                 self._response_requested = True
                 self._link.create_response(**pending)
+        elif isinstance(ev, rt.SessionReconnected):
+            # A new session: the response under way (and any asked for) died with the old one;
+            # its response.done never comes. Ask again for what was waiting behind it.
+            if self._active_response is not None:
+                self._ignored_responses.add(self._active_response)
+            self._active_response = None
+            self._response_requested = False
+            if self._pending_response is not None:
+                pending, self._pending_response = self._pending_response, None
+                self._response_requested = True
+                self._link.create_response(**pending)
         elif (
             isinstance(ev, rt.TranscriptDone | rt.InputTranscriptionCompleted)
             and self.recorder is not None

@@ -8,8 +8,21 @@
 * DTMF (RFC 4733, SIP INFO, in-band, data channel, provider) is reported to the model as a user
   text message under the `DTMF: <digits>` convention, and a response is asked for.
 * Tools: `end_call`, `transfer_call(target)`, `send_dtmf(digits)`.
-* Provider failure mid-call: the client reconnects once; if the session is lost, an apology
-  prompt is played and the call ends.
+* Provider failure mid-call: the client re-opens a dropped session (within its reconnect
+  budget); if the session is lost, an apology prompt is played and the call ends
+  (`on_session_lost`).
+* A stalled provider (no event for `--provider-stall-timeout` while a response is awaited): a
+  short holding prompt while the client re-opens the session, then a response is asked for so
+  the model picks the conversation up (`hold_on_stall`).
+* A response that failed (`response.done` status `failed`, or `incomplete` for a reason other
+  than `max_output_tokens`/`content_filter`) is asked for once more; a second failure in a row
+  gets the apology and the call ends with outcome `response_failed` (`retry_failed_responses`).
+  Cancelled responses (barge-in) are not failures; responses cut by `max_output_tokens` or
+  `content_filter` are counted and logged by the client but not retried.
+
+Each of the last three is installed by its own function, so a scenario that calls
+`setup(call)` can remove one with `call.realtime.off(EventClass)` (`rt.SessionLost`,
+`rt.SessionStalled` and `rt.SessionReconnected`, `rt.ResponseDone`) and install its own.
 """
 
 from __future__ import annotations
@@ -21,7 +34,7 @@ from typing import Any
 from gateway import metrics
 from gateway.call.call import Call
 from gateway.call.events import CallConnected, DtmfReceived
-from gateway.call.prompts import apology_prompt, hangup_after_playout
+from gateway.call.prompts import apologise_and_hang_up, hangup_after_playout, holding_prompt
 from gateway.realtime import events as rt
 from gateway.realtime.dtmf import dtmf_text
 
@@ -117,19 +130,63 @@ def setup(call: Call) -> None:
         else:
             call.spawn(_unknown_tool(call, ev))
 
-    async def on_session_lost(_: rt.SessionLost) -> None:
-        await call.play(*apology_prompt())
-        # Bot audio still queued ahead of the apology plays first; wait for all of it.
-        timeout = call.playout.queued_ms / 1000 + 2.0
-        await hangup_after_playout(call, "provider_failed", timeout, wait_response=False)
-
     call.on(CallConnected, on_connected)
     call.realtime.on(rt.SpeechStarted, on_speech_started)
     call.realtime.on(rt.UnknownEvent, on_unknown)
     call.on(DtmfReceived, on_dtmf)
     call.realtime.on(rt.DtmfReceived, on_provider_dtmf)
     call.realtime.on(rt.FunctionCallArgumentsDone, on_function_call)
+    apologise_on_session_lost(call)
+    hold_on_stall(call)
+    retry_failed_responses(call)
+
+
+def apologise_on_session_lost(call: Call) -> None:
+    """The provider session is gone for good: apologise, then hang up (`provider_failed`)."""
+
+    async def on_session_lost(_: rt.SessionLost) -> None:
+        await apologise_and_hang_up(call, "provider_failed")
+
     call.realtime.on(rt.SessionLost, on_session_lost)
+
+
+def hold_on_stall(call: Call) -> None:
+    """A stalled provider: the caller hears a holding prompt while the session is re-opened;
+    once it is, a response is asked for (the model answers the re-seeded conversation)."""
+
+    async def on_stalled(_: rt.SessionStalled) -> None:
+        await call.play(*holding_prompt())
+
+    def on_reconnected(ev: rt.SessionReconnected) -> None:
+        if ev.reason == "stalled":
+            call.realtime.response_create_when_idle()
+
+    call.realtime.on(rt.SessionStalled, on_stalled)
+    call.realtime.on(rt.SessionReconnected, on_reconnected)
+
+
+def retry_failed_responses(call: Call, retries: int = 1) -> None:
+    """A response that failed is asked for again, up to `retries` times in a row; one more
+    failure gets the apology and the call ends (`response_failed`). A completed response starts
+    the count again. See `ResponseDone.failure` for what counts as failed."""
+    failures = 0
+
+    async def on_response_done(ev: rt.ResponseDone) -> None:
+        nonlocal failures
+        if ev.failure is None and ev.status == "completed":
+            failures = 0
+        if ev.failure != "failed":
+            return
+        failures += 1
+        if failures <= retries:
+            call.log.info("response_retried", status=ev.status, reason=ev.reason, retry=failures)
+            call.realtime.response_create_when_idle()
+            return
+        call.log.warning("response_failed_hanging_up", status=ev.status, failures=failures)
+        call.stop_media_to("model")  # no new turns while the apology plays
+        await apologise_and_hang_up(call, "response_failed")
+
+    call.realtime.on(rt.ResponseDone, on_response_done)
 
 
 def _tool_result(

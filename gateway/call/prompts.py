@@ -1,4 +1,5 @@
-"""Built-in prompts (apology, goodbye) and small helpers to play audio and end calls after it.
+"""Built-in prompts (apology, goodbye, holding) and small helpers to play audio and end calls
+after it.
 
 Prompts are spoken by espeak-ng when it is installed (made once per process, at start-up, off the
 media path) and otherwise are a short tone pattern, so the gateway never depends on it.
@@ -27,6 +28,7 @@ Pcm = npt.NDArray[np.int16]
 
 APOLOGY_TEXT = "Sorry, we are having technical difficulties. Please call again later. Goodbye."
 GOODBYE_TEXT = "This service is closing for maintenance. Please call again. Goodbye."
+HOLDING_TEXT = "One moment, please."
 
 
 def read_wav(path: str | Path) -> tuple[Pcm, int]:
@@ -82,10 +84,26 @@ def goodbye_prompt() -> tuple[Pcm, int]:
     return (pcm if pcm is not None else _tones((440.0, 330.0))), 8000
 
 
+@cache
+def holding_prompt() -> tuple[Pcm, int]:
+    """The short prompt played while a stalled provider session is re-opened."""
+    pcm = speak(HOLDING_TEXT)
+    return (pcm if pcm is not None else _tones((392.0, 494.0))), 8000
+
+
 def warm_prompts() -> None:
     """Make the prompts now (at start-up), not when a call first needs one."""
     apology_prompt()
     goodbye_prompt()
+    holding_prompt()
+
+
+async def apologise_and_hang_up(call: Call, outcome: str) -> None:
+    """Play the apology after whatever is queued for the caller, then end the call."""
+    await call.play(*apology_prompt())
+    # Bot audio still queued ahead of the apology plays first; wait for all of it.
+    timeout = call.playout.queued_ms / 1000 + 2.0
+    await hangup_after_playout(call, outcome, timeout, wait_response=False)
 
 
 async def hangup_after_playout(

@@ -32,16 +32,27 @@ def default_client_factory(
     profile: ProviderProfile,
     config: SessionConfig,
     yield_hook: Callable[[], Awaitable[None]] | None = None,
+    settings: Settings | None = None,
 ) -> RealtimeClient:
-    """A client with the call bridge's policy: one reconnect within 2 s, re-seeded; between
-    provider messages it yields to the media clock (`yield_hook`)."""
+    """A client with the call bridge's policy: one reconnect within 2 s, re-seeded, within the
+    per-call reconnect budget; the stall watchdog from `settings`; between provider messages it
+    yields to the media clock (`yield_hook`)."""
+    s = settings or Settings()
     return RealtimeClient(
         profile,
         config,
         yield_hook=yield_hook,
         connect_timeout=5.0,
         setup_timeout=5.0,
-        reconnect=ReconnectPolicy(attempts=1, within_s=2.0, backoff_s=0.1),
+        stall_timeout_s=s.provider_stall_timeout or None,
+        stall_retries=s.provider_stall_retries,
+        reconnect=ReconnectPolicy(
+            attempts=1,
+            within_s=2.0,
+            backoff_s=0.1,
+            max_per_call=s.provider_max_reconnects,
+            max_per_minute=s.provider_max_reconnects_per_minute,
+        ),
     )
 
 

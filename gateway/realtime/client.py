@@ -12,7 +12,15 @@ It moves frames between a `websockets` connection and the sans-I/O `RealtimeProt
 * A dropped socket is re-opened under `ReconnectPolicy` and the new session re-seeded with the
   conversation's text; before `max_session_s` (providers cap sessions: OpenAI at 60 min) the
   session is renewed the same way. The consumer sees `SessionReconnected`, or `SessionLost` and
-  the end of the stream.
+  the end of the stream. Re-opens are budgeted per session (`ReconnectPolicy.max_per_call`,
+  `max_per_minute`): past the budget the session is lost.
+* Stall watchdog: when a response is awaited (a committed turn, a `response.create`, a response
+  under way) and the provider sends nothing for `stall_timeout_s`, the protocol's timer says so;
+  the client logs and counts it, emits `SessionStalled` (the scenario plays a holding prompt),
+  closes the socket and re-opens it the same way (`SessionReconnected(reason="stalled")`), at
+  most `stall_retries` times per session.
+* `response.done` that failed or was incomplete is counted by status and reason and logged with
+  its `status_details`; what to do about it is the scenario's business.
 * A 4xx answer to the upgrade is never retried (`ConnectError.retryable` is False).
 
 Credentials only ever go into the upgrade request headers; nothing here logs headers or the
@@ -43,7 +51,7 @@ from gateway.realtime.errors import (
     UnsupportedEventError,
 )
 from gateway.realtime.profiles import ProviderProfile
-from gateway.realtime.protocol import RealtimeProtocol, State
+from gateway.realtime.protocol import RealtimeProtocol, Stall, State
 
 __all__ = ["KNOWN_ERROR_CODES", "RealtimeClient", "ReconnectPolicy"]
 
@@ -70,6 +78,21 @@ KNOWN_ERROR_CODES = frozenset(
         "receive_failed",
     }
 )
+#: `gateway_realtime_sessions_lost{reason}` labels.
+LOST_REASONS = frozenset(
+    {
+        "connect_failed",
+        "setup_failed",
+        "dropped",
+        "receive_failed",
+        "no_reconnect",
+        "stall_retries",
+        "reconnect_limit",
+        "reconnect_rate",
+    }
+)
+_AWAITED = frozenset({"response.created", "response.done"})
+_FAILURE_REASONS = KNOWN_ERROR_CODES | ev.CUT_REASONS
 _KNOWN_TYPES = ev.KNOWN_SERVER_TYPES
 _MAX_FRAME = 16 * 1024 * 1024
 # labelled children by bounded type (unknown types all count as "other")
@@ -79,12 +102,18 @@ _EVENT_COUNTERS: dict[str, Any] = {}
 @dataclass(frozen=True)
 class ReconnectPolicy:
     """How a dropped socket is re-opened: up to `attempts` tries within `within_s` seconds,
-    waiting `backoff_s` doubled after each failure (capped at `backoff_max_s`)."""
+    waiting `backoff_s` doubled after each failure (capped at `backoff_max_s`).
+
+    Per session, at most `max_per_call` losses (drops and stalls; renewals do not count) are
+    re-opened in all, and at most `max_per_minute` within any 60 s; the next one loses the
+    session (None: no limit)."""
 
     attempts: int = 2
     within_s: float = 2.0
     backoff_s: float = 0.1
     backoff_max_s: float = 1.0
+    max_per_call: int | None = 5
+    max_per_minute: int | None = 3
 
 
 _END = object()
@@ -108,6 +137,8 @@ class RealtimeClient:
         ping_interval: float | None = 20.0,
         max_queued_audio: int = 100,
         max_session_s: float | None = 55 * 60,
+        stall_timeout_s: float | None = 5.0,
+        stall_retries: int = 2,
         reconnect: ReconnectPolicy | None = ReconnectPolicy(),
         on_event: Callable[[ev.ServerEvent], None] | None = None,
         yield_hook: Callable[[], Awaitable[None]] | None = None,
@@ -121,6 +152,10 @@ class RealtimeClient:
             unsupported=profile.unsupported_events,
             max_queued_audio=max_queued_audio,
             max_session_s=max_session_s,
+            stall_timeout_s=stall_timeout_s or None,
+            stall_retries=stall_retries,
+            max_reconnects=reconnect.max_per_call if reconnect else None,
+            max_reconnects_per_minute=reconnect.max_per_minute if reconnect else None,
         )
         self.connect_timeout = connect_timeout
         self.setup_timeout = setup_timeout
@@ -138,7 +173,10 @@ class RealtimeClient:
         self._send_task: asyncio.Task[None] | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
         self._renewing = False
+        self._stalling = False
+        self._stall_task: asyncio.Task[None] | None = None
         self._closing = False
         self._counted = False
         self._dropped_reported = 0
@@ -295,19 +333,19 @@ class RealtimeClient:
         self._closing = True
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
+            self._timer = self._timer_at = None
         if self.protocol.state is not State.CLOSED:
             self.protocol.close()
         ws, self._ws = self._ws, None
         if ws is not None:
             with contextlib.suppress(Exception):
                 await ws.close()
-        for task in (self._send_task, self._run_task):
+        for task in (self._send_task, self._run_task, self._stall_task):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        self._send_task = self._run_task = None
+        self._send_task = self._run_task = self._stall_task = None
         self._uncount()
         self._end()
 
@@ -358,20 +396,24 @@ class RealtimeClient:
                 if ws is None:
                     return
                 reason = await self._receive(ws)
+                if self._stall_task is not None:
+                    await self._stall_task  # SessionStalled (or SessionLost) comes first
+                    self._stall_task = None
                 if self._closing:
                     return
                 self._ws = None
                 loop = asyncio.get_running_loop()
-                self.protocol.connection_lost(loop.time())
+                # a stall was counted against the budget when it was found, a renewal never is
+                self.protocol.connection_lost(loop.time(), counted=reason == "dropped")
                 if not await self._reopen(reason):
                     return
         except Exception as exc:  # pragma: no cover - logged, never lost
             self._log.error("realtime_receive_failed", error=type(exc).__name__, exc_info=True)
             metrics.REALTIME_ERRORS.labels(code="receive_failed").inc()
-            await self._lose("receive_failed")
+            await self._lose("receive_failed", "receive_failed")
 
     async def _receive(self, ws: ClientConnection) -> str:
-        """Read frames until the socket ends; return why (dropped / renewed / closed)."""
+        """Read frames until the socket ends; return why (dropped / renewed / stalled / closed)."""
         loop = asyncio.get_running_loop()
         proto = self.protocol
         try:
@@ -380,7 +422,7 @@ class RealtimeClient:
                 # at once, faster than real time), buffered frames would otherwise be handled in
                 # one go and the media clock's packets would wait behind them.
                 await self._yield()
-                if self._closing:
+                if self._closing or self._stalling:
                     break  # frames still in flight after our close are not errors
                 try:
                     proto.receive_text(frame, loop.time())
@@ -391,29 +433,37 @@ class RealtimeClient:
                     await self._deliver(event)
                 if proto.queued:
                     self._wakeup.set()
+                self._rearm_if_sooner()
         except ConnectionClosed:
             pass
-        if self._renewing:
-            return "renewed"
         if self._closing:
             return "closed"
+        if self._stalling:
+            return "stalled"
+        if self._renewing:
+            return "renewed"
         code = ws.close_code
         self._log.warning("realtime_socket_closed", code=code, reason=(ws.close_reason or "")[:80])
         return "dropped"
 
     async def _reopen(self, reason: str) -> bool:
-        """Re-open after a drop or for renewal; False (and SessionLost) if that fails."""
+        """Re-open after a drop, a stall or for renewal; False (and SessionLost) if that is
+        refused (no policy, reconnect budget spent) or fails."""
         loop = asyncio.get_running_loop()
         policy = self.reconnect_policy
-        self._renewing = False
-        if policy is None and reason != "renewed":
-            await self._lose(reason)
+        self._renewing = self._stalling = False
+        if policy is None and reason == "dropped":
+            await self._lose(reason, "dropped")
+            return False
+        refusal = self.protocol.reconnect_refusal(loop.time()) if reason == "dropped" else None
+        if refusal is not None:
+            await self._lose(f"{reason}; {refusal}", refusal)
             return False
         attempts = policy.attempts if policy else 1
         within = policy.within_s if policy else self.connect_timeout + self.setup_timeout
         delay = policy.backoff_s if policy else 0.0
         deadline = loop.time() + max(within, 0.001)
-        last = reason
+        last, label = reason, "dropped"
         for attempt in range(attempts):
             if self._closing:
                 return False
@@ -423,11 +473,11 @@ class RealtimeClient:
             try:
                 await asyncio.wait_for(self._open(), remaining)
             except ConnectError as exc:
-                last = f"connect: {exc}"
+                last, label = f"connect: {exc}", "connect_failed"
                 if not exc.retryable:
                     break
             except (SessionSetupError, TimeoutError) as exc:
-                last = f"setup: {type(exc).__name__}"
+                last, label = f"setup: {type(exc).__name__}", "setup_failed"
             else:
                 self.reconnects += 1
                 metrics.REALTIME_RECONNECTS.inc()
@@ -436,17 +486,26 @@ class RealtimeClient:
                     reason=reason,
                     attempt=attempt + 1,
                     reseeded=self.protocol.reseeded_items,
+                    reconnects=self.reconnects,
                 )
                 await self._deliver(ev.SessionReconnected(reason, self.protocol.reseeded_items))
                 return True
             if policy is not None:
                 await asyncio.sleep(max(0.0, min(delay, deadline - loop.time())))
                 delay = min(delay * 2, policy.backoff_max_s)
-        await self._lose(last)
+        await self._lose(last, label)
         return False
 
-    async def _lose(self, reason: str) -> None:
-        self._log.warning("realtime_session_lost", reason=reason)
+    async def _lose(self, reason: str, label: str) -> None:
+        """Give the session up: SessionLost(reason), then the end of the stream. `label` is
+        the bounded reason counted in `gateway_realtime_sessions_lost`."""
+        self._log.warning(
+            "realtime_session_lost",
+            reason=reason,
+            reconnects=self.reconnects,
+            stalls=self.protocol.stalls,
+        )
+        metrics.REALTIME_SESSIONS_LOST.labels(reason=metrics.bounded(label, LOST_REASONS)).inc()
         if self.protocol.state is not State.CLOSED:
             self.protocol.close()
         self._closing = True
@@ -458,27 +517,63 @@ class RealtimeClient:
     def _arm_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
+            self._timer = self._timer_at = None
         when = self.protocol.get_timer()
-        if when is not None:
+        if when is not None and not self._closing:
             self._timer = asyncio.get_running_loop().call_at(when, self._on_timer)
+            self._timer_at = when
+
+    def _rearm_if_sooner(self) -> None:
+        """Arm the timer if the protocol's deadline moved earlier (a wait began). Deadlines that
+        move later (every event received) are not re-armed: the timer fires early, finds
+        nothing due and is armed again then (one wake-up per timeout, not per event)."""
+        when = self.protocol.get_timer()
+        if when is not None and (self._timer_at is None or when < self._timer_at):
+            self._arm_timer()
 
     def _on_timer(self) -> None:
-        self._timer = None
+        self._timer = self._timer_at = None
+        if self._closing:
+            return
         loop = asyncio.get_running_loop()
-        self.protocol.handle_timer(loop.time())
-        if not self.protocol.renewal_due or self._closing:
+        proto = self.protocol
+        proto.handle_timer(loop.time())
+        stall = proto.stall
+        if stall is not None:
+            self._stalling = True
+            self._stall_task = loop.create_task(self._stalled(stall), name="realtime-stall")
             return
-        if self.protocol.active_response_id is not None:
-            # do not cut a response short; look again in a second
-            self.protocol.renewal_due = False
-            self._timer = loop.call_later(1.0, self._on_timer)
+        if proto.renewal_due:
+            ws = self._ws
+            if ws is not None:
+                self._renewing = True
+                self._log.info("realtime_session_renewing")
+                self._close_task = loop.create_task(ws.close(1000, "session renewal"))
             return
+        self._arm_timer()
+
+    async def _stalled(self, stall: Stall) -> None:
+        """The provider stalled: log, count, tell the consumer (holding prompt), close the
+        socket; `_run` then re-opens it. When no re-open is allowed, lose the session."""
+        refusal = stall.refusal
+        if refusal is None and self.reconnect_policy is None:
+            refusal = "no_reconnect"
+        metrics.REALTIME_STALLS.labels(awaited=metrics.bounded(stall.awaited, _AWAITED)).inc()
+        self._log.warning(
+            "realtime_provider_stalled",
+            awaited=stall.awaited,
+            after=stall.after,
+            silent_s=round(stall.silent_s, 2),
+            stalls=stall.count,
+            reconnect=refusal is None,
+        )
         ws = self._ws
+        if refusal is None:
+            await self._deliver(ev.SessionStalled(stall.awaited, stall.silent_s, stall.count))
+        else:
+            await self._lose(f"stalled; {refusal}", refusal)
         if ws is not None:
-            self._renewing = True
-            self._log.info("realtime_session_renewing")
-            self._close_task = loop.create_task(ws.close(1000, "session renewal"))
+            await ws.close(1000, "provider stalled")
 
     async def _deliver(self, event: ev.ServerEvent) -> None:
         self._count(event)
@@ -510,11 +605,38 @@ class RealtimeClient:
                 cause=event.cause,
                 benign=event.benign,
             )
+        elif isinstance(event, ev.ResponseDone) and event.status != "completed":
+            self._count_response(event)
         elif isinstance(event, ev.UnknownEvent):
             self._log.debug("realtime_unknown_event", type=event.type[:64])
         elif isinstance(event, ev.MalformedEvent):
             metrics.REALTIME_ERRORS.labels(code="malformed_event").inc()
             self._log.warning("realtime_malformed_event", type=event.type[:64], reason=event.reason)
+
+    def _count_response(self, event: ev.ResponseDone) -> None:
+        """Count and log a response that failed or was cut short (cancels are not failures)."""
+        if event.failure is None:
+            self._log.debug("realtime_response_cancelled", status=event.status, reason=event.reason)
+            return
+        details = event.details or {}
+        error = details.get("error")
+        error = error if isinstance(error, Mapping) else {}
+        code = error.get("code") if isinstance(error.get("code"), str) else None
+        reason = event.reason or code or ""
+        metrics.REALTIME_RESPONSES_FAILED.labels(
+            status=metrics.bounded(event.status, {"failed", "incomplete"}),
+            reason=metrics.bounded(reason, _FAILURE_REASONS),
+        ).inc()
+        # status_details only: type, reason and the error's type, code and message (never audio)
+        self._log.warning(
+            "realtime_response_failed",
+            status=event.status,
+            reason=event.reason,
+            error_type=str(error.get("type") or "")[:64] or None,
+            error_code=(code or "")[:64] or None,
+            error_message=str(error.get("message") or "")[:200] or None,
+            failure=event.failure,
+        )
 
     async def events(self) -> AsyncIterator[ev.ServerEvent]:
         """Typed server events (plus SessionReconnected/SessionLost) until the session ends."""
@@ -540,7 +662,11 @@ class RealtimeClient:
 
         SessionClosed after close; UnsupportedEventError if the provider does not support it.
         """
-        event_id = self.protocol.send_event(event)
+        if self._ws is None:  # not open (yet): the timer is armed when it is
+            event_id = self.protocol.send_event(event)
+        else:
+            event_id = self.protocol.send_event(event, asyncio.get_running_loop().time())
+            self._rearm_if_sooner()  # a response.create starts the stall watchdog's wait
         self._wakeup.set()
         return event_id
 

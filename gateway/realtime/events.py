@@ -30,6 +30,8 @@ from typing import Any, Literal
 from gateway.media.port import AudioFormat
 
 __all__ = [
+    "CANCEL_REASONS",
+    "CUT_REASONS",
     "KNOWN_SERVER_TYPES",
     "AudioDelta",
     "AudioDone",
@@ -66,6 +68,7 @@ __all__ = [
     "SessionCreated",
     "SessionLost",
     "SessionReconnected",
+    "SessionStalled",
     "SessionUpdated",
     "SpeechStarted",
     "SpeechStopped",
@@ -488,15 +491,41 @@ class ResponseCreated(ServerEvent):
     response_id: str
 
 
+#: `status_details.reason` of a response cancelled by barge-in or by the client.
+CANCEL_REASONS = frozenset({"turn_detected", "client_cancelled"})
+#: `status_details.reason` of an `incomplete` response the model stopped on purpose.
+CUT_REASONS = frozenset({"max_output_tokens", "content_filter"})
+
+
 @dataclass(frozen=True, slots=True)
 class ResponseDone(ServerEvent):
-    """`response.done`: status completed/cancelled/failed/incomplete, `reason` when cancelled."""
+    """`response.done`: status completed/cancelled/failed/incomplete; `reason` is
+    `status_details.reason` (cancelled: turn_detected/client_cancelled; incomplete:
+    max_output_tokens/content_filter), `details` the whole `status_details` (with `error` when
+    failed)."""
 
     response_id: str
     status: str
     reason: str | None = None
     output: tuple[Mapping[str, Any], ...] = ()
     usage: Mapping[str, Any] | None = None
+    details: Mapping[str, Any] | None = None
+
+    @property
+    def failure(self) -> str | None:
+        """How the response went wrong, by `status` and `status_details.reason`:
+
+        * None: `completed`, `cancelled`, or any status whose reason is a cancel
+          (`turn_detected`: barge-in; `client_cancelled`): nothing went wrong;
+        * `"cut"`: `incomplete` with `max_output_tokens` or `content_filter`: the model stopped
+          on purpose and the caller heard what came before; asking again would be cut the same;
+        * `"failed"`: `failed`, or `incomplete` for any other reason (or none): worth a retry.
+        """
+        if self.status not in ("failed", "incomplete") or self.reason in CANCEL_REASONS:
+            return None
+        if self.status == "incomplete" and self.reason in CUT_REASONS:
+            return "cut"
+        return "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -636,11 +665,23 @@ class ConnectorEvent(ServerEvent):
 
 @dataclass(frozen=True, slots=True)
 class SessionReconnected(ConnectorEvent):
-    """The provider socket was re-opened (`reason`: dropped or renewed) and the new session
-    re-seeded with `reseeded_items` text items of the conversation so far."""
+    """The provider socket was re-opened (`reason`: dropped, renewed or stalled) and the new
+    session re-seeded with `reseeded_items` text items of the conversation so far."""
 
     reason: str
     reseeded_items: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStalled(ConnectorEvent):
+    """The provider sent nothing for the stall timeout while a response was awaited (`awaited`:
+    `response.created` or `response.done`). The session is closed and re-opened next
+    (`SessionReconnected(reason="stalled")`, or `SessionLost` when that is refused or fails);
+    `stalls` counts this call's stalls so far."""
+
+    awaited: str
+    silent_s: float
+    stalls: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -712,6 +753,7 @@ def _response_done(o: JsonObject, eid: str) -> ResponseDone:
         if isinstance(output, list)
         else (),
         usage=usage if isinstance(usage, Mapping) else None,
+        details=details if isinstance(details, Mapping) else None,
         event_id=eid,
         raw=o,
     )

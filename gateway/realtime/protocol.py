@@ -14,8 +14,14 @@ The asyncio client (`client.py`) owns the WebSocket and moves text frames:
   Handshake frames (session.update, re-seed items) come first; queued user frames wait until the
   session is READY. Queued audio is bounded: past `max_queued_audio` frames the oldest append is
   dropped and `dropped_audio` counts it.
-* `get_timer()` is when the session should be renewed (before the provider's session limit);
-  `handle_timer(now)` sets `renewal_due`.
+* `get_timer()` is the next deadline: renewal (before the provider's session limit) or the
+  stall watchdog; `handle_timer(now)` sets `renewal_due` (deferred while a response is active),
+  or `stall` when the provider has sent nothing for `stall_timeout_s` while a response is awaited:
+  after a committed user turn (server VAD that creates responses), a `response.create`, or a
+  `response.created` not yet done. The client then re-opens the session (or gives up).
+* Reconnects are budgeted per session: `connection_lost(now)` counts an unplanned loss (drops
+  and stalls; renewals pass `counted=False`), and `reconnect_refusal(now)` says whether another
+  re-open is allowed (`max_reconnects` in all, `max_reconnects_per_minute` in any 60 s).
 
 Session states, driven by `Input`s through the `TRANSITIONS` table (anything absent is an error)::
 
@@ -31,6 +37,7 @@ import itertools
 import json
 from collections import OrderedDict, deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -38,7 +45,7 @@ from gateway.media.port import AudioFormat
 from gateway.realtime import events as ev
 from gateway.realtime.errors import ProtocolError, SessionClosed, UnsupportedEventError
 
-__all__ = ["BENIGN_ERROR_CODES", "TRANSITIONS", "Input", "RealtimeProtocol", "State"]
+__all__ = ["BENIGN_ERROR_CODES", "TRANSITIONS", "Input", "RealtimeProtocol", "Stall", "State"]
 
 
 class State(Enum):
@@ -81,8 +88,27 @@ TRANSITIONS: Mapping[tuple[State, Input], State] = {
 BENIGN_ERROR_CODES = frozenset({"response_cancel_not_active"})
 
 _MAX_TRACKED_ITEMS = 32
+_RENEWAL_RETRY_S = 1.0  # a renewal due during a response looks again this much later
+_RECONNECT_WINDOW_S = 60.0
 _MAX_TRACKED_CLIENT_EVENTS = 128
 _MAX_CONVERSATION_CHARS = 20000
+
+
+@dataclass(frozen=True, slots=True)
+class Stall:
+    """The provider sent nothing for the stall timeout while a response was awaited.
+
+    `awaited` is the server event that did not come (`response.created` after a committed turn
+    or a `response.create`; `response.done` after `response.created`), `after` the event that
+    started the wait, `silent_s` how long nothing at all came, `count` the stalls of this session
+    so far. `refusal` is None when the session may be re-opened, else why not
+    (`stall_retries`, `reconnect_limit`, `reconnect_rate`)."""
+
+    awaited: str
+    after: str
+    silent_s: float
+    count: int
+    refusal: str | None
 
 
 class RealtimeProtocol:
@@ -96,6 +122,10 @@ class RealtimeProtocol:
         unsupported: frozenset[str] = frozenset(),
         max_queued_audio: int = 100,
         max_session_s: float | None = None,
+        stall_timeout_s: float | None = None,
+        stall_retries: int = 2,
+        max_reconnects: int | None = None,
+        max_reconnects_per_minute: int | None = None,
     ) -> None:
         self.requested = requested
         self.effective: ev.SessionConfig | None = None
@@ -119,6 +149,23 @@ class RealtimeProtocol:
         self._session_started: float | None = None
         self._connections = 0
         self._reseeded = 0
+        self._renewal_deferred_to: float | None = None
+        # stall watchdog: what is awaited since when, and when the provider last sent anything
+        self.stall_timeout_s = stall_timeout_s
+        self.stall_retries = stall_retries
+        self.stall: Stall | None = None
+        self.stalls = 0
+        self._last_received: float | None = None
+        self._turn_pending = False  # a committed turn the server will answer
+        self._requested = 0  # response.create sent, not yet answered by response.created/error
+        self._wait_for: str | None = None
+        self._wait_after = ""
+        self._wait_since = 0.0
+        # reconnect budget
+        self.max_reconnects = max_reconnects
+        self.max_reconnects_per_minute = max_reconnects_per_minute
+        self.losses = 0
+        self._recent_losses: deque[float] = deque()
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -136,9 +183,12 @@ class RealtimeProtocol:
         self._transition(Input.CONNECTED)
         self._connections += 1
         self._session_started = now
+        self._last_received = now
 
-    def connection_lost(self, now: float) -> None:
-        """The WebSocket dropped: back to CONNECTING; per-connection state is forgotten."""
+    def connection_lost(self, now: float, *, counted: bool = True) -> None:
+        """The WebSocket dropped (or was closed by us for renewal or after a stall): back to
+        CONNECTING; per-connection state is forgotten. `counted` losses spend the reconnect
+        budget (a stall is counted when it is detected, a renewal never)."""
         if self.state is State.CLOSED:
             return
         self._transition(Input.DROPPED)
@@ -148,6 +198,32 @@ class RealtimeProtocol:
         self._client_events.clear()
         self._session_started = None
         self.renewal_due = False
+        self._renewal_deferred_to = None
+        self.stall = None
+        self._turn_pending = False
+        self._requested = 0
+        self._wait_for = None
+        self._last_received = None
+        if counted:
+            self._count_loss(now)
+
+    def _count_loss(self, now: float) -> None:
+        self.losses += 1
+        self._recent_losses.append(now)
+        while self._recent_losses and now - self._recent_losses[0] >= _RECONNECT_WINDOW_S:
+            self._recent_losses.popleft()
+
+    def reconnect_refusal(self, now: float) -> str | None:
+        """None when the session may be re-opened after the losses counted so far; else why not:
+        `reconnect_limit` (more than `max_reconnects` in all) or `reconnect_rate` (more than
+        `max_reconnects_per_minute` within the last 60 s)."""
+        if self.max_reconnects is not None and self.losses > self.max_reconnects:
+            return "reconnect_limit"
+        if self.max_reconnects_per_minute is not None:
+            recent = sum(1 for t in self._recent_losses if now - t < _RECONNECT_WINDOW_S)
+            if recent > self.max_reconnects_per_minute:
+                return "reconnect_rate"
+        return None
 
     def close(self) -> None:
         """No more frames in or out."""
@@ -196,6 +272,7 @@ class RealtimeProtocol:
 
     def receive_text(self, data: str | bytes, now: float) -> None:
         """Feed one received frame; typed events become available from `events_received()`."""
+        self._last_received = now  # any frame at all: the provider is not stalled
         try:
             obj = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -224,6 +301,8 @@ class RealtimeProtocol:
         elif isinstance(event, ev.ErrorOccurred):
             self._transition(Input.ERROR)
             event = self._classify(event)
+            if event.cause == "response.create":
+                self._requested = max(0, self._requested - 1)  # refused: nothing will come
         else:
             self._transition(Input.EVENT, getattr(event, "type", type(event).__name__))
             if isinstance(event, ev.AudioDelta):
@@ -234,9 +313,21 @@ class RealtimeProtocol:
                     self._item_audio.popitem(last=False)
             elif isinstance(event, ev.ResponseCreated):
                 self.active_response_id = event.response_id
+                self._turn_pending = False
+                self._requested = max(0, self._requested - 1)
             elif isinstance(event, ev.ResponseDone):
                 if self.active_response_id == event.response_id:
                     self.active_response_id = None
+                self._turn_pending = False
+                if self.active_response_id is None:
+                    self._requested = 0  # whatever was asked before this is settled now
+            elif isinstance(event, ev.SpeechStarted):
+                self._turn_pending = False  # the caller speaks: nothing is owed until it stops
+            elif isinstance(event, ev.InputCommitted):
+                self._turn_pending = self._creates_responses()
+            elif isinstance(event, ev.SpeechStopped):
+                # server VAD commits at once; semantic VAD may still wait for more speech
+                self._turn_pending = self._creates_responses("server_vad")
             elif isinstance(event, ev.InputTranscriptionCompleted):
                 self._remember("user", event.transcript)
             elif isinstance(event, ev.TranscriptDone):
@@ -244,6 +335,28 @@ class RealtimeProtocol:
             elif isinstance(event, ev.TextDone):
                 self._remember("assistant", event.text)
         self._events.append(event)
+        if self.stall_timeout_s is not None:
+            self._update_wait(now, str(event.raw.get("type") or type(event).__name__))
+
+    def _creates_responses(self, vad: str | None = None) -> bool:
+        """Whether the server answers a committed turn by itself (turn detection on, with
+        `create_response` not false; of type `vad` when given)."""
+        td = self.effective.turn_detection if self.effective else self.requested.turn_detection
+        if td is None or td.create_response is False:
+            return False
+        return vad is None or td.type == vad
+
+    def _awaited(self) -> str | None:
+        if self.active_response_id is not None:
+            return "response.done"
+        if self._turn_pending or self._requested:
+            return "response.created"
+        return None
+
+    def _update_wait(self, now: float, after: str) -> None:
+        awaited = self._awaited()
+        if awaited != self._wait_for:
+            self._wait_for, self._wait_after, self._wait_since = awaited, after, now
 
     def _classify(self, event: ev.ErrorOccurred) -> ev.ErrorOccurred:
         cause = self._client_events.get(event.client_event_id or "")
@@ -299,9 +412,10 @@ class RealtimeProtocol:
         self._queue.append(data)
         self._queued_audio += 1
 
-    def send_event(self, event: Mapping[str, Any]) -> str:
+    def send_event(self, event: Mapping[str, Any], now: float | None = None) -> str:
         """Queue any client event (a dict); returns its event_id. UnsupportedEventError if the
-        provider profile does not support its type."""
+        provider profile does not support its type. `now` starts the stall watchdog's wait for a
+        `response.create` (without it, the wait counts from the last event received)."""
         if self.state is State.CLOSED:
             raise SessionClosed("session is closed")
         kind = event.get("type")
@@ -322,6 +436,10 @@ class RealtimeProtocol:
                 role = item.get("role")
                 for text in ev.texts_of(item):
                     self._remember("assistant" if role == "assistant" else "user", text)
+        elif kind == "response.create":
+            self._requested += 1
+            if self.stall_timeout_s is not None:
+                self._update_wait(now if now is not None else self._last_received or 0.0, kind)
         self._queue.append(json.dumps(event))
         return event_id
 
@@ -350,14 +468,49 @@ class RealtimeProtocol:
     # --- timers --------------------------------------------------------------------------------
 
     def get_timer(self) -> float | None:
-        """When the session should be renewed, or None."""
+        """The next deadline (renewal or stall watchdog), or None."""
+        renewal, stall = self._renewal_at(), self._stall_at()
+        if renewal is None or stall is None:
+            return renewal if stall is None else stall
+        return min(renewal, stall)
+
+    def _renewal_at(self) -> float | None:
         if self.max_session_s is None or self._session_started is None or self.renewal_due:
             return None
         if self.state is not State.READY:
             return None
-        return self._session_started + self.max_session_s
+        at = self._session_started + self.max_session_s
+        if self._renewal_deferred_to is not None:
+            at = max(at, self._renewal_deferred_to)
+        return at
+
+    def _stall_at(self) -> float | None:
+        if self.stall_timeout_s is None or self.state is not State.READY or self.stall is not None:
+            return None
+        if self._wait_for is None:
+            return None
+        return max(self._wait_since, self._last_received or 0.0) + self.stall_timeout_s
 
     def handle_timer(self, now: float) -> None:
-        timer = self.get_timer()
-        if timer is not None and now >= timer:
-            self.renewal_due = True
+        """Fire what is due at `now`: `renewal_due` (not while a response is active: it is looked
+        at again a second later), or `stall` (counted as a loss for the reconnect budget)."""
+        at = self._stall_at()
+        if at is not None and now >= at:
+            self.stalls += 1
+            silent = now - max(self._wait_since, self._last_received or 0.0)
+            self._count_loss(now)
+            refusal = "stall_retries" if self.stalls > self.stall_retries else None
+            self.stall = Stall(
+                awaited=self._wait_for or "",
+                after=self._wait_after,
+                silent_s=silent,
+                count=self.stalls,
+                refusal=refusal or self.reconnect_refusal(now),
+            )
+            return
+        at = self._renewal_at()
+        if at is not None and now >= at:
+            if self.active_response_id is not None:
+                self._renewal_deferred_to = now + _RENEWAL_RETRY_S  # do not cut a response short
+            else:
+                self.renewal_due = True

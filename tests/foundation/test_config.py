@@ -54,6 +54,10 @@ def test_provider_keys_from_customary_variables_never_print() -> None:
         ([], {"GATEWAY_MAX_CALLS": "many"}, "GATEWAY_MAX_CALLS"),
         (["--sip-tls-listen", "0.0.0.0:5061"], {}, "sip_tls_cert"),
         (["--session-format", "opus"], {}, "session_format"),
+        (["--provider-stall-timeout", "-1"], {}, "provider_stall_timeout"),
+        ([], {"GATEWAY_PROVIDER_STALL_RETRIES": "-1"}, "provider_stall_retries must be 0"),
+        (["--provider-max-reconnects", "-2"], {}, "provider_max_reconnects must be 0"),
+        (["--provider-max-reconnects-per-minute", "x"], {}, "provider-max-reconnects-per-min"),
     ],
 )
 def test_bad_settings_give_one_clear_error(
