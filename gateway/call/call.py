@@ -597,9 +597,13 @@ class Call:
             if not self.options.record_dir:
                 raise ValueError("no record_dir configured")
             now = asyncio.get_running_loop().time()
-            self.recorder = CallRecorder(
-                self.options.record_dir, self.id, self.leg.native.rate, now
-            )
+            try:
+                self.recorder = CallRecorder(
+                    self.options.record_dir, self.id, self.leg.native.rate, now
+                )
+            except OSError as exc:  # an unwritable record directory never stops the call
+                self.log.error("recording_failed", error=exc.strerror or str(exc))
+                return
             self.recorder.event(
                 "call_started",
                 now,

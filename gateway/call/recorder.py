@@ -128,7 +128,6 @@ class CallRecorder:
         self._jsonl = open(self._jsonl_tmp, "w", encoding="utf-8", buffering=1)  # noqa: SIM115
         _lock(self._wav)
         _lock(self._jsonl)
-        self._wav.write(wav_header(rate, 0))
         self._frames = 0  # stereo frames in the file
         self._left = _Channel()
         self._right = _Channel()
@@ -138,6 +137,10 @@ class CallRecorder:
         self.recording = True
         self._closed = False
         self._failed = False
+        try:
+            self._wav.write(wav_header(rate, 0))
+        except OSError as exc:  # a full disk from the start: no recording, the call goes on
+            self._fail(exc)
 
     def _pos(self, now: float, n: int) -> int:
         return max(0, round((now - self.t0) * self.rate) - n)

@@ -11,6 +11,7 @@ is usable, and start-up finishes it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import wave
 from pathlib import Path
@@ -19,7 +20,12 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
+from gateway.call.call import CallOptions
+from gateway.call.default_scenario import setup
+from gateway.call.manager import CallManager
 from gateway.call.recorder import FRAME_BYTES, HEADER_BYTES, CallRecorder, recover_recordings
+from gateway.realtime.local.server import LocalProvider
+from tests.call.test_bridge import _open_call
 from tests.e2e_sip.e2e_sip_helpers import best_correlation
 
 RATE = 8000
@@ -174,3 +180,40 @@ def test_a_wav_part_that_is_not_ours_is_reported_and_left(tmp_path: Path) -> Non
     [line] = [e for e in logs if e["event"] == "recording_not_recovered"]
     assert line["file"] == ".x.wav.part" and "not a WAV" in line["reason"]
     assert (tmp_path / ".x.wav.part").exists()
+
+
+def test_a_full_disk_stops_the_recording_never_the_call(tmp_path: Path) -> None:
+    """ENOSPC from the kernel (/dev/full stands in for a full disk): one log line, no exception
+    to the call, the transcript still closes cleanly."""
+    (tmp_path / ".full.wav.part").symlink_to("/dev/full")
+    with capture_logs() as logs:
+        rec = CallRecorder(tmp_path, "full", RATE, 0.0)
+        now = feed(rec, tone(3.0), tone(3.0, 880.0), 0.0)
+        rec.event("transcript", now, role="user", text="still here")
+        rec.close()
+    failures = [e for e in logs if e["event"] == "recording_failed"]
+    assert len(failures) == 1 and "space" in failures[0]["error"].lower()
+    assert not rec.recording
+    assert (tmp_path / "full.jsonl").is_file()
+
+
+async def test_an_unwritable_record_directory_never_stops_the_call(tmp_path: Path) -> None:
+    """A record_dir that cannot be created: one error line, the call runs and ends as usual."""
+    (tmp_path / "not-a-dir").write_text("a file where the directory should be")
+    provider = LocalProvider(use_espeak=False)
+    await provider.start()
+    try:
+        options = CallOptions(record_dir=str(tmp_path / "not-a-dir" / "rec"))
+        call, _m = await _open_call(provider, options=options)
+        with capture_logs() as logs:
+            task = CallManager(2).start(call, setup)
+            await asyncio.sleep(0.3)
+            assert call.state == "connected" and call.recorder is None
+            await call.hangup()
+            await task
+        assert call.outcome == "completed"
+        assert [e["event"] for e in logs if e["event"] == "recording_failed"] == [
+            "recording_failed"
+        ]
+    finally:
+        await provider.stop()
