@@ -73,16 +73,17 @@ async def test_exchange_with_a_plain_udp_socket_and_close_frees_ports() -> None:
         assert src == ("127.0.0.1", endpoint.port)
         packet = RtpPacket.parse(data)
         assert packet.ssrc == 99 and packet.payload == b"\x11" * 160 and packet.marker
-        # the peer talks from another socket (as if behind NAT): we latch to it
+        # the peer talks from another port of its IP (as if behind NAT): we learn it after
+        # PROBATION_PACKETS packets in sequence
         nat = udp_peer()
         writer = RtpHeaderWriter(1234)
-        for k in range(3):
+        for k in range(4):
             nat.sendto(
                 writer.build(0, k == 0, k, 160 * k, bytes([k + 1]) * 160),
                 ("127.0.0.1", endpoint.port),
             )
         nat.sendto(
-            writer.build(101, True, 3, 480, b"\x04\x8a\x03\x20"), ("127.0.0.1", endpoint.port)
+            writer.build(101, True, 4, 640, b"\x04\x8a\x03\x20"), ("127.0.0.1", endpoint.port)
         )
         async with asyncio.timeout(2):
             while not any(isinstance(e, DtmfDigitReceived) for e in seen):
@@ -93,7 +94,8 @@ async def test_exchange_with_a_plain_udp_socket_and_close_frees_ports() -> None:
         data, _ = await recv(nat)
         assert RtpPacket.parse(data).payload == session.silence_payload
         frames = [session.read_frame(loop.time()) for _ in range(4)]
-        assert bytes([1]) * 160 in frames
+        assert bytes([3]) * 160 in frames and bytes([4]) * 160 in frames
+        assert bytes([1]) * 160 not in frames and session.stats.dropped["probation"] == 2
         assert RemoteLatched(nat.getsockname()) in seen and MediaStarted() in seen
         assert DtmfDigitReceived("4", 100) in seen
         nat.close()
@@ -201,28 +203,29 @@ async def fast_callback_scenario() -> None:
         assert endpoint._rtcp.get_protocol().datagram_received == endpoint._on_rtcp  # type: ignore[attr-defined]
         peer = udp_peer()
         writer = RtpHeaderWriter(4321)
-        for k in range(3):
+        for k in range(4):  # learned at the third (PROBATION_PACKETS)
             peer.sendto(writer.build(0, k == 0, k, 160 * k, bytes([k + 1]) * 160),
                         ("127.0.0.1", endpoint.port))  # fmt: skip
         async with asyncio.timeout(2):
-            while session.stats.packets_in < 3:
+            while session.stats.packets_in < 4:
                 await asyncio.sleep(0.005)
         assert session.latched == peer.getsockname()
         assert seen == [RemoteLatched(peer.getsockname()), MediaStarted()]  # drained at once
         frames = [session.read_frame(loop.time()) for _ in range(4)]
-        assert bytes([1]) * 160 in frames and bytes([2]) * 160 in frames
+        assert bytes([3]) * 160 in frames and bytes([4]) * 160 in frames
         # an IPv6 socket reports (host, port, flowinfo, scope_id): the session sees a pair
         other = udp_peer()
         other_addr = other.getsockname()
         v6 = (*other_addr, 0, 0)
         endpoint._rtp.get_protocol().datagram_received(  # type: ignore[attr-defined]
-            writer.build(0, False, 3, 480, b"\x04" * 160), v6
+            writer.build(0, False, 4, 640, b"\x04" * 160), v6
         )
-        assert session.stats.dropped["wrong_source"] == 1
-        await asyncio.sleep(0.25)  # past relatch_after: the next packet from there relatches
-        endpoint._rtp.get_protocol().datagram_received(  # type: ignore[attr-defined]
-            writer.build(0, False, 4, 640, b"\x05" * 160), v6
-        )
+        assert session.stats.dropped["competing_source"] == 1
+        await asyncio.sleep(0.25)  # past relatch_after: a source in sequence from there relatches
+        for k in range(5, 8):
+            endpoint._rtp.get_protocol().datagram_received(  # type: ignore[attr-defined]
+                writer.build(0, False, k, 160 * k, b"\x05" * 160), v6
+            )
         assert session.latched == other_addr and type(session.latched) is tuple
         assert seen[-1] == RemoteLatched(other_addr)
         endpoint._rtcp.get_protocol().datagram_received(b"\x80\xc9\x00\x01" + bytes(4), v6)  # type: ignore[attr-defined]
