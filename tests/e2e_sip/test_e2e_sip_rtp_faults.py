@@ -4,7 +4,8 @@
   before the caller's first packet and all through the call: it must get none of the call's
   audio, and the caller (a socket of this test, named in sipp's SDP) must hear the greeting,
   checked by content;
-- a caller that never sends RTP is hung up after the RTP timeout, counted from the answer."""
+- a caller that never sends RTP is hung up after the RTP timeout, counted from the answer; so is
+  an outbound call's far end, counted from its answer, not while it rang."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from gateway.rtp.session import RtpSession
 from tests.e2e_sip.e2e_sip_helpers import (
     CallLog,
     assert_nothing_leaked,
+    outbound_call,
     run_sipp,
     wait_for,
     windows_found,
@@ -172,3 +174,14 @@ async def test_caller_that_never_sends_rtp_is_hung_up_after_the_rtp_timeout(
         [call] = log.calls
         assert call.leg.session.stats.packets_in == 0  # type: ignore[attr-defined]
         await assert_nothing_leaked(gw)  # its port, provider session and slot are freed
+
+
+async def test_outbound_rtp_timeout_runs_from_the_answer_not_while_ringing(tmp_path: Path) -> None:
+    log = CallLog()
+    # the far end rings for longer than the timeout, answers, and never sends RTP
+    uas, result = await outbound_call(tmp_path, log, ring_ms=2500, rtp_timeout=1.5)
+    assert result.successful_calls == 1, result.explain()  # our BYE came
+    assert "BYE sip:" in uas.messages
+    assert log.outcomes() == ["media_timeout"]
+    [ended] = log.ended.values()
+    assert 1.4 <= ended.duration_s <= 3.0, ended.duration_s  # counted from the answer

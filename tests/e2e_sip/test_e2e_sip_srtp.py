@@ -1,7 +1,8 @@
 """Encrypted media offers against the whole gateway (embedded local provider), with sipp as the
 phone. Until SRTP exists, an SRTP audio line is refused: 488 with a Warning when it is the only
 audio, port 0 beside a plain RTP line (RFC 3264 §6); a re-INVITE or UPDATE to SRTP gets 488 and
-the call goes on; a late-offer ACK that answers with SRTP ends the call with BYE."""
+the call goes on; a late-offer ACK, or an outbound call's 200, that answers with SRTP ends the
+call with BYE."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from tests.e2e_sip.e2e_sip_helpers import CallLog, assert_nothing_leaked, run_sipp
+from tests.e2e_sip.e2e_sip_helpers import CallLog, assert_nothing_leaked, outbound_call, run_sipp
 from tests.gateway_harness import running_gateway
 
 SDES = "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^20|1:4"
@@ -93,3 +94,11 @@ async def test_late_offer_answered_with_srtp_ends_the_call_with_bye(tmp_path: Pa
         assert result.successful_calls == 1, result.explain()  # the gateway's BYE came
         await assert_nothing_leaked(gw)
         assert log.outcomes() == ["srtp_unsupported"]
+
+
+async def test_outbound_call_answered_with_srtp_is_ended_with_bye(tmp_path: Path) -> None:
+    log = CallLog()
+    uas, result = await outbound_call(tmp_path, log, "RTP/SAVP", SDES, ring_ms=0)
+    assert result.successful_calls == 1, result.explain()  # our BYE came (and got its 200)
+    assert "BYE sip:" in uas.messages
+    assert log.calls == []  # never became a call: no model session, port freed
