@@ -267,6 +267,7 @@ class RtpSession:
         self.remote_addr: Address | None = None
         self.remote_rtcp_addr: Address | None = None
         self._sdp_addr: Address | None = None
+        self._sdp_source: Address | None = None  # _sdp_addr as a packet from it shows its source
         self._sdp_rtcp_addr: Address | None = None
         self._configure(codec, dtmf_pt, ptime_ms)
         self._set_remote(remote_addr, None)
@@ -303,6 +304,7 @@ class RtpSession:
         self._candidate = None
         self.remote_addr = addr
         self.remote_rtcp_addr = self._sdp_rtcp_addr
+        self._sdp_source = addr and (_normal_ip(addr[0]), addr[1])
         allowed = {ip for ip in (addr and _normal_ip(addr[0]), self._signalling_ip) if ip}
         # an IPv4 peer as a dual-stack socket reports it (RFC 4291 §2.5.5.2)
         allowed |= {f"::ffff:{ip}" for ip in allowed if "." in ip}
@@ -425,7 +427,7 @@ class RtpSession:
     def _learn(self, addr: Address, ssrc: int, seq: int, now: float) -> bool:
         """Whether a valid packet from `addr`, not the learned source, is accepted; if so,
         `addr` is the source from now on (see the module docstring for the rules)."""
-        if addr != self._sdp_addr:
+        if addr != self._sdp_source:
             reason: str | None
             if self.strict_source and addr[0] not in self._allowed_ips:
                 reason = "wrong_source"

@@ -208,6 +208,8 @@ def test_sdp_addresses_compare_in_the_form_sockets_report() -> None:
     assert s.expected_ips == {"2001:db8::1", "2001:db8::7"}
     s.receive_datagram(Sender(1).next(), ("2001:db8::7", 1), 0.0)
     assert s.stats.dropped["probation"] == 1  # not "wrong_source"
+    s.receive_datagram(Sender(2).next(), ("2001:db8::1", 4000), 0.0)
+    assert s.latched == ("2001:db8::1", 4000)  # the SDP's exact address, at once
 
 
 def rtcp_rr(ssrc: int = 1) -> bytes:

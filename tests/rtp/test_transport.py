@@ -6,6 +6,7 @@ import asyncio
 import socket
 
 import pytest
+import structlog
 
 from gateway import metrics
 from gateway.rtp.dtmf import DtmfDigitReceived
@@ -276,3 +277,37 @@ async def test_export_adds_only_the_increments_since_the_last_export() -> None:
     finally:
         await endpoint.aclose()
         peer.close()
+
+
+async def test_refused_sources_are_counted_and_logged_once_per_export() -> None:
+    lo, hi = free_even_range(2)
+    pool = PortPool(lo, hi)
+    phone = udp_peer()
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.bind(("127.0.0.3", 0))  # another loopback address: not the SDP's, not signalling's
+    loop = asyncio.get_running_loop()
+    session = RtpSession(now=loop.time(), remote_addr=phone.getsockname(), ssrc=7)
+    endpoint = await RtpEndpoint.open(pool, "127.0.0.1", session)
+    before = _sample("gateway_rtp_dropped_total", reason="wrong_source")
+    try:
+        writer = RtpHeaderWriter(666)
+        for k in range(5):
+            stranger.sendto(writer.build(0, False, k, 160 * k, b"\x10" * 160),
+                            ("127.0.0.1", endpoint.port))  # fmt: skip
+        stranger.sendto(b"\x80\xc9\x00\x01" + bytes(4), ("127.0.0.1", endpoint.rtcp_port))
+        async with asyncio.timeout(2):
+            while session.stats.packets_in + session.stats.rtcp_in < 6:
+                await asyncio.sleep(0.005)
+        with structlog.testing.capture_logs() as logs:
+            endpoint.export_metrics()
+            endpoint.export_metrics()  # nothing new: no second line
+        [line] = [entry for entry in logs if entry["event"] == "rtp_source_refused"]
+        assert line["wrong_source"] == 5 and line["rtcp_wrong_source"] == 1
+        assert line["last_refused"] == f"127.0.0.3:{stranger.getsockname()[1]}"
+        assert line["source"] is None and line["log_level"] == "warning"
+        assert _sample("gateway_rtp_dropped_total", reason="wrong_source") - before == 5
+        assert session.latched is None and session.remote_addr == phone.getsockname()
+    finally:
+        await endpoint.aclose()
+        phone.close()
+        stranger.close()
