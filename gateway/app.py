@@ -224,6 +224,8 @@ class Gateway:
             ringing=s.sip_ringing,
             ptime_ms=s.ptime_ms,
             trunks=s.trunks,
+            rtp_timeout=s.rtp_timeout,
+            rtp_strict_source=s.rtp_strict_source,
         )
         transport = SipTransport(endpoint, self.sip_calls.on_event)
         tls_host = tls_port = None

@@ -74,6 +74,12 @@ class Settings:
     sip_rate_burst: int = _opt(100, "burst of SIP requests allowed per source address")
     max_calls: int = _opt(200, "concurrent calls; beyond it INVITEs get 503 with Retry-After")
     ptime_ms: int = _opt(20, "default RTP packet time in ms (the offer's ptime is honoured)")
+    rtp_timeout: float = _opt(
+        30.0, "end a SIP call after this many seconds without RTP, from the answer (0: never)"
+    )
+    rtp_strict_source: bool = _opt(
+        True, "take RTP only from the IP the SDP or the signalling names (off: any, learned)"
+    )
     # --- Realtime provider
     provider: str = _opt("auto", "auto|local|openai|yandex|url (auto: openai or yandex if a key")
     provider_url: str = _opt("", "Realtime WebSocket URL for --provider url (or a base override)")
@@ -194,6 +200,8 @@ class Settings:
             raise ConfigError("max_calls must be at least 1")
         if self.ptime_ms not in (10, 20, 30, 40, 60):
             raise ConfigError("ptime_ms must be one of 10, 20, 30, 40, 60")
+        if not 0 <= self.rtp_timeout <= 86400:
+            raise ConfigError("rtp_timeout must be between 0 (off) and 86400 seconds")
         if not 20 <= self.append_ms <= 1000:
             raise ConfigError("append_ms must be between 20 and 1000")
         if not 0 <= self.provider_stall_timeout <= 300:

@@ -52,9 +52,12 @@ class SipLeg(MediaPort):
         rtp: RtpEndpoint,
         control: SipControl,
         clock_for: Callable[[int], MediaClock],
+        *,
+        media_timeout: float | None = 30.0,
     ) -> None:
         super().__init__()
         self.handle = handle
+        self.media_timeout = media_timeout  # no-RTP timeout outside hold (None: off)
         self.rtp = rtp
         self.session = rtp.session
         self._control = control
@@ -152,7 +155,10 @@ class SipLeg(MediaPort):
         """A re-INVITE/UPDATE changed the media: hold/resume, address, codec or ptime."""
         old = (self.session.codec, self.frame_ms)
         self.session.update_remote(remote, codec, dtmf_pt, ptime, rtcp_addr=rtcp)
-        self.session.set_media_timeout(None if on_hold else 30.0, now)
+        timeout = None if on_hold else self.media_timeout
+        if timeout != self.session.media_timeout:  # hold pauses it, resume (or answer) restarts
+            self.session.set_media_timeout(timeout, now)
+            self.rtp.session_changed()
         if (codec, ptime) != old:
             self.native = PCMA_8K if codec == "pcma" else PCMU_8K
             if ptime != self.frame_ms and self._clock is not None:

@@ -82,6 +82,8 @@ class SipCallService:
         ringing: bool,
         ptime_ms: int,
         trunks: Mapping[str, Mapping[str, Any]] | None = None,
+        rtp_timeout: float = 30.0,
+        rtp_strict_source: bool = True,
     ) -> None:
         self.endpoint = endpoint
         self.calls = calls
@@ -92,6 +94,8 @@ class SipCallService:
         self.ringing = ringing
         self.ptime_ms = ptime_ms
         self.trunks = dict(trunks or {})
+        self.media_timeout = rtp_timeout or None  # 0: no RTP inactivity timeout
+        self.strict_source = rtp_strict_source
         self.transport: SipTransport | None = None
         self._pending: dict[int, _Pending] = {}
         self._legs: dict[int, SipLeg] = {}
@@ -248,11 +252,14 @@ class SipCallService:
             return
         now = loop.time()
         session = RtpSession(
-            now=now,
+            now=now,  # the no-RTP timeout runs from here: the answer
             codec=codec,
             remote_addr=None,
             dtmf_pt=dtmf_pt,
             ptime_ms=self.ptime_ms,
+            media_timeout=self.media_timeout,
+            strict_source=self.strict_source,
+            signalling_ip=ev.source.host,  # a phone behind NAT sends media from there
             wall_offset=self._wall_offset,
         )
         try:
@@ -302,7 +309,7 @@ class SipCallService:
                 setup_ms=round((loop.time() - created) * 1000, 1),  # INVITE in to 200 OK out
                 session_ms=round((now - created) * 1000, 1),  # of which the provider's
             )
-        leg = SipLeg(ev.call, pending.rtp, self, self.clock_for)
+        leg = SipLeg(ev.call, pending.rtp, self, self.clock_for, media_timeout=self.media_timeout)
         self._start(pending, leg)
         if on_hold:
             leg.media_updated(
@@ -338,13 +345,18 @@ class SipCallService:
         self._calls.pop(handle, None)
 
     def _apply_answer(self, leg: SipLeg, answer: sdpmod.SessionDescription) -> None:
-        """Late offer: the ACK carried the answer to the offer in our 200."""
+        """Late offer: the ACK carried the answer to the offer in our 200. An answer we cannot
+        use (e.g. SRTP, which we did not offer) ends the call with BYE."""
         try:
             codec, _pt, dtmf_pt, ptime, remote, rtcp, direction = sdpmod.describe(
                 answer, default_ptime=self.ptime_ms
             )
-        except sdpmod.SdpError:
-            leg.remote_hangup("bad_sdp")
+        except sdpmod.SdpError as exc:
+            reason = _refusal(exc)
+            log.warning("sip_answer_refused", handle=leg.handle, reason=reason, error=str(exc))
+            call = self._calls.get(leg.handle)
+            if call is not None:  # the call's clean-up sends the BYE and frees the port
+                self._spawn(call.hangup(reason))
             return
         leg.media_updated(
             on_hold=direction in ("sendonly", "inactive"),
@@ -406,6 +418,9 @@ class SipCallService:
             codec="pcmu",
             dtmf_pt=101,
             ptime_ms=self.ptime_ms,
+            media_timeout=None,  # from the answer on (SipLeg.media_updated), not while ringing
+            strict_source=self.strict_source,
+            signalling_ip=trunk_uri.host if sdpmod.is_ip(trunk_uri.host) else None,
             wall_offset=self._wall_offset,
         )
         try:
@@ -456,7 +471,16 @@ class SipCallService:
             await self._undo(pending, 0, "failed")
             return
         assert pending.rtp is not None
-        leg = SipLeg(pending.handle, pending.rtp, self, self.clock_for)
+        try:
+            sdpmod.describe(result.answer, default_ptime=self.ptime_ms)
+        except sdpmod.SdpError as exc:  # e.g. RTP/SAVP to our RTP/AVP offer: not a call
+            log.warning("outbound_call_failed", reason=_refusal(exc), error=str(exc))
+            self.hangup(pending.handle)
+            await self._undo(pending, 0, "failed")
+            return
+        leg = SipLeg(
+            pending.handle, pending.rtp, self, self.clock_for, media_timeout=self.media_timeout
+        )
         self._apply_answer(leg, result.answer)
         self._start(pending, leg)
 
@@ -470,6 +494,11 @@ class SipCallService:
         for pending in list(self._pending.values()):
             await self._undo(pending, 503, "draining")
         self._pending.clear()
+
+
+def _refusal(exc: sdpmod.SdpError) -> str:
+    """The bounded reason for an SDP answer we cannot use."""
+    return exc.reason if isinstance(exc, sdpmod.NotAcceptable) else "bad_sdp"
 
 
 def _current_task_cancelling() -> bool:

@@ -3,13 +3,28 @@
 No sockets, no asyncio, no clock of its own: every method takes `now` (loop.time() seconds).
 
 Receive: `receive_datagram(data, addr, now)` never raises. Garbage, short packets, a wrong
-version, an unknown payload type, duplicates and packets from a source other than the latched
-one are dropped and counted in `stats.dropped[reason]`. Audio goes to the jitter buffer,
+version, an unknown payload type, duplicates and packets from a source not (yet) accepted are
+dropped and counted in `stats.dropped[reason]`. Audio goes to the jitter buffer,
 telephone-events to the DTMF receiver. `read_frame(now)` yields one ptime of G.711 per call.
 
-Symmetric RTP (RFC 4961 in spirit, as SBCs do for NAT): send to the SDP address until the
-first valid packet arrives, then to its source; after that other sources are dropped, unless
-the latched source has been silent for `relatch_after` seconds (a NAT rebinding).
+Strict source and symmetric RTP (Asterisk's `strictrtp`, rtpengine's strict source; RFC 4961
+in spirit, as SBCs do for NAT): RTP is sent to the SDP address until a source is learned, then
+to that source. Which source the session learns:
+- the exact address the SDP names, at once (even over another source: signalling is the
+  authority on where the far end is);
+- with `strict_source`, any other source only from the SDP's IP or the signalling source's IP
+  (`signalling_ip`: a phone behind NAT) with any port (symmetric NAT); others: `wrong_source`;
+- never while the learned source is still sending (a packet within `relatch_after` seconds):
+  `competing_source`; after that silence (a NAT rebinding) a new source may take over;
+- only after PROBATION_PACKETS consecutive packets (same SSRC, sequence numbers +1) from it;
+  the packets before are dropped as `probation` (a sprayer hitting ports with stray packets
+  never gets there).
+RTCP is accepted from the learned source's IP (before one is learned: the SDP's or signalling's).
+The receive fast path is untouched: all of this runs only for a packet from another address.
+
+The no-RTP timeout (`media_timeout`) runs from the session's creation (the answer), not from
+the first packet: a far end that never sends ends with MediaTimedOut. None (hold) pauses it;
+`set_media_timeout` restarts it.
 
 Send: the shared media clock calls `packetize(payload, now)` once per ptime. It returns the
 datagram for `remote_addr`: the payload, silence when the payload is None, or an RFC 4733
@@ -32,6 +47,7 @@ same results; tests/rtp/test_fast_paths.py runs both on the same streams and com
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -59,6 +75,7 @@ from gateway.rtp.rtcp import (
 __all__ = [
     "CODEC_PAYLOAD_TYPES",
     "DROP_REASONS",
+    "PROBATION_PACKETS",
     "Address",
     "DtmfDigitReceived",
     "MediaStarted",
@@ -76,6 +93,10 @@ Address = tuple[str, int]
 CODEC_PAYLOAD_TYPES: Final = {"pcmu": 0, "pcma": 8}
 CN_PAYLOAD_TYPE: Final = 13
 CLOCK_RATE: Final = 8000
+#: Consecutive packets (same SSRC, sequence +1) a source must send before it is learned, unless
+#: it is the exact SDP address. RFC 3550 A.1 asks 2 of a new SSRC, Asterisk's strictrtp 4; 3
+#: costs a phone behind NAT 40 ms once, and one stray packet per port (a scanner) never passes.
+PROBATION_PACKETS: Final = 3
 
 #: Every `stats.dropped` key (bounded: safe as a metrics label).
 DROP_REASONS: Final = (
@@ -86,6 +107,8 @@ DROP_REASONS: Final = (
     "extension_overrun",
     "unknown_pt",
     "wrong_source",
+    "competing_source",
+    "probation",
     "duplicate",
     "late",
     "bad_sequence",
@@ -122,7 +145,7 @@ class SsrcChanged(RtpEvent):
 
 @dataclass(frozen=True, slots=True)
 class MediaTimedOut(RtpEvent):
-    """No RTP for `media_timeout` seconds."""
+    """No RTP for `media_timeout` seconds (counted from the answer if none ever came)."""
 
 
 # DtmfDigitReceived (from gateway.rtp.dtmf) is the fifth event type.
@@ -185,6 +208,8 @@ class RtpSession:
         rtcp_interval: float = 5.0,
         media_timeout: float | None = 30.0,
         relatch_after: float = 2.0,
+        strict_source: bool = True,
+        signalling_ip: str | None = None,
         wall_offset: float = 0.0,
         rng: random.Random | None = None,
     ) -> None:
@@ -194,6 +219,8 @@ class RtpSession:
         self.rtcp_interval = rtcp_interval
         self.media_timeout = media_timeout
         self.relatch_after = relatch_after
+        self.strict_source = strict_source
+        self._signalling_ip = _normal_ip(signalling_ip) if signalling_ip else None
         self.wall_offset = wall_offset  # add to `now` to get Unix time (for NTP timestamps)
         self.cn_pt = cn_pt
         self.cn_refresh = 5.0
@@ -217,7 +244,16 @@ class RtpSession:
         self._remote_ssrc: int | None = None
         self._latched: Address | None = None
         self._latched_rtcp: Address | None = None
-        self._last_rx = -1.0
+        self._last_rx = -1.0  # the last packet accepted from the learned source
+        self._timeout_from = now  # the media timeout runs from here if no packet came since
+        self._allowed_ips: frozenset[str] = frozenset()
+        # the source on probation: address, SSRC, last sequence number, packets in a row
+        self._candidate: Address | None = None
+        self._candidate_ssrc = 0
+        self._candidate_seq = 0
+        self._candidate_count = 0
+        #: the last address a packet was refused from (for the adapter's rate-limited log line)
+        self.last_refused: Address | None = None
         self._media_started = False
         self._timed_out = False
         self._media_flowing = False  # _media_started and not _timed_out: the receive fast path
@@ -231,6 +267,7 @@ class RtpSession:
         self.remote_addr: Address | None = None
         self.remote_rtcp_addr: Address | None = None
         self._sdp_addr: Address | None = None
+        self._sdp_source: Address | None = None  # _sdp_addr as a packet from it shows its source
         self._sdp_rtcp_addr: Address | None = None
         self._configure(codec, dtmf_pt, ptime_ms)
         self._set_remote(remote_addr, None)
@@ -264,8 +301,14 @@ class RtpSession:
         self._sdp_addr = addr
         self._sdp_rtcp_addr = rtcp_addr or (addr and (addr[0], addr[1] + 1))
         self._latched = self._latched_rtcp = None
+        self._candidate = None
         self.remote_addr = addr
         self.remote_rtcp_addr = self._sdp_rtcp_addr
+        self._sdp_source = addr and (_normal_ip(addr[0]), addr[1])
+        allowed = {ip for ip in (addr and _normal_ip(addr[0]), self._signalling_ip) if ip}
+        # an IPv4 peer as a dual-stack socket reports it (RFC 4291 §2.5.5.2)
+        allowed |= {f"::ffff:{ip}" for ip in allowed if "." in ip}
+        self._allowed_ips = frozenset(allowed)
 
     def update_remote(
         self,
@@ -277,9 +320,11 @@ class RtpSession:
         rtcp_addr: Address | None = None,
         cn_pt: int | None = None,
     ) -> None:
-        """Apply a new SDP (re-INVITE/UPDATE). A new address drops the latch; a new codec or ptime
-        restarts playout. `addr` None (hold with 0.0.0.0, or a=inactive) stops sending."""
-        if addr != self._sdp_addr or rtcp_addr is not None:
+        """Apply a new SDP (re-INVITE/UPDATE). A new address (RTP or RTCP) drops the learned
+        source and becomes the one expected; the same address keeps it (a session refresh).
+        A new codec or ptime restarts playout. `addr` None stops sending."""
+        rtcp = rtcp_addr or (addr and (addr[0], addr[1] + 1))
+        if (addr, rtcp) != (self._sdp_addr, self._sdp_rtcp_addr):
             self._set_remote(addr, rtcp_addr)
         self.cn_pt = cn_pt
         if (codec, ptime_ms) != (self.codec, self.ptime_ms):
@@ -290,10 +335,11 @@ class RtpSession:
             self._dtmf_tx.clear()
 
     def set_media_timeout(self, seconds: float | None, now: float) -> None:
-        """Change or disable (None, e.g. on hold) the no-RTP timeout, counted from `now`."""
+        """Change or disable (None, e.g. on hold) the no-RTP timeout, counted afresh from `now`
+        (the timer may move earlier: `timer_dirty`)."""
         self.media_timeout = seconds
-        if self._media_started:
-            self._last_rx = max(self._last_rx, now)
+        self._timeout_from = now
+        self.timer_dirty = True
 
     # --- receive
 
@@ -344,16 +390,8 @@ class RtpSession:
         else:
             stats.dropped["unknown_pt"] += 1
             return
-        latched = self._latched
-        if latched is None or addr != latched:
-            if latched is not None and now - self._last_rx < self.relatch_after:
-                stats.dropped["wrong_source"] += 1
-                return
-            if latched is not None:
-                stats.relatches += 1
-            self._latched = addr
-            self.remote_addr = addr
-            self._events.append(RemoteLatched(addr))
+        if addr != self._latched and not self._learn(addr, ssrc, seq, now):
+            return
         if ssrc != self._remote_ssrc:
             if self._remote_ssrc is not None:
                 self._restart_stream(ssrc)
@@ -385,6 +423,40 @@ class RtpSession:
                 return
             self._digits(self._dtmf_rx.receive(timestamp, event, now))
         # CN (RFC 3389): the jitter buffer plays silence through the gap
+
+    def _learn(self, addr: Address, ssrc: int, seq: int, now: float) -> bool:
+        """Whether a valid packet from `addr`, not the learned source, is accepted; if so,
+        `addr` is the source from now on (see the module docstring for the rules)."""
+        if addr != self._sdp_source:
+            reason: str | None
+            if self.strict_source and addr[0] not in self._allowed_ips:
+                reason = "wrong_source"
+            elif self._latched is not None and now - self._last_rx < self.relatch_after:
+                reason = "competing_source"  # never switch away from a source still sending
+            else:
+                if (
+                    addr == self._candidate
+                    and ssrc == self._candidate_ssrc
+                    and seq == (self._candidate_seq + 1) & 0xFFFF
+                ):
+                    self._candidate_count += 1
+                else:  # a new candidate (or the old one out of sequence) starts over
+                    self._candidate = addr
+                    self._candidate_ssrc = ssrc
+                    self._candidate_count = 1
+                self._candidate_seq = seq
+                reason = None if self._candidate_count >= PROBATION_PACKETS else "probation"
+            if reason is not None:
+                self._stats.dropped[reason] += 1
+                self.last_refused = addr
+                return False
+        self._candidate = None
+        if self._latched is not None:
+            self._stats.relatches += 1
+        self._latched = addr
+        self.remote_addr = addr
+        self._events.append(RemoteLatched(addr))
+        return True
 
     def _digits(self, digits: list[DtmfDigitReceived]) -> None:
         for digit in digits:
@@ -519,8 +591,8 @@ class RtpSession:
         dtmf = self._dtmf_rx.get_timer()
         if dtmf is not None and dtmf < timer:
             timer = dtmf
-        if self.media_timeout is not None and self._media_started and not self._timed_out:
-            deadline = self._last_rx + self.media_timeout
+        if self.media_timeout is not None and not self._timed_out:
+            deadline = max(self._last_rx, self._timeout_from) + self.media_timeout
             timer = min(timer, deadline)
         return timer
 
@@ -530,9 +602,8 @@ class RtpSession:
         self._digits(self._dtmf_rx.handle_timer(now))
         if (
             self.media_timeout is not None
-            and self._media_started
             and not self._timed_out
-            and now >= self._last_rx + self.media_timeout
+            and now >= max(self._last_rx, self._timeout_from) + self.media_timeout
         ):
             self._timed_out = True
             self._media_flowing = False
@@ -594,9 +665,10 @@ class RtpSession:
         """Feed one datagram from the RTCP socket. Never raises."""
         stats = self._stats
         stats.rtcp_in += 1
-        known = self._latched or self._sdp_addr
-        if known is None or addr[0] != known[0]:
+        latched = self._latched  # the same rules as RTP: its source's IP, else the expected IPs
+        if (addr[0] != latched[0]) if latched is not None else (addr[0] not in self._allowed_ips):
             stats.dropped["rtcp_wrong_source"] += 1
+            self.last_refused = addr
             return
         try:
             packets = parse_compound(data)
@@ -633,8 +705,13 @@ class RtpSession:
 
     @property
     def latched(self) -> Address | None:
-        """The source RTP is latched to, or None before the first valid packet."""
+        """The source RTP is latched to (learned), or None before one is."""
         return self._latched
+
+    @property
+    def expected_ips(self) -> frozenset[str]:
+        """The IPs a new source may come from under `strict_source` (the SDP's, signalling's)."""
+        return self._allowed_ips
 
     @property
     def remote_ssrc(self) -> int | None:
@@ -659,3 +736,11 @@ class RtpSession:
         stats.jitter_seconds = reception.jitter_seconds
         stats.target_delay_ms = jb.target_ms
         return stats
+
+
+def _normal_ip(host: str) -> str:
+    """`host` in the form a socket reports it (IPv6 compressed, lower case); else as given."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host  # a host name in c= (RFC 4566 §5.7): matches no packet source

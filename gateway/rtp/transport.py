@@ -3,7 +3,8 @@
 It binds RTP on an even port from the `PortPool` and RTCP on port+1 (trying the next pair when
 one is busy), feeds received datagrams to the session, runs the session's one timer with
 `loop.call_at`, sends the session's RTCP, and exports the session's counters to
-`gateway.metrics` (as deltas, on each timer and at close, never per packet). Outgoing media is
+`gateway.metrics` (as deltas, on each timer and at close, never per packet; packets refused for
+their source also give one `rtp_source_refused` warning per export). Outgoing media is
 paced by the shared media clock: the SIP leg packetizes on its tick and queues `send` with the
 datagram in the clock's Outbox, which sends the slot's packets together (`send_frame()` does
 both at once, outside a clock). This adapter has no pacing of its own. `aclose()` sends RTCP
@@ -36,6 +37,9 @@ _EXPORTED_COUNTERS: Final = (
     metrics.RTP_LOST,
     *[metrics.RTP_DROPPED.labels(reason=reason) for reason in DROP_REASONS],
 )
+#: drop reasons that mean "a source we take no media from" (logged, at most once per export)
+_SOURCE_REASONS: Final = ("wrong_source", "competing_source", "probation", "rtcp_wrong_source")
+_SOURCE_INDEXES: Final = tuple(3 + DROP_REASONS.index(reason) for reason in _SOURCE_REASONS)
 
 
 def _bind_udp(host: str, port: int) -> socket.socket:
@@ -58,6 +62,10 @@ def _close_unowned(rtp: asyncio.DatagramTransport | None, socks: list[socket.soc
         rtp.close()
     for sock in socks[1:] if rtp is not None else socks:
         sock.close()
+
+
+def _hostport(addr: Address | None) -> str | None:
+    return None if addr is None else f"{addr[0]}:{addr[1]}"
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -184,6 +192,11 @@ class RtpEndpoint:
             if when is not None and (self._timer is None or when < self._timer_at):
                 self._arm()
 
+    def session_changed(self) -> None:
+        """Call after changing the session other than by input (`set_media_timeout`,
+        `update_remote`): its timer may have moved earlier, and it may have events."""
+        self._after_input()
+
     def _drain_events(self) -> None:
         assert self.on_event is not None
         session = self.session
@@ -247,6 +260,22 @@ class RtpEndpoint:
         for counter, value, before in zip(_EXPORTED_COUNTERS, current, self._exported, strict=True):
             if value > before:
                 counter.inc(value - before)
+        refused = {
+            reason: current[i] - self._exported[i]
+            for reason, i in zip(_SOURCE_REASONS, _SOURCE_INDEXES, strict=True)
+            if current[i] > self._exported[i]
+        }
+        # At most one line per export (each RTCP interval), however many packets; probation
+        # alone (a phone behind NAT being learned) is normal and not worth a warning.
+        if refused.keys() - {"probation"}:
+            last = self.session.last_refused
+            _log.warning(
+                "rtp_source_refused",
+                port=self.port,
+                source=_hostport(self.session.latched),
+                last_refused=_hostport(last),
+                **refused,
+            )
         self._exported = current
         if jitter_sample and stats.packets_in:
             metrics.RTP_JITTER.observe(stats.jitter_seconds)

@@ -4,10 +4,15 @@ No I/O. `SessionDescription.parse()`/`serialize()` handle the lines we need and 
 `negotiate()` answers an offer with PCMU/PCMA plus telephone-event (RFC 4733) and describes the
 remote media; `make_offer()` builds our offer (late offer, re-INVITE, outbound INVITE).
 
+Only plain RTP is answered (RTP/AVP, and RTP/AVPF, which is AVP plus feedback rules). Until
+SRTP exists, an encrypted audio line (RTP/SAVP with a=crypto, RTP/SAVPF, UDP/TLS/RTP/SAVP(F)) is
+refused: with port 0 when the offer also has a plain audio line (RFC 3264 §6), else with 488.
+
 Exceptions::
 
-    SdpError            malformed SDP (answer 400)
-     └── NotAcceptable  no common codec / no audio stream (answer 488, RFC 3264 §6)
+    SdpError                     malformed SDP (answer 400)
+     └── NotAcceptable           no common codec / no audio stream (answer 488, RFC 3264 §6)
+          └── EncryptedMediaOnly only SRTP audio offered (488; Warning 302)
 """
 
 from __future__ import annotations
@@ -40,9 +45,32 @@ class SdpError(ValueError):
 
 
 class NotAcceptable(SdpError):
-    """No codec or stream in common (RFC 3264 §6): answer 488 Not Acceptable Here."""
+    """No codec or stream in common (RFC 3264 §6): answer 488 Not Acceptable Here.
+
+    `reason` is the bounded refusal token (metrics label), `warning` the RFC 3261 §20.43 code
+    for the Warning header."""
 
     status_hint = 488
+    reason = "no_codec"
+    warning = 304  # Media type not available
+
+
+class EncryptedMediaOnly(NotAcceptable):
+    """Every audio line offered is SRTP (RTP/SAVP, RTP/SAVPF, UDP/TLS/RTP/SAVP(F)), which the
+    gateway does not do yet: 488."""
+
+    reason = "srtp_unsupported"
+    warning = 302  # Incompatible transport protocol (the m= line's proto)
+
+
+#: the m= protos we answer: RTP (RFC 3551) and RTP with feedback (RFC 4585, compatible with AVP)
+PLAIN_RTP: frozenset[str] = frozenset({"RTP/AVP", "RTP/AVPF"})
+
+
+def is_encrypted(proto: str) -> bool:
+    """An SRTP profile: RTP/SAVP (RFC 3711, SDES a=crypto RFC 4568), RTP/SAVPF (RFC 5124),
+    UDP/TLS/RTP/SAVP(F) (DTLS-SRTP, RFC 5764), TCP/... variants."""
+    return "SAVP" in proto.upper()
 
 
 @dataclass(slots=True)
@@ -173,9 +201,10 @@ class SessionDescription:
     __bytes__ = serialize
 
     def audio(self) -> MediaDescription | None:
-        """The first RTP audio stream with a non-zero port, or None."""
+        """The first plain RTP audio stream (RTP/AVP or RTP/AVPF) with a non-zero port, or None.
+        Encrypted lines are skipped: answered with port 0 (RFC 3264 §6) when this one exists."""
         for m in self.media:
-            if m.media == "audio" and m.port != 0 and "RTP/" in m.proto:
+            if m.media == "audio" and m.port != 0 and m.proto.upper() in PLAIN_RTP:
                 return m
         return None
 
@@ -232,10 +261,14 @@ def describe(
 ) -> tuple[Codec, int, int | None, int, tuple[str, int], tuple[str, int], Direction]:
     """Pick our codec from `sd` (offer or answer) and read the remote media description.
 
-    Raises NotAcceptable when `sd` has no audio stream or no PCMU/PCMA."""
+    Raises NotAcceptable when `sd` has no plain RTP audio stream or no PCMU/PCMA, as
+    EncryptedMediaOnly when its only audio is SRTP."""
     audio = sd.audio()
     if audio is None:
-        raise NotAcceptable("no audio stream")
+        active = [m.proto for m in sd.media if m.media == "audio" and m.port != 0]
+        if active and all(is_encrypted(proto) for proto in active):
+            raise EncryptedMediaOnly(f"SRTP ({active[0]}) not supported, offer RTP/AVP")
+        raise NotAcceptable("no RTP/AVP audio stream")
     rtpmaps = audio.rtpmaps()
     offered: dict[Codec, int] = {}
     dtmf_pt: int | None = None

@@ -187,6 +187,7 @@ REJECT_REASONS = (
     "draining",
     "malformed",
     "no_codec",
+    "srtp_unsupported",
     "unsupported",
     "unknown_dialog",
     "not_implemented",
@@ -620,8 +621,8 @@ class SipEndpoint:
                 offer = SessionDescription.parse(request.body)
                 sdpmod.check_offer(offer)
             except NotAcceptable as exc:
-                self._tx_respond(tx, 488, now, [("Warning", f'304 - "{exc}"')])
-                self._events.append(RequestRejected("no_codec", "INVITE", 488, addr))
+                self._tx_respond(tx, 488, now, [_warning(exc)])
+                self._events.append(RequestRejected(exc.reason, "INVITE", 488, addr))
                 return
             except SdpError as exc:
                 self._tx_respond(tx, 400, now, reason=f"Bad SDP: {exc}")
@@ -745,8 +746,9 @@ class SipEndpoint:
         if request.body:
             try:
                 negotiated = self._negotiate_update(call, request.body)
-            except NotAcceptable:
-                self._tx_respond(tx, 488, now)
+            except NotAcceptable as exc:  # the call goes on with the media it had
+                self._tx_respond(tx, 488, now, [_warning(exc)])
+                self._events.append(RequestRejected(exc.reason, "INVITE", 488, addr))
                 return
             except SdpError as exc:
                 self._tx_respond(tx, 400, now, reason=f"Bad SDP: {exc}")
@@ -782,8 +784,9 @@ class SipEndpoint:
             return
         try:
             negotiated = self._negotiate_update(call, request.body)
-        except NotAcceptable:
-            self._tx_respond(tx, 488, now)
+        except NotAcceptable as exc:  # the call goes on with the media it had
+            self._tx_respond(tx, 488, now, [_warning(exc)])
+            self._events.append(RequestRejected(exc.reason, "UPDATE", 488, tx.addr))
             return
         except SdpError as exc:
             self._tx_respond(tx, 400, now, reason=f"Bad SDP: {exc}")
@@ -1362,6 +1365,12 @@ class SipEndpoint:
             self._dialogs.pop(key, None)
         if call.invite_key is not None:
             self._invite_calls.pop(call.invite_key, None)
+
+
+def _warning(exc: NotAcceptable) -> tuple[str, str]:
+    """The Warning header of a 488 (RFC 3261 §20.43: code, agent, quoted text)."""
+    text = str(exc).replace("\\", "").replace('"', "'")
+    return ("Warning", f'{exc.warning} - "{text}"')
 
 
 def _media_lines(sd: SessionDescription) -> list[tuple[object, ...]]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numpy as np
 import numpy.typing as npt
 
@@ -23,6 +24,8 @@ from gateway.call.call import Call
 from gateway.call.default_scenario import setup as default_setup
 from gateway.call.events import CallEnded, DtmfReceived, HoldChanged
 from gateway.realtime.local.engine import LocalEngine
+from gateway.secret import Secret
+from tests.gateway_harness import running_gateway
 from tests.sipp_harness import Sipp, SippResult
 
 Pcm = npt.NDArray[np.int16]
@@ -210,3 +213,46 @@ def client_events(engine: LocalEngine, kind: str) -> list[dict[str, Any]]:
         if obj.get("type") == kind:
             out.append(obj)
     return out
+
+
+# --- outbound
+
+
+async def outbound_call(
+    workdir: Path,
+    log: CallLog,
+    proto: str = "RTP/AVP",
+    attribute: str = "a=sendrecv",
+    ring_ms: int = 0,
+    **settings: Any,
+) -> tuple[Sipp, SippResult]:
+    """POST /calls through a trunk whose far end (sipp, tests/peers/sipp/e2e_uas_answer.xml)
+    rings `ring_ms`, then answers with `proto` and `attribute` and sends no RTP; returns once
+    sipp has had the gateway's BYE (or timed out), with nothing left behind in the gateway."""
+    token = "test-api-token-outbound"
+    uas = Sipp(
+        workdir,
+        "",
+        scenario="e2e_uas_answer.xml",
+        extra=["-m", "1", "-d", str(ring_ms), "-key", "proto", proto, "-key", "secattr", attribute],
+        timeout=20,
+    ).start()
+    trunk = {"main": {"uri": f"sip:127.0.0.1:{uas.local_port}", "from_user": "gw"}}
+    try:
+        async with running_gateway(
+            log.setup, api_token=Secret(token), trunks=trunk, **settings
+        ) as gw:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    f"http://127.0.0.1:{gw.http_port}/calls",
+                    json={"to": "1000", "trunk": "main"},
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as resp,
+            ):
+                assert resp.status == 201, await resp.text()
+            result = await uas.wait_async()
+            await assert_nothing_leaked(gw)
+    finally:
+        uas.kill()
+    return uas, result

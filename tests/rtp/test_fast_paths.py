@@ -17,10 +17,11 @@ import pytest
 
 from gateway.rtp.jitter import JitterBuffer, PushResult, ReceptionStats
 from gateway.rtp.packet import RtpHeaderWriter, RtpPacket
-from gateway.rtp.session import Address, RtpSession
+from gateway.rtp.session import PROBATION_PACKETS, Address, RtpSession
 
 SRC: Address = ("198.51.100.1", 20000)
 OTHER: Address = ("198.51.100.66", 20002)
+NAT: Address = ("198.51.100.1", 31000)  # SRC's IP, another port
 REMOTE_SSRC = 0x1234ABCD
 
 
@@ -302,16 +303,18 @@ def test_ssrc_change_other_source_and_relatch() -> None:
     packets: list[tuple[float, bytes] | tuple[float, bytes, Address]] = []
     packets += steady(500, 0, 10)
     packets.append((0.1003, rtp(9, 9, frame_bytes(9)), OTHER))  # dropped: wrong source
+    packets.append((0.1005, rtp(9, 9, frame_bytes(9)), NAT))  # dropped: SRC is still sending
     for i in range(10):  # a new SSRC from the latched source: the stream restarts
         packets.append((0.2 + 0.02 * i + 0.0005, rtp(9000 + i, 77_000 + 160 * i, frame_bytes(i),
                                                      ssrc=0xBEEF)))  # fmt: skip
-    for i in range(10):  # the latched source went quiet: another source is latched
+    for i in range(10):  # the latched source went quiet: a source from its IP is learned
         packets.append((0.8 + 0.02 * i + 0.001, rtp(300 + i, 160 * i, frame_bytes(i),
-                                                    ssrc=0xC0DE), OTHER))  # fmt: skip
+                                                    ssrc=0xC0DE), NAT))  # fmt: skip
     run_stream(twin, packets, end=1.2)
     stats = twin.fast.stats
-    assert stats.dropped["wrong_source"] == 1 and stats.ssrc_changes == 2
-    assert stats.relatches == 1 and twin.fast.latched == OTHER
+    assert stats.dropped["wrong_source"] == 1 and stats.dropped["competing_source"] == 1
+    assert stats.dropped["probation"] == PROBATION_PACKETS - 1 and stats.ssrc_changes == 2
+    assert stats.relatches == 1 and twin.fast.latched == NAT
 
 
 def test_rtcp_padding_csrc_extension_dtmf_cn_and_garbage_on_the_rtp_port() -> None:
@@ -419,7 +422,12 @@ def test_send_side_dtmf_cn_marker_and_clock_stall() -> None:
 @pytest.mark.parametrize("seed", range(12))
 def test_random_streams_match_the_general_path(seed: int) -> None:
     rng = random.Random(seed)
-    twin = Twin(seed, cn_pt=rng.choice([None, 13]), relatch_after=rng.choice([0.2, 2.0]))
+    twin = Twin(
+        seed,
+        cn_pt=rng.choice([None, 13]),
+        relatch_after=rng.choice([0.2, 2.0]),
+        strict_source=rng.choice([True, False]),
+    )
     seq, ts, ssrc = rng.choice([65500, rng.getrandbits(16)]), rng.getrandbits(32), REMOTE_SSRC
     packets: list[tuple[float, bytes] | tuple[float, bytes, Address]] = []
     for i in range(300):
@@ -443,7 +451,7 @@ def test_random_streams_match_the_general_path(seed: int) -> None:
         seq, ts = (seq + 1) & 0xFFFF, (ts + size) & 0xFFFFFFFF
         for _ in range(rng.choice([1] * 30 + [0, 2])):  # loss, duplicates
             delay = rng.uniform(0, rng.choice([0.001, 0.001, 0.01, 0.08]))
-            addr = OTHER if rng.random() < 0.02 else SRC
+            addr = rng.choice([OTHER, NAT]) if rng.random() < 0.02 else SRC
             packets.append((sent + delay, data, addr))
     run_stream(twin, packets, end=6.5)
     assert twin.fast.jb.general_pushes < twin.fast.jb.pushes // 2  # the fast paths did run

@@ -71,20 +71,23 @@ def test_read_frame_is_none_before_media() -> None:
     assert a.read_frame(0.0) is None
 
 
-def test_symmetric_rtp_latches_to_the_first_valid_source() -> None:
-    a, b = make_pair()
+def test_symmetric_rtp_learns_the_source_behind_nat() -> None:
+    a, _ = make_pair()
+    b = RtpSession(now=0.0, remote_addr=A_ADDR, ssrc=0xB, signalling_ip=NAT_ADDR[0])
     assert b.remote_addr == A_ADDR and b.latched is None
-    b.receive_datagram(b"garbage!", ("10.9.9.9", 1), 0.0)  # invalid packets do not latch
-    assert b.latched is None
-    b.receive_datagram(a.packetize(a.silence_payload, 0.0) or b"", NAT_ADDR, 0.001)
+    b.receive_datagram(b"garbage!", NAT_ADDR, 0.0)  # invalid packets do not count
+    for k in range(3):  # from the signalling IP, another port: learned after probation
+        assert b.latched is None
+        b.receive_datagram(a.packetize(a.silence_payload, 0.02 * k) or b"", NAT_ADDR, 0.02 * k)
     assert b.latched == NAT_ADDR and b.remote_addr == NAT_ADDR
-    assert RemoteLatched(NAT_ADDR) in events(b)
-    # another source is dropped and counted while the latched one is alive
-    b.receive_datagram(a.packetize(a.silence_payload, 0.02) or b"", ("192.0.2.99", 5), 0.021)
-    assert b.stats.dropped["wrong_source"] == 1 and b.remote_addr == NAT_ADDR
-    # after the latched source fell silent (NAT rebinding), the new source takes over
-    b.receive_datagram(a.packetize(a.silence_payload, 3.0) or b"", ("192.0.2.99", 5), 3.0)
-    assert b.remote_addr == ("192.0.2.99", 5) and b.stats.relatches == 1
+    assert RemoteLatched(NAT_ADDR) in events(b) and b.stats.dropped["probation"] == 2
+    # another source is dropped and counted while the learned one is alive
+    b.receive_datagram(a.packetize(a.silence_payload, 0.06) or b"", (NAT_ADDR[0], 5), 0.061)
+    assert b.stats.dropped["competing_source"] == 1 and b.remote_addr == NAT_ADDR
+    # after the learned source fell silent (NAT rebinding), the new source takes over
+    for _ in range(3):
+        b.receive_datagram(a.packetize(a.silence_payload, 3.0) or b"", (NAT_ADDR[0], 5), 3.0)
+    assert b.remote_addr == (NAT_ADDR[0], 5) and b.stats.relatches == 1
 
 
 def test_drops_are_counted_by_reason_and_never_raised() -> None:
@@ -265,8 +268,9 @@ def test_rtcp_from_a_stranger_or_garbage_is_counted() -> None:
 
 
 def test_update_remote_relatches_and_changes_codec() -> None:
-    a, b = make_pair()
-    b.receive_datagram(a.packetize(None, 0.0) or b"", NAT_ADDR, 0.0)
+    a, b = make_pair(strict_source=False)
+    for k in range(3):
+        b.receive_datagram(a.packetize(None, 0.02 * k) or b"", NAT_ADDR, 0.02 * k)
     assert b.remote_addr == NAT_ADDR
     b.update_remote(("198.51.100.50", 4000), "pcma", 96, 30)
     assert b.remote_addr == ("198.51.100.50", 4000) and b.latched is None

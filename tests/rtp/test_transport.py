@@ -6,6 +6,7 @@ import asyncio
 import socket
 
 import pytest
+import structlog
 
 from gateway import metrics
 from gateway.rtp.dtmf import DtmfDigitReceived
@@ -73,16 +74,17 @@ async def test_exchange_with_a_plain_udp_socket_and_close_frees_ports() -> None:
         assert src == ("127.0.0.1", endpoint.port)
         packet = RtpPacket.parse(data)
         assert packet.ssrc == 99 and packet.payload == b"\x11" * 160 and packet.marker
-        # the peer talks from another socket (as if behind NAT): we latch to it
+        # the peer talks from another port of its IP (as if behind NAT): we learn it after
+        # PROBATION_PACKETS packets in sequence
         nat = udp_peer()
         writer = RtpHeaderWriter(1234)
-        for k in range(3):
+        for k in range(4):
             nat.sendto(
                 writer.build(0, k == 0, k, 160 * k, bytes([k + 1]) * 160),
                 ("127.0.0.1", endpoint.port),
             )
         nat.sendto(
-            writer.build(101, True, 3, 480, b"\x04\x8a\x03\x20"), ("127.0.0.1", endpoint.port)
+            writer.build(101, True, 4, 640, b"\x04\x8a\x03\x20"), ("127.0.0.1", endpoint.port)
         )
         async with asyncio.timeout(2):
             while not any(isinstance(e, DtmfDigitReceived) for e in seen):
@@ -93,7 +95,8 @@ async def test_exchange_with_a_plain_udp_socket_and_close_frees_ports() -> None:
         data, _ = await recv(nat)
         assert RtpPacket.parse(data).payload == session.silence_payload
         frames = [session.read_frame(loop.time()) for _ in range(4)]
-        assert bytes([1]) * 160 in frames
+        assert bytes([3]) * 160 in frames and bytes([4]) * 160 in frames
+        assert bytes([1]) * 160 not in frames and session.stats.dropped["probation"] == 2
         assert RemoteLatched(nat.getsockname()) in seen and MediaStarted() in seen
         assert DtmfDigitReceived("4", 100) in seen
         nat.close()
@@ -201,28 +204,29 @@ async def fast_callback_scenario() -> None:
         assert endpoint._rtcp.get_protocol().datagram_received == endpoint._on_rtcp  # type: ignore[attr-defined]
         peer = udp_peer()
         writer = RtpHeaderWriter(4321)
-        for k in range(3):
+        for k in range(4):  # learned at the third (PROBATION_PACKETS)
             peer.sendto(writer.build(0, k == 0, k, 160 * k, bytes([k + 1]) * 160),
                         ("127.0.0.1", endpoint.port))  # fmt: skip
         async with asyncio.timeout(2):
-            while session.stats.packets_in < 3:
+            while session.stats.packets_in < 4:
                 await asyncio.sleep(0.005)
         assert session.latched == peer.getsockname()
         assert seen == [RemoteLatched(peer.getsockname()), MediaStarted()]  # drained at once
         frames = [session.read_frame(loop.time()) for _ in range(4)]
-        assert bytes([1]) * 160 in frames and bytes([2]) * 160 in frames
+        assert bytes([3]) * 160 in frames and bytes([4]) * 160 in frames
         # an IPv6 socket reports (host, port, flowinfo, scope_id): the session sees a pair
         other = udp_peer()
         other_addr = other.getsockname()
         v6 = (*other_addr, 0, 0)
         endpoint._rtp.get_protocol().datagram_received(  # type: ignore[attr-defined]
-            writer.build(0, False, 3, 480, b"\x04" * 160), v6
+            writer.build(0, False, 4, 640, b"\x04" * 160), v6
         )
-        assert session.stats.dropped["wrong_source"] == 1
-        await asyncio.sleep(0.25)  # past relatch_after: the next packet from there relatches
-        endpoint._rtp.get_protocol().datagram_received(  # type: ignore[attr-defined]
-            writer.build(0, False, 4, 640, b"\x05" * 160), v6
-        )
+        assert session.stats.dropped["competing_source"] == 1
+        await asyncio.sleep(0.25)  # past relatch_after: a source in sequence from there relatches
+        for k in range(5, 8):
+            endpoint._rtp.get_protocol().datagram_received(  # type: ignore[attr-defined]
+                writer.build(0, False, k, 160 * k, b"\x05" * 160), v6
+            )
         assert session.latched == other_addr and type(session.latched) is tuple
         assert seen[-1] == RemoteLatched(other_addr)
         endpoint._rtcp.get_protocol().datagram_received(b"\x80\xc9\x00\x01" + bytes(4), v6)  # type: ignore[attr-defined]
@@ -273,3 +277,37 @@ async def test_export_adds_only_the_increments_since_the_last_export() -> None:
     finally:
         await endpoint.aclose()
         peer.close()
+
+
+async def test_refused_sources_are_counted_and_logged_once_per_export() -> None:
+    lo, hi = free_even_range(2)
+    pool = PortPool(lo, hi)
+    phone = udp_peer()
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.bind(("127.0.0.3", 0))  # another loopback address: not the SDP's, not signalling's
+    loop = asyncio.get_running_loop()
+    session = RtpSession(now=loop.time(), remote_addr=phone.getsockname(), ssrc=7)
+    endpoint = await RtpEndpoint.open(pool, "127.0.0.1", session)
+    before = _sample("gateway_rtp_dropped_total", reason="wrong_source")
+    try:
+        writer = RtpHeaderWriter(666)
+        for k in range(5):
+            stranger.sendto(writer.build(0, False, k, 160 * k, b"\x10" * 160),
+                            ("127.0.0.1", endpoint.port))  # fmt: skip
+        stranger.sendto(b"\x80\xc9\x00\x01" + bytes(4), ("127.0.0.1", endpoint.rtcp_port))
+        async with asyncio.timeout(2):
+            while session.stats.packets_in + session.stats.rtcp_in < 6:
+                await asyncio.sleep(0.005)
+        with structlog.testing.capture_logs() as logs:
+            endpoint.export_metrics()
+            endpoint.export_metrics()  # nothing new: no second line
+        [line] = [entry for entry in logs if entry["event"] == "rtp_source_refused"]
+        assert line["wrong_source"] == 5 and line["rtcp_wrong_source"] == 1
+        assert line["last_refused"] == f"127.0.0.3:{stranger.getsockname()[1]}"
+        assert line["source"] is None and line["log_level"] == "warning"
+        assert _sample("gateway_rtp_dropped_total", reason="wrong_source") - before == 5
+        assert session.latched is None and session.remote_addr == phone.getsockname()
+    finally:
+        await endpoint.aclose()
+        phone.close()
+        stranger.close()

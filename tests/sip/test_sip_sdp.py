@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gateway.sip.sdp import (
+    EncryptedMediaOnly,
     NotAcceptable,
     SdpError,
     SessionDescription,
+    check_offer,
     make_offer,
     negotiate,
     with_direction,
 )
+
+VECTORS = Path(__file__).parent.parent / "vectors" / "sip"
+
+
+def vector(name: str) -> SessionDescription:
+    return SessionDescription.parse((VECTORS / name).read_bytes())
+
 
 SIPP_OFFER = (
     "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
@@ -147,3 +158,63 @@ def test_with_direction_bumps_version_only_on_change() -> None:
     audio = held.audio()
     assert audio is not None and audio.direction == "sendonly"
     assert [k for k, _ in audio.attributes].count("sendonly") == 1
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sdp_srtp_sdes.sdp",  # RTP/SAVP with a=crypto (SDES, RFC 4568)
+        "sdp_srtp_savpf.sdp",  # RTP/SAVPF (RFC 5124)
+        "sdp_dtls_srtp_savp.sdp",  # UDP/TLS/RTP/SAVP (DTLS-SRTP, RFC 5764)
+        "sdp_dtls_srtp_webrtc.sdp",  # UDP/TLS/RTP/SAVPF, a browser's offer
+    ],
+)
+def test_encrypted_audio_only_is_refused_until_srtp_exists(name: str) -> None:
+    sd = vector(name)
+    with pytest.raises(EncryptedMediaOnly) as info:
+        check_offer(sd)
+    assert (info.value.status_hint, info.value.reason, info.value.warning) == (
+        488,
+        "srtp_unsupported",
+        302,
+    )
+    assert "SAVP" in str(info.value)
+    with pytest.raises(EncryptedMediaOnly):
+        negotiate(sd, "203.0.113.5", 20000)
+
+
+def test_encrypted_line_beside_a_plain_one_gets_port_zero() -> None:
+    n = negotiate(vector("sdp_srtp_and_rtp.sdp"), "203.0.113.5", 20000)
+    assert n.remote_rtp == ("192.0.2.24", 51784)  # the plain line's port
+    assert (n.codec, n.dtmf_payload_type) == ("pcma", 101)
+    answer = SessionDescription.parse(n.answer_sdp)
+    # RFC 3264 §6: as many m-lines as offered, the refused one with port 0
+    assert [(m.media, m.port, m.proto) for m in answer.media] == [
+        ("audio", 0, "RTP/SAVP"),
+        ("audio", 20000, "RTP/AVP"),
+    ]
+    assert b"crypto" not in n.answer_sdp
+    # either order
+    sd = vector("sdp_srtp_and_rtp.sdp")
+    sd.media.reverse()
+    answer = negotiate(sd, "203.0.113.5", 20000).answer
+    assert [(m.port, m.proto) for m in answer.media] == [(20000, "RTP/AVP"), (0, "RTP/SAVP")]
+
+
+def test_plain_rtp_with_feedback_is_answered_in_its_profile() -> None:
+    n = negotiate(vector("sdp_rtp_avpf.sdp"), "203.0.113.5", 20000)
+    assert [(m.port, m.proto) for m in n.answer.media] == [(20000, "RTP/AVPF")]
+
+
+@pytest.mark.parametrize(
+    "media",
+    [
+        "m=audio 5000 TCP/RTP/AVP 0\r\n",  # RTP over TCP (RFC 4571): not ours either
+        "m=audio 5000 RTP/SAVP 0\r\nm=audio 5002 TCP/RTP/AVP 0\r\n",
+    ],
+)
+def test_other_transports_are_no_audio_stream_not_srtp(media: str) -> None:
+    with pytest.raises(NotAcceptable) as info:
+        negotiate(offer(media), "h", 1)
+    assert not isinstance(info.value, EncryptedMediaOnly)
+    assert info.value.reason == "no_codec" and info.value.warning == 304
