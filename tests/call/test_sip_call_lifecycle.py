@@ -262,7 +262,9 @@ def check_invariant(world: World, when: str) -> None:
     assert dialogs == calls, f"{when}: dialogs {dialogs} != calls {calls}"
 
 
-def play(actions: list[str], ringing: bool, racy: bool = False) -> World:
+def play(
+    actions: list[str], ringing: bool, racy: bool = False, hang_up_at_end: bool = True
+) -> World:
     """INVITE, then `actions` with the system at rest after each; then the phone and the
     provider give up, time runs out every timer, and the call must be gone."""
     loop = SimulatedTimeLoop()
@@ -285,12 +287,13 @@ def play(actions: list[str], ringing: bool, racy: bool = False) -> World:
             loop.advance(0.05)
             check_invariant(world, f"after {action} in {actions}")
         # the end: a connected phone hangs up, every timer runs out
-        if phone.final is not None and 200 <= phone.final < 300 and not phone.said_bye:
+        answered = phone.final is not None and 200 <= phone.final < 300
+        if answered and hang_up_at_end and not phone.said_bye:
             phone.ack()
             phone.bye()
         loop.advance(CONNECT_TIMEOUT + 1)
         check_invariant(world, f"after the provider's timeout, {actions}")
-        loop.advance(40.0)  # 64*T1 for ACK and BYE transactions
+        loop.advance(40.0)  # 64*T1 for ACK and BYE transactions, the 30 s RTP timeout
         check_invariant(world, f"at the end of {actions}")
         assert world.leftovers() == {
             "dialogs": 0,
@@ -355,3 +358,10 @@ def test_ack_and_bye_back_to_back_end_the_call() -> None:
     assert world.phone.final == 200
     byes = [m for m in world.phone.got if isinstance(m, SipResponse) and m.cseq.method == "BYE"]
     assert [m.status for m in byes] == [200]
+
+
+def test_a_phone_that_vanishes_after_the_ack_is_hung_up_by_the_rtp_timeout() -> None:
+    """No BYE, no RTP ever: the call ends 30 s after the answer (the gateway sends BYE)."""
+    world = play(["ready", "ack"], ringing=False, hang_up_at_end=False)
+    byes = [m for m in world.phone.got if isinstance(m, SipRequest) and m.method == "BYE"]
+    assert len(byes) == 1
