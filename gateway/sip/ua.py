@@ -8,7 +8,13 @@ commands only queue messages, so the adapter flushes after them too.
 
 Policy (allow-list, rate limit, scanner, digest auth, draining, SDP) is applied *before*
 `IncomingCallReceived`, so a refused INVITE costs no media port. Every refusal is reported as a
-`RequestRejected` event carrying a bounded `reason` token the adapter counts.
+`RequestRejected` event carrying a bounded `reason` token the adapter counts and logs.
+
+Rate limits (`SourcePolicy`) never touch a message that belongs to a call or transaction in
+progress: the endpoint recognises those by their Call-ID, from the raw bytes before parsing, and
+only what belongs to nothing it knows is charged. Sources outside the allow-list are charged
+before parsing (a flood stays cheap, dropped silently); allow-listed ones after, where a new
+INVITE spends its trunk's call budget and gets `503` with Retry-After beyond it.
 
 Calls move through an explicit command table (`_COMMANDS`): a command not allowed in the call's
 state raises `CallStateError`. Unknown call handles raise `KeyError`... as `CallStateError` too.
@@ -23,7 +29,7 @@ from __future__ import annotations
 import enum
 import os
 import re
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -69,6 +75,9 @@ _KNOWN_METHODS = frozenset(
 _DTMF_CHARS = "0123456789*#ABCD"
 _DTMF_EVENTS = "0123456789*#ABCD"  # RFC 4733 event codes 0-15
 MIN_SE = 90  # RFC 4028 §4
+_RECENT_CALL_IDS = 8192  # Call-IDs of ended or challenged calls still recognised (LRU)
+# the Call-ID of a datagram, read without parsing it (compact form `i`, §7.3.3)
+_RAW_CALL_ID = re.compile(rb"(?im)^(?:call-id|i)[ \t]*:[ \t]*(\S+)")
 
 
 class CallStateError(RuntimeError):
@@ -179,6 +188,7 @@ class RequestRejected(SipEvent):
 
 REJECT_REASONS = (
     "not_allowed",
+    "provider_unavailable",
     "auth_required",
     "auth_failed",
     "rate_limited",
@@ -316,30 +326,44 @@ class SipEndpoint:
         self._next_handle = 1
         self._timer_cache: float | None = None
         self._timer_dirty = True
+        self.unavailable: str | None = None
+        self._unavailable_retry = 10
+        # Call-IDs of live calls (how many), then of ended or digest-challenged ones: a message
+        # carrying one belongs to a call and is never rate limited
+        self._call_ids: dict[str, int] = {}
+        self._recent_call_ids: OrderedDict[str, None] = OrderedDict()
 
     # --- adapter API
 
-    def receive(self, data: bytes, addr: Address, now: float) -> None:
-        """One datagram, or one framed message from a stream connection."""
-        if self.policy is not None and not self.policy.admit(addr.host, now):
-            self._events.append(RequestRejected("rate_limited", "", 0, addr))
-            return
+    def receive(self, data: bytes, addr: Address, now: float) -> str | None:
+        """One datagram, or one framed message from a stream connection.
+
+        Returns the method of a request that parsed (for the adapter to count), else None:
+        a response, a malformed message, or one dropped before parsing."""
+        if self.policy is not None:
+            end = data.find(b"\r\n\r\n")  # the Call-ID is looked for in the headers only
+            found = _RAW_CALL_ID.search(data, 0, end if end > 0 else len(data))
+            call_id = found.group(1).decode("utf-8", "replace") if found else ""
+            if not self._screen(addr, now, call_id, data.startswith(b"INVITE ")):
+                return None
         self._timer_dirty = True
         try:
             message = parse(data, max_size=self.config.max_size, stream=addr.reliable)
         except SipParseError as exc:
             self._malformed(exc, addr)
-            return
+            return None
         if isinstance(message, SipResponse):
             self._on_response(message, now)
-        else:
-            self._on_request(message, addr, now)
+            return None
+        self._on_request(message, addr, now)
+        return message.method
 
     def receive_message(self, message: SipRequest | SipResponse, addr: Address, now: float) -> None:
         """A message already framed and parsed by `SipStreamParser` (stream transports)."""
-        if self.policy is not None and not self.policy.admit(addr.host, now):
-            self._events.append(RequestRejected("rate_limited", "", 0, addr))
-            return
+        if self.policy is not None:
+            invite = isinstance(message, SipRequest) and message.method == "INVITE"
+            if not self._screen(addr, now, message.call_id, invite):
+                return
         self._timer_dirty = True
         if isinstance(message, SipResponse):
             self._on_response(message, now)
@@ -401,6 +425,57 @@ class SipEndpoint:
     def set_draining(self, draining: bool) -> None:
         """While draining, new INVITEs get 503 and OPTIONS 503 (so balancers move away)."""
         self.draining = draining
+
+    def set_unavailable(self, reason: str | None, retry_after: int = 10) -> None:
+        """While `reason` is set (a REJECT_REASONS token), OPTIONS get 503 with Retry-After, so
+        a balancer probing with OPTIONS (Kamailio's dispatcher) sends new calls elsewhere.
+        INVITEs are still handed to the application, which decides."""
+        self.unavailable = reason
+        self._unavailable_retry = retry_after
+
+    # --- rate limits
+
+    def _known_call_id(self, call_id: str) -> bool:
+        return call_id in self._call_ids or call_id in self._recent_call_ids
+
+    def _screen(self, addr: Address, now: float, call_id: str, invite: bool) -> bool:
+        """Before parsing: False drops the message (counted). Messages of known calls pass
+        free; sources outside the allow-list spend their message budget here, once; an INVITE
+        from an allowed source is dropped only if it would get neither a call nor a 503."""
+        assert self.policy is not None
+        if call_id and self._known_call_id(call_id):
+            return True
+        if not self.policy.is_allowed(addr.host):
+            if self.policy.admit(addr.host, now):
+                return True
+        elif not (invite and self.policy.calls_exhausted(addr.host, now)):
+            return True
+        self._events.append(RequestRejected("rate_limited", "INVITE" if invite else "", 0, addr))
+        return False
+
+    def _charge_message(self, request: SipRequest, addr: Address, now: float) -> bool:
+        """After parsing: a request of no known call from an allowed source spends its message
+        budget (other sources paid before parsing). False: dropped, counted."""
+        if (
+            self.policy is None
+            or self._known_call_id(request.call_id)
+            or not self.policy.is_allowed(addr.host)
+            or self.policy.admit(addr.host, now)
+        ):
+            return True
+        self._events.append(RequestRejected("rate_limited", request.method, 0, addr))
+        return False
+
+    def _remember_call_id(self, call_id: str) -> None:
+        self._recent_call_ids[call_id] = None
+        self._recent_call_ids.move_to_end(call_id)
+        if len(self._recent_call_ids) > _RECENT_CALL_IDS:
+            self._recent_call_ids.popitem(last=False)
+
+    def _add_call(self, call: _Call) -> None:
+        self._calls[call.handle] = call
+        call_id = call.invite.call_id
+        self._call_ids[call_id] = self._call_ids.get(call_id, 0) + 1
 
     @property
     def active_calls(self) -> int:
@@ -523,7 +598,7 @@ class SipEndpoint:
         request = SipRequest("INVITE", target_uri, h, body)
         call = _Call(handle, "uac", S.OUTGOING, request, destination, tag, local_sdp=offer)
         call.credentials = credentials
-        self._calls[handle] = call
+        self._add_call(call)
         self._start_client(request, destination, handle, "invite", now)
         return handle
 
@@ -543,6 +618,8 @@ class SipEndpoint:
         if existing is not None:
             existing.receive_request(request, now)
             return
+        if (method != "INVITE" or request.to.tag) and not self._charge_message(request, addr, now):
+            return  # a new INVITE is charged to its trunk's call budget in _on_invite
         mf = request.max_forwards
         if mf is not None and mf == 0 and method != "OPTIONS":
             self._stateless(request, addr, 483, "too_many_hops")
@@ -564,13 +641,15 @@ class SipEndpoint:
             if self.policy is not None and not self.policy.is_allowed(addr.host):
                 self._stateless(request, addr, 403, "not_allowed")
                 return
-            status = 503 if self.draining else 200
+            refusal = "draining" if self.draining else self.unavailable
             tx = self._server(request, addr, key)
             extra = [("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", SUPPORTED)]
-            if self.draining:
-                extra.append(("Retry-After", "30"))
-                self._events.append(RequestRejected("draining", method, 503, addr))
-            self._tx_respond(tx, status, now, extra)
+            if refusal is not None:
+                extra.append(
+                    ("Retry-After", "30" if self.draining else str(self._unavailable_retry))
+                )
+                self._events.append(RequestRejected(refusal, method, 503, addr))
+            self._tx_respond(tx, 200 if refusal is None else 503, now, extra)
         elif method in ("BYE", "INFO", "UPDATE", "NOTIFY"):
             self._stateless(request, addr, 481, "unknown_dialog")
         elif method in _KNOWN_METHODS:
@@ -581,9 +660,16 @@ class SipEndpoint:
     def _on_invite(
         self, request: SipRequest, addr: Address, key: tuple[str, ...], now: float
     ) -> None:
-        if self.policy is not None and not self.policy.is_allowed(addr.host):
-            self._stateless(request, addr, 403, "not_allowed")
-            return
+        if self.policy is not None:
+            if not self.policy.is_allowed(addr.host):
+                self._stateless(request, addr, 403, "not_allowed")
+                return
+            # one token per call attempt: a retry after our digest challenge is known already
+            if not self._known_call_id(request.call_id) and not self.policy.admit_call(
+                addr.host, now
+            ):
+                self._over_call_budget(request, addr, now)
+                return
         unsupported = [
             o for o in request.headers.get_all("Require") if o.strip().lower() != "timer"
         ]
@@ -603,6 +689,7 @@ class SipEndpoint:
                 reason = "auth_failed" if result is AuthResult.FAILED else "auth_required"
                 headers = self.auth.challenge(now, stale=result is AuthResult.STALE)
                 self._tx_respond(tx, self.auth.status, now, headers)
+                self._remember_call_id(request.call_id)
                 self._events.append(RequestRejected(reason, "INVITE", self.auth.status, addr))
                 return
         se = self._parse_session_expires(request)
@@ -633,7 +720,7 @@ class SipEndpoint:
         call.remote_sdp = offer
         call.late_offer = offer is None
         call.answer_deadline = now + self.config.answer_timeout
-        self._calls[handle] = call
+        self._add_call(call)
         self._invite_calls[key] = handle
         call.invite_key = key
         dkey = (request.call_id, call.local_tag, request.from_.tag or "")
@@ -651,6 +738,16 @@ class SipEndpoint:
                 addr,
             )
         )
+
+    def _over_call_budget(self, request: SipRequest, addr: Address, now: float) -> None:
+        """A new INVITE over its trunk's call budget: 503 + Retry-After (§21.5.4), statelessly,
+        while the global reply budget lasts; beyond it, dropped. Counted either way."""
+        assert self.policy is not None
+        if self.policy.admit_reply(now):
+            retry = str(self.policy.retry_after(addr.host))
+            self._stateless(request, addr, 503, "rate_limited", [("Retry-After", retry)])
+        else:
+            self._events.append(RequestRejected("rate_limited", "INVITE", 0, addr))
 
     def _on_cancel(
         self, request: SipRequest, addr: Address, key: tuple[str, ...], now: float
@@ -1357,7 +1454,15 @@ class SipEndpoint:
         call.state = S.ENDED
         call.retransmit = None
         call.session_expires = call.refresh_at = None
-        self._calls.pop(call.handle, None)
+        if self._calls.pop(call.handle, None) is not None:
+            call_id = call.invite.call_id
+            left = self._call_ids.get(call_id, 1) - 1
+            if left > 0:
+                self._call_ids[call_id] = left
+            else:
+                self._call_ids.pop(call_id, None)
+            # its retransmissions, ACKs and late BYEs still pass free for a while
+            self._remember_call_id(call_id)
         for key in call.keys:
             self._dialogs.pop(key, None)
         if call.invite_key is not None:
