@@ -62,17 +62,19 @@ class RefusalLog:
         window.suppressed[reason] += 1
         return False
 
-    def due(self, now: float) -> list[RefusalSummary]:
-        """Summaries of the windows ended by `now`; a summary line opens the next window."""
+    def due(self, now: float, *, all_windows: bool = False) -> list[RefusalSummary]:
+        """Summaries of the windows ended by `now` (of every window: `all_windows`, at
+        shutdown); a summary line opens the next window."""
         out: list[RefusalSummary] = []
         while self._windows:
             source, window = next(iter(self._windows.items()))
-            if window.until > now:
+            if window.until > now and not all_windows:
                 break
             del self._windows[source]
             if window.suppressed:
                 out.append(RefusalSummary(source, dict(window.suppressed)))
-                self._windows[source] = _Window(now + self.window)
+                if not all_windows:
+                    self._windows[source] = _Window(now + self.window)
         return out
 
     def next_due(self) -> float | None:
@@ -111,7 +113,11 @@ class RefusalLogger:
     def _on_timer(self) -> None:
         self._timer = None
         loop = asyncio.get_running_loop()
-        for summary in self.log.due(loop.time()):
+        self._write(self.log.due(loop.time()))
+        self._arm(loop)
+
+    def _write(self, summaries: list[RefusalSummary]) -> None:
+        for summary in summaries:
             self._logger.info(
                 f"{self._prefix}_refusals_suppressed",
                 source=summary.source,
@@ -119,10 +125,10 @@ class RefusalLogger:
                 reasons=summary.counts,
                 window_s=self.log.window,
             )
-        self._arm(loop)
 
     def close(self) -> None:
-        """Cancel the pending timer (counts not yet summarised are dropped)."""
+        """Cancel the timer and write the counts not summarised yet (at shutdown)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._write(self.log.due(0.0, all_windows=True))

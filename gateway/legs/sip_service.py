@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.call.breaker import ProviderUnavailable
 from gateway.call.call import Call
 from gateway.call.manager import AdmissionError
 from gateway.call.service import CallService, PreparedCall
@@ -234,8 +235,10 @@ class SipCallService:
             self._reject(ev.call, 503, exc.reason, retry_after=exc.retry_after)
             return
         except RealtimeError as exc:
-            log.warning("provider_unavailable", error=str(exc))
-            self._reject(ev.call, 503, "provider", retry_after=10)
+            if not isinstance(exc, ProviderUnavailable):  # the breaker logged why it opened
+                log.warning("provider_unavailable", source=ev.source.host, error=str(exc))
+            retry = self.calls.retry_after
+            self._reject(ev.call, 503, "provider_unavailable", retry_after=retry)
             return
         if pending.cancelled:
             await self._undo(pending, 0, "cancelled")

@@ -202,6 +202,7 @@ REJECT_REASONS = (
     "not_implemented",
     "too_many_hops",
     "rejected",
+    "server_error",
 )
 
 
