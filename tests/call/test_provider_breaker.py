@@ -11,6 +11,7 @@ import time
 import aiohttp
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from gateway.call.breaker import BreakerState, ProviderBreaker
 from gateway.realtime.local.server import LocalProvider
@@ -92,6 +93,10 @@ def test_any_ordering_keeps_the_invariants(threshold: int, steps: list[tuple[str
             in_a_row = max(in_a_row, threshold)
 
 
+def sample(name: str, labels: dict[str, str]) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def invite(port: int) -> str:
     """One INVITE from a fresh socket; the final response text."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -133,6 +138,8 @@ async def test_readyz_and_options_follow_a_real_unreachable_provider() -> None:
                 return resp.status, await resp.json()
 
         assert (await readyz())[0] == 200
+        other = sample("gateway_sip_rejected_total", {"reason": "other"})
+        unavailable = sample("gateway_sip_rejected_total", {"reason": "provider_unavailable"})
         for i in range(3):
             answer = await asyncio.to_thread(invite, sip)
             assert status_code(answer) == 503 and header(answer, "Retry-After") == "1", answer
@@ -144,6 +151,13 @@ async def test_readyz_and_options_follow_a_real_unreachable_provider() -> None:
         started = time.monotonic()
         assert status_code(await asyncio.to_thread(invite, sip)) == 503
         assert time.monotonic() - started < 0.5
+        # counted as provider_unavailable (4 INVITEs and the OPTIONS), never as `other`
+        assert sample("gateway_sip_rejected_total", {"reason": "other"}) == other
+        assert (
+            sample("gateway_sip_rejected_total", {"reason": "provider_unavailable"})
+            == unavailable + 5
+        )
+        assert sample("gateway_provider_available", {}) == 0
 
         # the provider comes up at that URL: the gateway's own probe finds it within a cool-down
         provider = LocalProvider(use_espeak=False)
@@ -156,5 +170,6 @@ async def test_readyz_and_options_follow_a_real_unreachable_provider() -> None:
             assert await readyz() == (200, {"status": "ready", "reason": "ok"})
             assert status_code(await asyncio.to_thread(options, sip)) == 200
             assert len(provider.sessions) >= 1  # the probe's session
+            assert sample("gateway_provider_available", {}) == 1
         finally:
             await provider.stop()
