@@ -253,6 +253,11 @@ class Gateway:
 
         calls.on_readiness.append(provider_readiness)
 
+    @property
+    def _outbound_trunks(self) -> bool:
+        """Any trunk calls can go out through (inbound-only trunks have no `uri`)."""
+        return any(t.get("uri") for t in self.settings.trunks.values())
+
     def _build_http_app(self) -> web.Application:
         app = web.Application(middlewares=[error_middleware], client_max_size=256 * 1024)
         add_health_routes(app, self._ready)
@@ -263,7 +268,7 @@ class Gateway:
             CallApi(
                 manager=self.manager,
                 token=self.settings.api_token,
-                dial=self.sip_calls.dial if self.sip_calls and self.settings.trunks else None,
+                dial=self.sip_calls.dial if self.sip_calls and self._outbound_trunks else None,
                 drain=self.begin_drain,
             ),
         )

@@ -377,7 +377,8 @@ class SipCallService:
     async def dial(self, to: str, trunk: str | None, session: dict[str, Any]) -> str:
         """Place an outbound call through a configured trunk; returns the call id once the
         INVITE is out (the call appears in GET /calls when answered)."""
-        name = trunk or next(iter(self.trunks), None)
+        # the default is the first trunk calls can go out through (inbound-only ones have no uri)
+        name = trunk or next((n for n, t in self.trunks.items() if t.get("uri")), None)
         if name is None or name not in self.trunks:
             raise OutboundError(400, f"unknown trunk {trunk!r}" if trunk else "no trunk configured")
         cfg = self.trunks[name]
