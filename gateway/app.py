@@ -303,6 +303,15 @@ class Gateway:
                 retry_after=exc.retry_after,
                 reason=exc.reason,
             ) from None
+        calls = self.calls
+        if calls is not None and calls.breaker.refusing(asyncio.get_running_loop().time()):
+            # before any peer connection exists: the provider is known to be down
+            raise CallRejected(
+                503,
+                "the AI provider is unavailable",
+                retry_after=calls.retry_after,
+                reason="provider_unavailable",
+            )
 
     async def _webrtc_create_call(self, leg: WebRtcLeg, info: OfferInfo) -> str:
         assert self.calls is not None

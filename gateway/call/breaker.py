@@ -64,6 +64,10 @@ class ProviderBreaker:
     def ready(self) -> bool:
         return self.state is B.CLOSED
 
+    def refusing(self, now: float) -> bool:
+        """True if an attempt now would be refused (nothing changes): for cheap early checks."""
+        return self.state is B.HALF_OPEN or (self.state is B.OPEN and now < self.retry_at)
+
     def try_acquire(self, now: float) -> bool:
         """May a connect be attempted now? After the cool-down the first caller gets the trial."""
         if self.state is B.CLOSED:

@@ -33,7 +33,8 @@ def test_opens_after_n_failures_in_a_row_and_a_success_resets_the_count() -> Non
     assert b.retry_at == 11.2
     # concurrent attempts begun before it opened fail too: no news, the cool-down stands
     assert not b.failed(1.3) and b.retry_at == 11.2
-    assert not b.try_acquire(5.0)  # calls fail fast during the cool-down
+    assert b.refusing(5.0) and not b.try_acquire(5.0)  # calls fail fast during the cool-down
+    assert not b.refusing(11.2) and b.state is BreakerState.OPEN  # a peek changes nothing
 
 
 def test_after_the_cool_down_one_trial_decides() -> None:
@@ -127,7 +128,7 @@ async def test_readyz_and_options_follow_a_real_unreachable_provider() -> None:
         provider="url",
         provider_url=url,
         provider_breaker_failures=3,
-        provider_breaker_cooldown=1.0,
+        provider_breaker_cooldown=3.0,
     ) as gw:
         assert gw.sip_port is not None
         sip = gw.sip_port
@@ -142,11 +143,11 @@ async def test_readyz_and_options_follow_a_real_unreachable_provider() -> None:
         unavailable = sample("gateway_sip_rejected_total", {"reason": "provider_unavailable"})
         for i in range(3):
             answer = await asyncio.to_thread(invite, sip)
-            assert status_code(answer) == 503 and header(answer, "Retry-After") == "1", answer
+            assert status_code(answer) == 503 and header(answer, "Retry-After") == "3", answer
             assert (await readyz())[0] == (200 if i < 2 else 503)
         assert await readyz() == (503, {"status": "not_ready", "reason": "provider_unavailable"})
         answer = await asyncio.to_thread(options, sip)
-        assert status_code(answer) == 503 and header(answer, "Retry-After") == "1", answer
+        assert status_code(answer) == 503 and header(answer, "Retry-After") == "3", answer
         # while open, a call fails fast: no connect attempt (the connect timeout is 5 s)
         started = time.monotonic()
         assert status_code(await asyncio.to_thread(invite, sip)) == 503
@@ -158,12 +159,24 @@ async def test_readyz_and_options_follow_a_real_unreachable_provider() -> None:
             == unavailable + 5
         )
         assert sample("gateway_provider_available", {}) == 0
+        # a WebRTC offer is refused before any peer connection is made for it
+        assert gw.webrtc is not None
+        legs = gw.webrtc.legs_created
+        async with aiohttp.ClientSession() as http:
+            resp = await http.post(
+                f"http://127.0.0.1:{gw.http_port}/webrtc/offer",
+                data=b"v=0\r\n",
+                headers={"Content-Type": "application/sdp"},
+            )
+            error = (await resp.json())["error"]
+        assert resp.status == 503 and error["reason"] == "provider_unavailable", error
+        assert gw.webrtc.legs_created == legs
 
         # the provider comes up at that URL: the gateway's own probe finds it within a cool-down
         provider = LocalProvider(use_espeak=False)
         await provider.start("127.0.0.1", port)
         try:
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 8
             while (await readyz())[0] != 200:
                 assert time.monotonic() < deadline, "not ready again after the provider came up"
                 await asyncio.sleep(0.1)
