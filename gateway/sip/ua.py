@@ -10,11 +10,14 @@ Policy (allow-list, rate limit, scanner, digest auth, draining, SDP) is applied 
 `IncomingCallReceived`, so a refused INVITE costs no media port. Every refusal is reported as a
 `RequestRejected` event carrying a bounded `reason` token the adapter counts and logs.
 
-Rate limits (`SourcePolicy`) never touch a message that belongs to a call or transaction in
-progress: the endpoint recognises those by their Call-ID, from the raw bytes before parsing, and
-only what belongs to nothing it knows is charged. Sources outside the allow-list are charged
-before parsing (a flood stays cheap, dropped silently); allow-listed ones after, where a new
-INVITE spends its trunk's call budget and gets `503` with Retry-After beyond it.
+Rate limits (`SourcePolicy`) never touch a message that belongs to a transaction or dialog in
+progress (a retransmission, ACK, CANCEL of a known INVITE, an in-dialog request, a response to
+our request). Everything else is charged once. Before parsing, a datagram whose Call-ID (read
+from the raw bytes) belongs to no call the endpoint knows is charged to its source's message
+budget if the source is outside the allow-list, and dropped silently beyond it: a flood stays
+cheap. After parsing, what matches no transaction or dialog is charged if it was not before: a
+new INVITE from an allowed source to its trunk's call budget (beyond it `503` with Retry-After,
+at a bounded rate), anything else to the message budget.
 
 Calls move through an explicit command table (`_COMMANDS`): a command not allowed in the call's
 state raises `CallStateError`. Unknown call handles raise `KeyError`... as `CallStateError` too.
@@ -333,6 +336,9 @@ class SipEndpoint:
         # carrying one belongs to a call and is never rate limited
         self._call_ids: dict[str, int] = {}
         self._recent_call_ids: OrderedDict[str, None] = OrderedDict()
+        # Call-IDs we sent a digest challenge for: the authenticated retry costs no new token
+        self._challenged: OrderedDict[str, None] = OrderedDict()
+        self._paid = False  # the message being handled was charged before parsing
 
     # --- adapter API
 
@@ -341,6 +347,7 @@ class SipEndpoint:
 
         Returns the method of a request that parsed (for the adapter to count), else None:
         a response, a malformed message, or one dropped before parsing."""
+        self._paid = False
         if self.policy is not None:
             end = data.find(b"\r\n\r\n")  # the Call-ID is looked for in the headers only
             found = _RAW_CALL_ID.search(data, 0, end if end > 0 else len(data))
@@ -361,6 +368,7 @@ class SipEndpoint:
 
     def receive_message(self, message: SipRequest | SipResponse, addr: Address, now: float) -> None:
         """A message already framed and parsed by `SipStreamParser` (stream transports)."""
+        self._paid = False
         if self.policy is not None:
             invite = isinstance(message, SipRequest) and message.method == "INVITE"
             if not self._screen(addr, now, message.call_id, invite):
@@ -437,17 +445,23 @@ class SipEndpoint:
     # --- rate limits
 
     def _known_call_id(self, call_id: str) -> bool:
-        return call_id in self._call_ids or call_id in self._recent_call_ids
+        return (
+            call_id in self._call_ids
+            or call_id in self._recent_call_ids
+            or call_id in self._challenged
+        )
 
     def _screen(self, addr: Address, now: float, call_id: str, invite: bool) -> bool:
-        """Before parsing: False drops the message (counted). Messages of known calls pass
-        free; sources outside the allow-list spend their message budget here, once; an INVITE
-        from an allowed source is dropped only if it would get neither a call nor a 503."""
+        """Before parsing: False drops the message (counted). A message carrying the Call-ID of
+        a known call passes (what it is gets checked after parsing); otherwise a source outside
+        the allow-list spends its message budget here, and an INVITE from an allowed source is
+        dropped only if it would get neither a call nor a 503."""
         assert self.policy is not None
         if call_id and self._known_call_id(call_id):
             return True
         if not self.policy.is_allowed(addr.host):
             if self.policy.admit(addr.host, now):
+                self._paid = True
                 return True
         elif not (invite and self.policy.calls_exhausted(addr.host, now)):
             return True
@@ -455,14 +469,10 @@ class SipEndpoint:
         return False
 
     def _charge_message(self, request: SipRequest, addr: Address, now: float) -> bool:
-        """After parsing: a request of no known call from an allowed source spends its message
-        budget (other sources paid before parsing). False: dropped, counted."""
-        if (
-            self.policy is None
-            or self._known_call_id(request.call_id)
-            or not self.policy.is_allowed(addr.host)
-            or self.policy.admit(addr.host, now)
-        ):
+        """After parsing, a request that matches no transaction or dialog spends its source's
+        message budget, unless it paid before parsing. False: dropped, counted."""
+        if self.policy is None or self._paid or self.policy.admit(addr.host, now):
+            self._paid = True
             return True
         self._events.append(RequestRejected("rate_limited", request.method, 0, addr))
         return False
@@ -619,8 +629,16 @@ class SipEndpoint:
         if existing is not None:
             existing.receive_request(request, now)
             return
-        if (method != "INVITE" or request.to.tag) and not self._charge_message(request, addr, now):
-            return  # a new INVITE is charged to its trunk's call budget in _on_invite
+        # matches no transaction: charged unless it is the CANCEL of a known INVITE or belongs to
+        # a known dialog; a new INVITE is charged in _on_invite (its trunk's call budget)
+        if method == "CANCEL":
+            known = (*key[:-1], "INVITE") in self._invite_calls
+        elif request.to.tag:
+            known = (request.call_id, request.to.tag, request.from_.tag or "") in self._dialogs
+        else:
+            known = method == "INVITE"
+        if not known and not self._charge_message(request, addr, now):
+            return
         mf = request.max_forwards
         if mf is not None and mf == 0 and method != "OPTIONS":
             self._stateless(request, addr, 483, "too_many_hops")
@@ -663,12 +681,14 @@ class SipEndpoint:
     ) -> None:
         if self.policy is not None:
             if not self.policy.is_allowed(addr.host):
-                self._stateless(request, addr, 403, "not_allowed")
+                if self._charge_message(request, addr, now):
+                    self._stateless(request, addr, 403, "not_allowed")
                 return
-            # one token per call attempt: a retry after our digest challenge is known already
-            if not self._known_call_id(request.call_id) and not self.policy.admit_call(
-                addr.host, now
-            ):
+            # one token per call attempt: the retry after our digest challenge is free, once
+            retry = request.call_id in self._challenged
+            if retry:
+                del self._challenged[request.call_id]
+            elif not self.policy.admit_call(addr.host, now):
                 self._over_call_budget(request, addr, now)
                 return
         unsupported = [
@@ -690,7 +710,9 @@ class SipEndpoint:
                 reason = "auth_failed" if result is AuthResult.FAILED else "auth_required"
                 headers = self.auth.challenge(now, stale=result is AuthResult.STALE)
                 self._tx_respond(tx, self.auth.status, now, headers)
-                self._remember_call_id(request.call_id)
+                self._challenged[request.call_id] = None
+                if len(self._challenged) > _RECENT_CALL_IDS:
+                    self._challenged.popitem(last=False)
                 self._events.append(RequestRejected(reason, "INVITE", self.auth.status, addr))
                 return
         se = self._parse_session_expires(request)

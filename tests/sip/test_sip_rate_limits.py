@@ -203,6 +203,24 @@ def test_a_digest_retry_costs_no_second_call_token() -> None:
     assert isinstance(over, SipResponse) and over.status == 503
 
 
+def test_a_known_call_id_is_no_free_pass_for_new_requests() -> None:
+    policy = SourcePolicy(["10.0.0.0/24"], rate=1, burst=1, calls_per_second=1, calls_burst=1)
+    uas = SipEndpoint(EndpointConfig(UAS, 5060), policy=policy)
+    peer = RawPeer(uas)
+    assert [m.status for m in peer.send(invite_text(peer))] == [100]  # type: ignore[union-attr]
+    peer.events()
+    # a second INVITE reusing the live call's Call-ID with a new transaction: a new call attempt
+    again = invite_text(peer, branch="z9hG4bK-again").replace("tag=p1", "tag=p2")
+    assert [m.status for m in peer.send(again)] == [503]  # type: ignore[union-attr]
+    # out-of-dialog requests with that Call-ID spend the message budget like any other
+    opt = in_dialog(peer, "OPTIONS", "x", 5, call_id="raw-1").replace(";tag=x", "")
+    assert len(peer.send(opt)) == 1
+    assert peer.send(opt.replace("OPTIONS5", "OPTIONS6")) == []
+    bogus = in_dialog(peer, "BYE", "no-such-tag", 7, call_id="raw-1")
+    assert peer.send(bogus) == []  # an unknown dialog: charged, and the budget is spent
+    assert [r for r, _, _ in rejections(peer.events())] == ["rate_limited"] * 3
+
+
 def test_a_trunk_shares_one_budget_across_its_sources_and_is_allowed() -> None:
     trunk = TrunkPolicy.of("carrier", ["198.51.100.0/28"], calls_per_second=1, calls_burst=3)
     policy = SourcePolicy(["10.0.0.0/24"], calls_per_second=1, calls_burst=1, trunks=[trunk])
