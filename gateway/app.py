@@ -26,6 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import metrics
+from gateway.call.breaker import ProviderUnavailable
 from gateway.call.call import Call
 from gateway.call.default_scenario import TOOLS
 from gateway.call.default_scenario import setup as default_setup
@@ -52,7 +53,7 @@ from gateway.realtime.profiles import ProviderProfile, make_profile
 from gateway.rtp.ports import PortPool
 from gateway.secret import Secret
 from gateway.sip.auth import DigestServer
-from gateway.sip.policy import SourcePolicy
+from gateway.sip.policy import SourcePolicy, TrunkPolicy
 from gateway.sip.transport import SipTransport
 from gateway.sip.ua import EndpointConfig, SipEndpoint
 from gateway.webrtc import CallRejected, OfferInfo, WebRtcLeg, WebRtcService, add_webrtc_routes
@@ -107,6 +108,8 @@ class Gateway:
             return False, "draining"
         if self.sip_transport is None:
             return False, "sip not listening"
+        if self.calls is not None and not self.calls.breaker.ready:
+            return False, "provider_unavailable"
         return True, "ok"
 
     # --- start
@@ -209,7 +212,7 @@ class Gateway:
                 {s.sip_auth_user: s.sip_auth_password},
                 algorithms=tuple(s.sip_digest_algorithms),
             )
-        policy = SourcePolicy(s.sip_allow, rate=s.sip_rate_limit, burst=float(s.sip_rate_burst))
+        policy = sip_source_policy(s)
         endpoint = SipEndpoint(EndpointConfig(host=public, port=port), policy=policy, auth=auth)
         lo, hi = parse_port_range(s.rtp_ports)
         clocks = self.clocks
@@ -249,6 +252,19 @@ class Gateway:
         self.sip_transport = transport
         self.sip_calls.transport = transport
         self.sip_port = transport.port
+        calls = self.calls
+
+        def provider_readiness(ready: bool) -> None:
+            # OPTIONS answer 503 too, so Kamailio's dispatcher probing moves calls elsewhere
+            reason = None if ready else "provider_unavailable"
+            endpoint.set_unavailable(reason, retry_after=calls.retry_after)
+
+        calls.on_readiness.append(provider_readiness)
+
+    @property
+    def _outbound_trunks(self) -> bool:
+        """Any trunk calls can go out through (inbound-only trunks have no `uri`)."""
+        return any(t.get("uri") for t in self.settings.trunks.values())
 
     def _build_http_app(self) -> web.Application:
         app = web.Application(middlewares=[error_middleware], client_max_size=256 * 1024)
@@ -274,7 +290,7 @@ class Gateway:
             CallApi(
                 manager=self.manager,
                 token=self.settings.api_token,
-                dial=self.sip_calls.dial if self.sip_calls and self.settings.trunks else None,
+                dial=self.sip_calls.dial if self.sip_calls and self._outbound_trunks else None,
                 drain=self.begin_drain,
                 trusted_proxies=trusted_proxies,
             ),
@@ -305,8 +321,20 @@ class Gateway:
             self.manager.check_admission()
         except AdmissionError as exc:
             raise CallRejected(
-                503, f"not accepting calls: {exc.reason}", retry_after=exc.retry_after
+                503,
+                f"not accepting calls: {exc.reason}",
+                retry_after=exc.retry_after,
+                reason=exc.reason,
             ) from None
+        calls = self.calls
+        if calls is not None and calls.breaker.refusing(asyncio.get_running_loop().time()):
+            # before any peer connection exists: the provider is known to be down
+            raise CallRejected(
+                503,
+                "the AI provider is unavailable",
+                retry_after=calls.retry_after,
+                reason="provider_unavailable",
+            )
 
     async def _webrtc_create_call(self, leg: WebRtcLeg, info: OfferInfo) -> str:
         assert self.calls is not None
@@ -321,10 +349,20 @@ class Gateway:
             )
         except AdmissionError as exc:
             raise CallRejected(
-                503, f"not accepting calls: {exc.reason}", retry_after=exc.retry_after
+                503,
+                f"not accepting calls: {exc.reason}",
+                retry_after=exc.retry_after,
+                reason=exc.reason,
             ) from None
-        except RealtimeError:
-            raise CallRejected(503, "the AI provider is unavailable", retry_after=10) from None
+        except RealtimeError as exc:
+            if not isinstance(exc, ProviderUnavailable):  # the breaker logged why it opened
+                log.warning("webrtc_provider_unavailable", remote=info.remote, error=str(exc))
+            raise CallRejected(
+                503,
+                "the AI provider is unavailable",
+                retry_after=self.calls.retry_after,
+                reason="provider_unavailable",
+            ) from None
         call = self.calls.start_call(prepared, leg)
         _attach_page_events(call, leg)
         return call.id
@@ -369,6 +407,8 @@ class Gateway:
             await self.manager.end_all("shutdown")
         if self.sip_calls is not None:
             await self.sip_calls.aclose()
+        if self.calls is not None:
+            await self.calls.aclose()
         if self.webrtc is not None:
             await self.webrtc.aclose()
         if self.sip_transport is not None:
@@ -398,6 +438,30 @@ class Gateway:
 
 
 _ANY = ("0.0.0.0", "::")
+
+
+def sip_source_policy(s: Settings) -> SourcePolicy:
+    """The SIP source policy: `sip_allow`, the rate limits, and one call budget per trunk that
+    lists `inbound_sources` (its own `calls_per_second`/`calls_burst`, else the defaults)."""
+    trunks = [
+        TrunkPolicy.of(
+            name,
+            table["inbound_sources"],
+            float(table.get("calls_per_second", s.sip_calls_per_second)),
+            float(table.get("calls_burst", s.sip_calls_burst)),
+        )
+        for name, table in s.trunks.items()
+        if table.get("inbound_sources")
+    ]
+    return SourcePolicy(
+        s.sip_allow,
+        rate=s.sip_rate_limit,
+        burst=float(s.sip_rate_burst),
+        calls_per_second=s.sip_calls_per_second,
+        calls_burst=float(s.sip_calls_burst),
+        trunks=trunks,
+        reply_rate=s.sip_overload_reply_rate,
+    )
 
 
 def _is_loopback_host(host: str) -> bool:

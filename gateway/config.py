@@ -70,8 +70,17 @@ class Settings:
         ["SHA-256", "MD5"], "digest algorithms offered, preferred first (MD5 first for old phones)"
     )
     sip_ringing: bool = _opt(False, "send 180 Ringing before answering")
-    sip_rate_limit: float = _opt(50.0, "SIP requests per second allowed per source address")
-    sip_rate_burst: int = _opt(100, "burst of SIP requests allowed per source address")
+    sip_rate_limit: float = _opt(
+        50.0, "SIP messages per second per source that belong to no call (a call's never count)"
+    )
+    sip_rate_burst: int = _opt(100, "burst of --sip-rate-limit messages per source address")
+    sip_calls_per_second: float = _opt(
+        50.0, "new calls (INVITEs) per second per allowed address outside a trunk; beyond: 503"
+    )
+    sip_calls_burst: int = _opt(100, "burst of new calls per allowed address outside a trunk")
+    sip_overload_reply_rate: float = _opt(
+        100.0, "503s per second for INVITEs over their call budget (beyond: dropped, counted)"
+    )
     max_calls: int = _opt(200, "concurrent calls; beyond it INVITEs get 503 with Retry-After")
     ptime_ms: int = _opt(20, "default RTP packet time in ms (the offer's ptime is honoured)")
     rtp_timeout: float = _opt(
@@ -136,6 +145,12 @@ class Settings:
     record_dir: str = _opt("", "write a stereo WAV and a JSONL transcript per call here")
     scenario: str = _opt("", "Python file defining the call scenario (default scenario if empty)")
     drain_timeout: float = _opt(300.0, "seconds live calls may go on after a drain starts")
+    provider_breaker_failures: int = _opt(
+        3, "consecutive provider connect failures that make /readyz not ready (0: never)"
+    )
+    provider_breaker_cooldown: float = _opt(
+        10.0, "seconds between provider probes while the provider is unavailable"
+    )
     ice_servers: list[str] = _opt([], "STUN/TURN URLs for WebRTC (none by default)")
     webrtc_ports: str = _opt("", "UDP port range for WebRTC ICE, LO-HI (default: ephemeral)")
     ice_username: str = _opt("", "TURN username")
@@ -155,7 +170,9 @@ class Settings:
     transfer_targets: dict[str, str] = _opt(
         {}, "transfer target names to SIP URIs (TOML only)", toml_only=True
     )
-    trunks: dict[str, dict[str, Any]] = _opt({}, "outbound trunks (TOML only)", toml_only=True)
+    trunks: dict[str, dict[str, Any]] = _opt(
+        {}, "trunks: outbound uri, inbound sources and call budget (TOML only)", toml_only=True
+    )
 
     def validate(self) -> None:
         """Raise ConfigError with one clear line for the first inconsistent setting."""
@@ -198,6 +215,18 @@ class Settings:
             raise ConfigError("sip_digest_algorithms must name at least one algorithm")
         if self.max_calls < 1:
             raise ConfigError("max_calls must be at least 1")
+        for name in ("sip_rate_limit", "sip_calls_per_second", "sip_overload_reply_rate"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative")
+        for name in ("sip_rate_burst", "sip_calls_burst"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if self.provider_breaker_failures < 0:
+            raise ConfigError("provider_breaker_failures must not be negative (0: off)")
+        if self.provider_breaker_cooldown <= 0:
+            raise ConfigError("provider_breaker_cooldown must be more than 0 seconds")
+        for trunk, table in self.trunks.items():
+            _check_trunk(trunk, table)
         if self.ptime_ms not in (10, 20, 30, 40, 60):
             raise ConfigError("ptime_ms must be one of 10, 20, 30, 40, 60")
         if not 0 <= self.rtp_timeout <= 86400:
@@ -225,6 +254,27 @@ class Settings:
         if self.yandex_folder_id and (self.yandex_api_key or self.yandex_iam_token):
             return "yandex"
         return "local"
+
+
+def _check_trunk(name: str, table: Any) -> None:
+    """The inbound keys of a `[trunks.NAME]` table (the outbound ones are checked on use)."""
+    where = f"trunks.{name}"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a TOML table")
+    sources = table.get("inbound_sources", [])
+    if not isinstance(sources, list) or not all(isinstance(c, str) for c in sources):
+        raise ConfigError(f"{where}.inbound_sources: expected a list of CIDR networks")
+    for cidr in sources:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"{where}.inbound_sources: {cidr!r} is not a CIDR network") from None
+    for key, low in (("calls_per_second", 0.0), ("calls_burst", 1.0)):
+        value = table.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
+            raise ConfigError(f"{where}.{key}: expected a number of at least {low:g}")
 
 
 def _one_of(name: str, value: str, allowed: set[str]) -> None:

@@ -165,6 +165,10 @@ REALTIME_ERRORS = Counter(
     "gateway_realtime_errors", "Realtime error events and failures, by code.", ["code"]
 )
 REALTIME_RECONNECTS = Counter("gateway_realtime_reconnects", "Realtime sessions re-opened.")
+PROVIDER_AVAILABLE = Gauge(
+    "gateway_provider_available",
+    "1 while new calls may connect to the provider; 0 after consecutive connect failures.",
+)
 REALTIME_SEND_OVERFLOW = Counter(
     "gateway_realtime_send_overflow", "Client events dropped because the send queue was full."
 )

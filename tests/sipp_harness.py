@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import socket
@@ -196,6 +197,51 @@ class Sipp:
     def messages(self) -> str:
         """sipp's -trace_msg log: every message it sent and received."""
         return _read(Path(f"{self.prefix}_messages.log"))
+
+    def traced(self) -> list[TracedMessage]:
+        """The -trace_msg log as messages, in order."""
+        out = []
+        for block in re.split(r"(?m)^-{20,} .*$", self.messages):
+            head, _, text = block.strip("\n").partition("\n")
+            if "message sent" not in head and "message received" not in head:
+                continue
+            text = text.lstrip("\n")
+            call_id = re.search(r"(?im)^(?:Call-ID|i)\s*:\s*(\S+)", text)
+            cseq = re.search(r"(?im)^CSeq\s*:\s*\d+\s+(\w+)", text)
+            out.append(
+                TracedMessage(
+                    "sent" if "message sent" in head else "received",
+                    text.split("\n", 1)[0].strip(),
+                    call_id.group(1) if call_id else "",
+                    cseq.group(1) if cseq else "",
+                    text,
+                )
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class TracedMessage:
+    """One message of sipp's trace: `direction` sent/received, its first line, Call-ID and
+    CSeq method, and the whole text."""
+
+    direction: str
+    first_line: str
+    call_id: str
+    cseq_method: str
+    text: str
+
+    @property
+    def status(self) -> int | None:
+        """The status code of a response, None for a request."""
+        if self.first_line.startswith("SIP/2.0 "):
+            return int(self.first_line.split(" ", 2)[1])
+        return None
+
+    @property
+    def method(self) -> str | None:
+        """The method of a request, None for a response."""
+        return None if self.status is not None else self.first_line.split(" ", 1)[0]
 
 
 def _read(path: Path) -> str:

@@ -3,22 +3,36 @@
 A leg adapter (SIP or WebRTC) asks `CallService.open_session()` once it knows the call's codec
 (before answering, so no caller hears dead air while the model connects), then hands the
 answered leg to `start_call()`. Both are the same for every leg.
+
+Every connect's outcome feeds the provider circuit breaker (`gateway.call.breaker`): after
+`provider_breaker_failures` failures in a row new calls fail fast and the gateway reports not
+ready (listeners of `on_readiness` hear it), a probe session is tried every
+`provider_breaker_cooldown` seconds, and the first success makes it ready again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway import metrics
+from gateway.call.breaker import ProviderBreaker, ProviderUnavailable
 from gateway.call.call import Call, CallInfo, CallOptions
 from gateway.call.manager import CallManager
-from gateway.call.routing import build_session, render_instructions, resolve_profile
+from gateway.call.routing import (
+    CallProfile,
+    build_session,
+    render_instructions,
+    resolve_profile,
+)
 from gateway.config import Settings
 from gateway.logs import bind_call, get_logger
 from gateway.media.port import MediaPort
 from gateway.realtime.client import RealtimeClient, ReconnectPolicy
+from gateway.realtime.errors import RealtimeError
 from gateway.realtime.events import SessionConfig
 from gateway.realtime.profiles import ProviderProfile, choose_session_format
 
@@ -87,6 +101,12 @@ class CallService:
         self.setup = setup
         self.tools = tools
         self.client_factory = client_factory
+        self.breaker = ProviderBreaker(
+            settings.provider_breaker_failures, settings.provider_breaker_cooldown
+        )
+        self.on_readiness: list[Callable[[bool], None]] = []
+        self._probe: asyncio.Task[None] | None = None
+        metrics.PROVIDER_AVAILABLE.set(1)
 
     async def open_session(
         self,
@@ -108,27 +128,16 @@ class CallService:
         try:
             headers = dict(headers or {})
             profile = resolve_profile(self.settings, called, source, leg)
-            fmt = choose_session_format(self.profile, profile.session_format, codec)
-            config = build_session(
-                profile,
-                instructions=render_instructions(profile.instructions, caller, called, headers),
-                input_format=fmt,
-                output_format=fmt,
-                default_voice=self.profile.default_voice,
-                tools=self.tools,
-                settings=self.settings,
-            )
-            if self.settings.languages and self.profile.name == "yandex":
-                config = config.replace(input_languages=tuple(self.settings.languages))
+            config = self._session_config(profile, codec, caller, called, headers)
+            if not self.breaker.try_acquire(loop.time()):
+                wait = max(0.0, self.breaker.retry_at - loop.time())
+                raise ProviderUnavailable(
+                    f"provider {self.profile.name} unavailable ({wait:.0f} s)"
+                )
             client = self.client_factory(self.profile, config)
             # the session's log lines (and its tasks') carry the call they belong to
             with bind_call(call_id, leg, self.profile.name):
-                try:
-                    await client.connect()
-                except BaseException:
-                    # CANCEL during set-up cancels the connect: close what it opened
-                    await asyncio.shield(client.close())
-                    raise
+                await self._connect(client)
         except BaseException:
             self.manager.release_reservation()
             raise
@@ -148,6 +157,91 @@ class CallService:
             transfer_targets=dict(self.settings.transfer_targets),
         )
         return PreparedCall(call_id, info, client, options, created_at or loop.time())
+
+    def _session_config(
+        self,
+        profile: CallProfile,
+        codec: str,
+        caller: str,
+        called: str,
+        headers: Mapping[str, str],
+    ) -> SessionConfig:
+        fmt = choose_session_format(self.profile, profile.session_format, codec)
+        config = build_session(
+            profile,
+            instructions=render_instructions(profile.instructions, caller, called, headers),
+            input_format=fmt,
+            output_format=fmt,
+            default_voice=self.profile.default_voice,
+            tools=self.tools,
+            settings=self.settings,
+        )
+        if self.settings.languages and self.profile.name == "yandex":
+            config = config.replace(input_languages=tuple(self.settings.languages))
+        return config
+
+    @property
+    def retry_after(self) -> int:
+        """Seconds a caller refused for the provider's sake is asked to wait."""
+        return max(1, round(self.breaker.cooldown))
+
+    async def _connect(self, client: RealtimeClient) -> None:
+        """Connect, feeding the outcome to the breaker; closes the client on failure."""
+        loop = asyncio.get_running_loop()
+        try:
+            await client.connect()
+        except BaseException as exc:
+            # CANCEL during set-up cancels the connect: close what it opened
+            await asyncio.shield(client.close())
+            if isinstance(exc, RealtimeError):
+                self._readiness(self.breaker.failed(loop.time()), str(exc))
+            else:
+                self._readiness(self.breaker.abandoned(loop.time()))
+            raise
+        self._readiness(self.breaker.succeeded(loop.time()))
+
+    def _readiness(self, changed: bool, error: str = "") -> None:
+        if not changed:
+            return
+        ready = self.breaker.ready
+        metrics.PROVIDER_AVAILABLE.set(1 if ready else 0)
+        if ready:
+            log.info("provider_available", provider=self.profile.name)
+        else:
+            log.warning(
+                "provider_circuit_open",
+                provider=self.profile.name,
+                failures=self.breaker.failures,
+                retry_in_s=self.breaker.cooldown,
+                error=error,
+            )
+            if self._probe is None or self._probe.done():
+                self._probe = asyncio.get_running_loop().create_task(self._probe_until_ready())
+        for listener in self.on_readiness:
+            listener(ready)
+
+    async def _probe_until_ready(self) -> None:
+        """While the breaker is open, try a session of our own after each cool-down (unless a
+        call takes the trial), so an instance nobody routes calls to can still come back."""
+        loop = asyncio.get_running_loop()
+        while not self.breaker.ready:
+            await asyncio.sleep(max(0.05, self.breaker.retry_at - loop.time()))
+            if self.breaker.ready or not self.breaker.try_acquire(loop.time()):
+                continue
+            profile = resolve_profile(self.settings, "", "", "sip")
+            config = self._session_config(profile, "pcmu", "", "", {})
+            client = self.client_factory(self.profile, config)
+            with contextlib.suppress(RealtimeError):
+                await self._connect(client)
+                await client.close()
+
+    async def aclose(self) -> None:
+        """Stop the provider probe, if one runs."""
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(BaseException):
+                await self._probe
+            self._probe = None
 
     async def abandon(self, prepared: PreparedCall) -> None:
         """The leg never got answered (CANCEL, failure): close the session, free the slot."""

@@ -27,9 +27,18 @@ _REASONS = {
 }
 
 
-def json_error(status: int, message: str, **extra: object) -> web.Response:
-    """An HTTP error with body `{"error": {"status", "reason", "message", ...}}`; counted."""
-    reason = _REASONS.get(status, "error")
+# finer reasons a caller may give instead of the status's own (bounded: metric label values)
+_DETAILED_REASONS = frozenset({"provider_unavailable"})
+
+
+def json_error(
+    status: int, message: str, *, reason: str | None = None, **extra: object
+) -> web.Response:
+    """An HTTP error with body `{"error": {"status", "reason", "message", ...}}`; counted.
+
+    `reason` replaces the status's token when it is one of the detailed reasons (e.g. 503
+    `provider_unavailable` rather than `unavailable`)."""
+    reason = reason if reason in _DETAILED_REASONS else _REASONS.get(status, "error")
     metrics.HTTP_ERRORS.labels(reason=reason).inc()
     body = {"error": {"status": status, "reason": reason, "message": message, **extra}}
     return web.json_response(body, status=status)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.call.breaker import ProviderUnavailable
 from gateway.call.call import Call
 from gateway.call.manager import AdmissionError
 from gateway.call.service import CallService, PreparedCall
@@ -244,8 +245,10 @@ class SipCallService:
             self._reject(ev.call, 503, exc.reason, retry_after=exc.retry_after)
             return
         except RealtimeError as exc:
-            log.warning("provider_unavailable", error=str(exc))
-            self._reject(ev.call, 503, "provider", retry_after=10)
+            if not isinstance(exc, ProviderUnavailable):  # the breaker logged why it opened
+                log.warning("provider_unavailable", source=ev.source.host, error=str(exc))
+            retry = self.calls.retry_after
+            self._reject(ev.call, 503, "provider_unavailable", retry_after=retry)
             return
         if pending.cancelled:
             await self._undo(pending, 0, "cancelled")
@@ -392,7 +395,8 @@ class SipCallService:
     async def dial(self, to: str, trunk: str | None, session: dict[str, Any]) -> str:
         """Place an outbound call through a configured trunk; returns the call id once the
         INVITE is out (the call appears in GET /calls when answered)."""
-        name = trunk or next(iter(self.trunks), None)
+        # the default is the first trunk calls can go out through (inbound-only ones have no uri)
+        name = trunk or next((n for n, t in self.trunks.items() if t.get("uri")), None)
         if name is None or name not in self.trunks:
             raise OutboundError(400, f"unknown trunk {trunk!r}" if trunk else "no trunk configured")
         cfg = self.trunks[name]

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from gateway import metrics
 from gateway.logs import get_logger
+from gateway.refusals import RefusalLogger
 from gateway.sip.message import SipParseError, SipStreamParser
 from gateway.sip.transaction import Address
 from gateway.sip.ua import REJECT_REASONS, RequestRejected, SipEndpoint, SipEvent
@@ -105,6 +106,7 @@ class SipTransport:
         self._tasks: set[asyncio.Task[None]] = set()
         self._flushing = False
         self._tls_context: ssl.SSLContext | None = None
+        self.refusals = RefusalLogger(log, "sip_request")
         self.port = 0
         self.tls_port = 0
 
@@ -170,6 +172,7 @@ class SipTransport:
 
     async def aclose(self) -> None:
         """Close sockets, connections, the timer and tasks; safe to call twice."""
+        self.refusals.close()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -194,11 +197,12 @@ class SipTransport:
     # --- input
 
     def _received(self, data: bytes, addr: Address) -> None:
-        _count_request(data)
         try:
-            self.endpoint.receive(data, addr, self.loop.time())
+            method = self.endpoint.receive(data, addr, self.loop.time())
         except Exception:  # a core bug must not stop the listener; the input is dropped
             log.exception("sip_receive_failed", peer=addr.host)
+        else:
+            _count_request(method)
         self.flush()
 
     def _received_message(self, message: object, addr: Address) -> None:
@@ -206,7 +210,7 @@ class SipTransport:
 
         assert isinstance(message, SipRequest | SipResponse)
         if isinstance(message, SipRequest):
-            metrics.SIP_REQUESTS.labels(method=metrics.bounded(message.method, METHODS)).inc()
+            _count_request(message.method)
         try:
             self.endpoint.receive_message(message, addr, self.loop.time())
         except Exception:
@@ -230,9 +234,7 @@ class SipTransport:
                     break
                 while event is not None:
                     if isinstance(event, RequestRejected):
-                        metrics.SIP_REJECTED.labels(
-                            reason=metrics.bounded(event.reason, REJECT_REASONS)
-                        ).inc()
+                        self._refused(event)
                     try:
                         self.on_event(event)
                     except Exception:
@@ -241,6 +243,14 @@ class SipTransport:
         finally:
             self._flushing = False
         self._arm()
+
+    def _refused(self, event: RequestRejected) -> None:
+        """Count a refusal and log it (floods summarised per source, gateway.refusals)."""
+        reason = metrics.bounded(event.reason, REJECT_REASONS)
+        metrics.SIP_REJECTED.labels(reason=reason).inc()
+        if reason != "auth_required":  # a digest challenge is the first step of a call
+            method = metrics.bounded(event.method, METHODS) if event.method else "-"
+            self.refusals.refused(event.source.host, reason, method=method, status=event.status)
 
     def _send(self, data: bytes, addr: Address) -> None:
         if data.startswith(b"SIP/2.0 ") and len(data) > 9:
@@ -323,11 +333,7 @@ class SipTransport:
         self.flush()
 
 
-def _count_request(data: bytes) -> None:
-    if data.startswith(b"SIP/"):
-        return
-    space = data.find(b" ", 0, 16)
-    if space <= 0:
-        return
-    method = data[:space].decode("ascii", "replace")
-    metrics.SIP_REQUESTS.labels(method=metrics.bounded(method, METHODS)).inc()
+def _count_request(method: str | None) -> None:
+    """Count a request that parsed (a malformed one is counted as rejected, not here)."""
+    if method:
+        metrics.SIP_REQUESTS.labels(method=metrics.bounded(method, METHODS)).inc()

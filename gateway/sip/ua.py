@@ -8,7 +8,16 @@ commands only queue messages, so the adapter flushes after them too.
 
 Policy (allow-list, rate limit, scanner, digest auth, draining, SDP) is applied *before*
 `IncomingCallReceived`, so a refused INVITE costs no media port. Every refusal is reported as a
-`RequestRejected` event carrying a bounded `reason` token the adapter counts.
+`RequestRejected` event carrying a bounded `reason` token the adapter counts and logs.
+
+Rate limits (`SourcePolicy`) never touch a message that belongs to a transaction or dialog in
+progress (a retransmission, ACK, CANCEL of a known INVITE, an in-dialog request, a response to
+our request). Everything else is charged once. Before parsing, a datagram whose Call-ID (read
+from the raw bytes) belongs to no call the endpoint knows is charged to its source's message
+budget if the source is outside the allow-list, and dropped silently beyond it: a flood stays
+cheap. After parsing, what matches no transaction or dialog is charged if it was not before: a
+new INVITE from an allowed source to its trunk's call budget (beyond it `503` with Retry-After,
+at a bounded rate), anything else to the message budget.
 
 Calls move through an explicit command table (`_COMMANDS`): a command not allowed in the call's
 state raises `CallStateError`. Unknown call handles raise `KeyError`... as `CallStateError` too.
@@ -23,7 +32,7 @@ from __future__ import annotations
 import enum
 import os
 import re
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -69,6 +78,9 @@ _KNOWN_METHODS = frozenset(
 _DTMF_CHARS = "0123456789*#ABCD"
 _DTMF_EVENTS = "0123456789*#ABCD"  # RFC 4733 event codes 0-15
 MIN_SE = 90  # RFC 4028 §4
+_RECENT_CALL_IDS = 8192  # Call-IDs of ended or challenged calls still recognised (LRU)
+# the Call-ID of a datagram, read without parsing it (compact form `i`, §7.3.3)
+_RAW_CALL_ID = re.compile(rb"(?im)^(?:call-id|i)[ \t]*:[ \t]*(\S+)")
 
 
 class CallStateError(RuntimeError):
@@ -179,6 +191,7 @@ class RequestRejected(SipEvent):
 
 REJECT_REASONS = (
     "not_allowed",
+    "provider_unavailable",
     "auth_required",
     "auth_failed",
     "rate_limited",
@@ -193,6 +206,7 @@ REJECT_REASONS = (
     "not_implemented",
     "too_many_hops",
     "rejected",
+    "server_error",
 )
 
 
@@ -317,30 +331,49 @@ class SipEndpoint:
         self._next_handle = 1
         self._timer_cache: float | None = None
         self._timer_dirty = True
+        self.unavailable: str | None = None
+        self._unavailable_retry = 10
+        # Call-IDs of live calls (how many), then of ended or digest-challenged ones: a message
+        # carrying one belongs to a call and is never rate limited
+        self._call_ids: dict[str, int] = {}
+        self._recent_call_ids: OrderedDict[str, None] = OrderedDict()
+        # Call-IDs we sent a digest challenge for: the authenticated retry costs no new token
+        self._challenged: OrderedDict[str, None] = OrderedDict()
+        self._paid = False  # the message being handled was charged before parsing
 
     # --- adapter API
 
-    def receive(self, data: bytes, addr: Address, now: float) -> None:
-        """One datagram, or one framed message from a stream connection."""
-        if self.policy is not None and not self.policy.admit(addr.host, now):
-            self._events.append(RequestRejected("rate_limited", "", 0, addr))
-            return
+    def receive(self, data: bytes, addr: Address, now: float) -> str | None:
+        """One datagram, or one framed message from a stream connection.
+
+        Returns the method of a request that parsed (for the adapter to count), else None:
+        a response, a malformed message, or one dropped before parsing."""
+        self._paid = False
+        if self.policy is not None:
+            end = data.find(b"\r\n\r\n")  # the Call-ID is looked for in the headers only
+            found = _RAW_CALL_ID.search(data, 0, end if end > 0 else len(data))
+            call_id = found.group(1).decode("utf-8", "replace") if found else ""
+            if not self._screen(addr, now, call_id, data.startswith(b"INVITE ")):
+                return None
         self._timer_dirty = True
         try:
             message = parse(data, max_size=self.config.max_size, stream=addr.reliable)
         except SipParseError as exc:
             self._malformed(exc, addr)
-            return
+            return None
         if isinstance(message, SipResponse):
             self._on_response(message, now)
-        else:
-            self._on_request(message, addr, now)
+            return None
+        self._on_request(message, addr, now)
+        return message.method
 
     def receive_message(self, message: SipRequest | SipResponse, addr: Address, now: float) -> None:
         """A message already framed and parsed by `SipStreamParser` (stream transports)."""
-        if self.policy is not None and not self.policy.admit(addr.host, now):
-            self._events.append(RequestRejected("rate_limited", "", 0, addr))
-            return
+        self._paid = False
+        if self.policy is not None:
+            invite = isinstance(message, SipRequest) and message.method == "INVITE"
+            if not self._screen(addr, now, message.call_id, invite):
+                return
         self._timer_dirty = True
         if isinstance(message, SipResponse):
             self._on_response(message, now)
@@ -402,6 +435,59 @@ class SipEndpoint:
     def set_draining(self, draining: bool) -> None:
         """While draining, new INVITEs get 503 and OPTIONS 503 (so balancers move away)."""
         self.draining = draining
+
+    def set_unavailable(self, reason: str | None, retry_after: int = 10) -> None:
+        """While `reason` is set (a REJECT_REASONS token), OPTIONS get 503 with Retry-After, so
+        a balancer probing with OPTIONS (Kamailio's dispatcher) sends new calls elsewhere.
+        INVITEs are still handed to the application, which decides."""
+        self.unavailable = reason
+        self._unavailable_retry = retry_after
+
+    # --- rate limits
+
+    def _known_call_id(self, call_id: str) -> bool:
+        return (
+            call_id in self._call_ids
+            or call_id in self._recent_call_ids
+            or call_id in self._challenged
+        )
+
+    def _screen(self, addr: Address, now: float, call_id: str, invite: bool) -> bool:
+        """Before parsing: False drops the message (counted). A message carrying the Call-ID of
+        a known call passes (what it is gets checked after parsing); otherwise a source outside
+        the allow-list spends its message budget here, and an INVITE from an allowed source is
+        dropped only if it would get neither a call nor a 503."""
+        assert self.policy is not None
+        if call_id and self._known_call_id(call_id):
+            return True
+        if not self.policy.is_allowed(addr.host):
+            if self.policy.admit(addr.host, now):
+                self._paid = True
+                return True
+        elif not (invite and self.policy.calls_exhausted(addr.host, now)):
+            return True
+        self._events.append(RequestRejected("rate_limited", "INVITE" if invite else "", 0, addr))
+        return False
+
+    def _charge_message(self, request: SipRequest, addr: Address, now: float) -> bool:
+        """After parsing, a request that matches no transaction or dialog spends its source's
+        message budget, unless it paid before parsing. False: dropped, counted."""
+        if self.policy is None or self._paid or self.policy.admit(addr.host, now):
+            self._paid = True
+            return True
+        self._events.append(RequestRejected("rate_limited", request.method, 0, addr))
+        return False
+
+    def _remember_call_id(self, call_id: str) -> None:
+        self._recent_call_ids[call_id] = None
+        self._recent_call_ids.move_to_end(call_id)
+        if len(self._recent_call_ids) > _RECENT_CALL_IDS:
+            self._recent_call_ids.popitem(last=False)
+
+    def _add_call(self, call: _Call) -> None:
+        self._calls[call.handle] = call
+        call_id = call.invite.call_id
+        self._call_ids[call_id] = self._call_ids.get(call_id, 0) + 1
 
     @property
     def active_calls(self) -> int:
@@ -524,7 +610,7 @@ class SipEndpoint:
         request = SipRequest("INVITE", target_uri, h, body)
         call = _Call(handle, "uac", S.OUTGOING, request, destination, tag, local_sdp=offer)
         call.credentials = credentials
-        self._calls[handle] = call
+        self._add_call(call)
         self._start_client(request, destination, handle, "invite", now)
         return handle
 
@@ -543,6 +629,16 @@ class SipEndpoint:
         existing = self._server_tx.get(key)
         if existing is not None:
             existing.receive_request(request, now)
+            return
+        # matches no transaction: charged unless it is the CANCEL of a known INVITE or belongs to
+        # a known dialog; a new INVITE is charged in _on_invite (its trunk's call budget)
+        if method == "CANCEL":
+            known = (*key[:-1], "INVITE") in self._invite_calls
+        elif request.to.tag:
+            known = (request.call_id, request.to.tag, request.from_.tag or "") in self._dialogs
+        else:
+            known = method == "INVITE"
+        if not known and not self._charge_message(request, addr, now):
             return
         mf = request.max_forwards
         if mf is not None and mf == 0 and method != "OPTIONS":
@@ -565,13 +661,15 @@ class SipEndpoint:
             if self.policy is not None and not self.policy.is_allowed(addr.host):
                 self._stateless(request, addr, 403, "not_allowed")
                 return
-            status = 503 if self.draining else 200
+            refusal = "draining" if self.draining else self.unavailable
             tx = self._server(request, addr, key)
             extra = [("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", SUPPORTED)]
-            if self.draining:
-                extra.append(("Retry-After", "30"))
-                self._events.append(RequestRejected("draining", method, 503, addr))
-            self._tx_respond(tx, status, now, extra)
+            if refusal is not None:
+                extra.append(
+                    ("Retry-After", "30" if self.draining else str(self._unavailable_retry))
+                )
+                self._events.append(RequestRejected(refusal, method, 503, addr))
+            self._tx_respond(tx, 200 if refusal is None else 503, now, extra)
         elif method in ("BYE", "INFO", "UPDATE", "NOTIFY"):
             self._stateless(request, addr, 481, "unknown_dialog")
         elif method in _KNOWN_METHODS:
@@ -582,9 +680,18 @@ class SipEndpoint:
     def _on_invite(
         self, request: SipRequest, addr: Address, key: tuple[str, ...], now: float
     ) -> None:
-        if self.policy is not None and not self.policy.is_allowed(addr.host):
-            self._stateless(request, addr, 403, "not_allowed")
-            return
+        if self.policy is not None:
+            if not self.policy.is_allowed(addr.host):
+                if self._charge_message(request, addr, now):
+                    self._stateless(request, addr, 403, "not_allowed")
+                return
+            # one token per call attempt: the retry after our digest challenge is free, once
+            retry = request.call_id in self._challenged
+            if retry:
+                del self._challenged[request.call_id]
+            elif not self.policy.admit_call(addr.host, now):
+                self._over_call_budget(request, addr, now)
+                return
         unsupported = [
             o for o in request.headers.get_all("Require") if o.strip().lower() != "timer"
         ]
@@ -604,6 +711,9 @@ class SipEndpoint:
                 reason = "auth_failed" if result is AuthResult.FAILED else "auth_required"
                 headers = self.auth.challenge(now, stale=result is AuthResult.STALE)
                 self._tx_respond(tx, self.auth.status, now, headers)
+                self._challenged[request.call_id] = None
+                if len(self._challenged) > _RECENT_CALL_IDS:
+                    self._challenged.popitem(last=False)
                 self._events.append(RequestRejected(reason, "INVITE", self.auth.status, addr))
                 return
         se = self._parse_session_expires(request)
@@ -634,7 +744,7 @@ class SipEndpoint:
         call.remote_sdp = offer
         call.late_offer = offer is None
         call.answer_deadline = now + self.config.answer_timeout
-        self._calls[handle] = call
+        self._add_call(call)
         self._invite_calls[key] = handle
         call.invite_key = key
         dkey = (request.call_id, call.local_tag, request.from_.tag or "")
@@ -652,6 +762,16 @@ class SipEndpoint:
                 addr,
             )
         )
+
+    def _over_call_budget(self, request: SipRequest, addr: Address, now: float) -> None:
+        """A new INVITE over its trunk's call budget: 503 + Retry-After (§21.5.4), statelessly,
+        while the global reply budget lasts; beyond it, dropped. Counted either way."""
+        assert self.policy is not None
+        if self.policy.admit_reply(now):
+            retry = str(self.policy.retry_after(addr.host))
+            self._stateless(request, addr, 503, "rate_limited", [("Retry-After", retry)])
+        else:
+            self._events.append(RequestRejected("rate_limited", "INVITE", 0, addr))
 
     def _on_cancel(
         self, request: SipRequest, addr: Address, key: tuple[str, ...], now: float
@@ -1360,7 +1480,15 @@ class SipEndpoint:
         call.state = S.ENDED
         call.retransmit = None
         call.session_expires = call.refresh_at = None
-        self._calls.pop(call.handle, None)
+        if self._calls.pop(call.handle, None) is not None:
+            call_id = call.invite.call_id
+            left = self._call_ids.get(call_id, 1) - 1
+            if left > 0:
+                self._call_ids[call_id] = left
+            else:
+                self._call_ids.pop(call_id, None)
+            # its retransmissions, ACKs and late BYEs still pass free for a while
+            self._remember_call_id(call_id)
         for key in call.keys:
             self._dialogs.pop(key, None)
         if call.invite_key is not None:

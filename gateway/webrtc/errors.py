@@ -4,7 +4,8 @@
     ├── Unauthorized            401: no credential, a wrong one, or an expired token
     ├── Forbidden               403: a browser origin that is not allowed (CORS)
     ├── BadOffer                400: the offer is not SDP we can answer
-    └── CallRejected            the call manager refused the call (503 at capacity or draining)
+    └── CallRejected            the call was refused: 503 at capacity, draining, or the AI
+                                provider unavailable (`reason` says which)
 
 Every one carries a message meant for a person; it never contains a credential.
 """
@@ -43,10 +44,20 @@ class BadOffer(WebRtcError):
 
 
 class CallRejected(WebRtcError):
-    """The call manager refused the call; `status` (e.g. 503) and `retry_after` go to the client."""
+    """The call was refused; `status` (e.g. 503), `retry_after` and `reason` go to the client.
+
+    `reason` is a bounded token: capacity, draining, no_port or provider_unavailable (the page
+    tells the last one apart: the AI provider is unreachable, not the agent busy)."""
 
     status = 503
 
-    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        retry_after: int | None = None,
+        reason: str = "capacity",
+    ) -> None:
         super().__init__(message, status)
         self.retry_after = retry_after
+        self.reason = reason

@@ -158,7 +158,9 @@ class WebRtcLeg(MediaPort):
         try:
             await pregather(self._pc, self._policy)
         except NoFreePort:
-            raise CallRejected(503, "no free UDP port for media", retry_after=5) from None
+            raise CallRejected(
+                503, "no free UDP port for media", retry_after=5, reason="no_port"
+            ) from None
         answer = await self._pc.createAnswer()
         await self._pc.setLocalDescription(answer)
         codecs = transceiver._codecs
@@ -261,6 +263,8 @@ class WebRtcLeg(MediaPort):
         if state == "connected":
             self._connected = True
         elif state == "failed":
+            if not self._connected and self._ended is None:  # a set-up that never connected
+                log.warning("webrtc_connect_failed", call_id=self.call_id, reason="ice_failed")
             self._report_end("ice_failed")
         elif state == "closed" and not self._closed:
             self._report_end("remote_hangup")
@@ -275,6 +279,13 @@ class WebRtcLeg(MediaPort):
     async def _watch_connect(self) -> None:
         await asyncio.sleep(self._connect_timeout)
         if not self._connected:
+            log.warning(
+                "webrtc_connect_failed",
+                call_id=self.call_id,
+                reason="ice_timeout",
+                state=str(self._pc.connectionState),
+                timeout_s=self._connect_timeout,
+            )
             self._report_end("ice_failed")
 
     async def _read_inbound(self, track: MediaStreamTrack) -> None:

@@ -6,7 +6,8 @@
     OPTIONS on the three above    CORS preflight
     GET    /                      the call page; its assets under /webrtc/static/
 
-Every refusal is a JSON error (`gateway.http.errors.json_error`, counted). Credentials are
+Every refusal is a JSON error (`gateway.http.errors.json_error`, counted) and a log line
+(`webrtc_offer_refused`, floods summarised per address by `gateway.refusals`). Credentials are
 checked before the body is read, so an unauthenticated offer costs no peer connection.
 """
 
@@ -27,6 +28,7 @@ from gateway.config import Settings
 from gateway.http.client import parse_networks, request_client
 from gateway.http.errors import json_error
 from gateway.logs import get_logger
+from gateway.refusals import RefusalLogger
 from gateway.webrtc.auth import Authorizer, CredentialKind, bearer_of
 from gateway.webrtc.errors import CallRejected, Forbidden, WebRtcError
 from gateway.webrtc.ice import IcePolicy
@@ -110,6 +112,7 @@ class WebRtcService:
         self.cors_origins = frozenset(settings.cors_origins)
         self._calls: dict[str, WebRtcLeg] = {}
         self.legs_created = 0
+        self.refusals = RefusalLogger(log, "webrtc_offer")
 
     @property
     def calls(self) -> Mapping[str, WebRtcLeg]:
@@ -129,6 +132,7 @@ class WebRtcService:
         """Close every leg still known here (the call manager normally does this first)."""
         for leg in list(self._calls.values()):
             await leg.aclose()
+        self.refusals.close()
 
     # --- request checks
 
@@ -165,8 +169,16 @@ def _cors(response: web.StreamResponse, origin: str | None) -> web.StreamRespons
     return response
 
 
+def _refusal_reason(exc: WebRtcError) -> str:
+    """A bounded token for the refusal log."""
+    if isinstance(exc, CallRejected):
+        return exc.reason
+    return {401: "unauthorized", 403: "forbidden", 400: "bad_offer"}.get(exc.status, "other")
+
+
 def _error(exc: WebRtcError, origin: str | None) -> web.StreamResponse:
-    response = json_error(exc.status, exc.message)
+    reason = exc.reason if isinstance(exc, CallRejected) else None
+    response = json_error(exc.status, exc.message, reason=reason)
     if isinstance(exc, CallRejected) and exc.retry_after is not None:
         response.headers["Retry-After"] = str(exc.retry_after)
     if exc.status == 401:
@@ -199,6 +211,9 @@ def add_webrtc_routes(app: web.Application, service: WebRtcService) -> None:
         except WebRtcError as exc:
             if leg is not None:
                 await leg.aclose()
+            service.refusals.refused(
+                request.remote or "", _refusal_reason(exc), status=exc.status, message=exc.message
+            )
             return _error(exc, origin)
         except BaseException:
             if leg is not None:

@@ -58,6 +58,10 @@ def test_provider_keys_from_customary_variables_never_print() -> None:
         ([], {"GATEWAY_PROVIDER_STALL_RETRIES": "-1"}, "provider_stall_retries must be 0"),
         (["--provider-max-reconnects", "-2"], {}, "provider_max_reconnects must be 0"),
         (["--provider-max-reconnects-per-minute", "x"], {}, "provider-max-reconnects-per-min"),
+        (["--sip-calls-burst", "0"], {}, "sip_calls_burst must be at least 1"),
+        (["--sip-overload-reply-rate", "-1"], {}, "sip_overload_reply_rate"),
+        (["--provider-breaker-failures", "-1"], {}, "provider_breaker_failures"),
+        (["--provider-breaker-cooldown", "0"], {}, "provider_breaker_cooldown"),
     ],
 )
 def test_bad_settings_give_one_clear_error(
@@ -253,3 +257,35 @@ def test_command_line_secrets_names_only_flags(tmp_path: Path) -> None:
     load_settings(args, environ=env)
     assert command_line_secrets(args) == ["sip_auth_password", "provider_token"]
     assert command_line_secrets(_args()) == []
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('inbound_sources = "203.0.113.0/24"', "trunks.t.inbound_sources: expected a list"),
+        ('inbound_sources = ["203.0.113.0/33"]', "'203.0.113.0/33' is not a CIDR"),
+        ('inbound_sources = ["203.0.113.0/24"]\ncalls_per_second = "x"', "calls_per_second"),
+        ('inbound_sources = ["203.0.113.0/24"]\ncalls_burst = 0', "calls_burst"),
+    ],
+)
+def test_trunk_inbound_keys_are_checked(tmp_path: Path, table: str, message: str) -> None:
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(f"[trunks.t]\n{table}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_settings(_args("--config", str(cfg)), environ={})
+
+
+def test_a_trunk_with_inbound_sources_gets_its_own_call_budget(tmp_path: Path) -> None:
+    from gateway.app import sip_source_policy
+
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(
+        'sip_allow = ["10.0.0.0/8"]\nsip_calls_per_second = 2\nsip_calls_burst = 2\n'
+        '[trunks.carrier]\nuri = "sip:trunk.example.com"\n'
+        'inbound_sources = ["203.0.113.0/24"]\ncalls_burst = 5\n'
+        '[trunks.outbound_only]\nuri = "sip:other.example.com"\n'
+    )
+    policy = sip_source_policy(load_settings(_args("--config", str(cfg)), environ={}))
+    assert policy.trunk_of("203.0.113.7") == "carrier" and policy.is_allowed("203.0.113.7")
+    assert [t.name for t in policy.trunks] == ["carrier"]
+    assert policy.trunks[0].calls_per_second == 2 and policy.trunks[0].calls_burst == 5
+    assert sum(policy.admit_call(f"203.0.113.{i}", 0.0) for i in range(10)) == 5
+    assert sum(policy.admit_call("10.1.2.3", 0.0) for _ in range(10)) == 2

@@ -577,13 +577,15 @@ def test_policy_rejections_cost_nothing() -> None:
     assert rejected(uas) == [("not_allowed", "INVITE", 403), ("scanner", "INVITE", 0)]
     assert uas.transaction_count == 0 and uas.active_calls == 0
     trunk = RawPeer(uas, "10.0.0.2")
-    for i in range(5):
-        trunk.send(
+    for i in range(6):
+        out = trunk.send(
             f"OPTIONS sip:gw@10.0.0.2 SIP/2.0\nVia: SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK{i}"
             f"\nFrom: <sip:t@h>;tag=1\nTo: <sip:gw@h>\nCall-ID: o{i}\nCSeq: 1 OPTIONS\n\n"
         )
-    assert trunk.send(invite_text(trunk)) == []  # the sixth request in the same instant
-    assert rejected(uas) == [("rate_limited", "", 0)]
+        assert len(out) == (1 if i < 5 else 0)  # the sixth in the same instant: dropped
+    assert rejected(uas) == [("rate_limited", "OPTIONS", 0)]
+    # new calls have their own budget: the message budget being spent does not refuse them
+    assert [m.status for m in trunk.send(invite_text(trunk))] == [100]  # type: ignore[union-attr]
 
 
 def test_draining_unsupported_unknown() -> None:

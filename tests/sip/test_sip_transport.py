@@ -138,3 +138,38 @@ async def test_bye_from_gateway_over_tcp_reuses_the_connection(tmp_path: Path) -
     finally:
         sipp.kill()
         await app.aclose()
+
+
+async def test_garbage_starting_with_invite_counts_as_malformed_not_as_an_invite() -> None:
+    endpoint = SipEndpoint(EndpointConfig("127.0.0.1", 0))
+    transport = SipTransport(endpoint, lambda event: None)
+    await transport.start("127.0.0.1", 0)
+    loop = asyncio.get_running_loop()
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Client(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+            received.put_nowait(data)
+
+    client, _ = await loop.create_datagram_endpoint(Client, local_addr=("127.0.0.1", 0))
+    try:
+        invites = sample("gateway_sip_requests_total", {"method": "INVITE"})
+        opts = sample("gateway_sip_requests_total", {"method": "OPTIONS"})
+        bad = sample("gateway_sip_rejected_total", {"reason": "malformed"})
+        for junk in (
+            b"INVITE \x00\x01\x02 garbage",
+            b"INVITE sip:gw@127.0.0.1 SIP/2.0\r\nno colon here\r\n\r\n",
+            b"INVITEXYZ",
+        ):
+            client.sendto(junk, ("127.0.0.1", transport.port))
+        probe = options(transport.port, "UDP", "after-junk")
+        here = str(client.get_extra_info("sockname")[1]).encode()
+        client.sendto(probe.replace(b":5999;", b":" + here + b";"), ("127.0.0.1", transport.port))
+        while not (await asyncio.wait_for(received.get(), 5)).startswith(b"SIP/2.0 200"):
+            pass
+        assert sample("gateway_sip_requests_total", {"method": "INVITE"}) == invites
+        assert sample("gateway_sip_rejected_total", {"reason": "malformed"}) == bad + 3
+        assert sample("gateway_sip_requests_total", {"method": "OPTIONS"}) == opts + 1
+    finally:
+        client.close()
+        await transport.aclose()

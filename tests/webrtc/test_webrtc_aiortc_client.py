@@ -9,6 +9,7 @@ import json
 
 import aiohttp
 import numpy as np
+import structlog
 from aiortc import RTCSessionDescription
 
 from gateway.media.port import MediaStarted
@@ -149,7 +150,11 @@ async def test_client_that_never_connects_ends_as_ice_failed() -> None:
                 assert resp.status == 201
             # the client drops the answer: ICE never starts on its side
             sink = gw.sinks["call-1"]
-            await sink.wait_for(lambda: sink.ended() == ["ice_failed"], 5.0)
+            with structlog.testing.capture_logs() as logs:
+                await sink.wait_for(lambda: sink.ended() == ["ice_failed"], 5.0)
+            # the set-up failure is logged, with the call it belonged to
+            failed = [e for e in logs if e["event"] == "webrtc_connect_failed"]
+            assert [(e["call_id"], e["reason"]) for e in failed] == [("call-1", "ice_timeout")]
             await _wait(lambda: gw.legs["call-1"].connection_state == "closed", 5.0)
             assert not gw.service.calls
         finally:

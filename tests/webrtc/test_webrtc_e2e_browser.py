@@ -17,11 +17,12 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+import structlog
 from numpy.typing import NDArray
 
 from gateway.secret import Secret
 from tests.browser_harness import artifact_path, launch_chromium, speech_wav
-from tests.gateway_harness import running_gateway
+from tests.gateway_harness import free_port, running_gateway
 from tests.webrtc.webrtc_e2e_helpers import ScenarioRecorder, eventually, provider_input, resample
 from tests.webrtc.webrtc_helpers import best_correlation, find_correlation
 
@@ -229,3 +230,35 @@ async def test_browser_call_through_the_whole_gateway(tmp_path: Path) -> None:
             assert not gw.webrtc.calls
             assert call.outcome is not None
             assert await page.text_content("#call") == "Call"
+
+
+async def test_page_says_the_ai_provider_is_unreachable_not_busy(tmp_path: Path) -> None:
+    dead = f"ws://127.0.0.1:{free_port()}/v1/realtime"  # nothing listens: connects are refused
+    async with (
+        running_gateway(provider="url", provider_url=dead, api_token=Secret(TOKEN)) as gw,
+        launch_chromium() as browser,
+    ):
+        assert gw.webrtc is not None
+        base = f"http://127.0.0.1:{gw.http_port}"
+        page = await browser.new_page()
+        page.set_default_timeout(15_000)
+        await page.goto(f"{base}/#token={TOKEN}")
+        with structlog.testing.capture_logs() as logs:
+            await page.click("#call")
+            await page.wait_for_selector("#error:not([hidden])")
+        message = await page.text_content("#error") or ""
+        assert "AI provider cannot be reached" in message and "busy" not in message, message
+        # the set-up failure is logged: why (the connect error), and the refusal itself
+        (failure,) = [e for e in logs if e["event"] == "webrtc_provider_unavailable"]
+        assert "connect" in failure["error"] and failure["remote"] == "127.0.0.1"
+        (refusal,) = [e for e in logs if e["event"] == "webrtc_offer_refused"]
+        assert refusal["reason"] == "provider_unavailable" and refusal["status"] == 503
+        assert refusal["source"] == "127.0.0.1" and TOKEN not in str(logs)
+        assert await page.text_content("#call") == "Call"  # ready to try again
+        assert not gw.manager.calls and not gw.webrtc.calls and gw.manager._reserved == 0
+        # the same page tells a full or draining gateway apart: "busy"
+        gw.manager.draining = True
+        await page.click("#call")
+        await page.wait_for_function(
+            "() => document.querySelector('#error').textContent.includes('busy')"
+        )

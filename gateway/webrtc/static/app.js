@@ -54,14 +54,19 @@ function microphoneProblem(err) {
 }
 
 async function serverProblem(resp) {
-  let message = "";
-  try { message = (await resp.json()).error.message || ""; } catch (_) { /* not JSON */ }
+  let message = "", reason = "";
+  try {
+    const error = (await resp.json()).error || {};
+    message = error.message || "";
+    reason = error.reason || "";
+  } catch (_) { /* not JSON */ }
   if (resp.status === 401) {
     return token
       ? "Your access link has expired or is not valid. Ask for a new link."
       : "This gateway needs an access token. Open the link you were given (it ends in #token=…).";
   }
   if (resp.status === 403) return "This page is not allowed to call the gateway from here.";
+  if (reason === "provider_unavailable") return "The AI provider cannot be reached right now, so the agent cannot take calls. Please try again later.";
   if (resp.status === 503 || resp.status === 429) return "The agent is busy right now. Please try again in a minute.";
   if (resp.status === 400) return "Your browser's call setup was not accepted" + (message ? ": " + message + "." : ".");
   return "The call could not be set up (the server answered " + resp.status + ").";
