@@ -257,6 +257,8 @@ def test_command_line_secrets_names_only_flags(tmp_path: Path) -> None:
     load_settings(args, environ=env)
     assert command_line_secrets(args) == ["sip_auth_password", "provider_token"]
     assert command_line_secrets(_args()) == []
+
+
 @pytest.mark.parametrize(
     ("table", "message"),
     [
