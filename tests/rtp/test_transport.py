@@ -107,6 +107,7 @@ async def test_exchange_with_a_plain_udp_socket_and_close_frees_ports() -> None:
 
 
 async def test_busy_port_pair_is_skipped() -> None:
+    """A busy pair is skipped on both loops (uvloop wraps the bind error: errno on __cause__)."""
     lo, hi = free_even_range(3)
     blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -177,16 +178,6 @@ async def test_rtcp_goes_to_port_plus_one_and_bye_on_close() -> None:
     rtcp_peer.close()
 
 
-def test_busy_port_pair_is_skipped_under_uvloop() -> None:
-    """The gateway runs on uvloop, which wraps bind errors (errno on __cause__)."""
-    import uvloop
-
-    async def scenario() -> None:
-        await test_busy_port_pair_is_skipped()
-
-    uvloop.run(scenario())
-
-
 async def fast_callback_scenario() -> None:
     """The sockets' protocols call the endpoint's handlers directly (no closure in between);
     addresses reach the session as (host, port) pairs, IPv6 4-tuples included."""
@@ -236,12 +227,6 @@ async def fast_callback_scenario() -> None:
 
 async def test_protocols_call_the_endpoint_directly() -> None:
     await fast_callback_scenario()
-
-
-def test_protocols_call_the_endpoint_directly_under_uvloop() -> None:
-    import uvloop
-
-    uvloop.run(fast_callback_scenario())
 
 
 def _sample(name: str, **labels: str) -> float:
