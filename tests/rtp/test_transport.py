@@ -6,6 +6,7 @@ import asyncio
 import socket
 
 import pytest
+import structlog
 
 from gateway import metrics
 from gateway.rtp.dtmf import DtmfDigitReceived
@@ -258,3 +259,28 @@ async def test_export_adds_only_the_increments_since_the_last_export() -> None:
     finally:
         await endpoint.aclose()
         peer.close()
+
+
+async def test_an_sdp_address_the_socket_cannot_send_to_stops_neither_the_call_nor_its_timer() -> (
+    None
+):
+    """The SDP named an IPv6 address but RTP is bound on IPv4: uvloop's sendto raises where the
+    default loop calls error_received. Packets are dropped, `rtp_send_failed` is logged once,
+    and the endpoint's one timer (RTCP, the media timeout) keeps running."""
+    lo, hi = free_even_range(2)
+    pool = PortPool(lo, hi)
+    loop = asyncio.get_running_loop()
+    session = RtpSession(now=loop.time(), remote_addr=("::1", 40000), rtcp_interval=0.2)
+    endpoint = await RtpEndpoint.open(pool, "127.0.0.1", session)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(5):
+                endpoint.send_frame(None, loop.time())  # never raises
+            await asyncio.sleep(0.9)
+        assert session.stats.rtcp_out >= 3, session.stats  # a report every interval, still
+        failed = [e for e in logs if e["event"] == "rtp_send_failed"]
+        on_uvloop = type(loop).__module__.startswith("uvloop")
+        assert len(failed) == (1 if on_uvloop else 0), failed
+    finally:
+        await endpoint.aclose()
+    assert pool.in_use == 0
