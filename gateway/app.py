@@ -246,9 +246,7 @@ class Gateway:
             )
         except OSError as exc:
             raise StartupError(str(exc.strerror or exc)) from None
-        # Via/Contact carry the port actually bound (port 0 in tests).
-        if port == 0:
-            endpoint.config = EndpointConfig(host=public, port=transport.port)
+        # transport.start() put the ports actually bound (0 in tests) in the endpoint's config
         self.sip_transport = transport
         self.sip_calls.transport = transport
         self.sip_port = transport.port

@@ -137,6 +137,11 @@ SIP_RESPONSES = Counter("gateway_sip_responses", "SIP responses sent, by class."
 SIP_REJECTED = Counter(
     "gateway_sip_rejected", "SIP requests refused before a call existed, by reason.", ["reason"]
 )
+SIP_SEND_ERRORS = Counter(
+    "gateway_sip_send_errors",
+    "SIP messages that could not be sent, by transport and reason (resolve/connect/send).",
+    ["transport", "reason"],
+)
 # --- RTP
 RTP_PACKETS = Counter("gateway_rtp_packets", "RTP packets, by direction (in/out).", ["direction"])
 RTP_LOST = Counter("gateway_rtp_packets_lost", "Inbound RTP packets lost (sequence gaps).")

@@ -172,12 +172,18 @@ class GatewayProcess:
         return self.proc.wait(timeout=timeout)
 
     def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL after 10 s; returns the exit status."""
+        """SIGINT twice (a drain, then "stop now", which ends live calls and set-ups), then
+        SIGKILL after 15 s; returns the exit status."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
-            self.proc.send_signal(signal.SIGINT)
+            # two signals sent back to back may reach the loop as one (a drain that waits for
+            # every call): the second goes once the first was handled
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=0.3)
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:

@@ -103,6 +103,7 @@ class RtpEndpoint:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0  # uvloop's call_at may return a Handle without when()
         self._closed = False
+        self._unsendable_logged = False
         self._exported: tuple[int, ...] = (0,) * len(_EXPORTED_COUNTERS)
         self._protocols: tuple[_Protocol, ...] = ()
         self._arm()
@@ -209,7 +210,10 @@ class RtpEndpoint:
         """Send one RTP datagram to the session's current remote address (latched or SDP)."""
         addr = self.session.remote_addr
         if addr is not None and not self._closed:
-            self._rtp.sendto(datagram, addr)
+            try:
+                self._rtp.sendto(datagram, addr)
+            except ValueError as exc:  # uvloop: not an IP of the socket's family
+                self._unsendable(addr, exc)
 
     def send_frame(self, payload: bytes | None, now: float) -> None:
         """Packetize one ptime (`payload` None: silence/CN) and send it: the media clock's call."""
@@ -219,7 +223,18 @@ class RtpEndpoint:
 
     def _flush_rtcp(self) -> None:
         for data, addr in self.session.rtcp_datagrams_to_send():
-            self._rtcp.sendto(data, addr)
+            try:
+                self._rtcp.sendto(data, addr)
+            except ValueError as exc:  # as in send(); the timer is re-armed all the same
+                self._unsendable(addr, exc)
+
+    def _unsendable(self, addr: Address, exc: ValueError) -> None:
+        """The SDP named an address the socket cannot send to (an IPv6 address, or a name, on
+        the IPv4 socket): uvloop raises where asyncio's loop calls `error_received`. Logged
+        once per endpoint; the packets are dropped as on the default loop."""
+        if not self._unsendable_logged:
+            self._unsendable_logged = True
+            _log.warning("rtp_send_failed", remote=str(addr[0]), port=addr[1], error=str(exc))
 
     # --- timer
 

@@ -4,6 +4,14 @@ It only moves bytes: every datagram (or Content-Length framed stream message) go
 endpoint, then `flush()` sends what the endpoint queued, hands its events to `on_event`, and
 re-arms one `loop.call_at` for the endpoint's next timer. Call `flush()` after issuing endpoint
 commands outside `on_event` too. Metrics are counted here, never in the core.
+
+That one timer drives every SIP transaction of every call, so `flush()` never raises and always
+re-arms it: a message that cannot be sent (a name no resolver knows, a refused connection, an
+address of the other IP family) is logged and counted in `gateway_sip_send_errors_total` and the
+others go on. Both event loops are supported: uvloop (what `gateway serve` runs) has transports
+that are not `asyncio.Transport` subclasses and refuses `sendto` to anything but an IP literal
+of the socket's family, so transports are used by their methods only, and a host name is
+resolved off the loop (getaddrinfo; no SRV/NAPTR) before it is sent to.
 """
 
 from __future__ import annotations
@@ -12,21 +20,38 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, cast
 
 from gateway import metrics
 from gateway.logs import get_logger
 from gateway.refusals import RefusalLogger
 from gateway.sip.message import SipParseError, SipStreamParser
+from gateway.sip.sdp import is_ip
 from gateway.sip.transaction import Address
 from gateway.sip.ua import REJECT_REASONS, RequestRejected, SipEndpoint, SipEvent
 
 log = get_logger("sip.transport")
 
 METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "NOTIFY", "REFER")
+TRANSPORTS = ("udp", "tcp", "tls")
 MAX_CONNECTIONS = 1024
 IDLE_TIMEOUT = 600.0
+CONNECT_TIMEOUT = 10.0
+#: a send error is logged once per destination and reason in this many seconds (then counted)
+SEND_ERROR_LOG_INTERVAL = 10.0
+
+
+class _StreamTransport(Protocol):
+    """What `_Stream` uses of its transport. asyncio's and uvloop's TCP and TLS transports all
+    have these methods, but uvloop's are not `asyncio.Transport` subclasses: never isinstance."""
+
+    def write(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+    def is_closing(self) -> bool: ...
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
 
 
 class _Datagram(asyncio.DatagramProtocol):
@@ -46,13 +71,15 @@ class _Stream(asyncio.Protocol):
         self.kind = kind
         self.conn = 0
         self.peer: tuple[str, int] = ("", 0)
-        self.transport: asyncio.Transport | None = None
+        self.transport: _StreamTransport | None = None
         self.parser = SipStreamParser(owner.max_size)
         self.last_used = 0.0
+        #: destinations as dialled (a host name) that map to this connection, besides its peer
+        self.aliases: list[tuple[str, str, int]] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # a stream protocol always gets a stream transport (duck-typed: see _StreamTransport)
+        self.transport = cast(_StreamTransport, transport)
         peer = transport.get_extra_info("peername") or ("", 0)
         self.peer = (str(peer[0]), int(peer[1]))
         if not self.owner._register(self):
@@ -97,6 +124,7 @@ class SipTransport:
         self.max_size = max_size
         self.loop = asyncio.get_running_loop()
         self._udp: asyncio.DatagramTransport | None = None
+        self._udp_family = socket.AF_INET
         self._servers: list[asyncio.Server] = []
         self._streams: dict[int, _Stream] = {}
         self._by_peer: dict[tuple[str, str, int], int] = {}
@@ -104,6 +132,9 @@ class SipTransport:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: messages waiting for a connection being made, by destination (sent in order on it)
+        self._connecting: dict[tuple[str, str, int], list[bytes]] = {}
+        self._error_logged: dict[tuple[str, str, str, int], float] = {}
         self._flushing = False
         self._tls_context: ssl.SSLContext | None = None
         self.refusals = RefusalLogger(log, "sip_request")
@@ -139,6 +170,7 @@ class SipTransport:
                         raise
                     continue
                 self._udp, self.port = udp, bound
+                self._udp_family = udp.get_extra_info("socket").family
                 self._servers.append(server)
                 break
             else:
@@ -166,8 +198,12 @@ class SipTransport:
                 ) from None
             self._servers.append(server)
             self.tls_port = int(server.sockets[0].getsockname()[1])
-        if self.endpoint.config.port == 0:  # advertise the port really bound in Via/Contact
-            self.endpoint.config = dataclasses.replace(self.endpoint.config, port=self.port)
+        config = self.endpoint.config
+        if config.port == 0:  # advertise the ports really bound in Via/Contact
+            config = dataclasses.replace(config, port=self.port)
+        if self.tls_port and config.tls_port == 0:
+            config = dataclasses.replace(config, tls_port=self.tls_port)
+        self.endpoint.config = config
         log.info("sip_listening", host=host, port=self.port, tls_port=self.tls_port or None)
 
     async def aclose(self) -> None:
@@ -188,6 +224,7 @@ class SipTransport:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
         self._servers.clear()
+        self._connecting.clear()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -220,7 +257,8 @@ class SipTransport:
     # --- output
 
     def flush(self) -> None:
-        """Send queued messages, deliver events, re-arm the timer. Re-entrant safe."""
+        """Send queued messages, deliver events, re-arm the timer. Re-entrant safe; never
+        raises: whatever happens, the one timer of all SIP transactions is re-armed."""
         if self._flushing:
             return
         self._flushing = True
@@ -240,9 +278,11 @@ class SipTransport:
                     except Exception:
                         log.exception("sip_event_handler_failed", event=type(event).__name__)
                     event = self.endpoint.next_event()
+        except Exception:  # a core bug: the messages and events still queued wait for the next
+            log.exception("sip_flush_failed")
         finally:
             self._flushing = False
-        self._arm()
+            self._arm()
 
     def _refused(self, event: RequestRejected) -> None:
         """Count a refusal and log it (floods summarised per source, gateway.refusals)."""
@@ -253,38 +293,104 @@ class SipTransport:
             self.refusals.refused(event.source.host, reason, method=method, status=event.status)
 
     def _send(self, data: bytes, addr: Address) -> None:
+        """Send one message, or start the task that resolves or connects first. An error is
+        the message's own: logged, counted, and never raised into `flush()`."""
         if data.startswith(b"SIP/2.0 ") and len(data) > 9:
             metrics.SIP_RESPONSES.labels(code_class=chr(data[8]) + "xx").inc()
-        if addr.transport == "udp":
-            if self._udp is not None:
-                self._udp.sendto(data, (addr.host, addr.port))
-            return
-        stream = self._streams.get(addr.conn) if addr.conn is not None else None
-        if stream is None:
-            conn = self._by_peer.get((addr.transport, addr.host, addr.port))
-            stream = self._streams.get(conn) if conn is not None else None
-        if stream is not None:
-            stream.write(data)
-            return
-        task = self.loop.create_task(self._connect_and_send(data, addr))
+        try:
+            if addr.transport == "udp":
+                if self._udp is None:
+                    return
+                if not is_ip(addr.host):
+                    self._spawn(self._resolve_and_send(data, addr))
+                else:
+                    self._udp.sendto(data, (addr.host, addr.port))
+                return
+            stream = self._streams.get(addr.conn) if addr.conn is not None else None
+            if stream is None:
+                conn = self._by_peer.get((addr.transport, addr.host, addr.port))
+                stream = self._streams.get(conn) if conn is not None else None
+            if stream is not None:
+                stream.write(data)
+                return
+            key = (addr.transport, addr.host, addr.port)
+            waiting = self._connecting.get(key)
+            if waiting is not None:  # in order, on the connection already being made
+                waiting.append(data)
+                return
+            self._connecting[key] = [data]
+            self._spawn(self._connect_and_send(key))
+        except Exception as exc:  # uvloop: ValueError for an address of the other family
+            self._send_failed("send", addr.transport, addr.host, addr.port, exc)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _connect_and_send(self, data: bytes, addr: Address) -> None:
+    async def _resolve_and_send(self, data: bytes, addr: Address) -> None:
+        """UDP to a host name: the system resolver (A/AAAA) off the loop, then send."""
+        try:
+            infos = await self.loop.getaddrinfo(
+                addr.host, addr.port, family=self._udp_family, type=socket.SOCK_DGRAM
+            )
+        except (OSError, UnicodeError) as exc:
+            self._send_failed("resolve", "udp", addr.host, addr.port, exc)
+            return
+        if self._udp is None or not infos:
+            return
+        try:
+            self._udp.sendto(data, infos[0][4][:2])
+        except Exception as exc:
+            self._send_failed("send", "udp", addr.host, addr.port, exc)
+
+    async def _connect_and_send(self, key: tuple[str, str, int]) -> None:
+        transport, host, port = key
         ssl_ctx: ssl.SSLContext | None = None
-        if addr.transport == "tls":
+        if transport == "tls":
             ssl_ctx = ssl.create_default_context()
         try:
             _, proto = await asyncio.wait_for(
                 self.loop.create_connection(
-                    lambda: _Stream(self, addr.transport), addr.host, addr.port, ssl=ssl_ctx
+                    lambda: _Stream(self, transport), host, port, ssl=ssl_ctx
                 ),
-                timeout=10,
+                timeout=CONNECT_TIMEOUT,
             )
-        except (OSError, TimeoutError) as exc:
-            log.info("sip_connect_failed", host=addr.host, port=addr.port, error=str(exc))
+        except Exception as exc:  # OSError, TimeoutError, ssl errors, a bad name
+            self._connecting.pop(key, None)
+            self._send_failed("connect", transport, host, port, exc)
             return
-        proto.write(data)
+        waiting = self._connecting.pop(key, [])
+        if not proto.conn:  # refused by _register (too many connections): closed already
+            self._send_failed("connect", transport, host, port, "too many connections")
+            return
+        if (transport, host, port) != (proto.kind, *proto.peer):
+            # dialled by name: later messages to that name use this connection too
+            proto.aliases.append(key)
+            self._by_peer[key] = proto.conn
+        for data in waiting:
+            proto.write(data)
+
+    def _send_failed(self, reason: str, transport: str, host: str, port: int, exc: object) -> None:
+        metrics.SIP_SEND_ERRORS.labels(
+            transport=metrics.bounded(transport, TRANSPORTS), reason=reason
+        ).inc()
+        now = self.loop.time()
+        key = (reason, transport, host, port)
+        last = self._error_logged.get(key)
+        if last is not None and now - last < SEND_ERROR_LOG_INTERVAL:
+            return
+        if len(self._error_logged) >= 1024:
+            self._error_logged.clear()
+        self._error_logged[key] = now
+        log.warning(
+            "sip_send_failed",
+            reason=reason,
+            transport=transport,
+            host=host,
+            port=port,
+            error=str(exc) or type(exc).__name__,
+        )
 
     def _register(self, stream: _Stream) -> bool:
         if len(self._streams) >= MAX_CONNECTIONS:
@@ -301,9 +407,9 @@ class SipTransport:
 
     def _unregister(self, stream: _Stream) -> None:
         self._streams.pop(stream.conn, None)
-        key = (stream.kind, *stream.peer)
-        if self._by_peer.get(key) == stream.conn:
-            del self._by_peer[key]
+        for key in [(stream.kind, *stream.peer), *stream.aliases]:
+            if self._by_peer.get(key) == stream.conn:
+                del self._by_peer[key]
 
     def _reap_idle(self) -> None:
         cutoff = self.loop.time() - IDLE_TIMEOUT
@@ -313,7 +419,11 @@ class SipTransport:
                 self._unregister(stream)
 
     def _arm(self) -> None:
-        when = self.endpoint.get_timer()
+        try:
+            when = self.endpoint.get_timer()
+        except Exception:  # a core bug: retry in a second rather than never
+            log.exception("sip_timer_failed")
+            when = self.loop.time() + 1.0
         if when == self._timer_at and (self._timer is not None or when is None):
             return
         if self._timer is not None:

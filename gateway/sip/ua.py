@@ -287,10 +287,12 @@ class _Call:
 
 @dataclass(frozen=True)
 class EndpointConfig:
-    """What the endpoint says about itself. `host`/`port` go in Via and Contact."""
+    """What the endpoint says about itself. `host`/`port` go in Via and Contact (`tls_port`,
+    when TLS is served, in those of messages sent over TLS)."""
 
     host: str
     port: int
+    tls_port: int = 0
     transport: str = "udp"
     user: str = "gateway"
     user_agent: str = "realtime-gateway"
@@ -915,7 +917,11 @@ class SipEndpoint:
             tx,
             200,
             now,
-            [("Content-Type", "application/sdp"), ("Contact", self._contact(call.peer)), *extra],
+            [
+                ("Content-Type", "application/sdp"),
+                ("Contact", self._contact(call.peer, call)),
+                *extra,
+            ],
             negotiated.answer.serialize(),
         )
         self._events.append(MediaUpdated(call.handle, negotiated))
@@ -1253,18 +1259,25 @@ class SipEndpoint:
 
     # --- sending helpers
 
-    def _hostport(self) -> str:
+    def _hostport(self, transport: str = "udp") -> str:
         host = self.config.host
         host = f"[{host}]" if ":" in host else host
-        return f"{host}:{self.config.port}"
+        port = self.config.tls_port if transport == "tls" and self.config.tls_port else None
+        return f"{host}:{port or self.config.port}"
 
     def _via(self, dest: Address, branch: str) -> str:
-        return f"SIP/2.0/{dest.transport.upper()} {self._hostport()};branch={branch};rport"
+        hostport = self._hostport(dest.transport)
+        return f"SIP/2.0/{dest.transport.upper()} {hostport};branch={branch};rport"
 
-    def _contact(self, dest: Address) -> str:
+    def _contact(self, dest: Address, call: _Call | None = None) -> str:
+        """Our Contact for messages to `dest`: the port of its transport. A dialog set up with a
+        sips: Request-URI gets a sips: Contact (§12.1.1); anything else over TLS gets
+        sip:...;transport=tls, which is what phones dialling sip:...;transport=tls can follow."""
+        hostport = self._hostport(dest.transport)
+        if call is not None and dest.transport == "tls" and call.invite.uri[:5].lower() == "sips:":
+            return f"<sips:{self.config.user}@{hostport}>"
         transport = f";transport={dest.transport}" if dest.transport != "udp" else ""
-        scheme = "sips" if dest.transport == "tls" else "sip"
-        return f"<{scheme}:{self.config.user}@{self._hostport()}{transport}>"
+        return f"<sip:{self.config.user}@{hostport}{transport}>"
 
     def _new_handle(self) -> int:
         handle = self._next_handle
@@ -1313,7 +1326,7 @@ class SipEndpoint:
             invite = request or call.invite
             extra = [
                 *(("Record-Route", rr) for rr in invite.headers.get_all("Record-Route")),
-                ("Contact", self._contact(call.peer)),
+                ("Contact", self._contact(call.peer, call)),
                 ("Allow", ALLOW),
                 ("Supported", SUPPORTED),
             ]
@@ -1442,7 +1455,11 @@ class SipEndpoint:
         assert call.dialog is not None
         dest = self._target_addr(call)
         request = call.dialog.create_request(
-            method, self._via(dest, _branch()), self._contact(dest), headers=headers, body=body
+            method,
+            self._via(dest, _branch()),
+            self._contact(dest, call),
+            headers=headers,
+            body=body,
         )
         purpose = {"INVITE": "reinvite"}.get(method, method.lower())
         self._start_client(request, dest, call.handle, purpose, now)
@@ -1466,7 +1483,7 @@ class SipEndpoint:
         assert call.dialog is not None
         dest = self._target_addr(call)
         ack = call.dialog.create_request(
-            "ACK", self._via(dest, _branch()), self._contact(dest), cseq=response.cseq.seq
+            "ACK", self._via(dest, _branch()), self._contact(dest, call), cseq=response.cseq.seq
         )
         for name in ("Authorization", "Proxy-Authorization"):
             value = call.invite.headers.get(name)

@@ -65,7 +65,16 @@ class Baresip:
     """One headless baresip that dials `target` once, sends `source` and records what it hears;
     started by PID, killed in `kill()`."""
 
-    def __init__(self, workdir: Path, source: Path, target: str, seconds: int) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        source: Path,
+        target: str,
+        seconds: int,
+        *,
+        config_extra: str = "",
+        account: str = "<sip:gw@127.0.0.1>;regint=0;answermode=auto",
+    ) -> None:
         self.binary = require_binary("baresip", "baresip")
         self.dir = workdir / "baresip"
         self.recordings = workdir / "recordings"
@@ -83,8 +92,9 @@ class Baresip:
             "module_app account.so\nmodule_app menu.so\n"
             f"snd_path {self.recordings}\n"
             f"rtp_ports {rtp}-{rtp + 20}\n"
+            f"{config_extra}"
         )
-        (self.dir / "accounts").write_text("<sip:gw@127.0.0.1>;regint=0;answermode=auto\n")
+        (self.dir / "accounts").write_text(f"{account}\n")
         self.args = [self.binary, "-f", str(self.dir), "-t", str(seconds), "-e", f"/dial {target}"]
         self.seconds = seconds
         self.log = workdir / "baresip.log"

@@ -110,6 +110,7 @@ async def test_exchange_with_a_plain_udp_socket_and_close_frees_ports() -> None:
 
 
 async def test_busy_port_pair_is_skipped() -> None:
+    """A busy pair is skipped on both loops (uvloop wraps the bind error: errno on __cause__)."""
     lo, hi = free_even_range(3)
     blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -180,16 +181,6 @@ async def test_rtcp_goes_to_port_plus_one_and_bye_on_close() -> None:
     rtcp_peer.close()
 
 
-def test_busy_port_pair_is_skipped_under_uvloop() -> None:
-    """The gateway runs on uvloop, which wraps bind errors (errno on __cause__)."""
-    import uvloop
-
-    async def scenario() -> None:
-        await test_busy_port_pair_is_skipped()
-
-    uvloop.run(scenario())
-
-
 async def fast_callback_scenario() -> None:
     """The sockets' protocols call the endpoint's handlers directly (no closure in between);
     addresses reach the session as (host, port) pairs, IPv6 4-tuples included."""
@@ -240,12 +231,6 @@ async def fast_callback_scenario() -> None:
 
 async def test_protocols_call_the_endpoint_directly() -> None:
     await fast_callback_scenario()
-
-
-def test_protocols_call_the_endpoint_directly_under_uvloop() -> None:
-    import uvloop
-
-    uvloop.run(fast_callback_scenario())
 
 
 def _sample(name: str, **labels: str) -> float:
@@ -311,3 +296,28 @@ async def test_refused_sources_are_counted_and_logged_once_per_export() -> None:
         await endpoint.aclose()
         phone.close()
         stranger.close()
+
+
+async def test_an_sdp_address_the_socket_cannot_send_to_stops_neither_the_call_nor_its_timer() -> (
+    None
+):
+    """The SDP named an IPv6 address but RTP is bound on IPv4: uvloop's sendto raises where the
+    default loop calls error_received. Packets are dropped, `rtp_send_failed` is logged once,
+    and the endpoint's one timer (RTCP, the media timeout) keeps running."""
+    lo, hi = free_even_range(2)
+    pool = PortPool(lo, hi)
+    loop = asyncio.get_running_loop()
+    session = RtpSession(now=loop.time(), remote_addr=("::1", 40000), rtcp_interval=0.2)
+    endpoint = await RtpEndpoint.open(pool, "127.0.0.1", session)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(5):
+                endpoint.send_frame(None, loop.time())  # never raises
+            await asyncio.sleep(0.9)
+        assert session.stats.rtcp_out >= 3, session.stats  # a report every interval, still
+        failed = [e for e in logs if e["event"] == "rtp_send_failed"]
+        on_uvloop = type(loop).__module__.startswith("uvloop")
+        assert len(failed) == (1 if on_uvloop else 0), failed
+    finally:
+        await endpoint.aclose()
+    assert pool.in_use == 0

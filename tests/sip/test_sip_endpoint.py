@@ -698,3 +698,48 @@ def test_unanswered_invite_gets_480_after_the_answer_timeout() -> None:
         OutboundCallFailed(call, 480, "Temporarily Unavailable")
     ]
     assert uas.active_calls == uac.active_calls == 0
+
+
+@pytest.mark.parametrize(
+    ("request_uri", "contact"),
+    [
+        ("sip:bot@10.0.0.2", "<sip:gateway@10.0.0.2:5061;transport=tls>"),
+        ("sips:bot@10.0.0.2", "<sips:gateway@10.0.0.2:5061>"),  # §12.1.1: sips dialog
+    ],
+    ids=["sip", "sips"],
+)
+def test_a_call_over_tls_gets_via_and_contact_on_the_tls_port(
+    request_uri: str, contact: str
+) -> None:
+    """Phones send in-dialog requests (ACK, BYE) to our Contact: over TLS it must name the TLS
+    port, and `sip:...;transport=tls` unless the call was dialled as sips: (baresip, for one,
+    cannot follow a sips: Contact on a sip: call)."""
+    uas = SipEndpoint(EndpointConfig(UAS, 5060, tls_port=5061))
+    peer = RawPeer(uas)
+    peer.addr = Address("tls", peer.host, 40001, conn=7)
+    text = invite_text(peer).replace("SIP/2.0/UDP", "SIP/2.0/TLS")
+    text = text.replace("INVITE sip:bot@10.0.0.2 ", f"INVITE {request_uri} ", 1)
+    assert [m.status for m in peer.send(text)] == [100]  # type: ignore[union-attr]
+    [inc] = of(peer.events(), IncomingCallReceived)
+    uas.accept(inc.call, negotiate(inc.offer, UAS, 5000).answer, 0.0)
+    [(data, addr)] = uas.messages_to_send()
+    ok = parse(data)
+    assert isinstance(ok, SipResponse) and ok.status == 200
+    assert ok.headers.get("Contact") == contact and addr.conn == 7
+    peer.send(ack_text(peer, ok.to.tag or ""))
+    uas.hangup(inc.call, 1.0)
+    [(data, addr)] = uas.messages_to_send()
+    bye = parse(data)
+    assert isinstance(bye, SipRequest) and bye.method == "BYE"
+    assert (bye.headers.get("Via") or "").startswith("SIP/2.0/TLS 10.0.0.2:5061;")
+    assert addr.transport == "tls"
+    # a call over UDP to the same endpoint: the UDP port
+    udp = RawPeer(uas, port=5064)
+    udp.send(invite_text(udp, call_id="udp-1", branch="z9hG4bK-u1"))
+    [inc] = of(udp.events(), IncomingCallReceived)
+    uas.accept(inc.call, negotiate(inc.offer, UAS, 5002).answer, 2.0)
+    [(data, _)] = uas.messages_to_send()
+    ok = parse(data)
+    assert (
+        isinstance(ok, SipResponse) and ok.headers.get("Contact") == "<sip:gateway@10.0.0.2:5060>"
+    )

@@ -1,16 +1,21 @@
-"""SipTransport on real sockets: TLS and TCP framing, bind errors, metrics, BYE over TCP."""
+"""SipTransport on real sockets, on uvloop and the default loop (tests/conftest.py): TLS and TCP
+framing, bind errors, metrics, BYE over TCP, and sends that fail without stopping anything else."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import subprocess
 from pathlib import Path
 
 import pytest
+import structlog
 from prometheus_client import REGISTRY
 
-from gateway.sip.message import SipResponse, SipStreamParser
+from gateway.sip.message import SipRequest, SipResponse, SipStreamParser, parse
+from gateway.sip.sdp import make_offer
+from gateway.sip.transaction import T1, Address
 from gateway.sip.transport import SipTransport
 from gateway.sip.ua import CallAcked, EndpointConfig, SipEndpoint
 from tests.sip.sip_testapp import AutoAnswer, start_app
@@ -173,3 +178,162 @@ async def test_garbage_starting_with_invite_counts_as_malformed_not_as_an_invite
     finally:
         client.close()
         await transport.aclose()
+
+
+#: a host name no resolver can know: a 64-character label fails IDNA encoding before any query
+#: (so nothing leaves the machine), on both loops
+UNRESOLVABLE = "x" * 64 + ".test"
+
+
+def on_uvloop() -> bool:
+    return type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+
+
+async def invites_received(sock: socket.socket, seconds: float) -> list[tuple[float, str]]:
+    """(arrival time, Call-ID) of every INVITE `sock` receives within `seconds`."""
+    loop = asyncio.get_running_loop()
+    got: list[tuple[float, str]] = []
+    end = loop.time() + seconds
+    while (left := end - loop.time()) > 0:
+        try:
+            async with asyncio.timeout(left):
+                data = await loop.sock_recv(sock, 65536)
+        except TimeoutError:
+            break
+        message = parse(data)
+        if isinstance(message, SipRequest) and message.method == "INVITE":
+            got.append((loop.time(), message.call_id))
+    return got
+
+
+async def test_a_message_that_cannot_be_sent_stops_neither_the_others_nor_the_timer() -> None:
+    """One timer drives every SIP transaction of every call: a send that fails (a name that does
+    not resolve, a refused TCP connection, an IPv6 address on the IPv4 socket, which uvloop
+    refuses in sendto) is logged and counted, and another call's INVITE still goes out and is
+    retransmitted on timer A (RFC 3261 §17.1.1.2: T1, then 2·T1)."""
+    loop = asyncio.get_running_loop()
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.setblocking(False)
+    with socket.socket() as closed:  # a TCP port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        refused_port = closed.getsockname()[1]
+    endpoint = SipEndpoint(EndpointConfig("127.0.0.1", 0))
+    transport = SipTransport(endpoint, lambda event: None)
+    await transport.start("127.0.0.1", 0)
+    offer = make_offer("127.0.0.1", 40000)
+    errors = {
+        (t, r): sample("gateway_sip_send_errors_total", {"transport": t, "reason": r})
+        for t, r in (("udp", "resolve"), ("tcp", "connect"), ("udp", "send"))
+    }
+    try:
+        with structlog.testing.capture_logs() as logs:
+            for dest in (
+                Address("udp", UNRESOLVABLE, 5060),
+                Address("tcp", "127.0.0.1", refused_port),
+                Address("udp", "::1", 5060),
+            ):
+                endpoint.invite("sip:lost@127.0.0.1", offer, "sip:gw@127.0.0.1", dest, loop.time())
+                transport.flush()  # never raises
+            endpoint.invite(
+                "sip:bob@127.0.0.1",
+                offer,
+                "sip:gw@127.0.0.1",
+                Address("udp", "127.0.0.1", peer.getsockname()[1]),
+                loop.time(),
+            )
+            transport.flush()
+            got = await invites_received(peer, 4 * T1)
+        times = [at for at, _ in got]
+        assert len(times) == 3, got  # sent, then after T1 and 2·T1
+        assert len({call_id for _, call_id in got}) == 1
+        assert times[1] - times[0] == pytest.approx(T1, abs=0.2)
+        assert times[2] - times[1] == pytest.approx(2 * T1, abs=0.2)
+
+        def added(t: str, r: str) -> float:
+            after = sample("gateway_sip_send_errors_total", {"transport": t, "reason": r})
+            return after - errors[(t, r)]
+
+        # the name is looked up again for each retransmission; each failure is counted
+        assert added("udp", "resolve") >= 3
+        assert added("tcp", "connect") == 1  # reliable transport: no retransmission
+        if on_uvloop():  # the default loop reports the family mismatch to error_received
+            assert added("udp", "send") >= 3
+        failed = [e for e in logs if e["event"] == "sip_send_failed"]
+        # logged once per destination and reason (10 s), however often it failed
+        assert sorted((e["reason"], e["host"]) for e in failed) == sorted(
+            [("resolve", UNRESOLVABLE), ("connect", "127.0.0.1")]
+            + ([("send", "::1")] if on_uvloop() else [])
+        ), failed
+    finally:
+        await transport.aclose()
+        peer.close()
+
+
+async def test_udp_to_a_host_name_is_resolved_then_sent() -> None:
+    """uvloop's sendto takes IP literals only: a trunk named by host name (here `localhost`,
+    from /etc/hosts) is looked up off the loop, and its INVITE and retransmissions arrive."""
+    loop = asyncio.get_running_loop()
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.setblocking(False)
+    endpoint = SipEndpoint(EndpointConfig("127.0.0.1", 0))
+    transport = SipTransport(endpoint, lambda event: None)
+    await transport.start("127.0.0.1", 0)
+    try:
+        dest = Address("udp", "localhost", peer.getsockname()[1])
+        offer = make_offer("127.0.0.1", 40000)
+        endpoint.invite("sip:bob@localhost", offer, "sip:gw@127.0.0.1", dest, loop.time())
+        transport.flush()
+        got = await invites_received(peer, 2.5 * T1)
+        assert len(got) == 2, got  # sent, then again after T1
+    finally:
+        await transport.aclose()
+        peer.close()
+
+
+async def test_messages_to_a_destination_being_connected_share_its_connection() -> None:
+    """Outbound TCP: messages queued while the connection is being made go on it, in order, and
+    a destination dialled by host name keeps using the connection made to it."""
+    loop = asyncio.get_running_loop()
+    connections: list[list[str]] = []
+    handlers: list[asyncio.Task[object]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen: list[str] = []
+        connections.append(seen)
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.append(task)
+        parser = SipStreamParser()
+        while data := await reader.read(65536):
+            seen.extend(m.call_id for m in parser.feed(data))
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    endpoint = SipEndpoint(EndpointConfig("127.0.0.1", 0))
+    transport = SipTransport(endpoint, lambda event: None)
+    await transport.start("127.0.0.1", 0)
+    try:
+        dest = Address("tcp", "localhost", port)
+        offer = make_offer("127.0.0.1", 40000)
+
+        def call() -> str:
+            handle = endpoint.invite("sip:b@localhost", offer, "sip:a@127.0.0.1", dest, loop.time())
+            transport.flush()
+            return endpoint._calls[handle].invite.call_id
+
+        sent = [call(), call()]  # back to back: the connection is not made yet
+        await asyncio.sleep(0.3)
+        sent.append(call())  # on the connection now open, found by the name it was dialled by
+        async with asyncio.timeout(3):
+            while sum(len(c) for c in connections) < 3:
+                await asyncio.sleep(0.02)
+        assert connections == [sent]
+    finally:
+        await transport.aclose()  # closes the connection: each handler reads EOF and returns
+        async with asyncio.timeout(3):
+            await asyncio.gather(*handlers)
+        server.close()
+        await server.wait_closed()
