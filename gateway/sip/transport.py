@@ -395,8 +395,9 @@ class SipTransport:
     def _register(self, stream: _Stream) -> bool:
         if len(self._streams) >= MAX_CONNECTIONS:
             self._reap_idle()
-            if len(self._streams) >= MAX_CONNECTIONS:
-                metrics.SIP_REJECTED.labels(reason="capacity").inc()
+            if len(self._streams) >= MAX_CONNECTIONS:  # counted and logged like any refusal
+                peer = Address(stream.kind, stream.peer[0], stream.peer[1])
+                self._refused(RequestRejected("capacity", "", 0, peer))
                 return False
         stream.conn = self._next_conn
         self._next_conn += 1

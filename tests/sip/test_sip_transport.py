@@ -13,6 +13,7 @@ import pytest
 import structlog
 from prometheus_client import REGISTRY
 
+from gateway.sip import transport as transport_module
 from gateway.sip.message import SipRequest, SipResponse, SipStreamParser, parse
 from gateway.sip.sdp import make_offer
 from gateway.sip.transaction import T1, Address
@@ -337,3 +338,31 @@ async def test_messages_to_a_destination_being_connected_share_its_connection() 
             await asyncio.gather(*handlers)
         server.close()
         await server.wait_closed()
+
+
+async def test_a_connection_over_the_limit_is_closed_counted_and_logged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(transport_module, "MAX_CONNECTIONS", 2)
+    endpoint = SipEndpoint(EndpointConfig("127.0.0.1", 0))
+    transport = SipTransport(endpoint, lambda event: None)
+    await transport.start("127.0.0.1", 0)
+    before = sample("gateway_sip_rejected_total", {"reason": "capacity"})
+    writers = []
+    try:
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(3):
+                _reader, writer = await asyncio.open_connection("127.0.0.1", transport.port)
+                writers.append(writer)
+            third = writers[-1]
+            async with asyncio.timeout(3):  # the third is closed by the gateway
+                assert await _reader.read() == b""
+        assert len(transport._streams) == 2 and not writers[0].is_closing()
+        assert sample("gateway_sip_rejected_total", {"reason": "capacity"}) == before + 1
+        [line] = [e for e in logs if e["event"] == "sip_request_refused"]
+        assert line["reason"] == "capacity" and line["source"] == "127.0.0.1"
+        third.close()
+    finally:
+        for writer in writers:
+            writer.close()
+        await transport.aclose()
