@@ -157,18 +157,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.monotonic()
         idle_rss = proc_rss_kib(gateway.pid)
         after_warmup: dict[str, Any] | None = None  # GC passes count from here, calls live
+        last_live: dict[str, Any] | None = None  # ... to here (not the idle collection after)
         while sipp.popen.poll() is None:
             if not gateway.alive():
                 raise BenchError(f"gateway exited:\n{gateway.tail()}")
             metrics_now = scrape(http_port)
-            ended = calls_ended(metrics_now["values"])
+            if ended_live := calls_ended(metrics_now["values"]):
+                last_live = metrics_now  # the last scrape with calls up (sipp still running)
+            ended = ended_live
             if after_warmup is None and ended >= args.warmup:
                 after_warmup = metrics_now
             samples.append((time.monotonic() - t0, ended, proc_rss_kib(gateway.pid)))
             print(f"\r{ended:6d} calls ended, RSS {samples[-1][2]:8d} KiB", end="", flush=True)
             time.sleep(args.sample_s)
         print()
-        final = scrape(http_port)  # before the idle collection a finished soak may bring
+        final = scrape(http_port)
         ended = calls_ended(final["values"])
         failed = int(
             sum(
@@ -179,7 +182,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         steady = [(c, r) for _t, c, r in samples if c >= args.warmup]
         per_call = slope(steady)
-        pauses = gc_pauses(final["hist"], (after_warmup or final)["hist"])
+        live_end = last_live or final
+        pauses = gc_pauses(live_end["hist"], (after_warmup or live_end)["hist"])
         worst = max((p["worst_le_s"] for p in pauses.values()), default=float("nan"))
         over = sum(p["over_target"] for p in pauses.values())
         return {
