@@ -161,10 +161,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         while sipp.popen.poll() is None:
             if not gateway.alive():
                 raise BenchError(f"gateway exited:\n{gateway.tail()}")
-            metrics_now = scrape(http_port)
-            if ended_live := calls_ended(metrics_now["values"]):
-                last_live = metrics_now  # the last scrape with calls up (sipp still running)
-            ended = ended_live
+            metrics_now = last_live = scrape(http_port)  # sipp runs: calls are up
+            ended = calls_ended(metrics_now["values"])
             if after_warmup is None and ended >= args.warmup:
                 after_warmup = metrics_now
             samples.append((time.monotonic() - t0, ended, proc_rss_kib(gateway.pid)))
