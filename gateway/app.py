@@ -42,7 +42,8 @@ from gateway.http.calls import CallApi, add_call_routes
 from gateway.http.client import parse_networks
 from gateway.http.errors import error_middleware
 from gateway.http.health import add_health_routes, add_metrics_route, metrics_guard
-from gateway.legs.sip_service import SipCallService
+from gateway.legs.sip.service import SipCallService
+from gateway.legs.webrtc.leg import WebRtcLeg
 from gateway.logs import get_logger
 from gateway.media.clock import MediaClocks
 from gateway.realtime.client import RealtimeClient
@@ -56,7 +57,8 @@ from gateway.sip.auth import DigestServer
 from gateway.sip.policy import SourcePolicy, TrunkPolicy
 from gateway.sip.transport import SipTransport
 from gateway.sip.ua import EndpointConfig, SipEndpoint
-from gateway.webrtc import CallRejected, OfferInfo, WebRtcLeg, WebRtcService, add_webrtc_routes
+from gateway.webrtc.errors import CallRejected
+from gateway.webrtc.routes import OfferInfo, WebRtcService, add_webrtc_routes
 
 log = get_logger("app")
 

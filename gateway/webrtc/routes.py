@@ -27,12 +27,12 @@ from aiohttp import web
 from gateway.config import Settings
 from gateway.http.client import parse_networks, request_client
 from gateway.http.errors import json_error
+from gateway.legs.webrtc.leg import WebRtcLeg
 from gateway.logs import get_logger
 from gateway.refusals import RefusalLogger
 from gateway.webrtc.auth import Authorizer, CredentialKind, bearer_of
 from gateway.webrtc.errors import CallRejected, Forbidden, WebRtcError
 from gateway.webrtc.ice import IcePolicy
-from gateway.webrtc.leg import WebRtcLeg
 from gateway.webrtc.signalling import Offer
 
 log = get_logger("webrtc.http")
