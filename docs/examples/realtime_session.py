@@ -11,7 +11,7 @@ import audioop
 
 import numpy as np
 
-from gateway.media.port import PCMU_8K
+from gateway.media.format import PCMU_8K
 from gateway.realtime import RealtimeClient, SessionConfig, TurnDetection, make_profile
 from gateway.realtime import events as ev
 from gateway.realtime.local import LocalProvider

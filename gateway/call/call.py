@@ -40,9 +40,9 @@ from gateway.call.recorder import CallRecorder
 from gateway.call.scenario import EventBus, Handler
 from gateway.logs import get_logger
 from gateway.media.convert import AudioConverter, decode, resample_any
+from gateway.media.format import AudioFormat
 from gateway.media.playout import PlayoutCleared, PlayoutQueue
 from gateway.media.port import (
-    AudioFormat,
     DtmfReceived,
     FormatChanged,
     HoldChanged,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from gateway import metrics
-from gateway.media.port import PCM16_24K, PCMU_8K, AudioFormat
+from gateway.media.format import PCM16_24K, PCMU_8K, AudioFormat
 from gateway.realtime import (
     ConnectError,
     RealtimeClient,

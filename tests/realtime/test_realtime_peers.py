@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.media.port import PCMU_8K
+from gateway.media.format import PCMU_8K
 from gateway.realtime import RealtimeClient, SessionConfig, TurnDetection, make_profile
 from gateway.realtime.local import LocalProvider
 

@@ -9,7 +9,8 @@ import pytest
 from av import AudioFrame
 
 from gateway.legs.webrtc.leg import FRAME_BYTES, WebRtcLeg
-from gateway.media.port import PCM16_48K, DtmfReceived
+from gateway.media.format import PCM16_48K
+from gateway.media.port import DtmfReceived
 from gateway.webrtc.ice import IcePolicy
 from tests.webrtc.webrtc_helpers import EchoSink, best_correlation, chirp
 

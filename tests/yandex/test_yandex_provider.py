@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gateway.media.port import PCM16_24K, AudioFormat
+from gateway.media.format import PCM16_24K, AudioFormat
 from gateway.realtime import ConnectError, RealtimeClient, ReconnectPolicy, make_profile
 from gateway.realtime import events as ev
 from gateway.realtime.dtmf import dtmf_text

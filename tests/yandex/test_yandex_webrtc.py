@@ -13,7 +13,7 @@ import numpy as np
 import telcodecs
 from aiortc import RTCSessionDescription
 
-from gateway.media.port import AudioFormat
+from gateway.media.format import AudioFormat
 from gateway.realtime.local import LocalProvider
 from gateway.secret import Secret
 from tests.gateway_harness import running_gateway

@@ -6,7 +6,7 @@ import numpy as np
 import telcodecs
 from numpy.typing import NDArray
 
-from gateway.media.port import AudioFormat
+from gateway.media.format import AudioFormat
 
 __all__ = ["bytes_per_ms", "convert", "from_pcm16", "pcm16_array", "to_pcm16"]
 

@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.media.port import AudioFormat
+from gateway.media.format import AudioFormat
 from gateway.realtime.dtmf import parse_dtmf_text
 from gateway.realtime.events import format_from_wire, format_to_wire, texts_of
 from gateway.realtime.local.audio import bytes_per_ms, convert, pcm16_array

@@ -15,7 +15,7 @@ import numpy as np
 
 from gateway.logs import get_logger
 from gateway.media.convert import resample_any
-from gateway.media.port import AudioFormat
+from gateway.media.format import AudioFormat
 from gateway.realtime.local.audio import from_pcm16
 
 __all__ = ["PROMPT_TEXTS", "Prompt", "Prompts", "chime", "render_prompts"]
