@@ -10,8 +10,8 @@ import json
 import time
 
 from gateway.media.format import PCMU_8K
-from gateway.realtime import SessionConfig, TurnDetection
 from gateway.realtime import events as ev
+from gateway.realtime.events import SessionConfig, TurnDetection
 from gateway.realtime.local.engine import EngineOptions, LocalEngine
 from gateway.realtime.protocol import RealtimeProtocol
 

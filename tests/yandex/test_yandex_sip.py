@@ -17,7 +17,7 @@ import numpy as np
 import telcodecs
 
 from gateway.media.format import AudioFormat
-from gateway.realtime.local import LocalProvider
+from gateway.realtime.local.server import LocalProvider
 from gateway.secret import Secret
 from tests.call.test_bridge import best_correlation, speech_like
 from tests.gateway_harness import running_gateway
