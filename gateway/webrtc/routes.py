@@ -60,12 +60,12 @@ class WebRtcService:
     `create_call`, `hangup` and `admit` come from the WebRTC call service
     (`gateway.legs.webrtc.service`). `create_call(leg, info) -> call_id`: builds the call around
     an answered leg (the call attaches its sink and owns the leg from then on); raise
-    CallRejected to refuse it, the leg is then closed here. `hangup(call_id)`: ends the call (which `aclose()`s the leg).
-    `admit()`: optional early check (capacity, draining) raising CallRejected before any peer
-    connection exists. `include_loopback_candidates`: offer 127.0.0.1 as an ICE candidate
-    (tests, loopback-only listeners). `udp_ports`: (lo, hi) for ICE host candidates, None for
-    ephemeral ports. `ice_addresses`: bind ICE host candidates on these addresses only
-    (default: every interface).
+    CallRejected to refuse it, the leg is then closed here. `hangup(call_id)`: ends the call
+    (which `aclose()`s the leg). `admit()`: optional early check (capacity, draining) raising
+    CallRejected before any peer connection exists. `include_loopback_candidates`: offer
+    127.0.0.1 as an ICE candidate (tests, loopback-only listeners). `udp_ports`: (lo, hi) for
+    ICE host candidates, None for ephemeral ports. `ice_addresses`: bind ICE host candidates on
+    these addresses only (default: every interface).
     """
 
     def __init__(
