@@ -820,7 +820,7 @@ def py_spy_top(path: Path, top: int) -> list[dict[str, Any]]:
 
 
 def _function(frame: str) -> str:
-    """'tick (gateway/legs/sip.py:87)' -> 'tick (gateway/legs/sip.py)': group by function."""
+    """'tick (gateway/legs/sip/leg.py:87)' -> 'tick (gateway/legs/sip/leg.py)': by function."""
     name, _, where = frame.partition(" (")
     where = where.rstrip(")")
     path = where.rsplit(":", 1)[0]

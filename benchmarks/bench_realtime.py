@@ -9,9 +9,9 @@ import base64
 import json
 import time
 
-from gateway.media.port import PCMU_8K
-from gateway.realtime import SessionConfig, TurnDetection
+from gateway.media.format import PCMU_8K
 from gateway.realtime import events as ev
+from gateway.realtime.events import SessionConfig, TurnDetection
 from gateway.realtime.local.engine import EngineOptions, LocalEngine
 from gateway.realtime.protocol import RealtimeProtocol
 

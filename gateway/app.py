@@ -4,7 +4,7 @@
               ├─ CallManager ── CallService (admission, Realtime session per call, scenario)
               ├─ MediaClocks (one timer per packet time) ── PortPool (RTP)
               ├─ SipEndpoint (sans-I/O) ── SipTransport (UDP/TCP/TLS) ── SipCallService
-              ├─ WebRtcService (aiortc legs)
+              ├─ WebRtcCallService (aiortc legs) ── WebRtcService (the routes' state)
               └─ aiohttp: /healthz /readyz /metrics, /calls, /admin/drain, /webrtc/*, the page
 
 `Gateway.run()` starts everything, serves until SIGTERM/SIGINT, drains (new calls refused with
@@ -26,11 +26,9 @@ from typing import Any
 from aiohttp import web
 
 from gateway import metrics
-from gateway.call.breaker import ProviderUnavailable
-from gateway.call.call import Call
 from gateway.call.default_scenario import TOOLS
 from gateway.call.default_scenario import setup as default_setup
-from gateway.call.manager import AdmissionError, CallManager
+from gateway.call.manager import CallManager
 from gateway.call.prompts import warm_prompts
 from gateway.call.recorder import recover_recordings
 from gateway.call.routing import validate_routes
@@ -42,11 +40,11 @@ from gateway.http.calls import CallApi, add_call_routes
 from gateway.http.client import parse_networks
 from gateway.http.errors import error_middleware
 from gateway.http.health import add_health_routes, add_metrics_route, metrics_guard
-from gateway.legs.sip_service import SipCallService
+from gateway.legs.sip.service import SipCallService
+from gateway.legs.webrtc.service import WebRtcCallService
 from gateway.logs import get_logger
 from gateway.media.clock import MediaClocks
 from gateway.realtime.client import RealtimeClient
-from gateway.realtime.errors import RealtimeError
 from gateway.realtime.events import SessionConfig
 from gateway.realtime.local.server import LocalProvider
 from gateway.realtime.profiles import ProviderProfile, make_profile
@@ -56,7 +54,7 @@ from gateway.sip.auth import DigestServer
 from gateway.sip.policy import SourcePolicy, TrunkPolicy
 from gateway.sip.transport import SipTransport
 from gateway.sip.ua import EndpointConfig, SipEndpoint
-from gateway.webrtc import CallRejected, OfferInfo, WebRtcLeg, WebRtcService, add_webrtc_routes
+from gateway.webrtc.routes import WebRtcService, add_webrtc_routes
 
 log = get_logger("app")
 
@@ -92,6 +90,7 @@ class Gateway:
         self.sip_transport: SipTransport | None = None
         self.sip_endpoint: SipEndpoint | None = None
         self.sip_calls: SipCallService | None = None
+        self.webrtc_calls: WebRtcCallService | None = None
         self.webrtc: WebRtcService | None = None
         self.http_port: int | None = None
         self.metrics_port: int | None = None
@@ -185,11 +184,12 @@ class Gateway:
         await self._start_sip()
         # --- WebRTC and HTTP
         http_host, _ = parse_hostport(s.http_listen, "http_listen")
+        self.webrtc_calls = WebRtcCallService(self.calls, self.manager)
         self.webrtc = WebRtcService(
             s,
-            self._webrtc_create_call,
-            self._webrtc_hangup,
-            admit=self._webrtc_admit,
+            self.webrtc_calls.create_call,
+            self.webrtc_calls.hangup,
+            admit=self.webrtc_calls.admit,
             # a browser on this machine (make run) connects over loopback, whatever the host has
             include_loopback_candidates=_is_loopback_host(http_host) or http_host in _ANY,
             udp_ports=parse_port_range(s.webrtc_ports) if s.webrtc_ports else None,
@@ -312,63 +312,6 @@ class Gateway:
         sockets = getattr(server, "sockets", None) or []
         return int(sockets[0].getsockname()[1]) if sockets else port
 
-    # --- WebRTC calls
-
-    def _webrtc_admit(self) -> None:
-        try:
-            self.manager.check_admission()
-        except AdmissionError as exc:
-            raise CallRejected(
-                503,
-                f"not accepting calls: {exc.reason}",
-                retry_after=exc.retry_after,
-                reason=exc.reason,
-            ) from None
-        calls = self.calls
-        if calls is not None and calls.breaker.refusing(asyncio.get_running_loop().time()):
-            # before any peer connection exists: the provider is known to be down
-            raise CallRejected(
-                503,
-                "the AI provider is unavailable",
-                retry_after=calls.retry_after,
-                reason="provider_unavailable",
-            )
-
-    async def _webrtc_create_call(self, leg: WebRtcLeg, info: OfferInfo) -> str:
-        assert self.calls is not None
-        try:
-            prepared = await self.calls.open_session(
-                leg="webrtc",
-                direction="inbound",
-                codec=leg.codec or "opus",
-                caller="webrtc",
-                called="",
-                source=info.remote or "",
-            )
-        except AdmissionError as exc:
-            raise CallRejected(
-                503,
-                f"not accepting calls: {exc.reason}",
-                retry_after=exc.retry_after,
-                reason=exc.reason,
-            ) from None
-        except RealtimeError as exc:
-            if not isinstance(exc, ProviderUnavailable):  # the breaker logged why it opened
-                log.warning("webrtc_provider_unavailable", remote=info.remote, error=str(exc))
-            raise CallRejected(
-                503,
-                "the AI provider is unavailable",
-                retry_after=self.calls.retry_after,
-                reason="provider_unavailable",
-            ) from None
-        call = self.calls.start_call(prepared, leg)
-        _attach_page_events(call, leg)
-        return call.id
-
-    async def _webrtc_hangup(self, call_id: str) -> None:
-        if not await self.manager.hangup(call_id, "caller_hangup"):
-            raise KeyError(call_id)
-
     # --- drain and stop
 
     def begin_drain(self) -> None:
@@ -467,50 +410,3 @@ def _is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
-
-
-def _attach_page_events(call: Call, leg: WebRtcLeg) -> None:
-    """The WebRTC page's `events` channel: transcripts (both sides) and the agent's state."""
-    from gateway.call.events import BotMediaEnded, BotMediaStarted
-    from gateway.realtime import events as rt
-
-    def state(value: str) -> None:
-        leg.send_event({"type": "state", "state": value})
-
-    call.realtime.on(rt.SpeechStarted, lambda _e: state("listening"))
-    call.realtime.on(rt.SpeechStopped, lambda _e: state("thinking"))
-    call.on(BotMediaStarted, lambda _e: state("speaking"))
-    call.on(BotMediaEnded, lambda _e: state("listening"))
-    call.realtime.on(
-        rt.TranscriptDelta,
-        lambda e: leg.send_event(
-            {"type": "transcript", "role": "assistant", "item_id": e.item_id, "delta": e.delta}
-        ),
-    )
-
-    def transcript_done(e: rt.TranscriptDone) -> None:
-        # the whole text replaces the deltas (some servers send only this); a cancelled
-        # response may end with an empty one: keep what the deltas showed
-        if e.transcript:
-            leg.send_event(
-                {
-                    "type": "transcript",
-                    "role": "assistant",
-                    "item_id": e.item_id,
-                    "text": e.transcript,
-                }
-            )
-
-    call.realtime.on(rt.TranscriptDone, transcript_done)
-    call.realtime.on(
-        rt.InputTranscriptionDelta,
-        lambda e: leg.send_event(
-            {"type": "transcript", "role": "user", "item_id": e.item_id, "delta": e.delta}
-        ),
-    )
-    call.realtime.on(
-        rt.InputTranscriptionCompleted,
-        lambda e: leg.send_event(
-            {"type": "transcript", "role": "user", "item_id": e.item_id, "text": e.transcript}
-        ),
-    )

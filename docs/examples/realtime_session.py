@@ -11,10 +11,12 @@ import audioop
 
 import numpy as np
 
-from gateway.media.port import PCMU_8K
-from gateway.realtime import RealtimeClient, SessionConfig, TurnDetection, make_profile
+from gateway.media.format import PCMU_8K
 from gateway.realtime import events as ev
-from gateway.realtime.local import LocalProvider
+from gateway.realtime.client import RealtimeClient
+from gateway.realtime.events import SessionConfig, TurnDetection
+from gateway.realtime.local.server import LocalProvider
+from gateway.realtime.profiles import make_profile
 
 
 async def main() -> None:

@@ -30,6 +30,7 @@ import numpy as np
 import telcodecs
 
 from gateway import metrics
+from gateway.call.bus import EventBus, Handler
 from gateway.call.events import (
     BotMediaEnded,
     BotMediaStarted,
@@ -37,12 +38,11 @@ from gateway.call.events import (
     CallEnded,
 )
 from gateway.call.recorder import CallRecorder
-from gateway.call.scenario import EventBus, Handler
 from gateway.logs import get_logger
 from gateway.media.convert import AudioConverter, decode, resample_any
+from gateway.media.format import AudioFormat
 from gateway.media.playout import PlayoutCleared, PlayoutQueue
 from gateway.media.port import (
-    AudioFormat,
     DtmfReceived,
     FormatChanged,
     HoldChanged,
@@ -51,6 +51,7 @@ from gateway.media.port import (
     MediaPort,
     TransferProgress,
 )
+from gateway.media.wav import read_wav
 from gateway.realtime import events as rt
 from gateway.realtime.client import RealtimeClient
 
@@ -538,8 +539,6 @@ class Call:
 
     async def play(self, audio: str | Path | np.ndarray[Any, Any], rate: int = 8000) -> None:
         """Queue a WAV file or int16 PCM at `rate` for the caller (not sent to the model)."""
-        from gateway.call.prompts import read_wav
-
         if isinstance(audio, str | Path):
             pcm, rate = read_wav(audio)
         else:

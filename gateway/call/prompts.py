@@ -11,7 +11,6 @@ import asyncio
 import shutil
 import subprocess
 import tempfile
-import wave
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.media.convert import resample_any
+from gateway.media.wav import read_wav
 
 if TYPE_CHECKING:
     from gateway.call.call import Call
@@ -29,20 +29,6 @@ Pcm = npt.NDArray[np.int16]
 APOLOGY_TEXT = "Sorry, we are having technical difficulties. Please call again later. Goodbye."
 GOODBYE_TEXT = "This service is closing for maintenance. Please call again. Goodbye."
 HOLDING_TEXT = "One moment, please."
-
-
-def read_wav(path: str | Path) -> tuple[Pcm, int]:
-    """A mono int16 WAV file as (samples, rate); stereo is averaged. ValueError otherwise."""
-    with wave.open(str(path), "rb") as wav:
-        if wav.getsampwidth() != 2:
-            raise ValueError(f"{path}: only 16-bit PCM WAV is supported")
-        rate = wav.getframerate()
-        data = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
-        if wav.getnchannels() == 2:
-            data = (data.reshape(-1, 2).astype(np.int32).sum(axis=1) // 2).astype(np.int16)
-        elif wav.getnchannels() != 1:
-            raise ValueError(f"{path}: only mono or stereo WAV is supported")
-    return data.astype(np.int16), rate
 
 
 def _tones(freqs: tuple[float, ...], rate: int = 8000) -> Pcm:

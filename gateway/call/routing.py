@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import ConfigError, Settings
-from gateway.media.port import AudioFormat
+from gateway.media.format import AudioFormat
 from gateway.realtime import events as rt
 
 ROUTE_MATCH_KEYS = frozenset({"called", "source", "leg"})

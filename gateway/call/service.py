@@ -70,6 +70,14 @@ def default_client_factory(
     )
 
 
+class OutboundError(Exception):
+    """An outbound call could not be placed: `status` is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 @dataclass
 class PreparedCall:
     """A call admitted and connected to its model, waiting for its leg to be answered."""

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.call.manager import AdmissionError, CallManager
+from gateway.call.service import OutboundError
 from gateway.http.client import Networks, is_loopback, request_client
 from gateway.http.errors import json_error
 from gateway.secret import Secret
@@ -24,14 +25,6 @@ from gateway.secret import Secret
 OutboundDialer = Callable[[str, str | None, dict[str, Any]], Awaitable[str]]
 
 _TARGET = re.compile(r"^(\+?[0-9A-Za-z*#._-]{1,64}|sips?:[^\s<>\"]{3,256})$")
-
-
-class OutboundError(Exception):
-    """An outbound call could not be placed: `status` is the HTTP status to answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def check_bearer(request: web.Request, token: Secret, trusted_proxies: Networks = ()) -> bool:

@@ -1,1 +1,2 @@
-"""Call legs that combine a signalling stack with a media stack (SIP + RTP)."""
+"""Call legs: a signalling stack and a media stack seen by the bridge as one `MediaPort`, and
+the call service that turns the leg's calls into `Call`s (`sip/`, `webrtc/`)."""

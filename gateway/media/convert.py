@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import telcodecs
 
-from gateway.media.port import AudioFormat
+from gateway.media.format import AudioFormat
 
 Pcm = npt.NDArray[np.int16]
 

@@ -1,35 +1,7 @@
-"""Realtime API: the client the gateway uses per call, provider profiles, and the protocol model.
+"""Realtime API: the protocol model, provider profiles and the client the gateway uses per call.
 
-The local provider lives in `gateway.realtime.local`.
+Layout: `events`, `protocol`, `profiles`, `errors` and `dtmf` are sans-I/O (no asyncio, no
+sockets, no logging: time is passed in, output is returned as data); `client` is the asyncio
+WebSocket adapter. Import from the modules: this package re-exports nothing, so importing a
+core never loads the client. The local provider lives in `gateway.realtime.local`.
 """
-
-from gateway.realtime.client import RealtimeClient, ReconnectPolicy
-from gateway.realtime.dtmf import dtmf_text, parse_dtmf_text
-from gateway.realtime.errors import (
-    ConnectError,
-    ProtocolError,
-    RealtimeError,
-    SessionClosed,
-    SessionSetupError,
-    UnsupportedEventError,
-)
-from gateway.realtime.events import SessionConfig, TurnDetection
-from gateway.realtime.profiles import ProviderProfile, choose_session_format, make_profile
-
-__all__ = [
-    "ConnectError",
-    "ProtocolError",
-    "ProviderProfile",
-    "RealtimeClient",
-    "RealtimeError",
-    "ReconnectPolicy",
-    "SessionClosed",
-    "SessionConfig",
-    "SessionSetupError",
-    "TurnDetection",
-    "UnsupportedEventError",
-    "choose_session_format",
-    "dtmf_text",
-    "make_profile",
-    "parse_dtmf_text",
-]

@@ -41,7 +41,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from gateway import metrics
 from gateway.logs import get_logger
-from gateway.media.port import AudioFormat
+from gateway.media.format import AudioFormat
 from gateway.realtime import events as ev
 from gateway.realtime.errors import (
     ConnectError,

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gateway.media.port import AudioFormat
+from gateway.media.format import AudioFormat
 
 __all__ = [
     "CANCEL_REASONS",

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from gateway.media.port import AudioFormat
+from gateway.media.format import AudioFormat
 from gateway.secret import Secret
 
 __all__ = ["DEFAULT_MODEL", "ProviderProfile", "choose_session_format", "make_profile"]

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from gateway.media.port import AudioFormat
+from gateway.media.format import AudioFormat
 from gateway.realtime import events as ev
 from gateway.realtime.errors import ProtocolError, SessionClosed, UnsupportedEventError
 

@@ -4,32 +4,3 @@ Layout: `packet`, `rtcp`, `dtmf`, `jitter`, `session`, `ports` and `pacer` are p
 with no sockets and no asyncio (time is passed in); `transport` is the asyncio glue. See
 docs/rtp.md.
 """
-
-from gateway.rtp.errors import DtmfError, PortsExhausted, RtpError, RtpParseError
-from gateway.rtp.pacer import FrameDeadlines
-from gateway.rtp.ports import PortPool
-from gateway.rtp.session import (
-    DtmfDigitReceived,
-    MediaStarted,
-    MediaTimedOut,
-    RemoteLatched,
-    RtpSession,
-    RtpStats,
-    SsrcChanged,
-)
-
-__all__ = [
-    "DtmfDigitReceived",
-    "DtmfError",
-    "FrameDeadlines",
-    "MediaStarted",
-    "MediaTimedOut",
-    "PortPool",
-    "PortsExhausted",
-    "RemoteLatched",
-    "RtpError",
-    "RtpParseError",
-    "RtpSession",
-    "RtpStats",
-    "SsrcChanged",
-]

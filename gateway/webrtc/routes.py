@@ -17,7 +17,6 @@ import ipaddress
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from urllib.parse import urlsplit
@@ -27,12 +26,13 @@ from aiohttp import web
 from gateway.config import Settings
 from gateway.http.client import parse_networks, request_client
 from gateway.http.errors import json_error
+from gateway.legs.webrtc.leg import WebRtcLeg
+from gateway.legs.webrtc.service import OfferInfo
 from gateway.logs import get_logger
 from gateway.refusals import RefusalLogger
 from gateway.webrtc.auth import Authorizer, CredentialKind, bearer_of
 from gateway.webrtc.errors import CallRejected, Forbidden, WebRtcError
 from gateway.webrtc.ice import IcePolicy
-from gateway.webrtc.leg import WebRtcLeg
 from gateway.webrtc.signalling import Offer
 
 log = get_logger("webrtc.http")
@@ -50,16 +50,6 @@ _PAGE_HEADERS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class OfferInfo:
-    """What the call manager learns about a WebRTC offer besides the leg."""
-
-    remote: str | None
-    credential: CredentialKind
-    user_agent: str
-    codec: str | None
-
-
 CreateCall = Callable[[WebRtcLeg, OfferInfo], Awaitable[str]]
 Hangup = Callable[[str], Awaitable[None]]
 
@@ -67,14 +57,15 @@ Hangup = Callable[[str], Awaitable[None]]
 class WebRtcService:
     """What the WebRTC routes need, wired by `gateway.app`.
 
-    `create_call(leg, info) -> call_id`: builds the call around an answered leg (the call
-    attaches its sink and owns the leg from then on); raise CallRejected to refuse it, the leg
-    is then closed here. `hangup(call_id)`: ends the call (which `aclose()`s the leg).
-    `admit()`: optional early check (capacity, draining) raising CallRejected before any peer
-    connection exists. `include_loopback_candidates`: offer 127.0.0.1 as an ICE candidate
-    (tests, loopback-only listeners). `udp_ports`: (lo, hi) for ICE host candidates, None for
-    ephemeral ports. `ice_addresses`: bind ICE host candidates on these addresses only
-    (default: every interface).
+    `create_call`, `hangup` and `admit` come from the WebRTC call service
+    (`gateway.legs.webrtc.service`). `create_call(leg, info) -> call_id`: builds the call around
+    an answered leg (the call attaches its sink and owns the leg from then on); raise
+    CallRejected to refuse it, the leg is then closed here. `hangup(call_id)`: ends the call
+    (which `aclose()`s the leg). `admit()`: optional early check (capacity, draining) raising
+    CallRejected before any peer connection exists. `include_loopback_candidates`: offer
+    127.0.0.1 as an ICE candidate (tests, loopback-only listeners). `udp_ports`: (lo, hi) for
+    ICE host candidates, None for ephemeral ports. `ice_addresses`: bind ICE host candidates on
+    these addresses only (default: every interface).
     """
 
     def __init__(

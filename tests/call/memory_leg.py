@@ -11,7 +11,8 @@ import numpy.typing as npt
 
 from gateway.media.clock import MediaClock, Outbox
 from gateway.media.convert import decode, encode
-from gateway.media.port import AudioFormat, LegEnded, MediaPort, MediaSink
+from gateway.media.format import AudioFormat
+from gateway.media.port import LegEnded, MediaPort, MediaSink
 
 
 class MemoryLeg(MediaPort):

@@ -21,7 +21,8 @@ from gateway.call.default_scenario import TOOLS, setup
 from gateway.call.events import CallEnded
 from gateway.call.manager import CallManager
 from gateway.media.clock import MediaClock
-from gateway.media.port import PCMU_8K, AudioFormat, DtmfReceived
+from gateway.media.format import PCMU_8K, AudioFormat
+from gateway.media.port import DtmfReceived
 from gateway.realtime import events as rt
 from gateway.realtime.client import RealtimeClient, ReconnectPolicy
 from gateway.realtime.local.server import LocalProvider

@@ -14,7 +14,7 @@ from gateway.call.call import Call
 from gateway.call.default_scenario import setup
 from gateway.call.manager import CallManager
 from gateway.gcpolicy import GcPauseTimer, GcPolicy
-from gateway.legs.sip import SipLeg
+from gateway.legs.sip.leg import SipLeg
 from gateway.realtime.local.server import LocalProvider
 from tests.call.test_bridge import _open_call, speech_like
 from tests.e2e_sip.e2e_sip_helpers import assert_nothing_leaked, run_sipp

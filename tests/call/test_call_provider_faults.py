@@ -29,7 +29,7 @@ from gateway.call.service import default_client_factory
 from gateway.config import Settings
 from gateway.media.clock import MediaClock
 from gateway.media.convert import decode
-from gateway.media.port import PCMU_8K
+from gateway.media.format import PCMU_8K
 from gateway.realtime import events as rt
 from gateway.realtime.local.server import LocalProvider
 from gateway.realtime.profiles import make_profile

@@ -24,7 +24,7 @@ from gateway.call.default_scenario import TOOLS
 from gateway.call.default_scenario import setup as default_setup
 from gateway.call.manager import CallManager
 from gateway.call.service import CallService, default_client_factory
-from gateway.legs.sip_service import SipCallService
+from gateway.legs.sip.service import SipCallService
 from gateway.media.clock import MediaClocks
 from gateway.realtime.errors import ConnectError
 from gateway.realtime.local.server import LocalProvider

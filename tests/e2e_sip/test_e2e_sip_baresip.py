@@ -16,7 +16,7 @@ import numpy as np
 import telcodecs
 
 from gateway.app import Gateway
-from gateway.media.port import AudioFormat
+from gateway.media.format import AudioFormat
 from tests.e2e_sip.e2e_sip_helpers import (
     CallLog,
     Pcm,

@@ -23,7 +23,7 @@ import telcodecs
 from prometheus_client import REGISTRY
 
 from gateway.config import parse_port_range
-from gateway.media.port import AudioFormat
+from gateway.media.format import AudioFormat
 from gateway.rtp.session import RtpSession
 from tests.e2e_sip.e2e_sip_helpers import (
     CallLog,

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import telcodecs
 
-from gateway.media.port import AudioFormat
+from gateway.media.format import AudioFormat
 from gateway.realtime.local.tts import render_prompts
 from gateway.sip.message import SipResponse, parse
 from tests.e2e_sip.e2e_sip_helpers import windows_found

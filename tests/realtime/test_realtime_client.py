@@ -12,17 +12,13 @@ import numpy as np
 import pytest
 
 from gateway import metrics
-from gateway.media.port import PCM16_24K, PCMU_8K, AudioFormat
-from gateway.realtime import (
-    ConnectError,
-    RealtimeClient,
-    ReconnectPolicy,
-    SessionConfig,
-    TurnDetection,
-    make_profile,
-)
+from gateway.media.format import PCM16_24K, PCMU_8K, AudioFormat
 from gateway.realtime import events as ev
-from gateway.realtime.local import LocalProvider
+from gateway.realtime.client import RealtimeClient, ReconnectPolicy
+from gateway.realtime.errors import ConnectError
+from gateway.realtime.events import SessionConfig, TurnDetection
+from gateway.realtime.local.server import LocalProvider
+from gateway.realtime.profiles import make_profile
 from gateway.secret import Secret
 
 FAKE_KEY = "sk-fake-9f8e7d6c5b4a-secret"

@@ -14,9 +14,10 @@ import pytest
 
 from gateway import metrics
 from gateway.logs import bind_call
-from gateway.realtime import RealtimeClient, ReconnectPolicy, make_profile
 from gateway.realtime import events as ev
-from gateway.realtime.local import LocalProvider
+from gateway.realtime.client import RealtimeClient, ReconnectPolicy
+from gateway.realtime.local.server import LocalProvider
+from gateway.realtime.profiles import make_profile
 from tests.realtime.fault_provider import Fault, FaultyProvider
 from tests.realtime.test_realtime_client import (
     PHONE,

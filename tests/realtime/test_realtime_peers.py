@@ -13,9 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from gateway.media.port import PCMU_8K
-from gateway.realtime import RealtimeClient, SessionConfig, TurnDetection, make_profile
-from gateway.realtime.local import LocalProvider
+from gateway.media.format import PCMU_8K
+from gateway.realtime.client import RealtimeClient
+from gateway.realtime.events import SessionConfig, TurnDetection
+from gateway.realtime.local.server import LocalProvider
+from gateway.realtime.profiles import make_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.media.port import PCMU_8K
+from gateway.media.format import PCMU_8K
 from gateway.realtime import events as ev
 from gateway.realtime.protocol import RealtimeProtocol, State
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from av import AudioFrame
 
-from gateway.media.port import PCM16_48K, DtmfReceived
+from gateway.legs.webrtc.leg import FRAME_BYTES, WebRtcLeg
+from gateway.media.format import PCM16_48K
+from gateway.media.port import DtmfReceived
 from gateway.webrtc.ice import IcePolicy
-from gateway.webrtc.leg import FRAME_BYTES, WebRtcLeg
 from tests.webrtc.webrtc_helpers import EchoSink, best_correlation, chirp
 
 

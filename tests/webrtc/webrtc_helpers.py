@@ -20,10 +20,12 @@ from numpy.typing import NDArray
 
 from gateway.config import Settings
 from gateway.http.errors import error_middleware
+from gateway.legs.webrtc.leg import WebRtcLeg
+from gateway.legs.webrtc.service import OfferInfo
 from gateway.media.port import DtmfReceived, LegEnded, LegEvent
 from gateway.secret import Secret
-from gateway.webrtc import OfferInfo, WebRtcLeg, WebRtcService, add_webrtc_routes
 from gateway.webrtc.ice import IcePolicy, pregather
+from gateway.webrtc.routes import WebRtcService, add_webrtc_routes
 
 RATE = 48000
 FRAME = 960

@@ -24,9 +24,9 @@ from gateway.call.events import CallEnded, DtmfReceived
 from gateway.call.manager import CallManager
 from gateway.call.service import CallService
 from gateway.media.clock import MediaClock
-from gateway.media.port import PCMU_8K, AudioFormat
+from gateway.media.format import PCMU_8K, AudioFormat
 from gateway.realtime import events as rt
-from gateway.realtime.local import LocalProvider
+from gateway.realtime.local.server import LocalProvider
 from gateway.realtime.profiles import ProviderProfile, make_profile
 from gateway.secret import Secret
 from tests.call.memory_leg import MemoryLeg

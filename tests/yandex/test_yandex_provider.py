@@ -16,12 +16,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gateway.media.port import PCM16_24K, AudioFormat
-from gateway.realtime import ConnectError, RealtimeClient, ReconnectPolicy, make_profile
+from gateway.media.format import PCM16_24K, AudioFormat
 from gateway.realtime import events as ev
+from gateway.realtime.client import RealtimeClient, ReconnectPolicy
 from gateway.realtime.dtmf import dtmf_text
-from gateway.realtime.local import LocalProvider
+from gateway.realtime.errors import ConnectError
 from gateway.realtime.local.engine import FLAVORS, EngineOptions, LocalEngine
+from gateway.realtime.local.server import LocalProvider
+from gateway.realtime.profiles import make_profile
 from gateway.secret import Secret
 from tests.gateway_harness import free_port, running_gateway
 from tests.yandex.yandex_schema import YandexConformance

@@ -16,8 +16,8 @@ from typing import cast
 import numpy as np
 import telcodecs
 
-from gateway.media.port import AudioFormat
-from gateway.realtime.local import LocalProvider
+from gateway.media.format import AudioFormat
+from gateway.realtime.local.server import LocalProvider
 from gateway.secret import Secret
 from tests.call.test_bridge import best_correlation, speech_like
 from tests.gateway_harness import running_gateway

@@ -14,7 +14,7 @@ import pytest
 from gateway.call.events import BotMediaEnded, BotMediaStarted
 from gateway.call.voxengine import CallEvents, Events, OpenAI, RealtimeAPIEvents, Yandex
 from gateway.realtime import events as rt
-from gateway.realtime.local import LocalProvider
+from gateway.realtime.local.server import LocalProvider
 from tests.yandex.test_yandex_bridge import KEY, client_frames, start_call, wait_for
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "voxengine.md"

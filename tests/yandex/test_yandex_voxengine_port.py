@@ -13,7 +13,7 @@ import pytest
 
 from gateway.call.events import BotMediaEnded, DtmfReceived
 from gateway.call.scenario import load_scenario
-from gateway.realtime.local import LocalProvider
+from gateway.realtime.local.server import LocalProvider
 from tests.call.test_bridge import speech_like
 from tests.yandex.test_yandex_bridge import KEY, client_frames, start_call, wait_for
 

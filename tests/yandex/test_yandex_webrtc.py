@@ -13,8 +13,8 @@ import numpy as np
 import telcodecs
 from aiortc import RTCSessionDescription
 
-from gateway.media.port import AudioFormat
-from gateway.realtime.local import LocalProvider
+from gateway.media.format import AudioFormat
+from gateway.realtime.local.server import LocalProvider
 from gateway.secret import Secret
 from tests.gateway_harness import running_gateway
 from tests.webrtc.webrtc_helpers import Client, best_correlation, chirp

@@ -1,7 +1,5 @@
 """The embedded local Realtime provider: a faithful, self-contained GA Realtime server (not a
-language model). See docs/local-provider.md."""
+language model). See docs/local-provider.md.
 
-from gateway.realtime.local.engine import EngineOptions, LocalEngine
-from gateway.realtime.local.server import LocalProvider, run_standalone
-
-__all__ = ["EngineOptions", "LocalEngine", "LocalProvider", "run_standalone"]
+`engine` (with `vad`, `audio`, `prompts`) is the sans-I/O server; `server` is its WebSocket
+adapter and `tts` renders spoken prompts with espeak-ng. This package re-exports nothing."""

@@ -6,9 +6,10 @@ import numpy as np
 import telcodecs
 from numpy.typing import NDArray
 
-from gateway.media.port import AudioFormat
+from gateway.media.convert import resample_any
+from gateway.media.format import AudioFormat
 
-__all__ = ["bytes_per_ms", "convert", "from_pcm16", "pcm16_array", "to_pcm16"]
+__all__ = ["bytes_per_ms", "convert", "from_pcm16", "pcm16_array", "resample_bytes", "to_pcm16"]
 
 
 def bytes_per_ms(fmt: AudioFormat) -> float:
@@ -59,3 +60,9 @@ def convert(data: bytes, src: AudioFormat, dst: AudioFormat) -> bytes:
     if src.rate != dst.rate:
         pcm = telcodecs.resample(pcm, src.rate, dst.rate)
     return _encode(pcm, dst)
+
+
+def resample_bytes(pcm: bytes, src: int, dst: int) -> bytes:
+    """PCM16 bytes at `src` Hz resampled to `dst` Hz (any rate `resample_any` takes)."""
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.int16)
+    return resample_any(samples, src, dst).astype("<i2").tobytes()

@@ -34,11 +34,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.media.port import AudioFormat
+from gateway.media.format import AudioFormat
 from gateway.realtime.dtmf import parse_dtmf_text
 from gateway.realtime.events import format_from_wire, format_to_wire, texts_of
 from gateway.realtime.local.audio import bytes_per_ms, convert, pcm16_array
-from gateway.realtime.local.tts import Prompts, chime_prompts
+from gateway.realtime.local.prompts import Prompts, chime_prompts
 from gateway.realtime.local.vad import EnergyVad
 
 __all__ = ["SPEECHKIT_VOICES", "EngineOptions", "Flavor", "LocalEngine"]

@@ -32,14 +32,8 @@ from telcodecs import Resampler
 
 from gateway import metrics
 from gateway.logs import get_logger
-from gateway.media.port import (
-    PCM16_48K,
-    DtmfReceived,
-    LegEnded,
-    MediaPort,
-    MediaSink,
-    MediaStarted,
-)
+from gateway.media.format import PCM16_48K
+from gateway.media.port import DtmfReceived, LegEnded, MediaPort, MediaSink, MediaStarted
 from gateway.webrtc.errors import BadOffer, CallRejected
 from gateway.webrtc.ice import IcePolicy, NoFreePort, pregather
 from gateway.webrtc.signalling import preferred_codecs, valid_digit

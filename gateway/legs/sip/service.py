@@ -21,9 +21,8 @@ from typing import Any
 from gateway.call.breaker import ProviderUnavailable
 from gateway.call.call import Call
 from gateway.call.manager import AdmissionError
-from gateway.call.service import CallService, PreparedCall
-from gateway.http.calls import OutboundError
-from gateway.legs.sip import SipLeg
+from gateway.call.service import CallService, OutboundError, PreparedCall
+from gateway.legs.sip.leg import SipLeg
 from gateway.logs import bind_call, get_logger
 from gateway.media.clock import MediaClock
 from gateway.realtime.errors import RealtimeError

@@ -14,9 +14,8 @@ from typing import Protocol
 
 from gateway.logs import get_logger
 from gateway.media.clock import MediaClock, Outbox
+from gateway.media.format import PCMA_8K, PCMU_8K
 from gateway.media.port import (
-    PCMA_8K,
-    PCMU_8K,
     DtmfReceived,
     FormatChanged,
     HoldChanged,

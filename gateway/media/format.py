@@ -1,0 +1,38 @@
+"""Audio formats: an encoding at a sample rate, the value every layer passes around.
+
+A leaf module (no imports from the gateway): the protocol cores (Realtime events, protocol and
+profiles, the local engine), the media engine and the legs all name formats with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Encoding = Literal["pcm16", "pcmu", "pcma"]
+
+
+@dataclass(frozen=True, slots=True)
+class AudioFormat:
+    """An audio encoding at a sample rate. G.711 is always 8 kHz; PCM16 is little-endian."""
+
+    encoding: Encoding
+    rate: int
+
+    @property
+    def bytes_per_sample(self) -> int:
+        return 2 if self.encoding == "pcm16" else 1
+
+    def frame_bytes(self, ms: int) -> int:
+        """Bytes in `ms` milliseconds of this format."""
+        return self.rate * ms // 1000 * self.bytes_per_sample
+
+    def __str__(self) -> str:
+        return f"{self.encoding}/{self.rate}"
+
+
+PCMU_8K = AudioFormat("pcmu", 8000)
+PCMA_8K = AudioFormat("pcma", 8000)
+PCM16_8K = AudioFormat("pcm16", 8000)
+PCM16_24K = AudioFormat("pcm16", 24000)
+PCM16_48K = AudioFormat("pcm16", 48000)
