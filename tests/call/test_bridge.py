@@ -188,8 +188,8 @@ async def test_barge_in_stops_bot_audio_and_truncates_at_what_was_played(
     await _wait(lambda: any(f is not None for _, f in m.leg.sent))
     await asyncio.sleep(0.3)  # some greeting has played
     m.leg.say(speech_like(1.0, seed=5))
-    await _wait(lambda: call._speech_started_at is not None)
-    started = call._speech_started_at
+    await _wait(lambda: call.bridge.speech_started_at is not None)
+    started = call.bridge.speech_started_at
     assert started is not None
     await _wait(lambda: call.stats["barge_ins"] == 1)
     greeting_id = next(iter(call.playout.items))
