@@ -247,6 +247,9 @@ class Call:
         )
         self._client_events = self.bridge.client_events
         self._call_events = self.bridge.call_events
+        # bound once: the media clock calls them 50 times a second
+        self._bridge_deliver = self.bridge.deliver
+        self._bridge_pull = self.bridge.pull
         self._inband: telcodecs.DtmfDetector | None = None
         self.recorder: CallRecorder | None = None
         # story for the end-of-call log line
@@ -335,14 +338,14 @@ class Call:
                     self.leg_event(DtmfReceived(digit, "inband"))
         if self._link.closed:
             return
-        data = self.bridge.deliver(frame, now)
+        data = self._bridge_deliver(frame, now)
         if data is not None:
             self._link.send_audio(data)
             _ADDED_TO_MODEL.observe(time.perf_counter() - t_in)
 
     def pull(self, now: float) -> bytes | None:
         """MediaSink: one frame for the caller, or None for silence."""
-        frame = self.bridge.pull(now)
+        frame = self._bridge_pull(now)
         if self._call_events:
             self._handle_call_events()
         if frame is not None and self.recorder is not None:
