@@ -120,6 +120,14 @@ class CallBridge:
         self._bot_item: str | None = None
         self._first_audio_sent = False
         self._setup_media(native, frame_ms)
+        self._in_buf = bytearray()
+        # The model's audio is converted a whole delta at a time as it arrives and queued in the
+        # leg's format; the leg pulls ready frames.
+        self.playout = PlayoutQueue(
+            frame_bytes=native.frame_bytes(frame_ms),
+            bytes_per_ms=native.frame_bytes(1000) / 1000.0,
+            silence_byte=_SILENCE_BYTE.get(native.encoding, 0),
+        )
 
     def _setup_media(self, native: AudioFormat, frame_ms: int) -> None:
         self.native = native
@@ -129,15 +137,27 @@ class CallBridge:
         # Caller audio is collected in the leg's format and converted one append at a time:
         # one decode/resample/encode per 100 ms costs a fifth of five per-frame ones.
         self._append_bytes = native.frame_bytes(self.append_ms)
-        self._in_buf = bytearray()
-        # The model's audio is converted a whole delta at a time as it arrives and queued in the
-        # leg's format; the leg pulls ready frames.
-        self.playout = PlayoutQueue(
-            frame_bytes=native.frame_bytes(frame_ms),
-            bytes_per_ms=native.frame_bytes(1000) / 1000.0,
-            silence_byte=_SILENCE_BYTE.get(native.encoding, 0),
-        )
         self._out_bytes_per_ms = self.session_out.frame_bytes(1000) / 1000.0
+
+    def _reformat(self, native: AudioFormat, frame_ms: int) -> None:
+        """A re-INVITE changed the leg's codec or ptime: the caller's batch and the queued bot
+        audio are converted to the new format (nothing heard twice or lost), the items keep
+        their played milliseconds, and the converters are made anew for the new format."""
+        old = self.native
+        if native != old:
+            to_new = AudioConverter(old, native)
+            self._in_buf = bytearray(to_new.convert(bytes(self._in_buf)))
+            queued = AudioConverter(old, native).convert
+            self._setup_media(native, frame_ms)
+        else:
+            queued = None
+            self.frame_ms = frame_ms
+        self.playout.reformat(
+            native.frame_bytes(frame_ms),
+            native.frame_bytes(1000) / 1000.0,
+            _SILENCE_BYTE.get(native.encoding, 0),
+            queued,
+        )
 
     # --- media (the media clock's tick) -------------------------------------------------------
 
@@ -227,9 +247,7 @@ class CallBridge:
             if ev.on_hold:
                 self._in_buf.clear()
         elif isinstance(ev, FormatChanged):
-            # re-INVITE with another codec or ptime: new converters, drop queued audio
-            self.playout.clear()
-            self._setup_media(ev.native, ev.frame_ms)
+            self._reformat(ev.native, ev.frame_ms)
 
     def session_formats(self, session_in: AudioFormat, session_out: AudioFormat) -> None:
         """The session's effective formats (session.updated); used from the next re-setup on."""

@@ -3,7 +3,7 @@ sleep, no socket. Time is a number the test moves; what the bridge asks for is r
 queues (`client_events`, `call_events`) and its return values.
 
 Barge-in at every point of a response, truncate accounting, late deltas of an interrupted
-response, response bookkeeping and hold. Audio is checked
+response, response bookkeeping, hold and format changes (re-INVITE codec/ptime). Audio is checked
 by content: what the caller is sent is compared byte for byte (G.711 passthrough) or by
 correlation (transcoding) with what the model sent.
 """
@@ -25,7 +25,7 @@ from gateway.call.bridge import (
 )
 from gateway.call.events import BotMediaEnded, BotMediaStarted
 from gateway.media.convert import decode, encode
-from gateway.media.port import PCMU_8K, AudioFormat, HoldChanged
+from gateway.media.port import PCMA_8K, PCMU_8K, AudioFormat, FormatChanged, HoldChanged
 from gateway.realtime import events as rt
 
 Pcm = npt.NDArray[np.int16]
@@ -546,3 +546,71 @@ def test_a_reconnect_forgets_the_response_under_way_and_asks_for_the_waiting_one
     # not
     assert not sim.delta(tone(100))
     assert len(sim.play_out()) == 10
+
+
+# --- format changes (re-INVITE) -------------------------------------------------------------
+
+
+def test_ptime_change_mid_response_keeps_playing_and_counting() -> None:
+    sim = Sim()
+    sim.server(rt.ResponseCreated("r1"))
+    answer = tone(600)
+    sim.delta(answer)
+    before = sim.tick(10)  # 200 ms at 20 ms
+    sim.bridge.leg_event(FormatChanged(PCMU_8K, 30), sim.now)
+    after = sim.play_out()
+    assert {len(f) for f in after} == {240}  # 30 ms frames from now on
+    # the caller hears the whole answer, nothing dropped, nothing repeated
+    assert (b"".join(f for f in before if f is not None) + b"".join(after))[:4800] == answer
+    assert sim.bridge.item_played_ms("i1") == 600
+
+
+def test_ptime_change_keeps_the_caller_audio_batch() -> None:
+    sim = Sim()
+    said = tone(400)
+    out = [sim.bridge.deliver(said[i : i + 160], 0.0) for i in range(0, 480, 160)]  # 60 ms
+    sim.bridge.leg_event(FormatChanged(PCMU_8K, 30), 0.0)
+    out += [sim.bridge.deliver(said[i : i + 240], 0.0) for i in range(480, 3200, 240)]
+    sent = [a for a in out if a is not None]
+    assert b"".join(sent) == said[: len(b"".join(sent))]  # continuous: no frame lost
+    assert len(b"".join(sent)) >= 2400
+
+
+def test_codec_change_mid_response_converts_what_is_queued_and_what_comes() -> None:
+    sim = Sim()  # PCMU leg, PCMU session (passthrough)
+    sim.server(rt.ResponseCreated("r1"))
+    answer = speech(800, PCMU_8K, seed=6)
+    sim.delta(answer[:4000])
+    before = sim.tick(10)  # 200 ms heard as PCMU
+    sim.bridge.leg_event(FormatChanged(PCMA_8K, 20), sim.now)
+    sim.delta(answer[4000:])  # the model still speaks PCMU; the leg now wants PCMA
+    after = sim.play_out()
+    heard_before = decode(b"".join(f for f in before if f is not None), PCMU_8K)
+    heard = np.concatenate([heard_before, decode(b"".join(after), PCMA_8K)])
+    original = decode(answer, PCMU_8K)
+    # the whole answer, in order, with only the law-to-law rounding between them
+    assert len(heard) >= len(original)
+    assert np.max(np.abs(heard[: len(original)].astype(int) - original)) <= 1024
+    assert correlation(original, heard) > 0.999
+    assert sim.bridge.item_played_ms("i1") == 800
+    # and a barge-in now truncates at everything heard, before and after the change
+    sim.delta(speech(200, PCMU_8K), item="i2")
+    sim.tick(4)
+    sim.barge_in(interrupt_response=True)
+    (truncate,) = sim.sent_of("conversation.item.truncate")
+    assert (truncate["item_id"], truncate["audio_end_ms"]) == ("i2", 80)
+
+
+def test_codec_change_converts_the_caller_audio_for_the_session() -> None:
+    sim = Sim()  # PCMU session
+    said = speech(400, PCMU_8K, seed=8)
+    pcm = decode(said, PCMU_8K)
+    out = [sim.bridge.deliver(said[i : i + 160], 0.0) for i in range(0, 480, 160)]
+    sim.bridge.leg_event(FormatChanged(PCMA_8K, 20), 0.0)
+    as_alaw = encode(pcm, PCMA_8K)
+    out += [sim.bridge.deliver(as_alaw[i : i + 160], 0.0) for i in range(480, 3200, 160)]
+    sent = b"".join(a for a in out if a is not None)
+    assert len(sent) == 3200  # four appends, nothing lost at the change
+    heard_by_model = decode(sent, PCMU_8K)
+    assert np.max(np.abs(heard_by_model.astype(int) - pcm)) <= 1024
+    assert correlation(pcm, heard_by_model) > 0.999
