@@ -126,6 +126,11 @@ CALL_DURATION = Histogram(
     "Duration of answered calls.",
     buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 3600),
 )
+STATE_ERRORS = Counter(
+    "gateway_state_errors",
+    "Inputs a state table had no transition for (a bug), by machine, state and input.",
+    ["machine", "state", "input"],
+)
 CALL_SETUP = Histogram(
     "gateway_call_setup_seconds",
     "From INVITE or WebRTC offer to the first audio sent to the caller.",

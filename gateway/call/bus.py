@@ -1,5 +1,9 @@
-"""The per-call event bus: handlers keyed by event class, run in registration order by one
-dispatcher task per call. A failing handler is logged with the call's id; the call goes on.
+"""The call's event bus: handlers by event class, run in order by one dispatcher task per call.
+
+Leg events, the call's own events and Realtime server events are all emitted here (never
+blocking, never running a handler inline) and handed to the scenario's handlers by the call's
+dispatcher task. An exception in a handler is logged with the call's id and does not end the
+call.
 """
 
 from __future__ import annotations

@@ -1,17 +1,22 @@
-"""The Call: one object owns everything of one call, and bridges its leg to its Realtime session.
+"""The Call: one object owns everything of one call; the asyncio shell around its bridge.
 
-    caller --RTP/WebRTC--> leg --deliver()--> [batch, decode/resample] --append--> Realtime
-    caller <--RTP/WebRTC-- leg <--pull()----- PlayoutQueue <--[resample/encode]-- audio deltas
+    caller --RTP/WebRTC--> leg --deliver()--> CallBridge --append--> RealtimeClient
+    caller <--RTP/WebRTC-- leg <--pull()----- CallBridge <--deltas-- RealtimeClient
 
-The leg (a `MediaPort`), the Realtime client, the playout queue, the recorder and every task of
-the call live in one `asyncio.TaskGroup` inside `run()`. Every way out (BYE from either side,
-CANCEL, a provider failure, a handler error, a drain) goes through `hangup()`, which is safe to
-call twice, and `run()`'s cleanup frees the port, socket and tasks and counts the outcome.
+The bridge logic (batching and conversion, response bookkeeping, barge-in, played-ms and
+truncate accounting, late deltas, hold and format changes) is `gateway.call.bridge.CallBridge`,
+sans I/O. The Call moves data between it, the leg, the Realtime client and the scenario's
+`EventBus`, and owns the call's lifecycle (`gateway.call.lifecycle`): the leg (a `MediaPort`),
+the Realtime client, the recorder and every task of the call live in one `asyncio.TaskGroup`
+inside `run()`. Every way out (BYE from either side, CANCEL, a provider failure, a handler
+error, a drain) goes through `hangup()`, which is safe to call twice, and `run()`'s cleanup
+frees the port, socket and tasks and counts the outcome.
 
 The Call implements `MediaSink` for its leg. `deliver()` and `pull()` run on the media clock's
-tick; they never await and never run scenario code. Provider events are applied to the media
-state inline (audio into the playout queue, drop deltas of an interrupted response), then queued
-for the scenario's handlers, which run in order in the call's dispatcher task.
+tick; they never await and never run scenario code. Provider events are applied to the bridge
+inline (audio into the playout queue, deltas of an interrupted response dropped), then queued
+for the scenario's handlers, which run in order in the call's dispatcher task. The scenario's
+actions (`call.play()`, `call.transfer()`, `call.realtime.*`, VoxEngine names) are here too.
 """
 
 from __future__ import annotations
@@ -30,22 +35,16 @@ import numpy as np
 import telcodecs
 
 from gateway import metrics
+from gateway.call.bridge import BargedIn, CallBridge, FirstAudioSent, ResponseHeard
 from gateway.call.bus import EventBus, Handler
-from gateway.call.events import (
-    BotMediaEnded,
-    BotMediaStarted,
-    CallConnected,
-    CallEnded,
-)
+from gateway.call.events import CallConnected, CallEnded
+from gateway.call.lifecycle import CallInput, CallLifecycle, CallState, CallStateError
 from gateway.call.recorder import CallRecorder
 from gateway.logs import get_logger
-from gateway.media.convert import AudioConverter, decode, resample_any
-from gateway.media.format import AudioFormat
+from gateway.media.convert import decode
 from gateway.media.playout import PlayoutCleared, PlayoutQueue
 from gateway.media.port import (
     DtmfReceived,
-    FormatChanged,
-    HoldChanged,
     LegEnded,
     LegEvent,
     MediaPort,
@@ -59,8 +58,6 @@ E = TypeVar("E")
 
 _ADDED_TO_MODEL = metrics.MEDIA_ADDED_LATENCY.labels(direction="to_model")
 _ADDED_TO_CALLER = metrics.MEDIA_ADDED_LATENCY.labels(direction="to_caller")
-
-BOT_MEDIA_END_S = 1.0  # VoxEngine: WebSocketMediaEnded after 1 s of silence
 
 
 @dataclass(frozen=True)
@@ -119,7 +116,7 @@ class RealtimeActions:
 
     @property
     def response_active(self) -> bool:
-        return self._call._active_response is not None
+        return self._call.bridge.active_response is not None
 
     def send(self, event: Mapping[str, Any]) -> None:
         """Send any client event as-is (e.g. `conversation.item.retrieve`)."""
@@ -135,11 +132,8 @@ class RealtimeActions:
 
     def response_create_when_idle(self, **response: Any) -> None:
         """Ask for a response as soon as no response is active (nor asked for already)."""
-        if self._call._active_response is None and not self._call._response_requested:
-            self._call._response_requested = True
-            self.link.create_response(**response)
-        else:
-            self._call._pending_response = response
+        self._call.bridge.request_response(response)
+        self._call._send_client_events()
 
     def response_cancel(self, response_id: str | None = None) -> None:
         self.link.cancel_response(response_id)
@@ -149,8 +143,8 @@ class RealtimeActions:
 
     def conversation_item_truncate(self, item_id: str, audio_end_ms: int) -> None:
         """Truncate an assistant item; `audio_end_ms` is clamped to the audio it holds."""
-        held = self._call.item_audio_ms(item_id)
-        self.link.truncate(item_id, max(0, min(audio_end_ms, held)))
+        self._call.bridge.truncate(item_id, audio_end_ms)
+        self._call._send_client_events()
 
     def conversation_item_delete(self, item_id: str) -> None:
         self.link.send_event(rt.conversation_item_delete(item_id))
@@ -213,7 +207,7 @@ class RealtimeActions:
 
 
 class Call:
-    """One call: its leg, its Realtime session, playout, recorder and tasks."""
+    """One call: its leg, its Realtime session, its bridge, recorder and tasks."""
 
     def __init__(
         self,
@@ -232,9 +226,9 @@ class Call:
         self.options = options
         self.created_at = created_at
         self.answered_at: float | None = None
-        self.state = "connecting"
         self.outcome: str | None = None
         self.log = get_logger("call", call_id=call_id, leg=info.leg, provider=info.provider)
+        self._lifecycle = CallLifecycle()
         self._link = link
         self._transfer_fn = transfer
         self._bus = EventBus(call_id)
@@ -242,25 +236,21 @@ class Call:
         self._ended = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._closed = False
-        # media state
-        self._to_model = True
-        self._to_caller = True
-        self._on_hold = False
-        self._setup_media()
-        # response/item bookkeeping
-        self._active_response: str | None = None
-        self._pending_response: dict[str, Any] | None = None
-        self._response_requested = False
-        self._ignored_responses: set[str] = set()
-        self._item_bytes: dict[str, int] = {}
-        self._last_speech_stopped: float | None = None
-        self._speech_started_at: float | None = None
-        self._last_audio_pull: float | None = None
-        self._bot_playing = False
-        self._bot_item: str | None = None
-        self._first_audio_sent = False
-        self._waiting_first_response_audio = False
+        #: the sans-I/O bridge core: media, responses, barge-in and truncate accounting
+        self.bridge = CallBridge(
+            leg.native,
+            leg.frame_ms,
+            link.input_format,
+            link.output_format,
+            append_ms=options.append_ms,
+            created_at=created_at,
+        )
+        self._client_events = self.bridge.client_events
+        self._call_events = self.bridge.call_events
+        # bound once: the media clock calls them 50 times a second
+        self._bridge_deliver = self.bridge.deliver
+        self._bridge_pull = self.bridge.pull
+        self._inband: telcodecs.DtmfDetector | None = None
         self.recorder: CallRecorder | None = None
         # story for the end-of-call log line
         self.stats: dict[str, Any] = {
@@ -270,28 +260,66 @@ class Call:
             "dtmf_digits": 0,
         }
 
-    # --- media plumbing ---------------------------------------------------------------------
+    @property
+    def state(self) -> CallState:
+        """connecting, connected, ending or ended (`gateway.call.lifecycle`)."""
+        return self._lifecycle.state
 
-    def _setup_media(self) -> None:
-        native = self.leg.native
-        link = self._link
-        self._to_model_conv = AudioConverter(native, link.input_format)
-        self._to_caller_conv = AudioConverter(link.output_format, native)
-        # Caller audio is collected in the leg's format and converted one append at a time:
-        # one decode/resample/encode per 100 ms costs a fifth of five per-frame ones.
-        self._append_bytes = native.frame_bytes(self.options.append_ms)
-        self._in_buf = bytearray()
-        # The model's audio is converted a whole delta at a time as it arrives (the receive
-        # loop lets due media ticks run first, so a burst of deltas waits, not the packets) and
-        # queued in the leg's format; the leg pulls ready frames.
-        silence = {"pcmu": 0xFF, "pcma": 0xD5}.get(native.encoding, 0)
-        self.playout = PlayoutQueue(
-            frame_bytes=native.frame_bytes(self.leg.frame_ms),
-            bytes_per_ms=native.frame_bytes(1000) / 1000.0,
-            silence_byte=silence,
-        )
-        self._out_bytes_per_ms = link.output_format.frame_bytes(1000) / 1000.0
-        self._inband: telcodecs.DtmfDetector | None = getattr(self, "_inband", None)
+    @property
+    def playout(self) -> PlayoutQueue:
+        """The bot audio queued for the caller, with per-item played-ms accounting."""
+        return self.bridge.playout
+
+    # --- moving the bridge's output -----------------------------------------------------------
+
+    def _send_client_events(self) -> None:
+        """Send the client events the bridge queued; what an error leaves unsent is dropped
+        (the session is closed)."""
+        events = self._client_events
+        try:
+            while events:
+                self._link.send_event(events.popleft())
+        finally:
+            events.clear()
+
+    def _handle_call_events(self) -> None:
+        """Count and log the bridge's observations; its events go to the scenario."""
+        events = self._call_events
+        while events:
+            ev = events.popleft()
+            if isinstance(ev, BargedIn):
+                metrics.BARGE_IN.inc()
+                metrics.BARGE_IN_REACTION.observe(ev.reaction_s)
+                self.stats["barge_ins"] += 1
+                self.log.info(
+                    "barge_in",
+                    item_id=ev.item_id,
+                    played_ms=ev.played_ms,
+                    dropped_ms=ev.dropped_ms,
+                    reaction_ms=round(ev.reaction_s * 1000, 1),
+                    at=round(ev.at_s, 3),
+                )
+            elif isinstance(ev, FirstAudioSent):
+                metrics.CALL_SETUP.observe(ev.setup_s)
+            elif isinstance(ev, ResponseHeard):
+                metrics.RESPONSE_LATENCY.observe(ev.latency_s)
+                self.stats["response_latency_ms"].append(round(ev.latency_s * 1000))
+            else:
+                self._bus.emit(ev)
+
+    def _advance(self, event: CallInput) -> CallState:
+        """Feed the lifecycle table; an input it has no entry for is logged, counted and
+        raised."""
+        try:
+            return self._lifecycle.handle(event)
+        except CallStateError as exc:
+            metrics.STATE_ERRORS.labels(
+                machine="call", state=exc.state.value, input=exc.input.value
+            ).inc()
+            self.log.error("call_state_invalid", state=exc.state.value, input=exc.input.value)
+            raise
+
+    # --- MediaSink ----------------------------------------------------------------------------
 
     def enable_inband_dtmf(self) -> None:
         """Detect DTMF tones in the caller's audio (trunks that negotiated no RFC 4733)."""
@@ -301,7 +329,6 @@ class Call:
     def deliver(self, frame: bytes, now: float) -> None:
         """MediaSink: one frame of caller audio (native format) from the leg."""
         t_in = time.perf_counter()
-        pcm = None
         if self.recorder is not None or self._inband is not None:
             pcm = decode(frame, self.leg.native)
             if self.recorder is not None:
@@ -309,64 +336,31 @@ class Call:
             if self._inband is not None:
                 for digit in self._inband.process(pcm):
                     self.leg_event(DtmfReceived(digit, "inband"))
-        if not self._to_model or self._on_hold or self._closed or self._link.closed:
+        if self._link.closed:
             return
-        buf = self._in_buf
-        buf += frame
-        if len(buf) >= self._append_bytes:
-            self._link.send_audio(self._to_model_conv.convert(bytes(buf)))
-            buf.clear()
+        data = self._bridge_deliver(frame, now)
+        if data is not None:
+            self._link.send_audio(data)
             _ADDED_TO_MODEL.observe(time.perf_counter() - t_in)
 
     def pull(self, now: float) -> bytes | None:
         """MediaSink: one frame for the caller, or None for silence."""
-        frame = self.playout.pull(now) if self._to_caller else None
-        if frame is None:
-            if (
-                self._bot_playing
-                and self._last_audio_pull is not None
-                and (now - self._last_audio_pull >= BOT_MEDIA_END_S)
-            ):
-                self._bot_playing = False
-                self._bus.emit(BotMediaEnded(self._bot_item))
-            return None
-        self._last_audio_pull = now
-        if not self._bot_playing:
-            self._bot_playing = True
-            self._bot_item = self.playout.playing_item
-            self._bus.emit(BotMediaStarted(self._bot_item))
-        if not self._first_audio_sent:
-            self._first_audio_sent = True
-            metrics.CALL_SETUP.observe(now - self.created_at)
-        if self._waiting_first_response_audio and self._last_speech_stopped is not None:
-            self._waiting_first_response_audio = False
-            latency = now - self._last_speech_stopped
-            metrics.RESPONSE_LATENCY.observe(latency)
-            self.stats["response_latency_ms"].append(round(latency * 1000))
-        if self.recorder is not None:
+        frame = self._bridge_pull(now)
+        if self._call_events:
+            self._handle_call_events()
+        if frame is not None and self.recorder is not None:
             self.recorder.bot(decode(frame, self.leg.native), now)
         return frame
 
     def leg_event(self, event: LegEvent) -> None:
         """MediaSink: a leg event; media-relevant state changes at once, handlers later."""
-        if isinstance(event, HoldChanged):
-            self._on_hold = event.on_hold
-            if event.on_hold:
-                self._in_buf.clear()
-        elif isinstance(event, DtmfReceived):
+        now = asyncio.get_running_loop().time()
+        self.bridge.leg_event(event, now)
+        if isinstance(event, DtmfReceived):
             metrics.DTMF_DIGITS.labels(source=event.source).inc()
             self.stats["dtmf_digits"] += 1  # never the digits: they may be PINs
             if self.recorder:
-                self.recorder.event(
-                    "dtmf",
-                    asyncio.get_running_loop().time(),
-                    digit=event.digit,
-                    source=event.source,
-                )
-        elif isinstance(event, FormatChanged):
-            # re-INVITE with another codec or ptime: new converters, drop queued audio
-            self.playout.clear()
-            self._setup_media()
+                self.recorder.event("dtmf", now, digit=event.digit, source=event.source)
         elif isinstance(event, LegEnded):
             self._bus.emit(event)
             self._request_end(event.reason)
@@ -376,48 +370,15 @@ class Call:
     # --- Realtime events --------------------------------------------------------------------
 
     def _on_server_event(self, ev: rt.ServerEvent, now: float) -> None:
-        """Media-relevant effects of a server event, applied inline."""
-        if isinstance(ev, rt.AudioDelta):
-            t_in = time.perf_counter()
-            if ev.response_id in self._ignored_responses or not self._to_caller:
-                return
-            self._item_bytes[ev.item_id] = self._item_bytes.get(ev.item_id, 0) + len(ev.audio)
-            conv = self._to_caller_conv
-            audio = ev.audio if conv.identity else conv.convert(ev.audio)
-            self.playout.push(ev.item_id, ev.response_id, audio)
+        """A server event's effects on the bridge, applied inline (before its handlers run)."""
+        t_in = time.perf_counter()
+        if self.bridge.server_event(ev, now):
             _ADDED_TO_CALLER.observe(time.perf_counter() - t_in)
-        elif isinstance(ev, rt.SpeechStarted):
-            self._speech_started_at = now
-        elif isinstance(ev, rt.SpeechStopped):
-            self._last_speech_stopped = now
-            self._waiting_first_response_audio = True
-        elif isinstance(ev, rt.ResponseCreated):
-            self._active_response = ev.response_id
-            self._response_requested = False
-        elif isinstance(ev, rt.ErrorOccurred) and ev.cause == "response.create":
-            self._response_requested = False
-            busy = ev.code == "conversation_already_has_active_response"
-            if busy and self._pending_response is None:
-                # a server-created response (VAD) got there first: ask again after it
-                self._pending_response = {}
-        elif isinstance(ev, rt.ResponseDone):
-            if self._active_response == ev.response_id:
-                self._active_response = None
-            if self._pending_response is not None:
-                pending, self._pending_response = self._pending_response, None
-                self._response_requested = True
-                self._link.create_response(**pending)
-        elif isinstance(ev, rt.SessionReconnected):
-            # A new session: the response under way (and any asked for) died with the old one;
-            # its response.done never comes. Ask again for what was waiting behind it.
-            if self._active_response is not None:
-                self._ignored_responses.add(self._active_response)
-            self._active_response = None
-            self._response_requested = False
-            if self._pending_response is not None:
-                pending, self._pending_response = self._pending_response, None
-                self._response_requested = True
-                self._link.create_response(**pending)
+            return
+        if self._client_events:
+            self._send_client_events()
+        if isinstance(ev, rt.SessionUpdated):
+            self.bridge.session_formats(self._link.input_format, self._link.output_format)
         elif (
             isinstance(ev, rt.TranscriptDone | rt.InputTranscriptionCompleted)
             and self.recorder is not None
@@ -429,11 +390,11 @@ class Call:
 
     def item_audio_ms(self, item_id: str) -> int:
         """Milliseconds of audio the model has sent for `item_id` (what the item holds)."""
-        return int(self._item_bytes.get(item_id, 0) / self._out_bytes_per_ms)
+        return self.bridge.item_audio_ms(item_id)
 
     def item_played_ms(self, item_id: str) -> int:
         """Milliseconds of `item_id` actually sent to the caller."""
-        return self.playout.played_ms(item_id)
+        return self.bridge.item_played_ms(item_id)
 
     async def _receive_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -477,64 +438,59 @@ class Call:
     async def answer(self) -> None:
         """Answer the call. Legs are answered by the gateway before the scenario runs, so this
         only confirms the call is up; it raises CallEndedError if the call has ended."""
-        if self._closed:
+        if self.state is CallState.ENDED:
             raise CallEndedError(self.id)
 
     async def hangup(self, outcome: str = "completed") -> None:
         """End the call (BYE on SIP). Safe to call twice; the first outcome counts."""
         self._request_end(outcome)
 
+    async def hangup_after_playout(
+        self, outcome: str, timeout: float, *, wait_response: bool = True
+    ) -> None:
+        """End the call once the response in progress (with `wait_response`) and the queued
+        audio have been played, or after `timeout` seconds."""
+        # Give the model a moment to start its goodbye response.
+        if wait_response:
+            await asyncio.sleep(0.2)
+            timeout -= 0.2
+        await self.wait_playout_idle(timeout, wait_response=wait_response)
+        # The last frame pulled is still on the wire: one more packet time.
+        await asyncio.sleep(self.leg.frame_ms / 1000 * 2)
+        await self.hangup(outcome)
+
     def _request_end(self, outcome: str) -> None:
+        self._advance(CallInput.END_REQUESTED)
         if self.outcome is None:
             self.outcome = outcome
         self._ended.set()
 
     def send_media_to(self, target: str) -> None:
         """Start audio toward `model` or `caller`."""
-        self._set_media(target, True)
+        self.bridge.set_media(target, True)
 
     def stop_media_to(self, target: str) -> None:
         """Stop audio toward `model` or `caller` (audio queued for the caller is dropped)."""
-        self._set_media(target, False)
-
-    def _set_media(self, target: str, on: bool) -> None:
-        if target == "model":
-            self._to_model = on
-            if not on:
-                self._in_buf.clear()
-        elif target == "caller":
-            self._to_caller = on
-            if not on:
-                self.playout.clear()
-        else:
-            raise ValueError(f"media target must be 'model' or 'caller', not {target!r}")
+        self.bridge.set_media(target, False)
 
     def clear_media_buffer(self, *, ignore_rest_of_response: bool = True) -> PlayoutCleared:
-        """Drop bot audio queued for the caller at once (barge-in); by default also ignore the
-        rest of the response that was playing. Returns what was playing and how much of it
-        the caller actually heard."""
+        """Drop bot audio queued for the caller at once; by default also ignore the rest of the
+        response that was playing. Returns what was playing and how much of it the caller
+        actually heard."""
         now = asyncio.get_running_loop().time()
-        cleared = self.playout.clear()
-        if not self._to_caller_conv.identity:  # no tail of the dropped audio in the next frame
-            self._to_caller_conv = AudioConverter(self._link.output_format, self.leg.native)
-        if cleared.response_id and ignore_rest_of_response:
-            self._ignored_responses.add(cleared.response_id)
-        if self._active_response and ignore_rest_of_response:
-            self._ignored_responses.add(self._active_response)
-        if self._speech_started_at is not None and cleared.item_id is not None:
-            last = self._last_audio_pull or self._speech_started_at
-            reaction = max(0.0, last - self._speech_started_at)
-            metrics.BARGE_IN.inc()
-            metrics.BARGE_IN_REACTION.observe(reaction)
-            self.stats["barge_ins"] += 1
-            self.log.info(
-                "barge_in",
-                item_id=cleared.item_id,
-                played_ms=cleared.played_ms,
-                dropped_ms=cleared.dropped_ms,
-                reaction_ms=round(reaction * 1000, 1),
-                at=round(now - self.created_at, 3),
-            )
+        cleared = self.bridge.clear(now, ignore_rest_of_response=ignore_rest_of_response)
+        self._handle_call_events()
+        return cleared
+
+    def barge_in(self) -> PlayoutCleared:
+        """The caller spoke over the bot: drop the bot audio queued for the caller (and the rest
+        of its response), truncate the playing item at what the caller heard, and cancel the
+        response when the server does not (`realtime.interrupt_response` false)."""
+        now = asyncio.get_running_loop().time()
+        cancel = not self.realtime.interrupt_response
+        cleared = self.bridge.barge_in(now, cancel_response=cancel)
+        self._handle_call_events()
+        self._send_client_events()
         return cleared
 
     async def play(self, audio: str | Path | np.ndarray[Any, Any], rate: int = 8000) -> None:
@@ -545,19 +501,17 @@ class Call:
             pcm = np.asarray(audio)
             if pcm.dtype != np.int16:
                 raise ValueError("play() needs int16 PCM")
-        native = self.leg.native
-        if rate not in telcodecs.SUPPORTED_RATES:
-            pcm, rate = resample_any(pcm, rate, native.rate), native.rate
-        conv = AudioConverter(AudioFormat("pcm16", rate), native)
-        # the queue holds audio in the leg's format
-        self.playout.push(f"play-{id(pcm)}", "play", conv.convert_pcm(pcm) + conv.flush())
+        self.bridge.play(pcm, rate)
 
     async def wait_playout_idle(self, timeout: float, *, wait_response: bool = True) -> bool:
         """Wait until the audio queued for the caller has been played (and, with
         `wait_response`, the response in progress has ended); False on timeout or hang-up."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.playout.queued_ms > 0 or (wait_response and self._active_response is not None):
+        bridge = self.bridge
+        while bridge.playout.queued_ms > 0 or (
+            wait_response and bridge.active_response is not None
+        ):
             if loop.time() > deadline or self._ended.is_set():
                 return False
             await asyncio.sleep(self.leg.frame_ms / 1000)
@@ -623,8 +577,8 @@ class Call:
     async def run(self, setup: Callable[[Call], Awaitable[None] | None]) -> None:
         """Run the call until it ends; every task of the call lives in this TaskGroup."""
         loop = asyncio.get_running_loop()
+        self._advance(CallInput.RUN)
         self.answered_at = loop.time()
-        self.state = "connected"
         metrics.CALLS_ACTIVE.labels(leg=self.info.leg).inc()
         if self.options.record_dir:
             self.start_recording()
@@ -650,6 +604,7 @@ class Call:
                     task.cancel()
                 del tg
         except* Exception as group:
+            self._advance(CallInput.TASK_FAILED)
             self.outcome = self.outcome or "error"
             for exc in group.exceptions:
                 self.log.error("call_failed", error=repr(exc))
@@ -660,10 +615,8 @@ class Call:
             await self._cleanup(loop.time())
 
     async def _cleanup(self, now: float) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self.state = "ended"
+        self._advance(CallInput.CLEANUP)
+        self.bridge.close()
         self._bus.close()
         outcome = self.outcome or "completed"
         duration = now - (self.answered_at or now)

@@ -34,7 +34,7 @@ from typing import Any
 from gateway import metrics
 from gateway.call.call import Call
 from gateway.call.events import CallConnected, DtmfReceived
-from gateway.call.prompts import apologise_and_hang_up, hangup_after_playout, holding_prompt
+from gateway.call.prompts import apology_prompt, holding_prompt
 from gateway.realtime import events as rt
 from gateway.realtime.dtmf import dtmf_text
 
@@ -76,11 +76,7 @@ def setup(call: Call) -> None:
             call.realtime.response_create_when_idle()
 
     def on_speech_started(_: rt.SpeechStarted) -> None:
-        cleared = call.clear_media_buffer()
-        if cleared.item_id is not None and cleared.response_id != "play":
-            call.realtime.conversation_item_truncate(cleared.item_id, cleared.played_ms)
-        if not call.realtime.interrupt_response and call.realtime.response_active:
-            call.realtime.response_cancel()
+        call.barge_in()
 
     def on_unknown(ev: rt.UnknownEvent) -> None:
         # output_audio_buffer.* is sent by servers that own playout (WebRTC/SIP transports).
@@ -106,7 +102,7 @@ def setup(call: Call) -> None:
             return
         if ev.name == "end_call":
             _tool_result(call, ev, "ok", {"ok": True, "result": "the call will end after goodbye"})
-            call.spawn(hangup_after_playout(call, "completed", call.options.goodbye_timeout_s))
+            call.spawn(call.hangup_after_playout("completed", call.options.goodbye_timeout_s))
         elif ev.name == "transfer_call":
             target = str(args.get("target", ""))
             if target not in call.options.transfer_targets:
@@ -139,6 +135,14 @@ def setup(call: Call) -> None:
     apologise_on_session_lost(call)
     hold_on_stall(call)
     retry_failed_responses(call)
+
+
+async def apologise_and_hang_up(call: Call, outcome: str) -> None:
+    """Play the apology after whatever is queued for the caller, then end the call."""
+    await call.play(*apology_prompt())
+    # Bot audio still queued ahead of the apology plays first; wait for all of it.
+    timeout = call.playout.queued_ms / 1000 + 2.0
+    await call.hangup_after_playout(outcome, timeout, wait_response=False)
 
 
 def apologise_on_session_lost(call: Call) -> None:

@@ -1,5 +1,4 @@
-"""Built-in prompts (apology, goodbye, holding) and small helpers to play audio and end calls
-after it.
+"""Built-in prompts (apology, goodbye, holding) and reading WAV files for `Call.play()`.
 
 Prompts are spoken by espeak-ng when it is installed (made once per process, at start-up, off the
 media path) and otherwise are a short tone pattern, so the gateway never depends on it.
@@ -7,22 +6,17 @@ media path) and otherwise are a short tone pattern, so the gateway never depends
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
 import tempfile
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from gateway.media.convert import resample_any
 from gateway.media.wav import read_wav
-
-if TYPE_CHECKING:
-    from gateway.call.call import Call
 
 Pcm = npt.NDArray[np.int16]
 
@@ -82,25 +76,3 @@ def warm_prompts() -> None:
     apology_prompt()
     goodbye_prompt()
     holding_prompt()
-
-
-async def apologise_and_hang_up(call: Call, outcome: str) -> None:
-    """Play the apology after whatever is queued for the caller, then end the call."""
-    await call.play(*apology_prompt())
-    # Bot audio still queued ahead of the apology plays first; wait for all of it.
-    timeout = call.playout.queued_ms / 1000 + 2.0
-    await hangup_after_playout(call, outcome, timeout, wait_response=False)
-
-
-async def hangup_after_playout(
-    call: Call, outcome: str, timeout: float, *, wait_response: bool = True
-) -> None:
-    """End `call` once the response in progress and the queued audio have been played."""
-    # Give the model a moment to start its goodbye response.
-    if wait_response:
-        await asyncio.sleep(0.2)
-        timeout -= 0.2
-    await call.wait_playout_idle(timeout, wait_response=wait_response)
-    # The last frame pulled is still on the wire: one more packet time.
-    await asyncio.sleep(call.leg.frame_ms / 1000 * 2)
-    await call.hangup(outcome)

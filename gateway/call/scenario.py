@@ -1,10 +1,10 @@
-"""Scenarios: what a scenario file is, and loading one. Handlers run on `gateway.call.bus`.
+"""Scenarios: what happens on a call, and loading a user's scenario file.
 
 A scenario is a Python file that defines `setup(call)` (sync or async). It registers handlers
 with `call.on(EventClass, handler)` for call events and `call.realtime.on(EventClass, handler)`
 for Realtime server events, and uses the call's actions. Handlers are sync or async, and run
-one at a time, in registration order, per call. An exception in a handler is logged with the
-call's id and does not end the call.
+one at a time, in registration order, per call (`gateway.call.bus`). An exception in a handler
+is logged with the call's id and does not end the call.
 """
 
 from __future__ import annotations

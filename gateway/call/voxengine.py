@@ -14,8 +14,7 @@ handlers get the typed event, whose wire JSON is in `event.raw`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from gateway.call.call import Call, RealtimeActions
 from gateway.call.events import (
     BotMediaEnded,
     BotMediaStarted,
@@ -26,9 +25,6 @@ from gateway.call.events import (
     TransferProgress,
 )
 from gateway.realtime import events as rt
-
-if TYPE_CHECKING:
-    from gateway.call.call import Call, RealtimeActions
 
 __all__ = ["CallEvents", "Events", "OpenAI", "RealtimeAPIEvents", "Yandex"]
 

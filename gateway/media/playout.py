@@ -11,6 +11,7 @@ Sans-I/O: no asyncio, no clock; frames are fixed-size byte strings in the leg's 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -141,6 +142,34 @@ class PlayoutQueue:
             played_ms=self.played_ms(current) if current else 0,
             dropped_ms=int(dropped / self.bytes_per_ms),
         )
+
+    def reformat(
+        self,
+        frame_bytes: int,
+        bytes_per_ms: float,
+        silence_byte: int,
+        convert: Callable[[bytes], bytes] | None = None,
+    ) -> None:
+        """The leg's frame size or format changed (a re-INVITE): what is queued is converted
+        with `convert` (when the format changed) and keeps its place; what each item played so
+        far keeps its milliseconds."""
+        if convert is not None:
+            queued = 0
+            segments: deque[_Segment] = deque()
+            for seg in self._segments:
+                data = convert(seg.data[seg.offset :])
+                segments.append(_Segment(seg.item_id, seg.response_id, data))
+                queued += len(data)
+            self._segments = segments
+            self._queued = queued
+        scale = bytes_per_ms / self.bytes_per_ms
+        if scale != 1.0:
+            for info in self.items.values():
+                info.played_bytes = round(info.played_bytes * scale)
+                info.queued_bytes = round(info.queued_bytes * scale)
+        self.frame_bytes = frame_bytes
+        self.bytes_per_ms = bytes_per_ms
+        self.silence_byte = silence_byte
 
     def forget(self, item_id: str) -> None:
         """Stop tracking an item (e.g. after its truncate was sent)."""

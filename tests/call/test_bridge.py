@@ -1,6 +1,8 @@
-"""The Call bridge against the real local Realtime provider, with an in-memory leg on the media
-clock: greeting, echo by cross-correlation, barge-in timing and truncate accounting, DTMF tools,
-provider loss, and clean teardown."""
+"""The Call against the real local Realtime provider, with an in-memory leg on the media clock,
+end to end: greeting, echo by cross-correlation, barge-in timing and truncate accounting, DTMF
+tools, provider loss, and clean teardown. The bridge's logic itself (batching, barge-in at every
+point of a response, truncate accounting, late deltas, hold, format changes) is tested in
+simulated time in test_bridge_core.py."""
 
 from __future__ import annotations
 
@@ -189,8 +191,8 @@ async def test_barge_in_stops_bot_audio_and_truncates_at_what_was_played(
     await _wait(lambda: any(f is not None for _, f in m.leg.sent))
     await asyncio.sleep(0.3)  # some greeting has played
     m.leg.say(speech_like(1.0, seed=5))
-    await _wait(lambda: call._speech_started_at is not None)
-    started = call._speech_started_at
+    await _wait(lambda: call.bridge.speech_started_at is not None)
+    started = call.bridge.speech_started_at
     assert started is not None
     await _wait(lambda: call.stats["barge_ins"] == 1)
     greeting_id = next(iter(call.playout.items))
@@ -198,11 +200,11 @@ async def test_barge_in_stops_bot_audio_and_truncates_at_what_was_played(
     # Bot audio toward the caller stopped within 40 ms of speech_started reaching the gateway.
     assert greeting.last_played_at is not None
     assert greeting.last_played_at - started <= 0.04
-    # the truncate is on its way to the provider (sent by the session's send task)
+    # the truncate is on its way to the provider (sent by the session's send task); that no
+    # second one follows, whatever arrives late, is proven in simulated time by
+    # test_bridge_core.py (test_one_barge_in_one_truncate_however_often_the_caller_speaks_again)
     await _wait(lambda: _sent_client_events(provider, "conversation.item.truncate") != [])
-    await asyncio.sleep(0.1)  # and no second one follows
     truncates = _sent_client_events(provider, "conversation.item.truncate")
-    assert len(truncates) == 1
     assert truncates[0]["item_id"] == greeting_id
     # audio_end_ms is what the caller heard (PCMU: 8 bytes per ms), never more than the item holds.
     assert truncates[0]["audio_end_ms"] == greeting.played_bytes // 8
@@ -222,6 +224,8 @@ async def test_barge_in_stops_bot_audio_and_truncates_at_what_was_played(
         10,
     )
     assert call.playout.items[greeting_id].played_bytes == greeting_played  # never resumed
+    # seconds later, with the echo heard: still the one truncate
+    assert len(_sent_client_events(provider, "conversation.item.truncate")) == 1
     await call.hangup()
     await task
 

@@ -190,7 +190,7 @@ async def test_barge_in_over_sip_stops_the_greeting_within_40ms(tmp_path: Path) 
         await assert_nothing_leaked(gw)
         [call] = log.calls
         assert call.stats["barge_ins"] == 1
-        started = call._speech_started_at
+        started = call.bridge.speech_started_at
         assert started is not None
         greeting_id = next(iter(call.playout.items))
         played = call.playout.items[greeting_id]

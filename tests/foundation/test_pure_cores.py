@@ -29,7 +29,7 @@ CORE_PACKAGES: dict[str, frozenset[str]] = {
     "gateway/media": frozenset({"clock", "wav"}),
 }
 #: cores that live in a package of adapters or calls
-CORE_MODULES = ("gateway.call.breaker",)
+CORE_MODULES = ("gateway.call.breaker", "gateway.call.bridge", "gateway.call.lifecycle")
 
 FORBIDDEN = (
     "asyncio",

@@ -69,3 +69,19 @@ def test_bytes_out_equal_bytes_in(sizes: list[int]) -> None:
     assert out[: len(data)] == data
     assert set(out[len(data) :]) <= {0xFF}
     assert sum(q.items[f"i{i}"].played_bytes for i in range(len(sizes))) == len(data)
+
+
+def test_reformat_keeps_the_queue_in_place_and_the_played_milliseconds() -> None:
+    q = _queue()
+    q.push("a", "r", bytes(range(200)) * 4)  # 100 ms
+    q.pull(0.0)
+    q.pull(0.02)  # 40 ms played
+    # a 30 ms ptime at another width (two bytes a sample, say): queued audio is converted
+    q.reformat(frame_bytes=480, bytes_per_ms=16.0, silence_byte=0, convert=lambda b: b + b)
+    assert q.played_ms("a") == 40
+    assert q.queued_ms == 60
+    rest = (bytes(range(200)) * 4)[320:] * 2
+    assert q.pull(0.04) == rest[:480]
+    assert q.pull(0.07) == rest[480:]
+    assert q.pull(0.10) is None
+    assert q.played_ms("a") == 100
