@@ -36,6 +36,20 @@ def free_udp_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_with_next(host: str = "127.0.0.1") -> int:
+    """A port P free for UDP and TCP with P+1 free for TCP too (baresip listens for TLS
+    on its SIP port + 1)."""
+    for _ in range(100):
+        port = free_tcp_udp_port(host)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no port free with its neighbour")
+
+
 def free_tcp_udp_port(host: str = "127.0.0.1") -> int:
     """A port free for both UDP and TCP on `host`."""
     for _ in range(50):

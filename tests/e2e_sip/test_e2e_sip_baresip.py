@@ -28,7 +28,7 @@ from tests.e2e_sip.e2e_sip_helpers import (
     windows_found,
 )
 from tests.gateway_harness import running_gateway
-from tests.sipp_harness import free_tcp_udp_port, free_udp_port, require_binary
+from tests.sipp_harness import free_port_with_next, free_udp_port, require_binary
 
 PHRASE = "Testing the echo agent, one two three."
 
@@ -82,7 +82,7 @@ class Baresip:
         self.recordings.mkdir(exist_ok=True)
         rtp = free_udp_port() & ~1
         (self.dir / "config").write_text(
-            f"sip_listen 127.0.0.1:{free_tcp_udp_port()}\n"
+            f"sip_listen 127.0.0.1:{free_port_with_next()}\n"
             "net_interface 127.0.0.1\n"
             "audio_player aubridge,nil\n"
             "audio_alert aubridge,nil\n"
