@@ -12,6 +12,9 @@ For each profile (passthrough: session format pcmu; transcoding: PCM16 24 kHz) a
    scrapes, whose histogram differences give send lateness, added latency and barge-in reaction;
 4. every process it started is stopped by PID.
 
+Processes, ports, /proc and /metrics come from `tests/support/harness.py`, the library the tests'
+harnesses use too.
+
 Prints a table, writes JSON to `benchmarks/results/`, optionally a PNG plot and a py-spy profile.
 Figures, not pass/fail: the `misses` column names the issue's targets a point does not meet.
 Run: `make bench-calls ARGS="--calls 50,100 --profile both"`; `--help` for every option.
@@ -31,18 +34,30 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
-from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: tests.support is the harness library
+
+from tests.support.harness import (  # noqa: E402
+    ChildProcess,
+    HarnessError,
+    Metrics,
+    Processes,
+    free_port,
+    free_udp_tcp_port,
+    proc_cpu_seconds,
+    proc_rss_kib,
+    scrape,
+    wait_ready,
+)
+
 RESULTS = ROOT / "benchmarks" / "results"
 PROFILES = {"passthrough": "pcmu", "transcoding": "pcm24k"}
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # The issue's targets (one gateway process, one core).
 TARGETS = {
@@ -65,70 +80,9 @@ class BenchError(Exception):
 # --- processes --------------------------------------------------------------------------------
 
 
-@dataclass
-class Proc:
-    """A child process started by this harness; stopped by its PID, never by name."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.popen.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.popen.pid, signal.SIGTERM)
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(5)
-
-    def tail(self, chars: int = 3000) -> str:
-        with contextlib.suppress(OSError):
-            return self.log.read_text(errors="replace")[-chars:]
-        return ""
-
-
-@dataclass
-class Started:
-    procs: list[Proc] = field(default_factory=list)
-
-    def start(
-        self,
-        name: str,
-        argv: list[str],
-        log: Path,
-        *,
-        stdout_pipe: bool = False,
-        extra_path: str = "",
-    ) -> Proc:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "wb") as out:
-            popen = subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                stdout=subprocess.PIPE if stdout_pipe else out,
-                stderr=out,
-                start_new_session=True,  # its own scheduler autogroup (sched(7)), not ours
-                env={**os.environ, "PYTHONPATH": f"{extra_path}{ROOT}:{ROOT / 'codecs'}"},
-            )
-        proc = Proc(name, popen, log)
-        self.procs.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in reversed(self.procs):
-            proc.stop()
-        self.procs.clear()
+def child_env(extra_path: str = "") -> dict[str, str]:
+    """The environment of the programs started here: the repository and codecs importable."""
+    return {**os.environ, "PYTHONPATH": f"{extra_path}{ROOT}:{ROOT / 'codecs'}"}
 
 
 def pinned(core: int, argv: list[str], nice: int = 0, rt: int = 0) -> list[str]:
@@ -190,39 +144,6 @@ def count_free_rtp_pairs(lo: int, hi: int, need: int) -> int:
     return free
 
 
-def free_port(udp_too: bool = False) -> int:
-    """A port free for TCP (and UDP when `udp_too`) on 127.0.0.1, chosen by the kernel."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if not udp_too:
-            return port
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            try:
-                u.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise BenchError("no free port on 127.0.0.1")
-
-
-# --- /proc and /metrics -----------------------------------------------------------------------
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    data = Path(f"/proc/{pid}/stat").read_text()
-    fields = data[data.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
-
-def proc_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise BenchError(f"no VmRSS for pid {pid}")
-
-
 def core_times() -> dict[int, tuple[int, int, int, int]]:
     """Per core: (busy, total, steal, softirq) jiffies from /proc/stat."""
     out = {}
@@ -242,40 +163,19 @@ def loadavg() -> float:
 Histogram = dict[tuple[tuple[str, str], ...], dict[float, float]]
 
 
-def scrape(http_port: int) -> dict[str, Any]:
-    """/metrics as {histogram name: {labels: {le: count}}} and {sample name+labels: value}."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    hists: dict[str, Histogram] = {}
-    values: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name.endswith("_bucket"):
-                labels = tuple(sorted((k, v) for k, v in s.labels.items() if k != "le"))
-                le = float(s.labels["le"])
-                hists.setdefault(s.name[:-7], {}).setdefault(labels, {})[le] = s.value
-            else:
-                key = s.name + "".join(f"|{k}={v}" for k, v in sorted(s.labels.items()))
-                values[key] = s.value
-    return {"hist": hists, "values": values}
+def metrics_url(http_port: int) -> str:
+    return f"http://127.0.0.1:{http_port}/metrics"
 
 
-def hist_diff(a: dict[str, Any], b: dict[str, Any], name: str, **labels: str) -> dict[float, float]:
+def hist_diff(a: Metrics | None, b: Metrics, name: str, **labels: str) -> dict[float, float]:
     key = tuple(sorted(labels.items()))
-    hb = b["hist"].get(name, {}).get(key, {})
-    ha = a["hist"].get(name, {}).get(key, {}) if a else {}
+    hb = b.hist.get(name, {}).get(key, {})
+    ha = a.hist.get(name, {}).get(key, {}) if a else {}
     return {le: hb[le] - ha.get(le, 0.0) for le in hb}
 
 
-def value_diff(a: dict[str, Any] | None, b: dict[str, Any], prefix: str) -> float:
-    def total(s: dict[str, Any] | None) -> float:
-        if not s:
-            return 0.0
-        return float(sum(v for k, v in s["values"].items() if k.split("|")[0] == prefix))
-
-    return total(b) - total(a)
+def value_diff(a: Metrics | None, b: Metrics, prefix: str) -> float:
+    return b.total(prefix) - (a.total(prefix) if a else 0.0)
 
 
 def quantile(buckets: dict[float, float], q: float) -> float | None:
@@ -321,27 +221,10 @@ def ms(x: float | None) -> float | None:
 # --- one point ---------------------------------------------------------------------------------
 
 
-def wait_ready(proc: Proc, url: str | None, port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise BenchError(f"{proc.name} exited:\n{proc.tail()}")
-        with contextlib.suppress(OSError):
-            if url is None:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    return
-            else:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        return
-        time.sleep(0.1)
-    raise BenchError(f"{proc.name} did not become ready in {timeout:.0f} s:\n{proc.tail()}")
-
-
-def read_events(proc: Proc, deadline: float) -> Any:
+def read_events(proc: ChildProcess, deadline: float) -> Any:
     """Yield the load generator's JSON lines until it exits or `deadline` passes."""
-    assert proc.popen.stdout is not None
-    fd = proc.popen.stdout
+    assert proc.stdout is not None
+    fd = proc.stdout
     sel = selectors.DefaultSelector()
     sel.register(fd, selectors.EVENT_READ)
     try:
@@ -369,7 +252,7 @@ def run_point(
     spy: bool = False,
     attempt: int = 1,
 ) -> dict[str, Any]:
-    started = Started()
+    started = Processes()
     python = sys.executable
     point_dir = logdir / f"{profile}-{n}{'-pyspy' if spy else f'-{attempt}'}"
     quiet_busy, quiet_waited = wait_quiet(args)
@@ -393,9 +276,11 @@ def run_point(
                 ],
             ),
             point_dir / "provider.log",
+            cwd=ROOT,
+            env=child_env(),
         )
-        wait_ready(provider, None, provider_port)
-        http_port, sip_port = free_port(), free_port(udp_too=True)
+        wait_ready(provider, port=provider_port)
+        http_port, sip_port = free_port(), free_udp_tcp_port()
         gateway = started.start(
             "gateway",
             pinned(
@@ -432,9 +317,10 @@ def run_point(
                 rt=args.gateway_rt,
             ),
             point_dir / "gateway.log",
-            extra_path=f"{ROOT / 'benchmarks' / 'gcwatch'}:" if args.gc_log else "",
+            cwd=ROOT,
+            env=child_env(f"{ROOT / 'benchmarks' / 'gcwatch'}:" if args.gc_log else ""),
         )
-        wait_ready(gateway, f"http://127.0.0.1:{http_port}/readyz", http_port)
+        wait_ready(gateway, url=f"http://127.0.0.1:{http_port}/readyz")
         pid = gateway.pid
         if args.load_nice:
             Path(f"/proc/{provider.pid}/autogroup").write_text(str(args.load_nice))
@@ -474,6 +360,8 @@ def run_point(
                 rt=args.load_rt,
             ),
             point_dir / "loadgen.log",
+            cwd=ROOT,
+            env=child_env(),
             stdout_pipe=True,
         )
         if args.load_nice:
@@ -484,7 +372,7 @@ def run_point(
         gen: dict[str, Any] = {}
         established: dict[str, Any] = {}
         window = [0.0, 0.0]
-        spy_proc: Proc | None = None
+        spy_proc: ChildProcess | None = None
         for ev in read_events(loadgen, deadline):
             kind = ev.get("event")
             if kind == "established":
@@ -500,15 +388,15 @@ def run_point(
                 b["rss_kib"] = proc_rss_kib(pid)
             elif kind == "result":
                 gen = ev
-        loadgen.popen.wait(30)
+        loadgen.wait(30)
         if not gen:
             raise BenchError(f"load generator gave no result:\n{loadgen.tail()}")
         if not gateway.alive():
             raise BenchError(f"gateway died during the run:\n{gateway.tail()}")
-        final = scrape(http_port)
+        final = scrape(metrics_url(http_port))
         top = None
         if spy_proc is not None:
-            spy_proc.popen.wait(60)
+            spy_proc.wait(60)
             top = py_spy_top(point_dir / "gateway.pyspy.txt", args.spy_top)
         started.stop_all()
         errors, formats, gcs, gc_passes = read_gateway_log(gateway.log)
@@ -557,7 +445,7 @@ def sample(pid: int, http_port: int) -> dict[str, Any]:
         "cpu_s": proc_cpu_seconds(pid),
         "cores": core_times(),
         "loadavg": loadavg(),
-        "metrics": scrape(http_port),
+        "metrics": scrape(metrics_url(http_port)),
     }
 
 
@@ -600,7 +488,7 @@ def summarize(
     n: int,
     a: dict[str, Any],
     b: dict[str, Any],
-    final: dict[str, Any],
+    final: Metrics,
     gen: dict[str, Any],
     established: dict[str, Any],
     **extra: Any,
@@ -649,8 +537,8 @@ def summarize(
                 "barge_ins": int(barge.get(float("inf"), 0)),
                 "response_latency_p50_ms": ms(quantile(response, 0.5)),
                 "rtp_dropped_window": {
-                    k.split("reason=")[-1]: mb["values"][k] - ma["values"].get(k, 0.0)
-                    for k in mb["values"]
+                    k.split("reason=")[-1]: mb.values[k] - ma.values.get(k, 0.0)
+                    for k in mb.values
                     if k.startswith("gateway_rtp_dropped_total|")
                 },
                 "rtp_lost_window": value_diff(ma, mb, "gateway_rtp_packets_lost_total"),
@@ -666,14 +554,14 @@ def summarize(
         )
     row["rtp_dropped_total"] = {
         k.split("reason=")[-1]: v
-        for k, v in final["values"].items()
+        for k, v in final.values.items()
         if k.startswith("gateway_rtp_dropped_total|")
     }
     row["rtp_lost_total"] = value_diff(None, final, "gateway_rtp_packets_lost_total")
-    setup_hist = final["hist"].get("gateway_call_setup_seconds", {}).get((), {})
+    setup_hist = final.hist.get("gateway_call_setup_seconds", {}).get((), {})
     row["first_audio_p99_ms"] = ms(quantile(setup_hist, 0.99))
     # the provider's share of set-up: WebSocket connect to session.updated, as the gateway saw it
-    connect_hist = final["hist"].get("gateway_realtime_connect_seconds", {}).get((), {})
+    connect_hist = final.hist.get("gateway_realtime_connect_seconds", {}).get((), {})
     row["provider_connect_p50_ms"] = ms(quantile(connect_hist, 0.5))
     row["provider_connect_p99_ms"] = ms(quantile(connect_hist, 0.99))
     row["realtime_errors"] = value_diff(None, final, "gateway_realtime_errors_total")
@@ -760,7 +648,9 @@ def py_spy_exe() -> str | None:
     return str(beside) if beside.exists() else shutil.which("py-spy")
 
 
-def start_py_spy(started: Started, args: argparse.Namespace, pid: int, point_dir: Path) -> Proc:
+def start_py_spy(
+    started: Processes, args: argparse.Namespace, pid: int, point_dir: Path
+) -> ChildProcess:
     exe = py_spy_exe()
     assert exe is not None  # checked in preflight()
     duration = max(5, min(20, int(args.duration) - 2))
@@ -786,6 +676,8 @@ def start_py_spy(started: Started, args: argparse.Namespace, pid: int, point_dir
             ],
         ),
         point_dir / "py-spy.log",
+        cwd=ROOT,
+        env=child_env(),
     )
 
 
@@ -1115,7 +1007,7 @@ def main(argv: list[str] | None = None) -> int:
         return report_from(args)
     try:
         preflight(args)
-    except BenchError as exc:
+    except (BenchError, HarnessError) as exc:
         print(f"bench-calls: error: {exc}", file=sys.stderr)
         return 2
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -1156,7 +1048,7 @@ def main(argv: list[str] | None = None) -> int:
             row = run_point(args, profile, int(n_s), logdir, spy=True)
             report["py_spy"] = {"row": row, "top": row.pop("py_spy_top", None)}
             write(out, report)
-    except BenchError as exc:
+    except (BenchError, HarnessError) as exc:
         print(f"bench-calls: error: {exc}", file=sys.stderr)
         write(out, report)
         return 1

@@ -29,13 +29,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_calls import (
-    RESULTS,
-    ROOT,
-    BenchError,
-    Started,
+from bench_calls import RESULTS, ROOT, BenchError, child_env, machine, metrics_url
+
+from tests.support.harness import (
+    Histograms,
+    Metrics,
+    Processes,
     free_port,
-    machine,
+    free_udp_tcp_port,
     proc_rss_kib,
     scrape,
     wait_ready,
@@ -50,7 +51,7 @@ def calls_ended(values: dict[str, float]) -> int:
     return int(sum(v for k, v in values.items() if k.startswith("gateway_calls_total|")))
 
 
-def gc_pauses(hists: dict[str, Any], before: dict[str, Any]) -> dict[str, dict[str, float]]:
+def gc_pauses(hists: Histograms, before: Histograms) -> dict[str, dict[str, float]]:
     """Per generation, between two scrapes: passes counted, and passes longer than the target."""
     out: dict[str, dict[str, float]] = {}
     earlier = before.get("gateway_gc_pause_seconds", {})
@@ -78,7 +79,7 @@ def slope(points: list[tuple[int, int]]) -> float:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    started = Started()
+    started = Processes()
     workdir = RESULTS / "soak-run"
     try:
         provider_port = free_port()
@@ -95,9 +96,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "warning",
             ],
             workdir / "provider.log",
+            cwd=ROOT,
+            env=child_env(),
         )
-        wait_ready(provider, None, provider_port)
-        sip_port, http_port = free_port(udp_too=True), free_port()
+        wait_ready(provider, port=provider_port)
+        sip_port, http_port = free_udp_tcp_port(), free_port()
         gateway = started.start(
             "gateway",
             [
@@ -123,8 +126,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "json",
             ],
             workdir / "gateway.log",
+            cwd=ROOT,
+            env=child_env(),
         )
-        wait_ready(gateway, f"http://127.0.0.1:{http_port}/readyz", http_port)
+        wait_ready(gateway, url=f"http://127.0.0.1:{http_port}/readyz")
         total = args.warmup + args.calls
         sipp = started.start(
             "sipp",
@@ -136,11 +141,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "-i",
                 "127.0.0.1",
                 "-p",
-                str(free_port(udp_too=True)),
+                str(free_udp_tcp_port()),
                 "-cp",
-                str(free_port(udp_too=True)),
+                str(free_udp_tcp_port()),
                 "-mp",
-                str(free_port(udp_too=True)),
+                str(free_udp_tcp_port()),
                 "-m",
                 str(total),
                 "-l",
@@ -152,36 +157,38 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"{int(total / args.rate * 3 + 120)}s",
             ],
             workdir / "sipp.log",
+            cwd=ROOT,
+            env=child_env(),
         )
         samples: list[tuple[float, int, int]] = []  # (t, calls ended, RSS KiB)
         t0 = time.monotonic()
         idle_rss = proc_rss_kib(gateway.pid)
-        after_warmup: dict[str, Any] | None = None  # GC passes count from here, calls live
-        last_live: dict[str, Any] | None = None  # ... to here (not the idle collection after)
-        while sipp.popen.poll() is None:
+        after_warmup: Metrics | None = None  # GC passes count from here, calls live
+        last_live: Metrics | None = None  # ... to here (not the idle collection after)
+        while sipp.alive():
             if not gateway.alive():
                 raise BenchError(f"gateway exited:\n{gateway.tail()}")
-            metrics_now = last_live = scrape(http_port)  # sipp runs: calls are up
-            ended = calls_ended(metrics_now["values"])
+            metrics_now = last_live = scrape(metrics_url(http_port))  # sipp runs: calls are up
+            ended = calls_ended(metrics_now.values)
             if after_warmup is None and ended >= args.warmup:
                 after_warmup = metrics_now
             samples.append((time.monotonic() - t0, ended, proc_rss_kib(gateway.pid)))
             print(f"\r{ended:6d} calls ended, RSS {samples[-1][2]:8d} KiB", end="", flush=True)
             time.sleep(args.sample_s)
         print()
-        final = scrape(http_port)
-        ended = calls_ended(final["values"])
+        final = scrape(metrics_url(http_port))
+        ended = calls_ended(final.values)
         failed = int(
             sum(
                 v
-                for k, v in final["values"].items()
+                for k, v in final.values.items()
                 if k.startswith("gateway_calls_total|") and "outcome=remote_hangup" not in k
             )
         )
         steady = [(c, r) for _t, c, r in samples if c >= args.warmup]
         per_call = slope(steady)
         live_end = last_live or final
-        pauses = gc_pauses(live_end["hist"], (after_warmup or live_end)["hist"])
+        pauses = gc_pauses(live_end.hist, (after_warmup or live_end).hist)
         worst = max((p["worst_le_s"] for p in pauses.values()), default=float("nan"))
         over = sum(p["over_target"] for p in pauses.values())
         return {
@@ -191,7 +198,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "concurrent": args.concurrent,
             "calls_ended": ended,
             "calls_not_remote_hangup": failed,
-            "sipp_exit": sipp.popen.returncode,
+            "sipp_exit": sipp.returncode,
             "idle_rss_kib": idle_rss,
             "rss_after_warmup_kib": steady[0][1] if steady else None,
             "rss_end_kib": samples[-1][2] if samples else None,

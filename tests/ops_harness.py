@@ -1,7 +1,6 @@
 """Real operations peers for tests: Prometheus and Kamailio on loopback, started and stopped by PID.
 
 - `require_binary(name, package)` fails the test (never skips) when a program is missing.
-- `free_port()` picks an ephemeral port the kernel hands out.
 - `Prometheus(workdir, targets)` runs Debian's `prometheus` with a scrape config for `targets`,
   waits until it is ready and answers instant queries (`query`, `query_value`).
 - `Kamailio(workdir, gateways)` renders `deploy/kamailio/` for a free loopback port and a
@@ -10,7 +9,8 @@
   dispatcher destination but no gateway.
 
 All are context managers; leaving the block stops the process by its PID (and its process group,
-which Kamailio's worker children share) and closes every socket.
+which Kamailio's worker children share) and closes every socket. Ports, processes and /metrics
+come from `tests.support.harness`, shared with the benchmarks.
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
-import subprocess
 import threading
 import time
 import urllib.error
@@ -37,12 +35,17 @@ from typing import Any, ClassVar
 
 import pytest
 
+from tests.support.harness import (
+    ChildProcess,
+    HarnessError,
+    free_port,
+    free_udp_tcp_port,
+    start_process,
+    wait_ready,
+)
+
 REPO = Path(__file__).resolve().parent.parent
 KAMAILIO_CFG = REPO / "deploy" / "kamailio" / "kamailio.cfg"
-
-
-class HarnessError(RuntimeError):
-    """A peer process did not start, did not become ready, or answered nonsense."""
 
 
 def require_binary(name: str, package: str, source: str = "Debian package") -> str:
@@ -65,49 +68,6 @@ def require_binary(name: str, package: str, source: str = "Debian package") -> s
             pytrace=False,
         )
     return path
-
-
-def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
-    """A port the kernel reports free right now (bind port 0 and read it back)."""
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def free_udp_tcp_port(host: str = "127.0.0.1") -> int:
-    """A port free for both UDP and TCP (SIP listens on both)."""
-    for _ in range(50):
-        port = free_port(socket.SOCK_DGRAM, host)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise HarnessError("no port free for both UDP and TCP")
-
-
-def _stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGTERM the process (and its group, when it leads one); SIGKILL after `timeout`."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait(timeout=timeout)
-    # workers left behind by a leader that died first (Kamailio forks its children)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 # --- Prometheus ----------------------------------------------------------------------------
@@ -138,7 +98,7 @@ class Prometheus:
         self.authorization_file = authorization_file
         self.extra_jobs = list(extra_jobs)
         self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: ChildProcess | None = None
         self.log_path = self.workdir / "prometheus.log"
 
     @property
@@ -176,44 +136,28 @@ class Prometheus:
         config = self.workdir / "prometheus.yml"
         config.write_text(self.config_text())
         self.port = free_port()
-        log = self.log_path.open("wb")
+        self.proc = start_process(
+            "prometheus",
+            [
+                self.binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--storage.tsdb.retention.time=1h",
+                "--log.level=warn",
+            ],
+            self.log_path,
+        )
         try:
-            self.proc = subprocess.Popen(
-                [
-                    self.binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={self.workdir / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                    "--storage.tsdb.retention.time=1h",
-                    "--log.level=warn",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise HarnessError(
-                    f"prometheus exited with {self.proc.returncode}:\n{_tail(self.log_path)}"
-                )
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(self.url + "/-/ready", timeout=1) as resp,
-            ):
-                if resp.status == 200:
-                    return
-            time.sleep(0.1)
-        self.stop()
-        raise HarnessError(f"prometheus not ready in {timeout}s:\n{_tail(self.log_path)}")
+            wait_ready(self.proc, url=self.url + "/-/ready", timeout=timeout)
+        except HarnessError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         """Stop the server by PID; safe to call twice."""
         if self.proc is not None:
-            _stop_process(self.proc)
+            self.proc.stop(timeout=10.0)
             self.proc = None
 
     def api(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
@@ -488,7 +432,7 @@ class Kamailio:
         self.workers = workers
         self.ds_list = ds_list
         self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: ChildProcess | None = None
         self.log_path = self.workdir / "kamailio.log"
 
     @property
@@ -533,37 +477,26 @@ class Kamailio:
         if self.ds_list is None:
             (self.workdir / "dispatcher.list").write_text(self.dispatcher_list())
         self.port = free_udp_tcp_port()
-        log = self.log_path.open("wb")
-        try:
-            self.proc = subprocess.Popen(
-                self.command(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
+        proc = self.proc = start_process("kamailio", self.command(), self.log_path)
         deadline = time.monotonic() + timeout
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.bind(("127.0.0.1", 0))
             local = sock.getsockname()
             while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise HarnessError(
-                        f"kamailio exited with {self.proc.returncode}:\n{_tail(self.log_path)}"
-                    )
+                if not proc.alive():
+                    self.stop()  # workers it forked may outlive it
+                    raise HarnessError(f"kamailio exited with {proc.returncode}:\n{proc.tail()}")
                 probe = sip_request("OPTIONS", f"sip:127.0.0.1:{self.port}", local)
                 with contextlib.suppress(HarnessError):
                     if status_code(sip_exchange(sock, probe, self.address, timeout=0.3)) == 200:
                         return
         self.stop()
-        raise HarnessError(f"kamailio not answering in {timeout}s:\n{_tail(self.log_path)}")
+        raise HarnessError(f"kamailio not answering in {timeout}s:\n{proc.tail()}")
 
     def stop(self) -> None:
         """Stop Kamailio by PID (its workers share its process group); safe to call twice."""
         if self.proc is not None:
-            _stop_process(self.proc)
+            self.proc.stop(timeout=10.0)
             self.proc = None
 
     def log(self) -> str:

@@ -3,8 +3,8 @@
 Every packet type is a dataclass with `parse()` (one packet) and `serialize()`/`__bytes__`.
 `parse_compound()` splits a datagram into its packets (§6.1); types we do not interpret (APP,
 feedback, XR) come back as `RtcpUnknown` so they round-trip byte for byte. Malformed input raises
-`RtpParseError` with a reason. RTCP padding (the P bit) is accepted and stripped; it is not
-re-emitted.
+`RtpParseError` with a reason, and so does a compound that does not start with SR or RR (§6.1,
+A.2). RTCP padding (the P bit) is accepted and stripped; it is not re-emitted.
 """
 
 from __future__ import annotations
@@ -333,6 +333,9 @@ def parse_compound(data: bytes) -> list[RtcpPacket]:
             raise RtpParseError("rtcp_version", f"version {b0 >> 6}")
         if not 192 <= packet_type <= 223:
             raise RtpParseError("rtcp_type", f"packet type {packet_type}")
+        if pos == 0 and packet_type not in (PT_SR, PT_RR):
+            # §6.1: the first packet of a compound MUST be a report (A.2's validity check)
+            raise RtpParseError("rtcp_first", f"compound starts with packet type {packet_type}")
         end = pos + 4 + 4 * words
         if end > size:
             raise RtpParseError("rtcp_overrun", f"length {words} words")

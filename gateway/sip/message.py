@@ -276,10 +276,11 @@ class SipUri:
         scheme = scheme.lower()
         if not colon or scheme not in ("sip", "sips"):
             raise SipParseError("not a SIP URI")
-        rest, _, hdrs = rest.partition("?")
-        userinfo, at, hostpart = rest.rpartition("@")
+        # §19.1.1/§25.1: the user part may hold "?", ";" and "/"; "@" (unescaped) only ends it
+        userinfo, at, hostpart = rest.partition("@")
         if not at:
             userinfo, hostpart = "", rest
+        hostpart, _, hdrs = hostpart.partition("?")
         user: str | None = None
         password: str | None = None
         if at:
@@ -359,7 +360,7 @@ class NameAddr:
             gt = text.find(">", lt)
             if lt < 0 or gt < 0:
                 raise SipParseError("unbalanced <> in address")
-            display = text[:lt].strip().strip('"') or None
+            display = _display_name(text[:lt])
             uri_text = text[lt + 1 : gt]
             paramtext = text[gt + 1 :].strip()
             if paramtext and not paramtext.startswith(";"):
@@ -377,18 +378,52 @@ class NameAddr:
         return NameAddr(self.uri, self.display, {**self.params, "tag": tag}, self.raw_uri)
 
     def __str__(self) -> str:
-        disp = f'"{self.display}" ' if self.display else ""
+        disp = ""
+        if self.display:
+            disp = '"' + _QUOTE_PAIRS.sub(r"\\\g<0>", self.display) + '" '
         return f"{disp}<{self.uri}>{_format_params(self.params)}"
 
 
+# characters a quoted-string carries only as a quoted-pair (§25.1: not qdtext)
+_QUOTE_PAIRS = re.compile(r'["\\\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')
+
+
+def _display_name(text: str) -> str | None:
+    """The display name before `<`: a quoted-string unquoted (quoted-pairs resolved, §25.1), or
+    the tokens as they are. Anything after the closing quote is ignored."""
+    text = text.strip()
+    if not text.startswith('"'):
+        return text or None
+    out: list[str] = []
+    i = 1
+    while i < len(text) and text[i] != '"':
+        if text[i] == "\\" and i + 1 < len(text):
+            i += 1
+        out.append(text[i])
+        i += 1
+    return "".join(out) or None
+
+
 def _find_unquoted(text: str, ch: str) -> int:
-    quoted = False
+    """The index of `ch` outside quoted strings (whose quoted-pairs may escape a quote), or -1."""
+    quoted = escaped = False
     for i, c in enumerate(text):
-        if c == '"':
-            quoted = not quoted
-        elif c == ch and not quoted:
+        if escaped:
+            escaped = False
+        elif quoted:
+            if c == "\\":
+                escaped = True
+            elif c == '"':
+                quoted = False
+        elif c == '"':
+            quoted = True
+        elif c == ch:
             return i
     return -1
+
+
+# sent-protocol (§25.1): protocol-name SLASH protocol-version SLASH transport, SLASH = SWS "/" SWS
+_SENT_PROTOCOL = re.compile(r"\s*([^\s/]+)\s*/\s*([^\s/]+)\s*/\s*([^\s/;]+)(.*)\Z", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,13 +437,15 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
-        proto, _, rest = text.strip().partition(" ")
-        parts = [p.strip() for p in proto.split("/")]
-        if len(parts) != 3 or parts[0].upper() != "SIP" or parts[1] != "2.0" or not parts[2]:
+        match = _SENT_PROTOCOL.match(text)
+        if match is None:
+            raise SipParseError("bad Via protocol")
+        name, version, transport, rest = match.groups()
+        if name.upper() != "SIP" or version != "2.0" or (rest and not rest[0].isspace()):
             raise SipParseError("bad Via protocol")
         sent_by, _, paramtext = rest.strip().partition(";")
         host, port = _split_hostport(sent_by)
-        return cls(parts[2].upper(), host, port, _parse_params(paramtext, "Via"))
+        return cls(transport.upper(), host, port, _parse_params(paramtext, "Via"))
 
     @property
     def branch(self) -> str | None:
@@ -555,6 +592,9 @@ class SipResponse(_Message):
 SipMessage = SipRequest | SipResponse
 
 
+_BARE_NUL = re.compile(r"(?<!\\)\x00")  # a NUL that is not a quoted-pair
+
+
 def _split_head(data: bytes) -> tuple[bytes, bytes]:
     end = data.find(b"\r\n\r\n")
     if end >= 0:
@@ -596,7 +636,7 @@ def _parse_start(line: str) -> SipRequest | SipResponse:
         raise SipParseError("bad method")
     if version.upper() != "SIP/2.0":
         raise SipParseError("SIP version not supported", 505)
-    if not uri or ":" not in uri:
+    if not uri or not _SCHEME.match(uri):
         raise SipParseError("bad Request-URI")
     if uri.split(":", 1)[0].lower() in ("sip", "sips"):
         try:
@@ -606,6 +646,7 @@ def _parse_start(line: str) -> SipRequest | SipResponse:
     return SipRequest(method, uri)
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:")  # absoluteURI = scheme ":" ... (§25.1)
 _MANDATORY = ("Via", "From", "To", "Call-ID", "CSeq")
 
 
@@ -627,13 +668,19 @@ def _validate(msg: SipMessage) -> None:
             getter(values[0])
         except SipParseError as exc:
             raise SipParseError(f"bad {name}: {exc.reason}") from None
+    names = [name for name, _ in msg.headers]  # canonical spellings
+    for name in ("Call-ID", "CSeq"):
+        if names.count(name) != 1:
+            raise SipParseError(f"duplicate {name}")
     if not msg.call_id.strip() or " " in msg.call_id.strip():
         raise SipParseError("bad Call-ID")
     cseq = CSeq.parse(msg.headers.get("CSeq") or "")
     if isinstance(msg, SipRequest) and cseq.method != msg.method:
         raise SipParseError("CSeq method does not match")
     mf = msg.headers.get("Max-Forwards")
-    if mf is not None and (not mf.isascii() or not mf.isdigit() or len(mf) > 3):
+    if mf is not None and (
+        not mf.isascii() or not mf.isdigit() or len(mf.lstrip("0")) > 3 or int(mf) > 255
+    ):
         raise SipParseError("bad Max-Forwards")
     try:
         msg.contacts  # noqa: B018  (validated for later typed access)
@@ -669,18 +716,20 @@ def parse(
         head = head_bytes.decode("utf-8")
     except UnicodeDecodeError:
         raise SipParseError("headers not UTF-8") from None
-    if "\x00" in head:
+    if "\x00" in head and _BARE_NUL.search(head):
         raise SipParseError("NUL in headers")
     lines = _unfold(head)
-    version_error: SipParseError | None = None
+    start_error: SipParseError | None = None
     try:
         msg = _parse_start(lines[0].strip())
     except SipParseError as exc:
-        parts = lines[0].strip().split(" ")
-        if exc.status_hint != 505 or len(parts) != 3 or not _METHOD.match(parts[0]):
+        parts = lines[0].split()
+        if len(parts) < 3 or not _METHOD.match(parts[0]) or not parts[-1].startswith("SIP/"):
             raise
-        # §8.2.2 ... answer 505 if the headers are readable enough to route a response
-        msg, version_error = SipRequest(parts[0], parts[1]), exc
+        # a request line that is wrong but recognisable (505 for the version, §8.2.2; 400 for
+        # extra spaces or a bad Request-URI, RFC 4475 §3.1.2.7-9): answered if the headers are
+        # readable enough to route a response
+        msg, start_error = SipRequest(parts[0], parts[1]), exc
     items: list[tuple[str, str]] = []
     for line in lines[1:]:
         name, colon, value = line.partition(":")
@@ -690,8 +739,8 @@ def parse(
         items.append((name, value.strip()))
     msg.headers = Headers(items)
     partial = msg if isinstance(msg, SipRequest) else None
-    if version_error is not None:
-        raise SipParseError(version_error.reason, 505, partial)
+    if start_error is not None:
+        raise SipParseError(start_error.reason, start_error.status_hint, partial)
     try:
         length = _content_length(msg.headers)
         if length is None:

@@ -11,7 +11,6 @@ with a healthy gateway beside it (issue 13, item 10).
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,8 +18,9 @@ from pathlib import Path
 from tests.deploy.test_ops_e2e_drain import sip_probe, summaries, wait_until
 from tests.deploy.test_ops_e2e_kamailio import ROUTED_UAC, routed
 from tests.gateway_harness import GatewayProcess, free_port
-from tests.ops_harness import Kamailio, _stop_process
+from tests.ops_harness import Kamailio
 from tests.sipp_harness import Sipp
+from tests.support.harness import ChildProcess, start_process
 
 
 def calls_through(kamailio: Kamailio, workdir: Path, calls: int) -> None:
@@ -51,7 +51,7 @@ def test_kamailio_routes_around_a_gateway_whose_provider_is_down(tmp_path: Path)
         "--provider-breaker-cooldown", "2",
     )  # fmt: skip
     healthy = GatewayProcess(tmp_path)
-    provider: subprocess.Popen[bytes] | None = None
+    provider: ChildProcess | None = None
     try:
         down.start()
         healthy.start()
@@ -80,13 +80,12 @@ def test_kamailio_routes_around_a_gateway_whose_provider_is_down(tmp_path: Path)
             assert len(summaries(healthy)) == 30
 
             # --- the provider comes up at its URL: ready again, back in the set, takes calls
-            provider_log = (tmp_path / "provider.log").open("wb")
-            provider = subprocess.Popen(
+            provider = start_process(
+                "provider",
                 [sys.executable, "-m", "gateway", "provider", "--listen",
                  f"127.0.0.1:{provider_port}", "--log-format", "json"],
-                stdout=provider_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                tmp_path / "provider.log",
             )  # fmt: skip
-            provider_log.close()
             wait_until(lambda: down.http("GET", "/readyz")[0] == 200, 10, "ready again")
             assert sip_probe(down, "OPTIONS").startswith("SIP/2.0 200")
             time.sleep(2.0)  # the next dispatcher probe
@@ -96,7 +95,7 @@ def test_kamailio_routes_around_a_gateway_whose_provider_is_down(tmp_path: Path)
             assert len(summaries(down)) >= 3
     finally:
         if provider is not None:
-            _stop_process(provider)
+            provider.stop(timeout=10.0)
         assert down.stop() == 0
         assert healthy.stop() == 0
 

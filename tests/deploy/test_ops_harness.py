@@ -3,6 +3,7 @@ of two tiny UDP SIP responders, and Prometheus scraping a local exposition of ga
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import threading
@@ -15,15 +16,22 @@ import pytest
 
 from gateway import metrics
 from tests.ops_harness import (
-    HarnessError,
     Kamailio,
     Prometheus,
     SipResponder,
-    free_port,
     require_binary,
     sip_exchange,
     sip_request,
     status_code,
+)
+from tests.support.harness import (
+    HarnessError,
+    Processes,
+    free_port,
+    free_udp_tcp_port,
+    scrape,
+    start_process,
+    wait_ready,
 )
 
 
@@ -67,6 +75,70 @@ def test_free_port_is_bindable() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
         assert sock.getsockname()[1] == port
+
+
+def test_free_udp_tcp_port_binds_both() -> None:
+    port = free_udp_tcp_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+        udp.bind(("127.0.0.1", port))
+        tcp.bind(("127.0.0.1", port))
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # an orphan is a zombie until init reaps it: that counts as gone
+    return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+
+
+def test_a_child_process_stops_by_pid_with_its_process_group(tmp_path: Path) -> None:
+    """`stop()` ends the program and what it forked into its group (a leader's workers)."""
+    pidfile = tmp_path / "worker.pid"
+    proc = start_process(
+        "leader", ["sh", "-c", f"sleep 60 & echo $! > {pidfile}; exec sleep 60"], tmp_path / "l.log"
+    )
+    _wait_until(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
+    worker = int(pidfile.read_text())
+    assert proc.alive() and os.getpgid(worker) == proc.pid  # its own session's group
+    proc.stop(timeout=5)
+    assert not proc.alive() and proc.returncode is not None
+    _wait_until(lambda: _gone(worker))
+    proc.stop()  # twice is fine
+
+
+def test_wait_ready_reports_a_program_that_exits_with_its_log(tmp_path: Path) -> None:
+    proc = start_process("broken", ["sh", "-c", "echo no config here; exit 3"], tmp_path / "b.log")
+    with pytest.raises(HarnessError, match=r"(?s)broken exited with 3.*no config here"):
+        wait_ready(proc, port=free_port(), timeout=5)
+
+
+def test_wait_ready_times_out_on_a_program_that_never_listens(tmp_path: Path) -> None:
+    processes = Processes()
+    try:
+        proc = processes.start("mute", ["sleep", "30"], tmp_path / "m.log")
+        with pytest.raises(HarnessError, match="mute not ready"):
+            wait_ready(proc, port=free_port(), timeout=0.5)
+    finally:
+        processes.stop_all()
+    assert not proc.alive() and processes.started == []
+
+
+def test_scrape_reads_histograms_and_values(exposition: str) -> None:
+    before = scrape(f"http://{exposition}/metrics")
+    metrics.SIP_REJECTED.labels(reason="scrape").inc(2)
+    metrics.CALL_SETUP.observe(0.003)
+    after = scrape(f"http://{exposition}/metrics")
+    assert after.value("gateway_sip_rejected_total", reason="scrape") == 2.0
+    assert after.total("gateway_sip_rejected_total") - before.total(
+        "gateway_sip_rejected_total"
+    ) == pytest.approx(2.0)
+    buckets = after.hist["gateway_call_setup_seconds"][()]
+    earlier = before.hist["gateway_call_setup_seconds"][()]
+    grew = {le for le, n in buckets.items() if n - earlier[le] == 1}
+    assert min(grew) >= 0.003 and float("inf") in grew
+    assert {le for le in buckets if le < 0.003}.isdisjoint(grew)
 
 
 def test_kamailio_spreads_invites_and_routes_in_dialog(
@@ -181,9 +253,9 @@ def test_kamailio_stops_by_pid(tmp_path: Path) -> None:
     kam = Kamailio(tmp_path, [("127.0.0.1", 9)])
     kam.start()
     proc = kam.proc
-    assert proc is not None and proc.poll() is None
+    assert proc is not None and proc.alive()
     kam.stop()
-    assert proc.poll() is not None
+    assert not proc.alive() and kam.proc is None
     kam.stop()  # twice is fine
 
 

@@ -4,6 +4,7 @@ outbound call placed with POST /calls through a trunk (sipp's built-in UAS as th
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -86,19 +87,27 @@ async def test_outbound_call_through_a_trunk_then_list_and_hang_up(tmp_path: Pat
             assert listed[0]["codec"] == "pcmu/8000"
             status, _ = await _req(gw, "GET", f"/calls/{call_id}")
             assert status == 200
-            # sipp's uas hangs up itself after its pause; or we end it now
+            # sipp's built-in uas never hangs up (it waits for a BYE): only the DELETE ends it
             call = gw.manager.get(call_id)
-            if call is not None:
-                status, body = await _req(gw, "DELETE", f"/calls/{call_id}")
-                assert status in (200, 404)
-            end = loop.time() + 10
-            while loop.time() < end and gw.manager.calls:
-                await asyncio.sleep(0.1)
-            assert gw.manager.calls == {}
+            assert call is not None and call.outcome is None
+            assert "BYE sip:" not in uas.messages
+            status, body = await _req(gw, "DELETE", f"/calls/{call_id}")
+            assert (status, body) == (200, {"status": "ended"})
+            # the DELETE answers once the call has ended: gone, counted, its port back
+            assert call.outcome == "api_hangup"
+            assert gw.manager.get(call_id) is None and gw.manager.calls == {}
             assert gw.sip_calls is not None and gw.sip_calls.ports.in_use == 0
+            status, body = await _req(gw, "DELETE", f"/calls/{call_id}")
+            assert status == 404 and body["error"]["message"] == "no such call"
         result = await uas.wait_async(20)
         assert "INVITE" in uas.messages
         assert "+15557654321" in uas.messages
+        # the gateway's BYE reached the far end, which answered it (the uas scenario's last step)
+        received = re.findall(
+            r"message received.*\n\s*(\w+) sip:[^\n]*\n(?:.+\n)*?Call-ID: *(\S+)", uas.messages
+        )
+        [invite_call_id] = {call_id for method, call_id in received if method == "INVITE"}
+        assert ("BYE", invite_call_id) in received, uas.messages[-3000:]
         assert result.successful_calls == 1, result.explain()
     finally:
         uas.kill()

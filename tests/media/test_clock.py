@@ -8,6 +8,7 @@ import time
 
 from gateway import metrics
 from gateway.media.clock import MediaClock, Outbox
+from tests.simloop import SimulatedTimeLoop
 
 
 class Recorder:
@@ -54,19 +55,49 @@ async def test_deadlines_are_an_absolute_grid_per_slot() -> None:
     assert firsts == [0.0, 0.005, 0.01, 0.015]
 
 
-async def test_stall_skips_ahead_instead_of_bursting() -> None:
-    loop = asyncio.get_running_loop()
-    clock = MediaClock(loop, period_ms=20, slots=1, max_catch_up=2)
-    leg = Recorder()
-    clock.add(leg)
-    await asyncio.sleep(0.1)
-    time.sleep(0.3)  # block the loop: 15 frames overdue
-    before = len(leg.ticks)
-    await asyncio.sleep(0.1)
-    clock.close()
-    burst = [now for now, _ in leg.ticks[before:] if now - leg.ticks[before][0] < 0.001]
-    assert len(burst) <= 3
-    assert clock.stalls >= 1
+def _stalled_clock(stall_s: float, max_catch_up: int) -> tuple[MediaClock, Recorder, float]:
+    """A one-slot 20 ms clock on simulated time, whose loop is blocked for `stall_s` after
+    0.1 s (time passes, nothing runs), then runs 0.1 s more. Returns (clock, leg, stall end)."""
+    loop = SimulatedTimeLoop()
+    try:
+        clock = MediaClock(loop, period_ms=20, slots=1, max_catch_up=max_catch_up)
+        leg = Recorder()
+        clock.add(leg)
+        loop.advance(0.1)
+        loop.jump(stall_s)  # the loop was blocked: every tick in between is overdue
+        stall_end = loop.time()
+        loop.advance(0.1)
+        clock.close()
+    finally:
+        loop.close()
+    return clock, leg, stall_end
+
+
+def test_a_long_stall_skips_ahead_instead_of_bursting() -> None:
+    clock, leg, stall_end = _stalled_clock(0.31, max_catch_up=2)  # 15 frames overdue
+    t0 = leg.ticks[0][1]
+    grid = [round((deadline - t0) / 0.02, 6) for _, deadline in leg.ticks]
+    assert all(g == int(g) for g in grid)  # every deadline stays on the grid
+    burst = [(now, deadline) for now, deadline in leg.ticks if now == stall_end]
+    # the late burst is the frame now due plus at most `max_catch_up` overdue ones
+    assert len(burst) == 3
+    assert [round(stall_end - d, 6) for _, d in burst] == [0.05, 0.03, 0.01]
+    frames = [int(g) for g in grid]
+    assert frames[: frames.index(18)] == [0, 1, 2, 3, 4, 5]  # frames 6..17 were skipped
+    after = leg.ticks[frames.index(18) :]
+    assert [int(g) for g in grid[frames.index(18) :]] == list(range(18, 18 + len(after)))
+    assert all(now == deadline for now, deadline in after[3:])  # back on time after the burst
+    assert clock.stalls == 1
+
+
+def test_a_short_stall_is_caught_up_in_full() -> None:
+    clock, leg, stall_end = _stalled_clock(0.09, max_catch_up=5)  # 4 frames overdue
+    t0 = leg.ticks[0][1]
+    frames = [round((deadline - t0) / 0.02, 6) for _, deadline in leg.ticks]
+    assert frames == list(range(len(frames)))  # no frame skipped: a late burst, no loss
+    burst = [deadline for now, deadline in leg.ticks if now == stall_end]
+    assert [round(stall_end - d, 6) for d in burst] == [0.07, 0.05, 0.03, 0.01]
+    assert clock.stalls == 0
 
 
 async def test_remove_stops_the_timer() -> None:

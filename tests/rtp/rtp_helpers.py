@@ -18,6 +18,13 @@ def vector(name: str) -> bytes:
     return (VECTORS / name).read_bytes()
 
 
+def invalid_vectors(parser: str) -> list[tuple[str, str]]:
+    """(file, expected `RtpParseError.reason`) of the `invalid_*.bin` vectors for `parser`
+    ("rtp" or "rtcp"), from `invalid_reasons.txt` (written by make_vectors.py)."""
+    rows = [line.split("\t") for line in (VECTORS / "invalid_reasons.txt").read_text().splitlines()]
+    return [(name, reason) for name, kind, reason, _why in rows if kind == parser]
+
+
 def sipp_capture(name: str) -> Path:
     """A capture bundled with sipp; fails (never skips) naming the Debian package."""
     path = SIPP_SHARE / name

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from gateway.rtp.errors import RtpParseError
 from gateway.rtp.packet import RtpHeaderWriter, RtpPacket, is_rtcp, parse_header
-from tests.rtp.rtp_helpers import vector
+from tests.rtp.rtp_helpers import VECTORS, invalid_vectors, vector
 
 RTP_VECTORS = [
     "rtp_pcma_first.bin",
@@ -69,27 +69,28 @@ def test_writer_matches_dataclass_serialisation() -> None:
     assert built == expected.serialize()
 
 
-@pytest.mark.parametrize(
-    ("data", "reason"),
-    [
-        (b"", "short"),
-        (b"\x80\x00" + bytes(9), "short"),
-        (b"\x40\x00" + bytes(10) + b"x", "version"),
-        (b"\x00\x00" + bytes(10), "version"),
-        (b"\x83\x00" + bytes(10) + bytes(8), "csrc_overrun"),
-        (b"\x90\x00" + bytes(10) + b"\x00\x00", "extension_overrun"),
-        (b"\x90\x00" + bytes(10) + b"\xbe\xde\x00\x02" + bytes(4), "extension_overrun"),
-        (b"\xa0\x00" + bytes(10) + b"ab\x00", "padding"),
-        (b"\xa0\x00" + bytes(10) + b"ab\x09", "padding"),
-    ],
-)
-def test_malformed_packets_raise_parse_error_with_reason(data: bytes, reason: str) -> None:
+@pytest.mark.parametrize(("name", "reason"), invalid_vectors("rtp"))
+def test_invalid_vectors_raise_parse_error_with_reason(name: str, reason: str) -> None:
+    data = vector(name)
     with pytest.raises(RtpParseError) as excinfo:
         RtpPacket.parse(data)
     assert excinfo.value.reason == reason
     assert isinstance(excinfo.value, ValueError)
-    with pytest.raises(RtpParseError):
-        parse_header(data)
+    with pytest.raises(RtpParseError) as excinfo:
+        parse_header(data)  # the receive path's fast parse refuses it the same way
+    assert excinfo.value.reason == reason
+
+
+def test_every_invalid_vector_file_has_its_expected_reason() -> None:
+    listed = {name for kind in ("rtp", "rtcp") for name, _ in invalid_vectors(kind)}
+    assert listed == {p.name for p in VECTORS.glob("invalid_*.bin")}
+    assert {r for _, r in invalid_vectors("rtp")} == {
+        "short",
+        "version",
+        "csrc_overrun",
+        "extension_overrun",
+        "padding",
+    }  # every refusal of RtpPacket.parse has a vector
 
 
 def test_serialize_refuses_fields_that_do_not_fit() -> None:

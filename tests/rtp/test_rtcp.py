@@ -21,7 +21,7 @@ from gateway.rtp.rtcp import (
     round_trip_time,
     serialize_compound,
 )
-from tests.rtp.rtp_helpers import vector
+from tests.rtp.rtp_helpers import invalid_vectors, vector
 
 RTCP_VECTORS = ["rtcp_sr_sdes.bin", "rtcp_rr_sdes_bye.bin", "rtcp_rr_app.bin"]
 
@@ -88,24 +88,34 @@ def test_padding_bit_is_accepted() -> None:
     assert isinstance(packet, RtcpReceiverReport) and packet.ssrc == 5
 
 
-@pytest.mark.parametrize(
-    ("data", "reason"),
-    [
-        (b"\x81\xc8", "rtcp_short"),
-        (b"\x41\xc8\x00\x00", "rtcp_version"),
-        (b"\x80\x10\x00\x00", "rtcp_type"),
-        (b"\x81\xc8\x00\x09" + bytes(8), "rtcp_overrun"),
-        (b"\x81\xc8\x00\x01" + bytes(4), "rtcp_short"),
-        (b"\x82\xc9\x00\x01" + bytes(4), "rtcp_overrun"),
-        (b"\x81\xca\x00\x01" + bytes(4), "rtcp_overrun"),
-        (b"\x81\xcb\x00\x00", "rtcp_overrun"),
-        (b"\xa0\xc9\x00\x01" + b"\x00\x00\x00\x09", "rtcp_padding"),
-    ],
-)
-def test_malformed_rtcp(data: bytes, reason: str) -> None:
+@pytest.mark.parametrize(("name", "reason"), invalid_vectors("rtcp"))
+def test_invalid_vectors_raise_parse_error_with_reason(name: str, reason: str) -> None:
     with pytest.raises(RtpParseError) as excinfo:
-        parse_compound(data)
+        parse_compound(vector(name))
     assert excinfo.value.reason == reason
+
+
+def test_every_rtcp_refusal_has_a_vector() -> None:
+    reasons = {r for _, r in invalid_vectors("rtcp")}
+    assert reasons == {
+        "rtcp_short",
+        "rtcp_version",
+        "rtcp_type",
+        "rtcp_first",
+        "rtcp_overrun",
+        "rtcp_padding",
+    }
+
+
+def test_a_compound_must_start_with_a_report() -> None:
+    """RFC 3550 §6.1: SR or RR first; anything may follow, an APP or BYE alone may not."""
+    rr = RtcpReceiverReport(5)
+    bye = RtcpBye([5], b"bye")
+    assert parse_compound(serialize_compound([rr, bye])) == [rr, bye]
+    for alone in (bye, RtcpSourceDescription([SdesChunk(5, ((1, b"x"),))])):
+        with pytest.raises(RtpParseError) as excinfo:
+            parse_compound(alone.serialize())
+        assert excinfo.value.reason == "rtcp_first"
 
 
 @settings(max_examples=400)

@@ -21,7 +21,7 @@ from gateway.rtp.session import (
     RtpSession,
     SsrcChanged,
 )
-from tests.rtp.rtp_helpers import best_lag, sine, vector
+from tests.rtp.rtp_helpers import best_lag, invalid_vectors, sine, vector
 
 A_ADDR = ("198.51.100.1", 20000)  # where A's packets come from, as B sees them
 B_ADDR = ("203.0.113.9", 30000)
@@ -265,6 +265,23 @@ def test_rtcp_from_a_stranger_or_garbage_is_counted() -> None:
     b.receive_rtcp(vector("rtcp_sr_sdes.bin"), ("10.0.0.1", 9), 0.0)
     b.receive_rtcp(b"\x80\xc8junk", (A_ADDR[0], A_ADDR[1] + 1), 0.0)
     assert b.stats.dropped["rtcp_wrong_source"] == 1 and b.stats.dropped["rtcp_malformed"] == 1
+
+
+@pytest.mark.parametrize(("name", "reason"), invalid_vectors("rtp"))
+def test_invalid_rtp_vectors_are_dropped_and_counted_by_reason(name: str, reason: str) -> None:
+    _, b = make_pair()
+    b.receive_datagram(vector(name), A_ADDR, 0.0)
+    assert b.stats.packets_in == 1 and b.stats.dropped[reason] == 1
+    assert sum(b.stats.dropped.values()) == 1
+    assert events(b) == [] and b.latched is None  # nothing learned from a refused packet
+
+
+@pytest.mark.parametrize(("name", "reason"), invalid_vectors("rtcp"))
+def test_invalid_rtcp_vectors_are_dropped_and_counted(name: str, reason: str) -> None:
+    _, b = make_pair()
+    b.receive_rtcp(vector(name), (A_ADDR[0], A_ADDR[1] + 1), 0.0)
+    assert b.stats.dropped["rtcp_malformed"] == 1 and sum(b.stats.dropped.values()) == 1
+    assert b.stats.rtt_seconds is None
 
 
 def test_update_remote_relatches_and_changes_codec() -> None:

@@ -15,6 +15,7 @@ from gateway.sip.ua import EndpointConfig, SipEndpoint
 
 VECTORS = Path(__file__).parent.parent / "vectors" / "sip"
 SEEDS = [p.read_bytes() for p in sorted(VECTORS.glob("*.sip"))]
+SEEDS += [p.read_bytes() for p in sorted((VECTORS / "torture").glob("*.sip"))]  # RFC 4475
 INVITE = (
     b"INVITE sip:bot@127.0.0.1 SIP/2.0\r\n"
     b"Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK-fz;rport\r\n"

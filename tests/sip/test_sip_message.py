@@ -202,6 +202,20 @@ def test_name_addr_and_via_serialise() -> None:
     assert str(via) == "SIP/2.0/UDP [::1]:5060;branch=z9hG4bK1;rport=5062;received=::1"
 
 
+@given(st.text(alphabet=st.characters(blacklist_characters="\r\n"), min_size=1, max_size=30))
+def test_display_names_are_quoted_and_unquoted_losslessly(display: str) -> None:
+    """A display name goes out as a quoted-string (quotes, backslashes and controls as
+    quoted-pairs, §25.1) and comes back the same, inside a whole message too."""
+    addr = NameAddr.parse("<sip:bob@h>;tag=x")
+    addr = NameAddr(addr.uri, display, addr.params)
+    again = NameAddr.parse(str(addr))
+    assert again.display == display and again.tag == "x"
+    data = vector("valid_response_180.sip").replace(
+        b"To: ", f"To: {addr}\r\nX-Old-To: ".encode(), 1
+    )
+    assert parse(data).to.display == display
+
+
 def test_make_response_copies_dialog_headers_and_adds_to_tag() -> None:
     req = parse(vector("valid_ipv6_multi_via.sip"))
     assert isinstance(req, SipRequest)

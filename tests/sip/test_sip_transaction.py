@@ -226,28 +226,59 @@ def test_build_cancel() -> None:
     assert cancel.routes and cancel.uri == "sip:b@example.com"
 
 
+CLIENT_SCRIPTS = (["1xx"], ["1xx", "final"], ["2xx"], ["final"], ["1xx", "2xx", "2xx"], [])
+SERVER_SCRIPTS = (
+    ["final"],
+    ["1xx", "final"],
+    ["2xx"],
+    ["1xx", "2xx"],
+    ["request", "1xx", "request", "final", "request", "ack", "ack"],
+    ["2xx", "request", "ack", "ack"],
+    ["final", "ack", "request"],
+    ["1xx", "request"],
+)
+
+
 @pytest.mark.parametrize("cls", list(REMOTE_INPUTS))
 def test_armed_timers_are_always_valid_in_the_current_state(cls: type) -> None:
-    """Drive each transaction through its peer inputs; a timer firing never hits a gap."""
-    method = "INVITE" if "Invite" in cls.__name__ else "BYE"
-    for script in (["1xx"], ["1xx", "final"], ["2xx"], ["final"], ["request", "ack"], []):
+    """Drive each transaction through the inputs of both sides: every step takes the transition
+    its table names (and sends what it must); a timer firing afterwards never hits a gap."""
+    method = "BYE" if cls.__name__.startswith("NonInvite") else "INVITE"
+    server = not hasattr(cls, "start")
+    for script in SERVER_SCRIPTS if server else CLIENT_SCRIPTS:
         out: list[tuple[bytes, Address]] = []
         req = request(method)
         tx = cls(req, UDP, out)
-        if hasattr(tx, "start"):
+        if not server:
             tx.start(0.0)
-        else:
-            tx.send_response(
-                make_response(req, 486 if method == "INVITE" else 200, "X", to_tag="t"), 0.0
-            )
         now = 0.1
         for step in script:
             status = {"1xx": 180, "2xx": 200, "final": 486}.get(step)
-            if status is not None and hasattr(tx, "receive_response"):
-                tx.receive_response(make_response(req, status, "X", to_tag="t"), now)
-            elif status is None and hasattr(tx, "receive_request"):
+            inp = step if status is None else f"send_{step}" if server else step
+            before, sent = tx.state, len(out)
+            expected, _ = cls.TABLE[(before, inp)]
+            if status is None:  # a retransmission of the request, or an ACK
                 tx.receive_request(request("ACK" if step == "ack" else method), now)
+            elif server:  # the TU answers
+                tx.send_response(make_response(req, status, "X", to_tag="t"), now)
+                assert out[-1][0].startswith(f"SIP/2.0 {status} ".encode())
+            else:  # the peer answers
+                tx.receive_response(make_response(req, status, "X", to_tag="t"), now)
+            assert tx.state is expected, (cls.__name__, script, step, before)
+            if server and status is not None:
+                assert len(out) == sent + 1
             now += 0.1
         run_until(tx, 1000.0)  # must not raise TransactionStateError
-        if script != ["1xx"] or not hasattr(tx, "receive_response"):
-            assert tx.terminated
+        final = bool(set(script) & {"final", "2xx"})
+        if server:
+            # only an INVITE's error response that no ACK confirmed times out (timer H)
+            acked = "final" in script and "ack" in script[script.index("final") :]
+            timeout = method == "INVITE" and "final" in script and not acked
+        else:
+            # no final response: timer B/F, unless a 1xx put an INVITE in Proceeding for good
+            timeout = not final and not (method == "INVITE" and "1xx" in script)
+        assert tx.timed_out is timeout, (cls.__name__, script)
+        if server and not final:
+            assert tx.state is State.PROCEEDING  # no final response yet: nothing times out
+        elif script != ["1xx"] or server:
+            assert tx.terminated, (cls.__name__, script, tx.state)
