@@ -256,6 +256,7 @@ class SipEndpoint:
         headers: Sequence[tuple[str, str]] = (),
     ) -> int:
         """Place an outbound call to `target_uri` via `destination` (a trunk); returns the call."""
+        self._core.timer_dirty = True  # timers A and B start now
         return self._uac.invite(
             target_uri,
             offer,

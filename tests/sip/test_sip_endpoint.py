@@ -762,3 +762,13 @@ def test_a_transaction_table_gap_is_reported_not_swallowed() -> None:
     uas.handle_timer(1.0)
     assert uas.next_event() == UnexpectedInput("non_invite_server", "completed", "timer_G")
     assert uas.transaction_count == 0
+
+
+def test_an_outbound_invite_arms_its_timers_at_once() -> None:
+    """`invite()` is a command like the others: the next `get_timer()` has timer A in it, so
+    the adapter re-arms its one timer and a lost INVITE is retransmitted (RFC 3261 §17.1.1.2)
+    even when nothing else happens on the endpoint."""
+    _net, uac, _uas = make_pair()
+    assert uac.get_timer() is None
+    uac.invite("sip:bot@10.0.0.2", make_offer(UAC, 4000), "sip:alice@10.0.0.1", TRUNK, 5.0)
+    assert uac.get_timer() == 5.0 + T1
