@@ -178,7 +178,8 @@ class SipEndpoint:
             return core.timer_cache
         times = [t for tx in core.server_tx.values() if (t := tx.get_timer()) is not None]
         times += [t for tx, _, _ in core.client_tx.values() if (t := tx.get_timer()) is not None]
-        times += [t for call in core.calls.values() if (t := core.call_timer(call)) is not None]
+        if (calls := core.calls_timer()) is not None:
+            times.append(calls)
         core.timer_cache = min(times) if times else None
         core.timer_dirty = False
         return core.timer_cache

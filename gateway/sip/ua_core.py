@@ -305,14 +305,25 @@ class UaCore:
         """A transaction's table had no entry for an input (a TU bug): reported."""
         self.events.append(UnexpectedInput(exc.machine, exc.state, exc.input))
 
-    def call_timer(self, call: SipCall) -> float | None:
-        """The call's earliest deadline."""
-        earliest: float | None = None
-        for _, deadline, _ in CALL_TIMERS:
-            when = deadline(call)
-            if when is not None and (earliest is None or when < earliest):
-                earliest = when
-        return earliest
+    def calls_timer(self) -> float | None:
+        """The earliest deadline of any call: those of `CALL_TIMERS`, read inline because
+        `get_timer()` asks every call after every message."""
+        times: list[float] = []
+        for call in self.calls.values():
+            rt = call.retransmit
+            if rt is not None:
+                times.append(rt.give_up_at)
+                if rt.next_at is not None:
+                    times.append(rt.next_at)
+            for when in (
+                call.answer_deadline,
+                call.cancel_deadline,
+                call.session_expires,
+                call.refresh_at,
+            ):
+                if when is not None:
+                    times.append(when)
+        return min(times) if times else None
 
     def fire_timers(self, call: SipCall, now: float) -> None:
         """Fire the call's due timers in `CALL_TIMERS` order, each disarmed as it fires."""

@@ -37,7 +37,7 @@ from gateway.sip.message import REASONS, Headers, SipRequest, SipResponse, make_
 from gateway.sip.sdp import SessionDescription, make_offer, negotiate
 from gateway.sip.transaction import Address, ClientTransaction, build_cancel
 from gateway.sip.ua import SipEndpoint
-from gateway.sip.ua_core import EndpointConfig, SipCall, Trigger
+from gateway.sip.ua_core import CALL_TIMERS, EndpointConfig, SipCall, Trigger
 from tests.sip.sip_pairnet import PairNet
 
 A, B, RAW = "10.0.0.1", "10.0.0.2", "10.0.0.3"  # caller, callee, a hand-written far end
@@ -672,6 +672,14 @@ def test_every_row_is_reached_by_a_far_end() -> None:
         check_transitions(w)
         assert w.unexpected == [], (recipe, injections)
         reached |= {(t.before, t.input) for t in w.seen}
+        for ep in (w.a, w.b):  # the deadlines get_timer() reads inline are CALL_TIMERS'
+            armed = [
+                t
+                for call in calls(ep).values()
+                for _, deadline, _ in CALL_TIMERS
+                if (t := deadline(call)) is not None
+            ]
+            assert ep._core.calls_timer() == min(armed, default=None)
     assert set(TABLE) - reached == set()
 
 
