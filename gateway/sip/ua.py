@@ -22,6 +22,11 @@ message to the role that owns it, split as sipgo splits its user agent:
 
 A command not allowed in the call's state raises `CallStateError`; any other input the table
 has no entry for (and any transaction table gap) is an `UnexpectedInput` event.
+
+A new role (registration, say) is one more module built on the `UaCore` and wired here: its
+steps registered, the responses and timeouts of its client transactions routed by purpose
+(`_on_response`, `handle_timer`), its deadlines added to `get_timer()`. Where a request goes
+(RFC 3263 lookups, fail-over between targets) is `routing.py`'s.
 """
 
 from __future__ import annotations
