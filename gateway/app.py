@@ -53,7 +53,8 @@ from gateway.secret import Secret
 from gateway.sip.auth import DigestServer
 from gateway.sip.policy import SourcePolicy, TrunkPolicy
 from gateway.sip.transport import SipTransport
-from gateway.sip.ua import EndpointConfig, SipEndpoint
+from gateway.sip.ua import SipEndpoint
+from gateway.sip.ua_core import EndpointConfig
 from gateway.webrtc.routes import WebRtcService, add_webrtc_routes
 
 log = get_logger("app")

@@ -142,6 +142,11 @@ SIP_RESPONSES = Counter("gateway_sip_responses", "SIP responses sent, by class."
 SIP_REJECTED = Counter(
     "gateway_sip_rejected", "SIP requests refused before a call existed, by reason.", ["reason"]
 )
+SIP_UNEXPECTED_INPUTS = Counter(
+    "gateway_sip_unexpected_inputs",
+    "Inputs a SIP state table had no entry for (a core bug), by machine and input.",
+    ["machine", "input"],
+)
 SIP_SEND_ERRORS = Counter(
     "gateway_sip_send_errors",
     "SIP messages that could not be sent, by transport and reason (resolve/connect/send).",

@@ -38,7 +38,14 @@ class Address(NamedTuple):
 
 
 class TransactionStateError(RuntimeError):
-    """An input the transaction's state table does not allow."""
+    """An input the transaction's state table does not allow. `machine`, `state` and `input`
+    name it in the table's own words (the endpoint reports it as `UnexpectedInput`)."""
+
+    def __init__(self, machine: str, state: str, input_: str) -> None:
+        super().__init__(f"{machine}: {input_} not allowed in {state}")
+        self.machine = machine
+        self.state = state
+        self.input = input_
 
 
 class State(enum.Enum):
@@ -74,6 +81,7 @@ def client_key(branch: str, method: str) -> tuple[str, str]:
 
 class _Transaction:
     TABLE: ClassVar[dict[tuple[State, str], tuple[State, str]]]
+    MACHINE: ClassVar[str]  # its name in reports: invite_server, non_invite_client, ...
 
     def __init__(self, addr: Address, out: Out) -> None:
         self.addr = addr
@@ -102,9 +110,7 @@ class _Transaction:
         try:
             new_state, action = self.TABLE[(self.state, name)]
         except KeyError:
-            raise TransactionStateError(
-                f"{type(self).__name__}: {name} not allowed in {self.state.value}"
-            ) from None
+            raise TransactionStateError(self.MACHINE, self.state.value, name) from None
         old = self.state
         self.state = new_state
         getattr(self, "_do_" + action)(now, message, old)
@@ -170,6 +176,7 @@ class ServerTransaction(_Transaction):
 class InviteServerTransaction(ServerTransaction):
     """§17.2.1 (+RFC 6026 §7.1 Accepted): timers G, H, I, L."""
 
+    MACHINE: ClassVar[str] = "invite_server"
     TABLE: ClassVar[dict[tuple[State, str], tuple[State, str]]] = {
         (State.PROCEEDING, "request"): (State.PROCEEDING, "resend"),
         (State.PROCEEDING, "ack"): (State.PROCEEDING, "absorb"),
@@ -222,6 +229,7 @@ class InviteServerTransaction(ServerTransaction):
 class NonInviteServerTransaction(ServerTransaction):
     """§17.2.2: Trying, Proceeding, Completed (timer J)."""
 
+    MACHINE: ClassVar[str] = "non_invite_server"
     TABLE: ClassVar[dict[tuple[State, str], tuple[State, str]]] = {
         (State.TRYING, "request"): (State.TRYING, "absorb"),
         (State.TRYING, "ack"): (State.TRYING, "absorb"),
@@ -277,6 +285,7 @@ class ClientTransaction(_Transaction):
 class InviteClientTransaction(ClientTransaction):
     """§17.1.1 (+RFC 6026 §7.2 Accepted): timers A, B, D, M."""
 
+    MACHINE: ClassVar[str] = "invite_client"
     TABLE: ClassVar[dict[tuple[State, str], tuple[State, str]]] = {
         (State.CALLING, "timer_A"): (State.CALLING, "retransmit_a"),
         (State.CALLING, "timer_B"): (State.TERMINATED, "timeout"),
@@ -344,6 +353,7 @@ class InviteClientTransaction(ClientTransaction):
 class NonInviteClientTransaction(ClientTransaction):
     """§17.1.2: Trying, Proceeding, Completed; timers E, F, K."""
 
+    MACHINE: ClassVar[str] = "non_invite_client"
     TABLE: ClassVar[dict[tuple[State, str], tuple[State, str]]] = {
         (State.TRYING, "timer_E"): (State.TRYING, "retransmit_e"),
         (State.TRYING, "timer_F"): (State.TERMINATED, "timeout"),
@@ -389,6 +399,23 @@ class NonInviteClientTransaction(ClientTransaction):
     def receive_response(self, response: SipResponse, now: float) -> bool:
         kind = "1xx" if response.status < 200 else "2xx" if response.status < 300 else "final"
         return self._input(kind, now, response) in ("pass", "completed")
+
+
+#: every input name of the four tables (a bounded label for reports)
+INPUTS = tuple(
+    sorted(
+        {
+            name
+            for kind in (
+                InviteServerTransaction,
+                NonInviteServerTransaction,
+                InviteClientTransaction,
+                NonInviteClientTransaction,
+            )
+            for _, name in kind.TABLE
+        }
+    )
+)
 
 
 def build_ack_for_error(invite: SipRequest, response: SipResponse) -> SipRequest:

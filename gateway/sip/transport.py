@@ -28,10 +28,19 @@ from typing import Any, Protocol, cast
 from gateway import metrics
 from gateway.logs import get_logger
 from gateway.refusals import RefusalLogger
+from gateway.sip import transaction
+from gateway.sip.call_state import CallInput
+from gateway.sip.events import (
+    MACHINES,
+    REJECT_REASONS,
+    RequestRejected,
+    SipEvent,
+    UnexpectedInput,
+)
 from gateway.sip.message import SipParseError, SipStreamParser
 from gateway.sip.sdp import is_ip
 from gateway.sip.transaction import Address
-from gateway.sip.ua import REJECT_REASONS, RequestRejected, SipEndpoint, SipEvent
+from gateway.sip.ua import SipEndpoint
 
 log = get_logger("sip.transport")
 
@@ -42,6 +51,8 @@ IDLE_TIMEOUT = 600.0
 CONNECT_TIMEOUT = 10.0
 #: a send error is logged once per destination and reason in this many seconds (then counted)
 SEND_ERROR_LOG_INTERVAL = 10.0
+#: the input names of every state table (bounded labels of gateway_sip_unexpected_inputs)
+STATE_INPUTS = (*(i.value for i in CallInput), *transaction.INPUTS)
 
 
 class _StreamTransport(Protocol):
@@ -135,6 +146,7 @@ class SipTransport:
         #: messages waiting for a connection being made, by destination (sent in order on it)
         self._connecting: dict[tuple[str, str, int], list[bytes]] = {}
         self._error_logged: dict[tuple[str, str, str, int], float] = {}
+        self._unexpected_logged: dict[tuple[str, str, str], float] = {}
         self._flushing = False
         self._tls_context: ssl.SSLContext | None = None
         self.refusals = RefusalLogger(log, "sip_request")
@@ -273,6 +285,8 @@ class SipTransport:
                 while event is not None:
                     if isinstance(event, RequestRejected):
                         self._refused(event)
+                    elif isinstance(event, UnexpectedInput):
+                        self._unexpected(event)
                     try:
                         self.on_event(event)
                     except Exception:
@@ -291,6 +305,28 @@ class SipTransport:
         if reason != "auth_required":  # a digest challenge is the first step of a call
             method = metrics.bounded(event.method, METHODS) if event.method else "-"
             self.refusals.refused(event.source.host, reason, method=method, status=event.status)
+
+    def _unexpected(self, event: UnexpectedInput) -> None:
+        """A state table met an input it has no entry for (a core bug, never a peer's fault):
+        counted, and logged once per machine, state and input every 10 s."""
+        machine = metrics.bounded(event.machine, MACHINES)
+        name = metrics.bounded(event.input, STATE_INPUTS)
+        metrics.SIP_UNEXPECTED_INPUTS.labels(machine=machine, input=name).inc()
+        now = self.loop.time()
+        key = (machine, event.state, name)
+        last = self._unexpected_logged.get(key)
+        if last is not None and now - last < SEND_ERROR_LOG_INTERVAL:
+            return
+        if len(self._unexpected_logged) >= 1024:
+            self._unexpected_logged.clear()
+        self._unexpected_logged[key] = now
+        log.error(
+            "sip_unexpected_input",
+            machine=machine,
+            state=event.state,
+            input=event.input,
+            call=event.call,
+        )
 
     def _send(self, data: bytes, addr: Address) -> None:
         """Send one message, or start the task that resolves or connects first. An error is

@@ -30,10 +30,12 @@ from gateway.realtime.errors import ConnectError
 from gateway.realtime.local.server import LocalProvider
 from gateway.realtime.profiles import make_profile
 from gateway.rtp.ports import PortPool
+from gateway.sip.call_state import CallState
 from gateway.sip.message import SipRequest, SipResponse, parse
 from gateway.sip.transaction import Address
 from gateway.sip.transport import SipTransport
-from gateway.sip.ua import CallState, EndpointConfig, SipEndpoint
+from gateway.sip.ua import SipEndpoint
+from gateway.sip.ua_core import EndpointConfig
 from tests.gateway_harness import rtp_range
 from tests.gateway_harness import settings as gateway_settings
 from tests.simloop import SimulatedTimeLoop
@@ -234,8 +236,16 @@ class World:
     # --- what the invariant compares
 
     def live_dialogs(self) -> set[int]:
-        live = (CallState.INCOMING, CallState.ANSWERED, CallState.CONFIRMED)
-        return {h for h, c in self.endpoint._calls.items() if c.state in live}
+        live = (
+            CallState.INCOMING,
+            CallState.ANSWERED,
+            CallState.BYE_AFTER_ACK,
+            CallState.CONFIRMED,
+            CallState.REINVITING,
+            CallState.REINVITED,
+            CallState.REINVITED_NO_OFFER,
+        )
+        return {h for h, c in self.endpoint._core.calls.items() if c.state in live}
 
     def live_calls(self) -> set[int]:
         running = {h for h, call in self.sip._calls.items() if call.state != "ended"}

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from gateway.sip.events import SipEvent
 from gateway.sip.message import SipRequest, SipResponse, parse
 from gateway.sip.transaction import Address
-from gateway.sip.ua import EndpointConfig, SipEndpoint, SipEvent
+from gateway.sip.ua import SipEndpoint
+from gateway.sip.ua_core import EndpointConfig
 
 
 class PairNet:

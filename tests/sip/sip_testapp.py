@@ -7,18 +7,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.sip.auth import DigestServer
-from gateway.sip.policy import SourcePolicy
-from gateway.sip.sdp import make_offer, negotiate
-from gateway.sip.transport import SipTransport
-from gateway.sip.ua import (
+from gateway.sip.events import (
     CallAcked,
     CallCancelled,
     CallEndedByRemote,
-    EndpointConfig,
     IncomingCallReceived,
-    SipEndpoint,
     SipEvent,
 )
+from gateway.sip.policy import SourcePolicy
+from gateway.sip.sdp import make_offer, negotiate
+from gateway.sip.transport import SipTransport
+from gateway.sip.ua import SipEndpoint
+from gateway.sip.ua_core import EndpointConfig
 
 
 @dataclass

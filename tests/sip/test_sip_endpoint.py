@@ -8,27 +8,28 @@ import pytest
 
 from gateway.secret import Secret
 from gateway.sip.auth import Credentials, DigestServer
-from gateway.sip.message import SipRequest, SipResponse, make_response, parse
-from gateway.sip.policy import SourcePolicy
-from gateway.sip.sdp import SessionDescription, make_offer, negotiate, with_direction
-from gateway.sip.transaction import T1, Address
-from gateway.sip.ua import (
+from gateway.sip.call_state import CallStateError
+from gateway.sip.events import (
     CallAcked,
     CallCancelled,
     CallEndedByRemote,
-    CallStateError,
     CallTerminated,
     DtmfInfoReceived,
-    EndpointConfig,
     IncomingCallReceived,
     MediaUpdated,
     OutboundCallAnswered,
     OutboundCallFailed,
     OutboundCallProgressed,
     RequestRejected,
-    SipEndpoint,
     TransferProgressed,
+    UnexpectedInput,
 )
+from gateway.sip.message import SipRequest, SipResponse, make_response, parse
+from gateway.sip.policy import SourcePolicy
+from gateway.sip.sdp import SessionDescription, make_offer, negotiate, with_direction
+from gateway.sip.transaction import T1, Address
+from gateway.sip.ua import SipEndpoint
+from gateway.sip.ua_core import EndpointConfig
 from tests.sip.sip_pairnet import PairNet, make_pair
 
 UAC, UAS = "10.0.0.1", "10.0.0.2"
@@ -237,14 +238,14 @@ def test_dtmf_info_and_refer_and_notify_between_two_endpoints() -> None:
     call, inc = place_call(net, uac, uas)
     net.take(UAS)
     # INFO from the caller: our endpoint has no INFO command, so build it from the dialog
-    ep_call = uac._calls[call]
+    ep_call = uac._core.calls[call]
     assert ep_call.dialog is not None
     for ctype, body in [
         ("application/dtmf-relay", b"Signal=5\r\nDuration=160\r\n"),
         ("application/dtmf", b"#"),
         ("application/dtmf-relay", b"Signal=11\r\n"),
     ]:
-        uac._send_in_dialog(ep_call, "INFO", net.now, [("Content-Type", ctype)], body)
+        uac._core.send_in_dialog(ep_call, "INFO", net.now, [("Content-Type", ctype)], body)
         net.flush()
     assert net.take(UAS) == [
         DtmfInfoReceived(inc, "5", 160),
@@ -523,7 +524,7 @@ def test_outbound_invite_with_digest_auth_sha256() -> None:
     uas.accept(inc.call, negotiate(inc.offer, UAS, 5000).answer, 0.0)
     net.flush()
     assert of(net.take(UAC), OutboundCallAnswered)
-    assert call in uac._calls
+    assert call in uac._core.calls
 
 
 def test_outbound_invite_wrong_password_fails() -> None:
@@ -743,3 +744,31 @@ def test_a_call_over_tls_gets_via_and_contact_on_the_tls_port(
     assert (
         isinstance(ok, SipResponse) and ok.headers.get("Contact") == "<sip:gateway@10.0.0.2:5060>"
     )
+
+
+def test_a_transaction_table_gap_is_reported_not_swallowed() -> None:
+    """A timer a transaction's table has no entry for is a core bug: reported as an
+    `UnexpectedInput` event (the adapter logs and counts it), and the transaction ends so the
+    timer cannot spin."""
+    uas = SipEndpoint(EndpointConfig(UAS, 5060))
+    opt = (
+        "OPTIONS sip:gw@10.0.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5070;branch=z9hG4bKg\r\n"
+        "From: <sip:a@h>;tag=1\r\nTo: <sip:gw@h>\r\nCall-ID: g\r\nCSeq: 1 OPTIONS\r\n\r\n"
+    )
+    uas.receive(opt.encode(), Address("udp", "10.0.0.5", 5070), 0.0)
+    assert uas.next_event() is None and uas.transaction_count == 1
+    (tx,) = uas._core.server_tx.values()
+    tx._timers["G"] = 1.0  # timer G belongs to INVITE server transactions only
+    uas.handle_timer(1.0)
+    assert uas.next_event() == UnexpectedInput("non_invite_server", "completed", "timer_G")
+    assert uas.transaction_count == 0
+
+
+def test_an_outbound_invite_arms_its_timers_at_once() -> None:
+    """`invite()` is a command like the others: the next `get_timer()` has timer A in it, so
+    the adapter re-arms its one timer and a lost INVITE is retransmitted (RFC 3261 §17.1.1.2)
+    even when nothing else happens on the endpoint."""
+    _net, uac, _uas = make_pair()
+    assert uac.get_timer() is None
+    uac.invite("sip:bot@10.0.0.2", make_offer(UAC, 4000), "sip:alice@10.0.0.1", TRUNK, 5.0)
+    assert uac.get_timer() == 5.0 + T1

@@ -11,7 +11,8 @@ from gateway.sip.message import SipParseError, SipStreamParser, parse
 from gateway.sip.policy import SourcePolicy
 from gateway.sip.sdp import make_offer
 from gateway.sip.transaction import Address
-from gateway.sip.ua import EndpointConfig, SipEndpoint
+from gateway.sip.ua import SipEndpoint
+from gateway.sip.ua_core import EndpointConfig
 
 VECTORS = Path(__file__).parent.parent / "vectors" / "sip"
 SEEDS = [p.read_bytes() for p in sorted(VECTORS.glob("*.sip"))]

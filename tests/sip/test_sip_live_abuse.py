@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gateway.sip.events import CallAcked, IncomingCallReceived, RequestRejected
 from gateway.sip.policy import SourcePolicy
-from gateway.sip.ua import CallAcked, IncomingCallReceived, RequestRejected
 from tests.sip.sip_testapp import start_app
 from tests.sipp_harness import Sipp
 

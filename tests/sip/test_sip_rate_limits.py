@@ -8,18 +8,13 @@ from typing import Any
 
 from gateway.secret import Secret
 from gateway.sip.auth import Credentials, DigestServer, authorization, pick_challenge
+from gateway.sip.events import CallAcked, CallEndedByRemote, IncomingCallReceived, RequestRejected
 from gateway.sip.message import SipResponse, parse
 from gateway.sip.policy import SourcePolicy, TrunkPolicy
 from gateway.sip.sdp import make_offer, negotiate
 from gateway.sip.transaction import T1, Address
-from gateway.sip.ua import (
-    CallAcked,
-    CallEndedByRemote,
-    EndpointConfig,
-    IncomingCallReceived,
-    RequestRejected,
-    SipEndpoint,
-)
+from gateway.sip.ua import SipEndpoint
+from gateway.sip.ua_core import EndpointConfig
 from tests.sip.sip_pairnet import PairNet
 from tests.sip.test_sip_endpoint import RawPeer, in_dialog, invite_text, of
 

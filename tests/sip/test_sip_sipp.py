@@ -11,9 +11,7 @@ import pytest
 
 from gateway.secret import Secret
 from gateway.sip.auth import DigestServer
-from gateway.sip.sdp import make_offer
-from gateway.sip.transaction import Address
-from gateway.sip.ua import (
+from gateway.sip.events import (
     CallAcked,
     CallCancelled,
     CallEndedByRemote,
@@ -23,6 +21,8 @@ from gateway.sip.ua import (
     OutboundCallProgressed,
     RequestRejected,
 )
+from gateway.sip.sdp import make_offer
+from gateway.sip.transaction import Address
 from tests.sip.sip_testapp import AnsweringApp, AutoAnswer, start_app
 from tests.sipp_harness import Sipp, SippResult
 

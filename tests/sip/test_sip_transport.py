@@ -14,11 +14,13 @@ import structlog
 from prometheus_client import REGISTRY
 
 from gateway.sip import transport as transport_module
+from gateway.sip.events import CallAcked
 from gateway.sip.message import SipRequest, SipResponse, SipStreamParser, parse
 from gateway.sip.sdp import make_offer
 from gateway.sip.transaction import T1, Address
 from gateway.sip.transport import SipTransport
-from gateway.sip.ua import CallAcked, EndpointConfig, SipEndpoint
+from gateway.sip.ua import SipEndpoint
+from gateway.sip.ua_core import EndpointConfig
 from tests.sip.sip_testapp import AutoAnswer, start_app
 from tests.sipp_harness import Sipp, require_binary
 
@@ -323,7 +325,7 @@ async def test_messages_to_a_destination_being_connected_share_its_connection() 
         def call() -> str:
             handle = endpoint.invite("sip:b@localhost", offer, "sip:a@127.0.0.1", dest, loop.time())
             transport.flush()
-            return endpoint._calls[handle].invite.call_id
+            return endpoint._core.calls[handle].invite.call_id
 
         sent = [call(), call()]  # back to back: the connection is not made yet
         await asyncio.sleep(0.3)
@@ -365,4 +367,37 @@ async def test_a_connection_over_the_limit_is_closed_counted_and_logged(
     finally:
         for writer in writers:
             writer.close()
+        await transport.aclose()
+
+
+async def test_a_state_table_gap_is_counted_and_logged_once_per_window() -> None:
+    """An `UnexpectedInput` (here: a timer a transaction's table does not know) is counted by
+    machine and input, and logged once per machine, state and input every 10 s."""
+    loop = asyncio.get_running_loop()
+    endpoint = SipEndpoint(EndpointConfig("127.0.0.1", 5060))
+    seen: list[object] = []
+    transport = SipTransport(endpoint, seen.append)
+    labels = {"machine": "non_invite_server", "input": "timer_G"}
+    before = sample("gateway_sip_unexpected_inputs_total", labels)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            for n in range(3):
+                options = (
+                    f"OPTIONS sip:gw@127.0.0.1 SIP/2.0\r\n"
+                    f"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKgap{n}\r\n"
+                    f"From: <sip:a@h>;tag=1\r\nTo: <sip:gw@h>\r\nCall-ID: gap{n}\r\n"
+                    f"CSeq: 1 OPTIONS\r\n\r\n"
+                )
+                transport._received(options.encode(), Address("udp", "127.0.0.1", 5070))
+                (tx,) = endpoint._core.server_tx.values()
+                tx._timers["G"] = loop.time()  # INVITE server transactions only
+                transport._on_timer()
+                assert endpoint.transaction_count == 0
+        assert sample("gateway_sip_unexpected_inputs_total", labels) - before == 3
+        lines = [e for e in logs if e["event"] == "sip_unexpected_input"]
+        assert [(e["machine"], e["state"], e["input"]) for e in lines] == [
+            ("non_invite_server", "completed", "timer_G")
+        ]
+        assert sum(type(e).__name__ == "UnexpectedInput" for e in seen) == 3
+    finally:
         await transport.aclose()

@@ -33,24 +33,24 @@ from gateway.rtp.transport import RtpEndpoint
 from gateway.secret import Secret
 from gateway.sip import sdp as sdpmod
 from gateway.sip.auth import Credentials
-from gateway.sip.message import NameAddr, SipUri
-from gateway.sip.transaction import Address
-from gateway.sip.transport import SipTransport
-from gateway.sip.ua import (
+from gateway.sip.call_state import CallStateError
+from gateway.sip.events import (
     CallAcked,
     CallCancelled,
     CallEndedByRemote,
-    CallStateError,
     CallTerminated,
     DtmfInfoReceived,
     IncomingCallReceived,
     MediaUpdated,
     OutboundCallAnswered,
     OutboundCallFailed,
-    SipEndpoint,
     SipEvent,
     TransferProgressed,
 )
+from gateway.sip.message import NameAddr, SipUri
+from gateway.sip.transaction import Address
+from gateway.sip.transport import SipTransport
+from gateway.sip.ua import SipEndpoint
 
 log = get_logger("sip.calls")
 

@@ -1,0 +1,151 @@
+"""What the SIP user agent tells the application: frozen dataclasses, past-tense names.
+
+`SipEndpoint.next_event()` returns them in order. Every refusal is a `RequestRejected` whose
+`reason` is one of `REJECT_REASONS` (the adapter counts and logs it); a far-end or timer input
+the call state table (`call_state.py`) or a transaction table has no entry for is an
+`UnexpectedInput`, never swallowed (the adapter logs and counts it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gateway.sip.sdp import Negotiated, SessionDescription
+from gateway.sip.transaction import Address
+
+
+@dataclass(frozen=True, slots=True)
+class SipEvent:
+    """Base class of every endpoint event."""
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingCallReceived(SipEvent):
+    """An INVITE passed policy. Answer with accept/reject/ring. `offer` None: late offer."""
+
+    call: int
+    request_uri: str
+    from_uri: str
+    to_uri: str
+    headers: Mapping[str, str]
+    offer: SessionDescription | None
+    source: Address
+
+
+@dataclass(frozen=True, slots=True)
+class CallAcked(SipEvent):
+    """The ACK for our 2xx arrived; `answer` is its SDP for a late-offer call."""
+
+    call: int
+    answer: SessionDescription | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallCancelled(SipEvent):
+    call: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallEndedByRemote(SipEvent):
+    """The peer sent BYE."""
+
+    call: int
+
+
+@dataclass(frozen=True, slots=True)
+class MediaUpdated(SipEvent):
+    """A re-INVITE/UPDATE (or our re-INVITE's answer) changed media; already answered."""
+
+    call: int
+    negotiated: Negotiated
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfInfoReceived(SipEvent):
+    call: int
+    digit: str
+    duration_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransferProgressed(SipEvent):
+    """REFER progress: 202 accepted, then NOTIFY sipfrag statuses until `final`."""
+
+    call: int
+    status: int
+    final: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundCallProgressed(SipEvent):
+    call: int
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundCallAnswered(SipEvent):
+    call: int
+    answer: SessionDescription | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundCallFailed(SipEvent):
+    call: int
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallTerminated(SipEvent):
+    """The endpoint ended the call itself: ack_timeout, session_expired, request_timeout."""
+
+    call: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRejected(SipEvent):
+    """A request refused or dropped (status 0) with a bounded `reason` token."""
+
+    reason: str
+    method: str
+    status: int
+    source: Address
+
+
+@dataclass(frozen=True, slots=True)
+class UnexpectedInput(SipEvent):
+    """An input a state table has no entry for: a core bug, reported instead of swallowed.
+
+    `machine` is `call` (the call state table; `call` is its handle) or the transaction kind
+    (`invite_server`, `non_invite_server`, `invite_client`, `non_invite_client`); `state` and
+    `input` are the table's own names. A request that met no entry was answered 500."""
+
+    machine: str
+    state: str
+    input: str
+    call: int | None = None
+
+
+REJECT_REASONS = (
+    "not_allowed",
+    "provider_unavailable",
+    "auth_required",
+    "auth_failed",
+    "rate_limited",
+    "scanner",
+    "capacity",
+    "draining",
+    "malformed",
+    "no_codec",
+    "srtp_unsupported",
+    "unsupported",
+    "unknown_dialog",
+    "not_implemented",
+    "too_many_hops",
+    "rejected",
+    "server_error",
+)
+
+MACHINES = ("call", "invite_server", "non_invite_server", "invite_client", "non_invite_client")

@@ -1,0 +1,226 @@
+"""The user agent server side of a call: an INVITE received becomes a call, answered (or
+refused, or cancelled), its 2xx retransmitted until the ACK (RFC 3261 §13.3, §9.2, §17.2).
+
+`on_invite` checks what the INVITE asks (after admission.py let it in): `Require` (420),
+Session-Expires (422), the body (415, 488, 400). A call starts in `INCOMING` with
+`IncomingCallReceived`; `ring`/`accept`/`reject`/`hangup` and the far end's CANCEL and ACK
+move it by the table (call_state.py). Our 2xx to any INVITE of the call (re-INVITEs too) is
+retransmitted by `start_retransmit` while its ACK is awaited.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from gateway.sip import sdp as sdpmod
+from gateway.sip.admission import Admission
+from gateway.sip.call_state import CallInput, CallState
+from gateway.sip.dialog import Dialog
+from gateway.sip.events import (
+    CallAcked,
+    CallCancelled,
+    CallTerminated,
+    IncomingCallReceived,
+    RequestRejected,
+)
+from gateway.sip.message import SipRequest, SipResponse, make_response
+from gateway.sip.routing import new_tag
+from gateway.sip.sdp import NotAcceptable, SdpError, SessionDescription
+from gateway.sip.session_timer import SessionTimers
+from gateway.sip.transaction import T1, T2, Address, InviteServerTransaction, server_key
+from gateway.sip.ua_core import Retransmit, SipCall, Step, Trigger, UaCore, sdp_of
+
+
+def warning(exc: NotAcceptable) -> tuple[str, str]:
+    """The Warning header of a 488 (RFC 3261 §20.43: code, agent, quoted text)."""
+    text = str(exc).replace("\\", "").replace('"', "'")
+    return ("Warning", f'{exc.warning} - "{text}"')
+
+
+class Uas:
+    """Incoming INVITEs, their CANCEL and ACK, and our answers to them."""
+
+    def __init__(self, core: UaCore, admission: Admission, timers: SessionTimers) -> None:
+        self.core = core
+        self.admission = admission
+        self.timers = timers
+
+    def steps(self) -> dict[str, Step]:
+        return {
+            "send_ringing": self._ring,
+            "send_2xx": self._accept,
+            "send_rejection": self._reject,
+            "send_480": self._send_480,
+            "send_487": self._send_487,
+            "cancel_ok": self._cancel_ok,
+            "report_cancel": self._report_cancel,
+            "acked": self._acked,
+            "resend_2xx": self._resend_2xx,
+            "report_ack_timeout": self._ack_timeout,
+            "report_no_answer": self._no_answer,
+        }
+
+    # --- requests
+
+    def on_invite(
+        self, request: SipRequest, addr: Address, key: tuple[str, ...], now: float
+    ) -> None:
+        """An INVITE outside any dialog: refused, challenged, or a new call."""
+        core = self.core
+        if not self.admission.admit_call(request, addr, now):
+            return
+        unsupported = [
+            o for o in request.headers.get_all("Require") if o.strip().lower() != "timer"
+        ]
+        if unsupported:
+            core.stateless(
+                request, addr, 420, "unsupported", [("Unsupported", ", ".join(unsupported))]
+            )
+            return
+        if self.admission.refuse_draining(request, addr):
+            return
+        tx = core.invite_server(request, addr, key)
+        if not self.admission.authorize(request, tx, addr, now):
+            return
+        if self.timers.too_brief(request):
+            core.tx_respond(tx, 422, now, [("Min-SE", str(core.config.min_session_expires))])
+            core.events.append(RequestRejected("unsupported", "INVITE", 422, addr))
+            return
+        offer: SessionDescription | None = None
+        if request.body:
+            if request.content_type != "application/sdp":
+                core.tx_respond(tx, 415, now, [("Accept", "application/sdp")])
+                core.events.append(RequestRejected("unsupported", "INVITE", 415, addr))
+                return
+            try:
+                offer = SessionDescription.parse(request.body)
+                sdpmod.check_offer(offer)
+            except NotAcceptable as exc:
+                core.tx_respond(tx, 488, now, [warning(exc)])
+                core.events.append(RequestRejected(exc.reason, "INVITE", 488, addr))
+                return
+            except SdpError as exc:
+                core.tx_respond(tx, 400, now, reason=f"Bad SDP: {exc}")
+                core.events.append(RequestRejected("malformed", "INVITE", 400, addr))
+                return
+        tx.send_response(make_response(request, 100, "Trying"), now)
+        handle = core.new_handle()
+        call = SipCall(handle, "uas", CallState.INCOMING, request, addr, new_tag(), ist=tx)
+        call.remote_sdp = offer
+        call.answer_deadline = now + core.config.answer_timeout
+        core.add_call(call)
+        core.invite_calls[key] = handle
+        call.invite_key = key
+        dkey = (request.call_id, call.local_tag, request.from_.tag or "")
+        core.dialogs[dkey] = handle
+        call.keys.append(dkey)
+        first_values = MappingProxyType(dict(reversed(request.headers.items())))
+        core.events.append(
+            IncomingCallReceived(
+                handle,
+                request.uri,
+                str(request.from_.uri),
+                str(request.to.uri),
+                first_values,
+                offer,
+                addr,
+            )
+        )
+
+    def on_cancel(
+        self, request: SipRequest, addr: Address, key: tuple[str, ...], now: float
+    ) -> None:
+        """CANCEL: of a call's INVITE (the table decides), else 481."""
+        core = self.core
+        handle = core.invite_calls.get((*key[:-1], "INVITE"))
+        tx = core.server(request, addr, key)
+        call = core.calls.get(handle) if handle is not None else None
+        if call is None:
+            core.tx_respond(tx, 481, now)
+            return
+        core.fire(call, Trigger(CallInput.RECV_CANCEL, now, request=request, tx=tx, source=addr))
+
+    def on_ack(self, request: SipRequest, now: float) -> None:
+        """ACK: of a non-2xx, absorbed by its transaction (§17.2.1); of the 2xx we retransmit,
+        `RECV_ACK`; any other in a known dialog, `RECV_STRAY_ACK`; else dropped (§17)."""
+        core = self.core
+        stx = core.server_tx.get(server_key(request))
+        if isinstance(stx, InviteServerTransaction) and not stx.receive_request(request, now):
+            return
+        dkey = (request.call_id, request.to.tag or "", request.from_.tag or "")
+        handle = core.dialogs.get(dkey)
+        call = core.calls.get(handle) if handle is not None else None
+        if call is None:
+            return
+        rt = call.retransmit
+        ours = rt is not None and rt.cseq == request.cseq.seq
+        inp = CallInput.RECV_ACK if ours else CallInput.RECV_STRAY_ACK
+        core.fire(call, Trigger(inp, now, request=request))
+
+    # --- the 2xx until its ACK
+
+    def start_retransmit(
+        self, call: SipCall, response: SipResponse, addr: Address, cseq: int, now: float
+    ) -> None:
+        """§13.3.1.4: re-send our 2xx (T1 doubling to T2) until its ACK, for at most 64*T1."""
+        next_at = None if call.peer.reliable else now + T1
+        call.retransmit = Retransmit(response.serialize(), addr, cseq, T1, next_at, now + 64 * T1)
+
+    # --- steps
+
+    def _ring(self, call: SipCall, t: Trigger) -> None:
+        self.core.respond_invite(call, 180, t.now)
+
+    def _accept(self, call: SipCall, t: Trigger) -> None:
+        """200 OK with `t.sdp` (the answer, or our offer for a late offer)."""
+        sdp = t.sdp
+        assert sdp is not None and call.ist is not None
+        body = sdp if isinstance(sdp, bytes) else sdp.serialize()
+        call.local_sdp = (
+            sdp if isinstance(sdp, SessionDescription) else SessionDescription.parse(sdp)
+        )
+        headers = [("Content-Type", "application/sdp"), *self.timers.negotiate(call, t.now)]
+        response = self.core.call_response(call, 200, headers, body)
+        call.ist.send_response(response, t.now)
+        call.dialog = Dialog.as_uas(call.invite, call.local_tag)
+        self.start_retransmit(call, response, call.ist.addr, call.invite.cseq.seq, t.now)
+
+    def _reject(self, call: SipCall, t: Trigger) -> None:
+        self.core.respond_invite(call, t.status, t.now, t.headers)
+        self.core.events.append(RequestRejected(t.reason, "INVITE", t.status, call.peer))
+
+    def _send_480(self, call: SipCall, t: Trigger) -> None:
+        self.core.respond_invite(call, 480, t.now)
+
+    def _send_487(self, call: SipCall, t: Trigger) -> None:
+        self.core.respond_invite(call, 487, t.now)
+
+    def _cancel_ok(self, call: SipCall, t: Trigger) -> None:
+        """200 to the CANCEL; too late for anything else once the INVITE has its final (§9.2)."""
+        assert t.tx is not None
+        self.core.tx_respond(t.tx, 200, t.now)
+
+    def _report_cancel(self, call: SipCall, t: Trigger) -> None:
+        self.core.events.append(CallCancelled(call.handle))
+
+    def _acked(self, call: SipCall, t: Trigger) -> None:
+        assert t.request is not None
+        call.retransmit = None
+        answer = sdp_of(t.request)
+        if answer is not None:
+            call.remote_sdp = answer
+        self.core.events.append(CallAcked(call.handle, answer))
+
+    def _resend_2xx(self, call: SipCall, t: Trigger) -> None:
+        rt = call.retransmit
+        assert rt is not None
+        self.core.out.append((rt.data, rt.addr))
+        rt.interval = min(rt.interval * 2, T2)
+        rt.next_at = t.now + rt.interval
+
+    def _ack_timeout(self, call: SipCall, t: Trigger) -> None:
+        """§13.3.1.4: no ACK within 64*T1: the session is ended with BYE."""
+        self.core.events.append(CallTerminated(call.handle, "ack_timeout"))
+
+    def _no_answer(self, call: SipCall, t: Trigger) -> None:
+        self.core.events.append(CallTerminated(call.handle, "no_answer"))
