@@ -39,7 +39,7 @@ from gateway.call.events import (
 )
 from gateway.call.recorder import CallRecorder
 from gateway.logs import get_logger
-from gateway.media.convert import AudioConverter, decode, resample_any
+from gateway.media.convert import AudioConverter, decode, silence_byte
 from gateway.media.format import AudioFormat
 from gateway.media.playout import PlayoutCleared, PlayoutQueue
 from gateway.media.port import (
@@ -284,7 +284,7 @@ class Call:
         # The model's audio is converted a whole delta at a time as it arrives (the receive
         # loop lets due media ticks run first, so a burst of deltas waits, not the packets) and
         # queued in the leg's format; the leg pulls ready frames.
-        silence = {"pcmu": 0xFF, "pcma": 0xD5}.get(native.encoding, 0)
+        silence = silence_byte(native)
         self.playout = PlayoutQueue(
             frame_bytes=native.frame_bytes(self.leg.frame_ms),
             bytes_per_ms=native.frame_bytes(1000) / 1000.0,
@@ -547,7 +547,7 @@ class Call:
                 raise ValueError("play() needs int16 PCM")
         native = self.leg.native
         if rate not in telcodecs.SUPPORTED_RATES:
-            pcm, rate = resample_any(pcm, rate, native.rate), native.rate
+            pcm, rate = telcodecs.resample_any(pcm, rate, native.rate), native.rate
         conv = AudioConverter(AudioFormat("pcm16", rate), native)
         # the queue holds audio in the leg's format
         self.playout.push(f"play-{id(pcm)}", "play", conv.convert_pcm(pcm) + conv.flush())
