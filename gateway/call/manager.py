@@ -5,16 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import Awaitable, Callable
 
 from gateway import metrics
 from gateway.call.call import Call
 from gateway.call.prompts import goodbye_prompt, hangup_after_playout
+from gateway.call.scenario import ScenarioSetup
 from gateway.logs import bind_call, get_logger
 
 log = get_logger("call.manager")
-
-Setup = Callable[[Call], Awaitable[None] | None]
 
 
 class AdmissionError(Exception):
@@ -62,7 +60,7 @@ class CallManager:
         self._reserved = max(0, self._reserved - 1)
         self._check_idle()
 
-    def start(self, call: Call, setup: Setup) -> asyncio.Task[None]:
+    def start(self, call: Call, setup: ScenarioSetup) -> asyncio.Task[None]:
         """Run `call` (its slot was reserved) until it ends."""
         self._reserved = max(0, self._reserved - 1)
         self.calls[call.id] = call
@@ -74,7 +72,7 @@ class CallManager:
         self._tasks[call.id] = task
         return task
 
-    async def _run(self, call: Call, setup: Setup) -> None:
+    async def _run(self, call: Call, setup: ScenarioSetup) -> None:
         try:
             await call.run(setup)
         except Exception:

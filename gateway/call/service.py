@@ -28,6 +28,7 @@ from gateway.call.routing import (
     render_instructions,
     resolve_profile,
 )
+from gateway.call.scenario import ScenarioSetup
 from gateway.config import Settings
 from gateway.logs import bind_call, get_logger
 from gateway.media.port import MediaPort
@@ -38,7 +39,6 @@ from gateway.realtime.profiles import ProviderProfile, choose_session_format
 
 log = get_logger("call.service")
 
-Setup = Callable[[Call], Awaitable[None] | None]
 ClientFactory = Callable[[ProviderProfile, SessionConfig], RealtimeClient]
 
 
@@ -99,7 +99,7 @@ class CallService:
         settings: Settings,
         profile: ProviderProfile,
         manager: CallManager,
-        setup: Setup,
+        setup: ScenarioSetup,
         tools: Sequence[Mapping[str, Any]],
         client_factory: ClientFactory = default_client_factory,
     ) -> None:

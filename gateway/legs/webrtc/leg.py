@@ -41,10 +41,10 @@ from gateway.webrtc.signalling import preferred_codecs, valid_digit
 
 log = get_logger("webrtc.leg")
 
-RATE = 48000
+RATE = PCM16_48K.rate
 FRAME_MS = 20
 FRAME_SAMPLES = RATE * FRAME_MS // 1000
-FRAME_BYTES = FRAME_SAMPLES * 2
+FRAME_BYTES = PCM16_48K.frame_bytes(FRAME_MS)
 _FRAME_S = FRAME_MS / 1000
 _SILENCE = bytes(FRAME_BYTES)
 _TIME_BASE = fractions.Fraction(1, RATE)
