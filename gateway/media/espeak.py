@@ -8,12 +8,16 @@ returns None and the callers fall back to tone patterns.
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
+import wave
 
 import numpy as np
 import numpy.typing as npt
 from telcodecs import resample_any
+
+from gateway.media.wav import read_wav
 
 __all__ = ["speak"]
 
@@ -41,19 +45,7 @@ def speak(
     args.append(text)
     try:
         done = subprocess.run(args, check=True, capture_output=True, timeout=timeout)
-        pcm, src_rate = _read_stream_wav(done.stdout)
+        pcm, src_rate = read_wav(io.BytesIO(done.stdout))
         return resample_any(pcm, src_rate, rate)
-    except (OSError, subprocess.SubprocessError, ValueError):
+    except (OSError, subprocess.SubprocessError, ValueError, EOFError, wave.Error):
         return None
-
-
-def _read_stream_wav(wav: bytes) -> tuple[Pcm, int]:
-    """The samples and rate of the WAV espeak-ng streams to stdout: 16-bit mono, with
-    placeholder sizes (so not for the `wave` module); ValueError when it is not one."""
-    pos = wav.find(b"data")
-    if wav[:4] != b"RIFF" or pos < 0 or len(wav) < 44:
-        raise ValueError("espeak-ng wrote no WAV")
-    rate = int.from_bytes(wav[24:28], "little")
-    data = wav[pos + 8 :]
-    data = data[: len(data) - len(data) % 2]
-    return np.frombuffer(data, dtype="<i2").astype(np.int16), rate
