@@ -17,9 +17,20 @@ __all__ = ["DeadlineGrid"]
 
 
 class DeadlineGrid:
-    """Deadlines `t0 + n * step` for n = 0, 1, 2, ...; `n` is the next step to run."""
+    """Deadlines `t0 + n * step` for n = 0, 1, 2, ...; `n` is the next step to run and
+    `deadline` when it is due (arm the timer for this). Move them with the methods only."""
 
-    __slots__ = ("max_behind", "n", "resume_behind", "skipped", "stalls", "step", "t0")
+    __slots__ = (
+        "_on_time",
+        "deadline",
+        "max_behind",
+        "n",
+        "resume_behind",
+        "skipped",
+        "stalls",
+        "step",
+        "t0",
+    )
 
     def __init__(
         self, step: float, max_behind: int, resume_behind: int | None = None, t0: float = 0.0
@@ -32,8 +43,12 @@ class DeadlineGrid:
         self.step = step
         self.max_behind = max_behind
         self.resume_behind = resume
+        # less late than this is never a stall: due() then skips its division (the media
+        # clock runs it every sub-tick)
+        self._on_time = max_behind * step
         self.t0 = t0
         self.n = 0
+        self.deadline = t0
         self.stalls = 0  # stalls skipped over
         self.skipped = 0  # steps given up in them
 
@@ -41,27 +56,26 @@ class DeadlineGrid:
         """Restart the grid at `t0` (step 0 is due then), keeping the counters."""
         self.t0 = t0
         self.n = 0
-
-    @property
-    def deadline(self) -> float:
-        """When step n is due (arm the timer for this)."""
-        return self.t0 + self.n * self.step
+        self.deadline = t0
 
     def due(self, now: float) -> float:
         """The deadline of the step to run at `now`: step n's, or after a stall, a later one's
         (the steps in between are skipped). Call `advance()` once the step has run."""
+        deadline = self.deadline
+        if now - deadline < self._on_time:
+            return deadline
         step = self.step
-        deadline = self.t0 + self.n * step
         behind = int((now - deadline) / step)
         if behind > self.max_behind:
             skip = behind - self.resume_behind
             self.stalls += 1
             self.skipped += skip
             self.n += skip
-            deadline = self.t0 + self.n * step
+            deadline = self.deadline = self.t0 + self.n * step
         return deadline
 
     def advance(self) -> float:
         """Step n has run: move to the next one and return its deadline."""
-        self.n += 1
-        return self.t0 + self.n * self.step
+        n = self.n = self.n + 1
+        deadline = self.deadline = self.t0 + n * self.step
+        return deadline
