@@ -11,6 +11,7 @@ with one table lookup.
 
 from __future__ import annotations
 
+import bisect
 from typing import Final, Literal
 
 import numpy as np
@@ -25,7 +26,9 @@ __all__ = [
     "alaw_encode",
     "alaw_encode_array",
     "alaw_to_ulaw",
+    "g711_gain_table",
     "g711_silence",
+    "g711_silence_code",
     "ulaw_decode",
     "ulaw_encode",
     "ulaw_encode_array",
@@ -163,9 +166,35 @@ _SILENCE_CODES: Final[dict[str, int]] = {
 G711Name = Literal["ulaw", "pcmu", "alaw", "pcma"]
 
 
-def g711_silence(codec: str, nsamples: int) -> bytes:
-    """`nsamples` bytes of G.711 silence; `codec` is "ulaw"/"pcmu" or "alaw"/"pcma"."""
+def g711_silence_code(codec: str) -> int:
+    """The code of silence (what an encoder emits for 0): 0xFF in µ-law, 0xD5 in A-law;
+    `codec` is "ulaw"/"pcmu" or "alaw"/"pcma"."""
     code = _SILENCE_CODES.get(codec) if isinstance(codec, str) else None
     if code is None:
         raise ValueError(f"unknown G.711 codec {codec!r}: expected ulaw, pcmu, alaw or pcma")
-    return bytes((code,)) * check_count(nsamples)
+    return code
+
+
+def g711_silence(codec: str, nsamples: int) -> bytes:
+    """`nsamples` bytes of G.711 silence; `codec` is "ulaw"/"pcmu" or "alaw"/"pcma"."""
+    return bytes((g711_silence_code(codec),)) * check_count(nsamples)
+
+
+def g711_gain_table(codec: str, gain: float) -> bytes:
+    """A `bytes.translate` table that scales G.711 codes by `gain` in the code domain: each code
+    maps to the code whose value is nearest its value times `gain` (the lower on a tie).
+
+    Made once, off the media path (a jitter buffer's fading concealment uses a few); applying it
+    is one `bytes.translate` per frame, with no decode or encode."""
+    _ = g711_silence_code(codec)  # the codec's name is checked
+    decode = (_ULAW_DEC if codec in ("ulaw", "pcmu") else _ALAW_DEC).tolist()
+    by_value = sorted((v, c) for c, v in enumerate(decode))
+    values = [v for v, _ in by_value]
+    out = bytearray(256)
+    for code, value in enumerate(decode):
+        target = value * gain
+        i = bisect.bisect_left(values, target)
+        candidates = [j for j in (i - 1, i) if 0 <= j < 256]
+        best = min(candidates, key=lambda j: abs(values[j] - target))
+        out[code] = by_value[best][1]
+    return bytes(out)

@@ -34,9 +34,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
-from telcodecs._validate import check_rate, pcm16_array
+from telcodecs._validate import SUPPORTED_RATES, check_rate, pcm16_array
 
-__all__ = ["STOPBAND_DB", "Resampler", "resample"]
+__all__ = ["STOPBAND_DB", "Resampler", "resample", "resample_any"]
 
 #: Stopband attenuation the prototype filters are designed for (Kaiser's formula).
 STOPBAND_DB: Final = 80.0
@@ -245,3 +245,16 @@ def resample(pcm: NDArray[np.int16], src_rate: int, dst_rate: int) -> NDArray[np
     r = Resampler(src_rate, dst_rate)
     head = r.process(pcm)
     return np.concatenate([head, r.flush()])
+
+
+def resample_any(pcm: NDArray[np.int16], src_rate: int, dst_rate: int) -> NDArray[np.int16]:
+    """`resample`, also from a source rate outside SUPPORTED_RATES whose double is in it
+    (espeak-ng's 22050 Hz): such a signal is first doubled by linear interpolation, whose images
+    the following anti-alias filter removes. Equal rates return `pcm` itself."""
+    if src_rate == dst_rate:
+        return pcm
+    if src_rate not in SUPPORTED_RATES and src_rate * 2 in SUPPORTED_RATES:
+        n = len(pcm)
+        pcm = np.interp(np.arange(2 * n) / 2.0, np.arange(n), pcm).astype(np.int16)
+        src_rate *= 2
+    return resample(pcm, src_rate, dst_rate)

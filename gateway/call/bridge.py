@@ -36,15 +36,13 @@ import numpy.typing as npt
 import telcodecs
 
 from gateway.call.events import BotMediaEnded, BotMediaStarted
-from gateway.media.convert import AudioConverter, resample_any
+from gateway.media.convert import AudioConverter, silence_byte
 from gateway.media.format import AudioFormat
 from gateway.media.playout import PlayoutCleared, PlayoutQueue
 from gateway.media.port import FormatChanged, HoldChanged, LegEvent
 from gateway.realtime import events as rt
 
 BOT_MEDIA_END_S = 1.0  # VoxEngine: WebSocketMediaEnded after 1 s of silence
-
-_SILENCE_BYTE = {"pcmu": 0xFF, "pcma": 0xD5}
 
 
 # --- observations: what the shell counts and logs ----------------------------------------------
@@ -126,8 +124,8 @@ class CallBridge:
         # leg's format; the leg pulls ready frames.
         self.playout = PlayoutQueue(
             frame_bytes=native.frame_bytes(frame_ms),
-            bytes_per_ms=native.frame_bytes(1000) / 1000.0,
-            silence_byte=_SILENCE_BYTE.get(native.encoding, 0),
+            bytes_per_ms=native.bytes_per_ms,
+            silence_byte=silence_byte(native),
         )
 
     def _setup_media(self, native: AudioFormat, frame_ms: int) -> None:
@@ -138,7 +136,7 @@ class CallBridge:
         # Caller audio is collected in the leg's format and converted one append at a time:
         # one decode/resample/encode per 100 ms costs a fifth of five per-frame ones.
         self._append_bytes = native.frame_bytes(self.append_ms)
-        self._out_bytes_per_ms = self.session_out.frame_bytes(1000) / 1000.0
+        self._out_bytes_per_ms = self.session_out.bytes_per_ms
 
     def _reformat(self, native: AudioFormat, frame_ms: int) -> None:
         """A re-INVITE changed the leg's codec or ptime: the caller's batch and the queued bot
@@ -155,8 +153,8 @@ class CallBridge:
             self.frame_ms = frame_ms
         self.playout.reformat(
             native.frame_bytes(frame_ms),
-            native.frame_bytes(1000) / 1000.0,
-            _SILENCE_BYTE.get(native.encoding, 0),
+            native.bytes_per_ms,
+            silence_byte(native),
             queued,
         )
 
@@ -330,7 +328,7 @@ class CallBridge:
         """Queue int16 PCM at `rate` for the caller (not sent to the model)."""
         native = self.native
         if rate not in telcodecs.SUPPORTED_RATES:
-            pcm, rate = resample_any(pcm, rate, native.rate), native.rate
+            pcm, rate = telcodecs.resample_any(pcm, rate, native.rate), native.rate
         conv = AudioConverter(AudioFormat("pcm16", rate), native)
         self.playout.push(f"play-{id(pcm)}", "play", conv.convert_pcm(pcm) + conv.flush())
 

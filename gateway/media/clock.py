@@ -1,11 +1,11 @@
 """One media clock per packet time per process: a single timer services every call in one pass.
 
 Per-call `sleep(0.02)` loops drift and, at hundreds of calls, cost thousands of timer wake-ups.
-Instead each `MediaClock` keeps an absolute grid `t0 + n * period / slots` on the loop's
-monotonic clock. A leg is placed in the least loaded of `slots` phase slots, so the packets of
-hundreds of calls are spread over the packet time instead of leaving in one burst. At each
-sub-tick the clock calls `tick(now, deadline)` on the legs of that slot; the leg sends its packet
-and records how late it left against `deadline`.
+Instead each `MediaClock` keeps an absolute grid `t0 + n * period / slots` (a `DeadlineGrid`)
+on the loop's monotonic clock. A leg is placed in the least loaded of `slots` phase slots, so the
+packets of hundreds of calls are spread over the packet time instead of leaving in one burst. At
+each sub-tick the clock calls `tick(now, deadline)` on the legs of that slot; the leg sends its
+packet and records how late it left against `deadline`.
 
 Legs do not send from inside `tick()`: they put their datagram in the slot's `Outbox`, and the
 clock sends the whole slot back to back once every leg has run. A receiver that sleeps between
@@ -28,6 +28,7 @@ from typing import Protocol
 
 from gateway import metrics
 from gateway.logs import get_logger
+from gateway.media.grid import DeadlineGrid
 
 log = get_logger("media.clock")
 _SEND_LATENESS = metrics.RTP_SEND_LATENESS
@@ -85,20 +86,22 @@ class MediaClock:
         self._loop = loop
         self.period = period_ms / 1000.0
         self.slots = slots
-        self._step = self.period / slots
-        self._max_catch_up = max_catch_up
+        # after a stall, at most `max_catch_up` frames (of every slot) are sent late
+        self._grid = DeadlineGrid(self.period / slots, max_behind=max_catch_up * slots)
         self._members: list[list[Ticker]] = [[] for _ in range(slots)]
         self._where: dict[int, int] = {}
         self._handle: asyncio.TimerHandle | None = None
-        self._t0 = 0.0
-        self._n = 0  # sub-tick index on the grid
         self.ticks = 0
-        self.stalls = 0
         self._tick_waiters: list[asyncio.Future[None]] = []
         self._outbox = Outbox()
 
     def __len__(self) -> int:
         return len(self._where)
+
+    @property
+    def stalls(self) -> int:
+        """Stalls the grid skipped ahead over instead of bursting."""
+        return self._grid.stalls
 
     def add(self, ticker: Ticker) -> None:
         """Start servicing `ticker` from its slot's next deadline."""
@@ -108,9 +111,8 @@ class MediaClock:
         self._members[slot].append(ticker)
         self._where[id(ticker)] = slot
         if self._handle is None:
-            self._t0 = self._loop.time()
-            self._n = 0
-            self._handle = self._loop.call_at(self._t0, self._run)
+            self._grid.start(self._loop.time())
+            self._handle = self._loop.call_at(self._grid.deadline, self._run)
 
     def overdue(self) -> bool:
         """True when a sub-tick is due and has not run: bulk work should wait for it."""
@@ -118,7 +120,7 @@ class MediaClock:
             return False
         # time.monotonic() shares the loop clock's base (CLOCK_MONOTONIC) but, unlike uvloop's
         # cached loop.time(), it moves during a long loop iteration.
-        return time.monotonic() > self._t0 + self._n * self._step
+        return time.monotonic() > self._grid.deadline
 
     async def next_tick(self) -> None:
         """Wait until the clock has serviced its next sub-tick (at once if it is stopped)."""
@@ -163,16 +165,10 @@ class MediaClock:
 
     def _run(self) -> None:
         self._handle = None
+        grid = self._grid
         now = self._loop.time()
-        deadline = self._t0 + self._n * self._step
-        behind = int((now - deadline) / self._step)
-        if behind > self._max_catch_up * self.slots:
-            # Stalled: skip whole frames rather than burst them out late.
-            self.stalls += 1
-            skip = behind - self._max_catch_up * self.slots
-            self._n += skip
-            deadline = self._t0 + self._n * self._step
-        members = self._members[self._n % self.slots]
+        deadline = grid.due(now)  # after a stall: skips whole sub-ticks rather than burst late
+        members = self._members[grid.n % self.slots]
         outbox = self._outbox
         for ticker in list(members) if members else ():
             try:
@@ -185,10 +181,9 @@ class MediaClock:
             if sent:
                 _SEND_LATENESS.observe(max(0.0, self._loop.time() - deadline), sent)
         self.ticks += 1
-        self._n += 1
+        nxt = grid.advance()
         self._wake_waiters()
         if self._where:
-            nxt = self._t0 + self._n * self._step
             self._handle = self._loop.call_at(nxt, self._run)
 
 

@@ -1,7 +1,10 @@
-"""Audio format conversion between a leg's native format and the Realtime session's format.
+"""Audio in an `AudioFormat`: decode, encode, and conversion between formats.
 
-One `AudioConverter` per direction per call: it holds the resampler's state, so frames of any
-size flow through without clicks. Identity and G.711 law-to-law paths do no numpy work.
+G.711 and resampling are telcodecs'; this module only picks the right one for a format. The
+bridge holds one streaming `AudioConverter` per direction per call (it keeps the resampler's
+state, so frames of any size flow through without clicks); `convert()` converts a whole signal
+at once (the local provider's echo and prompts). Identity and G.711 law-to-law paths do no numpy
+work.
 """
 
 from __future__ import annotations
@@ -42,6 +45,31 @@ def encode(pcm: Pcm, fmt: AudioFormat) -> bytes:
     return _ENCODE[fmt.encoding](pcm)
 
 
+def silence_byte(fmt: AudioFormat) -> int:
+    """The byte that repeated is silence in `fmt` (0 for PCM16; G.711's from telcodecs)."""
+    return 0 if fmt.encoding == "pcm16" else telcodecs.g711_silence_code(fmt.encoding)
+
+
+def _law_to_law(src: AudioFormat, dst: AudioFormat) -> Callable[[bytes], bytes] | None:
+    """The direct G.711 transcoder from `src` to `dst`, when that is all there is to do."""
+    if src.rate == dst.rate and {src.encoding, dst.encoding} == {"pcmu", "pcma"}:
+        return telcodecs.ulaw_to_alaw if src.encoding == "pcmu" else telcodecs.alaw_to_ulaw
+    return None
+
+
+def convert(data: bytes, src: AudioFormat, dst: AudioFormat) -> bytes:
+    """A whole signal in `src` re-encoded (and resampled, tail included) into `dst`."""
+    if src == dst:
+        return data
+    law = _law_to_law(src, dst)
+    if law is not None:
+        return law(data)
+    pcm = decode(data, src)
+    if src.rate != dst.rate:
+        pcm = telcodecs.resample(pcm, src.rate, dst.rate)
+    return encode(pcm, dst)
+
+
 class AudioConverter:
     """Streaming conversion from `src` to `dst` format (decode, resample, encode)."""
 
@@ -49,11 +77,7 @@ class AudioConverter:
         self.src = src
         self.dst = dst
         self._resampler = telcodecs.Resampler(src.rate, dst.rate) if src.rate != dst.rate else None
-        self._law: Callable[[bytes], bytes] | None = None
-        if src.rate == dst.rate and {src.encoding, dst.encoding} == {"pcmu", "pcma"}:
-            self._law = (
-                telcodecs.ulaw_to_alaw if src.encoding == "pcmu" else (telcodecs.alaw_to_ulaw)
-            )
+        self._law = _law_to_law(src, dst)
         self.identity = src == dst
 
     def convert(self, data: bytes) -> bytes:
@@ -78,15 +102,3 @@ class AudioConverter:
         if self._resampler is not None:
             pcm = self._resampler.process(pcm)
         return encode(pcm, self.dst)
-
-
-def resample_any(pcm: Pcm, src_rate: int, dst_rate: int) -> Pcm:
-    """Resample a whole signal; rates outside telcodecs' set (espeak-ng's 22050 Hz) are first
-    doubled by linear interpolation, whose images the following anti-alias filter removes."""
-    if src_rate == dst_rate:
-        return pcm
-    if src_rate not in telcodecs.SUPPORTED_RATES and src_rate * 2 in telcodecs.SUPPORTED_RATES:
-        n = len(pcm)
-        pcm = np.interp(np.arange(2 * n) / 2.0, np.arange(n), pcm).astype(np.int16)
-        src_rate *= 2
-    return telcodecs.resample(pcm, src_rate, dst_rate)

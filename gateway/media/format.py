@@ -23,6 +23,11 @@ class AudioFormat:
     def bytes_per_sample(self) -> int:
         return 2 if self.encoding == "pcm16" else 1
 
+    @property
+    def bytes_per_ms(self) -> float:
+        """Bytes per millisecond (8.0 for G.711, 48.0 for PCM16 at 24 kHz)."""
+        return self.rate * self.bytes_per_sample / 1000
+
     def frame_bytes(self, ms: int) -> int:
         """Bytes in `ms` milliseconds of this format."""
         return self.rate * ms // 1000 * self.bytes_per_sample

@@ -1,9 +1,10 @@
-"""WAV files as int16 samples: what `Call.play()` and the built-in prompts read."""
+"""WAV files as int16 samples: what `Call.play()` plays and espeak-ng writes."""
 
 from __future__ import annotations
 
 import wave
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -11,9 +12,11 @@ import numpy.typing as npt
 Pcm = npt.NDArray[np.int16]
 
 
-def read_wav(path: str | Path) -> tuple[Pcm, int]:
-    """A mono int16 WAV file as (samples, rate); stereo is averaged. ValueError otherwise."""
-    with wave.open(str(path), "rb") as wav:
+def read_wav(path: str | Path | BinaryIO) -> tuple[Pcm, int]:
+    """A mono int16 WAV file (a path, or a binary file object) as (samples, rate); stereo is
+    averaged. ValueError otherwise. A streamed WAV's placeholder sizes are fine: what is there
+    is read."""
+    with wave.open(str(path) if isinstance(path, str | Path) else path, "rb") as wav:
         if wav.getsampwidth() != 2:
             raise ValueError(f"{path}: only 16-bit PCM WAV is supported")
         rate = wav.getframerate()

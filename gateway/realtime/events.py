@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gateway.media.format import AudioFormat
+from gateway.media.format import PCM16_24K, PCMA_8K, PCMU_8K, AudioFormat
 
 __all__ = [
     "CANCEL_REASONS",
@@ -90,9 +90,9 @@ JsonObject = Mapping[str, Any]
 # --- audio formats ------------------------------------------------------------------------------
 
 _BETA_FORMATS: Mapping[str, AudioFormat] = {
-    "pcm16": AudioFormat("pcm16", 24000),
-    "g711_ulaw": AudioFormat("pcmu", 8000),
-    "g711_alaw": AudioFormat("pcma", 8000),
+    "pcm16": PCM16_24K,
+    "g711_ulaw": PCMU_8K,
+    "g711_alaw": PCMA_8K,
 }
 
 
@@ -120,7 +120,7 @@ def format_from_wire(value: object) -> AudioFormat:
             raise ValueError(f"bad audio/pcm rate {rate!r}")
         return AudioFormat("pcm16", rate)
     if kind in ("audio/pcmu", "audio/pcma"):
-        return AudioFormat("pcmu" if kind == "audio/pcmu" else "pcma", 8000)
+        return PCMU_8K if kind == "audio/pcmu" else PCMA_8K
     raise ValueError(f"unknown audio format type {kind!r}")
 
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from gateway.media.format import AudioFormat
+from gateway.media.format import PCM16_24K, PCMA_8K, PCMU_8K, AudioFormat
 from gateway.secret import Secret
 
 __all__ = ["DEFAULT_MODEL", "ProviderProfile", "choose_session_format", "make_profile"]
@@ -27,10 +27,6 @@ DEFAULT_MODEL = "gpt-realtime"
 YANDEX_MODEL = "speech-realtime-250923"
 OPENAI_URL = "wss://api.openai.com/v1/realtime"
 YANDEX_URL = "wss://ai.api.cloud.yandex.net/v1/realtime"
-
-PCM24K = AudioFormat("pcm16", 24000)
-PCMU = AudioFormat("pcmu", 8000)
-PCMA = AudioFormat("pcma", 8000)
 
 
 @dataclass(frozen=True)
@@ -126,7 +122,7 @@ def make_profile(
             credential=cred,
             model=m,
             default_voice="marina",
-            input_formats=frozenset({PCM24K}),
+            input_formats=frozenset({PCM16_24K}),
             unsupported_events=frozenset(
                 {
                     "input_audio_buffer.clear",
@@ -161,7 +157,7 @@ def make_profile(
     raise ValueError(f"unknown provider {provider!r}")
 
 
-_CODEC_FORMATS: Mapping[str, AudioFormat] = {"pcmu": PCMU, "pcma": PCMA}
+_CODEC_FORMATS: Mapping[str, AudioFormat] = {"pcmu": PCMU_8K, "pcma": PCMA_8K}
 
 
 def choose_session_format(
@@ -171,11 +167,11 @@ def choose_session_format(
     providers (yandex), which get PCM16 24 kHz. `pcmu|pcma|pcm24k` force it."""
     if session_format == "auto":
         if profile.pcm_only:
-            return PCM24K
-        return _CODEC_FORMATS.get(call_codec, PCM24K)
-    fmt = {"pcmu": PCMU, "pcma": PCMA, "pcm24k": PCM24K}.get(session_format)
+            return PCM16_24K
+        return _CODEC_FORMATS.get(call_codec, PCM16_24K)
+    fmt = {"pcmu": PCMU_8K, "pcma": PCMA_8K, "pcm24k": PCM16_24K}.get(session_format)
     if fmt is None:
         raise ValueError(f"session_format {session_format!r} is not auto|pcmu|pcma|pcm24k")
     if profile.input_formats is not None and fmt not in profile.input_formats:
-        return PCM24K
+        return PCM16_24K
     return fmt

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from gateway.media.format import AudioFormat
+from gateway.media.format import PCM16_24K, AudioFormat
 from gateway.realtime import events as ev
 from gateway.realtime.errors import ProtocolError, SessionClosed, UnsupportedEventError
 
@@ -250,7 +250,7 @@ class RealtimeProtocol:
         fmt = self.effective.input_format if self.effective else None
         fmt = fmt or self.requested.input_format
         if fmt is None:
-            return AudioFormat("pcm16", 24000)
+            return PCM16_24K
         return fmt
 
     @property
@@ -259,7 +259,7 @@ class RealtimeProtocol:
         fmt = self.effective.output_format if self.effective else None
         fmt = fmt or self.requested.output_format
         if fmt is None:
-            return AudioFormat("pcm16", 24000)
+            return PCM16_24K
         return fmt
 
     def audio_ms(self, item_id: str) -> int:

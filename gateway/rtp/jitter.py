@@ -26,18 +26,17 @@ G.711 bytes (one byte per sample at 8 kHz, so timestamp units are byte offsets):
 
 from __future__ import annotations
 
-import bisect
 import struct
 from dataclasses import dataclass
 from typing import Final
+
+from telcodecs import g711_gain_table, g711_silence_code
 
 __all__ = [
     "JitterBuffer",
     "JitterStats",
     "PushResult",
     "ReceptionStats",
-    "attenuation_table",
-    "g711_silence_byte",
 ]
 
 _SEQ_MOD: Final = 1 << 16
@@ -180,54 +179,11 @@ class ReceptionStats:
         return self.jitter / self.clock_rate
 
 
-# --- G.711 in the code domain, for concealment (tables computed once at import)
-
-
-def _ulaw_to_linear(code: int) -> int:
-    u = ~code & 0xFF
-    t = (((u & 0x0F) << 3) + 0x84) << ((u & 0x70) >> 4)
-    return 0x84 - t if u & 0x80 else t - 0x84
-
-
-def _alaw_to_linear(code: int) -> int:
-    a = code ^ 0x55
-    seg = (a & 0x70) >> 4
-    t = (a & 0x0F) << 4
-    t += 8 if seg == 0 else 0x108
-    if seg > 1:
-        t <<= seg - 1
-    return t if a & 0x80 else -t
-
-
-_DECODE: Final = {
-    "pcmu": [_ulaw_to_linear(c) for c in range(256)],
-    "pcma": [_alaw_to_linear(c) for c in range(256)],
-}
-
-
-def g711_silence_byte(codec: str) -> int:
-    """The code an encoder emits for a zero sample (0xFF in µ-law, 0xD5 in A-law)."""
-    return 0xFF if codec == "pcmu" else 0xD5
-
-
-def attenuation_table(codec: str, gain: float) -> bytes:
-    """A `bytes.translate` table scaling G.711 codes by `gain` (nearest code after scaling)."""
-    decode = _DECODE[codec]
-    by_value = sorted((v, c) for c, v in enumerate(decode))
-    values = [v for v, _ in by_value]
-    out = bytearray(256)
-    for code, value in enumerate(decode):
-        target = value * gain
-        i = bisect.bisect_left(values, target)
-        candidates = [j for j in (i - 1, i) if 0 <= j < 256]
-        best = min(candidates, key=lambda j: abs(values[j] - target))
-        out[code] = by_value[best][1]
-    return bytes(out)
-
+# --- concealment fades: G.711 code translation tables (telcodecs), made once at import
 
 _FADE_GAINS: Final = (0.8, 0.5, 0.25)  # about -2, -6, -12 dB: 60 ms, then silence
 _FADE_TABLES: Final = {
-    codec: tuple(attenuation_table(codec, g) for g in _FADE_GAINS) for codec in ("pcmu", "pcma")
+    codec: tuple(g711_gain_table(codec, g) for g in _FADE_GAINS) for codec in ("pcmu", "pcma")
 }
 
 
@@ -290,7 +246,7 @@ class JitterBuffer:
         # a packet further ahead than this is a timestamp jump
         self._jump = self.max_delay + 4 * self.frame
         self._capacity = self._jump + 4096
-        self._silence_byte = g711_silence_byte(codec)
+        self._silence_byte = g711_silence_code(codec)
         self._fades = _FADE_TABLES[codec]
         self.silence_frame = bytes((self._silence_byte,)) * self.frame
         self._fill = bytes((self._silence_byte,)) * self._capacity

@@ -53,9 +53,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
+from telcodecs import g711_silence
+
 from gateway.rtp.dtmf import DtmfDigitReceived, DtmfReceiver, DtmfSender, TelephoneEvent
 from gateway.rtp.errors import DtmfError, RtpParseError
-from gateway.rtp.jitter import JitterBuffer, ReceptionStats, g711_silence_byte
+from gateway.rtp.jitter import JitterBuffer, ReceptionStats
 from gateway.rtp.packet import RTP_FIXED_HEADER, RtpHeaderWriter, is_rtcp, parse_header
 from gateway.rtp.rtcp import (
     RtcpBye,
@@ -286,7 +288,7 @@ class RtpSession:
         self.frame_samples = CLOCK_RATE * ptime_ms // 1000
         self._stall_gap = 3.5 * ptime_ms / 1000  # a longer gap between sends: the clock stalled
         self._audio_word = 0x8000 | self.payload_type  # V=2 and PT: the header's first word
-        self.silence_payload = bytes((g711_silence_byte(codec),)) * self.frame_samples
+        self.silence_payload = g711_silence(codec, self.frame_samples)
         self._cn_payload = b"\x7f"  # RFC 3389 §3: noise level -127 dBov, no spectrum
         old = getattr(self, "_jitter", None)
         self._jitter = JitterBuffer(codec, ptime_ms, clock_rate=CLOCK_RATE)

@@ -18,12 +18,13 @@ from aiortc import RTCRtpSender
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription
 
+from gateway.rtp.dtmf import DTMF_EVENTS
 from gateway.webrtc.errors import BadOffer
 
 MAX_SDP_BYTES = 64 * 1024
 #: Answer codec order: Opus first; G.711 for clients that offer only that (RFC 7874 §3).
 PREFERRED_CODECS = ("audio/opus", "audio/PCMU", "audio/PCMA")
-_DIGITS = frozenset("0123456789*#ABCD")
+_DIGITS = frozenset(DTMF_EVENTS)  # the page sends the digits RFC 4733 has events for
 
 
 @dataclass(frozen=True, slots=True)

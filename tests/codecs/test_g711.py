@@ -17,7 +17,9 @@ from telcodecs import (
     alaw_encode,
     alaw_encode_array,
     alaw_to_ulaw,
+    g711_gain_table,
     g711_silence,
+    g711_silence_code,
     ulaw_decode,
     ulaw_encode,
     ulaw_encode_array,
@@ -100,12 +102,39 @@ def test_silence_constants() -> None:
     assert alaw_encode(zeros) == g711_silence("alaw", 160) == b"\xd5" * 160
     assert g711_silence("pcmu", 3) == b"\xff\xff\xff"
     assert g711_silence("pcma", 0) == b""
+    assert g711_silence_code("pcmu") == g711_silence_code("ulaw") == ULAW_SILENCE
+    assert g711_silence_code("pcma") == g711_silence_code("alaw") == ALAW_SILENCE
 
 
 @pytest.mark.parametrize("bad", ["opus", "ULAW", "", None, 0])
 def test_silence_rejects_unknown_codec(bad: object) -> None:
     with pytest.raises(ValueError, match="codec"):
         g711_silence(bad, 160)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="codec"):
+        g711_silence_code(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="codec"):
+        g711_gain_table(bad, 0.5)  # type: ignore[arg-type]
+
+
+def test_gain_table_scales_decoded_values() -> None:
+    for codec, decode in (("pcmu", ulaw_decode), ("pcma", alaw_decode)):
+        table = g711_gain_table(codec, 0.5)
+        codes = bytes(range(256))
+        before = decode(codes).astype(np.float64)
+        after = decode(codes.translate(table)).astype(np.float64)
+        loud = np.abs(before) > 1000
+        assert np.allclose(after[loud] / before[loud], 0.5, atol=0.07)
+
+
+def test_gain_table_picks_the_nearest_code() -> None:
+    for codec, decode in (("ulaw", ulaw_decode), ("alaw", alaw_decode)):
+        values = decode(bytes(range(256))).astype(np.float64)
+        for gain in (0.8, 0.25, 1.0):
+            table = g711_gain_table(codec, gain)
+            got = decode(bytes(range(256)).translate(table)).astype(np.float64)
+            error = np.abs(got - values * gain)
+            nearest = np.min(np.abs(values[None, :] - (values * gain)[:, None]), axis=1)
+            assert np.array_equal(error, nearest)
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, True])

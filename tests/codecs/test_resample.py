@@ -13,18 +13,20 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from telcodecs import SUPPORTED_RATES, Resampler, resample
+from telcodecs import SUPPORTED_RATES, Resampler, resample, resample_any
 
 from tests.codecs.codec_signals import (
     alias_level_db,
     audioop_ratecv,
     bandlimited_pulse,
+    fit_sine,
     frames,
     image_rejection_db,
     ours,
     passband_gains_db,
     peak_time,
     resample_framed,
+    settle,
     sine,
     tone_snr_db,
 )
@@ -218,6 +220,29 @@ def test_empty_chunk_gives_empty_output() -> None:
     r = Resampler(44100, 8000)
     assert r.process(np.zeros(0, dtype=np.int16)).shape == (0,)
     assert r.process(np.zeros(882, dtype=np.int16)).shape == (160,)
+
+
+# --- a whole signal at espeak-ng's 22050 Hz ---------------------------------------------------
+
+
+@pytest.mark.parametrize("dst", [8000, 24000])
+def test_resample_any_takes_half_a_supported_rate(dst: int) -> None:
+    # 22050 Hz is doubled to 44100 by interpolation; the anti-alias filter removes its images
+    x = sine(1000, 22050, 22050, 12000)
+    y = resample_any(x, 22050, dst)
+    assert y.dtype == np.int16
+    assert len(y) == len(resample(np.zeros(44100, np.int16), 44100, dst))
+    a, res = fit_sine(settle(y, dst), 1000, dst)
+    assert a == pytest.approx(12000, rel=0.02)
+    assert 10 * np.log10((a * a / 2) / np.mean(res * res)) > 60  # 75-85 dB measured
+
+
+def test_resample_any_is_resample_for_supported_rates() -> None:
+    x = sine(700, 8000, 1600, 9000)
+    assert np.array_equal(resample_any(x, 8000, 24000), resample(x, 8000, 24000))
+    assert resample_any(x, 8000, 8000) is x
+    with pytest.raises(ValueError, match="rate"):
+        resample_any(x, 11025, 8000)  # neither it nor its double is supported
 
 
 # --- bad input --------------------------------------------------------------------------------

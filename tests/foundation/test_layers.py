@@ -47,6 +47,7 @@ LAYER_OF: dict[str, str] = {
     "gateway.media": "cores",
     "gateway.media.clock": "adapters",
     "gateway.media.wav": "adapters",
+    "gateway.media.espeak": "adapters",
     "gateway.webrtc": "edges",
     "gateway.webrtc.errors": "cores",
     "gateway.webrtc.signalling": "adapters",

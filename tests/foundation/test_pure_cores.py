@@ -26,7 +26,7 @@ CORE_PACKAGES: dict[str, frozenset[str]] = {
     "gateway/rtp": frozenset({"transport"}),
     "gateway/realtime": frozenset({"client"}),
     "gateway/realtime/local": frozenset({"server", "tts"}),
-    "gateway/media": frozenset({"clock", "wav"}),
+    "gateway/media": frozenset({"clock", "wav", "espeak"}),
 }
 #: cores that live in a package of adapters or calls
 CORE_MODULES = ("gateway.call.breaker", "gateway.call.bridge", "gateway.call.lifecycle")
@@ -92,6 +92,8 @@ def test_the_core_list_covers_the_named_cores() -> None:
         "gateway.realtime.local.engine",
         "gateway.media.playout",
         "gateway.media.format",
+        "gateway.media.grid",
+        "gateway.media.convert",
     }
     assert named <= set(CORES), sorted(named - set(CORES))
     assert "gateway.sip.transport" not in CORES and "gateway.realtime.client" not in CORES

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -146,3 +147,24 @@ async def test_aclose_without_remote_hangup_reports_closed_once() -> None:
     await leg.aclose()
     assert ended == ["closed"]
     assert sink.ended() == []  # the bridge closed it: no LegEnded back to the bridge
+
+
+async def test_outbound_frames_are_paced_on_the_grid_and_skip_a_stall() -> None:
+    leg = WebRtcLeg(IcePolicy())
+    track = leg._track
+    try:
+        frames = [await track.recv() for _ in range(6)]
+        t0 = time.monotonic()
+        frames += [await track.recv() for _ in range(5)]
+        # paced: five 20 ms frames take about 80 ms or more (uvloop's timers round to 1 ms)
+        assert time.monotonic() - t0 >= 0.075
+        time.sleep(0.5)  # the loop stalls for 25 frames
+        t1 = time.monotonic()
+        frames += [await track.recv() for _ in range(6)]
+        # one frame at once, then paced again: no burst of the 25 missed frames
+        assert time.monotonic() - t1 >= 0.075
+        # the timestamps run on without a gap, frame after frame
+        assert [f.pts for f in frames] == [960 * i for i in range(len(frames))]
+        assert all(f.samples == 960 and f.sample_rate == 48000 for f in frames)
+    finally:
+        await leg.aclose()

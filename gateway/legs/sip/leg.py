@@ -24,7 +24,7 @@ from gateway.media.port import (
     MediaSink,
     MediaStarted,
 )
-from gateway.rtp.dtmf import DtmfDigitReceived
+from gateway.rtp.dtmf import DTMF_EVENTS, DtmfDigitReceived
 from gateway.rtp.errors import DtmfError
 from gateway.rtp.session import MediaStarted as RtpMediaStarted
 from gateway.rtp.session import MediaTimedOut, RtpEventType
@@ -100,7 +100,7 @@ class SipLeg(MediaPort):
         """Queue RFC 4733 digits toward the caller (ValueError if none was negotiated)."""
         if self.session.dtmf_pt is None:
             raise ValueError("the caller negotiated no telephone-event")
-        bad = [d for d in digits if d not in "0123456789*#ABCD"]
+        bad = [d for d in digits if d not in DTMF_EVENTS]
         if bad or not digits:
             raise ValueError(f"not DTMF digits: {digits!r}")
         self._dtmf_queue.extend(digits)

@@ -6,8 +6,8 @@ Native format: PCM16 mono at 48 kHz in 20 ms frames (960 samples, 1920 bytes).
   Opus, s16 mono 8 kHz for G.711), downmixes to mono, resamples to 48 kHz when needed, cuts
   exact 20 ms frames and hands them to `sink.deliver()`.
 * Outbound: `_OutboundTrack.recv()` is what aiortc's sender awaits for every frame. It waits for
-  the absolute deadline start + n·20 ms on the loop clock, then pulls one frame from
-  `sink.pull()` (None: silence).
+  the absolute deadline start + n·20 ms on the loop clock (a `DeadlineGrid`), then pulls one
+  frame from `sink.pull()` (None: silence).
 * The `events` data channel, opened by the page, carries JSON both ways: page → gateway
   `{"type": "dtmf", "digit": "5"}` and `{"type": "hangup"}`; gateway → page whatever
   `send_event()` is given (transcript deltas, agent state, the call id) and DTMF sent with
@@ -33,6 +33,7 @@ from telcodecs import Resampler
 from gateway import metrics
 from gateway.logs import get_logger
 from gateway.media.format import PCM16_48K
+from gateway.media.grid import DeadlineGrid
 from gateway.media.port import DtmfReceived, LegEnded, MediaPort, MediaSink, MediaStarted
 from gateway.webrtc.errors import BadOffer, CallRejected
 from gateway.webrtc.ice import IcePolicy, NoFreePort, pregather
@@ -40,14 +41,15 @@ from gateway.webrtc.signalling import preferred_codecs, valid_digit
 
 log = get_logger("webrtc.leg")
 
-RATE = 48000
+RATE = PCM16_48K.rate
 FRAME_MS = 20
 FRAME_SAMPLES = RATE * FRAME_MS // 1000
-FRAME_BYTES = FRAME_SAMPLES * 2
+FRAME_BYTES = PCM16_48K.frame_bytes(FRAME_MS)
 _FRAME_S = FRAME_MS / 1000
 _SILENCE = bytes(FRAME_BYTES)
 _TIME_BASE = fractions.Fraction(1, RATE)
-_MAX_LATE_S = 0.2  # beyond this the pacer re-anchors instead of bursting to catch up
+# 200 ms (10 frames) overdue is a stall: the pacer skips ahead instead of bursting to catch up
+_MAX_BEHIND = 9
 _MAX_PAGE_MESSAGE = 1024
 _MAX_PENDING_EVENTS = 256
 _MAX_CHANNEL_BUFFER = 1 << 20
@@ -65,24 +67,24 @@ class _OutboundTrack(MediaStreamTrack):
     def __init__(self, leg: WebRtcLeg) -> None:
         super().__init__()
         self._leg = leg
-        self._start: float | None = None
-        self._n = 0
+        self._grid: DeadlineGrid | None = None
+        self._n = 0  # frames sent: the pts runs on over a skip, as it did before the grid
 
     async def recv(self) -> AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
         loop = asyncio.get_running_loop()
         now = loop.time()
-        if self._start is None:
-            self._start = now
+        grid = self._grid
+        if grid is None:
+            self._grid = grid = DeadlineGrid(_FRAME_S, _MAX_BEHIND, resume_behind=0, t0=now)
         else:
-            deadline = self._start + self._n * _FRAME_S
+            deadline = grid.deadline
             if deadline > now:
                 await asyncio.sleep(deadline - now)
                 now = loop.time()
-            elif now - deadline > _MAX_LATE_S:  # the loop stalled: skip ahead, do not burst
-                self._start = now - self._n * _FRAME_S
             metrics.RTP_SEND_LATENESS.observe(max(0.0, now - deadline))
+            grid.due(now)  # the loop stalled: skip ahead, do not burst
         if self.readyState != "live":
             raise MediaStreamError
         frame = AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
@@ -91,6 +93,7 @@ class _OutboundTrack(MediaStreamTrack):
         frame.pts = self._n * FRAME_SAMPLES
         frame.time_base = _TIME_BASE
         self._n += 1
+        grid.advance()
         _FRAMES_OUT.inc()
         return frame
 

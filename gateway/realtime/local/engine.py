@@ -34,10 +34,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.media.convert import convert, decode
 from gateway.media.format import AudioFormat
 from gateway.realtime.dtmf import parse_dtmf_text
 from gateway.realtime.events import format_from_wire, format_to_wire, texts_of
-from gateway.realtime.local.audio import bytes_per_ms, convert, pcm16_array
 from gateway.realtime.local.prompts import Prompts, chime_prompts
 from gateway.realtime.local.vad import EnergyVad
 
@@ -332,7 +332,7 @@ class LocalEngine:
         audio = self.session["audio"]
         self._in_fmt = format_from_wire(audio["input"]["format"])
         self._out_fmt = format_from_wire(audio["output"]["format"])
-        self._in_bpms = bytes_per_ms(self._in_fmt)
+        self._in_bpms = self._in_fmt.bytes_per_ms
         self._sample_bytes = self._in_fmt.bytes_per_sample
         td = self.turn_detection
         self._vad: EnergyVad | None = None
@@ -621,7 +621,7 @@ class LocalEngine:
                 del self._buffer[:over]
                 self._buffer_start_ms += over / self._in_bpms
             return
-        for vad_event in self._vad.process(pcm16_array(data, self._in_fmt)):
+        for vad_event in self._vad.process(decode(data, self._in_fmt)):
             if vad_event.kind == "started":
                 self._speech_started(vad_event.at_ms, now)
             else:
@@ -911,7 +911,7 @@ class LocalEngine:
             audio = self.options.prompts.audio(prompt, self._out_fmt)
             transcript = self.options.prompts.text(prompt)
         rid, item_id = self._id("resp"), self._id("item")
-        step = int(self.options.delta_ms * bytes_per_ms(self._out_fmt))
+        step = int(self.options.delta_ms * self._out_fmt.bytes_per_ms)
         step -= step % self._out_fmt.bytes_per_sample
         chunks = [audio[i : i + step] for i in range(0, len(audio), step)]
         self._response = _Response(
@@ -921,7 +921,7 @@ class LocalEngine:
             transcript,
             next_at=now,
             started_at=now,
-            audio_ms=len(audio) / bytes_per_ms(self._out_fmt),
+            audio_ms=len(audio) / self._out_fmt.bytes_per_ms,
         )
         self._emit(
             {"type": "response.created", "response": self._response_object(rid, "in_progress", [])}
@@ -959,7 +959,7 @@ class LocalEngine:
         if resp is None:
             return
         step_s = self.options.delta_ms / 1000 / self.options.speedup
-        bpms = bytes_per_ms(self._out_fmt)
+        bpms = self._out_fmt.bytes_per_ms
         while resp.sent < len(resp.chunks) and resp.next_at <= now:
             chunk = resp.chunks[resp.sent]
             resp.sent += 1

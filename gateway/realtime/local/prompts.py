@@ -1,21 +1,22 @@
 """The local provider's canned prompts: their texts, two-tone chimes, and their audio in any
 session output format (converted once per format and cached).
 
-Sans-I/O: the chimes are computed here; spoken versions come from `tts.render_prompts()`.
+Sans-I/O: the chimes are computed here (telcodecs' `tone_pattern`); spoken versions come from
+`tts.render_prompts()`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
+from telcodecs import tone_pattern
 
-from gateway.media.format import AudioFormat
-from gateway.realtime.local.audio import from_pcm16, resample_bytes
+from gateway.media.convert import convert
+from gateway.media.format import PCM16_24K, AudioFormat
 
 __all__ = ["PROMPT_TEXTS", "RATE", "Prompt", "Prompts", "chime", "chime_prompts"]
 
-RATE = 24000
+RATE = PCM16_24K.rate  # the prompts are kept as PCM16 at 24 kHz
 PROMPT_TEXTS: dict[str, str] = {
     "greeting": "Hello. This is the local test provider. Say something and I will repeat it.",
     "reply": "Done.",
@@ -31,12 +32,8 @@ _CHIMES: dict[str, tuple[float, float]] = {
 
 
 def chime(first_hz: float, second_hz: float, tone_ms: int = 250, rate: int = RATE) -> bytes:
-    """Two tones with soft edges, -12 dBFS, as PCM16 bytes at `rate`."""
-    n = rate * tone_ms // 1000
-    t = np.arange(n) / rate
-    ramp = np.minimum(1.0, np.minimum(np.arange(n), np.arange(n)[::-1]) / (rate * 0.01))
-    tones = [np.sin(2 * np.pi * f * t) * ramp for f in (first_hz, second_hz)]
-    pcm = np.concatenate([*tones, np.zeros(rate // 10)]) * (32767 * 0.25)
+    """Two tones with soft edges, -12 dBFS, then 100 ms of silence, as PCM16 bytes at `rate`."""
+    pcm = tone_pattern([(first_hz, tone_ms), (second_hz, tone_ms), (0.0, 100)], rate, 0.25)
     return pcm.astype("<i2").tobytes()
 
 
@@ -62,10 +59,7 @@ class Prompts:
         key = (name, fmt)
         out = self._cache.get(key)
         if out is None:
-            pcm = self.prompts[name].pcm
-            if fmt.rate != RATE:
-                pcm = resample_bytes(pcm, RATE, fmt.rate)
-            out = self._cache[key] = from_pcm16(pcm, fmt)
+            out = self._cache[key] = convert(self.prompts[name].pcm, PCM16_24K, fmt)
         return out
 
 
