@@ -31,7 +31,7 @@ for path in (ROOT / "codecs", ROOT):  # run from a checkout without installing
 
 import telcodecs  # noqa: E402
 
-from tests.codecs import codec_signals as sig  # noqa: E402
+from tests.support import signals as sig  # noqa: E402
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -6,7 +6,7 @@ async tests run twice, with the ids `[uvloop]` and `[asyncio]`:
 - every one under `TRANSPORT_DIRS`: they move bytes through the gateway's own sockets
   in-process (the SIP transport, the RTP endpoint, the Realtime client, WebRTC, the media
   clock's sends);
-- every one in a module that uses `tests.gateway_harness.running_gateway` (the in-process
+- every one in a module that uses `tests.support.gateway.running_gateway` (the in-process
   end-to-end tests: SIP phones, the call API, Yandex over SIP and WebRTC).
 
 A module there whose gateway is a child process (`GatewayProcess`, always on uvloop, as users

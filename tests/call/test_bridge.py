@@ -12,51 +12,21 @@ import itertools
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 
-from gateway.call.call import Call, CallInfo, CallOptions
-from gateway.call.default_scenario import TOOLS, setup
+from gateway.call.call import Call, CallOptions
+from gateway.call.default_scenario import setup
 from gateway.call.events import CallEnded
 from gateway.call.manager import CallManager
-from gateway.media.clock import MediaClock
 from gateway.media.format import PCMU_8K, AudioFormat
 from gateway.media.port import DtmfReceived
-from gateway.realtime import events as rt
-from gateway.realtime.client import RealtimeClient, ReconnectPolicy
 from gateway.realtime.local.server import LocalProvider
-from gateway.realtime.profiles import make_profile
-from tests.call.memory_leg import MemoryLeg
-
-Pcm = npt.NDArray[np.int16]
-
-
-def speech_like(seconds: float, rate: int = 8000, seed: int = 1) -> Pcm:
-    """A voiced, speech-like test signal: harmonics of a gliding pitch, syllable envelope."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate)) / rate
-    f0 = 140 + 40 * np.sin(2 * np.pi * 0.7 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / rate
-    sig = sum(np.sin(k * phase) / k for k in range(1, 12))
-    env = 0.55 + 0.45 * np.sin(2 * np.pi * 3.0 * t + rng.uniform(0, 6))
-    out = 0.25 * 32767 * sig / np.max(np.abs(sig)) * env
-    return out.astype(np.int16)
-
-
-def best_correlation(needle: Pcm, haystack: Pcm) -> float:
-    """Peak normalised cross-correlation of `needle` anywhere in `haystack`."""
-    a = needle.astype(np.float64)
-    b = haystack.astype(np.float64)
-    if len(b) < len(a):
-        return 0.0
-    n = 1 << int(np.ceil(np.log2(len(a) + len(b))))
-    corr = np.fft.irfft(np.fft.rfft(b, n) * np.conj(np.fft.rfft(a, n)), n)[: len(b) - len(a) + 1]
-    energy = np.convolve(b**2, np.ones(len(a)), mode="valid")
-    norm = np.sqrt(energy * np.sum(a**2)) + 1e-9
-    return float(np.max(corr / norm))
+from tests.support.audio import Pcm, best_correlation, speech_like
+from tests.support.local_provider import sent_client_events
+from tests.support.memory_call import open_call
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
@@ -67,78 +37,15 @@ async def provider() -> AsyncIterator[LocalProvider]:
     await p.stop()
 
 
-async def _open_call(
-    provider: LocalProvider,
-    native: AudioFormat = PCMU_8K,
-    *,
-    fmt: AudioFormat | None = None,
-    options: CallOptions | None = None,
-    turn: rt.TurnDetection | None = None,
-) -> tuple[Call, MediaLegAndClock]:
-    profile = make_profile("local", base_url=provider.url)
-    fmt = fmt or native
-    config = rt.SessionConfig(
-        instructions="test",
-        voice="marin",
-        input_format=fmt,
-        output_format=fmt,
-        turn_detection=turn
-        or rt.TurnDetection(
-            type="server_vad",
-            silence_duration_ms=400,
-            create_response=True,
-            interrupt_response=True,
-        ),
-        tools=TOOLS,
-        tool_choice="auto",
-    )
-    client = RealtimeClient(profile, config, reconnect=ReconnectPolicy(attempts=1, within_s=1.0))
-    await client.connect()
-    loop = asyncio.get_running_loop()
-    clock = MediaClock(loop, 20, slots=1)
-    leg = MemoryLeg(clock, native)
-    call = Call(
-        "c1",
-        CallInfo(leg="sip", direction="inbound", provider="local"),
-        leg,
-        client,
-        options or CallOptions(transfer_targets={"operator": "sip:op@127.0.0.1"}),
-        created_at=loop.time(),
-    )
-    return call, MediaLegAndClock(leg, clock)
-
-
-class MediaLegAndClock:
-    def __init__(self, leg: MemoryLeg, clock: MediaClock) -> None:
-        self.leg = leg
-        self.clock = clock
-
-
-async def _wait(pred: Any, timeout: float = 8.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        assert loop.time() < end, "timed out waiting"
-        await asyncio.sleep(0.02)
-
-
-def _sent_client_events(provider: LocalProvider, kind: str) -> list[dict[str, Any]]:
-    out = []
-    for engine in provider.sessions:
-        for frame in engine.received or []:
-            obj = json.loads(frame)
-            if obj.get("type") == kind:
-                out.append(obj)
-    return out
-
-
 async def test_greeting_then_echo_of_what_the_caller_said(provider: LocalProvider) -> None:
-    call, m = await _open_call(provider)
+    call, m = await open_call(provider)
     manager = CallManager(10)
     task = manager.start(call, setup)
     # The greeting (a chime without espeak-ng) arrives first.
-    await _wait(lambda: any(f is not None for _, f in m.leg.sent))
-    await _wait(lambda: call.playout.queued_ms == 0 and call.realtime.response_active is False)
+    await wait_for(lambda: any(f is not None for _, f in m.leg.sent), 8.0)
+    await wait_for(
+        lambda: call.playout.queued_ms == 0 and call.realtime.response_active is False, 8.0
+    )
     greeting = provider.options.prompts.audio("greeting", PCMU_8K)
     from gateway.media.convert import decode
 
@@ -147,8 +54,8 @@ async def test_greeting_then_echo_of_what_the_caller_said(provider: LocalProvide
     said = speech_like(1.2)
     start = len(m.leg.sent)
     m.leg.say(said)
-    await _wait(lambda: sum(1 for _, f in m.leg.sent[start:] if f is not None) > 60, 10)
-    await _wait(lambda: call.playout.queued_ms == 0 and not call.realtime.response_active)
+    await wait_for(lambda: sum(1 for _, f in m.leg.sent[start:] if f is not None) > 60, 10)
+    await wait_for(lambda: call.playout.queued_ms == 0 and not call.realtime.response_active, 8.0)
     heard_after = m.leg.heard()[start * 160 :]
     # G.711 both ways (passthrough): the echo is the caller's audio, sample for sample.
     score = best_correlation(said[2000:7000], heard_after)
@@ -161,21 +68,21 @@ async def test_greeting_then_echo_of_what_the_caller_said(provider: LocalProvide
 
 
 async def test_transcoding_session_echo_is_resampled_correctly(provider: LocalProvider) -> None:
-    call, m = await _open_call(provider, fmt=AudioFormat("pcm16", 24000))
+    call, m = await open_call(provider, fmt=AudioFormat("pcm16", 24000))
     call.options.greeting = False
     task = CallManager(10).start(call, setup)
     said = speech_like(1.2, seed=3)
     await asyncio.sleep(0.2)
     m.leg.say(said)
-    await _wait(lambda: sum(1 for _, f in m.leg.sent if f is not None) > 55, 10)
-    await _wait(lambda: call.playout.queued_ms == 0 and not call.realtime.response_active)
+    await wait_for(lambda: sum(1 for _, f in m.leg.sent if f is not None) > 55, 10)
+    await wait_for(lambda: call.playout.queued_ms == 0 and not call.realtime.response_active, 8.0)
     score = best_correlation(said[2000:7000], m.leg.heard())
     assert score > 0.97, score  # 8k -> 24k -> 8k through two G.711 codings
     # Caller audio goes out converted one append at a time: every append is 100 ms of 24 kHz
     # PCM16 (4800 bytes), give or take the resampler's rounding, never a 20 ms frame.
     sizes = [
         len(base64.b64decode(e["audio"]))
-        for e in _sent_client_events(provider, "input_audio_buffer.append")
+        for e in sent_client_events(provider, "input_audio_buffer.append")
     ]
     assert len(sizes) >= 10
     assert all(abs(n - 4800) <= 4 for n in sizes[1:]), sizes
@@ -186,15 +93,15 @@ async def test_transcoding_session_echo_is_resampled_correctly(provider: LocalPr
 async def test_barge_in_stops_bot_audio_and_truncates_at_what_was_played(
     provider: LocalProvider,
 ) -> None:
-    call, m = await _open_call(provider)
+    call, m = await open_call(provider)
     task = CallManager(10).start(call, setup)
-    await _wait(lambda: any(f is not None for _, f in m.leg.sent))
+    await wait_for(lambda: any(f is not None for _, f in m.leg.sent), 8.0)
     await asyncio.sleep(0.3)  # some greeting has played
     m.leg.say(speech_like(1.0, seed=5))
-    await _wait(lambda: call.bridge.speech_started_at is not None)
+    await wait_for(lambda: call.bridge.speech_started_at is not None, 8.0)
     started = call.bridge.speech_started_at
     assert started is not None
-    await _wait(lambda: call.stats["barge_ins"] == 1)
+    await wait_for(lambda: call.stats["barge_ins"] == 1, 8.0)
     greeting_id = next(iter(call.playout.items))
     greeting = call.playout.items[greeting_id]
     # Bot audio toward the caller stopped within 40 ms of speech_started reaching the gateway.
@@ -203,8 +110,8 @@ async def test_barge_in_stops_bot_audio_and_truncates_at_what_was_played(
     # the truncate is on its way to the provider (sent by the session's send task); that no
     # second one follows, whatever arrives late, is proven in simulated time by
     # test_bridge_core.py (test_one_barge_in_one_truncate_however_often_the_caller_speaks_again)
-    await _wait(lambda: _sent_client_events(provider, "conversation.item.truncate") != [])
-    truncates = _sent_client_events(provider, "conversation.item.truncate")
+    await wait_for(lambda: sent_client_events(provider, "conversation.item.truncate") != [], 8.0)
+    truncates = sent_client_events(provider, "conversation.item.truncate")
     assert truncates[0]["item_id"] == greeting_id
     # audio_end_ms is what the caller heard (PCMU: 8 bytes per ms), never more than the item holds.
     assert truncates[0]["audio_end_ms"] == greeting.played_bytes // 8
@@ -212,12 +119,12 @@ async def test_barge_in_stops_bot_audio_and_truncates_at_what_was_played(
     assert 0 < truncates[0]["audio_end_ms"] <= call.item_audio_ms(greeting_id)
     assert truncates[0]["audio_end_ms"] < call.item_audio_ms(greeting_id)  # it was cut short
     # interrupt_response is true: the server cancels, so the gateway sent no response.cancel.
-    assert _sent_client_events(provider, "response.cancel") == []
+    assert sent_client_events(provider, "response.cancel") == []
     # No error came back for the truncate (pipecat#3677: a bad truncate mutes the bot)...
-    await _wait(lambda: provider.sessions[0].stats.get("truncated", 0) == 1)
+    await wait_for(lambda: provider.sessions[0].stats.get("truncated", 0) == 1, 8.0)
     assert provider.sessions[0].stats.get("errors", 0) == 0
     # ...and the next turn is heard: the echo of what the caller said.
-    await _wait(
+    await wait_for(
         lambda: any(
             i != greeting_id and p.played_bytes > 8000 for i, p in call.playout.items.items()
         ),
@@ -225,13 +132,13 @@ async def test_barge_in_stops_bot_audio_and_truncates_at_what_was_played(
     )
     assert call.playout.items[greeting_id].played_bytes == greeting_played  # never resumed
     # seconds later, with the echo heard: still the one truncate
-    assert len(_sent_client_events(provider, "conversation.item.truncate")) == 1
+    assert len(sent_client_events(provider, "conversation.item.truncate")) == 1
     await call.hangup()
     await task
 
 
 async def test_dtmf_hash_makes_the_model_end_the_call(provider: LocalProvider) -> None:
-    call, m = await _open_call(provider)
+    call, m = await open_call(provider)
     call.options.greeting = False
     ended: list[CallEnded] = []
     task = CallManager(10).start(call, setup)
@@ -244,7 +151,7 @@ async def test_dtmf_hash_makes_the_model_end_the_call(provider: LocalProvider) -
     assert ended and ended[0].outcome == "completed"
     # The goodbye reply was played before the line closed.
     assert any(f is not None for _, f in m.leg.sent)
-    outputs = _sent_client_events(provider, "conversation.item.create")
+    outputs = sent_client_events(provider, "conversation.item.create")
     assert any(o["item"].get("type") == "function_call_output" for o in outputs)
     assert any(
         o["item"].get("type") == "message" and o["item"]["content"][0]["text"] == "DTMF: #"
@@ -253,7 +160,7 @@ async def test_dtmf_hash_makes_the_model_end_the_call(provider: LocalProvider) -
 
 
 async def test_dtmf_zero_transfers_to_the_mapped_target(provider: LocalProvider) -> None:
-    call, _m = await _open_call(provider)
+    call, _m = await open_call(provider)
     call.options.greeting = False
     referred: list[str] = []
 
@@ -274,7 +181,7 @@ async def test_dtmf_zero_transfers_to_the_mapped_target(provider: LocalProvider)
 
 
 async def test_provider_loss_plays_apology_then_ends(provider: LocalProvider) -> None:
-    call, m = await _open_call(provider)
+    call, m = await open_call(provider)
     call.options.greeting = False
     task = CallManager(10).start(call, setup)
     await asyncio.sleep(0.3)
@@ -288,7 +195,7 @@ async def test_provider_loss_plays_apology_then_ends(provider: LocalProvider) ->
 
 
 async def test_handler_error_does_not_end_the_call(provider: LocalProvider) -> None:
-    call, _m = await _open_call(provider)
+    call, _m = await open_call(provider)
     call.options.greeting = False
     seen: list[str] = []
 
@@ -305,7 +212,7 @@ async def test_handler_error_does_not_end_the_call(provider: LocalProvider) -> N
     task = CallManager(10).start(call, scenario)
     await asyncio.sleep(0.1)
     call.leg_event(DtmfReceived("5", "rfc4733"))
-    await _wait(lambda: seen == ["5"])
+    await wait_for(lambda: seen == ["5"], 8.0)
     assert call.state == "connected"
     await call.hangup()
     await call.hangup()  # twice is fine
@@ -314,14 +221,14 @@ async def test_handler_error_does_not_end_the_call(provider: LocalProvider) -> N
 
 
 async def test_recording_and_transcript_files(provider: LocalProvider, tmp_path: Path) -> None:
-    call, m = await _open_call(provider, options=CallOptions(record_dir=str(tmp_path)))
+    call, m = await open_call(provider, options=CallOptions(record_dir=str(tmp_path)))
     task = CallManager(10).start(call, setup)
-    await _wait(lambda: any(f is not None for _, f in m.leg.sent))
-    await _wait(lambda: call.playout.queued_ms == 0 and not call.realtime.response_active)
+    await wait_for(lambda: any(f is not None for _, f in m.leg.sent), 8.0)
+    await wait_for(lambda: call.playout.queued_ms == 0 and not call.realtime.response_active, 8.0)
     said = speech_like(1.0, seed=9)
     m.leg.say(said)
-    await _wait(lambda: call.stats["response_latency_ms"], 10)
-    await _wait(lambda: call.playout.queued_ms == 0 and not call.realtime.response_active)
+    await wait_for(lambda: call.stats["response_latency_ms"], 10)
+    await wait_for(lambda: call.playout.queued_ms == 0 and not call.realtime.response_active, 8.0)
     call.leg_event(DtmfReceived("7", "rfc4733"))
     await asyncio.sleep(0.1)
     await call.hangup()

@@ -24,7 +24,7 @@ from gateway.call.lifecycle import (
 )
 from gateway.call.manager import CallManager
 from gateway.realtime.local.server import LocalProvider
-from tests.call.test_bridge import _open_call
+from tests.support.memory_call import open_call
 
 S = CallState
 I = CallInput  # noqa: E741
@@ -108,7 +108,7 @@ async def test_a_call_shows_its_state_and_refuses_a_second_run_loudly() -> None:
     provider = LocalProvider(use_espeak=False)
     await provider.start()
     try:
-        call, _m = await _open_call(provider)
+        call, _m = await open_call(provider)
         assert call.state is S.CONNECTING
         connected = asyncio.Event()
 
@@ -142,7 +142,7 @@ async def test_a_call_ended_before_it_ran_runs_its_setup_and_ends_at_once() -> N
     provider = LocalProvider(use_espeak=False)
     await provider.start()
     try:
-        call, m = await _open_call(provider)
+        call, m = await open_call(provider)
         await call.hangup("drained")
         assert call.state is S.ENDING
         seen: list[str] = []

@@ -16,9 +16,9 @@ from gateway.call.manager import CallManager
 from gateway.gcpolicy import GcPauseTimer, GcPolicy
 from gateway.legs.sip.leg import SipLeg
 from gateway.realtime.local.server import LocalProvider
-from tests.call.test_bridge import _open_call, speech_like
-from tests.e2e_sip.e2e_sip_helpers import assert_nothing_leaked, run_sipp
-from tests.gateway_harness import running_gateway
+from tests.support.audio import speech_like
+from tests.support.gateway import assert_nothing_leaked, run_sipp, running_gateway
+from tests.support.memory_call import open_call
 
 
 async def test_ended_call_is_freed_without_the_cyclic_collector() -> None:
@@ -27,7 +27,7 @@ async def test_ended_call_is_freed_without_the_cyclic_collector() -> None:
     gc.collect()
     gc.disable()
     try:
-        call, m = await _open_call(provider)
+        call, m = await open_call(provider)
         task = CallManager(2).start(call, setup)
         await asyncio.sleep(0.4)
         m.leg.say(speech_like(1.0))

@@ -33,9 +33,10 @@ from gateway.media.format import PCMU_8K
 from gateway.realtime import events as rt
 from gateway.realtime.local.server import LocalProvider
 from gateway.realtime.profiles import make_profile
-from tests.call.memory_leg import MemoryLeg
-from tests.call.test_bridge import speech_like
-from tests.realtime.fault_provider import Fault, FaultyProvider
+from tests.support.audio import speech_like
+from tests.support.fault_provider import Fault, FaultyProvider
+from tests.support.memory_call import MemoryLeg
+from tests.support.waiting import wait_for
 
 Pcm = npt.NDArray[np.int16]
 
@@ -114,14 +115,6 @@ async def open_call(
         created_at=loop.time(),
     )
     return Rig(call, leg, clock, proxy)
-
-
-async def wait_for(pred: Any, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        assert loop.time() < end, "timed out waiting"
-        await asyncio.sleep(0.02)
 
 
 def idle(call: Call) -> bool:

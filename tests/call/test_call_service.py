@@ -10,7 +10,7 @@ from gateway.call.service import CallService
 from gateway.realtime.local.server import LocalProvider
 from gateway.realtime.profiles import make_profile
 from gateway.secret import Secret
-from tests.gateway_harness import settings
+from tests.support.gateway import settings
 
 
 async def test_yandex_languages_and_caller_template_reach_the_session() -> None:

@@ -15,8 +15,9 @@ from prometheus_client import REGISTRY
 
 from gateway.call.breaker import BreakerState, ProviderBreaker
 from gateway.realtime.local.server import LocalProvider
-from tests.gateway_harness import free_port, running_gateway
-from tests.ops_harness import sip_exchange, sip_request, status_code
+from tests.support.gateway import running_gateway
+from tests.support.harness import free_port
+from tests.support.sip_messages import sip_exchange, sip_request, status_code
 
 SDP = (
     "v=0\r\no=probe 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +24,8 @@ from gateway.call.default_scenario import setup
 from gateway.call.manager import CallManager
 from gateway.call.recorder import FRAME_BYTES, HEADER_BYTES, CallRecorder, recover_recordings
 from gateway.realtime.local.server import LocalProvider
-from tests.call.test_bridge import _open_call
-from tests.e2e_sip.e2e_sip_helpers import best_correlation
+from tests.support.audio import best_correlation, read_stereo_wav
+from tests.support.memory_call import open_call
 
 RATE = 8000
 FRAME = 160  # 20 ms
@@ -50,13 +49,6 @@ def feed(rec: CallRecorder, left: np.ndarray | None, right: np.ndarray | None, t
     return now
 
 
-def read_wav(path: Path) -> tuple[int, np.ndarray]:
-    with wave.open(str(path)) as w:
-        assert (w.getnchannels(), w.getsampwidth()) == (2, 2)
-        frames = w.readframes(w.getnframes())
-        return w.getframerate(), np.frombuffer(frames, "<i2").reshape(-1, 2)
-
-
 def crash(rec: CallRecorder) -> None:
     """What SIGKILL leaves: the files as written so far, closed without finishing (locks gone)."""
     rec._wav.close()
@@ -78,11 +70,11 @@ def test_transcript_lines_are_on_disk_as_they_are_written(tmp_path: Path) -> Non
 def test_wav_part_is_valid_at_each_checkpoint(tmp_path: Path) -> None:
     rec = CallRecorder(tmp_path, "c2", RATE, t0=0.0)
     part = tmp_path / ".c2.wav.part"
-    rate, stereo = read_wav(part)  # a header from the first moment: a valid empty WAV
+    rate, stereo = read_stereo_wav(part)  # a header from the first moment: a valid empty WAV
     assert rate == RATE and len(stereo) == 0
     said = tone(5.0)
     feed(rec, said, said // 2, 0.0)
-    rate, stereo = read_wav(part)
+    rate, stereo = read_stereo_wav(part)
     # everything but the last checkpoint interval and the lateness allowance is in the file
     assert 5.0 - 1.3 <= len(stereo) / RATE <= 5.0
     assert np.array_equal(stereo[:, 0], said[: len(stereo)])
@@ -90,7 +82,7 @@ def test_wav_part_is_valid_at_each_checkpoint(tmp_path: Path) -> None:
     # the header's sizes match the file (what players and `wave` read)
     assert part.stat().st_size == HEADER_BYTES + len(stereo) * FRAME_BYTES
     rec.close()
-    _, whole = read_wav(tmp_path / "c2.wav")
+    _, whole = read_stereo_wav(tmp_path / "c2.wav")
     assert len(whole) == len(said)
 
 
@@ -98,7 +90,7 @@ def test_a_silent_side_does_not_hold_the_other_in_memory(tmp_path: Path) -> None
     rec = CallRecorder(tmp_path, "c3", RATE, t0=0.0)
     said = tone(10.0, 300.0)
     feed(rec, said, None, 0.0)  # the bot says nothing for 10 s
-    _, stereo = read_wav(tmp_path / ".c3.wav.part")
+    _, stereo = read_stereo_wav(tmp_path / ".c3.wav.part")
     assert len(stereo) / RATE >= 10.0 - 1.3
     buffered = sum(len(c) for c in rec._left.chunks)
     assert buffered <= round(RATE * (rec.CHECKPOINT_S + rec.LATE_S))
@@ -108,7 +100,7 @@ def test_a_silent_side_does_not_hold_the_other_in_memory(tmp_path: Path) -> None
     reply = tone(1.0, 700.0)
     feed(rec, None, reply, 12.0)
     rec.close()
-    _, whole = read_wav(tmp_path / "c3.wav")
+    _, whole = read_stereo_wav(tmp_path / "c3.wav")
     start = int(np.argmax(whole[:, 1] != 0))
     assert abs(start - 12 * RATE) <= FRAME
 
@@ -137,7 +129,7 @@ def test_recovery_finishes_orphans_and_logs_each(tmp_path: Path) -> None:
         ".live.jsonl.part",
         ".live.wav.part",
     ]
-    rate, stereo = read_wav(tmp_path / "dead.wav")
+    rate, stereo = read_stereo_wav(tmp_path / "dead.wav")
     assert rate == RATE
     # the checkpointed audio plus the second appended after it, whole frames only
     assert len(stereo) * FRAME_BYTES == (tmp_path / "dead.wav").stat().st_size - HEADER_BYTES
@@ -204,7 +196,7 @@ async def test_an_unwritable_record_directory_never_stops_the_call(tmp_path: Pat
     await provider.start()
     try:
         options = CallOptions(record_dir=str(tmp_path / "not-a-dir" / "rec"))
-        call, _m = await _open_call(provider, options=options)
+        call, _m = await open_call(provider, options=options)
         with capture_logs() as logs:
             task = CallManager(2).start(call, setup)
             await asyncio.sleep(0.3)

@@ -7,7 +7,7 @@ import pytest
 
 from gateway.call.routing import render_instructions, resolve_profile, validate_routes
 from gateway.config import ConfigError
-from tests.gateway_harness import settings
+from tests.support.gateway import settings
 
 
 def test_first_matching_route_overrides_defaults() -> None:

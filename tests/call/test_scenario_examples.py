@@ -16,7 +16,10 @@ from gateway.call.manager import CallManager
 from gateway.call.scenario import load_scenario
 from gateway.realtime import events as rt
 from gateway.realtime.local.server import LocalProvider
-from tests.call.test_bridge import _open_call, _sent_client_events, _wait, speech_like
+from tests.support.audio import speech_like
+from tests.support.local_provider import sent_client_events
+from tests.support.memory_call import open_call
+from tests.support.waiting import wait_for
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 
@@ -25,7 +28,7 @@ async def test_ivr_menu_gates_audio_until_a_choice() -> None:
     provider = LocalProvider(use_espeak=False, record_frames=True)
     await provider.start()
     try:
-        call, m = await _open_call(provider)
+        call, m = await open_call(provider)
         task = CallManager(5).start(call, load_scenario(EXAMPLES / "ivr_menu.py"))
         await asyncio.sleep(0.3)
         m.leg.say(speech_like(1.0))
@@ -33,11 +36,11 @@ async def test_ivr_menu_gates_audio_until_a_choice() -> None:
         engine = provider.sessions[0]
         assert engine.stats.get("appended_bytes", 0) == 0  # nothing reached the model yet
         call.leg_event(DtmfReceived("2", "rfc4733"))
-        await _wait(lambda: engine.stats.get("session_updates", 0) >= 2)
-        updates = _sent_client_events(provider, "session.update")
+        await wait_for(lambda: engine.stats.get("session_updates", 0) >= 2, 8.0)
+        updates = sent_client_events(provider, "session.update")
         assert "support assistant" in updates[-1]["session"]["instructions"]
         m.leg.say(speech_like(1.0, seed=2))
-        await _wait(lambda: engine.stats.get("appended_bytes", 0) > 4000)
+        await wait_for(lambda: engine.stats.get("appended_bytes", 0) > 4000, 8.0)
         await call.hangup()
         await task
     finally:
@@ -62,10 +65,10 @@ async def test_lookup_tool_fetches_over_http_and_returns_the_result(monkeypatch:
     provider = LocalProvider(use_espeak=False, record_frames=True)
     await provider.start()
     try:
-        call, _m = await _open_call(provider, options=CallOptions(greeting=False))
+        call, _m = await open_call(provider, options=CallOptions(greeting=False))
         task = CallManager(5).start(call, load_scenario(EXAMPLES / "lookup_tool.py"))
         await asyncio.sleep(0.3)
-        tools = _sent_client_events(provider, "session.update")[-1]["session"]["tools"]
+        tools = sent_client_events(provider, "session.update")[-1]["session"]["tools"]
         assert "order_status" in [t["name"] for t in tools]
         # The model calls the tool (the local provider only calls end_call/transfer_call, so
         # this event is delivered to the scenario as the client would deliver it).
@@ -78,16 +81,17 @@ async def test_lookup_tool_fetches_over_http_and_returns_the_result(monkeypatch:
                 arguments=json.dumps({"order_id": "A17"}),
             )
         )
-        await _wait(
+        await wait_for(
             lambda: any(
                 o["item"].get("call_id") == "call_42"
-                for o in _sent_client_events(provider, "conversation.item.create")
-            )
+                for o in sent_client_events(provider, "conversation.item.create")
+            ),
+            8.0,
         )
         assert seen == ["A17"]
         out = next(
             o
-            for o in _sent_client_events(provider, "conversation.item.create")
+            for o in sent_client_events(provider, "conversation.item.create")
             if o["item"].get("call_id") == "call_42"
         )
         assert json.loads(out["item"]["output"]) == {"order": "A17", "status": "shipped"}
@@ -102,13 +106,15 @@ async def test_supervisor_barge_in_cuts_the_bot_off_and_injects_text() -> None:
     provider = LocalProvider(use_espeak=False, record_frames=True)
     await provider.start()
     try:
-        call, m = await _open_call(provider)
+        call, m = await open_call(provider)
         task = CallManager(5).start(call, load_scenario(EXAMPLES / "supervisor_barge_in.py"))
-        await _wait(lambda: any(f is not None for _, f in m.leg.sent))
+        await wait_for(lambda: any(f is not None for _, f in m.leg.sent), 8.0)
         await asyncio.sleep(0.2)  # the greeting is playing
         call.leg_event(DtmfReceived("9", "rfc4733"))
-        await _wait(lambda: bool(_sent_client_events(provider, "conversation.item.truncate")))
-        items = [o["item"] for o in _sent_client_events(provider, "conversation.item.create")]
+        await wait_for(
+            lambda: bool(sent_client_events(provider, "conversation.item.truncate")), 8.0
+        )
+        items = [o["item"] for o in sent_client_events(provider, "conversation.item.create")]
         assert any(
             i.get("role") == "system" and "supervisor" in i["content"][0]["text"] for i in items
         )

@@ -1,7 +1,7 @@
 """No call without its dialog, no dialog without its call (issue 13, item 1).
 
 The real SIP user agent, SIP adapter, SIP call service, call service, calls, RTP sockets and the
-embedded local provider run on one loop in simulated time (tests/simloop.py). A hand-written
+embedded local provider run on one loop in simulated time (tests/support/simloop.py). A hand-written
 phone sends INVITE, ACK, BYE and CANCEL in any order Hypothesis picks, and the provider's
 connect succeeds or fails at any point among them. After every step, once the system is at
 rest, the set of live dialogs in the user agent must equal the set of calls (in set-up or
@@ -36,9 +36,9 @@ from gateway.sip.transaction import Address
 from gateway.sip.transport import SipTransport
 from gateway.sip.ua import SipEndpoint
 from gateway.sip.ua_core import EndpointConfig
-from tests.gateway_harness import rtp_range
-from tests.gateway_harness import settings as gateway_settings
-from tests.simloop import SimulatedTimeLoop
+from tests.support.gateway import rtp_range
+from tests.support.gateway import settings as gateway_settings
+from tests.support.simloop import SimulatedTimeLoop
 
 GW = ("127.0.0.1", 5060)
 PHONE = Address("udp", "127.0.0.1", 5098)

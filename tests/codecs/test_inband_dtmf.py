@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from telcodecs import DtmfDetector, dtmf_digit_frequencies, ulaw_decode, ulaw_encode
 
-from tests.codecs.codec_signals import (
+from tests.support.signals import (
     chunks,
     dtmf_sequence,
     dtmf_tone,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from telcodecs import DBFS_FLOOR, ComfortNoiseSource, peak_dbfs, rms_dbfs, silence
 
-from tests.codecs.codec_signals import sine
+from tests.support.signals import sine
 
 
 def test_rms_of_full_scale_square_and_sine() -> None:

@@ -1,6 +1,6 @@
 """Streaming resampler: output-count law, seamless frames, delay, and measured quality.
 
-Quality method (module doc of codec_signals): the input is a 1 s int16 tone at 16000 peak
+Quality method (module doc of tests/support/signals.py): the input is a 1 s int16 tone at 16000 peak
 (-6.2 dBFS), fed through a fresh Resampler in 20 ms frames; the first 100 ms of output are
 dropped and a sine (plus DC) is least-squares fitted at the frequency of interest.
 """
@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from telcodecs import SUPPORTED_RATES, Resampler, resample, resample_any
 
-from tests.codecs.codec_signals import (
+from tests.support.signals import (
     alias_level_db,
     audioop_ratecv,
     bandlimited_pulse,

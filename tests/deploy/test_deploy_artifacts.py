@@ -20,51 +20,26 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from gateway import metrics
 from gateway.config import ConfigError, Settings, load_settings
-from tests.ops_harness import REPO, Kamailio, Prometheus, require_binary
+from tests.support.binaries import require_binary
+from tests.support.harness import REPO
+from tests.support.ops_peers import Kamailio, Prometheus
+from tests.support.promql import (
+    ALERTS,
+    DASHBOARD,
+    PROMETHEUS_SERIES,
+    alert_exprs,
+    all_exprs,
+    dashboard_exprs,
+    expand_grafana,
+    promql_selectors,
+)
 
 DEPLOY = REPO / "deploy"
-DASHBOARD = DEPLOY / "grafana" / "dashboards" / "gateway.json"
-ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 PROM_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
 COMPOSE = DEPLOY / "compose" / "docker-compose.yml"
 K8S = DEPLOY / "k8s"
 KAMAILIO_DIR = DEPLOY / "kamailio"
 DOCKERFILE = REPO / "Dockerfile"
-
-# Grafana variables, expanded the way Grafana would before sending a query
-GRAFANA_VARS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h", "$instance": ".*"}
-# series Prometheus makes itself rather than scraping them
-PROMETHEUS_SERIES = {"up": {"job", "instance"}}
-AGGREGATIONS = {
-    "sum",
-    "min",
-    "max",
-    "avg",
-    "group",
-    "stddev",
-    "stdvar",
-    "count",
-    "count_values",
-    "bottomk",
-    "topk",
-    "quantile",
-}
-PROMQL_WORDS = {
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-    "bool",
-    "and",
-    "or",
-    "unless",
-    "offset",
-    "atan2",
-    "inf",
-    "nan",
-}
 
 
 def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
@@ -109,110 +84,12 @@ def test_exported_series_reflect_metric_types() -> None:
     assert "process_cpu_seconds_total" in names
 
 
-# --- PromQL ---------------------------------------------------------------------------------
-
-
-def expand_grafana(expr: str) -> str:
-    for var in sorted(GRAFANA_VARS, key=len, reverse=True):
-        expr = expr.replace(var, GRAFANA_VARS[var])
-    assert "$" not in expr, f"unexpanded Grafana variable in {expr!r}"
-    return expr
-
-
-_TOKEN = re.compile(
-    r'(?P<string>"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\')'
-    r"|(?P<number>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?[smhdwy]*)"
-    r"|(?P<ident>[A-Za-z_:][A-Za-z0-9_:]*)"
-    r"|(?P<punct>=~|!~|!=|==|>=|<=|[{}()\[\],=<>+\-*/^%])"
-    r"|(?P<space>\s+)"
-)
-
-
-def promql_selectors(expr: str) -> list[tuple[str, set[str]]]:
-    """(metric name, label names matched) for every vector selector in `expr`."""
-    matches = list(_TOKEN.finditer(expr))
-    assert sum(len(m.group()) for m in matches) == len(expr), f"unknown token in {expr!r}"
-    tokens = [(str(m.lastgroup), m.group()) for m in matches if m.lastgroup != "space"]
-    selectors: list[tuple[str, set[str]]] = []
-    i = 0
-    grouping = False
-    while i < len(tokens):
-        kind, text = tokens[i]
-        nxt = tokens[i + 1][1] if i + 1 < len(tokens) else ""
-        if kind == "ident" and text in {
-            "by",
-            "without",
-            "on",
-            "ignoring",
-            "group_left",
-            "group_right",
-        }:
-            grouping = nxt == "("
-            i += 1
-            continue
-        if grouping:  # label names inside by (...) and friends
-            if text == ")":
-                grouping = False
-            i += 1
-            continue
-        if kind == "ident" and (nxt == "(" or text in AGGREGATIONS):  # function, aggregation
-            i += 1
-            continue
-        if kind == "ident" and text.lower() not in PROMQL_WORDS:
-            labels: set[str] = set()
-            i += 1
-            if nxt == "{":
-                i += 1
-                while tokens[i][1] != "}":
-                    if tokens[i][0] == "ident" and tokens[i + 1][1] in {"=", "!=", "=~", "!~"}:
-                        labels.add(tokens[i][1])
-                    i += 1
-                i += 1
-            selectors.append((text, labels))
-            continue
-        if text == "[":  # range or subquery durations
-            while tokens[i][1] != "]":
-                i += 1
-        i += 1
-    return selectors
-
-
 def test_promql_selector_parser() -> None:
     expr = (
         'histogram_quantile(0.99, sum by (le, instance) (rate(a_bucket{x="y{z}",w=~"q"}[5m]))'
         ") / on () b offset 5m > 1e3 and c == bool 2"
     )
     assert promql_selectors(expr) == [("a_bucket", {"x", "w"}), ("b", set()), ("c", set())]
-
-
-def dashboard_exprs() -> list[tuple[str, str]]:
-    """(panel title, PromQL) for every target of every panel, rows included."""
-    dash = json.loads(DASHBOARD.read_text())
-    out: list[tuple[str, str]] = []
-
-    def walk(panels: list[dict[str, Any]]) -> None:
-        for panel in panels:
-            walk(panel.get("panels", []))
-            for target in panel.get("targets", []):
-                out.append((panel["title"], target["expr"]))
-
-    walk(dash["panels"])
-    return out
-
-
-def alert_exprs() -> list[tuple[str, str]]:
-    rules = yaml.safe_load(ALERTS.read_text())
-    return [
-        (rule.get("alert") or rule["record"], rule["expr"])
-        for group in rules["groups"]
-        for rule in group["rules"]
-    ]
-
-
-def all_exprs() -> list[tuple[str, str]]:
-    return [(f"dashboard: {t}", expand_grafana(e)) for t, e in dashboard_exprs()] + [
-        (f"alert: {n}", e) for n, e in alert_exprs()
-    ]
 
 
 def test_every_metric_in_dashboard_and_alerts_is_exported() -> None:

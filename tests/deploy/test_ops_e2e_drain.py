@@ -16,7 +16,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +26,19 @@ from aiortc import RTCPeerConnection
 from telcodecs import ulaw_decode
 
 from gateway.call.prompts import goodbye_prompt
-from tests.gateway_harness import GatewayProcess
-from tests.ops_harness import sip_exchange, sip_request, status_code
-from tests.sipp_harness import Sipp
-from tests.webrtc.webrtc_helpers import best_correlation
-
-TOKEN = "drain-test-token-5b1e"
-WAIT_BYE = Path(__file__).parent / "sipp" / "uac_wait_bye.xml"
-SDP = (
-    "v=0\r\no=probe 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-    "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+from tests.support.audio import best_abs_correlation
+from tests.support.gateway import (
+    API_TOKEN,
+    GatewayProcess,
+    call_summaries,
+    live_calls,
+    sip_probe,
 )
+from tests.support.sip_messages import status_code
+from tests.support.sipp import Sipp
+from tests.support.waiting import wait_until
+
+WAIT_BYE = Path(__file__).parent / "sipp" / "uac_wait_bye.xml"
 
 
 class RtpSink:
@@ -87,41 +89,11 @@ def rtp_sink() -> Iterator[RtpSink]:
 
 @contextlib.contextmanager
 def gateway(workdir: Path, *args: str) -> Iterator[GatewayProcess]:
-    gw = GatewayProcess(workdir, "--api-token", TOKEN, *args)
+    gw = GatewayProcess(workdir, "--api-token", API_TOKEN, *args)
     try:
         yield gw.start()
     finally:
         gw.stop()
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def live_calls(gw: GatewayProcess) -> int:
-    status, body = gw.http("GET", "/calls", token=TOKEN)
-    assert status == 200, body
-    return len(body["calls"])
-
-
-def summaries(gw: GatewayProcess) -> list[dict[str, Any]]:
-    return [line for line in gw.log_lines() if line.get("event") == "call_summary"]
-
-
-def sip_probe(gw: GatewayProcess, method: str) -> str:
-    """Send one OPTIONS or INVITE from a fresh loopback socket; the final response text."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        request = sip_request(
-            method,
-            f"sip:bot@127.0.0.1:{gw.sip_port}",
-            sock.getsockname(),
-            body=SDP if method == "INVITE" else "",
-        )
-        return sip_exchange(sock, request, ("127.0.0.1", gw.sip_port))
 
 
 def header(response: str, name: str) -> str | None:
@@ -150,7 +122,7 @@ def post_offer(gw: GatewayProcess, sdp: str) -> tuple[int, dict[str, str], bytes
         f"http://127.0.0.1:{gw.http_port}/webrtc/offer",
         data=sdp.encode(),
         method="POST",
-        headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {TOKEN}"},
+        headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {API_TOKEN}"},
     )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
@@ -189,7 +161,7 @@ async def test_sigterm_refuses_new_work_and_lets_the_live_call_finish(tmp_path: 
             caller.kill()
         assert result.successful_calls == 1 and result.failed_calls == 0, result.explain()
         assert gw.wait(15) == 0
-        (summary,) = summaries(gw)
+        (summary,) = call_summaries(gw)
         assert summary["outcome"] == "remote_hangup"
         assert summary["duration_s"] >= 4.5
 
@@ -211,7 +183,7 @@ def test_drain_timeout_plays_goodbye_then_bye(tmp_path: Path, rtp_sink: RtpSink)
             assert gw.http("POST", "/admin/drain", token="wrong")[0] == 401
             assert gw.http("GET", "/readyz")[0] == 200
             started = time.monotonic()
-            status, body = gw.http("POST", "/admin/drain", token=TOKEN)
+            status, body = gw.http("POST", "/admin/drain", token=API_TOKEN)
             assert status == 202 and body == {"status": "draining"}
             assert gw.http("GET", "/readyz")[0] == 503
             result = caller.wait(20)
@@ -221,12 +193,14 @@ def test_drain_timeout_plays_goodbye_then_bye(tmp_path: Path, rtp_sink: RtpSink)
         assert result.successful_calls == 1 and result.failed_calls == 0, result.explain()
         assert ended - started >= 3.0  # not before the grace period
         assert gw.wait(15) == 0
-        (summary,) = summaries(gw)
+        (summary,) = call_summaries(gw)
         assert summary["outcome"] == "drained"
     # what the caller heard after the grace period is the goodbye prompt
     heard = rtp_sink.audio_after(started + 2.9)
     assert len(heard) >= len(prompt) * 0.9, (len(heard), len(prompt))
-    score = best_correlation(heard, prompt[: len(heard)] if len(heard) < len(prompt) else prompt)
+    score = best_abs_correlation(
+        heard, prompt[: len(heard)] if len(heard) < len(prompt) else prompt
+    )
     assert score > 0.8, score
 
 
@@ -253,7 +227,7 @@ def test_second_sigterm_ends_calls_at_once_cleanly(tmp_path: Path, rtp_sink: Rtp
             caller.kill()
         assert result.successful_calls == 1 and result.failed_calls == 0, result.explain()
         assert stopped < 3, stopped  # at once: no grace period, no goodbye prompt
-        (summary,) = summaries(gw)
+        (summary,) = call_summaries(gw)
         assert summary["outcome"] == "shutdown"
         events = [line.get("event") for line in gw.log_lines()]
         assert "signal_drain" in events and "signal_stop_now" in events
@@ -264,7 +238,7 @@ def test_drain_with_no_calls_answers_then_exits_at_once(tmp_path: Path) -> None:
         assert gw.http("POST", "/admin/drain")[0] == 401  # the API token is required
         assert gw.proc is not None and gw.proc.poll() is None
         started = time.monotonic()
-        status, body = gw.http("POST", "/admin/drain", token=TOKEN)
+        status, body = gw.http("POST", "/admin/drain", token=API_TOKEN)
         assert status == 202 and body == {"status": "draining"}
         assert gw.wait(10) == 0
         assert time.monotonic() - started < 5

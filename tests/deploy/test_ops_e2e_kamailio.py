@@ -16,16 +16,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tests.deploy.test_ops_e2e_drain import TOKEN, live_calls, sip_probe, summaries, wait_until
-from tests.gateway_harness import GatewayProcess
-from tests.ops_harness import Kamailio
-from tests.sipp_harness import Sipp
+from tests.support.gateway import API_TOKEN, GatewayProcess, call_summaries, live_calls, sip_probe
+from tests.support.ops_peers import ROUTED_UAC, Kamailio, routed
+from tests.support.sipp import Sipp
+from tests.support.waiting import wait_until
 
 CALLS = 40
 CALL_MS = 4000
-# sipp's built-in uac sends its BYE without the Route set Kamailio record-routed; a real phone
-# (and this scenario) follows it
-ROUTED_UAC = Path(__file__).parent / "sipp" / "uac_routed.xml"
 
 
 def answered_at(summary: dict[str, Any]) -> float:
@@ -34,14 +31,9 @@ def answered_at(summary: dict[str, Any]) -> float:
     return ended - float(summary["duration_s"])
 
 
-def routed(log: str, port: int) -> int:
-    """How many INVITEs Kamailio's xlog says it sent (first try or failover) to `port`."""
-    return len(re.findall(rf"INVITE \S+ (?:failover )?-> sip:127\.0\.0\.1:{port}\b", log))
-
-
 def test_kamailio_spreads_calls_and_a_drained_instance_drops_out(tmp_path: Path) -> None:
-    drained = GatewayProcess(tmp_path, "--api-token", TOKEN)
-    other = GatewayProcess(tmp_path, "--api-token", TOKEN)
+    drained = GatewayProcess(tmp_path, "--api-token", API_TOKEN)
+    other = GatewayProcess(tmp_path, "--api-token", API_TOKEN)
     sipp: Sipp | None = None
     try:
         drained.start()
@@ -66,7 +58,7 @@ def test_kamailio_spreads_calls_and_a_drained_instance_drops_out(tmp_path: Path)
                 what="calls on both instances",
             )
             drain_at = time.time()
-            status, body = drained.http("POST", "/admin/drain", token=TOKEN)
+            status, body = drained.http("POST", "/admin/drain", token=API_TOKEN)
             assert status == 202, body
             mark = len(kamailio.log())
             options = sip_probe(drained, "OPTIONS")
@@ -87,7 +79,7 @@ def test_kamailio_spreads_calls_and_a_drained_instance_drops_out(tmp_path: Path)
         drained.stop()
         other.stop()
 
-    on_drained, on_other = summaries(drained), summaries(other)
+    on_drained, on_other = call_summaries(drained), call_summaries(other)
     assert len(on_drained) + len(on_other) == CALLS
     assert len(on_drained) >= 8 and len(on_other) >= CALLS // 2, (len(on_drained), len(on_other))
     # the drained instance's calls ran to their end: sipp hung up, the drain did not

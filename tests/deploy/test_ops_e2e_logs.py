@@ -29,8 +29,9 @@ from typing import Any
 
 import pytest
 
-from tests.gateway_harness import GatewayProcess, free_port
-from tests.ops_harness import status_code
+from tests.support.gateway import GatewayProcess
+from tests.support.harness import free_port
+from tests.support.sip_messages import status_code
 
 SIP_USER = "alice"
 # call-scoped components: every line they log belongs to one call

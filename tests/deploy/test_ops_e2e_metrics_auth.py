@@ -25,8 +25,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tests.gateway_harness import GatewayProcess
-from tests.ops_harness import Prometheus, require_binary
+from tests.support.binaries import require_binary
+from tests.support.gateway import GatewayProcess
+from tests.support.ops_peers import Prometheus
 
 T = TypeVar("T")
 ADDRESS = "10.255.0.1"

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.test_deploy_artifacts import PROMETHEUS_SERIES, all_exprs, promql_selectors
-from tests.gateway_harness import GatewayProcess, free_port
-from tests.ops_harness import Prometheus
-from tests.sipp_harness import Sipp, SippResult
+from tests.support.gateway import GatewayProcess
+from tests.support.harness import free_port
+from tests.support.ops_peers import Prometheus
+from tests.support.promql import PROMETHEUS_SERIES, all_exprs, promql_selectors
+from tests.support.sipp import Sipp, SippResult
 
 CALLS = 5
 

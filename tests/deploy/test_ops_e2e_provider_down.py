@@ -15,12 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-from tests.deploy.test_ops_e2e_drain import sip_probe, summaries, wait_until
-from tests.deploy.test_ops_e2e_kamailio import ROUTED_UAC, routed
-from tests.gateway_harness import GatewayProcess, free_port
-from tests.ops_harness import Kamailio
-from tests.sipp_harness import Sipp
-from tests.support.harness import ChildProcess, start_process
+from tests.support.gateway import GatewayProcess, call_summaries, sip_probe
+from tests.support.harness import ChildProcess, free_port, start_process
+from tests.support.ops_peers import ROUTED_UAC, Kamailio, routed
+from tests.support.sipp import Sipp
+from tests.support.waiting import wait_until
 
 
 def calls_through(kamailio: Kamailio, workdir: Path, calls: int) -> None:
@@ -71,13 +70,13 @@ def test_kamailio_routes_around_a_gateway_whose_provider_is_down(tmp_path: Path)
             assert options.startswith("SIP/2.0 503") and "Retry-After: 2" in options, options
             log = kamailio.log()
             assert 3 <= routed(log, down.sip_port) <= 12, log[-3000:]
-            assert len(summaries(down)) == 0 and len(summaries(healthy)) == 20
+            assert len(call_summaries(down)) == 0 and len(call_summaries(healthy)) == 20
             # one probe interval and a margin later, nothing more is routed to it
             time.sleep(2.0)
             mark = len(kamailio.log())
             calls_through(kamailio, tmp_path, 10)
             assert routed(kamailio.log()[mark:], down.sip_port) == 0
-            assert len(summaries(healthy)) == 30
+            assert len(call_summaries(healthy)) == 30
 
             # --- the provider comes up at its URL: ready again, back in the set, takes calls
             provider = start_process(
@@ -92,7 +91,7 @@ def test_kamailio_routes_around_a_gateway_whose_provider_is_down(tmp_path: Path)
             mark = len(kamailio.log())
             calls_through(kamailio, tmp_path, 10)
             assert routed(kamailio.log()[mark:], down.sip_port) >= 3
-            assert len(summaries(down)) >= 3
+            assert len(call_summaries(down)) >= 3
     finally:
         if provider is not None:
             provider.stop(timeout=10.0)

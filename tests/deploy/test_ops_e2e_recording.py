@@ -16,23 +16,16 @@ from __future__ import annotations
 import json
 import signal
 import time
-import wave
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import telcodecs
 
-from tests.e2e_sip.e2e_sip_helpers import SIPP_SHARE, pcap_rtp_payloads, windows_found
-from tests.gateway_harness import GatewayProcess
-from tests.sipp_harness import Sipp
-
-
-def read_wav(path: Path) -> tuple[int, np.ndarray]:
-    with wave.open(str(path)) as w:
-        assert (w.getnchannels(), w.getsampwidth()) == (2, 2)
-        frames = w.readframes(w.getnframes())
-        return w.getframerate(), np.frombuffer(frames, "<i2").reshape(-1, 2)
+from tests.support.audio import read_stereo_wav, windows_found
+from tests.support.gateway import GatewayProcess
+from tests.support.pcap import SIPP_SHARE, pcap_rtp_payloads
+from tests.support.sipp import Sipp
 
 
 def transcript(path: Path) -> list[dict[str, Any]]:
@@ -85,7 +78,7 @@ def test_sigkill_mid_call_leaves_a_usable_recording_finished_at_next_start(
     # the digits) and the caller's turn (the local provider transcribes it as its length)
     assert any(x["role"] == "assistant" and x["text"] for x in said), said
     assert any(x["role"] == "user" and "s of audio" in x["text"] for x in said), said
-    rate, stereo = read_wav(wav_part)
+    rate, stereo = read_stereo_wav(wav_part)
     assert rate == 8000
     # the digits came after the 7 s of speech: all but the last checkpoint second is on disk
     assert len(stereo) / rate >= 6.0, len(stereo) / rate
@@ -107,7 +100,7 @@ def test_sigkill_mid_call_leaves_a_usable_recording_finished_at_next_start(
     assert all(x["fixed"] for x in recovered)
     assert sorted(p.name for p in rec_dir.iterdir()) == [f"{call_id}.jsonl", f"{call_id}.wav"]
     final_wav = rec_dir / f"{call_id}.wav"
-    rate, whole = read_wav(final_wav)
+    rate, whole = read_stereo_wav(final_wav)
     assert len(whole) * 4 == final_wav.stat().st_size - 44  # header sizes = the data there
     assert len(whole) >= len(stereo)
     assert np.array_equal(whole[: len(stereo)], stereo)

@@ -14,8 +14,8 @@ import re
 import secrets
 from pathlib import Path
 
-from tests.gateway_harness import GatewayProcess
-from tests.sipp_harness import Sipp
+from tests.support.gateway import GatewayProcess
+from tests.support.sipp import Sipp
 
 
 def _secret_file(path: Path, value: str) -> Path:

@@ -7,7 +7,6 @@ import os
 import re
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,15 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway import metrics
-from tests.ops_harness import (
-    Kamailio,
-    Prometheus,
-    SipResponder,
-    require_binary,
-    sip_exchange,
-    sip_request,
-    status_code,
-)
+from tests.support.binaries import require_binary
 from tests.support.harness import (
     HarnessError,
     Processes,
@@ -33,6 +24,9 @@ from tests.support.harness import (
     start_process,
     wait_ready,
 )
+from tests.support.ops_peers import Kamailio, Prometheus, SipResponder
+from tests.support.sip_messages import sip_exchange, sip_request, status_code
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -54,15 +48,6 @@ def _invite(sock: socket.socket, kam: Kamailio, call_id: str) -> str:
 
 def _header(text: str, name: str) -> list[str]:
     return re.findall(rf"^(?:{name})\s*:\s*(.*?)\r?$", text, re.I | re.M)
-
-
-def _wait_until(predicate: object, timeout: float = 10.0) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 def test_require_binary_fails_naming_the_package() -> None:
@@ -99,12 +84,12 @@ def test_a_child_process_stops_by_pid_with_its_process_group(tmp_path: Path) -> 
     proc = start_process(
         "leader", ["sh", "-c", f"sleep 60 & echo $! > {pidfile}; exec sleep 60"], tmp_path / "l.log"
     )
-    _wait_until(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
+    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
     worker = int(pidfile.read_text())
     assert proc.alive() and os.getpgid(worker) == proc.pid  # its own session's group
     proc.stop(timeout=5)
     assert not proc.alive() and proc.returncode is not None
-    _wait_until(lambda: _gone(worker))
+    wait_until(lambda: _gone(worker))
     proc.stop()  # twice is fine
 
 
@@ -179,7 +164,7 @@ def test_kamailio_spreads_invites_and_routes_in_dialog(
             "BYE", contact, local, call_id="spread-0", cseq=2, to_tag=to_tag.group(1), routes=route
         )
         assert status_code(sip_exchange(caller, bye, kam.address)) == 200
-        _wait_until(lambda: "ACK" in owner.methods())
+        wait_until(lambda: "ACK" in owner.methods())
         assert any("spread-0" in text for text in owner.requests("BYE"))
         assert not other.requests("BYE")
 
@@ -193,7 +178,7 @@ def test_kamailio_drops_an_instance_whose_options_answer_503(
         SipResponder() as healthy,
         Kamailio(tmp_path, [("127.0.0.1", draining.port), ("127.0.0.1", healthy.port)]) as kam,
     ):
-        _wait_until(lambda: len(draining.requests("OPTIONS")) >= 2)
+        wait_until(lambda: len(draining.requests("OPTIONS")) >= 2)
         for i in range(6):
             assert status_code(_invite(caller, kam, f"drain-{i}")) == 200
         assert len(healthy.requests("INVITE")) == 6
@@ -216,7 +201,7 @@ def test_kamailio_drops_an_instance_that_does_not_answer_options(
         SipResponder() as healthy,
         Kamailio(tmp_path, [("127.0.0.1", hung.port), ("127.0.0.1", healthy.port)]) as kam,
     ):
-        _wait_until(lambda: probes() >= 4)
+        wait_until(lambda: probes() >= 4)
         for i in range(4):
             assert status_code(_invite(caller, kam, f"hung-{i}")) == 200
         assert len(healthy.requests("INVITE")) == 4
@@ -244,7 +229,7 @@ def test_kamailio_answers_503_when_no_instance_is_active(
     tmp_path: Path, caller: socket.socket
 ) -> None:
     with SipResponder(options_code=503) as a, Kamailio(tmp_path, [("127.0.0.1", a.port)]) as kam:
-        _wait_until(lambda: len(a.requests("OPTIONS")) >= 2)
+        wait_until(lambda: len(a.requests("OPTIONS")) >= 2)
         assert status_code(_invite(caller, kam, "none")) == 503
         assert a.requests("INVITE") == []
 

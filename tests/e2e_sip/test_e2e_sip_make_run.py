@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tests.gateway_harness import GatewayProcess
-from tests.sipp_harness import Sipp
+from tests.support.gateway import GatewayProcess
+from tests.support.sipp import Sipp
 
 _PROVIDER_ENV = ("OPENAI_API_KEY", "YANDEX_API_KEY", "YANDEX_IAM_TOKEN", "YANDEX_FOLDER_ID")
 

@@ -14,16 +14,16 @@ import telcodecs
 from gateway.app import Gateway
 from gateway.call.call import Call
 from gateway.rtp.session import RtpSession
-from tests.e2e_sip.e2e_sip_helpers import (
-    SIPP_SHARE,
-    CallLog,
-    appended_audio,
+from tests.support.audio import windows_found
+from tests.support.gateway import (
     assert_nothing_leaked,
     provider_sessions,
     run_sipp,
-    windows_found,
+    running_gateway,
 )
-from tests.gateway_harness import running_gateway
+from tests.support.local_provider import appended_audio
+from tests.support.pcap import SIPP_SHARE, pcap_rtp_payloads
+from tests.support.scenarios import CallLog
 
 
 def _pcap_speech() -> bytes:
@@ -33,8 +33,6 @@ def _pcap_speech() -> bytes:
 
 
 def pcap_payloads(name: str) -> list[tuple[int, bytes]]:
-    from tests.e2e_sip.e2e_sip_helpers import pcap_rtp_payloads
-
     return [(pt, payload) for pt, _seq, payload in pcap_rtp_payloads(SIPP_SHARE / f"{name}.pcap")]
 
 

@@ -14,15 +14,15 @@ from gateway.call.prompts import apology_prompt
 from gateway.realtime.client import RealtimeClient, ReconnectPolicy
 from gateway.realtime.events import SessionConfig
 from gateway.realtime.profiles import ProviderProfile
-from tests.e2e_sip.e2e_sip_helpers import (
-    CallLog,
+from tests.support.gateway import (
     assert_nothing_leaked,
-    client_events,
     provider_sessions,
     run_sipp,
-    wait_for,
+    running_gateway,
 )
-from tests.gateway_harness import running_gateway
+from tests.support.local_provider import client_events
+from tests.support.scenarios import CallLog
+from tests.support.waiting import wait_for
 
 
 class _StallingClient(RealtimeClient):

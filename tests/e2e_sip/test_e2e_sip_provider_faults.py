@@ -22,17 +22,12 @@ import pytest
 from gateway import metrics
 from gateway.call.prompts import apology_prompt, holding_prompt
 from gateway.realtime.local.server import LocalProvider
-from tests.e2e_sip.e2e_sip_helpers import (
-    CallLog,
-    Pcm,
-    assert_nothing_leaked,
-    run_sipp,
-    wait_for,
-    windows_found,
-)
-from tests.e2e_sip.test_e2e_sip_baresip import _call, speech_wav
-from tests.gateway_harness import running_gateway
-from tests.realtime.fault_provider import Fault, FaultyProvider
+from tests.support.audio import Pcm, windows_found
+from tests.support.baresip import baresip_call, speech_wav
+from tests.support.fault_provider import Fault, FaultyProvider
+from tests.support.gateway import assert_nothing_leaked, run_sipp, running_gateway
+from tests.support.scenarios import CallLog
+from tests.support.waiting import wait_for
 
 STALL_S = 1.0
 
@@ -97,7 +92,7 @@ async def test_stall_after_the_callers_turn_holding_prompt_reconnect_and_the_cal
                 tmp_path / "turns.wav",
                 np.concatenate([silence(1.0), said, silence(4.7), said, silence(4.0)]),
             )
-            phone = await _call(gw, log, tmp_path, source)
+            phone = await baresip_call(gw, log, tmp_path, source)
             await assert_nothing_leaked(gw)
             [call] = log.calls
     finally:
@@ -148,7 +143,7 @@ async def test_failed_responses_get_one_retry_then_the_apology_and_a_bye(
     try:
         async with running_gateway(log.setup, provider="url", provider_url=proxy.url) as gw:
             source = write_wav(tmp_path / "quiet.wav", silence(12.0))
-            phone = await _call(gw, log, tmp_path, source)
+            phone = await baresip_call(gw, log, tmp_path, source)
             await assert_nothing_leaked(gw)
             [call] = log.calls
     finally:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.e2e_sip.e2e_sip_helpers import CallLog, assert_nothing_leaked, run_sipp
-from tests.gateway_harness import running_gateway
+from tests.support.gateway import assert_nothing_leaked, run_sipp, running_gateway
+from tests.support.scenarios import CallLog
 
 
 async def test_bye_right_after_ack_ends_every_call(tmp_path: Path) -> None:

@@ -25,15 +25,10 @@ from prometheus_client import REGISTRY
 from gateway.config import parse_port_range
 from gateway.media.format import AudioFormat
 from gateway.rtp.session import RtpSession
-from tests.e2e_sip.e2e_sip_helpers import (
-    CallLog,
-    assert_nothing_leaked,
-    outbound_call,
-    run_sipp,
-    wait_for,
-    windows_found,
-)
-from tests.gateway_harness import running_gateway
+from tests.support.audio import windows_found
+from tests.support.gateway import assert_nothing_leaked, outbound_call, run_sipp, running_gateway
+from tests.support.scenarios import CallLog
+from tests.support.waiting import wait_for
 
 SPRAY = Path(__file__).resolve().parents[1] / "peers" / "rtp_spray.py"
 ATTACKER_IP = "127.0.0.2"  # loopback is all of 127/8

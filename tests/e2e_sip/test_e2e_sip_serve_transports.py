@@ -11,7 +11,6 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -20,10 +19,12 @@ import telcodecs
 from gateway.media.format import AudioFormat
 from gateway.realtime.local.tts import render_prompts
 from gateway.sip.message import SipResponse, parse
-from tests.e2e_sip.e2e_sip_helpers import windows_found
-from tests.e2e_sip.test_e2e_sip_baresip import Baresip
-from tests.gateway_harness import GatewayProcess, free_port, free_sip_port
-from tests.sipp_harness import Sipp, require_binary
+from tests.support.audio import windows_found
+from tests.support.baresip import Baresip
+from tests.support.binaries import require_binary
+from tests.support.gateway import GatewayProcess, call_summaries
+from tests.support.harness import free_port, free_udp_tcp_port
+from tests.support.sipp import Sipp
 
 # the gateway is a child process on uvloop: the test's own loop does not matter (conftest.py)
 pytestmark = pytest.mark.asyncio(loop_factories=["asyncio"])
@@ -44,10 +45,6 @@ def make_certificate(workdir: Path) -> tuple[Path, Path]:
         capture_output=True,
     )  # fmt: skip
     return cert, key
-
-
-def summaries(gw: GatewayProcess) -> list[dict[str, Any]]:
-    return [line for line in gw.log_lines() if line.get("event") == "call_summary"]
 
 
 async def stop(gw: GatewayProcess) -> None:
@@ -79,7 +76,7 @@ async def test_serve_takes_a_sipp_call(tmp_path: Path, transport: str) -> None:
         assert f"{kind} message received" in sipp.messages
     finally:
         await stop(gw)
-    [summary] = summaries(gw)
+    [summary] = call_summaries(gw)
     assert summary["outcome"] == "remote_hangup", summary
     # the greeting went out as RTP and the caller's speech came in
     assert summary["rtp_out"] > 50 and summary["rtp_in"] > 50, summary
@@ -169,7 +166,7 @@ async def test_serve_takes_a_tls_call_from_baresip_and_an_openssl_handshake(
     assert re.search(rf"-> 127\.0\.0\.1:{tls_port}\nACK ", trace), trace
     assert re.search(rf"-> 127\.0\.0\.1:{tls_port}\nBYE ", trace), trace
     assert re.search(r"SIP/2\.0 200 OK\r?\n.*\r?\n.*\r?\n.*\r?\n.*\r?\nCSeq: \d+ BYE", trace), trace
-    [summary] = summaries(gw)
+    [summary] = call_summaries(gw)
     assert summary["outcome"] == "remote_hangup", summary
     assert summary["rtp_in"] > 50, summary
     # by content: baresip heard the greeting
@@ -231,7 +228,7 @@ async def test_serve_outbound_calls_over_tcp_and_to_an_unknown_name_keep_every_t
     one through a trunk no resolver knows is counted and logged. Neither stops the one timer of
     every SIP transaction: an un-ACKed INVITE's 200 OK is still retransmitted (RFC 3261
     §13.3.1.4: after T1, then 2·T1, ...)."""
-    uas_port = free_sip_port()
+    uas_port = free_udp_tcp_port()
     config = tmp_path / "gateway.toml"
     config.write_text(
         f'[trunks.tcp]\nuri = "sip:127.0.0.1:{uas_port};transport=tcp"\n'

@@ -14,14 +14,14 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY
 
-from tests.e2e_sip.e2e_sip_helpers import (
-    CallLog,
+from tests.support.gateway import (
     assert_nothing_leaked,
     provider_sessions,
     run_sipp,
+    running_gateway,
 )
-from tests.gateway_harness import running_gateway
-from tests.sipp_harness import free_udp_port
+from tests.support.harness import free_udp_port
+from tests.support.scenarios import CallLog
 
 
 def _calls_total() -> float:

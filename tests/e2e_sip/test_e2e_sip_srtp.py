@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from tests.e2e_sip.e2e_sip_helpers import CallLog, assert_nothing_leaked, outbound_call, run_sipp
-from tests.gateway_harness import running_gateway
+from tests.support.gateway import assert_nothing_leaked, outbound_call, run_sipp, running_gateway
+from tests.support.scenarios import CallLog
 
 SDES = "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^20|1:4"
 DTLS = "a=fingerprint:sha-256 D1:2C:BE:AD:C4:F6:64:5C:25:16:11:9C:AF:E7:0F:73:79:36:4E:9C"

@@ -17,16 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.gateway_harness import GatewayProcess
-from tests.sipp_harness import Sipp
+from tests.support.gateway import GatewayProcess, call_summaries
+from tests.support.sipp import Sipp
 
 CALLS = 320
 RATE = 40
 CALL_MS = 1000
-
-
-def summaries(gw: GatewayProcess) -> list[dict[str, Any]]:
-    return [line for line in gw.log_lines() if line.get("event") == "call_summary"]
 
 
 def refusal_lines(gw: GatewayProcess) -> list[dict[str, Any]]:
@@ -87,7 +83,7 @@ def test_a_trunk_at_40_calls_per_second_loses_no_message(tmp_path: Path) -> None
     assert len(bye_200s) == CALLS
     assert result.stats.get("Retransmissions(C)") == "0", result.stats
     # every call ended by the caller's BYE, on time (not seconds later)
-    calls = summaries(gw)
+    calls = call_summaries(gw)
     assert len(calls) == CALLS and {c["outcome"] for c in calls} == {"remote_hangup"}
     late = [c["duration_s"] for c in calls if float(c["duration_s"]) > CALL_MS / 1000 + 1.0]
     assert not late, f"hang-ups delayed: {late}"

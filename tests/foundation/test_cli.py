@@ -11,13 +11,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tests.support.harness import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> bytes:
@@ -33,7 +29,7 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 15.0) -
 
 
 def test_serve_answers_healthz_and_metrics(tmp_path: Path) -> None:
-    http, sip = _free_port(), _free_port()
+    http, sip = free_port(), free_port()
     env = {**os.environ, "GATEWAY_LOG_FORMAT": "json"}
     proc = subprocess.Popen(
         [
@@ -77,7 +73,7 @@ def test_port_in_use_is_one_clear_line_and_nonzero_exit(tmp_path: Path) -> None:
                 "--http-listen",
                 f"127.0.0.1:{port}",
                 "--sip-listen",
-                f"127.0.0.1:{_free_port()}",
+                f"127.0.0.1:{free_port()}",
             ],
             cwd=tmp_path,
             capture_output=True,
@@ -113,7 +109,7 @@ def test_sip_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
                 "gateway",
                 "serve",
                 "--http-listen",
-                f"127.0.0.1:{_free_port()}",
+                f"127.0.0.1:{free_port()}",
                 "--sip-listen",
                 f"127.0.0.1:{port}",
             ],

@@ -11,8 +11,9 @@ from typing import Any
 import aiohttp
 
 from gateway.secret import Secret
-from tests.gateway_harness import free_sip_port, running_gateway
-from tests.sipp_harness import Sipp
+from tests.support.gateway import running_gateway
+from tests.support.harness import free_udp_tcp_port
+from tests.support.sipp import Sipp
 
 TOKEN = "test-api-token-7f3e"
 
@@ -61,7 +62,7 @@ async def test_call_api_needs_the_token_and_rejects_bad_input() -> None:
 
 
 async def test_outbound_call_through_a_trunk_then_list_and_hang_up(tmp_path: Path) -> None:
-    uas_port = free_sip_port()
+    uas_port = free_udp_tcp_port()
     trunk = {"main": {"uri": f"sip:127.0.0.1:{uas_port}", "from_user": "+15550001111"}}
     uas = Sipp(tmp_path, "", builtin="uas", extra=["-m", "1"], timeout=30)
     # sipp's uas listens on the port we pass with -p

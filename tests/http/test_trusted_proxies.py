@@ -17,9 +17,9 @@ import aiohttp
 import numpy as np
 
 from gateway.secret import Secret
-from tests.gateway_harness import running_gateway
-from tests.webrtc.webrtc_e2e_helpers import eventually
-from tests.webrtc.webrtc_helpers import Client
+from tests.support.gateway import running_gateway
+from tests.support.waiting import eventually
+from tests.support.webrtc import Client
 
 TOKEN = "proxy-test-token-41c9"
 BAD_SDP = b"v=0\r\nnot an offer\r\n"

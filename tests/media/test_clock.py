@@ -8,7 +8,7 @@ import time
 
 from gateway import metrics
 from gateway.media.clock import MediaClock, Outbox
-from tests.simloop import SimulatedTimeLoop
+from tests.support.simloop import SimulatedTimeLoop
 
 
 class Recorder:

@@ -10,7 +10,7 @@ import pytest
 import structlog
 
 from gateway.logs import configure
-from tests.openai_schema import Conformance
+from tests.support.realtime_schema import Conformance
 
 
 @pytest.fixture

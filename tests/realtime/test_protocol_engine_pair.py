@@ -24,7 +24,7 @@ from gateway.realtime import events as ev
 from gateway.realtime.dtmf import dtmf_text
 from gateway.realtime.local.engine import EngineOptions, LocalEngine
 from gateway.realtime.protocol import RealtimeProtocol, State
-from tests.openai_schema import Conformance
+from tests.support.realtime_schema import Conformance
 
 RATE = 8000
 CHUNK_MS = 100  # the bridge's append batch (--append-ms)

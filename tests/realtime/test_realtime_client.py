@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import audioop
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import numpy as np
 import pytest
 
 from gateway import metrics
@@ -20,17 +18,15 @@ from gateway.realtime.events import SessionConfig, TurnDetection
 from gateway.realtime.local.server import LocalProvider
 from gateway.realtime.profiles import make_profile
 from gateway.secret import Secret
+from tests.support.realtime import (
+    PHONE,
+    collect_response_audio,
+    next_of,
+    silence_ulaw,
+    speech_ulaw,
+)
 
 FAKE_KEY = "sk-fake-9f8e7d6c5b4a-secret"
-
-PHONE = SessionConfig(
-    instructions="test",
-    voice="marin",
-    input_format=PCMU_8K,
-    output_format=PCMU_8K,
-    turn_detection=TurnDetection(create_response=True, interrupt_response=True),
-    tools=(ev.function_tool("end_call"),),
-)
 
 
 @pytest.fixture
@@ -41,41 +37,6 @@ async def provider() -> AsyncIterator[LocalProvider]:
         yield p
     finally:
         await p.stop()
-
-
-def speech_ulaw(ms: int, seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    pcm = np.clip(rng.standard_normal(8 * ms) * 6000, -32768, 32767).astype("<i2")
-    return audioop.lin2ulaw(pcm.tobytes(), 2)
-
-
-def silence_ulaw(ms: int) -> bytes:
-    return b"\xff" * (8 * ms)
-
-
-async def next_of(rt: RealtimeClient, kind: type[ev.ServerEvent], timeout: float = 5.0) -> Any:
-    async def find() -> Any:
-        async for e in rt.events():
-            if isinstance(e, kind):
-                return e
-        raise AssertionError(f"stream ended before {kind.__name__}")
-
-    return await asyncio.wait_for(find(), timeout)
-
-
-async def collect_response_audio(rt: RealtimeClient, timeout: float = 5.0) -> tuple[bytes, Any]:
-    audio = bytearray()
-
-    async def run() -> Any:
-        async for e in rt.events():
-            if isinstance(e, ev.AudioDelta):
-                audio.extend(e.audio)
-            elif isinstance(e, ev.ResponseDone):
-                return e
-        raise AssertionError("stream ended")
-
-    done = await asyncio.wait_for(run(), timeout)
-    return bytes(audio), done
 
 
 async def test_session_greeting_echo_and_client_conformance(

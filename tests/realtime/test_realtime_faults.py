@@ -18,14 +18,8 @@ from gateway.realtime import events as ev
 from gateway.realtime.client import RealtimeClient, ReconnectPolicy
 from gateway.realtime.local.server import LocalProvider
 from gateway.realtime.profiles import make_profile
-from tests.realtime.fault_provider import Fault, FaultyProvider
-from tests.realtime.test_realtime_client import (
-    PHONE,
-    collect_response_audio,
-    next_of,
-    silence_ulaw,
-    speech_ulaw,
-)
+from tests.support.fault_provider import Fault, FaultyProvider
+from tests.support.realtime import PHONE, collect_response_audio, next_of, silence_ulaw, speech_ulaw
 
 
 @pytest.fixture

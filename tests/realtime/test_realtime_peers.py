@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import audioop
 import base64
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from gateway.realtime.client import RealtimeClient
 from gateway.realtime.events import SessionConfig, TurnDetection
 from gateway.realtime.local.server import LocalProvider
 from gateway.realtime.profiles import make_profile
+from tests.support.harness import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,12 +77,6 @@ async def test_openai_sdk_client_drives_the_local_provider(conform: Any) -> None
             conform.client(frame)
     finally:
         await provider.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_gateway_provider_runs_standalone() -> None:

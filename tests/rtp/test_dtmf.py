@@ -7,7 +7,8 @@ import pytest
 from gateway.rtp.dtmf import DtmfReceiver, DtmfSender, TelephoneEvent
 from gateway.rtp.errors import DtmfError, RtpParseError
 from gateway.rtp.packet import RtpPacket
-from tests.rtp.rtp_helpers import read_pcap_udp, sipp_capture, vector
+from tests.support.pcap import read_pcap_udp, sipp_capture
+from tests.support.rtp import vector
 
 CAPTURES = {str(d): f"dtmf_2833_{d}.pcap" for d in range(10)}
 CAPTURES |= {"*": "dtmf_2833_star.pcap", "#": "dtmf_2833_pound.pcap"}

@@ -8,7 +8,9 @@ from telcodecs import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 
 from gateway.rtp.jitter import JitterBuffer, PushResult, ReceptionStats
 from gateway.rtp.packet import RtpHeaderWriter, RtpPacket, parse_header
-from tests.rtp.rtp_helpers import LossyLink, best_lag, read_pcap_udp, sine, sipp_capture
+from tests.support.audio import best_lag, sine_wave
+from tests.support.pcap import read_pcap_udp, sipp_capture
+from tests.support.rtp import LossyLink
 
 
 def numbered_frame(i: int, size: int = 160) -> bytes:
@@ -169,7 +171,7 @@ def test_loss_and_jitter_simulation_plays_frames_in_order_once() -> None:
 
 def test_concealment_fades_then_silence() -> None:
     jb = JitterBuffer("pcmu", 20)
-    tone = ulaw_encode(sine(1000, 0.1))
+    tone = ulaw_encode(sine_wave(1000, 0.1))
     for i in range(5):
         jb.push(i, 160 * i, tone[160 * i : 160 * (i + 1)], 0.02 * i)
     frames = [jb.pop(0.02 * i + 0.001) for i in range(12)]

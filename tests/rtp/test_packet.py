@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from gateway.rtp.errors import RtpParseError
 from gateway.rtp.packet import RtpHeaderWriter, RtpPacket, is_rtcp, parse_header
-from tests.rtp.rtp_helpers import VECTORS, invalid_vectors, vector
+from tests.support.rtp import VECTORS, invalid_vectors, vector
 
 RTP_VECTORS = [
     "rtp_pcma_first.bin",

@@ -21,7 +21,7 @@ from gateway.rtp.rtcp import (
     round_trip_time,
     serialize_compound,
 )
-from tests.rtp.rtp_helpers import invalid_vectors, vector
+from tests.support.rtp import invalid_vectors, vector
 
 RTCP_VECTORS = ["rtcp_sr_sdes.bin", "rtcp_rr_sdes_bye.bin", "rtcp_rr_app.bin"]
 

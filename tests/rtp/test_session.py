@@ -21,7 +21,8 @@ from gateway.rtp.session import (
     RtpSession,
     SsrcChanged,
 )
-from tests.rtp.rtp_helpers import best_lag, invalid_vectors, sine, vector
+from tests.support.audio import best_lag, sine_wave
+from tests.support.rtp import invalid_vectors, vector
 
 A_ADDR = ("198.51.100.1", 20000)  # where A's packets come from, as B sees them
 B_ADDR = ("203.0.113.9", 30000)
@@ -43,7 +44,7 @@ def make_pair(**kwargs: object) -> tuple[RtpSession, RtpSession]:
 
 def test_pair_carries_audio_by_content() -> None:
     a, b = make_pair()
-    pcm = sine(440, 2.0) + sine(1270, 2.0) // 2
+    pcm = sine_wave(440, 2.0) + sine_wave(1270, 2.0) // 2
     payload = ulaw_encode(pcm)
     out = []
     for k in range(len(payload) // 160 + 5):

@@ -38,7 +38,7 @@ from gateway.sip.sdp import SessionDescription, make_offer, negotiate
 from gateway.sip.transaction import Address, ClientTransaction, build_cancel
 from gateway.sip.ua import SipEndpoint
 from gateway.sip.ua_core import CALL_TIMERS, EndpointConfig, SipCall, Trigger
-from tests.sip.sip_pairnet import PairNet
+from tests.support.sip_memory import PairNet
 
 A, B, RAW = "10.0.0.1", "10.0.0.2", "10.0.0.3"  # caller, callee, a hand-written far end
 S, In = CallState, CallInput

@@ -30,14 +30,17 @@ from gateway.sip.sdp import SessionDescription, make_offer, negotiate, with_dire
 from gateway.sip.transaction import T1, Address
 from gateway.sip.ua import SipEndpoint
 from gateway.sip.ua_core import EndpointConfig
-from tests.sip.sip_pairnet import PairNet, make_pair
+from tests.support.sip_memory import (
+    PairNet,
+    RawPeer,
+    events_of,
+    in_dialog,
+    invite_text,
+    make_pair,
+)
 
 UAC, UAS = "10.0.0.1", "10.0.0.2"
 TRUNK = Address("udp", UAS, 5060)
-
-
-def of(events: list[Any], kind: type) -> list[Any]:
-    return [e for e in events if isinstance(e, kind)]
 
 
 def place_call(
@@ -47,7 +50,7 @@ def place_call(
         "sip:bot@10.0.0.2", make_offer(UAC, 4000), "sip:alice@10.0.0.1", TRUNK, net.now
     )
     net.flush()
-    incoming = of(net.take(UAS), IncomingCallReceived)
+    incoming = events_of(net.take(UAS), IncomingCallReceived)
     assert len(incoming) == 1
     inc = incoming[0]
     if ring:
@@ -63,8 +66,8 @@ def test_basic_call_and_bye_from_uas() -> None:
     call, inc = place_call(net, uac, uas)
     events = net.take(UAC)
     assert [type(e) for e in events] == [OutboundCallProgressed, OutboundCallAnswered]
-    assert of(events, OutboundCallAnswered)[0].answer.audio().port == 5000
-    assert of(net.take(UAS), CallAcked) == [CallAcked(inc, None)]
+    assert events_of(events, OutboundCallAnswered)[0].answer.audio().port == 5000
+    assert events_of(net.take(UAS), CallAcked) == [CallAcked(inc, None)]
     uas.hangup(inc, net.now)
     net.flush()
     assert net.take(UAC) == [CallEndedByRemote(call)]
@@ -84,7 +87,7 @@ def test_incoming_call_event_carries_headers_and_source() -> None:
         headers=[("X-Customer", "42")],
     )
     net.flush()
-    inc = of(net.take(UAS), IncomingCallReceived)[0]
+    inc = events_of(net.take(UAS), IncomingCallReceived)[0]
     assert inc.headers["X-Customer"] == "42"
     assert inc.from_uri == "sip:alice@10.0.0.1" and inc.to_uri == "sip:bot@10.0.0.2"
     assert inc.source == Address("udp", UAC, 5060)
@@ -104,10 +107,10 @@ def test_lost_200_is_retransmitted_until_ack() -> None:
 
     net.drop = drop
     _call, _inc = place_call(net, uac, uas)
-    assert not of(net.take(UAC), OutboundCallAnswered)
+    assert not events_of(net.take(UAC), OutboundCallAnswered)
     net.advance(2.0)
-    assert of(net.take(UAC), OutboundCallAnswered)  # third copy at 1.5 s got through
-    assert of(net.take(UAS), CallAcked)
+    assert events_of(net.take(UAC), OutboundCallAnswered)  # third copy at 1.5 s got through
+    assert events_of(net.take(UAS), CallAcked)
     assert len(net.sent(UAS, "200")) == 3
     net.advance(40.0)
     assert len(net.sent(UAS, "200")) == 3  # the ACK stopped it
@@ -120,9 +123,9 @@ def test_no_ack_ends_the_call_with_bye_after_64_t1() -> None:
     net.advance(64 * T1 + 1)
     times = [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
     assert len(net.sent(UAS, "200")) >= len(times)  # 2xx retransmissions (+ the BYE's 200)
-    assert of(net.take(UAS), CallTerminated) == [CallTerminated(inc, "ack_timeout")]
+    assert events_of(net.take(UAS), CallTerminated) == [CallTerminated(inc, "ack_timeout")]
     assert net.sent(UAS, "BYE")
-    assert of(net.take(UAC), CallEndedByRemote)
+    assert events_of(net.take(UAC), CallEndedByRemote)
     net.advance(200.0)
     assert uas.active_calls == uac.active_calls == 0
     assert uas.transaction_count == uac.transaction_count == 0
@@ -143,7 +146,7 @@ def test_lost_invite_is_retransmitted_and_makes_one_call() -> None:
     net.flush()
     assert not net.take(UAS)
     net.advance(0.6)
-    assert len(of(net.take(UAS), IncomingCallReceived)) == 1
+    assert len(events_of(net.take(UAS), IncomingCallReceived)) == 1
 
 
 def test_invite_retransmission_in_proceeding_gets_the_last_provisional() -> None:
@@ -154,7 +157,7 @@ def test_invite_retransmission_in_proceeding_gets_the_last_provisional() -> None
     uas.receive(invite.serialize(), Address("udp", UAC, 5060), net.now)
     out = uas.messages_to_send()
     assert len(out) == 1 and parse(out[0][0]).status == 180  # type: ignore[union-attr]
-    assert not of(net.take(UAS), IncomingCallReceived)
+    assert not events_of(net.take(UAS), IncomingCallReceived)
 
 
 def test_cancel_from_uac() -> None:
@@ -163,7 +166,7 @@ def test_cancel_from_uac() -> None:
     uac.hangup(call, net.now)
     net.flush()
     assert net.take(UAS) == [CallCancelled(inc)]
-    assert of(net.take(UAC), CallTerminated) == [CallTerminated(call, "cancelled")]
+    assert events_of(net.take(UAC), CallTerminated) == [CallTerminated(call, "cancelled")]
     assert [r.status for r in net.sent(UAS, "487")] == [487]
     assert net.sent(UAC, "ACK")  # the 487 was ACKed
     with pytest.raises(CallStateError):
@@ -177,7 +180,7 @@ def test_hangup_before_any_provisional_waits_to_cancel() -> None:
     net.drop = lambda m, s, d: isinstance(m, SipResponse) and m.status == 100
     call = uac.invite("sip:bot@10.0.0.2", make_offer(UAC, 4000), "sip:a@10.0.0.1", TRUNK, 0.0)
     net.flush()
-    inc = of(net.take(UAS), IncomingCallReceived)[0]
+    inc = events_of(net.take(UAS), IncomingCallReceived)[0]
     uac.hangup(call, 0.1)
     net.flush()
     assert not net.sent(UAC, "CANCEL")  # §9.1: not before a provisional response
@@ -195,15 +198,15 @@ def test_reinvite_hold_and_resume_both_sides_see_media_updates() -> None:
     assert hold.session_version == 2
     uac.reinvite(call, hold, net.now)
     net.flush()
-    (remote,) = of(net.take(UAS), MediaUpdated)
+    (remote,) = events_of(net.take(UAS), MediaUpdated)
     assert remote.negotiated.on_hold and remote.negotiated.direction == "sendonly"
     assert remote.negotiated.answer.audio().direction == "recvonly"
     assert remote.negotiated.answer.session_version == 2  # changed: version bumped
-    (local,) = of(net.take(UAC), MediaUpdated)
+    (local,) = events_of(net.take(UAC), MediaUpdated)
     assert local.negotiated.direction == "recvonly"
     uac.reinvite(call, with_direction(hold, "sendrecv"), net.now)
     net.flush()
-    (resumed,) = of(net.take(UAS), MediaUpdated)
+    (resumed,) = events_of(net.take(UAS), MediaUpdated)
     assert not resumed.negotiated.on_hold
     assert resumed.negotiated.answer.session_version == 3
 
@@ -214,7 +217,7 @@ def test_reinvite_with_new_address_and_codec() -> None:
     net.take(UAS)
     uac.reinvite(call, make_offer("10.0.0.9", 4100, codecs=("pcma",), session_version=2), net.now)
     net.flush()
-    (update,) = of(net.take(UAS), MediaUpdated)
+    (update,) = events_of(net.take(UAS), MediaUpdated)
     assert update.negotiated.remote_rtp == ("10.0.0.9", 4100)
     assert update.negotiated.codec == "pcma"
 
@@ -230,7 +233,7 @@ def test_reinvite_with_no_common_codec_gets_488_and_the_call_survives() -> None:
     assert net.sent(UAS, "488")
     uas.hangup(inc, net.now)
     net.flush()
-    assert of(net.take(UAC), CallEndedByRemote)
+    assert events_of(net.take(UAC), CallEndedByRemote)
 
 
 def test_dtmf_info_and_refer_and_notify_between_two_endpoints() -> None:
@@ -258,77 +261,6 @@ def test_dtmf_info_and_refer_and_notify_between_two_endpoints() -> None:
     assert net.take(UAS) == [TransferProgressed(inc, 405, True)]
 
 
-class RawPeer:
-    """A hand-written SIP peer: sends text, parses what the endpoint answers."""
-
-    def __init__(self, endpoint: SipEndpoint, host: str = "10.0.0.5", port: int = 5062) -> None:
-        self.endpoint = endpoint
-        self.addr = Address("udp", host, port)
-        self.host, self.port = host, port
-
-    def send(self, text: str, now: float = 0.0) -> list[SipResponse | SipRequest]:
-        data = text.replace("\r\n", "\n").replace("\n", "\r\n").encode()
-        if b"\r\n\r\n" not in data:
-            data += b"\r\n"
-        self.endpoint.receive(data, self.addr, now)
-        return [parse(d) for d, _ in self.endpoint.messages_to_send()]
-
-    def events(self) -> list[Any]:
-        out = []
-        while (e := self.endpoint.next_event()) is not None:
-            out.append(e)
-        return out
-
-
-def invite_text(
-    peer: RawPeer,
-    *,
-    branch: str = "z9hG4bK-r1",
-    body: str | None = None,
-    extra: str = "",
-    call_id: str = "raw-1",
-) -> str:
-    sdp = (
-        body
-        if body is not None
-        else (
-            "v=0\no=- 1 1 IN IP4 10.0.0.5\ns=-\nc=IN IP4 10.0.0.5\nt=0 0\n"
-            "m=audio 7000 RTP/AVP 8 96\na=rtpmap:96 telephone-event/8000\na=ptime:30\n"
-        )
-    )
-    sdp = sdp.replace("\n", "\r\n")
-    ctype = "Content-Type: application/sdp\n" if sdp else ""
-    return (
-        f"INVITE sip:bot@10.0.0.2 SIP/2.0\n"
-        f"Via: SIP/2.0/UDP {peer.host}:{peer.port};branch={branch};rport\n"
-        f"From: <sip:peer@{peer.host}>;tag=p1\nTo: <sip:bot@10.0.0.2>\nCall-ID: {call_id}\n"
-        f"CSeq: 1 INVITE\nContact: <sip:peer@{peer.host}:{peer.port}>\nMax-Forwards: 70\n"
-        f"{extra}{ctype}Content-Length: {len(sdp.encode())}\n\n{sdp}"
-    )
-
-
-def in_dialog(
-    peer: RawPeer,
-    method: str,
-    to_tag: str,
-    cseq: int,
-    *,
-    extra: str = "",
-    body: str = "",
-    branch: str | None = None,
-    call_id: str = "raw-1",
-) -> str:
-    body = body.replace("\n", "\r\n")
-    branch = branch or f"z9hG4bK-{method}{cseq}"
-    return (
-        f"{method} sip:gateway@10.0.0.2:5060 SIP/2.0\n"
-        f"Via: SIP/2.0/UDP {peer.host}:{peer.port};branch={branch}\n"
-        f"From: <sip:peer@{peer.host}>;tag=p1\nTo: <sip:bot@10.0.0.2>;tag={to_tag}\n"
-        f"Call-ID: {call_id}\nCSeq: {cseq} {method}\nMax-Forwards: 70\n{extra}"
-        f"Content-Length: {len(body.encode())}\n\n{body}"
-    )
-
-
 def answered_raw_call(
     extra: str = "", body: str | None = None
 ) -> tuple[SipEndpoint, RawPeer, int, str, list[Any]]:
@@ -337,7 +269,7 @@ def answered_raw_call(
     out = peer.send(invite_text(peer, extra=extra, body=body))
     assert [m.status for m in out] == [100]  # type: ignore[union-attr]
     events = peer.events()
-    inc = of(events, IncomingCallReceived)[0]
+    inc = events_of(events, IncomingCallReceived)[0]
     sdp = negotiate(inc.offer, UAS, 5000).answer if inc.offer else make_offer(UAS, 5000)
     uas.accept(inc.call, sdp, 0.0)
     ok = parse(uas.messages_to_send()[0][0])
@@ -353,7 +285,7 @@ def ack_text(peer: RawPeer, tag: str, cseq: int = 1, body: str = "") -> str:
 
 def test_offer_from_raw_peer_negotiates_its_ptime_and_dynamic_dtmf_pt() -> None:
     _uas, _peer, _call, _tag, events = answered_raw_call()
-    inc = of(events, IncomingCallReceived)[0]
+    inc = events_of(events, IncomingCallReceived)[0]
     n = negotiate(inc.offer, UAS, 5000)
     assert (n.codec, n.payload_type, n.dtmf_payload_type, n.ptime) == ("pcma", 8, 96, 30)
     assert n.remote_rtp == ("10.0.0.5", 7000)
@@ -361,10 +293,10 @@ def test_offer_from_raw_peer_negotiates_its_ptime_and_dynamic_dtmf_pt() -> None:
 
 def test_late_offer_answer_comes_in_the_ack() -> None:
     _uas, peer, _call, tag, events = answered_raw_call(body="")
-    assert of(events, IncomingCallReceived)[0].offer is None
+    assert events_of(events, IncomingCallReceived)[0].offer is None
     answer = "v=0\no=- 1 1 IN IP4 10.0.0.5\ns=-\nc=IN IP4 10.0.0.5\nt=0 0\nm=audio 7002 RTP/AVP 0\n"
     peer.send(ack_text(peer, tag, body=answer.replace("\n", "\r\n")))
-    (acked,) = of(peer.events(), CallAcked)
+    (acked,) = events_of(peer.events(), CallAcked)
     assert acked.answer is not None and acked.answer.audio().port == 7002
 
 
@@ -381,7 +313,7 @@ def test_update_with_sdp_and_session_refresh() -> None:
         now=10.0,
     )
     assert resp.status == 200 and b"a=inactive" in resp.body  # type: ignore[union-attr]
-    (update,) = of(peer.events(), MediaUpdated)
+    (update,) = events_of(peer.events(), MediaUpdated)
     assert update.negotiated.on_hold and update.negotiated.direction == "inactive"
     # a body-less UPDATE refreshes the session timer
     (resp,) = peer.send(
@@ -414,7 +346,7 @@ def test_session_timer_expiry_sends_bye() -> None:
     peer.events()
     assert methods_sent(uas, 59.99) == []
     assert methods_sent(uas, 60.0) == ["BYE"]
-    assert of(peer.events(), CallTerminated) == [CallTerminated(call, "session_expired")]
+    assert events_of(peer.events(), CallTerminated) == [CallTerminated(call, "session_expired")]
 
 
 def test_session_expires_too_small_gets_422() -> None:
@@ -449,7 +381,7 @@ def test_info_dtmf_and_bye_from_raw_peer() -> None:
         in_dialog(peer, "INFO", tag, 4, body="<xml/>", extra="Content-Type: application/xml\n")
     )
     assert resp.status == 415  # type: ignore[union-attr]
-    assert of(peer.events(), DtmfInfoReceived) == [DtmfInfoReceived(call, "*", 100)]
+    assert events_of(peer.events(), DtmfInfoReceived) == [DtmfInfoReceived(call, "*", 100)]
     (resp,) = peer.send(
         in_dialog(
             peer, "INFO", tag, 1, body="Signal=1\n", extra="Content-Type: application/dtmf-relay\n"
@@ -517,13 +449,13 @@ def test_outbound_invite_with_digest_auth_sha256() -> None:
         v.split("algorithm=")[1].split(",")[0]
         for v in challenge.headers.get_all("WWW-Authenticate")
     ] == ["SHA-256", "MD5"]
-    inc = of(net.take(UAS), IncomingCallReceived)[0]
+    inc = events_of(net.take(UAS), IncomingCallReceived)[0]
     retry = net.sent(UAC, "INVITE")[-1]
     assert "algorithm=SHA-256" in (retry.headers.get("Authorization") or "")
     assert retry.cseq.seq == 2
     uas.accept(inc.call, negotiate(inc.offer, UAS, 5000).answer, 0.0)
     net.flush()
-    assert of(net.take(UAC), OutboundCallAnswered)
+    assert events_of(net.take(UAC), OutboundCallAnswered)
     assert call in uac._core.calls
 
 
@@ -539,8 +471,10 @@ def test_outbound_invite_wrong_password_fails() -> None:
         credentials=Credentials("trunk", Secret("wrong")),
     )
     net.flush()
-    assert of(net.take(UAC), OutboundCallFailed) == [OutboundCallFailed(call, 401, "Unauthorized")]
-    assert [r.reason for r in of(net.take(UAS), RequestRejected)] == [
+    assert events_of(net.take(UAC), OutboundCallFailed) == [
+        OutboundCallFailed(call, 401, "Unauthorized")
+    ]
+    assert [r.reason for r in events_of(net.take(UAS), RequestRejected)] == [
         "auth_required",
         "auth_failed",
     ]
@@ -552,7 +486,7 @@ def test_outbound_invite_to_nobody_times_out() -> None:
         "sip:x@10.0.0.7", None, "sip:a@10.0.0.1", Address("udp", "10.0.0.7", 5060), 0.0
     )
     net.advance(64 * T1 + 1)
-    assert of(net.take(UAC), OutboundCallFailed) == [
+    assert events_of(net.take(UAC), OutboundCallFailed) == [
         OutboundCallFailed(call, 408, "Request Timeout")
     ]
     assert uac.active_calls == 0
@@ -677,13 +611,13 @@ def test_hangup_before_ack_waits_for_the_ack() -> None:
     assert not net.sent(UAS, "BYE")  # §15: not until the ACK
     net.advance(1.6)  # the 200 retransmission at 1.5 s brings an ACK that is not dropped
     assert net.sent(UAS, "BYE")
-    assert of(net.take(UAC), CallEndedByRemote)
+    assert events_of(net.take(UAC), CallEndedByRemote)
 
 
 def test_sdp_parse_of_answer_in_events_is_typed() -> None:
     net, uac, uas = make_pair()
     _call, _inc = place_call(net, uac, uas)
-    answered = of(net.take(UAC), OutboundCallAnswered)[0]
+    answered = events_of(net.take(UAC), OutboundCallAnswered)[0]
     assert isinstance(answered.answer, SessionDescription)
 
 
@@ -695,7 +629,7 @@ def test_unanswered_invite_gets_480_after_the_answer_timeout() -> None:
     assert not net.sent(UAS, "480")
     net.advance(181.0)
     assert net.take(UAS) == [CallTerminated(inc, "no_answer")]
-    assert of(net.take(UAC), OutboundCallFailed) == [
+    assert events_of(net.take(UAC), OutboundCallFailed) == [
         OutboundCallFailed(call, 480, "Temporarily Unavailable")
     ]
     assert uas.active_calls == uac.active_calls == 0
@@ -721,7 +655,7 @@ def test_a_call_over_tls_gets_via_and_contact_on_the_tls_port(
     text = invite_text(peer).replace("SIP/2.0/UDP", "SIP/2.0/TLS")
     text = text.replace("INVITE sip:bot@10.0.0.2 ", f"INVITE {request_uri} ", 1)
     assert [m.status for m in peer.send(text)] == [100]  # type: ignore[union-attr]
-    [inc] = of(peer.events(), IncomingCallReceived)
+    [inc] = events_of(peer.events(), IncomingCallReceived)
     uas.accept(inc.call, negotiate(inc.offer, UAS, 5000).answer, 0.0)
     [(data, addr)] = uas.messages_to_send()
     ok = parse(data)
@@ -737,7 +671,7 @@ def test_a_call_over_tls_gets_via_and_contact_on_the_tls_port(
     # a call over UDP to the same endpoint: the UDP port
     udp = RawPeer(uas, port=5064)
     udp.send(invite_text(udp, call_id="udp-1", branch="z9hG4bK-u1"))
-    [inc] = of(udp.events(), IncomingCallReceived)
+    [inc] = events_of(udp.events(), IncomingCallReceived)
     uas.accept(inc.call, negotiate(inc.offer, UAS, 5002).answer, 2.0)
     [(data, _)] = uas.messages_to_send()
     ok = parse(data)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from gateway.sip.events import CallAcked, IncomingCallReceived, RequestRejected
 from gateway.sip.policy import SourcePolicy
-from tests.sip.sip_testapp import start_app
-from tests.sipp_harness import Sipp
+from tests.support.sip_app import start_app
+from tests.support.sipp import Sipp
 
 _HEAD = (
     "Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-bad-{i}\r\n"

@@ -15,20 +15,19 @@ from gateway.sip.sdp import make_offer, negotiate
 from gateway.sip.transaction import T1, Address
 from gateway.sip.ua import SipEndpoint
 from gateway.sip.ua_core import EndpointConfig
-from tests.sip.sip_pairnet import PairNet
-from tests.sip.test_sip_endpoint import RawPeer, in_dialog, invite_text, of
+from tests.support.sip_memory import PairNet, RawPeer, events_of, in_dialog, invite_text
 
 UAC, UAS = "10.0.0.1", "10.0.0.2"
 TRUNK = Address("udp", UAS, 5060)
 
 
 def rejections(events: list[Any]) -> list[tuple[str, str, int]]:
-    return [(e.reason, e.method, e.status) for e in of(events, RequestRejected)]
+    return [(e.reason, e.method, e.status) for e in events_of(events, RequestRejected)]
 
 
 def answer_all(net: PairNet, uas: SipEndpoint) -> list[int]:
     handles = []
-    for inc in of(net.take(UAS), IncomingCallReceived):
+    for inc in events_of(net.take(UAS), IncomingCallReceived):
         uas.accept(inc.call, negotiate(inc.offer, UAS, 5000 + 2 * inc.call).answer, net.now)
         handles.append(inc.call)
     net.flush()
@@ -55,8 +54,8 @@ def test_messages_of_calls_in_progress_are_never_charged() -> None:
         uac.hangup(call, net.now)
     net.flush()
     events = net.take(UAS)
-    assert len(of(events, CallAcked)) == 5
-    assert len(of(events, CallEndedByRemote)) == 5
+    assert len(events_of(events, CallAcked)) == 5
+    assert len(events_of(events, CallEndedByRemote)) == 5
     assert rejections(events) == []
     assert [m.status for m in net.sent(UAS, "200")].count(200) == 10  # one per INVITE, per BYE
     net.advance(64 * T1)
@@ -69,7 +68,7 @@ def test_retransmissions_cancel_in_dialog_and_responses_pass_an_empty_budget() -
     uas = SipEndpoint(EndpointConfig(UAS, 5060), policy=policy)
     peer = RawPeer(uas)
     assert [m.status for m in peer.send(invite_text(peer))] == [100]  # type: ignore[union-attr]
-    inc = of(peer.events(), IncomingCallReceived)[0]
+    inc = events_of(peer.events(), IncomingCallReceived)[0]
     # the INVITE retransmitted three times: the transaction answers each, nothing is charged
     for _ in range(3):
         assert [m.status for m in peer.send(invite_text(peer))] == [100]  # type: ignore[union-attr]
@@ -85,7 +84,7 @@ def test_retransmissions_cancel_in_dialog_and_responses_pass_an_empty_budget() -
     tag = ok.to.tag or ""
     ack = in_dialog(peer, "ACK", tag, 1, branch="z9hG4bK-ack")
     assert peer.send(ack) == []
-    assert of(peer.events(), CallAcked)
+    assert events_of(peer.events(), CallAcked)
     info = in_dialog(
         peer, "INFO", tag, 2, extra="Content-Type: application/dtmf-relay\n", body="Signal=5\n"
     )
@@ -119,7 +118,7 @@ def test_invites_over_the_budget_get_503_with_retry_after_at_a_bounded_rate() ->
     ]
     assert answers == [[100], [100], [503], [503], [503], [], [], []]
     events = peer.events()
-    assert len(of(events, IncomingCallReceived)) == 2
+    assert len(events_of(events, IncomingCallReceived)) == 2
     assert (
         rejections(events)
         == [("rate_limited", "INVITE", 503)] * 3 + [("rate_limited", "INVITE", 0)] * 3
@@ -154,7 +153,7 @@ def test_unlisted_flood_is_dropped_unparsed_but_a_call_of_that_address_passes() 
     uas = SipEndpoint(EndpointConfig(UAS, 5060), policy=policy)
     proxy = RawPeer(uas, "10.0.0.5")  # allowed: the call comes in through it
     proxy.send(invite_text(proxy, call_id="call-1"))
-    inc = of(proxy.events(), IncomingCallReceived)[0]
+    inc = events_of(proxy.events(), IncomingCallReceived)[0]
     uas.accept(inc.call, negotiate(inc.offer, UAS, 5000).answer, 0.0)
     ok = parse(uas.messages_to_send()[0][0])
     assert isinstance(ok, SipResponse)
@@ -171,7 +170,7 @@ def test_unlisted_flood_is_dropped_unparsed_but_a_call_of_that_address_passes() 
     bye = in_dialog(phone, "BYE", tag, 2, call_id="call-1")
     assert [m.status for m in phone.send(bye)] == [200]  # type: ignore[union-attr]
     events = phone.events()
-    assert of(events, CallAcked) and of(events, CallEndedByRemote)
+    assert events_of(events, CallAcked) and events_of(events, CallEndedByRemote)
     assert rejections(events) == []
 
 
@@ -191,7 +190,7 @@ def test_a_digest_retry_costs_no_second_call_token() -> None:
     retry = retry.replace("CSeq: 1 INVITE", "CSeq: 2 INVITE")
     assert [m.status for m in peer.send(retry)] == [100]  # type: ignore[union-attr]
     events = peer.events()
-    assert len(of(events, IncomingCallReceived)) == 1
+    assert len(events_of(events, IncomingCallReceived)) == 1
     assert rejections(events) == [("auth_required", "INVITE", 401)]
     # the budget was spent once: another new call now is over it
     (over,) = peer.send(invite_text(peer, call_id="raw-2", branch="z9hG4bK-r3"))

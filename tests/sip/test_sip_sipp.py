@@ -23,8 +23,8 @@ from gateway.sip.events import (
 )
 from gateway.sip.sdp import make_offer
 from gateway.sip.transaction import Address
-from tests.sip.sip_testapp import AnsweringApp, AutoAnswer, start_app
-from tests.sipp_harness import Sipp, SippResult
+from tests.support.sip_app import AnsweringApp, AutoAnswer, start_app
+from tests.support.sipp import Sipp, SippResult
 
 
 @pytest.fixture

@@ -21,8 +21,10 @@ from gateway.sip.transaction import T1, Address
 from gateway.sip.transport import SipTransport
 from gateway.sip.ua import SipEndpoint
 from gateway.sip.ua_core import EndpointConfig
-from tests.sip.sip_testapp import AutoAnswer, start_app
-from tests.sipp_harness import Sipp, require_binary
+from tests.support.binaries import require_binary
+from tests.support.harness import free_port
+from tests.support.sip_app import AutoAnswer, start_app
+from tests.support.sipp import Sipp
 
 
 def options(port: int, transport: str, branch: str) -> bytes:
@@ -218,9 +220,7 @@ async def test_a_message_that_cannot_be_sent_stops_neither_the_others_nor_the_ti
     peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     peer.bind(("127.0.0.1", 0))
     peer.setblocking(False)
-    with socket.socket() as closed:  # a TCP port nobody listens on
-        closed.bind(("127.0.0.1", 0))
-        refused_port = closed.getsockname()[1]
+    refused_port = free_port()  # a TCP port nobody listens on
     endpoint = SipEndpoint(EndpointConfig("127.0.0.1", 0))
     transport = SipTransport(endpoint, lambda event: None)
     await transport.start("127.0.0.1", 0)

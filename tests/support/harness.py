@@ -1,13 +1,15 @@
 """Child processes, loopback ports and /metrics, for the tests and the benchmarks alike.
 
-`tests/ops_harness.py` (Prometheus, Kamailio, the local provider) and `benchmarks/bench_calls.py`
+`tests/support/ops_peers.py` (Prometheus, Kamailio) and `benchmarks/bench_calls.py`
 and `bench_soak.py` (a pinned gateway, the provider, the load generator, sipp) all start programs,
 choose free ports, wait until a program is ready, read its /metrics and stop it by its PID. This
 is their one implementation. It uses the standard library only (prometheus_client, a runtime
 dependency, when /metrics is parsed) and never pytest: the benchmarks run outside the test
 runner and import it with the repository root on `sys.path`.
 
-- `free_port()`, `free_udp_tcp_port()`: a port the kernel hands out on 127.0.0.1.
+- `free_port()` (TCP), `free_udp_port()`, `free_udp_tcp_port()` (both, as SIP listens),
+  `free_port_with_next()` (both, and the next port free for TCP): a port the kernel reports free
+  on 127.0.0.1. The one family of these in the tests and the benchmarks.
 - `start_process(name, argv, log)` runs a program in its own session (so its process group,
   forked workers included, can be stopped with it) and returns a `ChildProcess`;
   `ChildProcess.stop()` is SIGTERM, then SIGKILL, by PID. `Processes` stops everything it
@@ -33,12 +35,15 @@ from pathlib import Path
 from typing import IO, Any
 
 __all__ = [
+    "REPO",
     "ChildProcess",
     "HarnessError",
     "Histograms",
     "Metrics",
     "Processes",
     "free_port",
+    "free_port_with_next",
+    "free_udp_port",
     "free_udp_tcp_port",
     "parse_metrics",
     "proc_cpu_seconds",
@@ -49,6 +54,7 @@ __all__ = [
     "wait_ready",
 ]
 
+REPO = Path(__file__).resolve().parents[2]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -59,17 +65,26 @@ class HarnessError(RuntimeError):
 # --- ports -------------------------------------------------------------------------------------
 
 
-def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
-    """A port the kernel reports free right now (bind port 0 and read it back)."""
+def _bound_port(kind: int, host: str) -> int:
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port the kernel reports free right now (bind port 0 and read it back)."""
+    return _bound_port(socket.SOCK_STREAM, host)
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    """A UDP port the kernel reports free right now."""
+    return _bound_port(socket.SOCK_DGRAM, host)
+
+
 def free_udp_tcp_port(host: str = "127.0.0.1") -> int:
     """A port free for both UDP and TCP (SIP listens on both)."""
     for _ in range(50):
-        port = free_port(socket.SOCK_DGRAM, host)
+        port = free_udp_port(host)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((host, port))
@@ -77,6 +92,20 @@ def free_udp_tcp_port(host: str = "127.0.0.1") -> int:
                 continue
             return port
     raise HarnessError(f"no port free for both UDP and TCP on {host}")
+
+
+def free_port_with_next(host: str = "127.0.0.1") -> int:
+    """A port P free for UDP and TCP, with P+1 free for TCP too (baresip listens for TLS on its
+    SIP port + 1)."""
+    for _ in range(100):
+        port = free_udp_tcp_port(host)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port + 1))
+            except OSError:
+                continue
+            return port
+    raise HarnessError(f"no port free with its neighbour on {host}")
 
 
 # --- processes ---------------------------------------------------------------------------------

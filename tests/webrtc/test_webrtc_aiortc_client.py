@@ -4,7 +4,6 @@ DELETE on the resource."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import aiohttp
@@ -13,16 +12,9 @@ import structlog
 from aiortc import RTCSessionDescription
 
 from gateway.media.port import MediaStarted
-from tests.webrtc.webrtc_helpers import Client, best_correlation, chirp, gateway_server
-
-
-async def _wait(predicate: object, timeout: float, every: float = 0.05) -> None:
-    assert callable(predicate)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(every)
+from tests.support.audio import best_abs_correlation, chirp
+from tests.support.waiting import wait_for
+from tests.support.webrtc import Client, gateway_server
 
 
 async def test_audio_both_ways_json_offer_and_datachannel() -> None:
@@ -52,23 +44,31 @@ async def test_audio_both_ways_json_offer_and_datachannel() -> None:
             # caller → gateway: the chirp arrives in the sink, recognisably
             # (correlating a growing buffer is heavy: poll it slowly so the media keeps its pace
             # on a loaded machine)
-            await _wait(
-                lambda: best_correlation(sink.received_pcm(), reference) > 0.8, 15.0, every=0.4
+            await wait_for(
+                lambda: best_abs_correlation(sink.received_pcm(), reference) > 0.8,
+                15.0,
+                every=0.4,
             )
             assert any(isinstance(e, MediaStarted) for e in sink.events)
             # gateway → caller: the echo of the chirp comes back
-            await _wait(
-                lambda: best_correlation(client.heard_pcm(), reference) > 0.7, 15.0, every=0.4
+            await wait_for(
+                lambda: best_abs_correlation(client.heard_pcm(), reference) > 0.7,
+                15.0,
+                every=0.4,
             )
 
             # the page learns its call id; DTMF goes the other way
-            await _wait(lambda: {"type": "call", "call_id": "call-1"} in client.page_events, 5.0)
+            await wait_for(
+                lambda: {"type": "call", "call_id": "call-1"} in client.page_events, 5.0, every=0.05
+            )
             client.channel.send(json.dumps({"type": "dtmf", "digit": "5"}))
             client.channel.send(json.dumps({"type": "dtmf", "digit": "x"}))  # ignored
             client.channel.send(json.dumps({"type": "dtmf", "digit": "#"}))
             await sink.wait_for(lambda: sink.digits() == "5#", 5.0)
             gw.legs["call-1"].send_dtmf("12")
-            await _wait(lambda: {"type": "dtmf", "digits": "12"} in client.page_events, 5.0)
+            await wait_for(
+                lambda: {"type": "dtmf", "digits": "12"} in client.page_events, 5.0, every=0.05
+            )
 
             # hang up from the page
             client.channel.send(json.dumps({"type": "hangup"}))
@@ -95,8 +95,8 @@ async def test_silence_is_not_mistaken_for_the_signal() -> None:
                 answer = await resp.text()
             await client.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
             sink = gw.sinks["call-1"]
-            await _wait(lambda: len(sink.received) >= 48000 * 2, 8.0)
-            assert best_correlation(sink.received_pcm(), chirp(1.0)) < 0.3
+            await wait_for(lambda: len(sink.received) >= 48000 * 2, 8.0, every=0.05)
+            assert best_abs_correlation(sink.received_pcm(), chirp(1.0)) < 0.3
 
             # DELETE on the resource ends the call and frees the leg
             async with aiohttp.ClientSession() as http:
@@ -133,7 +133,9 @@ async def test_pcmu_only_client_gets_pcmu_and_audio_flows() -> None:
             await client.pc.setRemoteDescription(RTCSessionDescription(body["sdp"], "answer"))
             sink = gw.sinks["call-1"]
             # 8 kHz G.711 is resampled to the leg's 48 kHz: the chirp (below 3.4 kHz) survives
-            await _wait(lambda: best_correlation(sink.received_pcm(), reference) > 0.7, 8.0)
+            await wait_for(
+                lambda: best_abs_correlation(sink.received_pcm(), reference) > 0.7, 8.0, every=0.05
+            )
         finally:
             await client.close()
 
@@ -155,7 +157,7 @@ async def test_client_that_never_connects_ends_as_ice_failed() -> None:
             # the set-up failure is logged, with the call it belonged to
             failed = [e for e in logs if e["event"] == "webrtc_connect_failed"]
             assert [(e["call_id"], e["reason"]) for e in failed] == [("call-1", "ice_timeout")]
-            await _wait(lambda: gw.legs["call-1"].connection_state == "closed", 5.0)
+            await wait_for(lambda: gw.legs["call-1"].connection_state == "closed", 5.0, every=0.05)
             assert not gw.service.calls
         finally:
             await client.close()

@@ -5,16 +5,16 @@ loopback with a test sink that echoes the caller."""
 from __future__ import annotations
 
 import asyncio
-import wave
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import numpy as np
 
 from gateway.media.port import MediaStarted
-from tests.browser_harness import artifact_path, launch_chromium, speech_wav
-from tests.webrtc.webrtc_helpers import best_correlation, gateway_server
+from tests.support.audio import best_abs_correlation, read_mono_wav
+from tests.support.browser import artifact_path, launch_chromium, speech_wav
+from tests.support.waiting import eventually
+from tests.support.webrtc import gateway_server
 
 INBOUND_STATS_JS = """async () => {
   const pc = window.gatewayCall.pc;
@@ -29,26 +29,9 @@ INBOUND_STATS_JS = """async () => {
 }"""
 
 
-def _read_wav(path: Path) -> np.ndarray:
-    with wave.open(str(path)) as w:
-        assert w.getframerate() == 48000 and w.getnchannels() == 1
-        return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
-
-
-async def _eventually(fn: Any, timeout: float, what: str) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = await fn()
-        if value:
-            return value
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
-
-
 async def test_page_calls_talks_sends_dtmf_and_hangs_up(tmp_path: Path) -> None:
     wav = speech_wav(tmp_path / "speech.wav", "Hello gateway, this is a test call.", pad_s=0.5)
-    speech = _read_wav(wav)
+    speech = read_mono_wav(wav, 48000)
     voiced = np.flatnonzero(np.abs(speech) > 1000)
     # one second from the middle of the utterance: the reference the sink must contain
     mid = (voiced[0] + voiced[-1]) // 2
@@ -68,16 +51,18 @@ async def test_page_calls_talks_sends_dtmf_and_hangs_up(tmp_path: Path) -> None:
         await sink.wait_for(lambda: any(isinstance(e, MediaStarted) for e in sink.events))
 
         # audio from the gateway reaches the page: inbound-rtp counters grow
-        first = await _eventually(lambda: page.evaluate(INBOUND_STATS_JS), 5.0, "inbound rtp")
+        first = await eventually(
+            lambda: page.evaluate(INBOUND_STATS_JS), 5.0, "inbound rtp", every=0.1
+        )
         await asyncio.sleep(0.6)
         second = await page.evaluate(INBOUND_STATS_JS)
         assert second[0] > first[0] and second[1] > first[1]
 
         # the caller's speech reaches the sink, recognisably (Chromium loops the file)
         async def heard_speech() -> bool:
-            return best_correlation(sink.received_pcm(), reference) > 0.5
+            return best_abs_correlation(sink.received_pcm(), reference) > 0.5
 
-        await _eventually(heard_speech, 12.0, "the caller's speech in the sink")
+        await eventually(heard_speech, 12.0, "the caller's speech in the sink", every=0.1)
 
         # events to the page: agent state and transcript, both sides
         await page.wait_for_function("() => window.gatewayCall.callId === 'call-1'")
@@ -111,7 +96,7 @@ async def test_page_calls_talks_sends_dtmf_and_hangs_up(tmp_path: Path) -> None:
         # Hang up ends the leg and frees it
         await page.click("#call")
         await sink.wait_for(lambda: sink.ended() == ["remote_hangup"], 5.0)
-        await _eventually(lambda: _async(leg.connection_state == "closed"), 5.0, "leg closed")
+        await eventually(lambda: leg.connection_state == "closed", 5.0, "leg closed", every=0.1)
         assert not gw.service.calls
         assert not leg._tasks
         assert await page.text_content("#call") == "Call"
@@ -131,10 +116,6 @@ async def test_page_calls_talks_sends_dtmf_and_hangs_up(tmp_path: Path) -> None:
         assert await page.text_content("#call") == "Call"
         assert gw.legs["call-2"].connection_state == "closed"
         assert not gw.service.calls
-
-
-async def _async(value: bool) -> bool:
-    return value
 
 
 async def test_page_without_token_is_refused_with_a_readable_message(tmp_path: Path) -> None:

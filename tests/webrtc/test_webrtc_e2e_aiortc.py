@@ -19,9 +19,12 @@ from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 from numpy.typing import NDArray
 
-from tests.gateway_harness import running_gateway
-from tests.webrtc.webrtc_e2e_helpers import ScenarioRecorder, eventually, provider_input, resample
-from tests.webrtc.webrtc_helpers import FRAME, RATE, Client, best_correlation, chirp
+from tests.support.audio import best_abs_correlation, chirp, resample
+from tests.support.gateway import running_gateway
+from tests.support.local_provider import provider_input
+from tests.support.scenarios import ScenarioRecorder
+from tests.support.waiting import eventually
+from tests.support.webrtc import FRAME, RATE, Client
 
 
 class GatedTrack(MediaStreamTrack):
@@ -106,7 +109,7 @@ async def test_chirp_after_the_greeting_comes_back_as_its_echo() -> None:
             rate, heard_by_model = provider_input(engine)
             assert rate == 24000
             ref_model = resample(reference, RATE, rate)
-            assert best_correlation(heard_by_model, ref_model) >= 0.8
+            assert best_abs_correlation(heard_by_model, ref_model) >= 0.8
 
             # model -> caller: the echo, resampled 24 -> 48 kHz, comes back through Opus
             await eventually(
@@ -114,10 +117,11 @@ async def test_chirp_after_the_greeting_comes_back_as_its_echo() -> None:
             )
             assert len(recorder.item_order) == 2
             echo_item = recorder.item_order[1]
-            assert best_correlation(recorder.item_pcm(echo_item), ref_model) >= 0.8
+            assert best_abs_correlation(recorder.item_pcm(echo_item), ref_model) >= 0.8
             await eventually(
                 lambda: (
-                    best_correlation(np.concatenate(client.heard[heard_before:]), reference) >= 0.8
+                    best_abs_correlation(np.concatenate(client.heard[heard_before:]), reference)
+                    >= 0.8
                 ),
                 6.0,
                 "the chirp's echo at the client",
@@ -125,7 +129,7 @@ async def test_chirp_after_the_greeting_comes_back_as_its_echo() -> None:
             assert call.item_played_ms(echo_item) > 900
             # the measurement tells signals apart: the chirp reversed is not in what was heard
             heard = np.concatenate(client.heard[heard_before:])
-            assert best_correlation(heard, reference[::-1].copy()) < 0.3
+            assert best_abs_correlation(heard, reference[::-1].copy()) < 0.3
 
             # the page events channel told the client its call and the agent's state
             events = client.page_events

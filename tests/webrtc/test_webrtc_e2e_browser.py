@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import wave
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import numpy as np
 import structlog
-from numpy.typing import NDArray
 
 from gateway.secret import Secret
-from tests.browser_harness import artifact_path, launch_chromium, speech_wav
-from tests.gateway_harness import free_port, running_gateway
-from tests.webrtc.webrtc_e2e_helpers import ScenarioRecorder, eventually, provider_input, resample
-from tests.webrtc.webrtc_helpers import best_correlation, find_correlation
+from tests.support.audio import best_abs_correlation, find_correlation, read_mono_wav, resample
+from tests.support.browser import artifact_path, launch_chromium, speech_wav
+from tests.support.gateway import running_gateway
+from tests.support.harness import free_port
+from tests.support.local_provider import provider_input
+from tests.support.scenarios import ScenarioRecorder
+from tests.support.waiting import eventually
 
 TOKEN = "e2e-browser-token-7d41c9"
 RATE = 48000
@@ -73,12 +74,6 @@ TAKE_CAPTURE_JS = """() => {
 }"""
 
 
-def _read_wav(path: Path) -> NDArray[np.int16]:
-    with wave.open(str(path)) as w:
-        assert w.getframerate() == RATE and w.getnchannels() == 1
-        return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
-
-
 async def _get_calls(base: str, token: str | None) -> tuple[int, Any]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with aiohttp.ClientSession() as http:
@@ -88,7 +83,7 @@ async def _get_calls(base: str, token: str | None) -> tuple[int, Any]:
 
 async def test_browser_call_through_the_whole_gateway(tmp_path: Path) -> None:
     wav = speech_wav(tmp_path / "speech.wav", "Hello gateway, this is a test.", pad_s=1.5)
-    speech = _read_wav(wav)
+    speech = read_mono_wav(wav, RATE)
     voiced = np.flatnonzero(np.abs(speech) > 1000)
     utterance = speech[voiced[0] : voiced[-1]]
     recorder = ScenarioRecorder()
@@ -155,8 +150,8 @@ async def test_browser_call_through_the_whole_gateway(tmp_path: Path) -> None:
             # Chromium's capture processing (echo cancelling, noise suppression, gain control)
             # and Opus leave ~0.7 here; another utterance (the same one reversed) gives ~0.25
             ref_model = resample(utterance, RATE, rate)
-            assert best_correlation(heard_by_model, ref_model) > 0.5
-            assert best_correlation(heard_by_model, ref_model[::-1].copy()) < 0.4
+            assert best_abs_correlation(heard_by_model, ref_model) > 0.5
+            assert best_abs_correlation(heard_by_model, ref_model[::-1].copy()) < 0.4
 
             # --- the echo comes back: a second response whose audio is the caller's speech,
             # and the call played more than half a second of it to the page
@@ -176,8 +171,8 @@ async def test_browser_call_through_the_whole_gateway(tmp_path: Path) -> None:
                 "the echo's speech played",
             )
             await asyncio.sleep(0.3)
-            assert best_correlation(heard_by_model, echo[: rate // 2]) > 0.99  # the same audio
-            assert best_correlation(echo, ref_model) > 0.5
+            assert best_abs_correlation(heard_by_model, echo[: rate // 2]) > 0.99  # the same audio
+            assert best_abs_correlation(echo, ref_model) > 0.5
             await eventually(lambda: grown_since(second), 3.0, "inbound-rtp after the turn")
             # what the page played is the echo the provider sent (24 kHz -> 48 kHz, Opus),
             # and so holds the caller's speech
@@ -199,8 +194,8 @@ async def test_browser_call_through_the_whole_gateway(tmp_path: Path) -> None:
             starts = np.array([at for at, _ in found])
             expected = np.cumsum([0] + [len(piece) for piece in pieces[:-1]])
             assert np.all(np.abs((starts - starts[0]) - expected) <= RATE * 60 // 1000), found
-            assert best_correlation(played, echo_speech[::-1].copy()) < 0.4
-            assert best_correlation(played, utterance) > 0.5
+            assert best_abs_correlation(played, echo_speech[::-1].copy()) < 0.4
+            assert best_abs_correlation(played, utterance) > 0.5
 
             # --- transcripts, both sides, and the agent's state on the page
             await page.wait_for_function(

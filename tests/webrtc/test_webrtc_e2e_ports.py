@@ -7,8 +7,8 @@ import re
 import aiohttp
 import numpy as np
 
-from tests.gateway_harness import running_gateway
-from tests.webrtc.webrtc_helpers import Client
+from tests.support.gateway import running_gateway
+from tests.support.webrtc import Client
 
 
 async def test_ice_candidates_use_the_configured_port_range() -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser_harness import artifact_path, launch_chromium, speech_wav
-from tests.gateway_harness import GatewayProcess
-from tests.webrtc.webrtc_e2e_helpers import eventually
+from tests.support.browser import artifact_path, launch_chromium, speech_wav
+from tests.support.gateway import GatewayProcess
+from tests.support.waiting import eventually
 
 # the gateway is a child process on uvloop: the test's own loop does not matter (conftest.py)
 pytestmark = pytest.mark.asyncio(loop_factories=["asyncio"])

@@ -11,7 +11,7 @@ from aiortc import RTCSessionDescription
 from gateway import metrics
 from gateway.legs.webrtc.leg import WebRtcLeg
 from gateway.webrtc.errors import CallRejected
-from tests.webrtc.webrtc_helpers import Client, gateway_server
+from tests.support.webrtc import Client, gateway_server
 
 API = "api-token-for-tests-7f3a"
 

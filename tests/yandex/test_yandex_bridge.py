@@ -9,98 +9,38 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
 import telcodecs
 
 from gateway.call.call import Call
-from gateway.call.default_scenario import TOOLS
 from gateway.call.default_scenario import setup as default_setup
 from gateway.call.events import CallEnded, DtmfReceived
-from gateway.call.manager import CallManager
-from gateway.call.service import CallService
-from gateway.media.clock import MediaClock
-from gateway.media.format import PCMU_8K, AudioFormat
+from gateway.media.format import AudioFormat
 from gateway.realtime import events as rt
 from gateway.realtime.local.server import LocalProvider
-from gateway.realtime.profiles import ProviderProfile, make_profile
-from gateway.secret import Secret
-from tests.call.memory_leg import MemoryLeg
-from tests.call.test_bridge import best_correlation, speech_like
-from tests.gateway_harness import settings
-from tests.yandex.yandex_schema import YandexConformance
+from tests.support.audio import best_correlation, speech_like
+from tests.support.local_provider import client_frames
+from tests.support.realtime_schema import YandexConformance
+from tests.support.waiting import wait_for
+from tests.support.yandex import YANDEX_KEY, RunningCall, start_yandex_call, yandex_profile
 
-KEY = "yc-api-key-for-tests-0042"
 UNSUPPORTED = ("input_audio_buffer.clear", "output_audio_buffer.clear")
 OUT_44K = AudioFormat("pcm16", 44100)
 
 
 @pytest.fixture
 async def provider() -> AsyncIterator[LocalProvider]:
-    p = LocalProvider("yandex", use_espeak=False, record_frames=True, require_token=KEY)
+    p = LocalProvider("yandex", use_espeak=False, record_frames=True, require_token=YANDEX_KEY)
     await p.start()
     yield p
     await p.stop()
 
 
-def yandex_profile(provider: LocalProvider) -> ProviderProfile:
-    return make_profile(
-        "yandex", base_url=provider.url, yandex_folder_id="b1gtest", yandex_api_key=Secret(KEY)
-    )
-
-
-@dataclass
-class Running:
-    call: Call
-    leg: MemoryLeg
-    clock: MediaClock
-    task: asyncio.Task[None]
-
-
-async def start_call(
-    provider: LocalProvider,
-    scenario: Callable[[Call], Any] = default_setup,
-    profile: ProviderProfile | None = None,
-    greeting: bool = True,
-) -> Running:
-    """A call set up the gateway's way (CallService: format choice, session, tools)."""
-    s = settings(
-        provider="yandex",
-        provider_url=provider.url,
-        yandex_folder_id="b1gtest",
-        yandex_api_key=Secret(KEY),
-        transcription_model="gpt-4o-mini-transcribe",
-        vad_silence_ms=400,
-    )
-    manager = CallManager(4)
-    service = CallService(s, profile or yandex_profile(provider), manager, scenario, TOOLS)
-    prepared = await service.open_session(leg="sip", direction="inbound", codec="pcmu")
-    prepared.options.greeting = greeting
-    loop = asyncio.get_running_loop()
-    clock = MediaClock(loop, 20, slots=1)
-    leg = MemoryLeg(clock, PCMU_8K)
-    call = service.start_call(prepared, leg)
-    return Running(call, leg, clock, manager._tasks[call.id])
-
-
-async def wait_for(pred: Callable[[], object], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        assert loop.time() < end, "timed out waiting"
-        await asyncio.sleep(0.02)
-
-
-async def idle(c: Running) -> None:
+async def idle(c: RunningCall) -> None:
     await wait_for(lambda: c.call.playout.queued_ms == 0 and not c.call.realtime.response_active)
-
-
-def client_frames(provider: LocalProvider) -> list[dict[str, Any]]:
-    return [json.loads(f) for e in provider.sessions for f in e.received or []]
 
 
 def to_8k(pcm: np.ndarray, rate: int) -> np.ndarray:
@@ -109,7 +49,7 @@ def to_8k(pcm: np.ndarray, rate: int) -> np.ndarray:
 
 
 async def test_greeting_and_echo_heard_after_44k_resampling(provider: LocalProvider) -> None:
-    c = await start_call(provider)
+    c = await start_yandex_call(provider)
     assert c.call._link.output_format == OUT_44K  # the bridge follows session.updated
     assert c.call._link.input_format == AudioFormat("pcm16", 24000)
     await wait_for(lambda: any(f is not None for _, f in c.leg.sent))
@@ -157,7 +97,7 @@ async def test_greeting_and_echo_heard_after_44k_resampling(provider: LocalProvi
 
 
 async def test_barge_in_works_without_buffer_clears(provider: LocalProvider) -> None:
-    c = await start_call(provider)
+    c = await start_yandex_call(provider)
     await wait_for(lambda: any(f is not None for _, f in c.leg.sent))
     await asyncio.sleep(0.3)  # some greeting has played
     c.leg.say(speech_like(1.0, seed=5))
@@ -199,7 +139,7 @@ async def test_dtmf_reaches_the_scenario_and_hash_ends_the_call(provider: LocalP
         call.on(DtmfReceived, lambda e: digits.append(e.digit))
         call.on(CallEnded, ended.append)
 
-    c = await start_call(provider, scenario, greeting=False)
+    c = await start_yandex_call(provider, scenario, greeting=False)
     await asyncio.sleep(0.2)
     c.call.leg_event(DtmfReceived("5", "rfc4733"))
     await wait_for(lambda: digits == ["5"])
@@ -228,7 +168,7 @@ async def test_unsupported_event_error_neither_silences_nor_drops_the_call(
         default_setup(call)
         call.realtime.on(rt.ErrorOccurred, errors.append)
 
-    c = await start_call(provider, scenario, profile=naive)
+    c = await start_yandex_call(provider, scenario, profile=naive)
     await wait_for(lambda: any(f is not None for _, f in c.leg.sent))
     c.call.realtime.send({"type": "input_audio_buffer.clear"})
     await wait_for(lambda: errors, 5)
@@ -253,7 +193,7 @@ async def test_unsupported_event_error_neither_silences_nor_drops_the_call(
 async def test_scenario_api_never_sends_unsupported_events_to_yandex(
     provider: LocalProvider,
 ) -> None:
-    c = await start_call(provider, greeting=False)
+    c = await start_yandex_call(provider, greeting=False)
     c.call.realtime.input_audio_buffer_clear()  # a no-op where the provider lacks it
     assert c.call._link.clear_output() is False
     await asyncio.sleep(0.2)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from tests.yandex.yandex_schema import YandexConformance, YandexSchemaError
+from tests.support.realtime_schema import YandexConformance, YandexSchemaError
 
 SESSION_CREATED: dict[str, Any] = {
     "type": "session.created",

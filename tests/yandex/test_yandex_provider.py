@@ -25,8 +25,9 @@ from gateway.realtime.local.engine import FLAVORS, EngineOptions, LocalEngine
 from gateway.realtime.local.server import LocalProvider
 from gateway.realtime.profiles import make_profile
 from gateway.secret import Secret
-from tests.gateway_harness import free_port, running_gateway
-from tests.yandex.yandex_schema import YandexConformance
+from tests.support.gateway import running_gateway
+from tests.support.harness import free_port
+from tests.support.realtime_schema import YandexConformance
 
 RATE = 24000
 NEVER_SENT = (

@@ -19,9 +19,9 @@ import telcodecs
 from gateway.media.format import AudioFormat
 from gateway.realtime.local.server import LocalProvider
 from gateway.secret import Secret
-from tests.call.test_bridge import best_correlation, speech_like
-from tests.gateway_harness import running_gateway
-from tests.sipp_harness import Sipp
+from tests.support.audio import best_correlation, speech_like
+from tests.support.gateway import running_gateway
+from tests.support.sipp import Sipp
 
 KEY = "yc-api-key-sip-test-7"
 

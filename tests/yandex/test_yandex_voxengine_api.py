@@ -15,7 +15,9 @@ from gateway.call.events import BotMediaEnded, BotMediaStarted
 from gateway.call.voxengine import CallEvents, Events, OpenAI, RealtimeAPIEvents, Yandex
 from gateway.realtime import events as rt
 from gateway.realtime.local.server import LocalProvider
-from tests.yandex.test_yandex_bridge import KEY, client_frames, start_call, wait_for
+from tests.support.local_provider import client_frames
+from tests.support.waiting import wait_for
+from tests.support.yandex import YANDEX_KEY, start_yandex_call
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "voxengine.md"
 METHODS = {
@@ -142,7 +144,7 @@ def test_the_doc_table_lists_every_method_and_event() -> None:
 async def provider() -> AsyncIterator[LocalProvider]:
     # real-time pace (speedup 1) so a response is still running when the test acts on it
     p = LocalProvider(
-        "yandex", use_espeak=False, record_frames=True, require_token=KEY, speedup=1.0
+        "yandex", use_espeak=False, record_frames=True, require_token=YANDEX_KEY, speedup=1.0
     )
     await p.start()
     yield p
@@ -157,7 +159,7 @@ def _collect(client: Any, *classes: type) -> dict[type, list[Any]]:
 
 
 async def test_every_method_against_yandex(provider: LocalProvider) -> None:
-    c = await start_call(provider, lambda call: None, greeting=False)
+    c = await start_yandex_call(provider, lambda call: None, greeting=False)
     call = c.call
     client = Yandex.create_realtime_api_client(call)
     assert client is call.realtime
@@ -247,7 +249,7 @@ async def test_every_method_against_yandex(provider: LocalProvider) -> None:
 
 
 async def test_web_socket_id_changes_on_reconnect_id_does_not(provider: LocalProvider) -> None:
-    c = await start_call(provider, lambda call: None, greeting=False)
+    c = await start_yandex_call(provider, lambda call: None, greeting=False)
     client = c.call.realtime
     first_ws, first_id = client.web_socket_id, client.id
     reconnected: list[rt.SessionReconnected] = []
@@ -271,7 +273,7 @@ async def test_websocket_media_started_and_ended_after_one_second_of_silence(
         call.on(Events.WebSocketMediaEnded, lambda e: events.append((loop.time(), e)))
         call.on(CallEvents.Connected, lambda e: call.realtime.response_create())
 
-    c = await start_call(provider, scenario, greeting=False)
+    c = await start_yandex_call(provider, scenario, greeting=False)
     await wait_for(lambda: len(events) == 2, 5)
     (t_start, started), (t_end, ended) = events
     assert isinstance(started, BotMediaStarted) and isinstance(ended, BotMediaEnded)

@@ -14,15 +14,17 @@ import pytest
 from gateway.call.events import BotMediaEnded, DtmfReceived
 from gateway.call.scenario import load_scenario
 from gateway.realtime.local.server import LocalProvider
-from tests.call.test_bridge import speech_like
-from tests.yandex.test_yandex_bridge import KEY, client_frames, start_call, wait_for
+from tests.support.audio import speech_like
+from tests.support.local_provider import client_frames
+from tests.support.waiting import wait_for
+from tests.support.yandex import YANDEX_KEY, start_yandex_call
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "voxengine_port.py"
 
 
 @pytest.fixture
 async def provider() -> AsyncIterator[LocalProvider]:
-    p = LocalProvider("yandex", use_espeak=False, record_frames=True, require_token=KEY)
+    p = LocalProvider("yandex", use_espeak=False, record_frames=True, require_token=YANDEX_KEY)
     await p.start()
     yield p
     await p.stop()
@@ -30,7 +32,7 @@ async def provider() -> AsyncIterator[LocalProvider]:
 
 async def test_voxengine_port_greets_barges_in_and_hangs_up(provider: LocalProvider) -> None:
     setup = load_scenario(EXAMPLE)
-    c = await start_call(provider, setup, greeting=False)
+    c = await start_yandex_call(provider, setup, greeting=False)
     media_ended: list[BotMediaEnded] = []
     c.call.on(BotMediaEnded, media_ended.append)
     # greet: the scenario's own response.create, heard by the caller

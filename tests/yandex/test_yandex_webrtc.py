@@ -5,7 +5,6 @@ end_call, and the gateway ends the call."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import aiohttp
@@ -16,19 +15,12 @@ from aiortc import RTCSessionDescription
 from gateway.media.format import AudioFormat
 from gateway.realtime.local.server import LocalProvider
 from gateway.secret import Secret
-from tests.gateway_harness import running_gateway
-from tests.webrtc.webrtc_helpers import Client, best_correlation, chirp
+from tests.support.audio import best_abs_correlation, chirp
+from tests.support.gateway import running_gateway
+from tests.support.waiting import wait_for
+from tests.support.webrtc import Client
 
 KEY = "yc-api-key-webrtc-test-3"
-
-
-async def wait_for(predicate: object, timeout: float) -> None:
-    assert callable(predicate)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 async def test_webrtc_call_greeting_echo_dtmf_and_end_call() -> None:
@@ -64,13 +56,19 @@ async def test_webrtc_call_greeting_echo_dtmf_and_end_call() -> None:
             up = telcodecs.Resampler(44100, 48000)
             greeting_48k = np.concatenate([up.process(greeting), up.flush()])
             await wait_for(
-                lambda: best_correlation(client.heard_pcm(), greeting_48k[4800:24000]) > 0.8, 10
+                lambda: best_abs_correlation(client.heard_pcm(), greeting_48k[4800:24000]) > 0.8,
+                10,
+                every=0.05,
             )
             # echo of what was said
-            await wait_for(lambda: best_correlation(client.heard_pcm(), said[9600:48000]) > 0.9, 12)
+            await wait_for(
+                lambda: best_abs_correlation(client.heard_pcm(), said[9600:48000]) > 0.9,
+                12,
+                every=0.05,
+            )
             # DTMF # on the data channel: the scenario gets it, the model ends the call
             client.channel.send(json.dumps({"type": "dtmf", "digit": "#"}))
-            await wait_for(lambda: not gw.manager.calls, 12)
+            await wait_for(lambda: not gw.manager.calls, 12, every=0.05)
             assert call.outcome == "completed"
             assert "end_call:ok" in call.stats["tool_calls"]
             assert call.stats["dtmf_digits"] == 1

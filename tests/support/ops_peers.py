@@ -1,10 +1,11 @@
 """Real operations peers for tests: Prometheus and Kamailio on loopback, started and stopped by PID.
 
-- `require_binary(name, package)` fails the test (never skips) when a program is missing.
 - `Prometheus(workdir, targets)` runs Debian's `prometheus` with a scrape config for `targets`,
   waits until it is ready and answers instant queries (`query`, `query_value`).
 - `Kamailio(workdir, gateways)` renders `deploy/kamailio/` for a free loopback port and a
-  dispatcher list of `gateways`, runs `kamailio -DD -E -f` and waits until it answers OPTIONS.
+  dispatcher list of `gateways`, runs `kamailio -DD -E -f` and waits until it answers OPTIONS;
+  `routed(log, port)` counts the INVITEs its log says it sent to a port, and `ROUTED_UAC` is a
+  sipp caller that follows the Route set Kamailio record-routes.
 - `SipResponder` is a tiny UDP SIP endpoint (OPTIONS, INVITE, ACK, BYE) for tests that need a
   dispatcher destination but no gateway.
 
@@ -17,25 +18,22 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import shutil
 import socket
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar
 
-import pytest
-
+from tests.support.binaries import require_binary
 from tests.support.harness import (
+    REPO,
     ChildProcess,
     HarnessError,
     free_port,
@@ -43,31 +41,12 @@ from tests.support.harness import (
     start_process,
     wait_ready,
 )
+from tests.support.sip_messages import sip_exchange, sip_request, sip_response, status_code
 
-REPO = Path(__file__).resolve().parent.parent
 KAMAILIO_CFG = REPO / "deploy" / "kamailio" / "kamailio.cfg"
-
-
-def require_binary(name: str, package: str, source: str = "Debian package") -> str:
-    """Absolute path of `name`; fails the calling test naming the package if missing.
-
-    Also looks in /usr/sbin and the project's .venv/bin (pip-installed tools like hadolint)."""
-    path = shutil.which(name)
-    if path is None:
-        for extra in ("/usr/sbin", "/sbin", str(REPO / ".venv" / "bin")):
-            candidate = Path(extra) / name
-            if candidate.is_file() and os.access(candidate, os.X_OK):
-                return str(candidate)
-        pytest.fail(
-            f"{name} is not installed: install the {source} '{package}' "
-            + (
-                f"(apt-get install {package}, or `make peers`)"
-                if source == "Debian package"
-                else f"(.venv/bin/pip install {package})"
-            ),
-            pytrace=False,
-        )
-    return path
+# sipp's built-in uac sends its BYE without the Route set Kamailio record-routed; a real phone
+# (and this scenario) follows it
+ROUTED_UAC = REPO / "tests" / "deploy" / "sipp" / "uac_routed.xml"
 
 
 # --- Prometheus ----------------------------------------------------------------------------
@@ -221,74 +200,7 @@ class Prometheus:
         self.stop()
 
 
-# --- SIP over UDP, just enough for probes and tests ------------------------------------------
-
-
-def _header(message: str, name: str) -> str | None:
-    match = re.search(rf"^(?:{name})\s*:\s*(.*?)\r?$", message, re.I | re.M)
-    return match.group(1) if match else None
-
-
-def _headers(message: str, name: str) -> list[str]:
-    return re.findall(rf"^(?:{name})\s*:\s*(.*?)\r?$", message, re.I | re.M)
-
-
-def sip_request(
-    method: str,
-    uri: str,
-    local: tuple[str, int],
-    *,
-    call_id: str | None = None,
-    cseq: int = 1,
-    to_tag: str | None = None,
-    from_tag: str = "harness",
-    routes: Sequence[str] = (),
-    body: str = "",
-    content_type: str = "application/sdp",
-) -> bytes:
-    """A minimal RFC 3261 request from a UDP socket bound at `local`."""
-    host, port = local
-    branch = "z9hG4bK" + uuid.uuid4().hex[:16]
-    to = f"<{uri}>" + (f";tag={to_tag}" if to_tag else "")
-    lines = [
-        f"{method} {uri} SIP/2.0",
-        f"Via: SIP/2.0/UDP {host}:{port};branch={branch};rport",
-        "Max-Forwards: 70",
-        f"From: <sip:harness@{host}:{port}>;tag={from_tag}",
-        f"To: {to}",
-        f"Call-ID: {call_id or uuid.uuid4().hex}",
-        f"CSeq: {cseq} {method}",
-        f"Contact: <sip:harness@{host}:{port}>",
-        *(f"Route: {r}" for r in routes),
-    ]
-    if body:
-        lines.append(f"Content-Type: {content_type}")
-    lines.append(f"Content-Length: {len(body.encode())}")
-    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
-
-
-def sip_response(
-    request: str, code: int, reason: str, *, to_tag: str = "", body: str = "", contact: str = ""
-) -> bytes:
-    """A response to `request` (Via, From, To, Call-ID, CSeq and Record-Route copied)."""
-    to = _header(request, "To|t") or ""
-    if to_tag and ";tag=" not in to:
-        to += f";tag={to_tag}"
-    lines = [f"SIP/2.0 {code} {reason}"]
-    lines += [f"Via: {v}" for v in _headers(request, "Via|v")]
-    lines += [f"Record-Route: {r}" for r in _headers(request, "Record-Route")]
-    lines += [
-        f"From: {_header(request, 'From|f')}",
-        f"To: {to}",
-        f"Call-ID: {_header(request, 'Call-ID|i')}",
-        f"CSeq: {_header(request, 'CSeq')}",
-    ]
-    if contact:
-        lines.append(f"Contact: {contact}")
-    if body:
-        lines.append("Content-Type: application/sdp")
-    lines.append(f"Content-Length: {len(body.encode())}")
-    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+# --- a SIP endpoint without a gateway -----------------------------------------------------
 
 
 @dataclass
@@ -371,39 +283,6 @@ class SipResponder:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def sip_exchange(
-    sock: socket.socket,
-    message: bytes,
-    dest: tuple[str, int],
-    timeout: float = 5.0,
-    final: bool = True,
-) -> str:
-    """Send `message` to `dest` and return the first final (>=200) response, or the first
-    response of any kind when `final` is False. Provisional responses are skipped."""
-    sock.sendto(message, dest)
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise HarnessError(f"no SIP response from {dest} in {timeout}s")
-        sock.settimeout(remaining)
-        try:
-            data, _ = sock.recvfrom(65535)
-        except TimeoutError:
-            continue
-        text = data.decode(errors="replace")
-        if not text.startswith("SIP/2.0 "):
-            continue
-        code = int(text.split(" ", 2)[1])
-        if code >= 200 or not final:
-            return text
-
-
-def status_code(response: str) -> int:
-    """The status code of a SIP response text."""
-    return int(response.split(" ", 2)[1])
 
 
 # --- Kamailio ------------------------------------------------------------------------------
@@ -514,3 +393,8 @@ class Kamailio:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def routed(log: str, port: int) -> int:
+    """How many INVITEs Kamailio's xlog says it sent (first try or failover) to `port`."""
+    return len(re.findall(rf"INVITE \S+ (?:failover )?-> sip:127\.0\.0\.1:{port}\b", log))

@@ -1,66 +1,21 @@
-"""Helpers for tests that drive real peers (sipp first): binaries, free ports, a sipp runner.
-
-Import as `from tests.sipp_harness import Sipp, free_udp_port, require_binary` (`tests` is a
-namespace package on pytest's `pythonpath`).
-"""
+"""sipp (Debian package sip-tester) as a test peer: `Sipp` runs one by PID with its own ports
+and trace files, `SippResult` is how it ended, `TracedMessage` one message of its trace.
+Scenario files live in tests/peers/sipp/."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
+from tests.support.binaries import require_binary
+from tests.support.harness import free_udp_port, free_udp_tcp_port
 
-SCENARIOS = Path(__file__).parent / "peers" / "sipp"
-
-
-def require_binary(name: str, package: str) -> str:
-    """The path of `name`; the test FAILS (never skips) naming the Debian package if missing."""
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} not found: install the Debian package {package!r} (make peers)")
-    return path
-
-
-def free_udp_port(host: str = "127.0.0.1") -> int:
-    """A UDP port free right now on `host` (bind port 0 and read it back)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def free_port_with_next(host: str = "127.0.0.1") -> int:
-    """A port P free for UDP and TCP with P+1 free for TCP too (baresip listens for TLS
-    on its SIP port + 1)."""
-    for _ in range(100):
-        port = free_tcp_udp_port(host)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind((host, port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no port free with its neighbour")
-
-
-def free_tcp_udp_port(host: str = "127.0.0.1") -> int:
-    """A port free for both UDP and TCP on `host`."""
-    for _ in range(50):
-        port = free_udp_port(host)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no port free for both UDP and TCP")
+SCENARIOS = Path(__file__).resolve().parents[1] / "peers" / "sipp"
 
 
 @dataclass
@@ -110,7 +65,7 @@ class Sipp:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.timeout = timeout
-        self.local_port = free_tcp_udp_port(local_ip)
+        self.local_port = free_udp_tcp_port(local_ip)
         name = builtin or Path(str(scenario)).stem
         self.prefix = workdir / f"sipp_{name}_{self.local_port}"
         args = [self.binary, target]

@@ -1,5 +1,6 @@
-"""Shared pieces of the WebRTC tests: an echoing test sink, a paced PCM source track for
-aiortc clients, test signals, cross-correlation, and a gateway HTTP server on loopback."""
+"""WebRTC test peers: an echoing test sink (`EchoSink`), a paced PCM source track for aiortc
+clients (`PcmSourceTrack`), an aiortc `Client`, and the gateway's WebRTC routes on loopback
+(`gateway_server`). The test signals and the correlation checks are in `audio.py`."""
 
 from __future__ import annotations
 
@@ -125,41 +126,6 @@ class PcmSourceTrack(MediaStreamTrack):
         frame.time_base = fractions.Fraction(1, RATE)
         self._n += 1
         return frame
-
-
-def chirp(seconds: float = 1.0, f0: float = 300.0, f1: float = 3000.0) -> NDArray[np.int16]:
-    """A linear chirp at 48 kHz, -10 dBFS, with 10 ms fades: unmistakable by correlation."""
-    t = np.arange(int(RATE * seconds)) / RATE
-    phase = 2 * np.pi * (f0 * t + (f1 - f0) * t * t / (2 * seconds))
-    signal = 0.3 * np.sin(phase)
-    fade = int(0.01 * RATE)
-    ramp = np.linspace(0.0, 1.0, fade)
-    signal[:fade] *= ramp
-    signal[-fade:] *= ramp[::-1]
-    return (signal * 32767).astype(np.int16)
-
-
-def find_correlation(
-    received: NDArray[np.int16], reference: NDArray[np.int16]
-) -> tuple[int, float]:
-    """Where `reference` best matches within `received` (sample offset) and how well (0..1)."""
-    x = received.astype(np.float64)
-    r = reference.astype(np.float64)
-    if len(x) < len(r) or not np.any(r):
-        return 0, 0.0
-    n = 1 << int(np.ceil(np.log2(len(x) + len(r))))
-    corr = np.fft.irfft(np.fft.rfft(x, n) * np.conj(np.fft.rfft(r, n)), n)[: len(x) - len(r) + 1]
-    power = np.concatenate([[0.0], np.cumsum(x * x)])
-    energy = power[len(r) :] - power[: len(x) - len(r) + 1]  # sliding window energy
-    norm = np.sqrt(np.maximum(energy, 1e-9) * float(np.dot(r, r)))
-    scores = np.abs(corr) / norm
-    best = int(np.argmax(scores))
-    return best, float(scores[best])
-
-
-def best_correlation(received: NDArray[np.int16], reference: NDArray[np.int16]) -> float:
-    """Peak normalised cross-correlation of `reference` within `received` (0..1)."""
-    return find_correlation(received, reference)[1]
 
 
 def frame_from(frame: AudioFrame) -> NDArray[np.int16]:

@@ -2,12 +2,19 @@
 or as a real process (`GatewayProcess`) when a test needs separate instances or signals.
 
 Ports are chosen free on loopback; each gateway gets its own RTP range so tests never collide.
+
+- In-process: `settings(**overrides)`, `running_gateway(scenario, **overrides)`, what a call can
+  leave behind (`leaks`, `assert_nothing_leaked`), `provider_sessions`, and sipp against it
+  (`run_sipp`, `outbound_call`).
+- A process: `GatewayProcess`, and what the ops tests read from one (`call_summaries`,
+  `live_calls`, `sip_probe`, with `API_TOKEN`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import itertools
 import json
 import os
@@ -21,31 +28,23 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from gateway.app import Gateway
 from gateway.call.scenario import ScenarioSetup
 from gateway.config import Settings, add_arguments, load_settings
+from gateway.realtime.local.engine import LocalEngine
+from gateway.secret import Secret
+from tests.support.harness import free_port, free_udp_tcp_port
+from tests.support.scenarios import CallLog
+from tests.support.sip_messages import sip_exchange, sip_request
+from tests.support.sipp import Sipp, SippResult
+from tests.support.waiting import wait_for
 
-REPO = Path(__file__).resolve().parents[1]
 _RTP_BLOCKS = itertools.count()
 
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def free_sip_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        port = free_port(socket.SOCK_DGRAM)
-        with socket.socket() as t:
-            try:
-                t.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no port free for UDP and TCP")
+#: the API token of the ops tests' gateway processes
+API_TOKEN = "drain-test-token-5b1e"
 
 
 def rtp_range() -> str:
@@ -63,13 +62,11 @@ def settings(**overrides: Any) -> Settings:
     args = parser.parse_args([])
     env = {
         "GATEWAY_HTTP_LISTEN": "127.0.0.1:0",
-        "GATEWAY_SIP_LISTEN": f"127.0.0.1:{free_sip_port()}",
+        "GATEWAY_SIP_LISTEN": f"127.0.0.1:{free_udp_tcp_port()}",
         "GATEWAY_RTP_PORTS": rtp_range(),
         "GATEWAY_LOG_FORMAT": "console",
     }
     base = load_settings(args, environ=env)
-    import dataclasses
-
     return dataclasses.replace(base, **overrides)
 
 
@@ -100,7 +97,7 @@ class GatewayProcess:
         self.workdir = workdir
         self.http_host = http_host
         self.http_port = free_port()
-        self.sip_port = free_sip_port()
+        self.sip_port = free_udp_tcp_port()
         self.args = [
             "--http-listen",
             f"{http_host}:{self.http_port}",
@@ -197,3 +194,155 @@ class GatewayProcess:
         for line in self.log_path.read_text(errors="replace").splitlines():
             with contextlib.suppress(ValueError):
                 yield json.loads(line)
+
+
+# --- in-process: what a call can leave behind ---------------------------------------------------
+
+
+def provider_sessions(gw: Gateway) -> list[LocalEngine]:
+    """The embedded local provider's sessions, oldest first."""
+    assert gw.local_provider is not None
+    return gw.local_provider.sessions
+
+
+def leaks(gw: Gateway) -> dict[str, object]:
+    """Everything a finished call could leave behind; all zero/empty when nothing leaked."""
+    assert gw.sip_calls is not None and gw.clocks is not None
+    local = gw.local_provider  # None with --provider url: the test checks its own server
+    return {
+        "calls": dict(gw.manager.calls),
+        "call_tasks": len(gw.manager._tasks),
+        "reserved": gw.manager._reserved,
+        "rtp_ports": gw.sip_calls.ports.in_use,
+        "sip_setup_tasks": len(gw.sip_calls._tasks),
+        "clock20": len(gw.clocks.for_ptime(20)),
+        "clock30": len(gw.clocks.for_ptime(30)),
+        "provider_sessions": local.active_sessions if local is not None else 0,
+    }
+
+
+NO_LEAKS: dict[str, object] = {
+    "calls": {},
+    "call_tasks": 0,
+    "reserved": 0,
+    "rtp_ports": 0,
+    "sip_setup_tasks": 0,
+    "clock20": 0,
+    "clock30": 0,
+    "provider_sessions": 0,
+}
+
+
+async def assert_nothing_leaked(gw: Gateway, timeout: float = 4.0) -> None:
+    """No call, call task, reserved slot, RTP port, media clock ticker or provider session left
+    (after a short wait for sockets to close)."""
+    try:
+        await wait_for(lambda: leaks(gw) == NO_LEAKS, timeout, "everything freed")
+    except AssertionError:
+        pass
+    assert leaks(gw) == NO_LEAKS
+
+
+# --- in-process: sipp against it -----------------------------------------------------------------
+
+
+async def run_sipp(
+    gw: Gateway,
+    workdir: Path,
+    *,
+    scenario: str | None = None,
+    builtin: str | None = None,
+    extra: list[str] | None = None,
+    timeout: float = 20.0,
+    local_ip: str = "127.0.0.1",
+    calls: int = 1,
+) -> tuple[Sipp, SippResult]:
+    """Run one sipp against the gateway's SIP port and wait for it without blocking the loop."""
+    args = ["-m", str(calls), *(extra or [])]
+    sipp = Sipp(
+        workdir,
+        f"127.0.0.1:{gw.sip_port}",
+        scenario=scenario,
+        builtin=builtin,
+        extra=args,
+        timeout=timeout,
+        local_ip=local_ip,
+    ).start()
+    try:
+        result = await sipp.wait_async()
+    finally:
+        sipp.kill()
+    return sipp, result
+
+
+async def outbound_call(
+    workdir: Path,
+    log: CallLog,
+    proto: str = "RTP/AVP",
+    attribute: str = "a=sendrecv",
+    ring_ms: int = 0,
+    **settings: Any,
+) -> tuple[Sipp, SippResult]:
+    """POST /calls through a trunk whose far end (sipp, tests/peers/sipp/e2e_uas_answer.xml)
+    rings `ring_ms`, then answers with `proto` and `attribute` and sends no RTP; returns once
+    sipp has had the gateway's BYE (or timed out), with nothing left behind in the gateway."""
+    token = "test-api-token-outbound"
+    uas = Sipp(
+        workdir,
+        "",
+        scenario="e2e_uas_answer.xml",
+        extra=["-m", "1", "-d", str(ring_ms), "-key", "proto", proto, "-key", "secattr", attribute],
+        timeout=20,
+    ).start()
+    trunk = {"main": {"uri": f"sip:127.0.0.1:{uas.local_port}", "from_user": "gw"}}
+    try:
+        async with running_gateway(
+            log.setup, api_token=Secret(token), trunks=trunk, **settings
+        ) as gw:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    f"http://127.0.0.1:{gw.http_port}/calls",
+                    json={"to": "1000", "trunk": "main"},
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as resp,
+            ):
+                assert resp.status == 201, await resp.text()
+            result = await uas.wait_async()
+            await assert_nothing_leaked(gw)
+    finally:
+        uas.kill()
+    return uas, result
+
+
+# --- a process: what the ops tests read from it --------------------------------------------------
+
+_PROBE_SDP = (
+    "v=0\r\no=probe 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+)
+
+
+def call_summaries(gw: GatewayProcess) -> list[dict[str, Any]]:
+    """The `call_summary` lines of a gateway process's JSON log, in order."""
+    return [line for line in gw.log_lines() if line.get("event") == "call_summary"]
+
+
+def live_calls(gw: GatewayProcess, token: str = API_TOKEN) -> int:
+    """How many calls `GET /calls` lists."""
+    status, body = gw.http("GET", "/calls", token=token)
+    assert status == 200, body
+    return len(body["calls"])
+
+
+def sip_probe(gw: GatewayProcess, method: str) -> str:
+    """Send one OPTIONS or INVITE from a fresh loopback socket; the final response text."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        request = sip_request(
+            method,
+            f"sip:bot@127.0.0.1:{gw.sip_port}",
+            sock.getsockname(),
+            body=_PROBE_SDP if method == "INVITE" else "",
+        )
+        return sip_exchange(sock, request, ("127.0.0.1", gw.sip_port))

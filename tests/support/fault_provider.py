@@ -34,7 +34,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from tests.openai_schema import Conformance
+from tests.support.realtime_schema import Conformance
 
 FAILED_DETAILS: dict[str, Any] = {
     "type": "failed",
