@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from telcodecs import peak_dbfs, tone_pattern
 
-from tests.codecs.codec_signals import fit_sine
+from tests.support.signals import fit_sine
 
 
 def test_segments_have_their_length_frequency_and_level() -> None:
