@@ -53,8 +53,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
+from gateway.errors import DtmfError, RtpParseError
 from gateway.rtp.dtmf import DtmfDigitReceived, DtmfReceiver, DtmfSender, TelephoneEvent
-from gateway.rtp.errors import DtmfError, RtpParseError
 from gateway.rtp.jitter import JitterBuffer, ReceptionStats, g711_silence_byte
 from gateway.rtp.packet import RTP_FIXED_HEADER, RtpHeaderWriter, is_rtcp, parse_header
 from gateway.rtp.rtcp import (

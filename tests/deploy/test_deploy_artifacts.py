@@ -19,7 +19,8 @@ from prometheus_client import REGISTRY
 from prometheus_client.metrics import MetricWrapperBase
 
 from gateway import metrics
-from gateway.config import ConfigError, Settings, load_settings
+from gateway.config import Settings, load_settings
+from gateway.errors import ConfigError
 from tests.ops_harness import REPO, Kamailio, Prometheus, require_binary
 
 DEPLOY = REPO / "deploy"

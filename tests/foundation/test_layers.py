@@ -35,6 +35,7 @@ LAYERS = (
 LAYER_OF: dict[str, str] = {
     "telcodecs": "codecs",
     "gateway.secret": "values",
+    "gateway.errors": "values",
     "gateway.media.format": "values",
     "gateway.sip": "cores",
     "gateway.sip.transport": "adapters",
@@ -48,7 +49,6 @@ LAYER_OF: dict[str, str] = {
     "gateway.media.clock": "adapters",
     "gateway.media.wav": "adapters",
     "gateway.webrtc": "edges",
-    "gateway.webrtc.errors": "cores",
     "gateway.webrtc.signalling": "adapters",
     "gateway.webrtc.ice": "adapters",
     "gateway.config": "runtime",

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.errors import SipParseError
 from gateway.sip.message import (
     Headers,
     NameAddr,
-    SipParseError,
     SipRequest,
     SipResponse,
     SipStreamParser,

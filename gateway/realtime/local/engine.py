@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.errors import RealtimeError
 from gateway.media.format import AudioFormat
 from gateway.realtime.dtmf import parse_dtmf_text
 from gateway.realtime.events import format_from_wire, format_to_wire, texts_of
@@ -181,7 +182,7 @@ _VAD_FIELDS = {
 }
 
 
-class _Bad(Exception):
+class _Bad(RealtimeError):
     """A client event to answer with an `error` event."""
 
     def __init__(
