@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: lowest first; a module may import from its own layer or any layer below it
 LAYERS = (
     "codecs",  # telcodecs: G.711, resampling, DTMF detection, levels
-    "values",  # leaf value types every layer names
+    "values",  # leaf value types and the exception tree (gateway/errors.py) every layer names
     "cores",  # sans-I/O protocol cores: time in, timers and output out as data
     "runtime",  # process-wide services: settings, logs, metrics, the refusal log, GC policy
     "adapters",  # sockets, subprocesses, aiortc/websockets glue, the media clock
