@@ -34,7 +34,8 @@ from gateway.call.recorder import recover_recordings
 from gateway.call.routing import validate_routes
 from gateway.call.scenario import ScenarioSetup, load_scenario
 from gateway.call.service import CallService, default_client_factory
-from gateway.config import ConfigError, Settings, parse_hostport, parse_port_range
+from gateway.config import Settings, parse_hostport, parse_port_range
+from gateway.errors import ConfigError, StartupError
 from gateway.gcpolicy import GcPolicy
 from gateway.http.calls import CallApi, add_call_routes
 from gateway.http.client import parse_networks
@@ -58,10 +59,6 @@ from gateway.sip.ua_core import EndpointConfig
 from gateway.webrtc.routes import WebRtcService, add_webrtc_routes
 
 log = get_logger("app")
-
-
-class StartupError(RuntimeError):
-    """A listener or component could not start; the message is one line for the operator."""
 
 
 def _primary_address() -> str:

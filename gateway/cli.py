@@ -9,7 +9,8 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from gateway import __version__
-from gateway.config import ConfigError, add_arguments, command_line_secrets, load_settings
+from gateway.config import add_arguments, command_line_secrets, load_settings
+from gateway.errors import ConfigError, StartupError
 from gateway.logs import configure, get_logger
 
 
@@ -44,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure(settings.log_format, settings.log_level)
     warn_command_line_secrets(command_line_secrets(args))
-    from gateway.app import Gateway, StartupError
+    from gateway.app import Gateway
 
     try:
         _run(Gateway(settings).run())

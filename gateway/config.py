@@ -27,11 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import ConfigError
 from gateway.secret import Secret
-
-
-class ConfigError(ValueError):
-    """A setting is missing, malformed or inconsistent; the message names it."""
 
 
 def _opt(default: Any, help: str, **meta: Any) -> Any:

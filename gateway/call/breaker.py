@@ -23,12 +23,6 @@ from __future__ import annotations
 
 import enum
 
-from gateway.realtime.errors import RealtimeError
-
-
-class ProviderUnavailable(RealtimeError):
-    """A call refused without trying the provider: the breaker is open."""
-
 
 class BreakerState(enum.Enum):
     CLOSED = "closed"

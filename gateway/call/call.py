@@ -38,8 +38,9 @@ from gateway import metrics
 from gateway.call.bridge import BargedIn, CallBridge, FirstAudioSent, ResponseHeard
 from gateway.call.bus import EventBus, Handler
 from gateway.call.events import CallConnected, CallEnded
-from gateway.call.lifecycle import CallInput, CallLifecycle, CallState, CallStateError
+from gateway.call.lifecycle import CallInput, CallLifecycle, CallState
 from gateway.call.recorder import CallRecorder
+from gateway.errors import CallEndedError, CallStateError
 from gateway.logs import get_logger
 from gateway.media.convert import decode
 from gateway.media.playout import PlayoutCleared, PlayoutQueue
@@ -82,10 +83,6 @@ class CallOptions:
     record_dir: str = ""
     transfer_targets: Mapping[str, str] = field(default_factory=dict)
     goodbye_timeout_s: float = 10.0
-
-
-class CallEndedError(Exception):
-    """An action was asked of a call that has ended."""
 
 
 class RealtimeActions:

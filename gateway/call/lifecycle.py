@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from gateway.errors import CallStateError
+
 
 class CallState(StrEnum):
     CONNECTING = "connecting"  # answered, session ready; run() not started
@@ -55,15 +57,6 @@ TRANSITIONS: dict[tuple[CallState, CallInput], CallState] = {
     # a CallEnded handler hanging up: nothing is left to end
     (S.ENDED, I.END_REQUESTED): S.ENDED,
 }
-
-
-class CallStateError(Exception):
-    """An input the Call's lifecycle table has no transition for."""
-
-    def __init__(self, state: CallState, event: CallInput) -> None:
-        super().__init__(f"{event.value} not allowed in call state {state.value}")
-        self.state = state
-        self.input = event
 
 
 class CallLifecycle:

@@ -10,19 +10,10 @@ from gateway import metrics
 from gateway.call.call import Call
 from gateway.call.prompts import goodbye_prompt
 from gateway.call.scenario import ScenarioSetup
+from gateway.errors import AdmissionError
 from gateway.logs import bind_call, get_logger
 
 log = get_logger("call.manager")
-
-
-class AdmissionError(Exception):
-    """A new call cannot be taken: `status` (503) and `reason` (capacity, draining)."""
-
-    def __init__(self, reason: str, retry_after: int = 5) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = 503
-        self.retry_after = retry_after
 
 
 class CallManager:

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.config import ConfigError, Settings
+from gateway.config import Settings
+from gateway.errors import ConfigError
 from gateway.media.format import AudioFormat
 from gateway.realtime import events as rt
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway import metrics
-from gateway.call.breaker import ProviderBreaker, ProviderUnavailable
+from gateway.call.breaker import ProviderBreaker
 from gateway.call.call import Call, CallInfo, CallOptions
 from gateway.call.manager import CallManager
 from gateway.call.routing import (
@@ -30,10 +30,10 @@ from gateway.call.routing import (
 )
 from gateway.call.scenario import ScenarioSetup
 from gateway.config import Settings
+from gateway.errors import ProviderUnavailable, RealtimeError
 from gateway.logs import bind_call, get_logger
 from gateway.media.port import MediaPort
 from gateway.realtime.client import RealtimeClient, ReconnectPolicy
-from gateway.realtime.errors import RealtimeError
 from gateway.realtime.events import SessionConfig
 from gateway.realtime.profiles import ProviderProfile, choose_session_format
 
@@ -68,14 +68,6 @@ def default_client_factory(
             max_per_minute=s.provider_max_reconnects_per_minute,
         ),
     )
-
-
-class OutboundError(Exception):
-    """An outbound call could not be placed: `status` is the HTTP status to answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -129,7 +121,7 @@ class CallService:
         created_at: float | None = None,
     ) -> PreparedCall:
         """Admit a call and connect its Realtime session. Raises AdmissionError (503),
-        or gateway.realtime.errors.RealtimeError when the provider cannot be reached."""
+        or gateway.errors.RealtimeError when the provider cannot be reached."""
         self.manager.reserve()
         loop = asyncio.get_running_loop()
         call_id = self.manager.new_id()

@@ -16,8 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.call.manager import AdmissionError, CallManager
-from gateway.call.service import OutboundError
+from gateway.call.manager import CallManager
+from gateway.errors import AdmissionError, OutboundError
 from gateway.http.client import Networks, is_loopback, request_client
 from gateway.http.errors import json_error
 from gateway.secret import Secret

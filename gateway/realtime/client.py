@@ -40,16 +40,16 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from gateway import metrics
-from gateway.logs import get_logger
-from gateway.media.format import AudioFormat
-from gateway.realtime import events as ev
-from gateway.realtime.errors import (
+from gateway.errors import (
     ConnectError,
     ProtocolError,
     SessionClosed,
     SessionSetupError,
     UnsupportedEventError,
 )
+from gateway.logs import get_logger
+from gateway.media.format import AudioFormat
+from gateway.realtime import events as ev
 from gateway.realtime.profiles import ProviderProfile
 from gateway.realtime.protocol import RealtimeProtocol, Stall, State
 

@@ -41,9 +41,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from gateway.errors import ProtocolError, SessionClosed, UnsupportedEventError
 from gateway.media.format import PCM16_24K, AudioFormat
 from gateway.realtime import events as ev
-from gateway.realtime.errors import ProtocolError, SessionClosed, UnsupportedEventError
 
 __all__ = ["BENIGN_ERROR_CODES", "TRANSITIONS", "Input", "RealtimeProtocol", "Stall", "State"]
 

@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
-from gateway.rtp.errors import DtmfError, RtpParseError
+from gateway.errors import DtmfError, RtpParseError
 
 __all__ = [
     "DTMF_EVENTS",

@@ -15,7 +15,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Final
 
-from gateway.rtp.errors import RtpParseError
+from gateway.errors import RtpParseError
 
 __all__ = [
     "RTP_FIXED_HEADER",

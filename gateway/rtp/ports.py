@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from gateway.rtp.errors import PortsExhausted
+from gateway.errors import PortsExhausted
 
 __all__ = ["PortPool"]
 

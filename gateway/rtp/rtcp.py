@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from gateway.rtp.errors import RtpParseError
+from gateway.errors import RtpParseError
 
 __all__ = [
     "NTP_EPOCH_OFFSET",

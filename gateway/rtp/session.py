@@ -55,8 +55,8 @@ from typing import Final
 
 from telcodecs import g711_silence
 
+from gateway.errors import DtmfError, RtpParseError
 from gateway.rtp.dtmf import DtmfDigitReceived, DtmfReceiver, DtmfSender, TelephoneEvent
-from gateway.rtp.errors import DtmfError, RtpParseError
 from gateway.rtp.jitter import JitterBuffer, ReceptionStats
 from gateway.rtp.packet import RTP_FIXED_HEADER, RtpHeaderWriter, is_rtcp, parse_header
 from gateway.rtp.rtcp import (

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from gateway import metrics
+from gateway.errors import PortsExhausted
 from gateway.logs import get_logger
-from gateway.rtp.errors import PortsExhausted
 from gateway.rtp.ports import PortPool
 from gateway.rtp.session import DROP_REASONS, Address, RtpEventType, RtpSession
 

@@ -10,7 +10,7 @@ transition: the state stays. After a transition, a call timer the new state has 
 disarmed (as transactions do with theirs).
 
 A pair absent from the table is an error, never a silent fallthrough: a command raises
-`CallStateError` (the application's bug); anything else is reported as an `UnexpectedInput`
+`SipCallStateError` (the application's bug); anything else is reported as an `UnexpectedInput`
 event that the adapter logs and counts, a request so met is answered 500, and the state stays.
 Every far-end request is in the table in every state whose dialog the far end can address, so
 only a core bug reports one. No I/O, no clock, no imports: this module is data.
@@ -24,18 +24,13 @@ carried one and the ACK carries the answer). What stays data: the 2xx being retr
 (classifies a 401/407 as `INVITE_CHALLENGE` while a retry is left), the session timer's
 interval, and every deadline.
 
-Exceptions::
-
-    CallStateError   a command not allowed in the call's current state (or an unknown call)
+A command not allowed in the call's current state (or for an unknown call) raises
+`gateway.errors.SipCallStateError`.
 """
 
 from __future__ import annotations
 
 import enum
-
-
-class CallStateError(RuntimeError):
-    """A command not allowed in the call's current state, or an unknown call handle."""
 
 
 class CallState(enum.Enum):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 
+from gateway.errors import NotAcceptable, SdpError
 from gateway.sip import sdp as sdpmod
 from gateway.sip.call_state import CallInput
 from gateway.sip.events import (
@@ -24,7 +25,7 @@ from gateway.sip.events import (
     TransferProgressed,
 )
 from gateway.sip.message import SipRequest, SipResponse
-from gateway.sip.sdp import Negotiated, NotAcceptable, SdpError, SessionDescription
+from gateway.sip.sdp import Negotiated, SessionDescription
 from gateway.sip.session_timer import SessionTimers
 from gateway.sip.transaction import Address, ServerTransaction
 from gateway.sip.ua_core import ALLOW, SipCall, Step, Trigger, UaCore, sdp_of

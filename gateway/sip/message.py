@@ -18,6 +18,8 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from gateway.errors import SipParseError
+
 DEFAULT_MAX_SIZE = 65536
 
 # §7.3.3 compact forms (plus RFC 3515 r, RFC 3891/4028 x, RFC 3892 b, RFC 3265 o/u).
@@ -118,18 +120,6 @@ _LIST_HEADERS = frozenset(
 
 _TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 _METHOD = _TOKEN
-
-
-class SipParseError(Exception):
-    """Malformed SIP input. `reason` is a short phrase fit for a 400 reason phrase."""
-
-    def __init__(
-        self, reason: str, status_hint: int = 400, request: SipRequest | None = None
-    ) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status_hint = status_hint
-        self.request = request
 
 
 def canonical_name(name: str) -> str:

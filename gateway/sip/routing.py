@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 
+from gateway.errors import SipParseError
 from gateway.sip import sdp as sdpmod
 from gateway.sip.dialog import Dialog
-from gateway.sip.message import Headers, SipParseError, SipRequest, Via
+from gateway.sip.message import Headers, SipRequest, Via
 from gateway.sip.transaction import Address
 
 

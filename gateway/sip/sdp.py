@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from gateway.errors import EncryptedMediaOnly, NotAcceptable, SdpError
+
 Direction = Literal["sendrecv", "sendonly", "recvonly", "inactive"]
 DIRECTIONS: tuple[Direction, ...] = ("sendrecv", "sendonly", "recvonly", "inactive")
 Codec = Literal["pcmu", "pcma"]
@@ -36,31 +38,6 @@ _ANSWER_DIRECTION: dict[Direction, Direction] = {
 _STATIC = {0: "pcmu", 8: "pcma"}
 _CODEC_PT: dict[Codec, int] = {"pcmu": 0, "pcma": 8}
 _CODEC_NAME: dict[Codec, str] = {"pcmu": "PCMU", "pcma": "PCMA"}
-
-
-class SdpError(ValueError):
-    """Malformed SDP; `status_hint` is the SIP status to answer."""
-
-    status_hint = 400
-
-
-class NotAcceptable(SdpError):
-    """No codec or stream in common (RFC 3264 §6): answer 488 Not Acceptable Here.
-
-    `reason` is the bounded refusal token (metrics label), `warning` the RFC 3261 §20.43 code
-    for the Warning header."""
-
-    status_hint = 488
-    reason = "no_codec"
-    warning = 304  # Media type not available
-
-
-class EncryptedMediaOnly(NotAcceptable):
-    """Every audio line offered is SRTP (RTP/SAVP, RTP/SAVPF, UDP/TLS/RTP/SAVP(F)), which the
-    gateway does not do yet: 488."""
-
-    reason = "srtp_unsupported"
-    warning = 302  # Incompatible transport protocol (the m= line's proto)
 
 
 #: the m= protos we answer: RTP (RFC 3551) and RTP with feedback (RFC 4585, compatible with AVP)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 from typing import ClassVar, NamedTuple
 
+from gateway.errors import TransactionStateError
 from gateway.sip.message import Headers, SipRequest, SipResponse
 
 T1 = 0.5
@@ -35,17 +36,6 @@ class Address(NamedTuple):
     @property
     def reliable(self) -> bool:
         return self.transport != "udp"
-
-
-class TransactionStateError(RuntimeError):
-    """An input the transaction's state table does not allow. `machine`, `state` and `input`
-    name it in the table's own words (the endpoint reports it as `UnexpectedInput`)."""
-
-    def __init__(self, machine: str, state: str, input_: str) -> None:
-        super().__init__(f"{machine}: {input_} not allowed in {state}")
-        self.machine = machine
-        self.state = state
-        self.input = input_
 
 
 class State(enum.Enum):

@@ -26,6 +26,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, cast
 
 from gateway import metrics
+from gateway.errors import SipParseError
 from gateway.logs import get_logger
 from gateway.refusals import RefusalLogger
 from gateway.sip import transaction
@@ -37,7 +38,7 @@ from gateway.sip.events import (
     SipEvent,
     UnexpectedInput,
 )
-from gateway.sip.message import SipParseError, SipStreamParser
+from gateway.sip.message import SipStreamParser
 from gateway.sip.sdp import is_ip
 from gateway.sip.transaction import Address
 from gateway.sip.ua import SipEndpoint

@@ -20,7 +20,7 @@ message to the role that owns it, split as sipgo splits its user agent:
     routing.py        where messages go (Via, rport, next hop) and how we name ourselves
     events.py         the events
 
-A command not allowed in the call's state raises `CallStateError`; any other input the table
+A command not allowed in the call's state raises `SipCallStateError`; any other input the table
 has no entry for (and any transaction table gap) is an `UnexpectedInput` event.
 
 A new role (registration, say) is one more module built on the `UaCore` and wired here: its
@@ -34,22 +34,18 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from gateway.errors import SipParseError, TransactionStateError
 from gateway.sip import routing
 from gateway.sip.admission import Admission
 from gateway.sip.auth import Credentials, DigestServer
 from gateway.sip.call_state import STEPS, CallInput
 from gateway.sip.events import RequestRejected, SipEvent
 from gateway.sip.in_dialog import InDialog
-from gateway.sip.message import SipParseError, SipRequest, SipResponse, make_response, parse
+from gateway.sip.message import SipRequest, SipResponse, make_response, parse
 from gateway.sip.policy import SourcePolicy
 from gateway.sip.sdp import SessionDescription
 from gateway.sip.session_timer import SessionTimers
-from gateway.sip.transaction import (
-    Address,
-    State,
-    TransactionStateError,
-    server_key,
-)
+from gateway.sip.transaction import Address, State, server_key
 from gateway.sip.ua_core import ALLOW, EndpointConfig, Trigger, UaCore
 from gateway.sip.uac import Uac
 from gateway.sip.uas import Uas
@@ -349,7 +345,7 @@ class SipEndpoint:
 
     def _malformed(self, exc: SipParseError, addr: Address) -> None:
         """400 (or the parser's status) when the Via can still be read; else dropped."""
-        request = exc.request
+        request: SipRequest | None = exc.request
         method = ""
         if request is not None:
             method = request.method

@@ -14,20 +14,14 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from gateway.errors import SdpError, SipCallStateError, TransactionStateError
 from gateway.sip import routing
 from gateway.sip.auth import Credentials
-from gateway.sip.call_state import (
-    COMMANDS,
-    REQUESTS,
-    TABLE,
-    CallInput,
-    CallState,
-    CallStateError,
-)
+from gateway.sip.call_state import COMMANDS, REQUESTS, TABLE, CallInput, CallState
 from gateway.sip.dialog import Dialog
 from gateway.sip.events import RequestRejected, SipEvent, UnexpectedInput
 from gateway.sip.message import REASONS, SipRequest, SipResponse, make_response
-from gateway.sip.sdp import SdpError, SessionDescription
+from gateway.sip.sdp import SessionDescription
 from gateway.sip.transaction import (
     Address,
     ClientTransaction,
@@ -36,7 +30,6 @@ from gateway.sip.transaction import (
     NonInviteClientTransaction,
     NonInviteServerTransaction,
     ServerTransaction,
-    TransactionStateError,
 )
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY"
@@ -265,14 +258,14 @@ class UaCore:
         return frozenset(self._steps)
 
     def command(self, handle: int, trigger: Trigger) -> None:
-        """Run a command; raises `CallStateError` if the call's state has no entry for it."""
+        """Run a command; raises `SipCallStateError` if the call's state has no entry for it."""
         assert trigger.input in COMMANDS
         name = trigger.input.value
         call = self.calls.get(handle)
         if call is None:
-            raise CallStateError(f"{name}: no call {handle}")
+            raise SipCallStateError(f"{name}: no call {handle}")
         if (call.state, trigger.input) not in TABLE:
-            raise CallStateError(f"{name} not allowed in state {call.state.value}")
+            raise SipCallStateError(f"{name} not allowed in state {call.state.value}")
         self.timer_dirty = True
         self.fire(call, trigger)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from gateway.errors import NotAcceptable, SdpError
 from gateway.sip import sdp as sdpmod
 from gateway.sip.admission import Admission
 from gateway.sip.call_state import CallInput, CallState
@@ -25,7 +26,7 @@ from gateway.sip.events import (
 )
 from gateway.sip.message import SipRequest, SipResponse, make_response
 from gateway.sip.routing import new_tag
-from gateway.sip.sdp import NotAcceptable, SdpError, SessionDescription
+from gateway.sip.sdp import SessionDescription
 from gateway.sip.session_timer import SessionTimers
 from gateway.sip.transaction import T1, T2, Address, InviteServerTransaction, server_key
 from gateway.sip.ua_core import Retransmit, SipCall, Step, Trigger, UaCore, sdp_of

@@ -25,9 +25,9 @@ import secrets
 from dataclasses import dataclass
 from typing import Literal
 
+from gateway.errors import Unauthorized
 from gateway.http.client import is_loopback
 from gateway.secret import Secret
-from gateway.webrtc.errors import Unauthorized
 
 __all__ = ["Authorizer", "MintedToken", "bearer_of", "is_loopback"]
 

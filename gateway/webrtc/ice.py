@@ -27,6 +27,7 @@ from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aioice.ice import StunProtocol, get_host_addresses, server_reflexive_candidate
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 
+from gateway.errors import NoFreePort
 from gateway.logs import get_logger
 from gateway.secret import Secret
 
@@ -34,10 +35,6 @@ log = get_logger("webrtc.ice")
 
 _STUN_TIMEOUT = 3.0
 _BIND_ATTEMPTS = 64
-
-
-class NoFreePort(OSError):
-    """Every port tried in the configured UDP range was taken."""
 
 
 @dataclass(frozen=True, slots=True)

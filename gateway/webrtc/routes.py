@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from gateway.config import Settings
+from gateway.errors import CallRejected, Forbidden, WebRtcError
 from gateway.http.client import parse_networks, request_client
 from gateway.http.errors import json_error
 from gateway.legs.webrtc.leg import WebRtcLeg
@@ -31,7 +32,6 @@ from gateway.legs.webrtc.service import OfferInfo
 from gateway.logs import get_logger
 from gateway.refusals import RefusalLogger
 from gateway.webrtc.auth import Authorizer, CredentialKind, bearer_of
-from gateway.webrtc.errors import CallRejected, Forbidden, WebRtcError
 from gateway.webrtc.ice import IcePolicy
 from gateway.webrtc.signalling import Offer
 

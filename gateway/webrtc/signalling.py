@@ -18,8 +18,8 @@ from aiortc import RTCRtpSender
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription
 
+from gateway.errors import BadOffer
 from gateway.rtp.dtmf import DTMF_EVENTS
-from gateway.webrtc.errors import BadOffer
 
 MAX_SDP_BYTES = 64 * 1024
 #: Answer codec order: Opus first; G.711 for clients that offer only that (RFC 7874 §3).

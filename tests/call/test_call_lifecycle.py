@@ -15,14 +15,9 @@ from structlog.testing import capture_logs
 
 from gateway.call.call import Call
 from gateway.call.events import CallConnected
-from gateway.call.lifecycle import (
-    TRANSITIONS,
-    CallInput,
-    CallLifecycle,
-    CallState,
-    CallStateError,
-)
+from gateway.call.lifecycle import TRANSITIONS, CallInput, CallLifecycle, CallState
 from gateway.call.manager import CallManager
+from gateway.errors import CallStateError
 from gateway.realtime.local.server import LocalProvider
 from tests.support.memory_call import open_call
 

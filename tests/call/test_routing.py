@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.call.routing import render_instructions, resolve_profile, validate_routes
-from gateway.config import ConfigError
+from gateway.errors import ConfigError
 from tests.support.gateway import settings
 
 

@@ -24,9 +24,9 @@ from gateway.call.default_scenario import TOOLS
 from gateway.call.default_scenario import setup as default_setup
 from gateway.call.manager import CallManager
 from gateway.call.service import CallService, default_client_factory
+from gateway.errors import ConnectError
 from gateway.legs.sip.service import SipCallService
 from gateway.media.clock import MediaClocks
-from gateway.realtime.errors import ConnectError
 from gateway.realtime.local.server import LocalProvider
 from gateway.realtime.profiles import make_profile
 from gateway.rtp.ports import PortPool

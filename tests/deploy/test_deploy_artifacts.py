@@ -19,7 +19,8 @@ from prometheus_client import REGISTRY
 from prometheus_client.metrics import MetricWrapperBase
 
 from gateway import metrics
-from gateway.config import ConfigError, Settings, load_settings
+from gateway.config import Settings, load_settings
+from gateway.errors import ConfigError
 from tests.support.binaries import require_binary
 from tests.support.harness import REPO
 from tests.support.ops_peers import Kamailio, Prometheus

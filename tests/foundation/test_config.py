@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, Settings, add_arguments, load_settings
+from gateway.config import Settings, add_arguments, load_settings
+from gateway.errors import ConfigError
 
 
 def _args(*argv: str) -> argparse.Namespace:

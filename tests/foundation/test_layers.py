@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: lowest first; a module may import from its own layer or any layer below it
 LAYERS = (
     "codecs",  # telcodecs: G.711, resampling, DTMF detection, levels
-    "values",  # leaf value types every layer names
+    "values",  # leaf value types and the exception tree (gateway/errors.py) every layer names
     "cores",  # sans-I/O protocol cores: time in, timers and output out as data
     "runtime",  # process-wide services: settings, logs, metrics, the refusal log, GC policy
     "adapters",  # sockets, subprocesses, aiortc/websockets glue, the media clock
@@ -35,6 +35,7 @@ LAYERS = (
 LAYER_OF: dict[str, str] = {
     "telcodecs": "codecs",
     "gateway.secret": "values",
+    "gateway.errors": "values",
     "gateway.media.format": "values",
     "gateway.sip": "cores",
     "gateway.sip.transport": "adapters",
@@ -49,7 +50,6 @@ LAYER_OF: dict[str, str] = {
     "gateway.media.wav": "adapters",
     "gateway.media.espeak": "adapters",
     "gateway.webrtc": "edges",
-    "gateway.webrtc.errors": "cores",
     "gateway.webrtc.signalling": "adapters",
     "gateway.webrtc.ice": "adapters",
     "gateway.config": "runtime",

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from gateway import metrics
+from gateway.errors import ConnectError
 from gateway.media.format import PCM16_24K, PCMU_8K, AudioFormat
 from gateway.realtime import events as ev
 from gateway.realtime.client import RealtimeClient, ReconnectPolicy
-from gateway.realtime.errors import ConnectError
 from gateway.realtime.events import SessionConfig, TurnDetection
 from gateway.realtime.local.server import LocalProvider
 from gateway.realtime.profiles import make_profile

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from gateway.errors import ProtocolError, SessionClosed, UnsupportedEventError
 from gateway.media.format import PCM16_24K, PCMU_8K, AudioFormat
 from gateway.realtime import events as ev
 from gateway.realtime.dtmf import dtmf_text, parse_dtmf_text
-from gateway.realtime.errors import ProtocolError, SessionClosed, UnsupportedEventError
 from gateway.realtime.profiles import choose_session_format, make_profile
 from gateway.realtime.protocol import TRANSITIONS, Input, RealtimeProtocol, State
 from gateway.secret import Secret

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.errors import DtmfError, RtpParseError
 from gateway.rtp.dtmf import DtmfReceiver, DtmfSender, TelephoneEvent
-from gateway.rtp.errors import DtmfError, RtpParseError
 from gateway.rtp.packet import RtpPacket
 from tests.support.pcap import read_pcap_udp, sipp_capture
 from tests.support.rtp import vector

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.rtp.errors import RtpParseError
+from gateway.errors import RtpParseError
 from gateway.rtp.packet import RtpHeaderWriter, RtpPacket, is_rtcp, parse_header
 from tests.support.rtp import VECTORS, invalid_vectors, vector
 

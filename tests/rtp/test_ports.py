@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.rtp.errors import PortsExhausted
+from gateway.errors import PortsExhausted
 from gateway.rtp.ports import PortPool
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.rtp.errors import RtpParseError
+from gateway.errors import RtpParseError
 from gateway.rtp.rtcp import (
     RtcpBye,
     RtcpReceiverReport,

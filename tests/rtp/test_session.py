@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from telcodecs import ulaw_decode, ulaw_encode
 
+from gateway.errors import DtmfError
 from gateway.rtp.dtmf import DtmfDigitReceived
-from gateway.rtp.errors import DtmfError
 from gateway.rtp.packet import RtpHeaderWriter, RtpPacket
 from gateway.rtp.rtcp import RtcpBye, RtcpReceiverReport, RtcpSenderReport, parse_compound
 from gateway.rtp.session import (

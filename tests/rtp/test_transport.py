@@ -9,8 +9,8 @@ import pytest
 import structlog
 
 from gateway import metrics
+from gateway.errors import PortsExhausted
 from gateway.rtp.dtmf import DtmfDigitReceived
-from gateway.rtp.errors import PortsExhausted
 from gateway.rtp.packet import RtpHeaderWriter, RtpPacket
 from gateway.rtp.ports import PortPool
 from gateway.rtp.rtcp import RtcpBye, parse_compound

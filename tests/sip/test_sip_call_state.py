@@ -5,7 +5,7 @@ messages dropped where the recipe needs it); an injector then produces one input
 end, the application or time would (a request or response crafted from the dialog, a command,
 the clock run to a deadline). Every transition the endpoint makes is recorded: each must be the
 table's, and each input the table has no entry for must be reported (`UnexpectedInput`, or
-`CallStateError` for a command) with the state left as it was. Hypothesis samples recipes and
+`SipCallStateError` for a command) with the state left as it was. Hypothesis samples recipes and
 runs of inputs; every recipe with every input, and a few longer scripts, reach every row.
 """
 
@@ -20,18 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.errors import SipCallStateError
 from gateway.secret import Secret
 from gateway.sip.auth import Credentials, DigestServer
-from gateway.sip.call_state import (
-    COMMANDS,
-    REQUESTS,
-    ROWS,
-    STEPS,
-    TABLE,
-    CallInput,
-    CallState,
-    CallStateError,
-)
+from gateway.sip.call_state import COMMANDS, REQUESTS, ROWS, STEPS, TABLE, CallInput, CallState
 from gateway.sip.events import UnexpectedInput
 from gateway.sip.message import REASONS, Headers, SipRequest, SipResponse, make_response
 from gateway.sip.sdp import SessionDescription, make_offer, negotiate
@@ -554,7 +546,7 @@ def apply(w: World, ep: SipEndpoint, h: int, name: str) -> bool:
     inp, inject = INJECTORS[name]
     try:
         return inject(w, ep, h)
-    except CallStateError:
+    except SipCallStateError:
         assert inp in COMMANDS and (before, inp) not in TABLE, (before, inp)
         assert call.state is before
         return False
@@ -718,7 +710,7 @@ def test_a_command_without_an_entry_raises(state: CallState, inp: CallInput) -> 
         return
     w, ep, h = start("incoming")
     calls(ep)[h].state = state
-    with pytest.raises(CallStateError, match=f"{inp.value} not allowed in state {state.value}"):
+    with pytest.raises(SipCallStateError, match=f"{inp.value} not allowed in state {state.value}"):
         INJECT[inp](w, ep, h)
 
 

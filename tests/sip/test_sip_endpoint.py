@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from gateway.errors import SipCallStateError
 from gateway.secret import Secret
 from gateway.sip.auth import Credentials, DigestServer
-from gateway.sip.call_state import CallStateError
 from gateway.sip.events import (
     CallAcked,
     CallCancelled,
@@ -169,7 +169,7 @@ def test_cancel_from_uac() -> None:
     assert events_of(net.take(UAC), CallTerminated) == [CallTerminated(call, "cancelled")]
     assert [r.status for r in net.sent(UAS, "487")] == [487]
     assert net.sent(UAC, "ACK")  # the 487 was ACKed
-    with pytest.raises(CallStateError):
+    with pytest.raises(SipCallStateError):
         uas.accept(inc, make_offer(UAS, 5000), net.now)
     net.advance(100.0)
     assert uas.transaction_count == uac.transaction_count == 0
@@ -589,16 +589,16 @@ def test_response_routing_without_rport_uses_received_and_sent_by_port() -> None
 def test_commands_outside_their_state_raise() -> None:
     net, uac, uas = make_pair()
     _call, inc = place_call(net, uac, uas)
-    with pytest.raises(CallStateError):
+    with pytest.raises(SipCallStateError):
         uas.accept(inc, make_offer(UAS, 5000), net.now)
-    with pytest.raises(CallStateError):
+    with pytest.raises(SipCallStateError):
         uas.ring(inc, net.now)
-    with pytest.raises(CallStateError):
+    with pytest.raises(SipCallStateError):
         uas.hangup(999, net.now)
     uas.hangup(inc, net.now)
     uas.hangup(inc, net.now)  # idempotent while ending
     net.flush()
-    with pytest.raises(CallStateError):
+    with pytest.raises(SipCallStateError):
         uas.refer(inc, "sip:x@y", net.now)
 
 

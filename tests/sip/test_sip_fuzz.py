@@ -7,7 +7,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.sip.message import SipParseError, SipStreamParser, parse
+from gateway.errors import SipParseError
+from gateway.sip.message import SipStreamParser, parse
 from gateway.sip.policy import SourcePolicy
 from gateway.sip.sdp import make_offer
 from gateway.sip.transaction import Address

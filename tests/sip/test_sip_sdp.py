@@ -6,16 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.sip.sdp import (
-    EncryptedMediaOnly,
-    NotAcceptable,
-    SdpError,
-    SessionDescription,
-    check_offer,
-    make_offer,
-    negotiate,
-    with_direction,
-)
+from gateway.errors import EncryptedMediaOnly, NotAcceptable, SdpError
+from gateway.sip.sdp import SessionDescription, check_offer, make_offer, negotiate, with_direction
 
 VECTORS = Path(__file__).parent.parent / "vectors" / "sip"
 

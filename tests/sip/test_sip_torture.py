@@ -36,7 +36,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.sip.message import NameAddr, SipParseError, SipRequest, SipResponse, parse
+from gateway.errors import SipParseError
+from gateway.sip.message import NameAddr, SipRequest, SipResponse, parse
 from gateway.sip.policy import SourcePolicy
 from gateway.sip.transaction import Address
 from gateway.sip.ua import EndpointConfig, SipEndpoint

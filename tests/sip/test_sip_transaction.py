@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 
+from gateway.errors import TransactionStateError
 from gateway.sip.message import Headers, SipRequest, make_response
 from gateway.sip.transaction import (
     T1,
@@ -17,7 +18,6 @@ from gateway.sip.transaction import (
     NonInviteClientTransaction,
     NonInviteServerTransaction,
     State,
-    TransactionStateError,
     build_ack_for_error,
     build_cancel,
     server_key,

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from gateway.errors import Unauthorized
 from gateway.secret import Secret
 from gateway.webrtc.auth import (
     DEFAULT_TOKEN_TTL,
@@ -15,7 +16,6 @@ from gateway.webrtc.auth import (
     bearer_of,
     is_loopback,
 )
-from gateway.webrtc.errors import Unauthorized
 
 NOW = 1_700_000_000.0
 API = "the-api-token-0123456789"

@@ -9,8 +9,8 @@ import numpy as np
 from aiortc import RTCSessionDescription
 
 from gateway import metrics
+from gateway.errors import CallRejected
 from gateway.legs.webrtc.leg import WebRtcLeg
-from gateway.webrtc.errors import CallRejected
 from tests.support.webrtc import Client, gateway_server
 
 API = "api-token-for-tests-7f3a"

@@ -10,8 +10,9 @@ import pytest
 from aioice.candidate import Candidate, candidate_priority
 from aiortc import RTCPeerConnection
 
+from gateway.errors import NoFreePort
 from gateway.secret import Secret
-from gateway.webrtc.ice import IcePolicy, NoFreePort, _nat_candidates, pregather
+from gateway.webrtc.ice import IcePolicy, _nat_candidates, pregather
 
 
 def _free_range(width: int) -> tuple[int, int]:

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from gateway.errors import ConnectError
 from gateway.media.format import PCM16_24K, AudioFormat
 from gateway.realtime import events as ev
 from gateway.realtime.client import RealtimeClient, ReconnectPolicy
 from gateway.realtime.dtmf import dtmf_text
-from gateway.realtime.errors import ConnectError
 from gateway.realtime.local.engine import FLAVORS, EngineOptions, LocalEngine
 from gateway.realtime.local.server import LocalProvider
 from gateway.realtime.profiles import make_profile

@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Protocol
 
+from gateway.errors import DtmfError
 from gateway.logs import get_logger
 from gateway.media.clock import MediaClock, Outbox
 from gateway.media.format import PCMA_8K, PCMU_8K
@@ -25,7 +26,6 @@ from gateway.media.port import (
     MediaStarted,
 )
 from gateway.rtp.dtmf import DTMF_EVENTS, DtmfDigitReceived
-from gateway.rtp.errors import DtmfError
 from gateway.rtp.session import MediaStarted as RtpMediaStarted
 from gateway.rtp.session import MediaTimedOut, RtpEventType
 from gateway.rtp.transport import RtpEndpoint

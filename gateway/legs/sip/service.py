@@ -18,22 +18,27 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.call.breaker import ProviderUnavailable
 from gateway.call.call import Call
-from gateway.call.manager import AdmissionError
-from gateway.call.service import CallService, OutboundError, PreparedCall
+from gateway.call.service import CallService, PreparedCall
+from gateway.errors import (
+    AdmissionError,
+    NotAcceptable,
+    OutboundError,
+    PortsExhausted,
+    ProviderUnavailable,
+    RealtimeError,
+    SdpError,
+    SipCallStateError,
+)
 from gateway.legs.sip.leg import SipLeg
 from gateway.logs import bind_call, get_logger
 from gateway.media.clock import MediaClock
-from gateway.realtime.errors import RealtimeError
-from gateway.rtp.errors import PortsExhausted
 from gateway.rtp.ports import PortPool
 from gateway.rtp.session import RtpSession
 from gateway.rtp.transport import RtpEndpoint
 from gateway.secret import Secret
 from gateway.sip import sdp as sdpmod
 from gateway.sip.auth import Credentials
-from gateway.sip.call_state import CallStateError
 from gateway.sip.events import (
     CallAcked,
     CallCancelled,
@@ -107,7 +112,7 @@ class SipCallService:
     # --- SipControl
 
     def hangup(self, handle: int) -> None:
-        with contextlib.suppress(CallStateError):
+        with contextlib.suppress(SipCallStateError):
             self.endpoint.hangup(handle, self._loop.time())
         self._flush()
 
@@ -211,13 +216,13 @@ class SipCallService:
                 codec, _pt, dtmf_pt, _ptime, _r, _rc, _d = sdpmod.describe(
                     ev.offer, default_ptime=self.ptime_ms
                 )
-            except sdpmod.SdpError:
+            except SdpError:
                 self._reject(ev.call, 488, "no_codec")
                 return
         else:
             codec, dtmf_pt = "pcmu", 101
         if self.ringing:
-            with contextlib.suppress(CallStateError):
+            with contextlib.suppress(SipCallStateError):
                 self.endpoint.ring(ev.call, now)
                 self._flush()
         caller = _user(ev.from_uri)
@@ -300,7 +305,7 @@ class SipCallService:
             return
         try:
             self.endpoint.accept(ev.call, answer, loop.time())
-        except CallStateError:
+        except SipCallStateError:
             await self._undo(pending, 0, "cancelled")
             return
         self._flush()
@@ -353,7 +358,7 @@ class SipCallService:
             codec, _pt, dtmf_pt, ptime, remote, rtcp, direction = sdpmod.describe(
                 answer, default_ptime=self.ptime_ms
             )
-        except sdpmod.SdpError as exc:
+        except SdpError as exc:
             reason = _refusal(exc)
             log.warning("sip_answer_refused", handle=leg.handle, reason=reason, error=str(exc))
             call = self._calls.get(leg.handle)
@@ -374,7 +379,7 @@ class SipCallService:
         self, handle: int, status: int, reason: str, retry_after: int | None = None
     ) -> None:
         headers = [("Retry-After", str(retry_after))] if retry_after else []
-        with contextlib.suppress(CallStateError):
+        with contextlib.suppress(SipCallStateError):
             self.endpoint.reject(handle, status, self._loop.time(), reason=reason, headers=headers)
         self._flush()
 
@@ -462,7 +467,7 @@ class SipCallService:
             result = await asyncio.wait_for(pending.answered, 120)
         except (TimeoutError, OutboundError) as exc:
             log.info("outbound_call_failed", error=str(exc) or "timeout")
-            with contextlib.suppress(CallStateError):
+            with contextlib.suppress(SipCallStateError):
                 self.endpoint.hangup(pending.handle, self._loop.time())
             self._flush()
             await self._undo(pending, 0, "failed")
@@ -476,7 +481,7 @@ class SipCallService:
         assert pending.rtp is not None
         try:
             sdpmod.describe(result.answer, default_ptime=self.ptime_ms)
-        except sdpmod.SdpError as exc:  # e.g. RTP/SAVP to our RTP/AVP offer: not a call
+        except SdpError as exc:  # e.g. RTP/SAVP to our RTP/AVP offer: not a call
             log.warning("outbound_call_failed", reason=_refusal(exc), error=str(exc))
             self.hangup(pending.handle)
             await self._undo(pending, 0, "failed")
@@ -499,9 +504,9 @@ class SipCallService:
         self._pending.clear()
 
 
-def _refusal(exc: sdpmod.SdpError) -> str:
+def _refusal(exc: SdpError) -> str:
     """The bounded reason for an SDP answer we cannot use."""
-    return exc.reason if isinstance(exc, sdpmod.NotAcceptable) else "bad_sdp"
+    return exc.reason if isinstance(exc, NotAcceptable) else "bad_sdp"
 
 
 def _current_task_cancelling() -> bool:

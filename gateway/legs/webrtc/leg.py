@@ -31,12 +31,12 @@ from numpy.typing import NDArray
 from telcodecs import Resampler
 
 from gateway import metrics
+from gateway.errors import BadOffer, CallRejected, NoFreePort
 from gateway.logs import get_logger
 from gateway.media.format import PCM16_48K
 from gateway.media.grid import DeadlineGrid
 from gateway.media.port import DtmfReceived, LegEnded, MediaPort, MediaSink, MediaStarted
-from gateway.webrtc.errors import BadOffer, CallRejected
-from gateway.webrtc.ice import IcePolicy, NoFreePort, pregather
+from gateway.webrtc.ice import IcePolicy, pregather
 from gateway.webrtc.signalling import preferred_codecs, valid_digit
 
 log = get_logger("webrtc.leg")

@@ -14,16 +14,14 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from gateway.call.breaker import ProviderUnavailable
 from gateway.call.call import Call
 from gateway.call.events import BotMediaEnded, BotMediaStarted
-from gateway.call.manager import AdmissionError, CallManager
+from gateway.call.manager import CallManager
 from gateway.call.service import CallService
+from gateway.errors import AdmissionError, CallRejected, ProviderUnavailable, RealtimeError
 from gateway.legs.webrtc.leg import WebRtcLeg
 from gateway.logs import get_logger
 from gateway.realtime import events as rt
-from gateway.realtime.errors import RealtimeError
-from gateway.webrtc.errors import CallRejected
 
 log = get_logger("webrtc.calls")
 

@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.errors import RealtimeError
 from gateway.media.convert import convert, decode
 from gateway.media.format import AudioFormat
 from gateway.realtime.dtmf import parse_dtmf_text
@@ -181,7 +182,7 @@ _VAD_FIELDS = {
 }
 
 
-class _Bad(Exception):
+class _Bad(RealtimeError):
     """A client event to answer with an `error` event."""
 
     def __init__(
