@@ -61,6 +61,14 @@ async def test_call_api_needs_the_token_and_rejects_bad_input() -> None:
         assert not gw.manager.draining
 
 
+async def test_a_target_the_sip_parser_refuses_is_a_400_not_a_500() -> None:
+    trunks = {"t": {"uri": "sip:127.0.0.1:5999"}}
+    async with running_gateway(api_token=Secret(TOKEN), trunks=trunks) as gw:
+        status, body = await _req(gw, "POST", "/calls", json={"to": "sip:a@b:99999"})
+        assert status == 400 and "'to'" in body["error"]["message"], body
+        assert gw.manager.calls == {} and gw.manager._reserved == 0
+
+
 async def test_outbound_call_through_a_trunk_then_list_and_hang_up(tmp_path: Path) -> None:
     uas_port = free_udp_tcp_port()
     trunk = {"main": {"uri": f"sip:127.0.0.1:{uas_port}", "from_user": "+15550001111"}}

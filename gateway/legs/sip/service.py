@@ -29,6 +29,7 @@ from gateway.errors import (
     RealtimeError,
     SdpError,
     SipCallStateError,
+    SipParseError,
 )
 from gateway.legs.sip.leg import SipLeg
 from gateway.logs import bind_call, get_logger
@@ -406,12 +407,12 @@ class SipCallService:
         cfg = self.trunks[name]
         try:
             trunk_uri = SipUri.parse(str(cfg["uri"]))
-        except (KeyError, ValueError):
+        except (KeyError, ValueError, SipParseError):
             raise OutboundError(500, f"trunk {name!r} has no valid uri") from None
         target = to if to.startswith(("sip:", "sips:")) else f"sip:{to}@{trunk_uri.host}"
         try:
             SipUri.parse(target)
-        except ValueError:
+        except (ValueError, SipParseError):
             raise OutboundError(400, "'to' is not a valid SIP target") from None
         prepared = await self.calls.open_session(
             leg="sip",
@@ -516,7 +517,7 @@ def _current_task_cancelling() -> bool:
 
 def _user(uri: str) -> str:
     """The user part of a SIP URI or name-addr, '' if none."""
-    with contextlib.suppress(ValueError):
+    with contextlib.suppress(ValueError, SipParseError):  # e.g. a tel: URI: no SIP user part
         parsed = NameAddr.parse(uri).uri if "<" in uri else SipUri.parse(uri)
         return parsed.user or ""
     return ""
