@@ -224,7 +224,7 @@ class Gateway:
             public_address=public,
             ringing=s.sip_ringing,
             ptime_ms=s.ptime_ms,
-            trunks=s.trunks,
+            trunks=s.trunk_settings(),
             rtp_timeout=s.rtp_timeout,
             rtp_strict_source=s.rtp_strict_source,
         )
@@ -260,7 +260,7 @@ class Gateway:
     @property
     def _outbound_trunks(self) -> bool:
         """Any trunk calls can go out through (inbound-only trunks have no `uri`)."""
-        return any(t.get("uri") for t in self.settings.trunks.values())
+        return any(t.outbound for t in self.settings.trunk_settings().values())
 
     def _build_http_app(self) -> web.Application:
         app = web.Application(middlewares=[error_middleware], client_max_size=256 * 1024)
@@ -384,13 +384,13 @@ def sip_source_policy(s: Settings) -> SourcePolicy:
     lists `inbound_sources` (its own `calls_per_second`/`calls_burst`, else the defaults)."""
     trunks = [
         TrunkPolicy.of(
-            name,
-            table["inbound_sources"],
-            float(table.get("calls_per_second", s.sip_calls_per_second)),
-            float(table.get("calls_burst", s.sip_calls_burst)),
+            trunk.name,
+            trunk.inbound_sources,
+            s.sip_calls_per_second if trunk.calls_per_second is None else trunk.calls_per_second,
+            s.sip_calls_burst if trunk.calls_burst is None else trunk.calls_burst,
         )
-        for name, table in s.trunks.items()
-        if table.get("inbound_sources")
+        for trunk in s.trunk_settings().values()
+        if trunk.inbound_sources
     ]
     return SourcePolicy(
         s.sip_allow,

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
-from gateway.secret import Secret
+from gateway.secret import Secret, read_secret_file
+from gateway.sip.trunk import Trunk, load_trunks
 
 
 def _opt(default: Any, help: str, **meta: Any) -> Any:
@@ -67,6 +68,12 @@ class Settings:
         ["SHA-256", "MD5"], "digest algorithms offered, preferred first (MD5 first for old phones)"
     )
     sip_ringing: bool = _opt(False, "send 180 Ringing before answering")
+    sip_early_media: bool = _opt(
+        False, "answer inbound calls 183 with early media (ringback) while the provider connects"
+    )
+    sip_dns_servers: list[str] = _opt(
+        [], "DNS servers (HOST:PORT) for trunk names (RFC 3263); default: the system's resolver"
+    )
     sip_rate_limit: float = _opt(
         50.0, "SIP messages per second per source that belong to no call (a call's never count)"
     )
@@ -186,6 +193,8 @@ class Settings:
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 raise ConfigError(f"sip_allow: {cidr!r} is not a CIDR network") from None
+        for server in self.sip_dns_servers:
+            parse_hostport(server, "sip_dns_servers")
         for cidr in self.trusted_proxies:
             try:
                 ipaddress.ip_network(cidr, strict=False)
@@ -222,8 +231,7 @@ class Settings:
             raise ConfigError("provider_breaker_failures must not be negative (0: off)")
         if self.provider_breaker_cooldown <= 0:
             raise ConfigError("provider_breaker_cooldown must be more than 0 seconds")
-        for trunk, table in self.trunks.items():
-            _check_trunk(trunk, table)
+        load_trunks(self.trunks)
         if self.ptime_ms not in (10, 20, 30, 40, 60):
             raise ConfigError("ptime_ms must be one of 10, 20, 30, 40, 60")
         if not 0 <= self.rtp_timeout <= 86400:
@@ -242,6 +250,10 @@ class Settings:
         if self.scenario and not Path(self.scenario).is_file():
             raise ConfigError(f"scenario: no such file {self.scenario!r}")
 
+    def trunk_settings(self) -> dict[str, Trunk]:
+        """The `[trunks.NAME]` tables, typed (checked by `validate`)."""
+        return load_trunks(self.trunks)
+
     def resolved_provider(self) -> str:
         """The provider in use: `auto` picks openai or yandex when their key is set, else local."""
         if self.provider != "auto":
@@ -251,27 +263,6 @@ class Settings:
         if self.yandex_folder_id and (self.yandex_api_key or self.yandex_iam_token):
             return "yandex"
         return "local"
-
-
-def _check_trunk(name: str, table: Any) -> None:
-    """The inbound keys of a `[trunks.NAME]` table (the outbound ones are checked on use)."""
-    where = f"trunks.{name}"
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: expected a TOML table")
-    sources = table.get("inbound_sources", [])
-    if not isinstance(sources, list) or not all(isinstance(c, str) for c in sources):
-        raise ConfigError(f"{where}.inbound_sources: expected a list of CIDR networks")
-    for cidr in sources:
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            raise ConfigError(f"{where}.inbound_sources: {cidr!r} is not a CIDR network") from None
-    for key, low in (("calls_per_second", 0.0), ("calls_burst", 1.0)):
-        value = table.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
-            raise ConfigError(f"{where}.{key}: expected a number of at least {low:g}")
 
 
 def _one_of(name: str, value: str, allowed: set[str]) -> None:
@@ -438,24 +429,6 @@ def secret_names() -> list[str]:
     """The settings that hold credentials (`Secret` fields); each has a `<name>_file` twin."""
     hints = typing.get_type_hints(Settings)
     return [f.name for f in _fields() if hints[f.name] is Secret]
-
-
-def read_secret_file(path: str, name: str) -> Secret:
-    """A secret from a file (Docker/Kubernetes secrets, systemd credentials): the content with
-    trailing newlines stripped. ConfigError, naming the setting and the path, when the file
-    cannot be read or holds nothing."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{name}: no such file {path!r}") from None
-    except OSError as exc:
-        raise ConfigError(f"{name}: cannot read {path!r}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{name}: {path!r} is not UTF-8 text") from None
-    value = text.rstrip("\r\n")
-    if not value.strip():
-        raise ConfigError(f"{name}: {path!r} is empty")
-    return Secret(value)
 
 
 def command_line_secrets(args: argparse.Namespace | None) -> list[str]:

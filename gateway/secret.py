@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from gateway.errors import ConfigError
+
 
 class Secret:
     """Wraps a credential; `str()`/`repr()` give a mask, `.reveal()` gives the value."""
@@ -28,3 +32,21 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+def read_secret_file(path: str, name: str) -> Secret:
+    """A secret from a file (Docker/Kubernetes secrets, systemd credentials): the content with
+    trailing newlines stripped. ConfigError, naming the setting and the path, when the file
+    cannot be read or holds nothing."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: no such file {path!r}") from None
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {path!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name}: {path!r} is not UTF-8 text") from None
+    value = text.rstrip("\r\n")
+    if not value.strip():
+        raise ConfigError(f"{name}: {path!r} is empty")
+    return Secret(value)

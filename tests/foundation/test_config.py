@@ -267,6 +267,21 @@ def test_command_line_secrets_names_only_flags(tmp_path: Path) -> None:
         ('inbound_sources = ["203.0.113.0/33"]', "'203.0.113.0/33' is not a CIDR"),
         ('inbound_sources = ["203.0.113.0/24"]\ncalls_per_second = "x"', "calls_per_second"),
         ('inbound_sources = ["203.0.113.0/24"]\ncalls_burst = 0', "calls_burst"),
+        ('url = "sip:a.example"', "trunks.t.url: unknown key"),
+        ('uri = "http://a.example"', "trunks.t.uri: 'http://a.example' is not a sip"),
+        ('uri = "sip:a.example;transport=sctp"', "transport=sctp is not udp, tcp or tls"),
+        ('uri = "sip:a.example"\nkeepalive = "crlf"', "crlf needs a TCP or TLS uri"),
+        ('uri = "sip:a.example"\nkeepalive = "ping"', "keepalive: 'ping' is not one of"),
+        ('uri = "sip:a.example"\nheaders = { From = "x" }', "'From' may not be set"),
+        ('uri = "sip:a.example"\nheaders = { X-A = "1\\r\\nVia: x" }', "X-A: expected a string"),
+        ('uri = "sip:a.example"\nfrom_user = "a\\r\\nVia: x"', "from_user: expected a string"),
+        ('uri = "sip:a.example"\ntls_verify = "no"', "tls_verify: expected true or false"),
+        ('uri = "sip:a.example"\ntls_ca_file = "/nonexistent.pem"', "no such file"),
+        ('uri = "sip:a.example"\ntls_client_cert = "/etc/hostname"', "go together"),
+        ('register = true', "register needs uri or registrar"),
+        ('uri = "sip:a.example"\nregister_expires = 10', "register_expires: expected 60"),
+        ('uri = "sip:a.example"\nsession_expires = 90\nmin_se = 120', "min_se must not exceed"),
+        ('uri = "sip:a.example"\npassword = "p"\npassword_file = "/f"', "both set"),
     ],
 )
 def test_trunk_inbound_keys_are_checked(tmp_path: Path, table: str, message: str) -> None:
@@ -274,6 +289,21 @@ def test_trunk_inbound_keys_are_checked(tmp_path: Path, table: str, message: str
     cfg.write_text(f"[trunks.t]\n{table}\n")
     with pytest.raises(ConfigError, match=message):
         load_settings(_args("--config", str(cfg)), environ={})
+
+
+def test_a_trunk_is_typed_with_safe_defaults_and_its_password_from_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "trunk-password"
+    secret.write_text("s3cret\n")
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(
+        f'[trunks.carrier]\nuri = "sips:trunk.example.com"\nusername = "gw"\n'
+        f'password_file = "{secret}"\nheaders = {{ X-Tenant = "7", Diversion = "<sip:1@a>" }}\n'
+    )
+    trunk = load_settings(_args("--config", str(cfg)), environ={}).trunk_settings()["carrier"]
+    assert trunk.password.reveal() == "s3cret" and "s3cret" not in repr(trunk)
+    assert trunk.tls_verify and not trunk.register and trunk.keepalive == "none"
+    assert trunk.parsed_uri().scheme == "sips" and trunk.auth_user() == "gw"
+    assert dict(trunk.headers) == {"X-Tenant": "7", "Diversion": "<sip:1@a>"}
 
 
 def test_a_trunk_with_inbound_sources_gets_its_own_call_budget(tmp_path: Path) -> None:

@@ -37,7 +37,6 @@ from gateway.media.clock import MediaClock
 from gateway.rtp.ports import PortPool
 from gateway.rtp.session import RtpSession
 from gateway.rtp.transport import RtpEndpoint
-from gateway.secret import Secret
 from gateway.sip import sdp as sdpmod
 from gateway.sip.auth import Credentials
 from gateway.sip.events import (
@@ -56,6 +55,7 @@ from gateway.sip.events import (
 from gateway.sip.message import NameAddr, SipUri
 from gateway.sip.transaction import Address
 from gateway.sip.transport import SipTransport
+from gateway.sip.trunk import Trunk
 from gateway.sip.ua import SipEndpoint
 
 log = get_logger("sip.calls")
@@ -87,7 +87,7 @@ class SipCallService:
         public_address: str,
         ringing: bool,
         ptime_ms: int,
-        trunks: Mapping[str, Mapping[str, Any]] | None = None,
+        trunks: Mapping[str, Trunk] | None = None,
         rtp_timeout: float = 30.0,
         rtp_strict_source: bool = True,
     ) -> None:
@@ -401,14 +401,13 @@ class SipCallService:
         """Place an outbound call through a configured trunk; returns the call id once the
         INVITE is out (the call appears in GET /calls when answered)."""
         # the default is the first trunk calls can go out through (inbound-only ones have no uri)
-        name = trunk or next((n for n, t in self.trunks.items() if t.get("uri")), None)
+        name = trunk or next((n for n, t in self.trunks.items() if t.outbound), None)
         if name is None or name not in self.trunks:
             raise OutboundError(400, f"unknown trunk {trunk!r}" if trunk else "no trunk configured")
         cfg = self.trunks[name]
-        try:
-            trunk_uri = SipUri.parse(str(cfg["uri"]))
-        except (KeyError, ValueError, SipParseError):
-            raise OutboundError(500, f"trunk {name!r} has no valid uri") from None
+        if not cfg.outbound:
+            raise OutboundError(400, f"trunk {name!r} is inbound only (it has no uri)")
+        trunk_uri = cfg.parsed_uri()
         target = to if to.startswith(("sip:", "sips:")) else f"sip:{to}@{trunk_uri.host}"
         try:
             SipUri.parse(target)
@@ -418,7 +417,7 @@ class SipCallService:
             leg="sip",
             direction="outbound",
             codec="pcmu",
-            caller=str(cfg.get("from_user", "")),
+            caller=cfg.from_user,
             called=to,
         )
         loop = self._loop
@@ -438,10 +437,8 @@ class SipCallService:
             await self.calls.abandon(prepared)
             raise OutboundError(503, "no RTP port free") from None
         offer = sdpmod.make_offer(self.public_address, rtp.port, ptime=self.ptime_ms)
-        from_user = str(cfg.get("from_user", "gateway"))
-        creds = None
-        if cfg.get("username"):
-            creds = Credentials(str(cfg["username"]), Secret(str(cfg.get("password", ""))))
+        from_user = cfg.from_user
+        creds = Credentials(cfg.username, cfg.password) if cfg.username else None
         transport = str(trunk_uri.params.get("transport", "udp")).lower()
         dest = Address(
             transport if transport in ("udp", "tcp") else "udp",
