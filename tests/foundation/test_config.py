@@ -278,7 +278,7 @@ def test_command_line_secrets_names_only_flags(tmp_path: Path) -> None:
         ('uri = "sip:a.example"\ntls_verify = "no"', "tls_verify: expected true or false"),
         ('uri = "sip:a.example"\ntls_ca_file = "/nonexistent.pem"', "no such file"),
         ('uri = "sip:a.example"\ntls_client_cert = "/etc/hostname"', "go together"),
-        ('register = true', "register needs uri or registrar"),
+        ("register = true", "register needs uri or registrar"),
         ('uri = "sip:a.example"\nregister_expires = 10', "register_expires: expected 60"),
         ('uri = "sip:a.example"\nsession_expires = 90\nmin_se = 120', "min_se must not exceed"),
         ('uri = "sip:a.example"\npassword = "p"\npassword_file = "/f"', "both set"),
