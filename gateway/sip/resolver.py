@@ -80,9 +80,7 @@ class SipResolver:
         self._inflight: dict[tuple[str, str], asyncio.Future[tuple[list[Record], float]]] = {}
         self._logged: dict[tuple[str, str], float] = {}
 
-    async def locate(
-        self, uri: SipUri, transports: Sequence[str] = TRANSPORTS
-    ) -> list[Target]:
+    async def locate(self, uri: SipUri, transports: Sequence[str] = TRANSPORTS) -> list[Target]:
         """The targets of `uri` in the order to try them (RFC 3263 §4); empty if none."""
         lookup = Lookup(
             uri, self.cache, self.rng, transports=transports, address_types=self.address_types
