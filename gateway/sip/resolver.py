@@ -25,6 +25,7 @@ import dns.nameserver
 import dns.resolver
 
 from gateway import metrics
+from gateway.errors import SipError
 from gateway.logs import get_logger
 from gateway.sip.locate import (
     RECORD_TYPES,
@@ -184,7 +185,7 @@ class SipResolver:
         return found
 
 
-class _Failed(Exception):
+class _Failed(SipError):
     """A query that got no usable answer (private: raised and caught here)."""
 
 

@@ -26,7 +26,7 @@ has no entry for (and any transaction table gap) is an `UnexpectedInput` event.
 A new role (registration, say) is one more module built on the `UaCore` and wired here: its
 steps registered, the responses and timeouts of its client transactions routed by purpose
 (`_on_response`, `handle_timer`), its deadlines added to `get_timer()`. Where a request goes
-(RFC 3263 lookups, fail-over between targets) is `routing.py`'s.
+is `routing.py`'s; the targets of a name and the fail-over rule (RFC 3263) are `locate.py`'s.
 """
 
 from __future__ import annotations
