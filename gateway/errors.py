@@ -9,7 +9,8 @@ other builtin is mixed in. Messages are meant for a person and never contain a c
 
 This module imports nothing from the gateway, so every layer may raise and catch these. A
 private exception a module raises and catches itself stays in that module, under a root here
-(the local provider's `_Bad`, the SIP resolver's `_Failed`). telcodecs, below the gateway, defines none: it raises ValueError.
+(the local provider's `_Bad`, the SIP resolver's `_Failed`). telcodecs, below the gateway,
+defines none: it raises ValueError.
 `tests/foundation/test_errors.py` checks that every exception class of gateway/ and telcodecs
 descends from a root drawn below, and that the drawing is the classes' real tree.
 
