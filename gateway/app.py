@@ -53,6 +53,7 @@ from gateway.rtp.ports import PortPool
 from gateway.secret import Secret
 from gateway.sip.auth import DigestServer
 from gateway.sip.policy import SourcePolicy, TrunkPolicy
+from gateway.sip.resolver import SipResolver
 from gateway.sip.transport import SipTransport
 from gateway.sip.ua import SipEndpoint
 from gateway.sip.ua_core import EndpointConfig
@@ -215,6 +216,13 @@ class Gateway:
         lo, hi = parse_port_range(s.rtp_ports)
         clocks = self.clocks
         self.sip_endpoint = endpoint
+        # RFC 3263 for trunks and next hops named by host: A records for an IPv4 listener,
+        # AAAA for an IPv6 one, both when it listens on every address
+        family = ("A", "AAAA") if host == "::" else ("AAAA",) if ":" in host else ("A",)
+        resolver = SipResolver(
+            [parse_hostport(server, "sip_dns_servers") for server in s.sip_dns_servers],
+            address_types=family,
+        )
         self.sip_calls = SipCallService(
             endpoint,
             self.calls,
@@ -227,8 +235,9 @@ class Gateway:
             trunks=s.trunk_settings(),
             rtp_timeout=s.rtp_timeout,
             rtp_strict_source=s.rtp_strict_source,
+            resolver=resolver,
         )
-        transport = SipTransport(endpoint, self.sip_calls.on_event)
+        transport = SipTransport(endpoint, self.sip_calls.on_event, resolver=resolver)
         tls_host = tls_port = None
         tls_ctx = None
         if s.sip_tls_listen:

@@ -9,7 +9,8 @@ other builtin is mixed in. Messages are meant for a person and never contain a c
 
 This module imports nothing from the gateway, so every layer may raise and catch these. A
 private exception a module raises and catches itself stays in that module, under a root here
-(the local provider's `_Bad`). telcodecs, below the gateway, defines none: it raises ValueError.
+(the local provider's `_Bad`, the SIP resolver's `_Failed`). telcodecs, below the gateway,
+defines none: it raises ValueError.
 `tests/foundation/test_errors.py` checks that every exception class of gateway/ and telcodecs
 descends from a root drawn below, and that the drawing is the classes' real tree.
 
@@ -21,7 +22,8 @@ descends from a root drawn below, and that the drawing is the classes' real tree
     │   └── NotAcceptable             no codec or stream in common: 488, reason, warning
     │       └── EncryptedMediaOnly    every audio stream offered is SRTP: 488
     ├── TransactionStateError         an input a transaction's state table does not allow
-    └── SipCallStateError             a command the user agent's call state does not allow
+    ├── SipCallStateError             a command the user agent's call state does not allow
+    └── _Failed                       resolver: a DNS query with no usable answer (RFC 3263)
     RtpError                          RTP, RTCP and RFC 4733 (gateway.rtp)
     ├── RtpParseError (ValueError)    bytes that are not valid RTP, RTCP or RFC 4733: reason
     ├── PortsExhausted                the RTP port pool has no free pair left

@@ -152,6 +152,18 @@ SIP_SEND_ERRORS = Counter(
     "SIP messages that could not be sent, by transport and reason (resolve/connect/send).",
     ["transport", "reason"],
 )
+SIP_DNS_QUERIES = Counter(
+    "gateway_sip_dns_queries",
+    "DNS queries for SIP targets (RFC 3263), by record type and result "
+    "(ok/nxdomain/nodata/timeout/error); answers from the cache are not counted.",
+    ["type", "result"],
+)
+SIP_FAILOVERS = Counter(
+    "gateway_sip_failovers",
+    "Outbound INVITEs moved to the next DNS target (RFC 3263 §4.3), by reason "
+    "(timeout/503/transport).",
+    ["reason"],
+)
 # --- RTP
 RTP_PACKETS = Counter("gateway_rtp_packets", "RTP packets, by direction (in/out).", ["direction"])
 RTP_LOST = Counter("gateway_rtp_packets_lost", "Inbound RTP packets lost (sequence gaps).")

@@ -74,6 +74,8 @@ class CallInput(enum.Enum):
     INVITE_2XX = "invite_2xx"
     INVITE_CHALLENGE = "invite_challenge"  # a 401/407 we still answer (once, with credentials)
     INVITE_FAILURE = "invite_failure"  # any other 3xx-6xx
+    # RFC 3263 §4.3: a 503, timer B or a transport error while another target is left
+    INVITE_FAILOVER = "invite_failover"
     REINVITE_1XX = "reinvite_1xx"
     REINVITE_2XX = "reinvite_2xx"
     REINVITE_FAILURE = "reinvite_failure"
@@ -175,6 +177,9 @@ ROWS: tuple[Row, ...] = (
     (_UAC_EARLY, (In.INVITE_CHALLENGE,), S.CALLING, ("retry_with_auth",)),
     (_UAC_EARLY, (In.INVITE_FAILURE,), S.ENDED, ("report_failure",)),
     (_UAC_CANCEL, (In.INVITE_CHALLENGE, In.INVITE_FAILURE), S.ENDED, ("report_cancelled",)),
+    # RFC 3263 §4.3: the same INVITE (new branch, CSeq + 1) to the trunk's next target
+    (_UAC_EARLY, (In.INVITE_FAILOVER,), S.CALLING, ("fail_over",)),
+    (_UAC_CANCEL, (In.INVITE_FAILOVER,), S.ENDED, ("report_cancelled",)),
     # --- responses to our re-INVITE (a late one may meet any state of the dialog)
     ((*_DIALOG, S.ENDING), (In.REINVITE_1XX,), SAME, ()),
     (

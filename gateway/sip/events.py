@@ -97,6 +97,17 @@ class OutboundCallFailed(SipEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class OutboundCallFailedOver(SipEvent):
+    """Our INVITE moved to the next target of its trunk's name (RFC 3263 §4.3) after `reason`
+    (`timeout`, `503` or `transport`) at `failed`; the call goes on, to `destination`."""
+
+    call: int
+    reason: str
+    failed: Address
+    destination: Address
+
+
+@dataclass(frozen=True, slots=True)
 class CallTerminated(SipEvent):
     """The endpoint ended the call itself: ack_timeout, session_expired, request_timeout."""
 

@@ -3,9 +3,8 @@ RFC 3581 rport).
 
 Pure functions: `stamp_via` and `response_addr` route a response back to where its request
 came from; `target_addr` picks the next hop of an in-dialog request; `via` and `contact` are the
-headers that tell the far end where to reach us. Host names are never resolved here (the
-adapter resolves them off the loop); RFC 3263 (NAPTR/SRV, fail-over between targets) belongs
-in this module when it comes.
+headers that tell the far end where to reach us. Host names are never resolved here: RFC 3263
+(NAPTR/SRV/A, the targets and the fail-over rule) is `locate.py`, run by the adapters.
 """
 
 from __future__ import annotations

@@ -80,6 +80,7 @@ class _Transaction:
         self.state: State = State.TRYING
         self._timers: dict[str, float] = {}
         self.timed_out = False
+        self.transport_failed = False  # §17.1.4: the transport could not send the request
 
     @property
     def terminated(self) -> bool:
@@ -123,6 +124,9 @@ class _Transaction:
 
     def _do_timeout(self, now: float, message: object, old: State) -> None:
         self.timed_out = True
+
+    def _do_transport_failed(self, now: float, message: object, old: State) -> None:
+        self.transport_failed = True
 
 
 # --- server transactions
@@ -271,6 +275,13 @@ class ClientTransaction(_Transaction):
     def _do_retransmit(self, now: float, message: object, old: State) -> None:
         self.out.append((self._bytes, self.addr))
 
+    def transport_error(self, now: float) -> bool:
+        """§17.1.4: the transport reports that the request could not be sent to `addr` (a
+        refused connection, a name that does not resolve, a send error). While the request is
+        still being sent the transaction ends at once (§8.1.3.1: as a 503 for the TU); later it
+        is absorbed. True if it ended the transaction."""
+        return self._input("transport_error", now) == "transport_failed"
+
 
 class InviteClientTransaction(ClientTransaction):
     """§17.1.1 (+RFC 6026 §7.2 Accepted): timers A, B, D, M."""
@@ -296,6 +307,12 @@ class InviteClientTransaction(ClientTransaction):
         (State.TERMINATED, "1xx"): (State.TERMINATED, "absorb"),
         (State.TERMINATED, "2xx"): (State.TERMINATED, "absorb"),
         (State.TERMINATED, "final"): (State.TERMINATED, "absorb"),
+        # §17.1.4: a transport error ends the transaction while it sends the request
+        (State.CALLING, "transport_error"): (State.TERMINATED, "transport_failed"),
+        (State.PROCEEDING, "transport_error"): (State.PROCEEDING, "absorb"),
+        (State.COMPLETED, "transport_error"): (State.COMPLETED, "absorb"),
+        (State.ACCEPTED, "transport_error"): (State.ACCEPTED, "absorb"),
+        (State.TERMINATED, "transport_error"): (State.TERMINATED, "absorb"),
     }
 
     def __init__(self, request: SipRequest, addr: Address, out: Out) -> None:
@@ -362,6 +379,11 @@ class NonInviteClientTransaction(ClientTransaction):
         (State.TERMINATED, "1xx"): (State.TERMINATED, "absorb"),
         (State.TERMINATED, "2xx"): (State.TERMINATED, "absorb"),
         (State.TERMINATED, "final"): (State.TERMINATED, "absorb"),
+        # §17.1.4: a transport error ends the transaction until a final response came
+        (State.TRYING, "transport_error"): (State.TERMINATED, "transport_failed"),
+        (State.PROCEEDING, "transport_error"): (State.TERMINATED, "transport_failed"),
+        (State.COMPLETED, "transport_error"): (State.COMPLETED, "absorb"),
+        (State.TERMINATED, "transport_error"): (State.TERMINATED, "absorb"),
     }
 
     def __init__(self, request: SipRequest, addr: Address, out: Out) -> None:

@@ -7,11 +7,14 @@ commands outside `on_event` too. Metrics are counted here, never in the core.
 
 That one timer drives every SIP transaction of every call, so `flush()` never raises and always
 re-arms it: a message that cannot be sent (a name no resolver knows, a refused connection, an
-address of the other IP family) is logged and counted in `gateway_sip_send_errors_total` and the
-others go on. Both event loops are supported: uvloop (what `gateway serve` runs) has transports
-that are not `asyncio.Transport` subclasses and refuses `sendto` to anything but an IP literal
-of the socket's family, so transports are used by their methods only, and a host name is
-resolved off the loop (getaddrinfo; no SRV/NAPTR) before it is sent to.
+address of the other IP family) is logged and counted in `gateway_sip_send_errors_total`,
+reported to the endpoint (`SipEndpoint.transport_error`, RFC 3261 §17.1.4: the transaction
+sending there ends, and an INVITE moves to its next target), and the others go on. Both event
+loops are supported: uvloop (what `gateway serve` runs) has transports that are not
+`asyncio.Transport` subclasses and refuses `sendto` to anything but an IP literal of the
+socket's family, so transports are used by their methods only, and a host name never reaches
+`sendto` or `connect`: it is resolved first by the `SipResolver` (DNS, RFC 3263 §4.2 A/AAAA,
+its TTLs honoured).
 """
 
 from __future__ import annotations
@@ -34,11 +37,13 @@ from gateway.sip.call_state import CallInput
 from gateway.sip.events import (
     MACHINES,
     REJECT_REASONS,
+    OutboundCallFailedOver,
     RequestRejected,
     SipEvent,
     UnexpectedInput,
 )
 from gateway.sip.message import SipStreamParser
+from gateway.sip.resolver import SipResolver
 from gateway.sip.sdp import is_ip
 from gateway.sip.transaction import Address
 from gateway.sip.ua import SipEndpoint
@@ -130,8 +135,12 @@ class SipTransport:
         on_event: Callable[[SipEvent], None],
         *,
         max_size: int = 65536,
+        resolver: SipResolver | None = None,
     ) -> None:
         self.endpoint = endpoint
+        #: host names of destinations (a next hop named by host): the system's resolver unless
+        #: the application gives the one `sip_dns_servers` configures
+        self.resolver = resolver or SipResolver()
         self.on_event = on_event
         self.max_size = max_size
         self.loop = asyncio.get_running_loop()
@@ -288,6 +297,8 @@ class SipTransport:
                         self._refused(event)
                     elif isinstance(event, UnexpectedInput):
                         self._unexpected(event)
+                    elif isinstance(event, OutboundCallFailedOver):
+                        self._failed_over(event)
                     try:
                         self.on_event(event)
                     except Exception:
@@ -306,6 +317,19 @@ class SipTransport:
         if reason != "auth_required":  # a digest challenge is the first step of a call
             method = metrics.bounded(event.method, METHODS) if event.method else "-"
             self.refusals.refused(event.source.host, reason, method=method, status=event.status)
+
+    def _failed_over(self, event: OutboundCallFailedOver) -> None:
+        """An INVITE moved to the next target of its trunk (RFC 3263 §4.3): counted, logged."""
+        reason = metrics.bounded(event.reason, ("timeout", "503", "transport"))
+        metrics.SIP_FAILOVERS.labels(reason=reason).inc()
+        failed, dest = event.failed, event.destination
+        log.info(
+            "sip_failover",
+            call=event.call,
+            reason=reason,
+            failed=f"{failed.transport}:{failed.host}:{failed.port}",
+            next=f"{dest.transport}:{dest.host}:{dest.port}",
+        )
 
     def _unexpected(self, event: UnexpectedInput) -> None:
         """A state table met an input it has no entry for (a core bug, never a peer's fault):
@@ -358,48 +382,64 @@ class SipTransport:
             self._connecting[key] = [data]
             self._spawn(self._connect_and_send(key))
         except Exception as exc:  # uvloop: ValueError for an address of the other family
-            self._send_failed("send", addr.transport, addr.host, addr.port, exc)
+            self._undeliverable("send", addr, exc)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = self.loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _resolve(self, addr: Address) -> str | None:
+        """The IP literal of a destination named by host (RFC 3263 §4.2: A/AAAA, the port
+        given); None, counted, logged and reported, if the name leads nowhere."""
+        family = "AAAA" if self._udp_family == socket.AF_INET6 else "A"
+        targets = [
+            t
+            for t in await self.resolver.addresses(addr.transport, addr.host, addr.port)
+            if addr.transport != "udp" or (":" in t.host) == (family == "AAAA")
+        ]
+        if not targets:
+            self._undeliverable("resolve", addr, "no address")
+            return None
+        return targets[0].host
+
     async def _resolve_and_send(self, data: bytes, addr: Address) -> None:
-        """UDP to a host name: the system resolver (A/AAAA) off the loop, then send."""
-        try:
-            infos = await self.loop.getaddrinfo(
-                addr.host, addr.port, family=self._udp_family, type=socket.SOCK_DGRAM
-            )
-        except (OSError, UnicodeError) as exc:
-            self._send_failed("resolve", "udp", addr.host, addr.port, exc)
-            return
-        if self._udp is None or not infos:
+        """UDP to a host name: resolved first (sendto takes IP literals only on uvloop)."""
+        ip = await self._resolve(addr)
+        if ip is None or self._udp is None:
             return
         try:
-            self._udp.sendto(data, infos[0][4][:2])
+            self._udp.sendto(data, (ip, addr.port))
         except Exception as exc:
-            self._send_failed("send", "udp", addr.host, addr.port, exc)
+            self._undeliverable("send", addr, exc)
 
     async def _connect_and_send(self, key: tuple[str, str, int]) -> None:
         transport, host, port = key
         ssl_ctx: ssl.SSLContext | None = None
         if transport == "tls":
             ssl_ctx = ssl.create_default_context()
+        ip = host if is_ip(host) else await self._resolve(Address(transport, host, port))
+        if ip is None:
+            self._connecting.pop(key, None)
+            return
         try:
             _, proto = await asyncio.wait_for(
                 self.loop.create_connection(
-                    lambda: _Stream(self, transport), host, port, ssl=ssl_ctx
+                    lambda: _Stream(self, transport),
+                    ip,
+                    port,
+                    ssl=ssl_ctx,
+                    server_hostname=host if ssl_ctx is not None else None,
                 ),
                 timeout=CONNECT_TIMEOUT,
             )
-        except Exception as exc:  # OSError, TimeoutError, ssl errors, a bad name
+        except Exception as exc:  # OSError, TimeoutError, ssl errors
             self._connecting.pop(key, None)
-            self._send_failed("connect", transport, host, port, exc)
+            self._undeliverable("connect", Address(transport, host, port), exc)
             return
         waiting = self._connecting.pop(key, [])
         if not proto.conn:  # refused by _register (too many connections): closed already
-            self._send_failed("connect", transport, host, port, "too many connections")
+            self._undeliverable("connect", Address(transport, host, port), "too many connections")
             return
         if (transport, host, port) != (proto.kind, *proto.peer):
             # dialled by name: later messages to that name use this connection too
@@ -407,6 +447,16 @@ class SipTransport:
             self._by_peer[key] = proto.conn
         for data in waiting:
             proto.write(data)
+
+    def _undeliverable(self, reason: str, addr: Address, exc: object) -> None:
+        """A message to `addr` could not be sent: counted and logged, and reported to the
+        endpoint (§17.1.4), whose transactions sending there end (an INVITE fails over)."""
+        self._send_failed(reason, addr.transport, addr.host, addr.port, exc)
+        try:
+            self.endpoint.transport_error(addr, self.loop.time())
+        except Exception:  # a core bug must not stop the sender
+            log.exception("sip_transport_error_failed")
+        self.flush()  # re-entrant safe: inside flush() its loop sends what this queued
 
     def _send_failed(self, reason: str, transport: str, host: str, port: int, exc: object) -> None:
         metrics.SIP_SEND_ERRORS.labels(

@@ -26,7 +26,7 @@ has no entry for (and any transaction table gap) is an `UnexpectedInput` event.
 A new role (registration, say) is one more module built on the `UaCore` and wired here: its
 steps registered, the responses and timeouts of its client transactions routed by purpose
 (`_on_response`, `handle_timer`), its deadlines added to `get_timer()`. Where a request goes
-(RFC 3263 lookups, fail-over between targets) is `routing.py`'s.
+is `routing.py`'s; the targets of a name and the fail-over rule (RFC 3263) are `locate.py`'s.
 """
 
 from __future__ import annotations
@@ -205,12 +205,39 @@ class SipEndpoint:
                 ctx.state = State.TERMINATED
             if ctx.terminated:
                 del core.client_tx[ckey]
-                call = core.calls.get(handle) if handle is not None else None
-                timeout = _TIMEOUTS.get(purpose)
-                if ctx.timed_out and call is not None and timeout is not None:
-                    core.fire(call, Trigger(timeout, now))
+                if ctx.timed_out:
+                    self._client_failed(handle, purpose, now, transport_error=False)
         for call in list(core.calls.values()):
             core.fire_timers(call, now)
+
+    def transport_error(self, addr: Address, now: float) -> None:
+        """The adapter could not send to `addr` (a refused connection, a name that does not
+        resolve, a send error): §17.1.4, every client transaction still sending a request there
+        ends now, as if timed out, and an INVITE moves to its next target (RFC 3263 §4.3)."""
+        core = self._core
+        core.timer_dirty = True
+        where = (addr.transport, addr.host, addr.port)
+        for ckey, (ctx, handle, purpose) in list(core.client_tx.items()):
+            if (ctx.addr.transport, ctx.addr.host, ctx.addr.port) != where:
+                continue
+            if ctx.transport_error(now):
+                del core.client_tx[ckey]
+                self._client_failed(handle, purpose, now, transport_error=True)
+
+    def _client_failed(
+        self, handle: int | None, purpose: str, now: float, *, transport_error: bool
+    ) -> None:
+        """A client transaction of a call ended without a final response."""
+        core = self._core
+        call = core.calls.get(handle) if handle is not None else None
+        if call is None:
+            return
+        if purpose == "invite":
+            core.fire(call, self._uac.timeout_trigger(call, now, transport_error))
+            return
+        timeout = _TIMEOUTS.get(purpose)
+        if timeout is not None:
+            core.fire(call, Trigger(timeout, now))
 
     # --- commands
 
@@ -256,8 +283,11 @@ class SipEndpoint:
         *,
         credentials: Credentials | None = None,
         headers: Sequence[tuple[str, str]] = (),
+        alternates: Sequence[Address] = (),
     ) -> int:
-        """Place an outbound call to `target_uri` via `destination` (a trunk); returns the call."""
+        """Place an outbound call to `target_uri` via `destination` (a trunk); returns the call.
+        `alternates` are the trunk's next targets (RFC 3263 §4.3: tried on a 503, a timeout or
+        a transport error; `gateway.sip.locate` finds them)."""
         self._core.timer_dirty = True  # timers A and B start now
         return self._uac.invite(
             target_uri,
@@ -267,6 +297,7 @@ class SipEndpoint:
             now,
             credentials=credentials,
             headers=headers,
+            alternates=alternates,
         )
 
     # --- routing

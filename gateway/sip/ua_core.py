@@ -85,6 +85,8 @@ class SipCall:
     ack_addr: Address | None = None
     credentials: Credentials | None = None
     auth_tries: int = 0
+    #: UAC: the targets of the trunk's name not tried yet, in order (RFC 3263 §4.3)
+    alternates: list[Address] = field(default_factory=list)
     session_interval: int = 0  # RFC 4028, negotiated
     keys: list[tuple[str, str, str]] = field(default_factory=list)  # its dialog keys
     invite_key: tuple[str, ...] | None = None  # its INVITE server transaction

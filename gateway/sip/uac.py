@@ -19,8 +19,10 @@ from gateway.sip.events import (
     CallTerminated,
     OutboundCallAnswered,
     OutboundCallFailed,
+    OutboundCallFailedOver,
     OutboundCallProgressed,
 )
+from gateway.sip.locate import fail_over
 from gateway.sip.message import Headers, SipRequest, SipResponse, SipUri
 from gateway.sip.routing import new_tag, target_addr
 from gateway.sip.sdp import SessionDescription
@@ -50,6 +52,7 @@ class Uac:
             "report_failure": self._failed,
             "report_cancelled": self._cancelled,
             "report_invite_timeout": self._timed_out,
+            "fail_over": self._fail_over,
         }
 
     def invite(
@@ -62,8 +65,11 @@ class Uac:
         *,
         credentials: Credentials | None = None,
         headers: Sequence[tuple[str, str]] = (),
+        alternates: Sequence[Address] = (),
     ) -> int:
-        """Place a call to `target_uri` via `destination` (a trunk); returns the call."""
+        """Place a call to `target_uri` via `destination` (a trunk); returns the call.
+        `alternates`: the next targets of the trunk's name, tried in order on a 503, a timeout
+        or a transport error (RFC 3263 §4.3)."""
         core = self.core
         SipUri.parse(target_uri)
         handle = core.new_handle()
@@ -88,6 +94,7 @@ class Uac:
         request = SipRequest("INVITE", target_uri, h, body)
         call = SipCall(handle, "uac", CallState.CALLING, request, destination, tag, local_sdp=offer)
         call.credentials = credentials
+        call.alternates = list(alternates)
         core.add_call(call)
         core.start_client(request, destination, handle, "invite", now)
         return handle
@@ -107,7 +114,21 @@ class Uac:
             and _challenge(response) is not None
         ):
             return CallInput.INVITE_CHALLENGE
+        if fail_over(call.alternates, status) is not None:
+            return CallInput.INVITE_FAILOVER
         return CallInput.INVITE_FAILURE
+
+    def timeout_trigger(self, call: SipCall, now: float, transport_error: bool) -> Trigger:
+        """Our INVITE's transaction ended with no response: timer B, or a transport error
+        (§8.1.3.1: taken as a 503). The next target if one is left (RFC 3263 §4.3)."""
+        reason = "transport" if transport_error else "timeout"
+        if fail_over(call.alternates, None) is not None:
+            return Trigger(CallInput.INVITE_FAILOVER, now, reason=reason)
+        if transport_error:
+            return Trigger(
+                CallInput.TIMEOUT_INVITE, now, status=503, reason="Service Unavailable (transport)"
+            )
+        return Trigger(CallInput.TIMEOUT_INVITE, now)
 
     def stray_response(self, response: SipResponse) -> None:
         """A 2xx retransmission after our INVITE transaction ended: re-send the ACK
@@ -191,4 +212,25 @@ class Uac:
         self.core.events.append(CallTerminated(call.handle, "cancelled"))
 
     def _timed_out(self, call: SipCall, t: Trigger) -> None:
-        self.core.events.append(OutboundCallFailed(call.handle, 408, "Request Timeout"))
+        status, reason = (t.status, t.reason) if t.status else (408, "Request Timeout")
+        self.core.events.append(OutboundCallFailed(call.handle, status, reason))
+
+    def _fail_over(self, call: SipCall, t: Trigger) -> None:
+        """RFC 3263 §4.3: the INVITE again to the next target, in a new client transaction (new
+        branch, CSeq + 1; same Call-ID and From tag). The new server gets no credentials made
+        for the old one's challenge: it may challenge afresh."""
+        failed = call.peer
+        reason = t.reason or (str(t.response.status) if t.response is not None else "timeout")
+        dest = call.alternates.pop(0)
+        old = call.invite
+        h = old.headers.copy()
+        h.set("Via", self.core.via(dest))
+        h.set("Contact", self.core.contact(dest))
+        h.set("CSeq", f"{old.cseq.seq + 1} INVITE")
+        for name in ("Authorization", "Proxy-Authorization"):
+            h.remove(name)
+        call.auth_tries = 0
+        call.invite = SipRequest("INVITE", old.uri, h, old.body)
+        call.peer = dest
+        self.core.start_client(call.invite, dest, call.handle, "invite", t.now)
+        self.core.events.append(OutboundCallFailedOver(call.handle, reason, failed, dest))

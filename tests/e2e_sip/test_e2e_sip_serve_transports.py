@@ -22,6 +22,7 @@ from gateway.sip.message import SipResponse, parse
 from tests.support.audio import windows_found
 from tests.support.baresip import Baresip
 from tests.support.binaries import require_binary
+from tests.support.dnsmasq import Dnsmasq, dead_udp_tcp_port
 from tests.support.gateway import GatewayProcess, call_summaries
 from tests.support.harness import free_port, free_udp_tcp_port
 from tests.support.sipp import Sipp
@@ -225,9 +226,9 @@ async def test_serve_outbound_calls_over_tcp_and_to_an_unknown_name_keep_every_t
     tmp_path: Path,
 ) -> None:
     """POST /calls through a `;transport=tcp` trunk reaches a sipp UAS over TCP and connects;
-    one through a trunk no resolver knows is counted and logged. Neither stops the one timer of
-    every SIP transaction: an un-ACKed INVITE's 200 OK is still retransmitted (RFC 3261
-    §13.3.1.4: after T1, then 2·T1, ...)."""
+    one through a trunk no resolver knows is refused (502, resolved before any INVITE),
+    counted and logged. Neither stops the one timer of every SIP transaction: an un-ACKed
+    INVITE's 200 OK is still retransmitted (RFC 3261 §13.3.1.4: after T1, then 2·T1, ...)."""
     uas_port = free_udp_tcp_port()
     config = tmp_path / "gateway.toml"
     config.write_text(
@@ -258,7 +259,8 @@ async def test_serve_outbound_calls_over_tcp_and_to_an_unknown_name_keep_every_t
         status, body = await asyncio.to_thread(
             gw.http, "POST", "/calls", {"to": "+15550000000", "trunk": "nowhere"}
         )
-        assert status == 201, body  # the INVITE is out; its failure is the call's, not the API's
+        # RFC 3263 runs before the INVITE: a trunk whose name leads nowhere is the API's answer
+        assert status == 502 and UNRESOLVABLE in body["error"]["message"], body
 
         oks, sock = await asyncio.to_thread(oks_to_unacked_invite, gw.sip_port, 2.0)
         with sock:
@@ -281,15 +283,18 @@ async def test_serve_outbound_calls_over_tcp_and_to_an_unknown_name_keep_every_t
         assert "TCP message received" in uas.messages and "BYE sip:" in uas.messages
 
         _, metrics = await asyncio.to_thread(gw.http, "GET", "/metrics")
-        errors = re.search(
-            r'gateway_sip_send_errors_total\{reason="resolve",transport="udp"\} (\S+)', metrics
-        )
+        dns_errors = r'gateway_sip_dns_queries_total\{result="error",type="A"\} (\S+)'
+        errors = re.search(dns_errors, metrics)
         assert errors and float(errors.group(1)) >= 1, metrics
     finally:
         uas.kill()
         await stop(gw)
-    failed = [line for line in gw.log_lines() if line.get("event") == "sip_send_failed"]
-    assert [(x["reason"], x["host"]) for x in failed] == [("resolve", UNRESOLVABLE)], failed
+    unresolved = [x for x in gw.log_lines() if x.get("event") == "outbound_trunk_unresolved"]
+    assert [(x["trunk"], x["host"]) for x in unresolved] == [("nowhere", UNRESOLVABLE)]
+    assert [x["name"] for x in gw.log_lines() if x.get("event") == "sip_dns_failed"] == [
+        UNRESOLVABLE
+    ]
+    assert not [x for x in gw.log_lines() if x.get("event") == "sip_send_failed"]
     assert not [x for x in gw.log_lines() if x.get("level") == "error"]
 
 
@@ -304,3 +309,82 @@ def wait_response(sock: socket.socket, method: bytes, timeout: float = 5.0) -> b
         if data.startswith(b"SIP/2.0 ") and re.search(rb"CSeq: \d+ " + method, data):
             return data
     raise AssertionError(f"no response to {method.decode()} in {timeout} s")
+
+
+async def test_serve_outbound_calls_to_a_trunk_name_fail_over_between_srv_targets(
+    tmp_path: Path,
+) -> None:
+    """RFC 3263 on uvloop, as users run it: trunks `sip:trunk.test` and
+    `sip:trunk.test;transport=tcp` resolved by a real DNS server (dnsmasq, `sip_dns_servers`).
+    NAPTR leads to `_sip._udp`, whose first SRV target (priority 10) is a sipp answering 503
+    and whose second (priority 20) is a sipp UAS; `_sip._tcp`'s first target is a port nobody
+    listens on (the refused connection is a transport error, §17.1.4) and its second a sipp UAS
+    over TCP. Both calls are answered by the live target, each after one fail-over."""
+    busy = Sipp(tmp_path / "busy", "", scenario="uas_503.xml", extra=["-m", "1"], timeout=30)
+    uas_udp = Sipp(tmp_path / "udp", "", builtin="uas", extra=["-m", "1"], timeout=30)
+    uas_tcp = Sipp(tmp_path / "tcp", "", builtin="uas", transport="t1", extra=["-m", "1"])
+    dead = dead_udp_tcp_port()
+    dns = Dnsmasq(
+        tmp_path,
+        hosts=[(h, "127.0.0.1") for h in ("busy.trunk.test", "live.trunk.test", "dead.trunk.test")],
+        srv=[
+            ("_sip._udp.trunk.test", "busy.trunk.test", busy.local_port, 10, 0),
+            ("_sip._udp.trunk.test", "live.trunk.test", uas_udp.local_port, 20, 0),
+            ("_sip._tcp.trunk.test", "dead.trunk.test", dead, 10, 0),
+            ("_sip._tcp.trunk.test", "live.trunk.test", uas_tcp.local_port, 20, 0),
+        ],
+        naptr=[("trunk.test", 10, 10, "s", "SIP+D2U", "", "_sip._udp.trunk.test")],
+    )
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'sip_dns_servers = ["{dns.start().server}"]\n'
+        '[trunks.dns_udp]\nuri = "sip:trunk.test"\n'
+        '[trunks.dns_tcp]\nuri = "sip:trunk.test;transport=tcp"\n'
+    )
+    for sipp in (busy, uas_udp, uas_tcp):
+        sipp.start()
+    gw = GatewayProcess(tmp_path, "--config", str(config))
+    try:
+        await asyncio.to_thread(gw.start)
+        ids = []
+        for trunk in ("dns_udp", "dns_tcp"):
+            status, body = await asyncio.to_thread(
+                gw.http, "POST", "/calls", {"to": "+15557654321", "trunk": trunk}
+            )
+            assert status == 201, body
+            ids.append(body["id"])
+
+        async def listed() -> set[str]:
+            _, calls = await asyncio.to_thread(gw.http, "GET", "/calls")
+            return {c["id"] for c in calls["calls"]}
+
+        async with asyncio.timeout(15):  # answered by the live targets: the calls exist
+            while not set(ids) <= await listed():
+                await asyncio.sleep(0.1)
+        for call_id in ids:
+            status, _ = await asyncio.to_thread(gw.http, "DELETE", f"/calls/{call_id}")
+            assert status == 200
+        busy_result = await busy.wait_async(20)  # the 503 target got the INVITE (and its ACK)
+        assert busy_result.successful_calls == 1, busy_result.explain()
+        for uas in (uas_udp, uas_tcp):  # answered, then our BYE
+            result = await uas.wait_async(20)
+            assert result.successful_calls == 1, result.explain()
+        assert "TCP message received" in uas_tcp.messages
+
+        _, metrics = await asyncio.to_thread(gw.http, "GET", "/metrics")
+        for reason in ("503", "transport"):
+            found = re.search(rf'gateway_sip_failovers_total\{{reason="{reason}"\}} (\S+)', metrics)
+            assert found and float(found.group(1)) == 1, metrics
+        assert re.search(r'gateway_sip_dns_queries_total\{result="ok",type="SRV"\} [1-9]', metrics)
+    finally:
+        for sipp in (busy, uas_udp, uas_tcp):
+            sipp.kill()
+        dns.stop()
+        await stop(gw)
+    assert "NAPTR trunk.test" in dns.queries() and "SRV _sip._tcp.trunk.test" in dns.queries()
+    failovers = [x for x in gw.log_lines() if x.get("event") == "sip_failover"]
+    assert sorted((x["reason"], x["failed"]) for x in failovers) == [
+        ("503", f"udp:127.0.0.1:{busy.local_port}"),
+        ("transport", f"tcp:127.0.0.1:{dead}"),
+    ], failovers
+    assert not [x for x in gw.log_lines() if x.get("level") == "error"]

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: package directory -> its modules that are adapters (not cores)
 CORE_PACKAGES: dict[str, frozenset[str]] = {
     "codecs/telcodecs": frozenset(),
-    "gateway/sip": frozenset({"transport"}),
+    "gateway/sip": frozenset({"transport", "resolver"}),
     "gateway/rtp": frozenset({"transport"}),
     "gateway/realtime": frozenset({"client"}),
     "gateway/realtime/local": frozenset({"server", "tts"}),
@@ -45,6 +45,7 @@ FORBIDDEN = (
     "ssl",
     "selectors",
     "subprocess",
+    "dns",
     "gateway.config",
     "gateway.logs",
     "gateway.metrics",
@@ -81,6 +82,7 @@ def test_the_core_list_covers_the_named_cores() -> None:
         "gateway.sip.dialog",
         "gateway.sip.auth",
         "gateway.sip.policy",
+        "gateway.sip.locate",
         "gateway.rtp.packet",
         "gateway.rtp.rtcp",
         "gateway.rtp.dtmf",

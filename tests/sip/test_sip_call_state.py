@@ -118,12 +118,21 @@ def dropping(method: str, src: str) -> Callable[[SipRequest | SipResponse, str],
 SE = [("Session-Expires", "20;refresher=uac"), ("Supported", "timer")]
 
 
-def _invite(w: World, headers: list[tuple[str, str]] = SE) -> int:
+def _invite(
+    w: World, headers: list[tuple[str, str]] = SE, alternates: tuple[Address, ...] = ()
+) -> int:
     offer = make_offer(A, 4000)
     creds = Credentials("u", Secret("pw"))
     dest = Address("udp", B, 5060)
     return w.a.invite(
-        f"sip:bot@{B}", offer, f"sip:x@{A}", dest, w.net.now, credentials=creds, headers=headers
+        f"sip:bot@{B}",
+        offer,
+        f"sip:x@{A}",
+        dest,
+        w.net.now,
+        credentials=creds,
+        headers=headers,
+        alternates=alternates,
     )
 
 
@@ -254,6 +263,40 @@ def proceeding(w: World) -> tuple[SipEndpoint, int]:
     return w.a, newest(w.a)
 
 
+#: a second target of the trunk's name (RFC 3263 §4.3): the same far end on another port
+ALTERNATE = (Address("udp", B, 5062),)
+
+
+def calling_alt(w: World) -> tuple[SipEndpoint, int]:
+    w.drops.append(lambda m, s: s == A)
+    _invite(w, alternates=ALTERNATE)
+    w.flush()
+    return w.a, newest(w.a)
+
+
+def proceeding_alt(w: World) -> tuple[SipEndpoint, int]:
+    _invite(w, alternates=ALTERNATE)
+    w.flush()
+    w.b.ring(newest(w.b), w.net.now)
+    w.flush()
+    return w.a, newest(w.a)
+
+
+def cancel_due_alt(w: World) -> tuple[SipEndpoint, int]:
+    ep, h = calling_alt(w)
+    ep.hangup(h, w.net.now)
+    w.flush()
+    return ep, h
+
+
+def cancelling_alt(w: World) -> tuple[SipEndpoint, int]:
+    ep, h = proceeding_alt(w)
+    w.drops.append(dropping("CANCEL", A))
+    ep.hangup(h, w.net.now)
+    w.flush()
+    return ep, h
+
+
 def cancel_due(w: World) -> tuple[SipEndpoint, int]:
     ep, h = calling(w)
     ep.hangup(h, w.net.now)
@@ -281,6 +324,10 @@ RECIPES: dict[str, tuple[CallState, Recipe]] = {
     "proceeding": (S.PROCEEDING, proceeding),
     "cancel_due": (S.CANCEL_DUE, cancel_due),
     "cancelling": (S.CANCELLING, cancelling),
+    "calling_alt": (S.CALLING, calling_alt),
+    "proceeding_alt": (S.PROCEEDING, proceeding_alt),
+    "cancel_due_alt": (S.CANCEL_DUE, cancel_due_alt),
+    "cancelling_alt": (S.CANCELLING, cancelling_alt),
     "confirmed_uas": (S.CONFIRMED, confirmed_uas),
     "confirmed_uac": (S.CONFIRMED, confirmed_uac),
     "reinviting_uas": (S.REINVITING, reinviting_uas),
@@ -488,6 +535,7 @@ INJECT: dict[CallInput, Injector] = {
     In.INVITE_2XX: _respond("invite", 200, sdp=True),
     In.INVITE_CHALLENGE: _respond("invite", 401, challenge=True),
     In.INVITE_FAILURE: _respond("invite", 486),
+    In.INVITE_FAILOVER: _respond("invite", 503),  # with a target left; else a failure
     In.REINVITE_1XX: _respond("reinvite", 180),
     In.REINVITE_2XX: _respond("reinvite", 200, sdp=True),
     In.REINVITE_FAILURE: _respond("reinvite", 488),

@@ -58,9 +58,28 @@ def run_until(
 REMOTE_INPUTS = {
     InviteServerTransaction: ("request", "ack"),
     NonInviteServerTransaction: ("request", "ack"),
-    InviteClientTransaction: ("1xx", "2xx", "final"),
-    NonInviteClientTransaction: ("1xx", "2xx", "final"),
+    # the transport's report that a request could not be sent (§17.1.4) can come in any state
+    InviteClientTransaction: ("1xx", "2xx", "final", "transport_error"),
+    NonInviteClientTransaction: ("1xx", "2xx", "final", "transport_error"),
 }
+
+
+@pytest.mark.parametrize("cls", [InviteClientTransaction, NonInviteClientTransaction])
+def test_a_transport_error_ends_the_request_being_sent_and_nothing_later(cls: type) -> None:
+    """§17.1.4 / §8.1.3.1: while the request is being sent, a transport error ends the
+    transaction at once (no retransmission, no timer B/F wait); after a response it is
+    absorbed."""
+    method = "BYE" if cls is NonInviteClientTransaction else "INVITE"
+    out: list[tuple[bytes, Address]] = []
+    tx = cls(request(method), UDP, out)
+    tx.start(0.0)
+    assert tx.transport_error(0.01) is True
+    assert tx.terminated and tx.transport_failed and not tx.timed_out
+    assert tx.get_timer() is None and len(out) == 1
+    late = cls(request(method), UDP, out)
+    late.start(0.0)
+    late.receive_response(make_response(late.request, 486, "Busy", to_tag="t"), 0.1)
+    assert late.transport_error(0.2) is False and not late.transport_failed
 
 
 @pytest.mark.parametrize("cls", list(REMOTE_INPUTS))

@@ -14,7 +14,7 @@ import structlog
 from prometheus_client import REGISTRY
 
 from gateway.sip import transport as transport_module
-from gateway.sip.events import CallAcked
+from gateway.sip.events import CallAcked, OutboundCallFailed
 from gateway.sip.message import SipRequest, SipResponse, SipStreamParser, parse
 from gateway.sip.sdp import make_offer
 from gateway.sip.transaction import T1, Address
@@ -214,15 +214,19 @@ async def invites_received(sock: socket.socket, seconds: float) -> list[tuple[fl
 async def test_a_message_that_cannot_be_sent_stops_neither_the_others_nor_the_timer() -> None:
     """One timer drives every SIP transaction of every call: a send that fails (a name that does
     not resolve, a refused TCP connection, an IPv6 address on the IPv4 socket, which uvloop
-    refuses in sendto) is logged and counted, and another call's INVITE still goes out and is
-    retransmitted on timer A (RFC 3261 §17.1.1.2: T1, then 2·T1)."""
+    refuses in sendto) is logged, counted and reported to its transaction, which ends at once
+    (§17.1.4: the call fails with 503, not 32 s later by timer B), and another call's INVITE
+    still goes out and is retransmitted on timer A (RFC 3261 §17.1.1.2: T1, then 2·T1)."""
     loop = asyncio.get_running_loop()
     peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     peer.bind(("127.0.0.1", 0))
     peer.setblocking(False)
     refused_port = free_port()  # a TCP port nobody listens on
     endpoint = SipEndpoint(EndpointConfig("127.0.0.1", 0))
-    transport = SipTransport(endpoint, lambda event: None)
+    failed_calls: list[OutboundCallFailed] = []
+    transport = SipTransport(
+        endpoint, lambda e: failed_calls.append(e) if isinstance(e, OutboundCallFailed) else None
+    )
     await transport.start("127.0.0.1", 0)
     offer = make_offer("127.0.0.1", 40000)
     errors = {
@@ -257,11 +261,14 @@ async def test_a_message_that_cannot_be_sent_stops_neither_the_others_nor_the_ti
             after = sample("gateway_sip_send_errors_total", {"transport": t, "reason": r})
             return after - errors[(t, r)]
 
-        # the name is looked up again for each retransmission; each failure is counted
-        assert added("udp", "resolve") >= 3
-        assert added("tcp", "connect") == 1  # reliable transport: no retransmission
+        # each failure ends its transaction: no retransmission goes the same way
+        assert added("udp", "resolve") == 1
+        assert added("tcp", "connect") == 1
         if on_uvloop():  # the default loop reports the family mismatch to error_received
-            assert added("udp", "send") >= 3
+            assert added("udp", "send") == 1
+        assert [(f.status, f.reason) for f in failed_calls] == [
+            (503, "Service Unavailable (transport)")
+        ] * (3 if on_uvloop() else 2)
         failed = [e for e in logs if e["event"] == "sip_send_failed"]
         # logged once per destination and reason (10 s), however often it failed
         assert sorted((e["reason"], e["host"]) for e in failed) == sorted(

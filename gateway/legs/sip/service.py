@@ -52,8 +52,9 @@ from gateway.sip.events import (
     SipEvent,
     TransferProgressed,
 )
+from gateway.sip.locate import Target
 from gateway.sip.message import NameAddr, SipUri
-from gateway.sip.transaction import Address
+from gateway.sip.resolver import SipResolver
 from gateway.sip.transport import SipTransport
 from gateway.sip.trunk import Trunk
 from gateway.sip.ua import SipEndpoint
@@ -71,6 +72,8 @@ class _Pending:
     rtp: RtpEndpoint | None = None
     answered: asyncio.Future[Any] | None = None
     setup: asyncio.Task[Any] | None = None
+    #: outbound: the trunk's targets (RFC 3263), each with the URI's host name (TLS: SNI)
+    targets: tuple[Target, ...] = ()
 
 
 class SipCallService:
@@ -90,6 +93,7 @@ class SipCallService:
         trunks: Mapping[str, Trunk] | None = None,
         rtp_timeout: float = 30.0,
         rtp_strict_source: bool = True,
+        resolver: SipResolver | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.calls = calls
@@ -102,6 +106,8 @@ class SipCallService:
         self.trunks = dict(trunks or {})
         self.media_timeout = rtp_timeout or None  # 0: no RTP inactivity timeout
         self.strict_source = rtp_strict_source
+        #: RFC 3263 for trunk URIs named by host (`sip_dns_servers`, else the system's DNS)
+        self.resolver = resolver or SipResolver()
         self.transport: SipTransport | None = None
         self._pending: dict[int, _Pending] = {}
         self._legs: dict[int, SipLeg] = {}
@@ -413,6 +419,12 @@ class SipCallService:
             SipUri.parse(target)
         except (ValueError, SipParseError):
             raise OutboundError(400, "'to' is not a valid SIP target") from None
+        # RFC 3263: NAPTR/SRV/A for a name, before anything is spent on the call; the INVITE
+        # goes to the first target and fails over to the others (§4.3, in the UAC)
+        targets = await self.resolver.locate(trunk_uri)
+        if not targets:
+            log.warning("outbound_trunk_unresolved", trunk=name, host=trunk_uri.host)
+            raise OutboundError(502, f"trunk {name!r}: {trunk_uri.host} does not resolve")
         prepared = await self.calls.open_session(
             leg="sip",
             direction="outbound",
@@ -428,7 +440,7 @@ class SipCallService:
             ptime_ms=self.ptime_ms,
             media_timeout=None,  # from the answer on (SipLeg.media_updated), not while ringing
             strict_source=self.strict_source,
-            signalling_ip=trunk_uri.host if sdpmod.is_ip(trunk_uri.host) else None,
+            signalling_ip=targets[0].host if len(targets) == 1 else None,
             wall_offset=self._wall_offset,
         )
         try:
@@ -439,22 +451,23 @@ class SipCallService:
         offer = sdpmod.make_offer(self.public_address, rtp.port, ptime=self.ptime_ms)
         from_user = cfg.from_user
         creds = Credentials(cfg.username, cfg.password) if cfg.username else None
-        transport = str(trunk_uri.params.get("transport", "udp")).lower()
-        dest = Address(
-            transport if transport in ("udp", "tcp") else "udp",
-            trunk_uri.host,
-            trunk_uri.port or 5060,
-        )
         handle = self.endpoint.invite(
             target,
             offer,
             f"sip:{from_user}@{self.public_address}",
-            dest,
+            targets[0].address,
             loop.time(),
             credentials=creds,
+            alternates=[t.address for t in targets[1:]],
         )
         self._flush()
-        pending = _Pending(handle, prepared=prepared, rtp=rtp, answered=loop.create_future())
+        pending = _Pending(
+            handle,
+            prepared=prepared,
+            rtp=rtp,
+            answered=loop.create_future(),
+            targets=tuple(targets),
+        )
         self._pending[handle] = pending
         self._spawn(self._await_answer(pending))
         return prepared.call_id
