@@ -206,14 +206,13 @@ async def test_early_media_rings_back_while_a_slow_provider_connects(
     assert log.outcomes() == ["remote_hangup"]
 
 
-async def test_outbound_early_media_is_prack_ed_recorded_and_seen_by_the_scenario(
-    tmp_path: Path,
-) -> None:
-    """A carrier answering our INVITE with a reliable 183 + SDP gets our PRACK (sipp checks
-    `RAck: 4711 1 INVITE`) and plays g711a.pcap for 2 s before its 200: that early audio is
-    in the call's recording, the scenario saw `EarlyMedia(183)` then `CallConnected`."""
+async def dial_carrier(
+    tmp_path: Path, scenario_file: str, early_ms: int, log: Timeline
+) -> tuple[Sipp, str, Path]:
+    """POST /calls through a trunk to a sipp carrier running `scenario_file` (-d `early_ms`),
+    recording the call; the scenario hangs up 1 s after the answer. Returns once sipp is done,
+    with nothing left behind in the gateway."""
     token = "test-api-token-early"
-    log = Timeline()
 
     def scenario(call: Call) -> None:
         log.setup(call)
@@ -224,10 +223,8 @@ async def test_outbound_early_media_is_prack_ed_recorded_and_seen_by_the_scenari
 
         call.on(CallConnected, lambda ev: call.spawn(hang_up_soon(ev)))
 
-    uas = Sipp(
-        tmp_path, "", scenario="e2e_uas_early_media.xml", extra=["-m", "1", "-d", "2000"],
-        timeout=30,
-    ).start()  # fmt: skip
+    extra = ["-m", "1", "-d", str(early_ms)]
+    uas = Sipp(tmp_path, "", scenario=scenario_file, extra=extra, timeout=30).start()
     trunk = {"main": {"uri": f"sip:127.0.0.1:{uas.local_port}", "from_user": "gw"}}
     record_dir = tmp_path / "rec"
     try:
@@ -245,10 +242,27 @@ async def test_outbound_early_media_is_prack_ed_recorded_and_seen_by_the_scenari
                 assert resp.status == 201, await resp.text()
                 call_id = (await resp.json())["id"]
             result = await uas.wait_async()
+            assert result.successful_calls == 1, result.explain()
             await assert_nothing_leaked(gw)
     finally:
         uas.kill()
-    assert result.successful_calls == 1, result.explain()
+    return uas, call_id, record_dir / f"{call_id}.wav"
+
+
+def g711a_reference() -> np.ndarray:
+    """The audio of sipp's g711a.pcap (PCMA), decoded."""
+    pcap = b"".join(p for pt, _, p in pcap_rtp_payloads(sipp_capture("g711a.pcap")) if pt == 8)
+    return telcodecs.alaw_decode(pcap)
+
+
+async def test_outbound_early_media_is_prack_ed_recorded_and_seen_by_the_scenario(
+    tmp_path: Path,
+) -> None:
+    """A carrier answering our INVITE with a reliable 183 + SDP gets our PRACK (sipp checks
+    `RAck: 4711 1 INVITE`) and plays g711a.pcap for 2 s before its 200: that early audio is
+    in the call's recording, the scenario saw `EarlyMedia(183)` then `CallConnected`."""
+    log = Timeline()
+    uas, _call_id, wav = await dial_carrier(tmp_path, "e2e_uas_early_media.xml", 2000, log)
     [prack] = [m for m in received(uas.messages) if m.startswith("PRACK ")]
     assert re.search(r"^RAck: 4711 1 INVITE$", prack, re.M), prack
     [invite] = [m for m in received(uas.messages) if m.startswith("INVITE ")]
@@ -261,9 +275,41 @@ async def test_outbound_early_media_is_prack_ed_recorded_and_seen_by_the_scenari
     assert 1.5 < early_s < 3.5, early_s
     assert log.outcomes() == ["completed"]
     # the carrier's early audio, by content, in the recording before the answer
-    rate, stereo = read_stereo_wav(record_dir / f"{call_id}.wav")
-    caller = stereo[:, 0]
-    pcap = b"".join(p for pt, _, p in pcap_rtp_payloads(sipp_capture("g711a.pcap")) if pt == 8)
-    reference = telcodecs.alaw_decode(pcap)
-    before_answer = caller[: int(early_s * rate)]
-    assert best_correlation(reference[2400:12000], before_answer) > 0.8
+    rate, stereo = read_stereo_wav(wav)
+    before_answer = stereo[: int(early_s * rate), 0]
+    assert best_correlation(g711a_reference()[2400:12000], before_answer) > 0.8
+
+
+async def test_outbound_announcement_then_486_is_recorded_and_the_call_ends(
+    tmp_path: Path,
+) -> None:
+    """A carrier's announcement in an unreliable 183 (no PRACK), then 486: the scenario saw
+    `EarlyMedia(183)` and no `CallConnected`, the announcement is in the recording, the call
+    ends `rejected` and frees everything."""
+    log = Timeline()
+    uas, _call_id, wav = await dial_carrier(tmp_path, "e2e_uas_early_reject.xml", 1500, log)
+    assert not [m for m in received(uas.messages) if m.startswith("PRACK ")]
+    assert [(kind, status) for kind, status, _ in log.seen] == [("early_media", 183)]
+    assert log.outcomes() == ["rejected"]
+    _rate, stereo = read_stereo_wav(wav)
+    assert best_correlation(g711a_reference()[2400:9600], stereo[:, 0]) > 0.8
+
+
+async def test_cancel_during_ringback_frees_everything(
+    tmp_path: Path, local: LocalProvider
+) -> None:
+    """A caller who gives up while hearing ringback: 487, and the early media's port, the
+    ringback and the half-open provider session are all freed."""
+    proxy = FaultyProvider(local.url, [Fault(connect_delay_s=2.0)])
+    await proxy.start()
+    log = CallLog()
+    try:
+        async with running_gateway(
+            log.setup, sip_early_media=True, provider="url", provider_url=proxy.url
+        ) as gw:
+            _, result = await run_sipp(gw, tmp_path, scenario="e2e_cancel_early.xml")
+            assert result.successful_calls == 1, result.explain()
+            await assert_nothing_leaked(gw)
+    finally:
+        await proxy.stop()
+    assert log.calls == []

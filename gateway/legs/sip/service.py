@@ -216,6 +216,8 @@ class SipCallService:
             await self._undo(pending, 500, "server_error")
         finally:
             self._pending.pop(handle, None)
+            if pending.rtp is not None:  # a set-up that ended during early media: its port
+                await self._undo(pending, 0, "ended")
 
     async def _answer_incoming(self, ev: IncomingCallReceived, pending: _Pending) -> None:
         loop = self._loop
@@ -244,6 +246,7 @@ class SipCallService:
                 return
             self._flush()
             pending.ringback = Ringback(pending.rtp, self.clock_for)
+            log.info("sip_early_media", handle=ev.call, direction="inbound", codec=codec)
         elif self.ringing:
             with contextlib.suppress(SipCallStateError):
                 self.endpoint.ring(ev.call, now)
@@ -523,6 +526,7 @@ class SipCallService:
             return
         pending.rtp.session.update_remote(remote, codec, dtmf_pt, ptime, rtcp_addr=rtcp)
         leg = SipLeg(handle, pending.rtp, self, self.clock_for, media_timeout=self.media_timeout)
+        log.info("sip_early_media", handle=handle, direction="outbound", status=status, codec=codec)
         self._start(pending, leg, early=status)
 
     async def _await_answer(self, pending: _Pending) -> None:
