@@ -231,6 +231,7 @@ class Gateway:
             rtp_bind=host,
             public_address=public,
             ringing=s.sip_ringing,
+            early_media=s.sip_early_media,
             ptime_ms=s.ptime_ms,
             trunks=s.trunk_settings(),
             rtp_timeout=s.rtp_timeout,

@@ -37,7 +37,7 @@ import telcodecs
 from gateway import metrics
 from gateway.call.bridge import BargedIn, CallBridge, FirstAudioSent, ResponseHeard
 from gateway.call.bus import EventBus, Handler
-from gateway.call.events import CallConnected, CallEnded
+from gateway.call.events import CallConnected, CallEnded, EarlyMedia
 from gateway.call.lifecycle import CallInput, CallLifecycle, CallState
 from gateway.call.recorder import CallRecorder
 from gateway.errors import CallEndedError, CallStateError
@@ -216,6 +216,7 @@ class Call:
         *,
         created_at: float,
         transfer: Callable[[str], Awaitable[None]] | None = None,
+        early: int = 0,
     ) -> None:
         self.id = call_id
         self.info = info
@@ -226,6 +227,10 @@ class Call:
         self.outcome: str | None = None
         self.log = get_logger("call", call_id=call_id, leg=info.leg, provider=info.provider)
         self._lifecycle = CallLifecycle()
+        #: the 18x status while the far end's early media plays (an outbound call not yet
+        #: answered: its audio is recorded, not sent to the model, nothing is sent to it); 0 after
+        self.early = early
+        self._announced = False  # run() emitted EarlyMedia or CallConnected
         self._link = link
         self._transfer_fn = transfer
         self._bus = EventBus(call_id)
@@ -333,7 +338,7 @@ class Call:
             if self._inband is not None:
                 for digit in self._inband.process(pcm):
                     self.leg_event(DtmfReceived(digit, "inband"))
-        if self._link.closed:
+        if self._link.closed or self.early:
             return
         data = self._bridge_deliver(frame, now)
         if data is not None:
@@ -342,6 +347,8 @@ class Call:
 
     def pull(self, now: float) -> bytes | None:
         """MediaSink: one frame for the caller, or None for silence."""
+        if self.early:
+            return None
         frame = self._bridge_pull(now)
         if self._call_events:
             self._handle_call_events()
@@ -437,6 +444,16 @@ class Call:
         only confirms the call is up; it raises CallEndedError if the call has ended."""
         if self.state is CallState.ENDED:
             raise CallEndedError(self.id)
+
+    def connected(self) -> None:
+        """The far end answered a call that was in early media: the model hears it from now
+        on, and the scenario gets `CallConnected`."""
+        if not self.early:
+            return
+        self.early = 0
+        if self._announced:  # else run() has yet to announce the call: CallConnected then
+            self.answered_at = asyncio.get_running_loop().time()
+            self._bus.emit(CallConnected())
 
     async def hangup(self, outcome: str = "completed") -> None:
         """End the call (BYE on SIP). Safe to call twice; the first outcome counts."""
@@ -587,7 +604,8 @@ class Call:
                     await result
                 self._tasks.add(tg.create_task(self._bus.dispatch_forever()))
                 self._tasks.add(tg.create_task(self._receive_loop()))
-                self._bus.emit(CallConnected())
+                self._bus.emit(EarlyMedia(self.early) if self.early else CallConnected())
+                self._announced = True
                 # after CallConnected: leg events held since the answer (a BYE right after
                 # the ACK) reach the handlers in order, then end the call as usual
                 self.leg.attach(self)

@@ -26,6 +26,7 @@ __all__ = [
     "CallEnded",
     "CallEvent",
     "DtmfReceived",
+    "EarlyMedia",
     "HoldChanged",
     "LegEnded",
     "LegEvent",
@@ -43,6 +44,15 @@ class CallEvent:
 @dataclass(frozen=True, slots=True)
 class CallConnected(CallEvent):
     """The call is answered and its Realtime session is ready; media flows from now on."""
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyMedia(CallEvent):
+    """An outbound call's far end sent early media before answering (a 18x with SDP: a
+    carrier's ringback or announcement). The call runs from here: the far end's audio is
+    recorded and heard by handlers, not by the model; `CallConnected` follows on the answer."""
+
+    status: int  # 180 or 183
 
 
 @dataclass(frozen=True, slots=True)

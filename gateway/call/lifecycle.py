@@ -1,11 +1,12 @@
 """The Call's lifecycle as one table: `(state, input) -> state`, in the manner of h11 and h2.
 
-Theory of operation. A Call is created once its leg is answered and its Realtime session is
-ready (CONNECTING). `run()` starts its tasks (CONNECTED). Every way out asks for the end
-(END_REQUESTED: a hang-up from the scenario or the API, the leg ended, the provider session is
-gone) or fails (TASK_FAILED: a task of the call raised); the call is then ENDING while its tasks
-are cancelled. CLEANUP (leg, session and recorder closed, the call counted) makes it ENDED; it
-also ends a call whose `run()` was cancelled before anything asked for the end.
+Theory of operation. A Call is created once its leg is answered (or, for an outbound call, once
+the far end's early media starts: `Call.early`) and its Realtime session is ready (CONNECTING).
+`run()` starts its tasks (CONNECTED). Every way out asks for the end (END_REQUESTED: a hang-up
+from the scenario or the API, the leg ended, the provider session is gone) or fails
+(TASK_FAILED: a task of the call raised); the call is then ENDING while its tasks are cancelled.
+CLEANUP (leg, session and recorder closed, the call counted) makes it ENDED; it also ends a call
+whose `run()` was cancelled before anything asked for the end.
 
     CONNECTING --run--> CONNECTED --end_requested/task_failed--> ENDING --cleanup--> ENDED
         |                   |                                      ^

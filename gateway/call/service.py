@@ -254,8 +254,10 @@ class CallService:
         leg: MediaPort,
         *,
         transfer: Callable[[str], Awaitable[None]] | None = None,
+        early: int = 0,
     ) -> Call:
-        """Run the answered call under the manager; returns the Call."""
+        """Run the answered call (or one in early media: `early` is its 18x status) under the
+        manager; returns the Call."""
         call = Call(
             prepared.call_id,
             prepared.info,
@@ -264,6 +266,7 @@ class CallService:
             prepared.options,
             created_at=prepared.created_at,
             transfer=transfer,
+            early=early,
         )
         if prepared.inband_dtmf:
             call.enable_inband_dtmf()

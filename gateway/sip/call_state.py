@@ -4,7 +4,8 @@ Theory of operation: every input a call can meet is a `CallInput`: a command of 
 application, a request of the far end, a response to one of our requests (by class), one of
 the call's timers, or a client transaction of ours timing out. `TABLE[(state, input)]` gives the
 state the call moves to and the steps that do the work (each step is a method of a role module:
-`uas.py`, `uac.py`, `in_dialog.py`, `session_timer.py`, registered by name on the `UaCore`).
+`uas.py`, `uac.py`, `in_dialog.py`, `session_timer.py`, `prack.py`, registered by name on the
+`UaCore`).
 A step that answers a request with an error (a 488 to a re-INVITE's offer) refuses the
 transition: the state stays. After a transition, a call timer the new state has no entry for is
 disarmed (as transactions do with theirs).
@@ -19,10 +20,11 @@ States that were flags once: `BYE_AFTER_ACK` (hung up after our 2xx, §15: the B
 ACK), `CALLING`/`PROCEEDING` (a provisional response came or not), `CANCEL_DUE`/`CANCELLING`
 (§9.1: no CANCEL before a provisional), `REINVITING` (our re-INVITE in progress) and
 `REINVITED`/`REINVITED_NO_OFFER` (theirs answered, its ACK awaited; without an offer our 2xx
-carried one and the ACK carries the answer). What stays data: the 2xx being retransmitted
-(bytes, interval; present exactly in the states that await an ACK), the count of digest retries
-(classifies a 401/407 as `INVITE_CHALLENGE` while a retry is left), the session timer's
-interval, and every deadline.
+carried one and the ACK carries the answer), `AWAIT_PRACK`/`ANSWER_HELD` (RFC 3262: our reliable
+provisional awaits its PRACK; accepted meanwhile, the 2xx waits for it). What stays data: the
+2xx being retransmitted (bytes, interval; present exactly in the states that await an ACK), the
+count of digest retries (classifies a 401/407 as `INVITE_CHALLENGE` while a retry is left), the
+session timer's interval, the RSeq of each reliable 1xx, and every deadline.
 
 A command not allowed in the call's current state (or for an unknown call) raises
 `gateway.errors.SipCallStateError`.
@@ -35,6 +37,8 @@ import enum
 
 class CallState(enum.Enum):
     INCOMING = "incoming"  # UAS: INVITE received, no final response yet
+    AWAIT_PRACK = "await_prack"  # UAS: a reliable provisional of ours awaits its PRACK (RFC 3262)
+    ANSWER_HELD = "answer_held"  # UAS: accepted; the 2xx waits for that PRACK (RFC 3262 §3)
     ANSWERED = "answered"  # UAS: 2xx sent, its ACK awaited (§13.3.1.4)
     BYE_AFTER_ACK = "bye_after_ack"  # UAS: hung up after the 2xx; BYE once the ACK is in (§15)
     CALLING = "calling"  # UAC: INVITE sent, no response yet
@@ -52,6 +56,9 @@ class CallState(enum.Enum):
 class CallInput(enum.Enum):
     # commands of the application
     RING = "ring"
+    RING_RELIABLE = "ring_reliable"  # 180 sent reliably: the INVITE had Require: 100rel
+    PROGRESS = "progress"  # 183 with our SDP (early media)
+    PROGRESS_RELIABLE = "progress_reliable"  # the same, reliably: the INVITE has 100rel
     ACCEPT = "accept"
     REJECT = "reject"
     HANGUP = "hangup"
@@ -68,9 +75,12 @@ class CallInput(enum.Enum):
     RECV_INFO = "recv_info"
     RECV_NOTIFY = "recv_notify"
     RECV_OPTIONS = "recv_options"
-    RECV_OTHER = "recv_other"  # any other method in a dialog (REFER, PRACK, ...): 405
+    RECV_PRACK = "recv_prack"  # RFC 3262: 200 if it acknowledges our reliable provisional
+    RECV_OTHER = "recv_other"  # any other method in a dialog (REFER, MESSAGE, ...): 405
     # responses to our requests, by class
     INVITE_1XX = "invite_1xx"
+    INVITE_1XX_RELIABLE = "invite_1xx_reliable"  # RFC 3262 §4: a new RSeq, to be PRACKed
+    INVITE_1XX_REPEAT = "invite_1xx_repeat"  # a reliable 1xx with an RSeq seen already: dropped
     INVITE_2XX = "invite_2xx"
     INVITE_CHALLENGE = "invite_challenge"  # a 401/407 we still answer (once, with credentials)
     INVITE_FAILURE = "invite_failure"  # any other 3xx-6xx
@@ -90,6 +100,8 @@ class CallInput(enum.Enum):
     TIMER_NO_ANSWER = "timer_no_answer"  # EndpointConfig.answer_timeout, like timer C
     TIMER_ACK = "timer_ack"  # 64*T1 without the ACK of our 2xx (§13.3.1.4)
     TIMER_2XX_RETRANSMIT = "timer_2xx_retransmit"  # T1 doubling to T2, unreliable transports
+    TIMER_1XX_RETRANSMIT = "timer_1xx_retransmit"  # RFC 3262 §3: our reliable 1xx, T1 doubling
+    TIMER_PRACK = "timer_prack"  # RFC 3262 §3: 64*T1 without the PRACK of our reliable 1xx
     TIMER_CANCEL = "timer_cancel"  # 64*T1 after our CANCEL without a final response (§9.1)
     TIMER_SESSION_EXPIRED = "timer_session_expired"  # RFC 4028 §10
     TIMER_SESSION_REFRESH = "timer_session_refresh"  # RFC 4028 §7.4: we are the refresher
@@ -103,6 +115,9 @@ class CallInput(enum.Enum):
 COMMANDS = frozenset(
     {
         CallInput.RING,
+        CallInput.RING_RELIABLE,
+        CallInput.PROGRESS,
+        CallInput.PROGRESS_RELIABLE,
         CallInput.ACCEPT,
         CallInput.REJECT,
         CallInput.HANGUP,
@@ -121,13 +136,15 @@ In = CallInput
 SAME = None  # next state: the state does not change
 
 # groups of states
+_UAS_EARLY = (S.INCOMING, S.AWAIT_PRACK, S.ANSWER_HELD)  # no final response of ours yet
+_RELIABLE_OUT = (S.AWAIT_PRACK, S.ANSWER_HELD)  # a reliable 1xx of ours awaits its PRACK
 _AWAIT_ACK = (S.ANSWERED, S.BYE_AFTER_ACK)  # our first 2xx sent, its ACK awaited
 _UAC_EARLY = (S.CALLING, S.PROCEEDING)
 _UAC_CANCEL = (S.CANCEL_DUE, S.CANCELLING)
 _REINVITED = (S.REINVITED, S.REINVITED_NO_OFFER)
 _DIALOG = (S.CONFIRMED, S.REINVITING, *_REINVITED)  # a confirmed dialog
-_NOT_CONFIRMED = (S.INCOMING, *_AWAIT_ACK, S.ENDING)  # re-INVITE → 500, UPDATE → 491
-_ADDRESSABLE = (S.INCOMING, *_AWAIT_ACK, *_DIALOG, S.ENDING)  # the far end knows the dialog
+_NOT_CONFIRMED = (*_UAS_EARLY, *_AWAIT_ACK, S.ENDING)  # re-INVITE → 500, UPDATE → 491
+_ADDRESSABLE = (*_UAS_EARLY, *_AWAIT_ACK, *_DIALOG, S.ENDING)  # the far end knows the dialog
 _RETRANSMITTING = (*_AWAIT_ACK, *_REINVITED)  # a 2xx of ours awaits its ACK
 
 Row = tuple[tuple[CallState, ...], tuple[CallInput, ...], CallState | None, tuple[str, ...]]
@@ -136,9 +153,13 @@ Row = tuple[tuple[CallState, ...], tuple[CallInput, ...], CallState | None, tupl
 ROWS: tuple[Row, ...] = (
     # --- commands
     ((S.INCOMING,), (In.RING,), SAME, ("send_ringing",)),
+    ((S.INCOMING,), (In.PROGRESS,), SAME, ("send_progress",)),
+    # RFC 3262 §3: one reliable provisional at a time; the next waits for the PRACK
+    ((S.INCOMING,), (In.RING_RELIABLE, In.PROGRESS_RELIABLE), S.AWAIT_PRACK, ("send_reliable",)),
     ((S.INCOMING,), (In.ACCEPT,), S.ANSWERED, ("send_2xx",)),
-    ((S.INCOMING,), (In.REJECT,), S.ENDED, ("send_rejection",)),
-    ((S.INCOMING,), (In.HANGUP,), S.ENDED, ("send_480",)),
+    ((S.AWAIT_PRACK,), (In.ACCEPT,), S.ANSWER_HELD, ("hold_2xx",)),
+    (_UAS_EARLY, (In.REJECT,), S.ENDED, ("send_rejection",)),
+    (_UAS_EARLY, (In.HANGUP,), S.ENDED, ("send_480",)),
     ((S.ANSWERED,), (In.HANGUP,), S.BYE_AFTER_ACK, ()),
     ((S.CALLING,), (In.HANGUP,), S.CANCEL_DUE, ()),
     ((S.PROCEEDING,), (In.HANGUP,), S.CANCELLING, ("send_cancel",)),
@@ -147,14 +168,14 @@ ROWS: tuple[Row, ...] = (
     (_DIALOG, (In.REFER,), SAME, ("send_refer",)),
     ((S.CONFIRMED,), (In.REINVITE,), S.REINVITING, ("send_reinvite",)),
     # --- requests of the far end
-    ((S.INCOMING,), (In.RECV_CANCEL,), S.ENDED, ("cancel_ok", "send_487", "report_cancel")),
+    (_UAS_EARLY, (In.RECV_CANCEL,), S.ENDED, ("cancel_ok", "send_487", "report_cancel")),
     ((*_AWAIT_ACK, *_DIALOG, S.ENDING), (In.RECV_CANCEL,), SAME, ("cancel_ok",)),  # too late
     ((S.ANSWERED,), (In.RECV_ACK,), S.CONFIRMED, ("acked",)),
     ((S.BYE_AFTER_ACK,), (In.RECV_ACK,), S.ENDING, ("acked", "send_bye")),
     ((S.REINVITED,), (In.RECV_ACK,), S.CONFIRMED, ("reinvite_acked",)),
     ((S.REINVITED_NO_OFFER,), (In.RECV_ACK,), S.CONFIRMED, ("reinvite_acked", "answer_in_ack")),
     (_ADDRESSABLE, (In.RECV_STRAY_ACK,), SAME, ()),
-    ((S.INCOMING,), (In.RECV_BYE,), S.ENDED, ("bye_ok", "send_487", "report_bye")),
+    (_UAS_EARLY, (In.RECV_BYE,), S.ENDED, ("bye_ok", "send_487", "report_bye")),
     ((*_AWAIT_ACK, *_DIALOG, S.ENDING), (In.RECV_BYE,), S.ENDED, ("bye_ok", "report_bye")),
     ((S.CONFIRMED,), (In.RECV_REINVITE,), S.REINVITED, ("answer_reinvite",)),
     ((S.CONFIRMED,), (In.RECV_REINVITE_NO_SDP,), S.REINVITED_NO_OFFER, ("offer_in_2xx",)),
@@ -167,10 +188,23 @@ ROWS: tuple[Row, ...] = (
     (_ADDRESSABLE, (In.RECV_NOTIFY,), SAME, ("answer_notify",)),
     (_ADDRESSABLE, (In.RECV_OPTIONS,), SAME, ("answer_options",)),
     (_ADDRESSABLE, (In.RECV_OTHER,), SAME, ("send_405",)),
+    # RFC 3262 §3: a PRACK of our reliable 1xx (a RAck that matches none gets 481, refused)
+    ((S.AWAIT_PRACK,), (In.RECV_PRACK,), S.INCOMING, ("prack_ok",)),
+    ((S.ANSWER_HELD,), (In.RECV_PRACK,), S.ANSWERED, ("prack_ok", "send_held_2xx")),
+    (
+        (S.INCOMING, *_AWAIT_ACK, *_DIALOG, S.ENDING),
+        (In.RECV_PRACK,),
+        SAME,
+        ("send_481",),
+    ),
     # --- responses to our INVITE
     (_UAC_EARLY, (In.INVITE_1XX,), S.PROCEEDING, ("report_progress",)),
-    ((S.CANCEL_DUE,), (In.INVITE_1XX,), S.CANCELLING, ("send_cancel",)),
+    ((S.CANCEL_DUE,), (In.INVITE_1XX, In.INVITE_1XX_RELIABLE), S.CANCELLING, ("send_cancel",)),
     ((S.CANCELLING,), (In.INVITE_1XX,), SAME, ("report_progress",)),
+    # RFC 3262 §4: a reliable 1xx is PRACKed in its early dialog; a repeated RSeq is not
+    (_UAC_EARLY, (In.INVITE_1XX_RELIABLE,), S.PROCEEDING, ("send_prack", "report_progress")),
+    ((S.CANCELLING,), (In.INVITE_1XX_RELIABLE,), SAME, ("send_prack", "report_progress")),
+    ((S.PROCEEDING, S.CANCELLING), (In.INVITE_1XX_REPEAT,), SAME, ()),
     (_UAC_EARLY, (In.INVITE_2XX,), S.CONFIRMED, ("make_dialog", "send_ack", "report_answer")),
     (_UAC_CANCEL, (In.INVITE_2XX,), S.ENDING, ("make_dialog", "send_ack", "send_bye")),
     ((*_DIALOG, S.ENDING), (In.INVITE_2XX,), SAME, ("send_ack",)),  # a 2xx retransmission
@@ -204,7 +238,10 @@ ROWS: tuple[Row, ...] = (
     ((*_DIALOG, S.ENDING), (In.REFER_1XX,), SAME, ()),
     ((*_DIALOG, S.ENDING), (In.REFER_2XX, In.REFER_FAILURE), SAME, ("report_transfer",)),
     # --- the call's timers
-    ((S.INCOMING,), (In.TIMER_NO_ANSWER,), S.ENDED, ("send_480", "report_no_answer")),
+    ((S.INCOMING, S.AWAIT_PRACK), (In.TIMER_NO_ANSWER,), S.ENDED, ("send_480", "report_no_answer")),
+    (_RELIABLE_OUT, (In.TIMER_1XX_RETRANSMIT,), SAME, ("resend_1xx",)),
+    # RFC 3262 §3: no PRACK in 64*T1: the INVITE is refused with a 5xx
+    (_RELIABLE_OUT, (In.TIMER_PRACK,), S.ENDED, ("send_no_prack", "report_prack_timeout")),
     (_RETRANSMITTING, (In.TIMER_2XX_RETRANSMIT,), SAME, ("resend_2xx",)),
     (_RETRANSMITTING, (In.TIMER_ACK,), S.ENDING, ("send_bye", "report_ack_timeout")),
     ((S.CANCELLING,), (In.TIMER_CANCEL,), S.ENDED, ("report_cancelled",)),

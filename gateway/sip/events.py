@@ -79,8 +79,11 @@ class TransferProgressed(SipEvent):
 
 @dataclass(frozen=True, slots=True)
 class OutboundCallProgressed(SipEvent):
+    """A provisional response to our INVITE; `early` is its SDP (early media), if any."""
+
     call: int
     status: int
+    early: SessionDescription | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ _REQUEST_INPUTS = {
     "INFO": CallInput.RECV_INFO,
     "NOTIFY": CallInput.RECV_NOTIFY,
     "OPTIONS": CallInput.RECV_OPTIONS,
+    "PRACK": CallInput.RECV_PRACK,
 }
 _RESPONSE_INPUTS = {  # purpose → (1xx, 2xx, 3xx-6xx)
     "reinvite": (CallInput.REINVITE_1XX, CallInput.REINVITE_2XX, CallInput.REINVITE_FAILURE),

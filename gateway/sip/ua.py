@@ -34,7 +34,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from gateway.errors import SipParseError, TransactionStateError
+from gateway.errors import SipCallStateError, SipParseError, TransactionStateError
 from gateway.sip import routing
 from gateway.sip.admission import Admission
 from gateway.sip.auth import Credentials, DigestServer
@@ -43,15 +43,16 @@ from gateway.sip.events import RequestRejected, SipEvent
 from gateway.sip.in_dialog import InDialog
 from gateway.sip.message import SipRequest, SipResponse, make_response, parse
 from gateway.sip.policy import SourcePolicy
+from gateway.sip.prack import Prack
 from gateway.sip.sdp import SessionDescription
 from gateway.sip.session_timer import SessionTimers
 from gateway.sip.transaction import Address, State, server_key
-from gateway.sip.ua_core import ALLOW, EndpointConfig, Trigger, UaCore
+from gateway.sip.ua_core import ALLOW, EndpointConfig, SipCall, Trigger, UaCore
 from gateway.sip.uac import Uac
 from gateway.sip.uas import Uas
 
 _KNOWN_METHODS = frozenset(
-    {"REGISTER", "SUBSCRIBE", "PUBLISH", "MESSAGE", "PRACK", "REFER"}
+    {"REGISTER", "SUBSCRIBE", "PUBLISH", "MESSAGE", "REFER"}
 )  # understood but not accepted here: 405
 #: our client transaction of this purpose timed out (timer B or F): the call's input
 _TIMEOUTS = {
@@ -78,7 +79,8 @@ class SipEndpoint:
         self._uas = Uas(core, self._admission, self._timers)
         self._uac = Uac(core)
         self._in_dialog = InDialog(core, self._uas, self._timers)
-        for role in (self._uas, self._uac, self._in_dialog, self._timers):
+        self._prack = Prack(core, self._uas.answer)
+        for role in (self._uas, self._uac, self._in_dialog, self._timers, self._prack):
             core.register(role.steps())
         missing = STEPS - core.step_names
         if missing:
@@ -242,8 +244,20 @@ class SipEndpoint:
     # --- commands
 
     def ring(self, call: int, now: float) -> None:
-        """Send 180 Ringing."""
-        self._core.command(call, Trigger(CallInput.RING, now))
+        """Send 180 Ringing (reliably when the INVITE required 100rel, RFC 3262)."""
+        self._core.command(call, Trigger(Prack.ring_input(self._known(call)), now, status=180))
+
+    def progress(self, call: int, sdp: SessionDescription | bytes, now: float) -> None:
+        """Send 183 Session Progress with `sdp` (early media); reliably (RFC 3262) when the
+        caller supports 100rel. The 2xx must then carry the same SDP (`accept`)."""
+        inp = Prack.progress_input(self._known(call))
+        self._core.command(call, Trigger(inp, now, status=183, sdp=sdp))
+
+    def _known(self, call: int) -> SipCall:
+        found = self._core.calls.get(call)
+        if found is None:
+            raise SipCallStateError(f"no call {call}")
+        return found
 
     def accept(self, call: int, sdp: SessionDescription | bytes, now: float) -> None:
         """Answer with 200 OK carrying `sdp` (the answer, or our offer for a late offer)."""
@@ -344,7 +358,7 @@ class SipEndpoint:
             self._uas.on_invite(request, addr, key, now)
         elif method == "OPTIONS":
             self._admission.answer_options(request, addr, key, now)
-        elif method in ("BYE", "INFO", "UPDATE", "NOTIFY"):
+        elif method in ("BYE", "INFO", "UPDATE", "NOTIFY", "PRACK"):
             core.stateless(request, addr, 481, "unknown_dialog")
         elif method in _KNOWN_METHODS:
             core.stateless(request, addr, 405, "unsupported", [("Allow", ALLOW)])

@@ -32,8 +32,8 @@ from gateway.sip.transaction import (
     ServerTransaction,
 )
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY"
-SUPPORTED = "timer"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY, PRACK"
+SUPPORTED = "timer, 100rel"
 MIN_SE = 90  # RFC 4028 §4
 RECENT_CALL_IDS = 8192  # Call-IDs of ended or challenged calls still recognised (LRU)
 
@@ -67,6 +67,18 @@ class Retransmit:
 
 
 @dataclass
+class ReliableProvisional:
+    """RFC 3262 §3: our reliable provisional, re-sent (T1 doubling) until its PRACK (64*T1)."""
+
+    data: bytes
+    addr: Address
+    rseq: int
+    interval: float
+    next_at: float | None
+    give_up_at: float
+
+
+@dataclass
 class SipCall:
     """One call (one INVITE dialog) and the data of its state; `state` moves by the table only."""
 
@@ -81,6 +93,14 @@ class SipCall:
     local_sdp: SessionDescription | None = None
     remote_sdp: SessionDescription | None = None
     retransmit: Retransmit | None = None  # present in the states that await an ACK
+    # RFC 3262 (100rel), UAS: "required", "supported" or "" (the INVITE's); our last RSeq; the
+    # reliable 1xx awaiting its PRACK (in the states that await one); the 2xx it holds back
+    rel100: str = ""
+    rseq: int = 0
+    reliable: ReliableProvisional | None = None
+    held_answer: SessionDescription | bytes | None = None
+    # UAC: the early dialogs of our INVITE's reliable 1xx, by To tag, with the last RSeq of each
+    early: dict[str, tuple[Dialog, int]] = field(default_factory=dict)
     ack_bytes: bytes = b""  # our last ACK of a 2xx, re-sent for its retransmissions
     ack_addr: Address | None = None
     credentials: Credentials | None = None
@@ -133,6 +153,23 @@ def _stop_2xx_tick(call: SipCall) -> None:
         call.retransmit.next_at = None
 
 
+def _prack_deadline(call: SipCall) -> float | None:
+    return call.reliable.give_up_at if call.reliable is not None else None
+
+
+def _resend_1xx_at(call: SipCall) -> float | None:
+    return call.reliable.next_at if call.reliable is not None else None
+
+
+def _stop_reliable(call: SipCall) -> None:
+    call.reliable = None
+
+
+def _stop_1xx_tick(call: SipCall) -> None:
+    if call.reliable is not None:
+        call.reliable.next_at = None
+
+
 def _answer_deadline(call: SipCall) -> float | None:
     return call.answer_deadline
 
@@ -180,6 +217,8 @@ CALL_TIMERS: tuple[
     (CallInput.TIMER_NO_ANSWER, _answer_deadline, _stop_answer),
     (CallInput.TIMER_ACK, _ack_deadline, _stop_2xx),
     (CallInput.TIMER_2XX_RETRANSMIT, _retransmit_at, _stop_2xx_tick),
+    (CallInput.TIMER_PRACK, _prack_deadline, _stop_reliable),
+    (CallInput.TIMER_1XX_RETRANSMIT, _resend_1xx_at, _stop_1xx_tick),
     (CallInput.TIMER_CANCEL, _cancel_deadline, _stop_cancel),
     (CallInput.TIMER_SESSION_EXPIRED, _session_expires, _stop_expiry),
     (CallInput.TIMER_SESSION_REFRESH, _refresh_at, _stop_refresh),
@@ -227,7 +266,7 @@ class UaCore:
 
     def release(self, call: SipCall) -> None:
         """The call ended: forget it everywhere (its Call-ID stays known for a while)."""
-        call.retransmit = None
+        call.retransmit = call.reliable = None
         call.session_expires = call.refresh_at = None
         if self.calls.pop(call.handle, None) is not None:
             call_id = call.invite.call_id
@@ -310,6 +349,11 @@ class UaCore:
                 times.append(rt.give_up_at)
                 if rt.next_at is not None:
                     times.append(rt.next_at)
+            rel = call.reliable
+            if rel is not None:
+                times.append(rel.give_up_at)
+                if rel.next_at is not None:
+                    times.append(rel.next_at)
             for when in (
                 call.answer_deadline,
                 call.cancel_deadline,

@@ -24,6 +24,7 @@ from gateway.sip.events import (
 )
 from gateway.sip.locate import fail_over
 from gateway.sip.message import Headers, SipRequest, SipResponse, SipUri
+from gateway.sip.prack import Prack
 from gateway.sip.routing import new_tag, target_addr
 from gateway.sip.sdp import SessionDescription
 from gateway.sip.transaction import T1, Address, build_cancel
@@ -104,7 +105,7 @@ class Uac:
         credentials and have not retried yet (one retry, §22.2)."""
         status = response.status
         if status < 200:
-            return CallInput.INVITE_1XX
+            return Prack.provisional_input(call, response)
         if status < 300:
             return CallInput.INVITE_2XX
         if (
@@ -149,13 +150,23 @@ class Uac:
     def _progress(self, call: SipCall, t: Trigger) -> None:
         assert t.response is not None
         if t.response.status > 100:
-            self.core.events.append(OutboundCallProgressed(call.handle, t.response.status))
+            early = sdp_of(t.response)  # early media (RFC 3960): the 18x's SDP
+            if early is not None:
+                call.remote_sdp = early
+            self.core.events.append(OutboundCallProgressed(call.handle, t.response.status, early))
 
     def _make_dialog(self, call: SipCall, t: Trigger) -> None:
         """§12.1.2: the dialog from our INVITE and its (first) 2xx."""
         assert t.response is not None
         if call.dialog is None:
-            call.dialog = Dialog.as_uac(call.invite, t.response)
+            early = call.early.get(t.response.to.tag or "")
+            if early is not None:  # RFC 3262: the early dialog of our PRACKs, now confirmed
+                call.dialog = early[0]
+                call.dialog.refresh_target(t.response)
+                call.dialog.route_set = [str(r) for r in reversed(t.response.record_routes)]
+            else:
+                call.dialog = Dialog.as_uac(call.invite, t.response)
+            call.early.clear()
             self.core.dialogs[call.dialog.key] = call.handle
             call.keys.append(call.dialog.key)
 
@@ -178,7 +189,8 @@ class Uac:
 
     def _answered(self, call: SipCall, t: Trigger) -> None:
         assert t.response is not None
-        answer = sdp_of(t.response)
+        # a 2xx may leave out the answer a (reliable) 18x gave (RFC 3262 §5, RFC 3960)
+        answer = sdp_of(t.response) or call.remote_sdp
         call.remote_sdp = answer
         self.core.events.append(OutboundCallAnswered(call.handle, answer))
 
@@ -188,6 +200,7 @@ class Uac:
         challenge = _challenge(t.response)
         assert challenge is not None
         call.auth_tries += 1
+        call.early.clear()  # RSeq counts per INVITE transaction (RFC 3262 §4)
         old = call.invite
         h = old.headers.copy()
         h.set("Via", self.core.via(call.peer))

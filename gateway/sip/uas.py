@@ -25,6 +25,7 @@ from gateway.sip.events import (
     RequestRejected,
 )
 from gateway.sip.message import SipRequest, SipResponse, make_response
+from gateway.sip.prack import rel100_of
 from gateway.sip.routing import new_tag
 from gateway.sip.sdp import SessionDescription
 from gateway.sip.session_timer import SessionTimers
@@ -71,7 +72,9 @@ class Uas:
         if not self.admission.admit_call(request, addr, now):
             return
         unsupported = [
-            o for o in request.headers.get_all("Require") if o.strip().lower() != "timer"
+            o
+            for o in request.headers.get_all("Require")
+            if o.strip().lower() not in ("timer", "100rel")  # RFC 4028, RFC 3262 (prack.py)
         ]
         if unsupported:
             core.stateless(
@@ -108,6 +111,7 @@ class Uas:
         handle = core.new_handle()
         call = SipCall(handle, "uas", CallState.INCOMING, request, addr, new_tag(), ist=tx)
         call.remote_sdp = offer
+        call.rel100 = rel100_of(request)
         call.answer_deadline = now + core.config.answer_timeout
         core.add_call(call)
         core.invite_calls[key] = handle
@@ -173,18 +177,22 @@ class Uas:
         self.core.respond_invite(call, 180, t.now)
 
     def _accept(self, call: SipCall, t: Trigger) -> None:
-        """200 OK with `t.sdp` (the answer, or our offer for a late offer)."""
-        sdp = t.sdp
-        assert sdp is not None and call.ist is not None
+        assert t.sdp is not None
+        self.answer(call, t.sdp, t.now)
+
+    def answer(self, call: SipCall, sdp: SessionDescription | bytes, now: float) -> None:
+        """200 OK with `sdp` (the answer, or our offer for a late offer), re-sent until the
+        ACK; the session timer is negotiated now."""
+        assert call.ist is not None
         body = sdp if isinstance(sdp, bytes) else sdp.serialize()
         call.local_sdp = (
             sdp if isinstance(sdp, SessionDescription) else SessionDescription.parse(sdp)
         )
-        headers = [("Content-Type", "application/sdp"), *self.timers.negotiate(call, t.now)]
+        headers = [("Content-Type", "application/sdp"), *self.timers.negotiate(call, now)]
         response = self.core.call_response(call, 200, headers, body)
-        call.ist.send_response(response, t.now)
+        call.ist.send_response(response, now)
         call.dialog = Dialog.as_uas(call.invite, call.local_tag)
-        self.start_retransmit(call, response, call.ist.addr, call.invite.cseq.seq, t.now)
+        self.start_retransmit(call, response, call.ist.addr, call.invite.cseq.seq, now)
 
     def _reject(self, call: SipCall, t: Trigger) -> None:
         self.core.respond_invite(call, t.status, t.now, t.headers)

@@ -312,6 +312,54 @@ def cancelling(w: World) -> tuple[SipEndpoint, int]:
     return ep, h
 
 
+REL = [*SE, ("Require", "100rel")]
+
+
+def incoming_100rel(w: World) -> tuple[SipEndpoint, int]:
+    _invite(w, REL)
+    w.flush()
+    return w.b, newest(w.b)
+
+
+def await_prack(w: World) -> tuple[SipEndpoint, int]:
+    incoming_100rel(w)
+    w.drops.append(dropping("PRACK", A))
+    w.b.ring(newest(w.b), w.net.now)
+    w.flush()
+    return w.b, newest(w.b)
+
+
+def await_prack_late(w: World) -> tuple[SipEndpoint, int]:
+    """Rung reliably late: the no-answer deadline comes before the PRACK's."""
+    incoming_100rel(w)
+    w.advance(50.0)
+    w.drops.append(dropping("PRACK", A))
+    w.b.ring(newest(w.b), w.net.now)
+    w.flush()
+    return w.b, newest(w.b)
+
+
+def answer_held(w: World) -> tuple[SipEndpoint, int]:
+    await_prack(w)
+    _accept(w)
+    return w.b, newest(w.b)
+
+
+def proceeding_reliable(w: World) -> tuple[SipEndpoint, int]:
+    incoming_100rel(w)
+    w.b.ring(newest(w.b), w.net.now)
+    w.flush()
+    return w.a, newest(w.a)
+
+
+def cancelling_reliable(w: World) -> tuple[SipEndpoint, int]:
+    ep, h = proceeding_reliable(w)
+    w.drops.append(dropping("CANCEL", A))
+    ep.hangup(h, w.net.now)
+    w.flush()
+    return ep, h
+
+
 Recipe = Callable[[World], tuple[SipEndpoint, int]]
 Injector = Callable[[World, SipEndpoint, int], bool]  # False: the input cannot be made now
 RECIPES: dict[str, tuple[CallState, Recipe]] = {
@@ -338,6 +386,12 @@ RECIPES: dict[str, tuple[CallState, Recipe]] = {
     "reinvited_no_offer_uac": (S.REINVITED_NO_OFFER, reinvited_no_offer_uac),
     "ending_uas": (S.ENDING, ending_uas),
     "ending_uac": (S.ENDING, ending_uac),
+    "incoming_100rel": (S.INCOMING, incoming_100rel),
+    "await_prack": (S.AWAIT_PRACK, await_prack),
+    "await_prack_late": (S.AWAIT_PRACK, await_prack_late),
+    "answer_held": (S.ANSWER_HELD, answer_held),
+    "proceeding_reliable": (S.PROCEEDING, proceeding_reliable),
+    "cancelling_reliable": (S.CANCELLING, cancelling_reliable),
 }
 
 
@@ -412,7 +466,13 @@ def recv_cancel(w: World, ep: SipEndpoint, h: int) -> bool:
 
 
 def _respond(
-    purpose: str, status: int, *, sdp: bool = False, challenge: bool = False, again: bool = False
+    purpose: str,
+    status: int,
+    *,
+    sdp: bool = False,
+    challenge: bool = False,
+    again: bool = False,
+    rseq: str = "",
 ) -> Injector:
     """A response to the call's newest request of `purpose` still awaiting its final one; with
     `again`, a retransmission of the final response to the oldest one that had it."""
@@ -427,6 +487,13 @@ def _respond(
             call = calls(ep)[h]
             tag = call.dialog.remote_tag if call.dialog is not None else "far1"
             headers: list[tuple[str, str]] = [("Contact", f"<sip:far@{RAW}:5060>")]
+            if rseq:  # a reliable 1xx (RFC 3262): a new RSeq, or the last one again
+                tag = next(iter(call.early), tag)
+                seen = call.early.get(tag)
+                if rseq == "same" and seen is None:
+                    return False
+                n = seen[1] if seen is not None else 0
+                headers += [("Require", "100rel"), ("RSeq", str(n if rseq == "same" else n + 1))]
             body = b""
             if sdp and ctx.request.body:
                 offer = SessionDescription.parse(ctx.request.body)
@@ -460,6 +527,28 @@ def _command(run: Callable[[SipEndpoint, int, float], None]) -> Injector:
 
 def _accept_cmd(ep: SipEndpoint, h: int, now: float) -> None:
     ep.accept(h, make_offer(ep.config.host, 5002), now)
+
+
+def _provisional(rel100: str, sdp: bool) -> Injector:
+    """ring / progress on a call whose INVITE said `rel100` of 100rel (RFC 3262)."""
+
+    def run(ep: SipEndpoint, h: int, now: float) -> None:
+        calls(ep)[h].rel100 = rel100
+        if sdp:
+            ep.progress(h, make_offer(ep.config.host, 5002), now)
+        else:
+            ep.ring(h, now)
+
+    return _command(run)
+
+
+def recv_prack(w: World, ep: SipEndpoint, h: int) -> bool:
+    """A PRACK of our outstanding reliable 1xx (RAck of none: matches nothing)."""
+    call = calls(ep)[h]
+    rel = call.reliable
+    rack = f"{rel.rseq} {call.invite.cseq.seq} INVITE" if rel is not None else "1 1 INVITE"
+    _deliver(w, ep, _far_request(w, call, "PRACK", headers=(("RAck", rack),)))
+    return True
 
 
 def _until(deadline: Callable[[SipCall], float | None]) -> Injector:
@@ -510,7 +599,10 @@ def _ack_deadline(c: SipCall) -> float | None:
 SDP_BODY = make_offer(RAW, 4010).serialize()
 SDP_HEADERS = (("Content-Type", "application/sdp"),)
 INJECT: dict[CallInput, Injector] = {
-    In.RING: _command(lambda ep, h, now: ep.ring(h, now)),
+    In.RING: _provisional("", sdp=False),
+    In.RING_RELIABLE: _provisional("required", sdp=False),
+    In.PROGRESS: _provisional("", sdp=True),
+    In.PROGRESS_RELIABLE: _provisional("supported", sdp=True),
     In.ACCEPT: _command(_accept_cmd),
     In.REJECT: _command(lambda ep, h, now: ep.reject(h, 486, now)),
     In.HANGUP: _command(lambda ep, h, now: ep.hangup(h, now)),
@@ -531,7 +623,10 @@ INJECT: dict[CallInput, Injector] = {
     ),
     In.RECV_OPTIONS: _send("OPTIONS"),
     In.RECV_OTHER: _send("MESSAGE", body=b"hi", headers=(("Content-Type", "text/plain"),)),
+    In.RECV_PRACK: recv_prack,
     In.INVITE_1XX: _respond("invite", 180),
+    In.INVITE_1XX_RELIABLE: _respond("invite", 183, rseq="next"),
+    In.INVITE_1XX_REPEAT: _respond("invite", 183, rseq="same"),
     In.INVITE_2XX: _respond("invite", 200, sdp=True),
     In.INVITE_CHALLENGE: _respond("invite", 401, challenge=True),
     In.INVITE_FAILURE: _respond("invite", 486),
@@ -550,6 +645,8 @@ INJECT: dict[CallInput, Injector] = {
     In.TIMER_ACK: _until(_ack_deadline),
     In.TIMER_2XX_RETRANSMIT: _until(_retransmit_at),
     In.TIMER_CANCEL: _until(lambda c: c.cancel_deadline),
+    In.TIMER_1XX_RETRANSMIT: _until(lambda c: c.reliable.next_at if c.reliable else None),
+    In.TIMER_PRACK: _until(lambda c: c.reliable.give_up_at if c.reliable else None),
     In.TIMER_SESSION_EXPIRED: _until(lambda c: c.session_expires),
     In.TIMER_SESSION_REFRESH: _refresh,
     In.TIMEOUT_INVITE: _timeout("invite"),
@@ -580,7 +677,7 @@ def check_transitions(w: World) -> None:
             assert (t.handle, t.before.value, t.input.value) in reported, t
             continue
         next_state, steps = entry
-        refused = "answer_reinvite" in steps and t.after is t.before
+        refused = {"answer_reinvite", "prack_ok"} & set(steps) and t.after is t.before
         assert t.after is next_state or refused, t
     assert len(reported) == sum((t.before, t.input) not in TABLE for t in w.seen)
 

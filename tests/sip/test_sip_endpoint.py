@@ -530,8 +530,8 @@ def test_draining_unsupported_unknown() -> None:
     (resp,) = peer.send(invite_text(peer))
     assert resp.status == 503 and resp.headers.get("Retry-After")  # type: ignore[union-attr]
     uas.set_draining(False)
-    (resp,) = peer.send(invite_text(peer, branch="z9hG4bK-2", extra="Require: 100rel\n"))
-    assert resp.status == 420 and resp.headers.get("Unsupported") == "100rel"  # type: ignore[union-attr]
+    (resp,) = peer.send(invite_text(peer, branch="z9hG4bK-2", extra="Require: foo, 100rel\n"))
+    assert resp.status == 420 and resp.headers.get("Unsupported") == "foo"  # type: ignore[union-attr]
     g729 = "v=0\no=- 1 1 IN IP4 10.0.0.5\ns=-\nc=IN IP4 10.0.0.5\nt=0 0\nm=audio 7000 RTP/AVP 18\n"
     out = peer.send(invite_text(peer, branch="z9hG4bK-3", body=g729, call_id="g729"))
     assert [m.status for m in out] == [488]  # type: ignore[union-attr]

@@ -3,9 +3,9 @@
 Signals: `speech_like` (voiced, 8 kHz by default), `chirp` (48 kHz), `sine_wave`. Checks:
 `best_correlation(needle, haystack)` (signed peak), `windows_found` (per 250 ms window),
 `find_correlation(received, reference)` / `best_abs_correlation` (either polarity, with the
-offset), `best_lag` (a short lag search). Conversion and files: `resample`, `read_wav_8k`,
-`read_mono_wav`, `read_stereo_wav`. The codec measurements (tone fits, SNR, aliasing) are in
-`signals.py`.
+offset), `best_lag` (a short lag search), `tone_share` (how much of a signal is given tones).
+Conversion and files: `resample`, `read_wav_8k`, `read_mono_wav`, `read_stereo_wav`. The codec
+measurements (tone fits, SNR, aliasing) are in `signals.py`.
 """
 
 from __future__ import annotations
@@ -68,6 +68,19 @@ def best_correlation(needle: Pcm, haystack: Pcm) -> float:
     energy = cum[len(a) :] - cum[: len(b) - len(a) + 1]
     norm = np.sqrt(np.maximum(energy, 0.0) * np.sum(a**2)) + 1e-9
     return float(np.max(corr / norm))
+
+
+def tone_share(pcm: Pcm, freqs: tuple[float, ...], rate: int = 8000, width: float = 20.0) -> float:
+    """The share (0..1) of `pcm`'s energy within `width` Hz of the `freqs` (a Hann-windowed
+    FFT), e.g. ringback's 440 + 480 Hz."""
+    x = pcm.astype(np.float64) * np.hanning(len(pcm))
+    power = np.abs(np.fft.rfft(x)) ** 2
+    hz = np.fft.rfftfreq(len(pcm), 1 / rate)
+    near = np.zeros(len(hz), bool)
+    for f in freqs:
+        near |= np.abs(hz - f) <= width
+    total = float(np.sum(power))
+    return float(np.sum(power[near])) / total if total > 0 else 0.0
 
 
 def windows_found(needle: Pcm, haystack: Pcm, window: int = 2000) -> list[float]:

@@ -10,7 +10,9 @@ every frame is relayed both ways, and per connection (`Fault`, by connection ind
 * `fail_responses`: ends the first N responses `failed` at once (`response.created`, then a
   `response.done` with `status_details.error`), cancelling them upstream and dropping their
   content, like a provider that has a server error;
-* `close_after_s`: closes the connection (1011) that long after it opened.
+* `close_after_s`: closes the connection (1011) that long after it opened;
+* `connect_delay_s`: opens the session that late (nothing relayed until then), like a slow
+  provider.
 
 Every server event it sends is checked against the official openai SDK models (`Conformance`);
 `invalid` lists what failed the check (tests assert it stays empty). Client events are recorded
@@ -53,6 +55,7 @@ class Fault:
     stall_after: str | None = None
     fail_responses: int = 0
     close_after_s: float | None = None
+    connect_delay_s: float = 0.0  # nothing is relayed (no session.created) for this long
 
 
 @dataclass
@@ -115,6 +118,8 @@ class FaultyProvider:
         self.connections.append(conn)
         self._open.add(client)
         try:
+            if conn.fault.connect_delay_s:  # a provider slow to open its session
+                await asyncio.sleep(conn.fault.connect_delay_s)
             async with ws_connect(self.upstream, compression=None, max_size=None) as upstream:
                 tasks = [
                     asyncio.create_task(self._to_upstream(conn, client, upstream)),

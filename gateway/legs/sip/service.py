@@ -32,6 +32,7 @@ from gateway.errors import (
     SipParseError,
 )
 from gateway.legs.sip.leg import SipLeg
+from gateway.legs.sip.ringback import Ringback
 from gateway.logs import bind_call, get_logger
 from gateway.media.clock import MediaClock
 from gateway.rtp.ports import PortPool
@@ -49,6 +50,7 @@ from gateway.sip.events import (
     MediaUpdated,
     OutboundCallAnswered,
     OutboundCallFailed,
+    OutboundCallProgressed,
     SipEvent,
     TransferProgressed,
 )
@@ -74,6 +76,8 @@ class _Pending:
     setup: asyncio.Task[Any] | None = None
     #: outbound: the trunk's targets (RFC 3263), each with the URI's host name (TLS: SNI)
     targets: tuple[Target, ...] = ()
+    negotiated: sdpmod.Negotiated | None = None  # our answer, sent early (183) or in the 200
+    ringback: Ringback | None = None  # early media while the provider connects
 
 
 class SipCallService:
@@ -90,6 +94,7 @@ class SipCallService:
         public_address: str,
         ringing: bool,
         ptime_ms: int,
+        early_media: bool = False,
         trunks: Mapping[str, Trunk] | None = None,
         rtp_timeout: float = 30.0,
         rtp_strict_source: bool = True,
@@ -102,6 +107,7 @@ class SipCallService:
         self.rtp_bind = rtp_bind
         self.public_address = public_address
         self.ringing = ringing
+        self.early_media = early_media  # 183 + ringback while the provider connects
         self.ptime_ms = ptime_ms
         self.trunks = dict(trunks or {})
         self.media_timeout = rtp_timeout or None  # 0: no RTP inactivity timeout
@@ -174,6 +180,9 @@ class SipCallService:
             leg = self._legs.get(event.call)
             if event.answer is not None and leg is not None:
                 self._apply_answer(leg, event.answer)
+        elif isinstance(event, OutboundCallProgressed):
+            if event.early is not None:
+                self._outbound_early_media(event.call, event.status, event.early)
         elif isinstance(event, OutboundCallAnswered | OutboundCallFailed):
             pending = self._pending.get(event.call)
             if (
@@ -213,6 +222,8 @@ class SipCallService:
             await self._undo(pending, 500, "server_error")
         finally:
             self._pending.pop(handle, None)
+            if pending.rtp is not None:  # a set-up that ended during early media: its port
+                await self._undo(pending, 0, "ended")
 
     async def _answer_incoming(self, ev: IncomingCallReceived, pending: _Pending) -> None:
         loop = self._loop
@@ -228,7 +239,21 @@ class SipCallService:
                 return
         else:
             codec, dtmf_pt = "pcmu", 101
-        if self.ringing:
+        if self.early_media and ev.offer is not None:
+            # 183 with our answer and ringback while the provider connects (reliably when the
+            # caller supports 100rel); the 200 repeats the same answer
+            if not await self._open_media(ev, pending, codec, dtmf_pt):
+                return
+            assert pending.rtp is not None and pending.negotiated is not None
+            try:
+                self.endpoint.progress(ev.call, pending.negotiated.answer, loop.time())
+            except SipCallStateError:
+                await self._undo(pending, 0, "cancelled")
+                return
+            self._flush()
+            pending.ringback = Ringback(pending.rtp, self.clock_for)
+            log.info("sip_early_media", handle=ev.call, direction="inbound", codec=codec)
+        elif self.ringing:
             with contextlib.suppress(SipCallStateError):
                 self.endpoint.ring(ev.call, now)
                 self._flush()
@@ -265,44 +290,18 @@ class SipCallService:
             await self._undo(pending, 0, "cancelled")
             return
         now = loop.time()
-        session = RtpSession(
-            now=now,  # the no-RTP timeout runs from here: the answer
-            codec=codec,
-            remote_addr=None,
-            dtmf_pt=dtmf_pt,
-            ptime_ms=self.ptime_ms,
-            media_timeout=self.media_timeout,
-            strict_source=self.strict_source,
-            signalling_ip=ev.source.host,  # a phone behind NAT sends media from there
-            wall_offset=self._wall_offset,
-        )
-        try:
-            pending.rtp = await RtpEndpoint.open(self.ports, self.rtp_bind, session)
-        except PortsExhausted:
-            await self._undo(pending, 503, "capacity")
+        if pending.rtp is None and not await self._open_media(ev, pending, codec, dtmf_pt):
             return
-        port = pending.rtp.port
-        if ev.offer is not None:
-            negotiated = sdpmod.negotiate(
-                ev.offer,
-                self.public_address,
-                port,
-                default_ptime=self.ptime_ms,
-                session_id=int(now * 1000) & 0x7FFFFFFF,
-            )
-            session.update_remote(
-                negotiated.remote_rtp,
-                negotiated.codec,
-                negotiated.dtmf_payload_type,
-                negotiated.ptime,
-                rtcp_addr=negotiated.remote_rtcp,
-            )
+        assert pending.rtp is not None
+        session = pending.rtp.session
+        negotiated = pending.negotiated
+        if negotiated is not None:
             answer = negotiated.answer
             on_hold = negotiated.on_hold
         else:
             answer = sdpmod.make_offer(
                 self.public_address,
-                port,
+                pending.rtp.port,
                 ptime=self.ptime_ms,
                 session_id=int(now * 1000) & 0x7FFFFFFF,
             )
@@ -323,6 +322,9 @@ class SipCallService:
                 setup_ms=round((loop.time() - created) * 1000, 1),  # INVITE in to 200 OK out
                 session_ms=round((now - created) * 1000, 1),  # of which the provider's
             )
+        if pending.ringback is not None:
+            pending.ringback.stop()
+            pending.ringback = None
         leg = SipLeg(ev.call, pending.rtp, self, self.clock_for, media_timeout=self.media_timeout)
         self._start(pending, leg)
         if on_hold:
@@ -336,7 +338,47 @@ class SipCallService:
                 now=loop.time(),
             )
 
-    def _start(self, pending: _Pending, leg: SipLeg) -> None:
+    async def _open_media(
+        self, ev: IncomingCallReceived, pending: _Pending, codec: str, dtmf_pt: int | None
+    ) -> bool:
+        """An RTP port for an incoming call, and our answer to its offer (if any) applied to
+        the session; False when no port is free (the call got its 503)."""
+        now = self._loop.time()
+        session = RtpSession(
+            now=now,  # the no-RTP timeout runs from here: the answer (or the 183)
+            codec=codec,
+            remote_addr=None,
+            dtmf_pt=dtmf_pt,
+            ptime_ms=self.ptime_ms,
+            media_timeout=self.media_timeout,
+            strict_source=self.strict_source,
+            signalling_ip=ev.source.host,  # a phone behind NAT sends media from there
+            wall_offset=self._wall_offset,
+        )
+        try:
+            pending.rtp = await RtpEndpoint.open(self.ports, self.rtp_bind, session)
+        except PortsExhausted:
+            await self._undo(pending, 503, "capacity")
+            return False
+        if ev.offer is not None:
+            negotiated = sdpmod.negotiate(
+                ev.offer,
+                self.public_address,
+                pending.rtp.port,
+                default_ptime=self.ptime_ms,
+                session_id=int(now * 1000) & 0x7FFFFFFF,
+            )
+            session.update_remote(
+                negotiated.remote_rtp,
+                negotiated.codec,
+                negotiated.dtmf_payload_type,
+                negotiated.ptime,
+                rtcp_addr=negotiated.remote_rtcp,
+            )
+            pending.negotiated = negotiated
+        return True
+
+    def _start(self, pending: _Pending, leg: SipLeg, early: int = 0) -> None:
         assert pending.prepared is not None
         prepared = pending.prepared
         prepared.inband_dtmf = leg.session.dtmf_pt is None
@@ -346,7 +388,7 @@ class SipCallService:
         async def transfer(uri: str) -> None:
             self.refer(handle, uri)
 
-        call = self.calls.start_call(prepared, leg, transfer=transfer)
+        call = self.calls.start_call(prepared, leg, transfer=transfer, early=early)
         self._calls[handle] = call
         pending.prepared = None
         pending.rtp = None
@@ -394,6 +436,9 @@ class SipCallService:
         """Set-up failed or was cancelled: refuse (if still possible) and free everything."""
         if status:
             self._reject(pending.handle, status, reason, retry_after=5 if status == 503 else None)
+        if pending.ringback is not None:
+            pending.ringback.stop()
+            pending.ringback = None
         if pending.rtp is not None:
             await pending.rtp.aclose()
             pending.rtp = None
@@ -472,6 +517,31 @@ class SipCallService:
         self._spawn(self._await_answer(pending))
         return prepared.call_id
 
+    def _outbound_early_media(
+        self, handle: int, status: int, early: sdpmod.SessionDescription
+    ) -> None:
+        """A 18x with SDP to our INVITE (RFC 3960): RTP goes to it and the call starts in early
+        media, so a carrier's ringback or announcement is recorded and seen by the scenario
+        (`EarlyMedia`); the 2xx connects it (`_await_answer`)."""
+        pending = self._pending.get(handle)
+        leg = self._legs.get(handle)
+        try:
+            codec, _pt, dtmf_pt, ptime, remote, rtcp, _d = sdpmod.describe(
+                early, default_ptime=self.ptime_ms
+            )
+        except SdpError as exc:  # not media we can play: wait for the answer
+            log.warning("sip_early_media_refused", reason=_refusal(exc), error=str(exc))
+            return
+        if leg is not None:  # a later 18x moved the early media
+            leg.session.update_remote(remote, codec, dtmf_pt, ptime, rtcp_addr=rtcp)
+            return
+        if pending is None or pending.rtp is None or pending.prepared is None:
+            return
+        pending.rtp.session.update_remote(remote, codec, dtmf_pt, ptime, rtcp_addr=rtcp)
+        leg = SipLeg(handle, pending.rtp, self, self.clock_for, media_timeout=self.media_timeout)
+        log.info("sip_early_media", handle=handle, direction="outbound", status=status, codec=codec)
+        self._start(pending, leg, early=status)
+
     async def _await_answer(self, pending: _Pending) -> None:
         assert pending.answered is not None
         try:
@@ -481,27 +551,43 @@ class SipCallService:
             with contextlib.suppress(SipCallStateError):
                 self.endpoint.hangup(pending.handle, self._loop.time())
             self._flush()
+            self._end_early(pending.handle, "no_answer")
             await self._undo(pending, 0, "failed")
             self._pending.pop(pending.handle, None)
             return
         self._pending.pop(pending.handle, None)
         if isinstance(result, OutboundCallFailed) or result.answer is None:
             log.info("outbound_call_failed", status=getattr(result, "status", 0))
+            self._end_early(pending.handle, "rejected")
             await self._undo(pending, 0, "failed")
             return
-        assert pending.rtp is not None
+        early = self._legs.get(pending.handle)
         try:
             sdpmod.describe(result.answer, default_ptime=self.ptime_ms)
         except SdpError as exc:  # e.g. RTP/SAVP to our RTP/AVP offer: not a call
             log.warning("outbound_call_failed", reason=_refusal(exc), error=str(exc))
             self.hangup(pending.handle)
+            self._end_early(pending.handle, "failed")
             await self._undo(pending, 0, "failed")
             return
+        if early is not None:  # in early media: the answer's SDP (the same, or new) connects it
+            self._apply_answer(early, result.answer)
+            call = self._calls.get(pending.handle)
+            if call is not None:
+                call.connected()
+            return
+        assert pending.rtp is not None
         leg = SipLeg(
             pending.handle, pending.rtp, self, self.clock_for, media_timeout=self.media_timeout
         )
         self._apply_answer(leg, result.answer)
         self._start(pending, leg)
+
+    def _end_early(self, handle: int, reason: str) -> None:
+        """An outbound call in early media was not answered: it ends (its port is freed)."""
+        leg = self._legs.get(handle)
+        if leg is not None:
+            leg.remote_hangup(reason)
 
     async def aclose(self) -> None:
         """Cancel set-ups in progress (their ports and sessions are freed)."""
