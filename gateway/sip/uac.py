@@ -24,6 +24,7 @@ from gateway.sip.events import (
 from gateway.sip.message import Headers, SipRequest, SipResponse, SipUri
 from gateway.sip.routing import new_tag, target_addr
 from gateway.sip.sdp import SessionDescription
+from gateway.sip.session_timer import too_brief_retry
 from gateway.sip.transaction import T1, Address, build_cancel
 from gateway.sip.ua_core import ALLOW, SUPPORTED, SipCall, Step, Trigger, UaCore, sdp_of
 
@@ -46,6 +47,7 @@ class Uac:
             "send_ack": self._send_ack,
             "report_answer": self._answered,
             "retry_with_auth": self._retry_with_auth,
+            "retry_with_min_se": self._retry_with_min_se,
             "send_cancel": self._send_cancel,
             "report_failure": self._failed,
             "report_cancelled": self._cancelled,
@@ -62,8 +64,12 @@ class Uac:
         *,
         credentials: Credentials | None = None,
         headers: Sequence[tuple[str, str]] = (),
+        session_expires: int | None = None,
+        min_se: int | None = None,
     ) -> int:
-        """Place a call to `target_uri` via `destination` (a trunk); returns the call."""
+        """Place a call to `target_uri` via `destination` (a trunk); returns the call. With
+        `session_expires`, the INVITE asks for that session interval, and `Min-SE` (RFC 4028
+        §7.1: no refresher parameter, so that the UAS chooses)."""
         core = self.core
         SipUri.parse(target_uri)
         handle = core.new_handle()
@@ -78,6 +84,10 @@ class Uac:
         h.add("Contact", core.contact(destination))
         h.add("Allow", ALLOW)
         h.add("Supported", SUPPORTED)
+        if session_expires is not None:
+            h.add("Session-Expires", str(session_expires))
+        if min_se is not None:
+            h.add("Min-SE", str(min_se))
         h.add("User-Agent", core.config.user_agent)
         for name, value in headers:
             h.add(name, value)
@@ -88,6 +98,7 @@ class Uac:
         request = SipRequest("INVITE", target_uri, h, body)
         call = SipCall(handle, "uac", CallState.CALLING, request, destination, tag, local_sdp=offer)
         call.credentials = credentials
+        call.min_se = min_se or 0
         core.add_call(call)
         core.start_client(request, destination, handle, "invite", now)
         return handle
@@ -107,6 +118,8 @@ class Uac:
             and _challenge(response) is not None
         ):
             return CallInput.INVITE_CHALLENGE
+        if too_brief_retry(call, call.invite, response) is not None:
+            return CallInput.INVITE_TOO_BRIEF
         return CallInput.INVITE_FAILURE
 
     def stray_response(self, response: SipResponse) -> None:
@@ -173,6 +186,23 @@ class Uac:
         h.set("CSeq", f"{old.cseq.seq + 1} INVITE")
         name = "Authorization" if t.response.status == 401 else "Proxy-Authorization"
         h.set(name, authorization(challenge, "INVITE", old.uri, call.credentials))
+        call.invite = SipRequest("INVITE", old.uri, h, old.body)
+        self.core.start_client(call.invite, call.peer, call.handle, "invite", t.now)
+
+    def _retry_with_min_se(self, call: SipCall, t: Trigger) -> None:
+        """RFC 4028 §7.3: the INVITE again, CSeq + 1, Session-Expires and Min-SE raised to the
+        422's Min-SE."""
+        assert t.response is not None
+        interval = too_brief_retry(call, call.invite, t.response)
+        assert interval is not None
+        call.too_brief_tries += 1
+        call.min_se = interval
+        old = call.invite
+        h = old.headers.copy()
+        h.set("Via", self.core.via(call.peer))
+        h.set("CSeq", f"{old.cseq.seq + 1} INVITE")
+        h.set("Session-Expires", str(interval))
+        h.set("Min-SE", str(interval))
         call.invite = SipRequest("INVITE", old.uri, h, old.body)
         self.core.start_client(call.invite, call.peer, call.handle, "invite", t.now)
 

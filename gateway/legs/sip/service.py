@@ -452,6 +452,8 @@ class SipCallService:
             dest,
             loop.time(),
             credentials=creds,
+            session_expires=cfg.session_expires,
+            min_se=cfg.min_se,
         )
         self._flush()
         pending = _Pending(handle, prepared=prepared, rtp=rtp, answered=loop.create_future())
