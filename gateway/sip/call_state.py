@@ -22,7 +22,8 @@ ACK), `CALLING`/`PROCEEDING` (a provisional response came or not), `CANCEL_DUE`/
 carried one and the ACK carries the answer). What stays data: the 2xx being retransmitted
 (bytes, interval; present exactly in the states that await an ACK), the count of digest retries
 (classifies a 401/407 as `INVITE_CHALLENGE` while a retry is left), the session timer's
-interval, and every deadline.
+interval and who refreshes, the peer's Allow (which of the two refresh inputs, UPDATE or
+re-INVITE, the one `refresh_at` deadline fires), and every deadline.
 
 A command not allowed in the call's current state (or for an unknown call) raises
 `gateway.errors.SipCallStateError`.

@@ -42,9 +42,7 @@ class Far:
     def answer(
         self, request: SipRequest, status: int, headers: list[tuple[str, str]], body: bytes = b""
     ) -> None:
-        response = make_response(
-            request, status, "X", to_tag="far1", headers=headers, body=body
-        )
+        response = make_response(request, status, "X", to_tag="far1", headers=headers, body=body)
         self.ep.receive(response.serialize(), FAR_ADDR, self.now)
 
     def run_until(self, until: float) -> list[tuple[float, SipRequest]]:
