@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.secret import Secret
-from gateway.sip.message import SipRequest
+from gateway.sip.message import SipRequest, SipResponse
 
 ALGORITHMS = {"SHA-256": hashlib.sha256, "MD5": hashlib.md5}
 _PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)\s*,?')
@@ -187,6 +187,28 @@ def pick_challenge(values: Sequence[str]) -> dict[str, str] | None:
         if best is None or (alg == "SHA-256" and best.get("algorithm", "MD5").upper() != alg):
             best = params
     return best
+
+
+def answerable_challenge(response: SipResponse, sent: SipRequest) -> dict[str, str] | None:
+    """The challenge of a 401/407 to `sent` that we answer, or None: one retry per challenge
+    (RFC 3261 §22.2), so not when `sent` already answered one of its realm, unless that nonce
+    went stale (RFC 2617 §3.2.1: `stale=true` and a new nonce)."""
+    header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
+    challenge = pick_challenge(response.headers.get_all(header))
+    if challenge is None:
+        return None
+    realm = challenge.get("realm", "")
+    used = [
+        params
+        for name in ("Authorization", "Proxy-Authorization")
+        for value in sent.headers.get_all(name)
+        if (params := parse_digest(value)).get("realm", "") == realm
+    ]
+    if not used:
+        return challenge
+    stale = challenge.get("stale", "").lower() == "true"
+    nonce = challenge.get("nonce", "")
+    return challenge if stale and all(p.get("nonce") != nonce for p in used) else None
 
 
 def authorization(

@@ -24,7 +24,9 @@ carried one and the ACK carries the answer), `AWAIT_PRACK`/`ANSWER_HELD` (RFC 32
 provisional awaits its PRACK; accepted meanwhile, the 2xx waits for it). What stays data: the
 2xx being retransmitted (bytes, interval; present exactly in the states that await an ACK), the
 count of digest retries (classifies a 401/407 as `INVITE_CHALLENGE` while a retry is left), the
-session timer's interval, the RSeq of each reliable 1xx, and every deadline.
+session timer's interval and who refreshes, the peer's Allow (which of the two refresh inputs,
+UPDATE or re-INVITE, the one `refresh_at` deadline fires), the RSeq of each reliable 1xx, and
+every deadline.
 
 A command not allowed in the call's current state (or for an unknown call) raises
 `gateway.errors.SipCallStateError`.
@@ -83,6 +85,7 @@ class CallInput(enum.Enum):
     INVITE_1XX_REPEAT = "invite_1xx_repeat"  # a reliable 1xx with an RSeq seen already: dropped
     INVITE_2XX = "invite_2xx"
     INVITE_CHALLENGE = "invite_challenge"  # a 401/407 we still answer (once, with credentials)
+    INVITE_TOO_BRIEF = "invite_too_brief"  # a 422 we retry with its Min-SE (RFC 4028 §7.3)
     INVITE_FAILURE = "invite_failure"  # any other 3xx-6xx
     # RFC 3263 §4.3: a 503, timer B or a transport error while another target is left
     INVITE_FAILOVER = "invite_failover"
@@ -96,6 +99,12 @@ class CallInput(enum.Enum):
     REFER_1XX = "refer_1xx"
     REFER_2XX = "refer_2xx"
     REFER_FAILURE = "refer_failure"
+    UPDATE_2XX = "update_2xx"  # to our refreshing UPDATE (RFC 4028)
+    UPDATE_FAILURE = "update_failure"
+    UPDATE_GONE = "update_gone"  # 408 or 481: the dialog is gone (RFC 4028 §10)
+    # a 401/407 to our re-INVITE, UPDATE, REFER or BYE that we answer (once per challenge)
+    REQUEST_CHALLENGE = "request_challenge"
+    REQUEST_TOO_BRIEF = "request_too_brief"  # a 422 to our re-INVITE or UPDATE, retried
     # the call's timers
     TIMER_NO_ANSWER = "timer_no_answer"  # EndpointConfig.answer_timeout, like timer C
     TIMER_ACK = "timer_ack"  # 64*T1 without the ACK of our 2xx (§13.3.1.4)
@@ -104,12 +113,14 @@ class CallInput(enum.Enum):
     TIMER_PRACK = "timer_prack"  # RFC 3262 §3: 64*T1 without the PRACK of our reliable 1xx
     TIMER_CANCEL = "timer_cancel"  # 64*T1 after our CANCEL without a final response (§9.1)
     TIMER_SESSION_EXPIRED = "timer_session_expired"  # RFC 4028 §10
-    TIMER_SESSION_REFRESH = "timer_session_refresh"  # RFC 4028 §7.4: we are the refresher
+    TIMER_SESSION_REFRESH = "timer_session_refresh"  # RFC 4028 §10: we refresh, by UPDATE
+    TIMER_SESSION_REFRESH_REINVITE = "timer_session_refresh_reinvite"  # ... by re-INVITE
     # our client transactions that timed out (timer B or F)
     TIMEOUT_INVITE = "timeout_invite"
     TIMEOUT_REINVITE = "timeout_reinvite"
     TIMEOUT_REFER = "timeout_refer"
     TIMEOUT_BYE = "timeout_bye"
+    TIMEOUT_UPDATE = "timeout_update"
 
 
 COMMANDS = frozenset(
@@ -205,30 +216,43 @@ ROWS: tuple[Row, ...] = (
     (_UAC_EARLY, (In.INVITE_1XX_RELIABLE,), S.PROCEEDING, ("send_prack", "report_progress")),
     ((S.CANCELLING,), (In.INVITE_1XX_RELIABLE,), SAME, ("send_prack", "report_progress")),
     ((S.PROCEEDING, S.CANCELLING), (In.INVITE_1XX_REPEAT,), SAME, ()),
-    (_UAC_EARLY, (In.INVITE_2XX,), S.CONFIRMED, ("make_dialog", "send_ack", "report_answer")),
+    (
+        _UAC_EARLY,
+        (In.INVITE_2XX,),
+        S.CONFIRMED,
+        ("make_dialog", "send_ack", "session_from_2xx", "report_answer"),
+    ),
     (_UAC_CANCEL, (In.INVITE_2XX,), S.ENDING, ("make_dialog", "send_ack", "send_bye")),
     ((*_DIALOG, S.ENDING), (In.INVITE_2XX,), SAME, ("send_ack",)),  # a 2xx retransmission
     (_UAC_EARLY, (In.INVITE_CHALLENGE,), S.CALLING, ("retry_with_auth",)),
+    (_UAC_EARLY, (In.INVITE_TOO_BRIEF,), S.CALLING, ("retry_with_min_se",)),
     (_UAC_EARLY, (In.INVITE_FAILURE,), S.ENDED, ("report_failure",)),
-    (_UAC_CANCEL, (In.INVITE_CHALLENGE, In.INVITE_FAILURE), S.ENDED, ("report_cancelled",)),
     # RFC 3263 §4.3: the same INVITE (new branch, CSeq + 1) to the trunk's next target
     (_UAC_EARLY, (In.INVITE_FAILOVER,), S.CALLING, ("fail_over",)),
     (_UAC_CANCEL, (In.INVITE_FAILOVER,), S.ENDED, ("report_cancelled",)),
+    (
+        _UAC_CANCEL,
+        (In.INVITE_CHALLENGE, In.INVITE_TOO_BRIEF, In.INVITE_FAILURE),
+        S.ENDED,
+        ("report_cancelled",),
+    ),
     # --- responses to our re-INVITE (a late one may meet any state of the dialog)
     ((*_DIALOG, S.ENDING), (In.REINVITE_1XX,), SAME, ()),
     (
         (S.REINVITING,),
         (In.REINVITE_2XX,),
         S.CONFIRMED,
-        ("refresh_target", "send_ack", "media_from_2xx"),
+        ("refresh_target", "send_ack", "session_from_2xx", "media_from_2xx"),
     ),
     (
-        (S.CONFIRMED, *_REINVITED, S.ENDING),
+        (S.CONFIRMED, *_REINVITED),
         (In.REINVITE_2XX,),
         SAME,
-        ("refresh_target", "send_ack", "media_from_2xx"),
+        ("refresh_target", "send_ack", "session_from_2xx", "media_from_2xx"),
     ),
-    ((S.REINVITING,), (In.REINVITE_FAILURE,), S.CONFIRMED, ()),  # the media stay as they were
+    ((S.ENDING,), (In.REINVITE_2XX,), SAME, ("refresh_target", "send_ack", "media_from_2xx")),
+    # the media stay as they were; the session runs until it expires (RFC 4028 §10)
+    ((S.REINVITING,), (In.REINVITE_FAILURE,), S.CONFIRMED, ("refresh_failed",)),
     ((S.CONFIRMED, *_REINVITED, S.ENDING), (In.REINVITE_FAILURE,), SAME, ()),
     (_DIALOG, (In.REINVITE_GONE,), S.ENDING, ("send_bye", "report_reinvite_failed")),
     ((S.ENDING,), (In.REINVITE_GONE,), SAME, ("send_bye", "report_reinvite_failed")),
@@ -237,6 +261,15 @@ ROWS: tuple[Row, ...] = (
     ((S.ENDING,), (In.BYE_2XX, In.BYE_FAILURE), S.ENDED, ()),
     ((*_DIALOG, S.ENDING), (In.REFER_1XX,), SAME, ()),
     ((*_DIALOG, S.ENDING), (In.REFER_2XX, In.REFER_FAILURE), SAME, ("report_transfer",)),
+    # --- responses to our refreshing UPDATE (RFC 4028 §10)
+    (_DIALOG, (In.UPDATE_2XX,), SAME, ("session_from_2xx",)),
+    (_DIALOG, (In.UPDATE_FAILURE,), SAME, ("refresh_failed",)),
+    (_DIALOG, (In.UPDATE_GONE,), S.ENDING, ("send_bye", "report_refresh_failed")),
+    ((S.ENDING,), (In.UPDATE_2XX, In.UPDATE_FAILURE, In.UPDATE_GONE), SAME, ()),
+    # --- a challenge or a 422 to an in-dialog request of ours: the request again (§22.2,
+    # RFC 4028 §7.3), its outcome then the retry's
+    ((*_DIALOG, S.ENDING), (In.REQUEST_CHALLENGE,), SAME, ("retry_with_credentials",)),
+    ((*_DIALOG, S.ENDING), (In.REQUEST_TOO_BRIEF,), SAME, ("retry_refresh_with_min_se",)),
     # --- the call's timers
     ((S.INCOMING, S.AWAIT_PRACK), (In.TIMER_NO_ANSWER,), S.ENDED, ("send_480", "report_no_answer")),
     (_RELIABLE_OUT, (In.TIMER_1XX_RETRANSMIT,), SAME, ("resend_1xx",)),
@@ -247,8 +280,16 @@ ROWS: tuple[Row, ...] = (
     ((S.CANCELLING,), (In.TIMER_CANCEL,), S.ENDED, ("report_cancelled",)),
     (_DIALOG, (In.TIMER_SESSION_EXPIRED,), S.ENDING, ("send_bye", "report_session_expired")),
     (_AWAIT_ACK, (In.TIMER_SESSION_EXPIRED,), SAME, ("stop_session_timer",)),
-    (_DIALOG, (In.TIMER_SESSION_REFRESH,), SAME, ("refresh_session",)),
-    (_AWAIT_ACK, (In.TIMER_SESSION_REFRESH,), SAME, ()),
+    (_DIALOG, (In.TIMER_SESSION_REFRESH,), SAME, ("refresh_by_update",)),
+    ((S.CONFIRMED,), (In.TIMER_SESSION_REFRESH_REINVITE,), S.REINVITING, ("refresh_by_reinvite",)),
+    # one INVITE transaction at a time (§14.1): the re-INVITE refresh waits
+    ((S.REINVITING, *_REINVITED), (In.TIMER_SESSION_REFRESH_REINVITE,), SAME, ("defer_refresh",)),
+    (
+        _AWAIT_ACK,
+        (In.TIMER_SESSION_REFRESH, In.TIMER_SESSION_REFRESH_REINVITE),
+        SAME,
+        ("defer_refresh",),
+    ),
     # --- our client transactions timing out
     # timer B runs until the first response only (§17.1.1.2)
     ((S.CALLING, S.CANCEL_DUE), (In.TIMEOUT_INVITE,), S.ENDED, ("report_invite_timeout",)),
@@ -256,6 +297,8 @@ ROWS: tuple[Row, ...] = (
     ((S.ENDING,), (In.TIMEOUT_REINVITE,), SAME, ("send_bye", "report_request_timeout")),
     ((*_DIALOG, S.ENDING), (In.TIMEOUT_REFER,), SAME, ("report_transfer_timeout",)),
     ((S.ENDING,), (In.TIMEOUT_BYE,), S.ENDED, ()),
+    (_DIALOG, (In.TIMEOUT_UPDATE,), S.ENDING, ("send_bye", "report_request_timeout")),
+    ((S.ENDING,), (In.TIMEOUT_UPDATE,), SAME, ()),
 )
 
 Transition = tuple[CallState, tuple[str, ...]]

@@ -7,6 +7,11 @@ it is answered (re-INVITE 491/500 while another INVITE is in progress, UPDATE 49
 dialog is confirmed) and the steps here answer it. Our own re-INVITE, REFER and BYE, and their
 responses (`response_input`), live here too. A new offer is answered with our current address
 and port, preferring the codec in use (RFC 3264 §8).
+
+A 401 or 407 to our re-INVITE, UPDATE, REFER or BYE is answered with the call's credentials
+(RFC 3261 §22.2): the request again with CSeq + 1 and an Authorization (Proxy-Authorization)
+header, once per challenge: a second one for a request that already answered it (unless the
+nonce went stale) fails the request, and a BYE that fails still ends the call.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import re
 
 from gateway.errors import NotAcceptable, SdpError
 from gateway.sip import sdp as sdpmod
+from gateway.sip.auth import answerable_challenge, authorization
 from gateway.sip.call_state import CallInput
 from gateway.sip.events import (
     CallEndedByRemote,
@@ -26,7 +32,7 @@ from gateway.sip.events import (
 )
 from gateway.sip.message import SipRequest, SipResponse
 from gateway.sip.sdp import Negotiated, SessionDescription
-from gateway.sip.session_timer import SessionTimers
+from gateway.sip.session_timer import SessionTimers, too_brief_retry
 from gateway.sip.transaction import Address, ServerTransaction
 from gateway.sip.ua_core import ALLOW, SipCall, Step, Trigger, UaCore, sdp_of
 from gateway.sip.uas import Uas, warning
@@ -45,7 +51,10 @@ _RESPONSE_INPUTS = {  # purpose → (1xx, 2xx, 3xx-6xx)
     "reinvite": (CallInput.REINVITE_1XX, CallInput.REINVITE_2XX, CallInput.REINVITE_FAILURE),
     "bye": (CallInput.BYE_1XX, CallInput.BYE_2XX, CallInput.BYE_FAILURE),
     "refer": (CallInput.REFER_1XX, CallInput.REFER_2XX, CallInput.REFER_FAILURE),
+    "update": (None, CallInput.UPDATE_2XX, CallInput.UPDATE_FAILURE),
 }
+#: 408 or 481 to these: the dialog is gone (RFC 3261 §12.2.1.2, §14.1; RFC 4028 §10)
+_GONE = {"reinvite": CallInput.REINVITE_GONE, "update": CallInput.UPDATE_GONE}
 
 
 class InDialog:
@@ -74,6 +83,7 @@ class InDialog:
             "send_bye": self._send_bye,
             "send_refer": self._send_refer,
             "send_reinvite": self._send_reinvite,
+            "retry_with_credentials": self._retry_with_credentials,
             "refresh_target": self._refresh_target,
             "media_from_2xx": self._media_from_2xx,
             "report_reinvite_failed": self._reinvite_failed,
@@ -100,15 +110,27 @@ class InDialog:
         core.fire(call, Trigger(inp, now, request=request, tx=tx, source=addr))
 
     @staticmethod
-    def response_input(purpose: str, response: SipResponse) -> CallInput | None:
-        """A response to our re-INVITE, BYE or REFER, by class (None for other purposes:
-        CANCEL, a refreshing UPDATE, INFO end their transactions only)."""
+    def response_input(
+        call: SipCall, purpose: str, response: SipResponse, sent: SipRequest
+    ) -> CallInput | None:
+        """A response to our re-INVITE, UPDATE, BYE or REFER (`sent`), by class: a challenge
+        we answer, a 422 we retry, the dialog gone, else 1xx/2xx/failure (None for other
+        purposes: CANCEL and INFO end their transactions only, and for an UPDATE's 1xx)."""
         inputs = _RESPONSE_INPUTS.get(purpose)
         if inputs is None:
             return None
         status = response.status
-        if purpose == "reinvite" and status in (408, 481):
-            return CallInput.REINVITE_GONE  # §14.1: the dialog is gone
+        if (
+            status in (401, 407)
+            and call.credentials is not None
+            and answerable_challenge(response, sent) is not None
+        ):
+            return CallInput.REQUEST_CHALLENGE
+        if purpose in _GONE:
+            if status in (408, 481):
+                return _GONE[purpose]
+            if too_brief_retry(call, sent, response) is not None:
+                return CallInput.REQUEST_TOO_BRIEF
         return inputs[0] if status < 200 else inputs[1] if status < 300 else inputs[2]
 
     # --- their BYE
@@ -126,6 +148,8 @@ class InDialog:
         """A re-INVITE with an offer: answered in our 2xx, or refused (488/400) with the
         media as they were."""
         assert t.request is not None and t.tx is not None and call.local_sdp is not None
+        if self.timers.refuse_too_brief(call, t):
+            return False
         extra = self.timers.negotiate(call, t.now, t.request)
         try:
             negotiated = self._negotiate(call, t.request.body)
@@ -141,11 +165,14 @@ class InDialog:
         self.core.events.append(MediaUpdated(call.handle, negotiated))
         return True
 
-    def _offer_in_2xx(self, call: SipCall, t: Trigger) -> None:
+    def _offer_in_2xx(self, call: SipCall, t: Trigger) -> bool:
         """A re-INVITE without an offer: ours goes in the 2xx, the answer comes in the ACK."""
         assert t.request is not None and call.local_sdp is not None
+        if self.timers.refuse_too_brief(call, t):
+            return False
         extra = self.timers.negotiate(call, t.now, t.request)
         self._reinvite_2xx(call, t, call.local_sdp, extra)
+        return True
 
     def _reinvite_2xx(
         self,
@@ -192,6 +219,8 @@ class InDialog:
         assert tx is not None and request is not None
         if call.local_sdp is None or call.dialog is None:
             self.core.tx_respond(tx, 491, t.now)
+            return
+        if self.timers.refuse_too_brief(call, t):
             return
         extra = self.timers.negotiate(call, t.now, request)
         call.dialog.refresh_target(request)
@@ -293,8 +322,21 @@ class InDialog:
         assert isinstance(t.sdp, SessionDescription)
         call.local_sdp = t.sdp
         self.core.send_in_dialog(
-            call, "INVITE", t.now, [("Content-Type", "application/sdp")], t.sdp.serialize()
+            call,
+            "INVITE",
+            t.now,
+            [("Content-Type", "application/sdp"), *self.timers.request_headers(call)],
+            t.sdp.serialize(),
         )
+
+    def _retry_with_credentials(self, call: SipCall, t: Trigger) -> None:
+        """RFC 3261 §22.2: our request again with the call's credentials, CSeq + 1."""
+        assert t.response is not None and t.sent is not None and call.credentials is not None
+        challenge = answerable_challenge(t.response, t.sent)
+        assert challenge is not None
+        name = "Authorization" if t.response.status == 401 else "Proxy-Authorization"
+        value = authorization(challenge, t.sent.method, t.sent.uri, call.credentials)
+        self.core.resend_in_dialog(call, t.sent, t.now, [(name, value)])
 
     def _refresh_target(self, call: SipCall, t: Trigger) -> None:
         assert call.dialog is not None and t.response is not None

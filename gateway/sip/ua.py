@@ -60,6 +60,7 @@ _TIMEOUTS = {
     "reinvite": CallInput.TIMEOUT_REINVITE,
     "refer": CallInput.TIMEOUT_REFER,
     "bye": CallInput.TIMEOUT_BYE,
+    "update": CallInput.TIMEOUT_UPDATE,
 }
 
 
@@ -298,10 +299,14 @@ class SipEndpoint:
         credentials: Credentials | None = None,
         headers: Sequence[tuple[str, str]] = (),
         alternates: Sequence[Address] = (),
+        session_expires: int | None = None,
+        min_se: int | None = None,
     ) -> int:
         """Place an outbound call to `target_uri` via `destination` (a trunk); returns the call.
+        `credentials` answer its challenges (the INVITE's and those of in-dialog requests);
         `alternates` are the trunk's next targets (RFC 3263 §4.3: tried on a 503, a timeout or
-        a transport error; `gateway.sip.locate` finds them)."""
+        a transport error; `gateway.sip.locate` finds them); `session_expires`/`min_se` ask for
+        an RFC 4028 session timer (the trunk's)."""
         self._core.timer_dirty = True  # timers A and B start now
         return self._uac.invite(
             target_uri,
@@ -312,6 +317,8 @@ class SipEndpoint:
             credentials=credentials,
             headers=headers,
             alternates=alternates,
+            session_expires=session_expires,
+            min_se=min_se,
         )
 
     # --- routing
@@ -384,9 +391,9 @@ class SipEndpoint:
         if purpose == "invite":
             inp: CallInput | None = self._uac.response_input(call, response)
         else:
-            inp = self._in_dialog.response_input(purpose, response)
+            inp = self._in_dialog.response_input(call, purpose, response, ctx.request)
         if inp is not None:
-            core.fire(call, Trigger(inp, now, response=response))
+            core.fire(call, Trigger(inp, now, response=response, sent=ctx.request))
 
     def _malformed(self, exc: SipParseError, addr: Address) -> None:
         """400 (or the parser's status) when the Via can still be read; else dropped."""

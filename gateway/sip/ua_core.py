@@ -107,14 +107,18 @@ class SipCall:
     auth_tries: int = 0
     #: UAC: the targets of the trunk's name not tried yet, in order (RFC 3263 §4.3)
     alternates: list[Address] = field(default_factory=list)
-    session_interval: int = 0  # RFC 4028, negotiated
+    session_interval: int = 0  # RFC 4028, negotiated (0: no session timer)
+    we_refresh: bool = False  # RFC 4028: we are the refresher
+    min_se: int = 0  # our Min-SE for the call (its trunk's, raised by 422s); 0: the endpoint's
+    too_brief_tries: int = 0  # 422s retried (RFC 4028 §7.3)
+    peer_allow: frozenset[str] | None = None  # the methods the peer's Allow lists (None: unknown)
     keys: list[tuple[str, str, str]] = field(default_factory=list)  # its dialog keys
     invite_key: tuple[str, ...] | None = None  # its INVITE server transaction
     # deadlines (CALL_TIMERS)
     answer_deadline: float | None = None
     cancel_deadline: float | None = None
     session_expires: float | None = None
-    refresh_at: float | None = None  # we refresh (refresher=uas)
+    refresh_at: float | None = None  # we refresh (RFC 4028 §10)
 
     @property
     def sips(self) -> bool:
@@ -138,6 +142,7 @@ class Trigger:
     headers: Sequence[tuple[str, str]] = ()
     sdp: SessionDescription | bytes | None = None
     target: str = ""
+    sent: SipRequest | None = None  # our request a response answers
 
 
 #: a step: False refuses the transition (the request got an error answer), anything else goes on
@@ -202,8 +207,18 @@ def _stop_expiry(call: SipCall) -> None:
     call.session_expires = None
 
 
-def _refresh_at(call: SipCall) -> float | None:
-    return call.refresh_at
+def _refresh_by_update(call: SipCall) -> bool:
+    """RFC 4028 §10: UPDATE when the peer allows it (or when we have no offer to repeat)."""
+    allow = call.peer_allow
+    return (allow is not None and "UPDATE" in allow) or call.local_sdp is None
+
+
+def _refresh_by_update_at(call: SipCall) -> float | None:
+    return call.refresh_at if _refresh_by_update(call) else None
+
+
+def _refresh_by_reinvite_at(call: SipCall) -> float | None:
+    return None if _refresh_by_update(call) else call.refresh_at
 
 
 def _stop_refresh(call: SipCall) -> None:
@@ -221,7 +236,9 @@ CALL_TIMERS: tuple[
     (CallInput.TIMER_1XX_RETRANSMIT, _resend_1xx_at, _stop_1xx_tick),
     (CallInput.TIMER_CANCEL, _cancel_deadline, _stop_cancel),
     (CallInput.TIMER_SESSION_EXPIRED, _session_expires, _stop_expiry),
-    (CallInput.TIMER_SESSION_REFRESH, _refresh_at, _stop_refresh),
+    # RFC 4028 §10: UPDATE when the peer's Allow lists it, else re-INVITE
+    (CallInput.TIMER_SESSION_REFRESH, _refresh_by_update_at, _stop_refresh),
+    (CallInput.TIMER_SESSION_REFRESH_REINVITE, _refresh_by_reinvite_at, _stop_refresh),
 )
 #: per state, the timers that mean nothing there (disarmed on entering it)
 _DISARM: dict[CallState, tuple[Callable[[SipCall], None], ...]] = {
@@ -510,8 +527,32 @@ class UaCore:
         request = call.dialog.create_request(
             method, self.via(dest), self.contact(dest, call), headers=headers, body=body
         )
-        purpose = {"INVITE": "reinvite"}.get(method, method.lower())
-        self.start_client(request, dest, call.handle, purpose, now)
+        self.start_client(request, dest, call.handle, _purpose(method), now)
+
+    def resend_in_dialog(
+        self,
+        call: SipCall,
+        sent: SipRequest,
+        now: float,
+        headers: Sequence[tuple[str, str]],
+    ) -> None:
+        """Our in-dialog request `sent` again, with `headers` set, the next CSeq and a new
+        branch (a challenge answered, RFC 3261 §22.2; a 422 answered, RFC 4028 §7.3)."""
+        assert call.dialog is not None
+        dest = routing.target_addr(call.peer, call.dialog)
+        call.dialog.local_seq += 1
+        h = sent.headers.copy()
+        h.set("Via", self.via(dest))
+        h.set("CSeq", f"{call.dialog.local_seq} {sent.method}")
+        for name, value in headers:
+            h.set(name, value)
+        request = SipRequest(sent.method, sent.uri, h, sent.body)
+        self.start_client(request, dest, call.handle, _purpose(sent.method), now)
+
+
+def _purpose(method: str) -> str:
+    """The purpose our in-dialog request's responses are routed by (see `start_client`)."""
+    return {"INVITE": "reinvite"}.get(method, method.lower())
 
 
 def sdp_of(message: SipRequest | SipResponse) -> SessionDescription | None:

@@ -27,6 +27,7 @@ from gateway.sip.message import Headers, SipRequest, SipResponse, SipUri
 from gateway.sip.prack import Prack
 from gateway.sip.routing import new_tag, target_addr
 from gateway.sip.sdp import SessionDescription
+from gateway.sip.session_timer import too_brief_retry
 from gateway.sip.transaction import T1, Address, build_cancel
 from gateway.sip.ua_core import ALLOW, SUPPORTED, SipCall, Step, Trigger, UaCore, sdp_of
 
@@ -49,6 +50,7 @@ class Uac:
             "send_ack": self._send_ack,
             "report_answer": self._answered,
             "retry_with_auth": self._retry_with_auth,
+            "retry_with_min_se": self._retry_with_min_se,
             "send_cancel": self._send_cancel,
             "report_failure": self._failed,
             "report_cancelled": self._cancelled,
@@ -67,10 +69,14 @@ class Uac:
         credentials: Credentials | None = None,
         headers: Sequence[tuple[str, str]] = (),
         alternates: Sequence[Address] = (),
+        session_expires: int | None = None,
+        min_se: int | None = None,
     ) -> int:
         """Place a call to `target_uri` via `destination` (a trunk); returns the call.
         `alternates`: the next targets of the trunk's name, tried in order on a 503, a timeout
-        or a transport error (RFC 3263 §4.3)."""
+        or a transport error (RFC 3263 §4.3). With `session_expires`, the INVITE asks for that
+        session interval, and `Min-SE` (RFC 4028 §7.1: no refresher parameter, so that the UAS
+        chooses)."""
         core = self.core
         SipUri.parse(target_uri)
         handle = core.new_handle()
@@ -85,6 +91,10 @@ class Uac:
         h.add("Contact", core.contact(destination))
         h.add("Allow", ALLOW)
         h.add("Supported", SUPPORTED)
+        if session_expires is not None:
+            h.add("Session-Expires", str(session_expires))
+        if min_se is not None:
+            h.add("Min-SE", str(min_se))
         h.add("User-Agent", core.config.user_agent)
         for name, value in headers:
             h.add(name, value)
@@ -96,6 +106,7 @@ class Uac:
         call = SipCall(handle, "uac", CallState.CALLING, request, destination, tag, local_sdp=offer)
         call.credentials = credentials
         call.alternates = list(alternates)
+        call.min_se = min_se or 0
         core.add_call(call)
         core.start_client(request, destination, handle, "invite", now)
         return handle
@@ -117,6 +128,8 @@ class Uac:
             return CallInput.INVITE_CHALLENGE
         if fail_over(call.alternates, status) is not None:
             return CallInput.INVITE_FAILOVER
+        if too_brief_retry(call, call.invite, response) is not None:
+            return CallInput.INVITE_TOO_BRIEF
         return CallInput.INVITE_FAILURE
 
     def timeout_trigger(self, call: SipCall, now: float, transport_error: bool) -> Trigger:
@@ -207,6 +220,23 @@ class Uac:
         h.set("CSeq", f"{old.cseq.seq + 1} INVITE")
         name = "Authorization" if t.response.status == 401 else "Proxy-Authorization"
         h.set(name, authorization(challenge, "INVITE", old.uri, call.credentials))
+        call.invite = SipRequest("INVITE", old.uri, h, old.body)
+        self.core.start_client(call.invite, call.peer, call.handle, "invite", t.now)
+
+    def _retry_with_min_se(self, call: SipCall, t: Trigger) -> None:
+        """RFC 4028 §7.3: the INVITE again, CSeq + 1, Session-Expires and Min-SE raised to the
+        422's Min-SE."""
+        assert t.response is not None
+        interval = too_brief_retry(call, call.invite, t.response)
+        assert interval is not None
+        call.too_brief_tries += 1
+        call.min_se = interval
+        old = call.invite
+        h = old.headers.copy()
+        h.set("Via", self.core.via(call.peer))
+        h.set("CSeq", f"{old.cseq.seq + 1} INVITE")
+        h.set("Session-Expires", str(interval))
+        h.set("Min-SE", str(interval))
         call.invite = SipRequest("INVITE", old.uri, h, old.body)
         self.core.start_client(call.invite, call.peer, call.handle, "invite", t.now)
 

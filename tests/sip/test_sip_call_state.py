@@ -27,9 +27,10 @@ from gateway.sip.call_state import COMMANDS, REQUESTS, ROWS, STEPS, TABLE, CallI
 from gateway.sip.events import UnexpectedInput
 from gateway.sip.message import REASONS, Headers, SipRequest, SipResponse, make_response
 from gateway.sip.sdp import SessionDescription, make_offer, negotiate
+from gateway.sip.session_timer import session_expires
 from gateway.sip.transaction import Address, ClientTransaction, build_cancel
 from gateway.sip.ua import SipEndpoint
-from gateway.sip.ua_core import CALL_TIMERS, EndpointConfig, SipCall, Trigger
+from gateway.sip.ua_core import ALLOW, CALL_TIMERS, EndpointConfig, SipCall, Trigger
 from tests.support.sip_memory import PairNet
 
 A, B, RAW = "10.0.0.1", "10.0.0.2", "10.0.0.3"  # caller, callee, a hand-written far end
@@ -101,8 +102,14 @@ def client_tx(ep: SipEndpoint) -> list[tuple[ClientTransaction, int | None, str]
     return list(ep._core.client_tx.values())
 
 
-def send_in_dialog(ep: SipEndpoint, call: SipCall, method: str, now: float) -> None:
-    ep._core.send_in_dialog(call, method, now)
+def send_in_dialog(
+    ep: SipEndpoint,
+    call: SipCall,
+    method: str,
+    now: float,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> None:
+    ep._core.send_in_dialog(call, method, now, headers)
 
 
 def newest(ep: SipEndpoint) -> int:
@@ -115,7 +122,7 @@ def dropping(method: str, src: str) -> Callable[[SipRequest | SipResponse, str],
 
 # --- recipes: a real call brought into one state; returns the endpoint under test and its call
 
-SE = [("Session-Expires", "20;refresher=uac"), ("Supported", "timer")]
+SE = [("Session-Expires", "40;refresher=uac"), ("Supported", "timer")]
 
 
 def _invite(
@@ -160,6 +167,18 @@ def answered(w: World) -> tuple[SipEndpoint, int]:
 def answered_we_refresh(w: World) -> tuple[SipEndpoint, int]:
     """The caller asks us to refresh (RFC 4028 §9)."""
     _invite(w, [("Session-Expires", "20;refresher=uas")])
+    w.flush()
+    w.drops.append(dropping("ACK", A))
+    _accept(w)
+    return w.b, newest(w.b)
+
+
+def answered_we_refresh_by_reinvite(w: World) -> tuple[SipEndpoint, int]:
+    """The caller asks us to refresh, and its Allow lacks UPDATE (we would re-INVITE)."""
+    _invite(w, [("Session-Expires", "20;refresher=uas")])
+    ((data, _),) = w.a.messages_to_send()  # the INVITE, its Allow rewritten on the way
+    data = data.replace(f"Allow: {ALLOW}".encode(), b"Allow: INVITE, ACK, CANCEL, BYE")
+    w.b.receive(data, Address("udp", A, 5060), w.net.now)
     w.flush()
     w.drops.append(dropping("ACK", A))
     _accept(w)
@@ -213,7 +232,7 @@ def _reinvited(w: World, ep: SipEndpoint, h: int, offer: bool) -> tuple[SipEndpo
     if offer:
         peer.reinvite(peer_call.handle, make_offer(peer.config.host, 4004), w.net.now)
     else:  # our UA never sends an INVITE without an offer: the far end's, built from its dialog
-        send_in_dialog(peer, peer_call, "INVITE", w.net.now)
+        send_in_dialog(peer, peer_call, "INVITE", w.net.now, (("Supported", "timer"),))
     w.flush()
     return ep, h
 
@@ -366,6 +385,7 @@ RECIPES: dict[str, tuple[CallState, Recipe]] = {
     "incoming": (S.INCOMING, incoming),
     "answered": (S.ANSWERED, answered),
     "answered_we_refresh": (S.ANSWERED, answered_we_refresh),
+    "answered_we_refresh_by_reinvite": (S.ANSWERED, answered_we_refresh_by_reinvite),
     "bye_after_ack": (S.BYE_AFTER_ACK, bye_after_ack),
     "bye_after_ack_we_refresh": (S.BYE_AFTER_ACK, bye_after_ack_we_refresh),
     "calling": (S.CALLING, calling),
@@ -466,19 +486,22 @@ def recv_cancel(w: World, ep: SipEndpoint, h: int) -> bool:
 
 
 def _respond(
-    purpose: str,
+    purpose: str | tuple[str, ...],
     status: int,
     *,
     sdp: bool = False,
     challenge: bool = False,
     again: bool = False,
     rseq: str = "",
+    extra: tuple[tuple[str, str], ...] = (),
 ) -> Injector:
-    """A response to the call's newest request of `purpose` still awaiting its final one; with
-    `again`, a retransmission of the final response to the oldest one that had it."""
+    """A response to the call's newest request of `purpose` (one of them) still awaiting its
+    final one; with `again`, a retransmission of the final response to the oldest one that had
+    it. `extra` headers go in; a `Min-SE` of 0 becomes 10 s above what the request asked."""
+    purposes = (purpose,) if isinstance(purpose, str) else purpose
 
     def inject(w: World, ep: SipEndpoint, h: int) -> bool:
-        mine = [c for c, hd, p in client_tx(ep) if hd == h and p == purpose]
+        mine = [c for c, hd, p in client_tx(ep) if hd == h and p in purposes]
         if again:
             mine = [c for c in mine if c.final is not None and not c.terminated][:1]
         else:
@@ -501,6 +524,11 @@ def _respond(
                 headers.append(("Content-Type", "application/sdp"))
             if challenge:
                 headers += DigestServer("far", {"u": Secret("pw")}).challenge(w.net.now)
+            for name, value in extra:
+                if name == "Min-SE" and value == "0":
+                    asked = session_expires(ctx.request)
+                    value = str((asked or 0) + 10)
+                headers.append((name, value))
             response = make_response(
                 ctx.request,
                 status,
@@ -572,9 +600,31 @@ def _timeout(purpose: str) -> Injector:
     return inject
 
 
-def _refresh(w: World, ep: SipEndpoint, h: int) -> bool:
-    """An UPDATE that makes us the refresher, then the clock to the refresh."""
-    se = (("Session-Expires", "20;refresher=uas"), ("Supported", "timer"))
+def _refresh_after(interval: int) -> Injector:
+    def inject(w: World, ep: SipEndpoint, h: int) -> bool:
+        """An UPDATE that makes us the refresher, then the clock to the refresh."""
+        se = (("Session-Expires", f"{interval};refresher=uas"), ("Supported", "timer"))
+        _deliver(w, ep, _far_request(w, calls(ep)[h], "UPDATE", headers=se))
+        call = calls(ep).get(h)
+        if call is None or call.refresh_at is None:
+            return False
+        w.advance(call.refresh_at)
+        return True
+
+    return inject
+
+
+_refresh = _refresh_after(20)
+
+
+def _refresh_reinvite(w: World, ep: SipEndpoint, h: int) -> bool:
+    """An UPDATE that makes us the refresher, from a peer whose Allow lacks UPDATE; then the
+    clock to the refresh (a re-INVITE, RFC 4028 §10)."""
+    se = (
+        ("Session-Expires", "20;refresher=uas"),
+        ("Supported", "timer"),
+        ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS"),
+    )
     _deliver(w, ep, _far_request(w, calls(ep)[h], "UPDATE", headers=se))
     call = calls(ep).get(h)
     if call is None or call.refresh_at is None:
@@ -629,6 +679,7 @@ INJECT: dict[CallInput, Injector] = {
     In.INVITE_1XX_REPEAT: _respond("invite", 183, rseq="same"),
     In.INVITE_2XX: _respond("invite", 200, sdp=True),
     In.INVITE_CHALLENGE: _respond("invite", 401, challenge=True),
+    In.INVITE_TOO_BRIEF: _respond("invite", 422, extra=(("Min-SE", "0"),)),
     In.INVITE_FAILURE: _respond("invite", 486),
     In.INVITE_FAILOVER: _respond("invite", 503),  # with a target left; else a failure
     In.REINVITE_1XX: _respond("reinvite", 180),
@@ -641,6 +692,11 @@ INJECT: dict[CallInput, Injector] = {
     In.REFER_1XX: _respond("refer", 100),
     In.REFER_2XX: _respond("refer", 202),
     In.REFER_FAILURE: _respond("refer", 405),
+    In.UPDATE_2XX: _respond("update", 200),
+    In.UPDATE_FAILURE: _respond("update", 500),
+    In.UPDATE_GONE: _respond("update", 481),
+    In.REQUEST_CHALLENGE: _respond(("reinvite", "update", "refer", "bye"), 401, challenge=True),
+    In.REQUEST_TOO_BRIEF: _respond(("reinvite", "update"), 422, extra=(("Min-SE", "0"),)),
     In.TIMER_NO_ANSWER: _until(lambda c: c.answer_deadline),
     In.TIMER_ACK: _until(_ack_deadline),
     In.TIMER_2XX_RETRANSMIT: _until(_retransmit_at),
@@ -649,15 +705,19 @@ INJECT: dict[CallInput, Injector] = {
     In.TIMER_PRACK: _until(lambda c: c.reliable.give_up_at if c.reliable else None),
     In.TIMER_SESSION_EXPIRED: _until(lambda c: c.session_expires),
     In.TIMER_SESSION_REFRESH: _refresh,
+    In.TIMER_SESSION_REFRESH_REINVITE: _refresh_reinvite,
     In.TIMEOUT_INVITE: _timeout("invite"),
     In.TIMEOUT_REINVITE: _timeout("reinvite"),
     In.TIMEOUT_REFER: _timeout("refer"),
     In.TIMEOUT_BYE: _timeout("bye"),
+    In.TIMEOUT_UPDATE: _timeout("update"),
 }
 #: by name, each with the input it produces: one per input, and a few more ways to produce one
 INJECTORS: dict[str, tuple[CallInput | None, Injector]] = {
     **{inp.value: (inp, inject) for inp, inject in INJECT.items()},
     "wait_1s": (None, _wait),
+    # a refresh UPDATE of ours 40 s into an 80 s session: its transaction outlives timer F
+    "refresh_long": (In.TIMER_SESSION_REFRESH, _refresh_after(80)),
     # the far end lost our ACK and retransmits its 2xx to an earlier re-INVITE of ours
     "reinvite_2xx_again": (In.REINVITE_2XX, _respond("reinvite", 200, sdp=True, again=True)),
     "invite_2xx_again": (In.INVITE_2XX, _respond("invite", 200, sdp=True, again=True)),
@@ -677,7 +737,9 @@ def check_transitions(w: World) -> None:
             assert (t.handle, t.before.value, t.input.value) in reported, t
             continue
         next_state, steps = entry
-        refused = {"answer_reinvite", "prack_ok"} & set(steps) and t.after is t.before
+        # a 488/400/422 (or a PRACK's 200) leaves the state
+        refusing = ("answer_reinvite", "offer_in_2xx", "prack_ok")
+        refused = any(step in steps for step in refusing) and t.after is t.before
         assert t.after is next_state or refused, t
     assert len(reported) == sum((t.before, t.input) not in TABLE for t in w.seen)
 
@@ -794,6 +856,33 @@ SCRIPTS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("confirmed_uac", ("reinvite", "reinvite_2xx", theirs, "reinvite_2xx_again"))
         for theirs in ("recv_reinvite", "recv_reinvite_no_sdp")
     ),
+    # our refreshing UPDATE (RFC 4028 §10) and what answers it, in every dialog state
+    *(
+        (recipe, (*first, then))
+        for recipe in (
+            "confirmed_uac",
+            "reinviting_uac",
+            "reinvited_uac",
+            "reinvited_no_offer_uac",
+        )
+        for first in (("timer_session_refresh",), ("timer_session_refresh", "hangup"))
+        for then in (
+            "update_2xx",
+            "update_failure",
+            "update_gone",
+            "request_challenge",
+            "request_too_brief",
+        )
+    ),
+    *(
+        ("confirmed_uac", (*first, "timeout_update"))
+        for first in (("refresh_long",), ("refresh_long", "hangup"))
+    ),
+    *(
+        ("confirmed_uac", ("refresh_long", "wait_1s", then, "timeout_update"))
+        for then in ("reinvite", "recv_reinvite", "recv_reinvite_no_sdp")
+    ),
+    ("answered_we_refresh_by_reinvite", ("hangup", "timer_session_refresh_reinvite")),
 )
 
 

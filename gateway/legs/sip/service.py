@@ -504,6 +504,8 @@ class SipCallService:
             loop.time(),
             credentials=creds,
             alternates=[t.address for t in targets[1:]],
+            session_expires=cfg.session_expires,
+            min_se=cfg.min_se,
         )
         self._flush()
         pending = _Pending(
