@@ -149,7 +149,7 @@ class SipEndpoint:
             self._malformed(exc, addr)
             return None
         if isinstance(message, SipResponse):
-            self._on_response(message, now)
+            self._on_response(message, addr, now)
             return None
         self._on_request(message, addr, now)
         return message.method
@@ -160,7 +160,7 @@ class SipEndpoint:
             return
         self._core.timer_dirty = True
         if isinstance(message, SipResponse):
-            self._on_response(message, now)
+            self._on_response(message, addr, now)
         else:
             self._on_request(message, addr, now)
 
@@ -320,7 +320,7 @@ class SipEndpoint:
         else:
             core.stateless(request, addr, 501, "not_implemented", [("Allow", ALLOW)])
 
-    def _on_response(self, response: SipResponse, now: float) -> None:
+    def _on_response(self, response: SipResponse, addr: Address, now: float) -> None:
         core = self._core
         try:
             via = response.top_via
@@ -341,7 +341,7 @@ class SipEndpoint:
         else:
             inp = self._in_dialog.response_input(purpose, response)
         if inp is not None:
-            core.fire(call, Trigger(inp, now, response=response))
+            core.fire(call, Trigger(inp, now, response=response, source=addr))
 
     def _malformed(self, exc: SipParseError, addr: Address) -> None:
         """400 (or the parser's status) when the Via can still be read; else dropped."""

@@ -22,7 +22,7 @@ from gateway.sip.events import (
     OutboundCallProgressed,
 )
 from gateway.sip.message import Headers, SipRequest, SipResponse, SipUri
-from gateway.sip.routing import new_tag, target_addr
+from gateway.sip.routing import learn_target, new_tag, target_addr
 from gateway.sip.sdp import SessionDescription
 from gateway.sip.transaction import T1, Address, build_cancel
 from gateway.sip.ua_core import ALLOW, SUPPORTED, SipCall, Step, Trigger, UaCore, sdp_of
@@ -135,6 +135,7 @@ class Uac:
         assert t.response is not None
         if call.dialog is None:
             call.dialog = Dialog.as_uac(call.invite, t.response)
+            learn_target(call.dialog, t.source)  # a private Contact in the 2xx (NAT)
             self.core.dialogs[call.dialog.key] = call.handle
             call.keys.append(call.dialog.key)
 

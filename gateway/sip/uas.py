@@ -25,7 +25,7 @@ from gateway.sip.events import (
     RequestRejected,
 )
 from gateway.sip.message import SipRequest, SipResponse, make_response
-from gateway.sip.routing import new_tag
+from gateway.sip.routing import learn_target, new_tag
 from gateway.sip.sdp import SessionDescription
 from gateway.sip.session_timer import SessionTimers
 from gateway.sip.transaction import T1, T2, Address, InviteServerTransaction, server_key
@@ -184,6 +184,7 @@ class Uas:
         response = self.core.call_response(call, 200, headers, body)
         call.ist.send_response(response, t.now)
         call.dialog = Dialog.as_uas(call.invite, call.local_tag)
+        learn_target(call.dialog, call.peer)  # a private Contact: reach it where it came from
         self.start_retransmit(call, response, call.ist.addr, call.invite.cseq.seq, t.now)
 
     def _reject(self, call: SipCall, t: Trigger) -> None:
