@@ -50,7 +50,9 @@ async def _hang_up_the_call(gw: Gateway) -> None:
 
 
 def _received(sipp: Sipp, method: str) -> list[TracedMessage]:
-    return [m for m in sipp.traced() if m.direction == "received" and m.first_line.startswith(method)]
+    return [
+        m for m in sipp.traced() if m.direction == "received" and m.first_line.startswith(method)
+    ]
 
 
 async def test_inbound_private_contact_gets_our_bye(tmp_path: Path) -> None:
