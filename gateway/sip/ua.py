@@ -256,8 +256,10 @@ class SipEndpoint:
         *,
         credentials: Credentials | None = None,
         headers: Sequence[tuple[str, str]] = (),
+        from_display: str = "",
     ) -> int:
-        """Place an outbound call to `target_uri` via `destination` (a trunk); returns the call."""
+        """Place an outbound call to `target_uri` via `destination` (a trunk); returns the call.
+        `from_display` is the From's display name; `headers` go on the INVITE as given."""
         self._core.timer_dirty = True  # timers A and B start now
         return self._uac.invite(
             target_uri,
@@ -267,6 +269,7 @@ class SipEndpoint:
             now,
             credentials=credentials,
             headers=headers,
+            from_display=from_display,
         )
 
     # --- routing

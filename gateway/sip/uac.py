@@ -21,7 +21,7 @@ from gateway.sip.events import (
     OutboundCallFailed,
     OutboundCallProgressed,
 )
-from gateway.sip.message import Headers, SipRequest, SipResponse, SipUri
+from gateway.sip.message import Headers, NameAddr, SipRequest, SipResponse, SipUri
 from gateway.sip.routing import learn_target, new_tag, target_addr
 from gateway.sip.sdp import SessionDescription
 from gateway.sip.transaction import T1, Address, build_cancel
@@ -62,16 +62,20 @@ class Uac:
         *,
         credentials: Credentials | None = None,
         headers: Sequence[tuple[str, str]] = (),
+        from_display: str = "",
     ) -> int:
-        """Place a call to `target_uri` via `destination` (a trunk); returns the call."""
+        """Place a call to `target_uri` via `destination` (a trunk); returns the call. The From
+        is `from_uri` with `from_display` as its display name; `headers` are added as given
+        (the caller allow-lists them: identity headers, X-*)."""
         core = self.core
         SipUri.parse(target_uri)
         handle = core.new_handle()
         tag = new_tag()
+        from_ = NameAddr(SipUri.parse(from_uri), from_display or None, {"tag": tag})
         h = Headers()
         h.add("Via", core.via(destination))
         h.add("Max-Forwards", "70")
-        h.add("From", f"<{from_uri}>;tag={tag}")
+        h.add("From", str(from_))
         h.add("To", f"<{target_uri}>")
         h.add("Call-ID", f"{new_tag()}{new_tag()}@{core.config.host}")
         h.add("CSeq", "1 INVITE")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -236,6 +236,7 @@ class SipCallService:
                 caller=caller,
                 called=called,
                 headers=ev.headers,
+                header_list=ev.header_list,
                 source=ev.source.host,
                 created_at=created,
             )
@@ -397,9 +398,20 @@ class SipCallService:
 
     # --- outbound
 
-    async def dial(self, to: str, trunk: str | None, session: dict[str, Any]) -> str:
+    async def dial(
+        self,
+        to: str,
+        trunk: str | None,
+        session: dict[str, Any],
+        *,
+        from_user: str = "",
+        from_display: str = "",
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> str:
         """Place an outbound call through a configured trunk; returns the call id once the
-        INVITE is out (the call appears in GET /calls when answered)."""
+        INVITE is out (the call appears in GET /calls when answered). `from_user` and
+        `from_display` override the trunk's caller identity; `headers` (allow-listed by the
+        caller) are added to, or replace, the trunk's identity headers."""
         # the default is the first trunk calls can go out through (inbound-only ones have no uri)
         name = trunk or next((n for n, t in self.trunks.items() if t.outbound), None)
         if name is None or name not in self.trunks:
@@ -408,16 +420,23 @@ class SipCallService:
         if not cfg.outbound:
             raise OutboundError(400, f"trunk {name!r} is inbound only (it has no uri)")
         trunk_uri = cfg.parsed_uri()
-        target = to if to.startswith(("sip:", "sips:")) else f"sip:{to}@{trunk_uri.host}"
+        phone = ";user=phone" if cfg.user_phone else ""  # RFC 3261 §19.1.1
+        target = to if to.startswith(("sip:", "sips:")) else f"sip:{to}@{trunk_uri.host}{phone}"
         try:
             SipUri.parse(target)
         except (ValueError, SipParseError):
             raise OutboundError(400, "'to' is not a valid SIP target") from None
+        caller = from_user or cfg.from_user
+        from_uri = f"sip:{caller}@{cfg.from_host or self.public_address}{phone}"
+        try:
+            SipUri.parse(from_uri)
+        except (ValueError, SipParseError):
+            raise OutboundError(400, "'from' makes no valid SIP From") from None
         prepared = await self.calls.open_session(
             leg="sip",
             direction="outbound",
             codec="pcmu",
-            caller=cfg.from_user,
+            caller=caller,
             called=to,
         )
         loop = self._loop
@@ -437,21 +456,17 @@ class SipCallService:
             await self.calls.abandon(prepared)
             raise OutboundError(503, "no RTP port free") from None
         offer = sdpmod.make_offer(self.public_address, rtp.port, ptime=self.ptime_ms)
-        from_user = cfg.from_user
         creds = Credentials(cfg.username, cfg.password) if cfg.username else None
-        transport = str(trunk_uri.params.get("transport", "udp")).lower()
-        dest = Address(
-            transport if transport in ("udp", "tcp") else "udp",
-            trunk_uri.host,
-            trunk_uri.port or 5060,
-        )
+        dest = trunk_address(cfg)
         handle = self.endpoint.invite(
             target,
             offer,
-            f"sip:{from_user}@{self.public_address}",
+            from_uri,
             dest,
             loop.time(),
             credentials=creds,
+            headers=cfg.identity_headers(headers),
+            from_display=from_display or cfg.from_display,
         )
         self._flush()
         pending = _Pending(handle, prepared=prepared, rtp=rtp, answered=loop.create_future())
@@ -500,6 +515,14 @@ class SipCallService:
         for pending in list(self._pending.values()):
             await self._undo(pending, 503, "draining")
         self._pending.clear()
+
+
+def trunk_address(trunk: Trunk) -> Address:
+    """Where requests to a trunk go (its INVITEs and keep-alives): the uri's host, port and
+    transport. A host name is left to the transport to resolve."""
+    uri = trunk.parsed_uri()
+    transport = str(uri.params.get("transport", "udp")).lower()
+    return Address(transport if transport in ("udp", "tcp") else "udp", uri.host, uri.port or 5060)
 
 
 def _refusal(exc: SdpError) -> str:
