@@ -131,6 +131,18 @@ class UnexpectedInput(SipEvent):
     call: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class KeepAliveResult(SipEvent):
+    """A keep-alive towards `trunk` (keepalive.py): `result` ok, error (a 5xx/6xx answer),
+    timeout, or sent (a CRLF ping, which has no answer); `status` the answer's, 0 if none.
+    `changed`: the trunk went from answering to failing or back."""
+
+    trunk: str
+    result: str
+    status: int
+    changed: bool
+
+
 REJECT_REASONS = (
     "not_allowed",
     "provider_unavailable",

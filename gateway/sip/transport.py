@@ -34,10 +34,12 @@ from gateway.sip.call_state import CallInput
 from gateway.sip.events import (
     MACHINES,
     REJECT_REASONS,
+    KeepAliveResult,
     RequestRejected,
     SipEvent,
     UnexpectedInput,
 )
+from gateway.sip.keepalive import RESULTS as KEEPALIVE_RESULTS
 from gateway.sip.message import SipStreamParser
 from gateway.sip.sdp import is_ip
 from gateway.sip.transaction import Address
@@ -288,6 +290,8 @@ class SipTransport:
                         self._refused(event)
                     elif isinstance(event, UnexpectedInput):
                         self._unexpected(event)
+                    elif isinstance(event, KeepAliveResult):
+                        self._keepalive(event)
                     try:
                         self.on_event(event)
                     except Exception:
@@ -306,6 +310,18 @@ class SipTransport:
         if reason != "auth_required":  # a digest challenge is the first step of a call
             method = metrics.bounded(event.method, METHODS) if event.method else "-"
             self.refusals.refused(event.source.host, reason, method=method, status=event.status)
+
+    def _keepalive(self, event: KeepAliveResult) -> None:
+        """Count a keep-alive; log when a trunk stops answering them, or starts again."""
+        metrics.SIP_KEEPALIVES.labels(result=metrics.bounded(event.result, KEEPALIVE_RESULTS)).inc()
+        if not event.changed:
+            return
+        if event.result in ("error", "timeout"):
+            log.warning(
+                "sip_keepalive_failed", trunk=event.trunk, result=event.result, status=event.status
+            )
+        else:
+            log.info("sip_keepalive_recovered", trunk=event.trunk, status=event.status)
 
     def _unexpected(self, event: UnexpectedInput) -> None:
         """A state table met an input it has no entry for (a core bug, never a peer's fault):

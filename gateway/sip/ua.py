@@ -41,6 +41,7 @@ from gateway.sip.auth import Credentials, DigestServer
 from gateway.sip.call_state import STEPS, CallInput
 from gateway.sip.events import RequestRejected, SipEvent
 from gateway.sip.in_dialog import InDialog
+from gateway.sip.keepalive import KeepAlives, KeepAliveTarget
 from gateway.sip.message import SipRequest, SipResponse, make_response, parse
 from gateway.sip.policy import SourcePolicy
 from gateway.sip.sdp import SessionDescription
@@ -78,6 +79,7 @@ class SipEndpoint:
         self._uas = Uas(core, self._admission, self._timers)
         self._uac = Uac(core)
         self._in_dialog = InDialog(core, self._uas, self._timers)
+        self._keepalives = KeepAlives(core)
         for role in (self._uas, self._uac, self._in_dialog, self._timers):
             core.register(role.steps())
         missing = STEPS - core.step_names
@@ -113,6 +115,11 @@ class SipEndpoint:
     @property
     def unavailable(self) -> str | None:
         return self._admission.unavailable
+
+    def set_keepalives(self, targets: Sequence[KeepAliveTarget], now: float) -> None:
+        """Keep-alives towards trunks (OPTIONS, or CRLF on TCP/TLS): the first now, then each
+        at its interval; results come as `KeepAliveResult` events."""
+        self._keepalives.configure(targets, now)
 
     def set_draining(self, draining: bool) -> None:
         """While draining, new INVITEs get 503 and OPTIONS 503 (so balancers move away)."""
@@ -181,6 +188,8 @@ class SipEndpoint:
         times += [t for tx, _, _ in core.client_tx.values() if (t := tx.get_timer()) is not None]
         if (calls := core.calls_timer()) is not None:
             times.append(calls)
+        if (keepalive := self._keepalives.timer()) is not None:
+            times.append(keepalive)
         core.timer_cache = min(times) if times else None
         core.timer_dirty = False
         return core.timer_cache
@@ -205,12 +214,15 @@ class SipEndpoint:
                 ctx.state = State.TERMINATED
             if ctx.terminated:
                 del core.client_tx[ckey]
+                if purpose == "keepalive" and ctx.timed_out:
+                    self._keepalives.on_timeout(ctx.branch)
                 call = core.calls.get(handle) if handle is not None else None
                 timeout = _TIMEOUTS.get(purpose)
                 if ctx.timed_out and call is not None and timeout is not None:
                     core.fire(call, Trigger(timeout, now))
         for call in list(core.calls.values()):
             core.fire_timers(call, now)
+        self._keepalives.handle_timer(now)
 
     # --- commands
 
@@ -335,6 +347,9 @@ class SipEndpoint:
             return
         ctx, handle, purpose = entry
         if not ctx.receive_response(response, now):
+            return
+        if purpose == "keepalive" and response.status >= 200:
+            self._keepalives.on_response(ctx.branch, response)
             return
         call = core.calls.get(handle) if handle is not None else None
         if call is None:

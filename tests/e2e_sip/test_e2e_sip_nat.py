@@ -135,6 +135,7 @@ async def test_contact_with_transport_tcp_gets_the_bye_over_tcp(tmp_path: Path) 
 async def test_through_kamailio_with_nathelper(tmp_path: Path) -> None:
     contact = f"<sip:sipp@{PRIVATE}:5099>"
     async with running_gateway(api_token=Secret(TOKEN)) as gw:
+        assert gw.sip_port is not None
         with Kamailio(
             tmp_path / "kamailio", [("127.0.0.1", gw.sip_port)], defines=["WITH_NAT"]
         ) as kamailio:

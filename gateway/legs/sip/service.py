@@ -52,6 +52,7 @@ from gateway.sip.events import (
     SipEvent,
     TransferProgressed,
 )
+from gateway.sip.keepalive import KeepAliveTarget
 from gateway.sip.message import NameAddr, SipUri
 from gateway.sip.transaction import Address
 from gateway.sip.transport import SipTransport
@@ -120,6 +121,23 @@ class SipCallService:
     def refer(self, handle: int, target_uri: str) -> None:
         self.endpoint.refer(handle, target_uri, self._loop.time())
         self._flush()
+
+    def start_keepalives(self) -> None:
+        """Keep-alives towards every outbound trunk that asks for them (`keepalive`)."""
+        targets: list[KeepAliveTarget] = []
+        for name, trunk in self.trunks.items():
+            if trunk.keepalive == "none" or not trunk.outbound:
+                continue
+            dest = trunk_address(trunk)
+            if trunk.keepalive == "crlf" and not dest.reliable:
+                log.warning("sip_keepalive_skipped", trunk=name, reason="crlf needs TCP or TLS")
+                continue
+            targets.append(
+                KeepAliveTarget(name, trunk.keepalive, trunk.keepalive_interval, dest, trunk.uri)
+            )
+        if targets:
+            self.endpoint.set_keepalives(targets, self._loop.time())
+            self._flush()
 
     def _flush(self) -> None:
         if self.transport is not None:
