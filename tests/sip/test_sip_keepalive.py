@@ -88,11 +88,11 @@ def _counted(result: str) -> float:
 
 async def test_a_gateway_pings_a_udp_and_a_tcp_trunk(tmp_path: Path) -> None:
     loop = asyncio.get_running_loop()
-    received: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
+    received: asyncio.Queue[tuple[bytes, tuple[str, int], float]] = asyncio.Queue()
 
     class Trunk(asyncio.DatagramProtocol):
         def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-            received.put_nowait((data, addr))
+            received.put_nowait((data, addr, loop.time()))  # stamped on arrival
 
     udp, _ = await loop.create_datagram_endpoint(Trunk, local_addr=("127.0.0.1", 0))
     udp_port = udp.get_extra_info("sockname")[1]
@@ -121,14 +121,14 @@ async def test_a_gateway_pings_a_udp_and_a_tcp_trunk(tmp_path: Path) -> None:
         async with running_gateway(trunks=trunks):
             while len(arrivals["udp"]) < 2 or len(arrivals["tcp"]) < 2:
                 try:
-                    data, peer = await asyncio.wait_for(received.get(), 12)
+                    data, peer, arrived = await asyncio.wait_for(received.get(), 12)
                 except TimeoutError:
                     break
                 request = parse(data)
                 assert isinstance(request, SipRequest) and request.method == "OPTIONS"
                 if request.cseq.seq == len(arrivals["udp"]):
                     continue  # a retransmission of one already answered
-                arrivals["udp"].append(loop.time())
+                arrivals["udp"].append(arrived)
                 udp.sendto(make_response(request, 200, "OK", to_tag="k").serialize(), peer)
             await asyncio.sleep(0.2)
     finally:
@@ -137,6 +137,6 @@ async def test_a_gateway_pings_a_udp_and_a_tcp_trunk(tmp_path: Path) -> None:
         await server.wait_closed()
     for kind, times in arrivals.items():
         assert len(times) >= 2, (kind, arrivals)
-        assert 4.5 <= times[1] - times[0] <= 6.0, (kind, times)
+        assert 4.5 <= times[1] - times[0] <= 7.0, (kind, times)  # 5 s, on a loaded machine
     assert _counted("ok") - ok_before >= 2
     assert re.match(r"^\d", str(ok_before))  # the counter exists (bounded label)
