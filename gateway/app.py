@@ -258,6 +258,7 @@ class Gateway:
         self.sip_transport = transport
         self.sip_calls.transport = transport
         self.sip_port = transport.port
+        self.sip_calls.start_keepalives()
         calls = self.calls
 
         def provider_readiness(ready: bool) -> None:

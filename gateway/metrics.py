@@ -147,6 +147,12 @@ SIP_UNEXPECTED_INPUTS = Counter(
     "Inputs a SIP state table had no entry for (a core bug), by machine and input.",
     ["machine", "input"],
 )
+SIP_KEEPALIVES = Counter(
+    "gateway_sip_keepalives",
+    "Keep-alives towards trunks, by result: ok, error (a 5xx/6xx answer), timeout, or sent "
+    "(a CRLF ping, which gets no answer).",
+    ["result"],
+)
 SIP_SEND_ERRORS = Counter(
     "gateway_sip_send_errors",
     "SIP messages that could not be sent, by transport and reason (resolve/connect/send).",

@@ -63,7 +63,9 @@ _ADDED_TO_CALLER = metrics.MEDIA_ADDED_LATENCY.labels(direction="to_caller")
 
 @dataclass(frozen=True)
 class CallInfo:
-    """What is known about a call when it arrives; headers are read-only."""
+    """What is known about a call when it arrives; headers are read-only. `headers` has the
+    first value of each header of the INVITE; `header_list` every line in order (repeated
+    ones too), without credentials and size-capped."""
 
     leg: str
     direction: str  # inbound / outbound
@@ -72,6 +74,12 @@ class CallInfo:
     headers: Mapping[str, str] = field(default_factory=dict)
     source: str = ""
     provider: str = ""
+    header_list: tuple[tuple[str, str], ...] = ()
+
+    def header_values(self, name: str) -> tuple[str, ...]:
+        """Every value of header `name` (case-insensitive), in the order they came."""
+        key = name.lower()
+        return tuple(v for n, v in self.header_list if n.lower() == key)
 
 
 @dataclass

@@ -1,5 +1,7 @@
 """Per-call session settings: defaults from config, overridden by the routing table's first match
-(by dialled number or by the trunk's source network), then by the scenario.
+(by dialled number, the trunk's source network, the leg, or a header of the INVITE:
+`header = {name = "X-Tenant", value = "acme"}` matches when any line of that header has exactly
+that value), then by the scenario.
 
 Instructions are a template: `{caller}` and `{called}` are filled in per call (caller ID into the
 instructions), and any `{x_header}` from the INVITE's X- headers (`X-Account` -> `{x_account}`).
@@ -18,7 +20,7 @@ from gateway.errors import ConfigError
 from gateway.media.format import AudioFormat
 from gateway.realtime import events as rt
 
-ROUTE_MATCH_KEYS = frozenset({"called", "source", "leg"})
+ROUTE_MATCH_KEYS = frozenset({"called", "source", "leg", "header"})
 ROUTE_OVERRIDE_KEYS = frozenset(
     {
         "instructions",
@@ -58,11 +60,29 @@ def validate_routes(routes: Sequence[Mapping[str, Any]]) -> None:
                 ipaddress.ip_network(str(route["source"]), strict=False)
             except ValueError:
                 raise ConfigError(f"routes[{i}].source is not a CIDR network") from None
+        if "header" in route:
+            header = route["header"]
+            if (
+                not isinstance(header, Mapping)
+                or set(header) != {"name", "value"}
+                or not all(isinstance(v, str) and v for v in header.values())
+            ):
+                raise ConfigError(f'routes[{i}].header: expected {{name = "X-...", value = "..."}}')
 
 
-def _matches(route: Mapping[str, Any], called: str, source: str, leg: str) -> bool:
+def _matches(
+    route: Mapping[str, Any],
+    called: str,
+    source: str,
+    leg: str,
+    headers: Sequence[tuple[str, str]],
+) -> bool:
     if "called" in route and str(route["called"]) != called:
         return False
+    if "header" in route:
+        name, value = str(route["header"]["name"]).lower(), str(route["header"]["value"])
+        if not any(n.lower() == name and v.strip() == value for n, v in headers):
+            return False
     if "leg" in route and str(route["leg"]) != leg:
         return False
     if "source" in route:
@@ -76,8 +96,15 @@ def _matches(route: Mapping[str, Any], called: str, source: str, leg: str) -> bo
     return True
 
 
-def resolve_profile(settings: Settings, called: str, source: str, leg: str) -> CallProfile:
-    """Defaults from `settings`, overridden by the first matching route."""
+def resolve_profile(
+    settings: Settings,
+    called: str,
+    source: str,
+    leg: str,
+    headers: Sequence[tuple[str, str]] = (),
+) -> CallProfile:
+    """Defaults from `settings`, overridden by the first matching route (`headers`: the
+    INVITE's header lines, for routes that match on one)."""
     values: dict[str, Any] = {
         "instructions": settings.instructions,
         "voice": settings.voice,
@@ -89,7 +116,7 @@ def resolve_profile(settings: Settings, called: str, source: str, leg: str) -> C
         "tools": True,
     }
     for route in settings.routes:
-        if _matches(route, called, source, leg):
+        if _matches(route, called, source, leg, headers):
             values.update({k: v for k, v in route.items() if k in ROUTE_OVERRIDE_KEYS})
             break
     return CallProfile(**values)

@@ -117,6 +117,7 @@ class CallService:
         caller: str = "",
         called: str = "",
         headers: Mapping[str, str] | None = None,
+        header_list: Sequence[tuple[str, str]] = (),
         source: str = "",
         created_at: float | None = None,
     ) -> PreparedCall:
@@ -127,7 +128,7 @@ class CallService:
         call_id = self.manager.new_id()
         try:
             headers = dict(headers or {})
-            profile = resolve_profile(self.settings, called, source, leg)
+            profile = resolve_profile(self.settings, called, source, leg, header_list)
             config = self._session_config(profile, codec, caller, called, headers)
             if not self.breaker.try_acquire(loop.time()):
                 wait = max(0.0, self.breaker.retry_at - loop.time())
@@ -149,6 +150,7 @@ class CallService:
             headers=headers,
             source=source,
             provider=self.profile.name,
+            header_list=tuple(header_list),
         )
         options = CallOptions(
             append_ms=self.settings.append_ms,

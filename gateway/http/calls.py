@@ -3,6 +3,11 @@
 Bearer-token protected (`--api-token`). With no token configured only loopback clients may use
 it (the client as `gateway.http.client` tells it: behind a reverse proxy, the forwarded
 address). Bad input gets a 4xx with a JSON error.
+
+`POST /calls` takes `to` (a number or a sip: URI), optional `trunk`, `session`, `from` (the
+caller: a user string, or `{"user": ..., "display": ...}`) and `headers` (extra INVITE headers:
+P-Asserted-Identity, P-Preferred-Identity, Diversion, Privacy and X-*; anything else is a 400
+naming it). docs/sip.md "Outbound calls" has the whole shape.
 """
 
 from __future__ import annotations
@@ -10,9 +15,9 @@ from __future__ import annotations
 import hmac
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -21,10 +26,83 @@ from gateway.errors import AdmissionError, OutboundError
 from gateway.http.client import Networks, is_loopback, request_client
 from gateway.http.errors import json_error
 from gateway.secret import Secret
+from gateway.sip.trunk import ALLOWED_EXTRA_HEADERS, extra_header_allowed, header_value_ok
 
-OutboundDialer = Callable[[str, str | None, dict[str, Any]], Awaitable[str]]
+
+class OutboundDialer(Protocol):
+    """Places an outbound call; returns its id once the INVITE is out."""
+
+    def __call__(
+        self,
+        to: str,
+        trunk: str | None,
+        session: dict[str, Any],
+        *,
+        from_user: str = "",
+        from_display: str = "",
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> Awaitable[str]: ...
+
 
 _TARGET = re.compile(r"^(\+?[0-9A-Za-z*#._-]{1,64}|sips?:[^\s<>\"]{3,256})$")
+#: a From user: a number or a SIP user part of unreserved characters (RFC 3261 §25.1)
+_FROM_USER = re.compile(r"^\+?[0-9A-Za-z*#._~!$&'()=,-]{1,64}$")
+MAX_DISPLAY = 64
+MAX_EXTRA_HEADERS = 16
+MAX_HEADER_VALUE = 512
+
+
+def parse_from(value: object) -> tuple[str, str]:
+    """`from`: a user string or `{"user": ..., "display": ...}` → (user, display)."""
+    if isinstance(value, str):
+        value = {"user": value}
+    if not isinstance(value, dict):
+        raise OutboundError(400, "'from' must be a user string or an object {user, display}")
+    unknown = set(value) - {"user", "display"}
+    if unknown:
+        raise OutboundError(400, f"unknown fields in 'from': {', '.join(sorted(unknown))}")
+    user = value.get("user", "")
+    display = value.get("display", "")
+    if not isinstance(user, str) or (user and not _FROM_USER.match(user)):
+        raise OutboundError(
+            400, "'from.user' must be a number or SIP user of at most 64 characters"
+        )
+    if (
+        not isinstance(display, str)
+        or len(display) > MAX_DISPLAY
+        or not all(c.isprintable() for c in display)
+    ):
+        raise OutboundError(
+            400, f"'from.display' must be printable text of at most {MAX_DISPLAY} chars"
+        )
+    if not user and not display:
+        raise OutboundError(400, "'from' needs a user or a display name")
+    return user, display
+
+
+def parse_headers(value: object) -> list[tuple[str, str]]:
+    """`headers`: an object of allow-listed header names to one-line string values."""
+    if not isinstance(value, dict):
+        raise OutboundError(400, "'headers' must be an object of header name to value")
+    if len(value) > MAX_EXTRA_HEADERS:
+        raise OutboundError(400, f"'headers': at most {MAX_EXTRA_HEADERS} headers")
+    out: list[tuple[str, str]] = []
+    for name, text in value.items():
+        if not extra_header_allowed(name):
+            shown = name[:64].encode("ascii", "replace").decode()
+            raise OutboundError(
+                400,
+                f"header {shown!r} may not be set (allowed: "
+                f"{', '.join(ALLOWED_EXTRA_HEADERS)} and X-*)",
+            )
+        if not isinstance(text, str) or not header_value_ok(text) or not text.strip():
+            raise OutboundError(400, f"header {name!r}: expected a non-empty string on one line")
+        if len(text) > MAX_HEADER_VALUE or not text.isascii():
+            raise OutboundError(
+                400, f"header {name!r}: at most {MAX_HEADER_VALUE} ASCII characters"
+            )
+        out.append((name, text.strip()))
+    return out
 
 
 def check_bearer(request: web.Request, token: Secret, trusted_proxies: Networks = ()) -> bool:
@@ -96,13 +174,25 @@ def add_call_routes(app: web.Application, api: CallApi) -> None:
         session = body.get("session", {})
         if not isinstance(session, dict):
             return json_error(400, "'session' must be an object")
-        unknown = set(body) - {"to", "trunk", "session"}
+        unknown = set(body) - {"to", "trunk", "session", "from", "headers"}
         if unknown:
             return json_error(400, f"unknown fields: {', '.join(sorted(unknown))}")
+        try:
+            from_user, from_display = parse_from(body["from"]) if "from" in body else ("", "")
+            headers = parse_headers(body.get("headers", {}))
+        except OutboundError as exc:
+            return json_error(exc.status, str(exc))
         if api.dial is None:
             return json_error(503, "outbound calls are not configured")
         try:
-            call_id = await api.dial(to, trunk, session)
+            call_id = await api.dial(
+                to,
+                trunk,
+                session,
+                from_user=from_user,
+                from_display=from_display,
+                headers=headers,
+            )
         except AdmissionError as exc:
             resp = json_error(503, f"not accepting calls: {exc.reason}")
             resp.headers["Retry-After"] = str(exc.retry_after)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from gateway.sip.message import Headers, NameAddr, SipRequest, SipResponse, SipUri
+from gateway.sip.transaction import Address
 
 
 @dataclass(slots=True)
@@ -25,6 +26,10 @@ class Dialog:
     remote_target: str
     route_set: list[str] = field(default_factory=list)
     secure: bool = False
+    #: where in-dialog requests really go when the remote target is unreachable (a private
+    #: Contact behind NAT): the source of the message that set it (routing.learn_target). The
+    #: Request-URI stays `remote_target` (§12.2.1.1).
+    remote_address: Address | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:

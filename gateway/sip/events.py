@@ -22,7 +22,9 @@ class SipEvent:
 
 @dataclass(frozen=True, slots=True)
 class IncomingCallReceived(SipEvent):
-    """An INVITE passed policy. Answer with accept/reject/ring. `offer` None: late offer."""
+    """An INVITE passed policy. Answer with accept/reject/ring. `offer` None: late offer.
+    `header_list` is the INVITE's header lines in order (repeated ones too; credentials left
+    out and sizes capped: uas.exposed_headers); `headers` the first value of each name."""
 
     call: int
     request_uri: str
@@ -31,6 +33,7 @@ class IncomingCallReceived(SipEvent):
     headers: Mapping[str, str]
     offer: SessionDescription | None
     source: Address
+    header_list: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +143,18 @@ class UnexpectedInput(SipEvent):
     state: str
     input: str
     call: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeepAliveResult(SipEvent):
+    """A keep-alive towards `trunk` (keepalive.py): `result` ok, error (a 5xx/6xx answer),
+    timeout, or sent (a CRLF ping, which has no answer); `status` the answer's, 0 if none.
+    `changed`: the trunk went from answering to failing or back."""
+
+    trunk: str
+    result: str
+    status: int
+    changed: bool
 
 
 REJECT_REASONS = (

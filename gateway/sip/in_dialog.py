@@ -31,6 +31,7 @@ from gateway.sip.events import (
     TransferProgressed,
 )
 from gateway.sip.message import SipRequest, SipResponse
+from gateway.sip.routing import learn_target
 from gateway.sip.sdp import Negotiated, SessionDescription
 from gateway.sip.session_timer import SessionTimers, too_brief_retry
 from gateway.sip.transaction import Address, ServerTransaction
@@ -183,6 +184,7 @@ class InDialog:
     ) -> None:
         assert call.dialog is not None and t.request is not None and t.tx is not None
         call.dialog.refresh_target(t.request)
+        learn_target(call.dialog, t.source)
         response = self.core.call_response(
             call,
             200,
@@ -224,6 +226,7 @@ class InDialog:
             return
         extra = self.timers.negotiate(call, t.now, request)
         call.dialog.refresh_target(request)
+        learn_target(call.dialog, t.source)
         if not request.body:
             self.core.tx_respond(tx, 200, t.now, extra)
             return
@@ -341,6 +344,7 @@ class InDialog:
     def _refresh_target(self, call: SipCall, t: Trigger) -> None:
         assert call.dialog is not None and t.response is not None
         call.dialog.refresh_target(t.response)
+        learn_target(call.dialog, t.source)
 
     def _media_from_2xx(self, call: SipCall, t: Trigger) -> None:
         assert t.response is not None

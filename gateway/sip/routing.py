@@ -2,19 +2,21 @@
 RFC 3581 rport).
 
 Pure functions: `stamp_via` and `response_addr` route a response back to where its request
-came from; `target_addr` picks the next hop of an in-dialog request; `via` and `contact` are the
-headers that tell the far end where to reach us. Host names are never resolved here: RFC 3263
-(NAPTR/SRV/A, the targets and the fail-over rule) is `locate.py`, run by the adapters.
+came from; `target_addr` picks the next hop of an in-dialog request (with `learn_target`, the NAT
+fix-up of a private Contact); `via` and `contact` are the headers that tell the far end where
+to reach us. Host names are never resolved here: RFC 3263 (NAPTR/SRV/A, the targets and the
+fail-over rule) is `locate.py`, run by the adapters.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 from gateway.errors import SipParseError
 from gateway.sip import sdp as sdpmod
 from gateway.sip.dialog import Dialog
-from gateway.sip.message import Headers, SipRequest, Via
+from gateway.sip.message import Headers, SipRequest, SipUri, Via
 from gateway.sip.transaction import Address
 
 
@@ -86,11 +88,79 @@ def response_addr(request: SipRequest, addr: Address) -> Address:
     return Address(addr.transport, host, port, None)
 
 
+#: addresses a Contact may carry that cannot be reached from elsewhere: RFC 1918, RFC 6598
+#: shared (carrier-grade NAT), link-local, loopback, RFC 4193 unique local, unspecified
+_UNREACHABLE_NETS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+        "127.0.0.0/8",
+        "0.0.0.0/8",
+        "fc00::/7",
+        "fe80::/10",
+        "::1/128",
+        "::/128",
+    )
+)
+
+
+def is_private(host: str) -> bool:
+    """An IP literal from a range that is unreachable from elsewhere (see _UNREACHABLE_NETS)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(ip in net for net in _UNREACHABLE_NETS if net.version == ip.version)
+
+
+def nat_source(contact: str, source: Address) -> Address | None:
+    """The address to use instead of a Contact that cannot be reached: `source` (where the
+    message that carried it came from) when the Contact's host is a private, loopback or
+    link-local IP literal that differs from the source's; None when the Contact is usable.
+    Asterisk's `rewrite_contact`, Kamailio's `nat_uac_test` + `fix_nated_contact`."""
+    try:
+        host = SipUri.parse(contact).host
+    except (SipParseError, ValueError):
+        return None
+    if host == source.host or not is_private(host):
+        return None
+    return source
+
+
+def learn_target(dialog: Dialog, source: Address | None) -> None:
+    """After the remote target was set or refreshed by a message from `source`: remember where
+    in-dialog requests really go (`Dialog.remote_address`), or forget it if the new Contact is
+    reachable."""
+    if source is not None:
+        dialog.remote_address = nat_source(dialog.remote_target, source)
+
+
+def uri_transport(uri: SipUri, default: str) -> str:
+    """The transport a URI asks for: `sips:` is TLS (§26.2.2), else its `transport=` parameter
+    (udp, tcp, tls); `default` when it names none we serve."""
+    if uri.scheme == "sips":
+        return "tls"
+    transport = str(uri.params.get("transport") or "").lower()
+    return transport if transport in ("udp", "tcp", "tls") else default
+
+
 def target_addr(peer: Address, dialog: Dialog | None) -> Address:
-    """Where in-dialog requests go: the next hop's IP literal, else the peer's address."""
+    """Where in-dialog requests go (§12.2.1.1, §18.1.1): the first route, else the remote
+    target; its `transport=` (or `sips:`) decides the transport, else the peer's. With no
+    route set, a remote target behind NAT is reached at `Dialog.remote_address`. A stream
+    peer's connection is reused for a next hop over its own transport, and a host name on
+    the peer's transport goes to the peer (names are resolved elsewhere)."""
     if dialog is None:
         return peer
+    if not dialog.route_set and dialog.remote_address is not None:
+        return dialog.remote_address
     uri = dialog.next_hop_uri()
-    if peer.reliable or not sdpmod.is_ip(uri.host):
+    transport = uri_transport(uri, peer.transport)
+    if transport == peer.transport and (peer.reliable or not sdpmod.is_ip(uri.host)):
         return peer
-    return Address(peer.transport, uri.host, uri.port or 5060, None)
+    port = uri.port or (5061 if transport == "tls" else 5060)
+    return Address(transport, uri.host, port, None)

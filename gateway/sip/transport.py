@@ -37,11 +37,13 @@ from gateway.sip.call_state import CallInput
 from gateway.sip.events import (
     MACHINES,
     REJECT_REASONS,
+    KeepAliveResult,
     OutboundCallFailedOver,
     RequestRejected,
     SipEvent,
     UnexpectedInput,
 )
+from gateway.sip.keepalive import RESULTS as KEEPALIVE_RESULTS
 from gateway.sip.message import SipStreamParser
 from gateway.sip.resolver import SipResolver
 from gateway.sip.sdp import is_ip
@@ -299,6 +301,8 @@ class SipTransport:
                         self._unexpected(event)
                     elif isinstance(event, OutboundCallFailedOver):
                         self._failed_over(event)
+                    elif isinstance(event, KeepAliveResult):
+                        self._keepalive(event)
                     try:
                         self.on_event(event)
                     except Exception:
@@ -330,6 +334,18 @@ class SipTransport:
             failed=f"{failed.transport}:{failed.host}:{failed.port}",
             next=f"{dest.transport}:{dest.host}:{dest.port}",
         )
+
+    def _keepalive(self, event: KeepAliveResult) -> None:
+        """Count a keep-alive; log when a trunk stops answering them, or starts again."""
+        metrics.SIP_KEEPALIVES.labels(result=metrics.bounded(event.result, KEEPALIVE_RESULTS)).inc()
+        if not event.changed:
+            return
+        if event.result in ("error", "timeout"):
+            log.warning(
+                "sip_keepalive_failed", trunk=event.trunk, result=event.result, status=event.status
+            )
+        else:
+            log.info("sip_keepalive_recovered", trunk=event.trunk, status=event.status)
 
     def _unexpected(self, event: UnexpectedInput) -> None:
         """A state table met an input it has no entry for (a core bug, never a peer's fault):

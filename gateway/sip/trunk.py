@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,24 @@ class Trunk:
     def parsed_uri(self) -> SipUri:
         """The outbound uri parsed (checked at load, so this does not raise for a loaded trunk)."""
         return SipUri.parse(self.uri)
+
+    def identity_headers(self, extra: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+        """The identity headers of an INVITE through this trunk: its static `headers`, then
+        P-Asserted-Identity (RFC 3325), P-Preferred-Identity and Privacy (RFC 3323), then a
+        call's `extra` ones (allow-listed by the caller), which replace any of the same name.
+        A bare URI becomes a name-addr (`<sip:...>`)."""
+        out: list[tuple[str, str]] = list(self.headers.items())
+        for name, value in (
+            ("P-Asserted-Identity", self.asserted_identity),
+            ("P-Preferred-Identity", self.preferred_identity),
+        ):
+            if value:
+                bare = "<" not in value and value.lower().startswith(("sip:", "sips:", "tel:"))
+                out.append((name, f"<{value}>" if bare else value))
+        if self.privacy:
+            out.append(("Privacy", self.privacy))
+        replaced = {name.lower() for name, _ in extra}
+        return [(n, v) for n, v in out if n.lower() not in replaced] + list(extra)
 
     def auth_user(self) -> str:
         """The address-of-record user a registration binds."""

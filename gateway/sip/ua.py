@@ -41,6 +41,7 @@ from gateway.sip.auth import Credentials, DigestServer
 from gateway.sip.call_state import STEPS, CallInput
 from gateway.sip.events import RequestRejected, SipEvent
 from gateway.sip.in_dialog import InDialog
+from gateway.sip.keepalive import KeepAlives, KeepAliveTarget
 from gateway.sip.message import SipRequest, SipResponse, make_response, parse
 from gateway.sip.policy import SourcePolicy
 from gateway.sip.prack import Prack
@@ -81,6 +82,7 @@ class SipEndpoint:
         self._uac = Uac(core)
         self._in_dialog = InDialog(core, self._uas, self._timers)
         self._prack = Prack(core, self._uas.answer)
+        self._keepalives = KeepAlives(core)
         for role in (self._uas, self._uac, self._in_dialog, self._timers, self._prack):
             core.register(role.steps())
         missing = STEPS - core.step_names
@@ -117,6 +119,11 @@ class SipEndpoint:
     def unavailable(self) -> str | None:
         return self._admission.unavailable
 
+    def set_keepalives(self, targets: Sequence[KeepAliveTarget], now: float) -> None:
+        """Keep-alives towards trunks (OPTIONS, or CRLF on TCP/TLS): the first now, then each
+        at its interval; results come as `KeepAliveResult` events."""
+        self._keepalives.configure(targets, now)
+
     def set_draining(self, draining: bool) -> None:
         """While draining, new INVITEs get 503 and OPTIONS 503 (so balancers move away)."""
         self._admission.draining = draining
@@ -152,7 +159,7 @@ class SipEndpoint:
             self._malformed(exc, addr)
             return None
         if isinstance(message, SipResponse):
-            self._on_response(message, now)
+            self._on_response(message, addr, now)
             return None
         self._on_request(message, addr, now)
         return message.method
@@ -163,7 +170,7 @@ class SipEndpoint:
             return
         self._core.timer_dirty = True
         if isinstance(message, SipResponse):
-            self._on_response(message, now)
+            self._on_response(message, addr, now)
         else:
             self._on_request(message, addr, now)
 
@@ -184,6 +191,8 @@ class SipEndpoint:
         times += [t for tx, _, _ in core.client_tx.values() if (t := tx.get_timer()) is not None]
         if (calls := core.calls_timer()) is not None:
             times.append(calls)
+        if (keepalive := self._keepalives.timer()) is not None:
+            times.append(keepalive)
         core.timer_cache = min(times) if times else None
         core.timer_dirty = False
         return core.timer_cache
@@ -208,10 +217,13 @@ class SipEndpoint:
                 ctx.state = State.TERMINATED
             if ctx.terminated:
                 del core.client_tx[ckey]
+                if purpose == "keepalive" and ctx.timed_out:
+                    self._keepalives.on_timeout(ctx.branch)
                 if ctx.timed_out:
                     self._client_failed(handle, purpose, now, transport_error=False)
         for call in list(core.calls.values()):
             core.fire_timers(call, now)
+        self._keepalives.handle_timer(now)
 
     def transport_error(self, addr: Address, now: float) -> None:
         """The adapter could not send to `addr` (a refused connection, a name that does not
@@ -225,6 +237,8 @@ class SipEndpoint:
                 continue
             if ctx.transport_error(now):
                 del core.client_tx[ckey]
+                if purpose == "keepalive":  # a ping that could not be sent is one unanswered
+                    self._keepalives.on_timeout(ctx.branch)
                 self._client_failed(handle, purpose, now, transport_error=True)
 
     def _client_failed(
@@ -301,12 +315,14 @@ class SipEndpoint:
         alternates: Sequence[Address] = (),
         session_expires: int | None = None,
         min_se: int | None = None,
+        from_display: str = "",
     ) -> int:
         """Place an outbound call to `target_uri` via `destination` (a trunk); returns the call.
         `credentials` answer its challenges (the INVITE's and those of in-dialog requests);
         `alternates` are the trunk's next targets (RFC 3263 §4.3: tried on a 503, a timeout or
         a transport error; `gateway.sip.locate` finds them); `session_expires`/`min_se` ask for
-        an RFC 4028 session timer (the trunk's)."""
+        an RFC 4028 session timer (the trunk's); `from_display` is the From's display name;
+        `headers` go on the INVITE as given."""
         self._core.timer_dirty = True  # timers A and B start now
         return self._uac.invite(
             target_uri,
@@ -319,6 +335,7 @@ class SipEndpoint:
             alternates=alternates,
             session_expires=session_expires,
             min_se=min_se,
+            from_display=from_display,
         )
 
     # --- routing
@@ -372,7 +389,7 @@ class SipEndpoint:
         else:
             core.stateless(request, addr, 501, "not_implemented", [("Allow", ALLOW)])
 
-    def _on_response(self, response: SipResponse, now: float) -> None:
+    def _on_response(self, response: SipResponse, addr: Address, now: float) -> None:
         core = self._core
         try:
             via = response.top_via
@@ -385,6 +402,9 @@ class SipEndpoint:
         ctx, handle, purpose = entry
         if not ctx.receive_response(response, now):
             return
+        if purpose == "keepalive" and response.status >= 200:
+            self._keepalives.on_response(ctx.branch, response)
+            return
         call = core.calls.get(handle) if handle is not None else None
         if call is None:
             return
@@ -393,7 +413,7 @@ class SipEndpoint:
         else:
             inp = self._in_dialog.response_input(call, purpose, response, ctx.request)
         if inp is not None:
-            core.fire(call, Trigger(inp, now, response=response, sent=ctx.request))
+            core.fire(call, Trigger(inp, now, response=response, sent=ctx.request, source=addr))
 
     def _malformed(self, exc: SipParseError, addr: Address) -> None:
         """400 (or the parser's status) when the Via can still be read; else dropped."""

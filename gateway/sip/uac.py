@@ -23,9 +23,9 @@ from gateway.sip.events import (
     OutboundCallProgressed,
 )
 from gateway.sip.locate import fail_over
-from gateway.sip.message import Headers, SipRequest, SipResponse, SipUri
+from gateway.sip.message import Headers, NameAddr, SipRequest, SipResponse, SipUri
 from gateway.sip.prack import Prack
-from gateway.sip.routing import new_tag, target_addr
+from gateway.sip.routing import learn_target, new_tag, target_addr
 from gateway.sip.sdp import SessionDescription
 from gateway.sip.session_timer import too_brief_retry
 from gateway.sip.transaction import T1, Address, build_cancel
@@ -71,20 +71,23 @@ class Uac:
         alternates: Sequence[Address] = (),
         session_expires: int | None = None,
         min_se: int | None = None,
+        from_display: str = "",
     ) -> int:
         """Place a call to `target_uri` via `destination` (a trunk); returns the call.
         `alternates`: the next targets of the trunk's name, tried in order on a 503, a timeout
         or a transport error (RFC 3263 §4.3). With `session_expires`, the INVITE asks for that
         session interval, and `Min-SE` (RFC 4028 §7.1: no refresher parameter, so that the UAS
-        chooses)."""
+        chooses). The From is `from_uri` with `from_display` as its display name; `headers` are
+        added as given (the caller allow-lists them: identity headers, X-*)."""
         core = self.core
         SipUri.parse(target_uri)
         handle = core.new_handle()
         tag = new_tag()
+        from_ = NameAddr(SipUri.parse(from_uri), from_display or None, {"tag": tag})
         h = Headers()
         h.add("Via", core.via(destination))
         h.add("Max-Forwards", "70")
-        h.add("From", f"<{from_uri}>;tag={tag}")
+        h.add("From", str(from_))
         h.add("To", f"<{target_uri}>")
         h.add("Call-ID", f"{new_tag()}{new_tag()}@{core.config.host}")
         h.add("CSeq", "1 INVITE")
@@ -180,6 +183,7 @@ class Uac:
             else:
                 call.dialog = Dialog.as_uac(call.invite, t.response)
             call.early.clear()
+            learn_target(call.dialog, t.source)  # a private Contact in the 2xx (NAT)
             self.core.dialogs[call.dialog.key] = call.handle
             call.keys.append(call.dialog.key)
 

@@ -26,11 +26,23 @@ from gateway.sip.events import (
 )
 from gateway.sip.message import SipRequest, SipResponse, make_response
 from gateway.sip.prack import rel100_of
-from gateway.sip.routing import new_tag
+from gateway.sip.routing import learn_target, new_tag
 from gateway.sip.sdp import SessionDescription
 from gateway.sip.session_timer import SessionTimers
 from gateway.sip.transaction import T1, T2, Address, InviteServerTransaction, server_key
 from gateway.sip.ua_core import Retransmit, SipCall, Step, Trigger, UaCore, sdp_of
+
+#: what of an INVITE's headers the application (routing, the scenario) sees: never credentials,
+#: at most this many lines, each value cut at this many characters
+HIDDEN_HEADERS = frozenset({"authorization", "proxy-authorization"})
+MAX_EXPOSED_HEADERS = 64
+MAX_EXPOSED_VALUE = 1024
+
+
+def exposed_headers(request: SipRequest) -> tuple[tuple[str, str], ...]:
+    """The INVITE's header lines in order (repeated ones kept), bounded, without credentials."""
+    lines = [(n, v) for n, v in request.headers.items() if n.lower() not in HIDDEN_HEADERS]
+    return tuple((n, v[:MAX_EXPOSED_VALUE]) for n, v in lines[:MAX_EXPOSED_HEADERS])
 
 
 def warning(exc: NotAcceptable) -> tuple[str, str]:
@@ -119,7 +131,8 @@ class Uas:
         dkey = (request.call_id, call.local_tag, request.from_.tag or "")
         core.dialogs[dkey] = handle
         call.keys.append(dkey)
-        first_values = MappingProxyType(dict(reversed(request.headers.items())))
+        header_list = exposed_headers(request)
+        first_values = MappingProxyType(dict(reversed(header_list)))
         core.events.append(
             IncomingCallReceived(
                 handle,
@@ -129,6 +142,7 @@ class Uas:
                 first_values,
                 offer,
                 addr,
+                header_list,
             )
         )
 
@@ -192,6 +206,7 @@ class Uas:
         response = self.core.call_response(call, 200, headers, body)
         call.ist.send_response(response, now)
         call.dialog = Dialog.as_uas(call.invite, call.local_tag)
+        learn_target(call.dialog, call.peer)  # a private Contact: reach it where it came from
         self.start_retransmit(call, response, call.ist.addr, call.invite.cseq.seq, now)
 
     def _reject(self, call: SipCall, t: Trigger) -> None:

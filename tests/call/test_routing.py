@@ -45,3 +45,30 @@ def test_bad_routes_are_refused_with_the_entry_named() -> None:
         validate_routes([{"called": "1"}, {"calld": "2"}])
     with pytest.raises(ConfigError, match=r"routes\[0\].source"):
         validate_routes([{"source": "not-a-net"}])
+
+
+def test_a_route_matches_on_any_line_of_a_header() -> None:
+    s = settings(
+        routes=[
+            {"header": {"name": "X-Tenant", "value": "acme"}, "voice": "cedar"},
+            {"called": "1000", "voice": "marin"},
+        ]
+    )
+    lines = [("X-Tenant", "other"), ("x-tenant", " acme "), ("From", "<sip:a@b>")]
+    assert resolve_profile(s, "1000", "198.51.100.7", "sip", lines).voice == "cedar"
+    assert resolve_profile(s, "1000", "198.51.100.7", "sip", lines[:1]).voice == "marin"
+    assert resolve_profile(s, "1000", "198.51.100.7", "sip").voice == "marin"  # no headers
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "X-Tenant",
+        {"name": "X-Tenant"},
+        {"name": "X-Tenant", "value": ""},
+        {"name": 1, "value": "a"},
+    ],
+)
+def test_a_bad_header_route_is_refused(header: object) -> None:
+    with pytest.raises(ConfigError, match=r"routes\[0\].header"):
+        validate_routes([{"header": header}])

@@ -556,7 +556,7 @@ def test_dockerignore_keeps_the_build_context_small() -> None:
 # --- Kamailio -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("defines", [[], ["-A", "WITH_CTL"]])
+@pytest.mark.parametrize("defines", [[], ["-A", "WITH_CTL"], ["-A", "WITH_NAT"]])
 def test_kamailio_config_check(defines: list[str]) -> None:
     kamailio = require_binary("kamailio", "kamailio")
     ds_list = KAMAILIO_DIR / "dispatcher.list"

@@ -80,6 +80,7 @@ def test_the_core_list_covers_the_named_cores() -> None:
         "gateway.sip.sdp",
         "gateway.sip.transaction",
         "gateway.sip.dialog",
+        "gateway.sip.keepalive",
         "gateway.sip.auth",
         "gateway.sip.policy",
         "gateway.sip.locate",

@@ -291,7 +291,8 @@ class SipResponder:
 class Kamailio:
     """Debian's `kamailio` with deploy/kamailio/kamailio.cfg on 127.0.0.1:<free port>, in front
     of `gateways` (HOST:PORT pairs, dispatcher set 1), probing them every `ping_interval` s.
-    `ds_list` runs it with an existing dispatcher list file instead."""
+    `ds_list` runs it with an existing dispatcher list file instead; `defines` are more -A
+    defines (e.g. WITH_NAT)."""
 
     def __init__(
         self,
@@ -302,8 +303,10 @@ class Kamailio:
         config: Path = KAMAILIO_CFG,
         workers: int = 2,
         ds_list: Path | None = None,
+        defines: Iterable[str] = (),
     ) -> None:
         self.binary = require_binary("kamailio", "kamailio")
+        self.defines = list(defines)
         self.workdir = Path(workdir)
         self.gateways = list(gateways)
         self.ping_interval = ping_interval
@@ -341,6 +344,7 @@ class Kamailio:
             f"DS_PING_INTERVAL={self.ping_interval}",
             "-A",
             f"WORKERS={self.workers}",
+            *(arg for define in self.defines for arg in ("-A", define)),
             "-Y",
             str(self.workdir / "run"),
             "-m",

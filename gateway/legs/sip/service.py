@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,9 +54,11 @@ from gateway.sip.events import (
     SipEvent,
     TransferProgressed,
 )
+from gateway.sip.keepalive import KeepAliveTarget
 from gateway.sip.locate import Target
 from gateway.sip.message import NameAddr, SipUri
 from gateway.sip.resolver import SipResolver
+from gateway.sip.transaction import Address
 from gateway.sip.transport import SipTransport
 from gateway.sip.trunk import Trunk
 from gateway.sip.ua import SipEndpoint
@@ -132,6 +134,23 @@ class SipCallService:
     def refer(self, handle: int, target_uri: str) -> None:
         self.endpoint.refer(handle, target_uri, self._loop.time())
         self._flush()
+
+    def start_keepalives(self) -> None:
+        """Keep-alives towards every outbound trunk that asks for them (`keepalive`)."""
+        targets: list[KeepAliveTarget] = []
+        for name, trunk in self.trunks.items():
+            if trunk.keepalive == "none" or not trunk.outbound:
+                continue
+            dest = trunk_address(trunk)
+            if trunk.keepalive == "crlf" and not dest.reliable:
+                log.warning("sip_keepalive_skipped", trunk=name, reason="crlf needs TCP or TLS")
+                continue
+            targets.append(
+                KeepAliveTarget(name, trunk.keepalive, trunk.keepalive_interval, dest, trunk.uri)
+            )
+        if targets:
+            self.endpoint.set_keepalives(targets, self._loop.time())
+            self._flush()
 
     def _flush(self) -> None:
         if self.transport is not None:
@@ -267,6 +286,7 @@ class SipCallService:
                 caller=caller,
                 called=called,
                 headers=ev.headers,
+                header_list=ev.header_list,
                 source=ev.source.host,
                 created_at=created,
             )
@@ -448,9 +468,20 @@ class SipCallService:
 
     # --- outbound
 
-    async def dial(self, to: str, trunk: str | None, session: dict[str, Any]) -> str:
+    async def dial(
+        self,
+        to: str,
+        trunk: str | None,
+        session: dict[str, Any],
+        *,
+        from_user: str = "",
+        from_display: str = "",
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> str:
         """Place an outbound call through a configured trunk; returns the call id once the
-        INVITE is out (the call appears in GET /calls when answered)."""
+        INVITE is out (the call appears in GET /calls when answered). `from_user` and
+        `from_display` override the trunk's caller identity; `headers` (allow-listed by the
+        caller) are added to, or replace, the trunk's identity headers."""
         # the default is the first trunk calls can go out through (inbound-only ones have no uri)
         name = trunk or next((n for n, t in self.trunks.items() if t.outbound), None)
         if name is None or name not in self.trunks:
@@ -459,7 +490,8 @@ class SipCallService:
         if not cfg.outbound:
             raise OutboundError(400, f"trunk {name!r} is inbound only (it has no uri)")
         trunk_uri = cfg.parsed_uri()
-        target = to if to.startswith(("sip:", "sips:")) else f"sip:{to}@{trunk_uri.host}"
+        phone = ";user=phone" if cfg.user_phone else ""  # RFC 3261 §19.1.1
+        target = to if to.startswith(("sip:", "sips:")) else f"sip:{to}@{trunk_uri.host}{phone}"
         try:
             SipUri.parse(target)
         except (ValueError, SipParseError):
@@ -470,11 +502,17 @@ class SipCallService:
         if not targets:
             log.warning("outbound_trunk_unresolved", trunk=name, host=trunk_uri.host)
             raise OutboundError(502, f"trunk {name!r}: {trunk_uri.host} does not resolve")
+        caller = from_user or cfg.from_user
+        from_uri = f"sip:{caller}@{cfg.from_host or self.public_address}{phone}"
+        try:
+            SipUri.parse(from_uri)
+        except (ValueError, SipParseError):
+            raise OutboundError(400, "'from' makes no valid SIP From") from None
         prepared = await self.calls.open_session(
             leg="sip",
             direction="outbound",
             codec="pcmu",
-            caller=cfg.from_user,
+            caller=caller,
             called=to,
         )
         loop = self._loop
@@ -494,15 +532,16 @@ class SipCallService:
             await self.calls.abandon(prepared)
             raise OutboundError(503, "no RTP port free") from None
         offer = sdpmod.make_offer(self.public_address, rtp.port, ptime=self.ptime_ms)
-        from_user = cfg.from_user
         creds = Credentials(cfg.username, cfg.password) if cfg.username else None
         handle = self.endpoint.invite(
             target,
             offer,
-            f"sip:{from_user}@{self.public_address}",
+            from_uri,
             targets[0].address,
             loop.time(),
             credentials=creds,
+            headers=cfg.identity_headers(headers),
+            from_display=from_display or cfg.from_display,
             alternates=[t.address for t in targets[1:]],
             session_expires=cfg.session_expires,
             min_se=cfg.min_se,
@@ -601,6 +640,14 @@ class SipCallService:
         for pending in list(self._pending.values()):
             await self._undo(pending, 503, "draining")
         self._pending.clear()
+
+
+def trunk_address(trunk: Trunk) -> Address:
+    """Where requests to a trunk go (its INVITEs and keep-alives): the uri's host, port and
+    transport. A host name is left to the transport to resolve."""
+    uri = trunk.parsed_uri()
+    transport = str(uri.params.get("transport", "udp")).lower()
+    return Address(transport if transport in ("udp", "tcp") else "udp", uri.host, uri.port or 5060)
 
 
 def _refusal(exc: SdpError) -> str:
