@@ -31,8 +31,9 @@ steps registered, the responses and timeouts of its client transactions routed b
 
 from __future__ import annotations
 
+import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gateway.errors import SipParseError, TransactionStateError
 from gateway.sip import routing
@@ -43,6 +44,7 @@ from gateway.sip.events import RequestRejected, SipEvent
 from gateway.sip.in_dialog import InDialog
 from gateway.sip.message import SipRequest, SipResponse, make_response, parse
 from gateway.sip.policy import SourcePolicy
+from gateway.sip.registration import RegistrationConfig, Registrations
 from gateway.sip.sdp import SessionDescription
 from gateway.sip.session_timer import SessionTimers
 from gateway.sip.transaction import Address, State, server_key
@@ -71,8 +73,10 @@ class SipEndpoint:
         *,
         policy: SourcePolicy | None = None,
         auth: DigestServer | None = None,
+        registration_jitter: Callable[[], float] = random.random,
     ) -> None:
         self._core = core = UaCore(config)
+        self._registrations = Registrations(core, jitter=registration_jitter)
         self._admission = Admission(core, policy, auth)
         self._timers = SessionTimers(core)
         self._uas = Uas(core, self._admission, self._timers)
@@ -181,6 +185,8 @@ class SipEndpoint:
         times += [t for tx, _, _ in core.client_tx.values() if (t := tx.get_timer()) is not None]
         if (calls := core.calls_timer()) is not None:
             times.append(calls)
+        if (registrations := self._registrations.timer()) is not None:
+            times.append(registrations)
         core.timer_cache = min(times) if times else None
         core.timer_dirty = False
         return core.timer_cache
@@ -205,12 +211,17 @@ class SipEndpoint:
                 ctx.state = State.TERMINATED
             if ctx.terminated:
                 del core.client_tx[ckey]
+                if purpose == "register":
+                    if ctx.timed_out:
+                        self._registrations.on_timeout(handle, ctx.branch, now)
+                    continue
                 call = core.calls.get(handle) if handle is not None else None
                 timeout = _TIMEOUTS.get(purpose)
                 if ctx.timed_out and call is not None and timeout is not None:
                     core.fire(call, Trigger(timeout, now))
         for call in list(core.calls.values()):
             core.fire_timers(call, now)
+        self._registrations.handle_timer(now)
 
     # --- commands
 
@@ -268,6 +279,25 @@ class SipEndpoint:
             credentials=credentials,
             headers=headers,
         )
+
+    # --- registrations (RFC 3261 §10.2, registration.py)
+
+    def register(self, config: RegistrationConfig, now: float) -> None:
+        """Register `config.trunk` and keep the binding fresh until `unregister`."""
+        self._registrations.start(config, now)
+
+    def unregister(self, trunk: str, now: float) -> None:
+        """Remove the trunk's binding (REGISTER with Expires: 0) and stop refreshing it."""
+        self._registrations.stop(trunk, now)
+
+    @property
+    def registrations(self) -> dict[str, str]:
+        """Each registering trunk's state (registration.REPORTED_STATES)."""
+        return self._registrations.states()
+
+    def registered_trunk(self, request_uri_user: str) -> str | None:
+        """The trunk whose registered Contact has this user part, None if none."""
+        return self._registrations.trunk_of_contact(request_uri_user)
 
     # --- routing
 
@@ -332,6 +362,9 @@ class SipEndpoint:
             return
         ctx, handle, purpose = entry
         if not ctx.receive_response(response, now):
+            return
+        if purpose == "register":
+            self._registrations.on_response(handle, ctx.branch, response, now)
             return
         call = core.calls.get(handle) if handle is not None else None
         if call is None:
