@@ -72,6 +72,7 @@ class CallInfo:
     headers: Mapping[str, str] = field(default_factory=dict)
     source: str = ""
     provider: str = ""
+    trunk: str = ""  # the [trunks.NAME] it came or went through; "" for none
 
 
 @dataclass

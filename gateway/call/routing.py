@@ -1,5 +1,5 @@
 """Per-call session settings: defaults from config, overridden by the routing table's first match
-(by dialled number or by the trunk's source network), then by the scenario.
+(by dialled number, by the trunk's source network or by the trunk's name), then by the scenario.
 
 Instructions are a template: `{caller}` and `{called}` are filled in per call (caller ID into the
 instructions), and any `{x_header}` from the INVITE's X- headers (`X-Account` -> `{x_account}`).
@@ -18,7 +18,7 @@ from gateway.errors import ConfigError
 from gateway.media.format import AudioFormat
 from gateway.realtime import events as rt
 
-ROUTE_MATCH_KEYS = frozenset({"called", "source", "leg"})
+ROUTE_MATCH_KEYS = frozenset({"called", "source", "leg", "trunk"})
 ROUTE_OVERRIDE_KEYS = frozenset(
     {
         "instructions",
@@ -60,8 +60,10 @@ def validate_routes(routes: Sequence[Mapping[str, Any]]) -> None:
                 raise ConfigError(f"routes[{i}].source is not a CIDR network") from None
 
 
-def _matches(route: Mapping[str, Any], called: str, source: str, leg: str) -> bool:
+def _matches(route: Mapping[str, Any], called: str, source: str, leg: str, trunk: str) -> bool:
     if "called" in route and str(route["called"]) != called:
+        return False
+    if "trunk" in route and str(route["trunk"]) != trunk:
         return False
     if "leg" in route and str(route["leg"]) != leg:
         return False
@@ -76,7 +78,9 @@ def _matches(route: Mapping[str, Any], called: str, source: str, leg: str) -> bo
     return True
 
 
-def resolve_profile(settings: Settings, called: str, source: str, leg: str) -> CallProfile:
+def resolve_profile(
+    settings: Settings, called: str, source: str, leg: str, trunk: str = ""
+) -> CallProfile:
     """Defaults from `settings`, overridden by the first matching route."""
     values: dict[str, Any] = {
         "instructions": settings.instructions,
@@ -89,7 +93,7 @@ def resolve_profile(settings: Settings, called: str, source: str, leg: str) -> C
         "tools": True,
     }
     for route in settings.routes:
-        if _matches(route, called, source, leg):
+        if _matches(route, called, source, leg, trunk):
             values.update({k: v for k, v in route.items() if k in ROUTE_OVERRIDE_KEYS})
             break
     return CallProfile(**values)

@@ -118,6 +118,7 @@ class CallService:
         called: str = "",
         headers: Mapping[str, str] | None = None,
         source: str = "",
+        trunk: str = "",
         created_at: float | None = None,
     ) -> PreparedCall:
         """Admit a call and connect its Realtime session. Raises AdmissionError (503),
@@ -127,7 +128,7 @@ class CallService:
         call_id = self.manager.new_id()
         try:
             headers = dict(headers or {})
-            profile = resolve_profile(self.settings, called, source, leg)
+            profile = resolve_profile(self.settings, called, source, leg, trunk)
             config = self._session_config(profile, codec, caller, called, headers)
             if not self.breaker.try_acquire(loop.time()):
                 wait = max(0.0, self.breaker.retry_at - loop.time())
@@ -149,6 +150,7 @@ class CallService:
             headers=headers,
             source=source,
             provider=self.profile.name,
+            trunk=trunk,
         )
         options = CallOptions(
             append_ms=self.settings.append_ms,

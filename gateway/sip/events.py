@@ -165,4 +165,11 @@ REJECT_REASONS = (
     "server_error",
 )
 
-MACHINES = ("call", "registration", "invite_server", "non_invite_server", "invite_client", "non_invite_client")
+MACHINES = (
+    "call",
+    "registration",
+    "invite_server",
+    "non_invite_server",
+    "invite_client",
+    "non_invite_client",
+)

@@ -285,7 +285,9 @@ class Registrations:
 
     # --- inputs from the endpoint
 
-    def on_response(self, handle: int | None, branch: str, response: SipResponse, now: float) -> None:
+    def on_response(
+        self, handle: int | None, branch: str, response: SipResponse, now: float
+    ) -> None:
         """A final response to one of our REGISTERs (provisional ones are the transaction's)."""
         reg = self.regs.get(handle) if handle is not None else None
         if reg is None or branch != reg.branch or response.status < 200:
@@ -454,4 +456,3 @@ class Registrations:
         if reg.expires_at is not None and o.now >= reg.expires_at:
             reg.expires_at = None
         reg.retry_at = o.now + delay
-

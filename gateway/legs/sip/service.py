@@ -32,6 +32,7 @@ from gateway.errors import (
     SipParseError,
 )
 from gateway.legs.sip.leg import SipLeg
+from gateway.legs.sip.registrations import SipRegistrations
 from gateway.logs import bind_call, get_logger
 from gateway.media.clock import MediaClock
 from gateway.rtp.ports import PortPool
@@ -49,6 +50,7 @@ from gateway.sip.events import (
     MediaUpdated,
     OutboundCallAnswered,
     OutboundCallFailed,
+    RegistrationUpdated,
     SipEvent,
     TransferProgressed,
 )
@@ -90,6 +92,7 @@ class SipCallService:
         trunks: Mapping[str, Trunk] | None = None,
         rtp_timeout: float = 30.0,
         rtp_strict_source: bool = True,
+        registrations: SipRegistrations | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.calls = calls
@@ -102,6 +105,7 @@ class SipCallService:
         self.trunks = dict(trunks or {})
         self.media_timeout = rtp_timeout or None  # 0: no RTP inactivity timeout
         self.strict_source = rtp_strict_source
+        self.registrations = registrations
         self.transport: SipTransport | None = None
         self._pending: dict[int, _Pending] = {}
         self._legs: dict[int, SipLeg] = {}
@@ -168,6 +172,9 @@ class SipCallService:
             leg = self._legs.get(event.call)
             if event.answer is not None and leg is not None:
                 self._apply_answer(leg, event.answer)
+        elif isinstance(event, RegistrationUpdated):
+            if self.registrations is not None:
+                self.registrations.on_event(event)
         elif isinstance(event, OutboundCallAnswered | OutboundCallFailed):
             pending = self._pending.get(event.call)
             if (
@@ -228,6 +235,10 @@ class SipCallService:
                 self._flush()
         caller = _user(ev.from_uri)
         called = _user(ev.request_uri) or _user(ev.to_uri)
+        trunk = self._trunk_of(ev)
+        if trunk and self.endpoint.registered_trunk(called) == trunk:
+            # an INVITE to our registered Contact: the number dialled is in To (§10.2.4)
+            called = _user(ev.to_uri) or called
         pending.setup = loop.create_task(
             self.calls.open_session(
                 leg="sip",
@@ -237,6 +248,7 @@ class SipCallService:
                 called=called,
                 headers=ev.headers,
                 source=ev.source.host,
+                trunk=trunk,
                 created_at=created,
             )
         )
@@ -330,6 +342,15 @@ class SipCallService:
                 now=loop.time(),
             )
 
+    def _trunk_of(self, ev: IncomingCallReceived) -> str:
+        """The trunk an INVITE came through: the one whose registered Contact its Request-URI
+        names, else the one whose `inbound_sources` (or registrar) hold its source; "" if none."""
+        registered = self.endpoint.registered_trunk(_user(ev.request_uri))
+        if registered is not None:
+            return registered
+        policy = self.endpoint.policy
+        return (policy.trunk_of(ev.source.host) if policy is not None else None) or ""
+
     def _start(self, pending: _Pending, leg: SipLeg) -> None:
         assert pending.prepared is not None
         prepared = pending.prepared
@@ -419,6 +440,7 @@ class SipCallService:
             codec="pcmu",
             caller=cfg.from_user,
             called=to,
+            trunk=name,
         )
         loop = self._loop
         rtp_session = RtpSession(
