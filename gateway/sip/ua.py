@@ -15,6 +15,7 @@ message to the role that owns it, split as sipgo splits its user agent:
     uac.py            our INVITE, its responses, the digest retry, our CANCEL, the ACK of a 2xx
     in_dialog.py      re-INVITE, UPDATE, INFO, NOTIFY, REFER, OPTIONS and BYE, both ways
     session_timer.py  RFC 4028 refresh and expiry
+    registration.py   outbound REGISTER (RFC 3261 §10.2), its own table and timers
     call_state.py     the call state table every input of a call goes through
     ua_core.py        what they share: registries, the table dispatcher, message helpers
     routing.py        where messages go (Via, rport, next hop) and how we name ourselves
@@ -23,7 +24,7 @@ message to the role that owns it, split as sipgo splits its user agent:
 A command not allowed in the call's state raises `SipCallStateError`; any other input the table
 has no entry for (and any transaction table gap) is an `UnexpectedInput` event.
 
-A new role (registration, say) is one more module built on the `UaCore` and wired here: its
+A new role (as registration is) is one more module built on the `UaCore` and wired here: its
 steps registered, the responses and timeouts of its client transactions routed by purpose
 (`_on_response`, `handle_timer`), its deadlines added to `get_timer()`. Where a request goes
 (RFC 3263 lookups, fail-over between targets) is `routing.py`'s.

@@ -45,3 +45,11 @@ def test_bad_routes_are_refused_with_the_entry_named() -> None:
         validate_routes([{"called": "1"}, {"calld": "2"}])
     with pytest.raises(ConfigError, match=r"routes\[0\].source"):
         validate_routes([{"source": "not-a-net"}])
+
+
+def test_a_route_can_match_the_trunk_a_call_came_through() -> None:
+    s = settings(routes=[{"trunk": "pbx", "voice": "cedar"}, {"leg": "sip", "voice": "ash"}])
+    assert resolve_profile(s, "1001", "127.0.0.1", "sip", trunk="pbx").voice == "cedar"
+    assert resolve_profile(s, "1001", "127.0.0.1", "sip", trunk="other").voice == "ash"
+    assert resolve_profile(s, "1001", "127.0.0.1", "sip").voice == "ash"
+    validate_routes([{"trunk": "pbx", "greeting": False}])  # a known match key
