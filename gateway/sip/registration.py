@@ -257,9 +257,10 @@ class Registrations:
             self.regs[handle] = Registration(handle, config, call_id, routing.new_tag())
             self._by_trunk[config.trunk] = handle
         reg = self.regs[handle]
-        reg.config = config
-        reg.expires = config.expires
-        reg.failures = 0
+        if (reg.state, RegInput.START) in TABLE:  # else reported by _fire, nothing changed
+            reg.config = config
+            reg.expires = config.expires
+            reg.failures = 0
         self._fire(reg, RegInput.START, _Outcome(now))
 
     def stop(self, trunk: str, now: float) -> None:
@@ -268,12 +269,8 @@ class Registrations:
         if handle is not None:
             self._fire(self.regs[handle], RegInput.STOP, _Outcome(now))
 
-    def state(self, trunk: str) -> str | None:
-        """The reported state (`REPORTED_STATES`) of the trunk's registration, None if none."""
-        handle = self._by_trunk.get(trunk)
-        return REPORTED[self.regs[handle].state] if handle is not None else None
-
     def states(self) -> dict[str, str]:
+        """Each trunk's reported state (`REPORTED_STATES`)."""
         return {reg.config.trunk: REPORTED[reg.state] for reg in self.regs.values()}
 
     def trunk_of_contact(self, user: str) -> str | None:
