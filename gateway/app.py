@@ -4,6 +4,7 @@
               ├─ CallManager ── CallService (admission, Realtime session per call, scenario)
               ├─ MediaClocks (one timer per packet time) ── PortPool (RTP)
               ├─ SipEndpoint (sans-I/O) ── SipTransport (UDP/TCP/TLS) ── SipCallService
+              │    └─ SipRegistrations (the trunks with register = true)
               ├─ WebRtcCallService (aiortc legs) ── WebRtcService (the routes' state)
               └─ aiohttp: /healthz /readyz /metrics, /calls, /admin/drain, /webrtc/*, the page
 
@@ -41,6 +42,7 @@ from gateway.http.calls import CallApi, add_call_routes
 from gateway.http.client import parse_networks
 from gateway.http.errors import error_middleware
 from gateway.http.health import add_health_routes, add_metrics_route, metrics_guard
+from gateway.legs.sip.registrations import SipRegistrations, registrar_uri
 from gateway.legs.sip.service import SipCallService
 from gateway.legs.webrtc.service import WebRtcCallService
 from gateway.logs import get_logger
@@ -54,7 +56,9 @@ from gateway.secret import Secret
 from gateway.sip.auth import DigestServer
 from gateway.sip.policy import SourcePolicy, TrunkPolicy
 from gateway.sip.resolver import SipResolver
+from gateway.sip.sdp import is_ip
 from gateway.sip.transport import SipTransport
+from gateway.sip.trunk import Trunk
 from gateway.sip.ua import SipEndpoint
 from gateway.sip.ua_core import EndpointConfig
 from gateway.webrtc.routes import WebRtcService, add_webrtc_routes
@@ -89,6 +93,7 @@ class Gateway:
         self.sip_transport: SipTransport | None = None
         self.sip_endpoint: SipEndpoint | None = None
         self.sip_calls: SipCallService | None = None
+        self.sip_registrations: SipRegistrations | None = None
         self.webrtc_calls: WebRtcCallService | None = None
         self.webrtc: WebRtcService | None = None
         self.http_port: int | None = None
@@ -108,7 +113,19 @@ class Gateway:
             return False, "sip not listening"
         if self.calls is not None and not self.calls.breaker.ready:
             return False, "provider_unavailable"
+        if self.sip_registrations is not None and self.sip_registrations.all_failed:
+            # every trunk that registers has failed: no call can reach us through them
+            return False, "registrations_failed"
         return True, "ok"
+
+    def _ready_details(self) -> dict[str, Any]:
+        """What /readyz reports beside the verdict: each registering trunk's state."""
+        registrations = self.sip_registrations
+        return (
+            {"registrations": registrations.states}
+            if registrations and registrations.trunks
+            else {}
+        )
 
     # --- start
 
@@ -223,6 +240,7 @@ class Gateway:
             [parse_hostport(server, "sip_dns_servers") for server in s.sip_dns_servers],
             address_types=family,
         )
+        self.sip_registrations = SipRegistrations(endpoint, s.trunk_settings())
         self.sip_calls = SipCallService(
             endpoint,
             self.calls,
@@ -237,6 +255,7 @@ class Gateway:
             rtp_timeout=s.rtp_timeout,
             rtp_strict_source=s.rtp_strict_source,
             resolver=resolver,
+            registrations=self.sip_registrations,
         )
         transport = SipTransport(endpoint, self.sip_calls.on_event, resolver=resolver)
         tls_host = tls_port = None
@@ -257,8 +276,10 @@ class Gateway:
         # transport.start() put the ports actually bound (0 in tests) in the endpoint's config
         self.sip_transport = transport
         self.sip_calls.transport = transport
+        self.sip_registrations.transport = transport
         self.sip_port = transport.port
         self.sip_calls.start_keepalives()
+        self.sip_registrations.start()
         calls = self.calls
 
         def provider_readiness(ready: bool) -> None:
@@ -275,7 +296,7 @@ class Gateway:
 
     def _build_http_app(self) -> web.Application:
         app = web.Application(middlewares=[error_middleware], client_max_size=256 * 1024)
-        add_health_routes(app, self._ready)
+        add_health_routes(app, self._ready, self._ready_details)
         trusted_proxies = parse_networks(self.settings.trusted_proxies)
         if not self.settings.metrics_listen:
             # on a public HTTP listener /metrics needs the API token (docs/observability.md)
@@ -329,6 +350,9 @@ class Gateway:
             return
         if self.sip_endpoint is not None:
             self.sip_endpoint.set_draining(True)
+        if self.sip_registrations is not None:
+            # the registrar stops sending us calls (another instance may hold the same AOR)
+            self.sip_registrations.unregister_all()
         self.manager.draining = True
         metrics.DRAINING.set(1)
         self._drain_task = asyncio.get_running_loop().create_task(self._drain())
@@ -361,6 +385,8 @@ class Gateway:
             await self.calls.aclose()
         if self.webrtc is not None:
             await self.webrtc.aclose()
+        if self.sip_registrations is not None and self.sip_transport is not None:
+            await self.sip_registrations.aclose()  # Expires: 0, answered before the socket closes
         if self.sip_transport is not None:
             transport, self.sip_transport = self.sip_transport, None
             await transport.aclose()
@@ -390,18 +416,29 @@ class Gateway:
 _ANY = ("0.0.0.0", "::")
 
 
+def _inbound_sources(trunk: Trunk) -> tuple[str, ...]:
+    """Where a trunk's INVITEs come from: its `inbound_sources`, else, for a trunk that
+    registers, its registrar (an IP literal; a registrar named by a host name needs
+    `inbound_sources`), which forwards the calls to our binding."""
+    if trunk.inbound_sources or not trunk.register:
+        return trunk.inbound_sources
+    host = registrar_uri(trunk).host
+    return (host,) if is_ip(host) else ()
+
+
 def sip_source_policy(s: Settings) -> SourcePolicy:
     """The SIP source policy: `sip_allow`, the rate limits, and one call budget per trunk that
-    lists `inbound_sources` (its own `calls_per_second`/`calls_burst`, else the defaults)."""
+    lists `inbound_sources` or registers (its own `calls_per_second`/`calls_burst`, else the
+    defaults)."""
     trunks = [
         TrunkPolicy.of(
             trunk.name,
-            trunk.inbound_sources,
+            sources,
             s.sip_calls_per_second if trunk.calls_per_second is None else trunk.calls_per_second,
             s.sip_calls_burst if trunk.calls_burst is None else trunk.calls_burst,
         )
         for trunk in s.trunk_settings().values()
-        if trunk.inbound_sources
+        if (sources := _inbound_sources(trunk))
     ]
     return SourcePolicy(
         s.sip_allow,

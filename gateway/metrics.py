@@ -170,6 +170,18 @@ SIP_FAILOVERS = Counter(
     "(timeout/503/transport).",
     ["reason"],
 )
+SIP_REGISTRATION_STATE = Gauge(
+    "gateway_sip_registration_state",
+    "Outbound registration of each trunk with register = true: 1 for its current state "
+    "(registering/registered/failed/unregistering/unregistered), 0 for the others.",
+    ["trunk", "state"],
+)
+SIP_REGISTRATIONS = Counter(
+    "gateway_sip_registrations",
+    "REGISTER transactions of outbound registrations, by result (registered/unregistered/"
+    "interval_too_brief/rejected/timeout).",
+    ["result"],
+)
 # --- RTP
 RTP_PACKETS = Counter("gateway_rtp_packets", "RTP packets, by direction (in/out).", ["direction"])
 RTP_LOST = Counter("gateway_rtp_packets_lost", "Inbound RTP packets lost (sequence gaps).")

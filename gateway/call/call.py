@@ -81,6 +81,8 @@ class CallInfo:
         key = name.lower()
         return tuple(v for n, v in self.header_list if n.lower() == key)
 
+    trunk: str = ""  # the [trunks.NAME] it came or went through; "" for none
+
 
 @dataclass
 class CallOptions:

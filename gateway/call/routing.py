@@ -1,5 +1,5 @@
 """Per-call session settings: defaults from config, overridden by the routing table's first match
-(by dialled number, the trunk's source network, the leg, or a header of the INVITE:
+(by dialled number, the trunk's source network or name, the leg, or a header of the INVITE:
 `header = {name = "X-Tenant", value = "acme"}` matches when any line of that header has exactly
 that value), then by the scenario.
 
@@ -20,7 +20,7 @@ from gateway.errors import ConfigError
 from gateway.media.format import AudioFormat
 from gateway.realtime import events as rt
 
-ROUTE_MATCH_KEYS = frozenset({"called", "source", "leg", "header"})
+ROUTE_MATCH_KEYS = frozenset({"called", "source", "leg", "header", "trunk"})
 ROUTE_OVERRIDE_KEYS = frozenset(
     {
         "instructions",
@@ -76,8 +76,11 @@ def _matches(
     source: str,
     leg: str,
     headers: Sequence[tuple[str, str]],
+    trunk: str,
 ) -> bool:
     if "called" in route and str(route["called"]) != called:
+        return False
+    if "trunk" in route and str(route["trunk"]) != trunk:
         return False
     if "header" in route:
         name, value = str(route["header"]["name"]).lower(), str(route["header"]["value"])
@@ -102,9 +105,11 @@ def resolve_profile(
     source: str,
     leg: str,
     headers: Sequence[tuple[str, str]] = (),
+    trunk: str = "",
 ) -> CallProfile:
     """Defaults from `settings`, overridden by the first matching route (`headers`: the
-    INVITE's header lines, for routes that match on one)."""
+    INVITE's header lines, for routes that match on one; `trunk`: the trunk the call came or
+    went through)."""
     values: dict[str, Any] = {
         "instructions": settings.instructions,
         "voice": settings.voice,
@@ -116,7 +121,7 @@ def resolve_profile(
         "tools": True,
     }
     for route in settings.routes:
-        if _matches(route, called, source, leg, headers):
+        if _matches(route, called, source, leg, headers, trunk):
             values.update({k: v for k, v in route.items() if k in ROUTE_OVERRIDE_KEYS})
             break
     return CallProfile(**values)

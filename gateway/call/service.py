@@ -119,6 +119,7 @@ class CallService:
         headers: Mapping[str, str] | None = None,
         header_list: Sequence[tuple[str, str]] = (),
         source: str = "",
+        trunk: str = "",
         created_at: float | None = None,
     ) -> PreparedCall:
         """Admit a call and connect its Realtime session. Raises AdmissionError (503),
@@ -128,7 +129,7 @@ class CallService:
         call_id = self.manager.new_id()
         try:
             headers = dict(headers or {})
-            profile = resolve_profile(self.settings, called, source, leg, header_list)
+            profile = resolve_profile(self.settings, called, source, leg, header_list, trunk)
             config = self._session_config(profile, codec, caller, called, headers)
             if not self.breaker.try_acquire(loop.time()):
                 wait = max(0.0, self.breaker.retry_at - loop.time())
@@ -151,6 +152,7 @@ class CallService:
             source=source,
             provider=self.profile.name,
             header_list=tuple(header_list),
+            trunk=trunk,
         )
         options = CallOptions(
             append_ms=self.settings.append_ms,

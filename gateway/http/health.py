@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -15,17 +16,23 @@ from gateway.secret import Secret
 MetricsGuard = Callable[[web.Request], bool]
 
 
-def add_health_routes(app: web.Application, ready: Callable[[], tuple[bool, str]]) -> None:
-    """`ready()` returns (ready, reason); /readyz answers 503 with the reason when not ready."""
+def add_health_routes(
+    app: web.Application,
+    ready: Callable[[], tuple[bool, str]],
+    details: Callable[[], Mapping[str, Any]] | None = None,
+) -> None:
+    """`ready()` returns (ready, reason); /readyz answers 503 with the reason when not ready.
+    `details()` adds fields to /readyz's body either way (e.g. `registrations`)."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
         ok, reason = ready()
-        return web.json_response(
-            {"status": "ready" if ok else "not_ready", "reason": reason}, status=200 if ok else 503
-        )
+        body = {"status": "ready" if ok else "not_ready", "reason": reason}
+        if details is not None:
+            body.update(details())
+        return web.json_response(body, status=200 if ok else 503)
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -122,6 +122,22 @@ class CallTerminated(SipEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class RegistrationUpdated(SipEvent):
+    """A trunk's registration (RFC 3261 §10.2) changed state or one REGISTER came to a
+    `result` (registration.RESULTS; None: a state change alone). `state` is one of
+    registration.REPORTED_STATES; `expires` the binding's granted life when registered;
+    `retry_in` the wait before the next attempt after a failure."""
+
+    trunk: str
+    state: str
+    result: str | None
+    status: int
+    reason: str
+    expires: int
+    retry_in: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class RequestRejected(SipEvent):
     """A request refused or dropped (status 0) with a bounded `reason` token."""
 
@@ -135,7 +151,8 @@ class RequestRejected(SipEvent):
 class UnexpectedInput(SipEvent):
     """An input a state table has no entry for: a core bug, reported instead of swallowed.
 
-    `machine` is `call` (the call state table; `call` is its handle) or the transaction kind
+    `machine` is `call` (the call state table; `call` is its handle), `registration`
+    (registration.py's table), or the transaction kind
     (`invite_server`, `non_invite_server`, `invite_client`, `non_invite_client`); `state` and
     `input` are the table's own names. A request that met no entry was answered 500."""
 
@@ -177,4 +194,11 @@ REJECT_REASONS = (
     "server_error",
 )
 
-MACHINES = ("call", "invite_server", "non_invite_server", "invite_client", "non_invite_client")
+MACHINES = (
+    "call",
+    "registration",
+    "invite_server",
+    "non_invite_server",
+    "invite_client",
+    "non_invite_client",
+)

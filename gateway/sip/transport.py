@@ -45,6 +45,7 @@ from gateway.sip.events import (
 )
 from gateway.sip.keepalive import RESULTS as KEEPALIVE_RESULTS
 from gateway.sip.message import SipStreamParser
+from gateway.sip.registration import RegInput
 from gateway.sip.resolver import SipResolver
 from gateway.sip.sdp import is_ip
 from gateway.sip.transaction import Address
@@ -60,7 +61,11 @@ CONNECT_TIMEOUT = 10.0
 #: a send error is logged once per destination and reason in this many seconds (then counted)
 SEND_ERROR_LOG_INTERVAL = 10.0
 #: the input names of every state table (bounded labels of gateway_sip_unexpected_inputs)
-STATE_INPUTS = (*(i.value for i in CallInput), *transaction.INPUTS)
+STATE_INPUTS = (
+    *(i.value for i in CallInput),
+    *(i.value for i in RegInput),
+    *transaction.INPUTS,
+)
 
 
 class _StreamTransport(Protocol):

@@ -15,6 +15,7 @@ message to the role that owns it, split as sipgo splits its user agent:
     uac.py            our INVITE, its responses, the digest retry, our CANCEL, the ACK of a 2xx
     in_dialog.py      re-INVITE, UPDATE, INFO, NOTIFY, REFER, OPTIONS and BYE, both ways
     session_timer.py  RFC 4028 refresh and expiry
+    registration.py   outbound REGISTER (RFC 3261 §10.2), its own table and timers
     call_state.py     the call state table every input of a call goes through
     ua_core.py        what they share: registries, the table dispatcher, message helpers
     routing.py        where messages go (Via, rport, next hop) and how we name ourselves
@@ -23,7 +24,7 @@ message to the role that owns it, split as sipgo splits its user agent:
 A command not allowed in the call's state raises `SipCallStateError`; any other input the table
 has no entry for (and any transaction table gap) is an `UnexpectedInput` event.
 
-A new role (registration, say) is one more module built on the `UaCore` and wired here: its
+A new role (as registration is) is one more module built on the `UaCore` and wired here: its
 steps registered, the responses and timeouts of its client transactions routed by purpose
 (`_on_response`, `handle_timer`), its deadlines added to `get_timer()`. Where a request goes
 is `routing.py`'s; the targets of a name and the fail-over rule (RFC 3263) are `locate.py`'s.
@@ -31,8 +32,9 @@ is `routing.py`'s; the targets of a name and the fail-over rule (RFC 3263) are `
 
 from __future__ import annotations
 
+import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gateway.errors import SipCallStateError, SipParseError, TransactionStateError
 from gateway.sip import routing
@@ -45,6 +47,7 @@ from gateway.sip.keepalive import KeepAlives, KeepAliveTarget
 from gateway.sip.message import SipRequest, SipResponse, make_response, parse
 from gateway.sip.policy import SourcePolicy
 from gateway.sip.prack import Prack
+from gateway.sip.registration import RegistrationConfig, Registrations
 from gateway.sip.sdp import SessionDescription
 from gateway.sip.session_timer import SessionTimers
 from gateway.sip.transaction import Address, State, server_key
@@ -74,8 +77,10 @@ class SipEndpoint:
         *,
         policy: SourcePolicy | None = None,
         auth: DigestServer | None = None,
+        registration_jitter: Callable[[], float] = random.random,
     ) -> None:
         self._core = core = UaCore(config)
+        self._registrations = Registrations(core, jitter=registration_jitter)
         self._admission = Admission(core, policy, auth)
         self._timers = SessionTimers(core)
         self._uas = Uas(core, self._admission, self._timers)
@@ -193,6 +198,8 @@ class SipEndpoint:
             times.append(calls)
         if (keepalive := self._keepalives.timer()) is not None:
             times.append(keepalive)
+        if (registrations := self._registrations.timer()) is not None:
+            times.append(registrations)
         core.timer_cache = min(times) if times else None
         core.timer_dirty = False
         return core.timer_cache
@@ -219,11 +226,16 @@ class SipEndpoint:
                 del core.client_tx[ckey]
                 if purpose == "keepalive" and ctx.timed_out:
                     self._keepalives.on_timeout(ctx.branch)
+                if purpose == "register":
+                    if ctx.timed_out:
+                        self._registrations.on_timeout(handle, ctx.branch, now)
+                    continue
                 if ctx.timed_out:
                     self._client_failed(handle, purpose, now, transport_error=False)
         for call in list(core.calls.values()):
             core.fire_timers(call, now)
         self._keepalives.handle_timer(now)
+        self._registrations.handle_timer(now)
 
     def transport_error(self, addr: Address, now: float) -> None:
         """The adapter could not send to `addr` (a refused connection, a name that does not
@@ -239,6 +251,9 @@ class SipEndpoint:
                 del core.client_tx[ckey]
                 if purpose == "keepalive":  # a ping that could not be sent is one unanswered
                     self._keepalives.on_timeout(ctx.branch)
+                if purpose == "register":  # as unanswered: the registration backs off
+                    self._registrations.on_timeout(handle, ctx.branch, now)
+                    continue
                 self._client_failed(handle, purpose, now, transport_error=True)
 
     def _client_failed(
@@ -338,6 +353,25 @@ class SipEndpoint:
             from_display=from_display,
         )
 
+    # --- registrations (RFC 3261 §10.2, registration.py)
+
+    def register(self, config: RegistrationConfig, now: float) -> None:
+        """Register `config.trunk` and keep the binding fresh until `unregister`."""
+        self._registrations.start(config, now)
+
+    def unregister(self, trunk: str, now: float) -> None:
+        """Remove the trunk's binding (REGISTER with Expires: 0) and stop refreshing it."""
+        self._registrations.stop(trunk, now)
+
+    @property
+    def registrations(self) -> dict[str, str]:
+        """Each registering trunk's state (registration.REPORTED_STATES)."""
+        return self._registrations.states()
+
+    def registered_trunk(self, request_uri_user: str) -> str | None:
+        """The trunk whose registered Contact has this user part, None if none."""
+        return self._registrations.trunk_of_contact(request_uri_user)
+
     # --- routing
 
     def _on_request(self, request: SipRequest, addr: Address, now: float) -> None:
@@ -404,6 +438,8 @@ class SipEndpoint:
             return
         if purpose == "keepalive" and response.status >= 200:
             self._keepalives.on_response(ctx.branch, response)
+        if purpose == "register":
+            self._registrations.on_response(handle, ctx.branch, response, now)
             return
         call = core.calls.get(handle) if handle is not None else None
         if call is None:

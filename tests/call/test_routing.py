@@ -72,3 +72,11 @@ def test_a_route_matches_on_any_line_of_a_header() -> None:
 def test_a_bad_header_route_is_refused(header: object) -> None:
     with pytest.raises(ConfigError, match=r"routes\[0\].header"):
         validate_routes([{"header": header}])
+
+
+def test_a_route_can_match_the_trunk_a_call_came_through() -> None:
+    s = settings(routes=[{"trunk": "pbx", "voice": "cedar"}, {"leg": "sip", "voice": "ash"}])
+    assert resolve_profile(s, "1001", "127.0.0.1", "sip", trunk="pbx").voice == "cedar"
+    assert resolve_profile(s, "1001", "127.0.0.1", "sip", trunk="other").voice == "ash"
+    assert resolve_profile(s, "1001", "127.0.0.1", "sip").voice == "ash"
+    validate_routes([{"trunk": "pbx", "greeting": False}])  # a known match key

@@ -32,6 +32,7 @@ from gateway.errors import (
     SipParseError,
 )
 from gateway.legs.sip.leg import SipLeg
+from gateway.legs.sip.registrations import SipRegistrations
 from gateway.legs.sip.ringback import Ringback
 from gateway.logs import bind_call, get_logger
 from gateway.media.clock import MediaClock
@@ -51,6 +52,7 @@ from gateway.sip.events import (
     OutboundCallAnswered,
     OutboundCallFailed,
     OutboundCallProgressed,
+    RegistrationUpdated,
     SipEvent,
     TransferProgressed,
 )
@@ -101,6 +103,7 @@ class SipCallService:
         rtp_timeout: float = 30.0,
         rtp_strict_source: bool = True,
         resolver: SipResolver | None = None,
+        registrations: SipRegistrations | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.calls = calls
@@ -116,6 +119,7 @@ class SipCallService:
         self.strict_source = rtp_strict_source
         #: RFC 3263 for trunk URIs named by host (`sip_dns_servers`, else the system's DNS)
         self.resolver = resolver or SipResolver()
+        self.registrations = registrations
         self.transport: SipTransport | None = None
         self._pending: dict[int, _Pending] = {}
         self._legs: dict[int, SipLeg] = {}
@@ -202,6 +206,9 @@ class SipCallService:
         elif isinstance(event, OutboundCallProgressed):
             if event.early is not None:
                 self._outbound_early_media(event.call, event.status, event.early)
+        elif isinstance(event, RegistrationUpdated):
+            if self.registrations is not None:
+                self.registrations.on_event(event)
         elif isinstance(event, OutboundCallAnswered | OutboundCallFailed):
             pending = self._pending.get(event.call)
             if (
@@ -278,6 +285,10 @@ class SipCallService:
                 self._flush()
         caller = _user(ev.from_uri)
         called = _user(ev.request_uri) or _user(ev.to_uri)
+        trunk = self._trunk_of(ev)
+        if trunk and self.endpoint.registered_trunk(called) == trunk:
+            # an INVITE to our registered Contact: the number dialled is in To (§10.2.4)
+            called = _user(ev.to_uri) or called
         pending.setup = loop.create_task(
             self.calls.open_session(
                 leg="sip",
@@ -288,6 +299,7 @@ class SipCallService:
                 headers=ev.headers,
                 header_list=ev.header_list,
                 source=ev.source.host,
+                trunk=trunk,
                 created_at=created,
             )
         )
@@ -397,6 +409,15 @@ class SipCallService:
             )
             pending.negotiated = negotiated
         return True
+
+    def _trunk_of(self, ev: IncomingCallReceived) -> str:
+        """The trunk an INVITE came through: the one whose registered Contact its Request-URI
+        names, else the one whose `inbound_sources` (or registrar) hold its source; "" if none."""
+        registered = self.endpoint.registered_trunk(_user(ev.request_uri))
+        if registered is not None:
+            return registered
+        policy = self.endpoint.policy
+        return (policy.trunk_of(ev.source.host) if policy is not None else None) or ""
 
     def _start(self, pending: _Pending, leg: SipLeg, early: int = 0) -> None:
         assert pending.prepared is not None
@@ -514,6 +535,7 @@ class SipCallService:
             codec="pcmu",
             caller=caller,
             called=to,
+            trunk=name,
         )
         loop = self._loop
         rtp_session = RtpSession(
