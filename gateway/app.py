@@ -53,6 +53,7 @@ from gateway.rtp.ports import PortPool
 from gateway.secret import Secret
 from gateway.sip.auth import DigestServer
 from gateway.sip.policy import SourcePolicy, TrunkPolicy
+from gateway.sip.tls import client_for_trunk, uses_tls
 from gateway.sip.transport import SipTransport
 from gateway.sip.ua import SipEndpoint
 from gateway.sip.ua_core import EndpointConfig
@@ -214,6 +215,13 @@ class Gateway:
         endpoint = SipEndpoint(EndpointConfig(host=public, port=port), policy=policy, auth=auth)
         lo, hi = parse_port_range(s.rtp_ports)
         clocks = self.clocks
+        trunks = s.trunk_settings()
+        tls_clients = {name: client_for_trunk(t) for name, t in trunks.items() if uses_tls(t)}
+        for name, client in tls_clients.items():
+            if not client.verifies:  # the trunk's explicit tls_verify = false
+                log.warning("sip_tls_verify_disabled", trunk=name)
+            if not s.sip_tls_listen:  # our Contact names no TLS port: RFC 5923 reuse only
+                log.warning("sip_tls_trunk_without_listener", trunk=name)
         self.sip_endpoint = endpoint
         self.sip_calls = SipCallService(
             endpoint,
@@ -224,7 +232,8 @@ class Gateway:
             public_address=public,
             ringing=s.sip_ringing,
             ptime_ms=s.ptime_ms,
-            trunks=s.trunk_settings(),
+            trunks=trunks,
+            tls_clients=tls_clients,
             rtp_timeout=s.rtp_timeout,
             rtp_strict_source=s.rtp_strict_source,
         )

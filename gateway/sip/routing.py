@@ -15,8 +15,11 @@ import os
 from gateway.errors import SipParseError
 from gateway.sip import sdp as sdpmod
 from gateway.sip.dialog import Dialog
-from gateway.sip.message import Headers, SipRequest, Via
+from gateway.sip.message import Headers, SipRequest, SipUri, Via
 from gateway.sip.transaction import Address
+
+#: RFC 3263 §4.2: the port of a URI that names none, by transport
+DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
 
 def new_tag() -> str:
@@ -36,9 +39,12 @@ def hostport(host: str, port: int, tls_port: int, transport: str = "udp") -> str
     return f"{host}:{chosen or port}"
 
 
-def via(ours: str, dest: Address, branch: str) -> str:
-    """Our Via for a request to `dest`; `ours` is `hostport()` for its transport. RFC 3581."""
-    return f"SIP/2.0/{dest.transport.upper()} {ours};branch={branch};rport"
+def via(ours: str, dest: Address, branch: str, alias: bool = False) -> str:
+    """Our Via for a request to `dest`; `ours` is `hostport()` for its transport. RFC 3581.
+    `alias` (RFC 5923 §5): requests back to `ours` may reuse this connection (TLS with no TLS
+    listener of ours: there is nowhere else they could come)."""
+    tail = ";alias" if alias else ""
+    return f"SIP/2.0/{dest.transport.upper()} {ours};branch={branch};rport{tail}"
 
 
 def contact(user: str, ours: str, dest: Address, sips: bool = False) -> str:
@@ -49,6 +55,19 @@ def contact(user: str, ours: str, dest: Address, sips: bool = False) -> str:
         return f"<sips:{user}@{ours}>"
     transport = f";transport={dest.transport}" if dest.transport != "udp" else ""
     return f"<sip:{user}@{ours}{transport}>"
+
+
+def uri_transport(uri: SipUri) -> str:
+    """The transport a URI is reached over: TLS for any sips: URI (§26.2.2; a sips: URI with
+    transport=tcp still means TLS over TCP, RFC 5630 §3.1), else its transport parameter."""
+    return "tls" if uri.scheme == "sips" else uri.transport
+
+
+def uri_address(uri: SipUri) -> Address:
+    """Transport, host and port of a URI's IP literal (or name, resolved by the adapter); the
+    port defaults by transport (5061 over TLS, RFC 3263 §4.2)."""
+    transport = uri_transport(uri)
+    return Address(transport, uri.host, uri.port or DEFAULT_PORTS.get(transport, 5060))
 
 
 def stamp_via(request: SipRequest, addr: Address) -> None:
@@ -88,10 +107,19 @@ def response_addr(request: SipRequest, addr: Address) -> Address:
 
 
 def target_addr(peer: Address, dialog: Dialog | None) -> Address:
-    """Where in-dialog requests go: the next hop's IP literal, else the peer's address."""
+    """Where in-dialog requests go: the next hop's IP literal, else the peer's address.
+
+    A next hop that is sips: or ;transport=tls is reached over TLS (§26.2.2): on a dialog that
+    came in over TLS, on the connection it came in on while that lasts, else by a new one to
+    the next hop (RFC 5923 §5 style reuse: `conn` is tried first, then host and port)."""
     if dialog is None:
         return peer
     uri = dialog.next_hop_uri()
-    if peer.reliable or not sdpmod.is_ip(uri.host):
+    if not sdpmod.is_ip(uri.host):
+        return peer
+    if uri_transport(uri) == "tls" and (peer.transport != "tls" or peer.conn is not None):
+        hop = uri_address(uri)
+        return hop._replace(conn=peer.conn if peer.transport == "tls" else None)
+    if peer.reliable:
         return peer
     return Address(peer.transport, uri.host, uri.port or 5060, None)

@@ -271,6 +271,14 @@ class ClientTransaction(_Transaction):
     def _do_retransmit(self, now: float, message: object, old: State) -> None:
         self.out.append((self._bytes, self.addr))
 
+    def _do_transport_error(self, now: float, message: object, old: State) -> None:
+        self._timers.clear()
+
+    def transport_error(self, now: float) -> bool:
+        """§17.1.4: the request could not be sent. True: the transaction ended on it and the
+        TU is to be told (as a 503, §8.1.3.1); False: it had its final response already."""
+        return self._input("transport_error", now) == "transport_error"
+
 
 class InviteClientTransaction(ClientTransaction):
     """§17.1.1 (+RFC 6026 §7.2 Accepted): timers A, B, D, M."""
@@ -293,6 +301,13 @@ class InviteClientTransaction(ClientTransaction):
         (State.ACCEPTED, "2xx"): (State.ACCEPTED, "pass"),
         (State.ACCEPTED, "final"): (State.ACCEPTED, "absorb"),
         (State.ACCEPTED, "timer_M"): (State.TERMINATED, "none"),
+        # §17.1.4: the transport could not carry it (refused, TLS handshake failed): the TU is
+        # told at once (`transport_error`); after a final response it changes nothing
+        (State.CALLING, "transport_error"): (State.TERMINATED, "transport_error"),
+        (State.PROCEEDING, "transport_error"): (State.TERMINATED, "transport_error"),
+        (State.COMPLETED, "transport_error"): (State.COMPLETED, "absorb"),
+        (State.ACCEPTED, "transport_error"): (State.ACCEPTED, "absorb"),
+        (State.TERMINATED, "transport_error"): (State.TERMINATED, "absorb"),
         (State.TERMINATED, "1xx"): (State.TERMINATED, "absorb"),
         (State.TERMINATED, "2xx"): (State.TERMINATED, "absorb"),
         (State.TERMINATED, "final"): (State.TERMINATED, "absorb"),
@@ -359,6 +374,10 @@ class NonInviteClientTransaction(ClientTransaction):
         (State.COMPLETED, "2xx"): (State.COMPLETED, "absorb"),
         (State.COMPLETED, "final"): (State.COMPLETED, "absorb"),
         (State.COMPLETED, "timer_K"): (State.TERMINATED, "none"),
+        (State.TRYING, "transport_error"): (State.TERMINATED, "transport_error"),  # §17.1.4
+        (State.PROCEEDING, "transport_error"): (State.TERMINATED, "transport_error"),
+        (State.COMPLETED, "transport_error"): (State.COMPLETED, "absorb"),
+        (State.TERMINATED, "transport_error"): (State.TERMINATED, "absorb"),
         (State.TERMINATED, "1xx"): (State.TERMINATED, "absorb"),
         (State.TERMINATED, "2xx"): (State.TERMINATED, "absorb"),
         (State.TERMINATED, "final"): (State.TERMINATED, "absorb"),

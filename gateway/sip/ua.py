@@ -212,6 +212,37 @@ class SipEndpoint:
         for call in list(core.calls.values()):
             core.fire_timers(call, now)
 
+    def transport_failed(self, addr: Address, reason: str, now: float) -> None:
+        """The adapter could not carry messages to `addr` (connection refused, TLS handshake or
+        certificate check failed). §17.1.4: every client transaction towards it ends at once,
+        and its call takes it as a 503 whose reason phrase says why (§8.1.3.1), so an outbound
+        call fails now instead of at timer B."""
+        core = self._core
+        core.timer_dirty = True
+        phrase = "Service Unavailable (" + re.sub(r"[^\x20-\x7e]", "?", reason)[:80] + ")"
+        for ckey, (ctx, handle, purpose) in list(core.client_tx.items()):
+            if ctx.addr[:3] != addr[:3]:
+                continue
+            try:
+                told = ctx.transport_error(now)
+            except TransactionStateError as exc:
+                core.transaction_error(exc)
+                ctx.state = State.TERMINATED
+                told = False
+            if not ctx.terminated:
+                continue
+            del core.client_tx[ckey]
+            call = core.calls.get(handle) if handle is not None else None
+            if not told or call is None:
+                continue
+            response = make_response(ctx.request, 503, phrase)
+            if purpose == "invite":
+                inp: CallInput | None = self._uac.response_input(call, response)
+            else:
+                inp = self._in_dialog.response_input(purpose, response)
+            if inp is not None:
+                core.fire(call, Trigger(inp, now, response=response))
+
     # --- commands
 
     def ring(self, call: int, now: float) -> None:

@@ -39,6 +39,7 @@ LAYER_OF: dict[str, str] = {
     "gateway.media.format": "values",
     "gateway.sip": "cores",
     "gateway.sip.transport": "adapters",
+    "gateway.sip.tls": "adapters",
     "gateway.rtp": "cores",
     "gateway.rtp.transport": "adapters",
     "gateway.realtime": "cores",

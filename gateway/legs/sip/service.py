@@ -53,7 +53,8 @@ from gateway.sip.events import (
     TransferProgressed,
 )
 from gateway.sip.message import NameAddr, SipUri
-from gateway.sip.transaction import Address
+from gateway.sip.routing import uri_address
+from gateway.sip.tls import TlsClient
 from gateway.sip.transport import SipTransport
 from gateway.sip.trunk import Trunk
 from gateway.sip.ua import SipEndpoint
@@ -88,6 +89,7 @@ class SipCallService:
         ringing: bool,
         ptime_ms: int,
         trunks: Mapping[str, Trunk] | None = None,
+        tls_clients: Mapping[str, TlsClient] | None = None,
         rtp_timeout: float = 30.0,
         rtp_strict_source: bool = True,
     ) -> None:
@@ -100,6 +102,8 @@ class SipCallService:
         self.ringing = ringing
         self.ptime_ms = ptime_ms
         self.trunks = dict(trunks or {})
+        #: the TLS client of each trunk whose uri is sips: or ;transport=tls (built at start)
+        self.tls_clients = dict(tls_clients or {})
         self.media_timeout = rtp_timeout or None  # 0: no RTP inactivity timeout
         self.strict_source = rtp_strict_source
         self.transport: SipTransport | None = None
@@ -408,11 +412,20 @@ class SipCallService:
         if not cfg.outbound:
             raise OutboundError(400, f"trunk {name!r} is inbound only (it has no uri)")
         trunk_uri = cfg.parsed_uri()
-        target = to if to.startswith(("sip:", "sips:")) else f"sip:{to}@{trunk_uri.host}"
+        # a number through a sips: trunk is a sips: target (§26.2.2: TLS on every hop)
+        target = (
+            to if to.startswith(("sip:", "sips:")) else f"{trunk_uri.scheme}:{to}@{trunk_uri.host}"
+        )
         try:
-            SipUri.parse(target)
+            target_uri = SipUri.parse(target)
         except (ValueError, SipParseError):
             raise OutboundError(400, "'to' is not a valid SIP target") from None
+        dest = uri_address(trunk_uri)  # sips: or ;transport=tls: TLS, port 5061 by default
+        if target_uri.scheme == "sips" and dest.transport != "tls":
+            raise OutboundError(400, f"a sips: target needs a TLS trunk; {name!r} is not")
+        tls_client = self.tls_clients.get(name)
+        if dest.transport == "tls" and (tls_client is None or self.transport is None):
+            raise OutboundError(503, f"trunk {name!r}: TLS is not set up")
         prepared = await self.calls.open_session(
             leg="sip",
             direction="outbound",
@@ -439,12 +452,8 @@ class SipCallService:
         offer = sdpmod.make_offer(self.public_address, rtp.port, ptime=self.ptime_ms)
         from_user = cfg.from_user
         creds = Credentials(cfg.username, cfg.password) if cfg.username else None
-        transport = str(trunk_uri.params.get("transport", "udp")).lower()
-        dest = Address(
-            transport if transport in ("udp", "tcp") else "udp",
-            trunk_uri.host,
-            trunk_uri.port or 5060,
-        )
+        if tls_client is not None and self.transport is not None:
+            self.transport.use_tls_client(dest.host, dest.port, tls_client)
         handle = self.endpoint.invite(
             target,
             offer,
