@@ -482,7 +482,8 @@ class SipCallService:
             return
         self._pending.pop(pending.handle, None)
         if isinstance(result, OutboundCallFailed) or result.answer is None:
-            log.info("outbound_call_failed", status=getattr(result, "status", 0))
+            status, why = getattr(result, "status", 0), getattr(result, "reason", "")
+            log.info("outbound_call_failed", status=status, reason=why)
             await self._undo(pending, 0, "failed")
             return
         assert pending.rtp is not None
