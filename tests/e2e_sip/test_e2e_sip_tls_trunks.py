@@ -7,7 +7,10 @@ shows our Via and Contact over TLS: the TLS listener's port and transport (RFC 3
 
 from __future__ import annotations
 
+import asyncio
 import re
+import socket
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ import structlog
 from prometheus_client import REGISTRY
 
 from gateway.app import Gateway
+from gateway.sip.message import SipMessage, SipRequest, SipResponse, SipStreamParser, make_response
 from tests.support.certs import Issued, TestCa, TlsServer
 from tests.support.gateway import assert_nothing_leaked, running_gateway
 from tests.support.harness import free_port
@@ -160,3 +164,80 @@ async def test_a_trunk_that_asks_for_a_client_certificate_is_shown_the_configure
     # refused after the handshake (TLS 1.3): a transport error with the peer's alert
     [failed] = [e for e in logs if e["event"] == "outbound_call_failed"]
     assert failed["status"] == 503 and "CERTIFICATE_REQUIRED" in failed["reason"], failed
+
+
+class TlsPhone:
+    """A scripted SIP phone on a verified TLS connection (a real socket and OpenSSL): what
+    baresip 1.0 cannot do, a call whose Request-URI and Contact are sips:."""
+
+    def __init__(self, port: int, ca: Path) -> None:
+        context = ssl.create_default_context(cafile=str(ca))
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
+        self.local = self.sock.getsockname()[1]
+        self.parser = SipStreamParser()
+        self.queue: list[SipMessage] = []
+
+    def send(self, text: str) -> None:
+        self.sock.sendall(text.encode())
+
+    def next(self) -> SipMessage:
+        while not self.queue:
+            data = self.sock.recv(65536)
+            assert data, "the gateway closed the connection"
+            self.queue += self.parser.feed(data)
+        return self.queue.pop(0)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def test_a_sips_call_over_tls_is_taken_and_our_bye_reuses_its_connection(
+    tmp_path: Path,
+) -> None:
+    """INVITE sips: over TLS is answered 200 with a sips: Contact on our TLS port (§12.1.1);
+    the phone's Contact is sips: on a port nobody listens on, so our BYE can only reach it
+    over the connection the call came in on (RFC 5923 style reuse), as a TLS request."""
+    ca = TestCa(tmp_path)
+    dead = free_port()
+    sdp = (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {free_port()} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    )
+    async with running_gateway(**listener(ca.issue("gateway", "IP:127.0.0.1"))) as gw:
+        port = tls_port(gw)
+        phone = await asyncio.to_thread(TlsPhone, port, ca.cert)
+        try:
+            via = f"SIP/2.0/TLS 127.0.0.1:{phone.local};branch=z9hG4bK-sips1;rport"
+            common = "From: <sips:raw@127.0.0.1>;tag=p1\r\nCall-ID: sips-1\r\nMax-Forwards: 70\r\n"
+            phone.send(
+                f"INVITE sips:agent@127.0.0.1:{port} SIP/2.0\r\nVia: {via}\r\n{common}"
+                f"To: <sips:agent@127.0.0.1>\r\nCSeq: 1 INVITE\r\n"
+                f"Contact: <sips:raw@127.0.0.1:{dead}>\r\nContent-Type: application/sdp\r\n"
+                f"Content-Length: {len(sdp)}\r\n\r\n{sdp}"
+            )
+            ok = await asyncio.to_thread(phone.next)
+            while isinstance(ok, SipResponse) and ok.status < 200:
+                ok = await asyncio.to_thread(phone.next)
+            assert isinstance(ok, SipResponse) and ok.status == 200, ok
+            assert ok.headers.get("Contact") == f"<sips:gateway@127.0.0.1:{port}>"
+            phone.send(
+                f"ACK sips:gateway@127.0.0.1:{port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/TLS 127.0.0.1:{phone.local};branch=z9hG4bK-sips1a;rport\r\n"
+                f"{common}To: {ok.headers.get('To')}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+            )
+            [call] = await _live_calls(gw)
+            await call.hangup("api")
+            bye = await asyncio.to_thread(phone.next)
+            assert isinstance(bye, SipRequest) and bye.method == "BYE", bye
+            assert bye.uri == f"sips:raw@127.0.0.1:{dead}"
+            assert (bye.headers.get("Via") or "").startswith(f"SIP/2.0/TLS 127.0.0.1:{port};")
+            phone.send(make_response(bye, 200, "OK").serialize().decode())
+            await assert_nothing_leaked(gw)
+        finally:
+            phone.close()
+
+
+async def _live_calls(gw: Gateway) -> list[Any]:
+    await wait_for(lambda: bool(gw.manager.calls), 10, "the call to be up")
+    return list(gw.manager.calls.values())

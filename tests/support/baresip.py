@@ -107,6 +107,10 @@ class Baresip:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(3)
 
+    def trace(self) -> str:
+        """Its log so far (with `-s`: every SIP message, "TLS a -> b" before each)."""
+        return self.log.read_text(errors="replace")
+
     def heard(self) -> Pcm:
         """What baresip heard (sndfile's decoder-side dump), 8 kHz mono."""
         files = sorted(self.recordings.glob("*-dec.wav"))
