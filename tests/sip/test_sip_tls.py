@@ -84,6 +84,10 @@ def test_in_dialog_requests_to_a_tls_contact_go_over_tls() -> None:
     # a dialog set up over UDP whose next hop is sips:: TLS, a new connection (§26.2.2)
     over_udp = Address("udp", "10.0.0.5", 5060)
     assert target_addr(over_udp, dialog_to("sips:p@10.0.0.6")) == Address("tls", "10.0.0.6", 5061)
+    # a Record-Route'd proxy that is sips: is the next hop, over TLS (§12.2.1.1)
+    routed = dialog_to("sip:p@10.0.0.6:5062")
+    routed.route_set = ["<sips:proxy@10.0.0.8;lr>"]
+    assert target_addr(over_udp, routed) == Address("tls", "10.0.0.8", 5061)
     # ours to a TLS trunk: the connection we opened to it (by its address)
     assert target_addr(TRUNK, dialog_to("sip:p@10.0.0.9:5999;transport=tls")) == TRUNK
     # no TLS: as before
