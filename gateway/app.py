@@ -57,6 +57,7 @@ from gateway.sip.auth import DigestServer
 from gateway.sip.policy import SourcePolicy, TrunkPolicy
 from gateway.sip.resolver import SipResolver
 from gateway.sip.sdp import is_ip
+from gateway.sip.tls import client_for_trunk, uses_tls
 from gateway.sip.transport import SipTransport
 from gateway.sip.trunk import Trunk
 from gateway.sip.ua import SipEndpoint
@@ -232,6 +233,13 @@ class Gateway:
         endpoint = SipEndpoint(EndpointConfig(host=public, port=port), policy=policy, auth=auth)
         lo, hi = parse_port_range(s.rtp_ports)
         clocks = self.clocks
+        trunks = s.trunk_settings()
+        tls_clients = {name: client_for_trunk(t) for name, t in trunks.items() if uses_tls(t)}
+        for name, client in tls_clients.items():
+            if not client.verifies:  # the trunk's explicit tls_verify = false
+                log.warning("sip_tls_verify_disabled", trunk=name)
+            if not s.sip_tls_listen:  # our Contact names no TLS port: RFC 5923 reuse only
+                log.warning("sip_tls_trunk_without_listener", trunk=name)
         self.sip_endpoint = endpoint
         # RFC 3263 for trunks and next hops named by host: A records for an IPv4 listener,
         # AAAA for an IPv6 one, both when it listens on every address
@@ -251,7 +259,8 @@ class Gateway:
             ringing=s.sip_ringing,
             early_media=s.sip_early_media,
             ptime_ms=s.ptime_ms,
-            trunks=s.trunk_settings(),
+            trunks=trunks,
+            tls_clients=tls_clients,
             rtp_timeout=s.rtp_timeout,
             rtp_strict_source=s.rtp_strict_source,
             resolver=resolver,

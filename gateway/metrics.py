@@ -155,7 +155,8 @@ SIP_KEEPALIVES = Counter(
 )
 SIP_SEND_ERRORS = Counter(
     "gateway_sip_send_errors",
-    "SIP messages that could not be sent, by transport and reason (resolve/connect/send).",
+    "SIP messages that could not be sent, by transport and reason (resolve/connect/send, "
+    "tls_verify: the peer's certificate was refused, tls_handshake: any other TLS failure).",
     ["transport", "reason"],
 )
 SIP_DNS_QUERIES = Counter(

@@ -19,6 +19,9 @@ from gateway.sip.dialog import Dialog
 from gateway.sip.message import Headers, SipRequest, SipUri, Via
 from gateway.sip.transaction import Address
 
+#: RFC 3263 §4.2: the port of a URI that names none, by transport
+DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
+
 
 def new_tag() -> str:
     """A From/To tag, or part of a Call-ID: 48 random bits (§19.3)."""
@@ -37,9 +40,12 @@ def hostport(host: str, port: int, tls_port: int, transport: str = "udp") -> str
     return f"{host}:{chosen or port}"
 
 
-def via(ours: str, dest: Address, branch: str) -> str:
-    """Our Via for a request to `dest`; `ours` is `hostport()` for its transport. RFC 3581."""
-    return f"SIP/2.0/{dest.transport.upper()} {ours};branch={branch};rport"
+def via(ours: str, dest: Address, branch: str, alias: bool = False) -> str:
+    """Our Via for a request to `dest`; `ours` is `hostport()` for its transport. RFC 3581.
+    `alias` (RFC 5923 §5): requests back to `ours` may reuse this connection (TLS with no TLS
+    listener of ours: there is nowhere else they could come)."""
+    tail = ";alias" if alias else ""
+    return f"SIP/2.0/{dest.transport.upper()} {ours};branch={branch};rport{tail}"
 
 
 def contact(user: str, ours: str, dest: Address, sips: bool = False) -> str:
@@ -50,6 +56,13 @@ def contact(user: str, ours: str, dest: Address, sips: bool = False) -> str:
         return f"<sips:{user}@{ours}>"
     transport = f";transport={dest.transport}" if dest.transport != "udp" else ""
     return f"<sip:{user}@{ours}{transport}>"
+
+
+def uri_address(uri: SipUri) -> Address:
+    """Transport, host and port of a URI's IP literal (or name, resolved by the adapter); the
+    port defaults by transport (5061 over TLS, RFC 3263 §4.2)."""
+    transport = uri_transport(uri)
+    return Address(transport, uri.host, uri.port or DEFAULT_PORTS.get(transport, 5060))
 
 
 def stamp_via(request: SipRequest, addr: Address) -> None:
@@ -139,7 +152,7 @@ def learn_target(dialog: Dialog, source: Address | None) -> None:
         dialog.remote_address = nat_source(dialog.remote_target, source)
 
 
-def uri_transport(uri: SipUri, default: str) -> str:
+def uri_transport(uri: SipUri, default: str = "udp") -> str:
     """The transport a URI asks for: `sips:` is TLS (§26.2.2), else its `transport=` parameter
     (udp, tcp, tls); `default` when it names none we serve."""
     if uri.scheme == "sips":
@@ -153,13 +166,17 @@ def target_addr(peer: Address, dialog: Dialog | None) -> Address:
     target; its `transport=` (or `sips:`) decides the transport, else the peer's. With no
     route set, a remote target behind NAT is reached at `Dialog.remote_address`. A stream
     peer's connection is reused for a next hop over its own transport, and a host name on
-    the peer's transport goes to the peer (names are resolved elsewhere)."""
+    the peer's transport goes to the peer (names are resolved elsewhere). A TLS next hop of a
+    dialog that came in over TLS is reached on that connection while it lasts, else by a new
+    one to the hop (RFC 5923 §5 style reuse: `conn` is tried first, then host and port)."""
     if dialog is None:
         return peer
     if not dialog.route_set and dialog.remote_address is not None:
         return dialog.remote_address
     uri = dialog.next_hop_uri()
     transport = uri_transport(uri, peer.transport)
+    if transport == "tls" and peer.transport == "tls" and sdpmod.is_ip(uri.host):
+        return Address("tls", uri.host, uri.port or 5061, peer.conn)
     if transport == peer.transport and (peer.reliable or not sdpmod.is_ip(uri.host)):
         return peer
     port = uri.port or (5061 if transport == "tls" else 5060)

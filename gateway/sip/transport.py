@@ -48,6 +48,7 @@ from gateway.sip.message import SipStreamParser
 from gateway.sip.registration import RegInput
 from gateway.sip.resolver import SipResolver
 from gateway.sip.sdp import is_ip
+from gateway.sip.tls import TlsClient, default_client
 from gateway.sip.transaction import Address
 from gateway.sip.ua import SipEndpoint
 
@@ -100,6 +101,9 @@ class _Stream(asyncio.Protocol):
         self.last_used = 0.0
         #: destinations as dialled (a host name) that map to this connection, besides its peer
         self.aliases: list[tuple[str, str, int]] = []
+        #: the destination we dialled (None: the peer connected to us); nothing heard on it yet
+        self.dialled: tuple[str, str, int] | None = None
+        self.heard = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # a stream protocol always gets a stream transport (duck-typed: see _StreamTransport)
@@ -111,6 +115,7 @@ class _Stream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_used = self.owner.loop.time()
+        self.heard = True
         try:
             messages = self.parser.feed(data)
         except SipParseError as exc:
@@ -126,6 +131,10 @@ class _Stream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.owner._unregister(self)
+        if exc is not None and self.dialled is not None and not self.heard:
+            # e.g. TLS 1.3: the server refuses our certificate (or its absence) after the
+            # handshake: what we sent on it is lost, a transport error like a refused connect
+            self.owner._dial_failed(self.dialled, exc)
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -166,6 +175,9 @@ class SipTransport:
         self._unexpected_logged: dict[tuple[str, str, str], float] = {}
         self._flushing = False
         self._tls_context: ssl.SSLContext | None = None
+        #: how to connect over TLS to an address (a trunk's context), else `default_client()`
+        self._tls_clients: dict[tuple[str, int], TlsClient] = {}
+        self._default_tls: TlsClient | None = None
         self.refusals = RefusalLogger(log, "sip_request")
         self.port = 0
         self.tls_port = 0
@@ -434,11 +446,25 @@ class SipTransport:
         except Exception as exc:
             self._undeliverable("send", addr, exc)
 
+    def use_tls_client(self, host: str, port: int, client: TlsClient) -> None:
+        """Connections made over TLS to host:port use `client` (a trunk's context and name)."""
+        self._tls_clients[(host, port)] = client
+
+    def _tls_client(self, host: str, port: int) -> TlsClient:
+        client = self._tls_clients.get((host, port))
+        if client is None:
+            if self._default_tls is None:
+                self._default_tls = default_client()
+            client = self._default_tls
+        return client
+
     async def _connect_and_send(self, key: tuple[str, str, int]) -> None:
         transport, host, port = key
         ssl_ctx: ssl.SSLContext | None = None
+        server_name: str | None = None
         if transport == "tls":
-            ssl_ctx = ssl.create_default_context()
+            client = self._tls_client(host, port)
+            ssl_ctx, server_name = client.context, client.server_name or host
         ip = host if is_ip(host) else await self._resolve(Address(transport, host, port))
         if ip is None:
             self._connecting.pop(key, None)
@@ -450,18 +476,19 @@ class SipTransport:
                     ip,
                     port,
                     ssl=ssl_ctx,
-                    server_hostname=host if ssl_ctx is not None else None,
+                    server_hostname=server_name,
                 ),
                 timeout=CONNECT_TIMEOUT,
             )
         except Exception as exc:  # OSError, TimeoutError, ssl errors
             self._connecting.pop(key, None)
-            self._undeliverable("connect", Address(transport, host, port), exc)
+            self._dial_failed(key, exc)
             return
         waiting = self._connecting.pop(key, [])
         if not proto.conn:  # refused by _register (too many connections): closed already
             self._undeliverable("connect", Address(transport, host, port), "too many connections")
             return
+        proto.dialled = key
         if (transport, host, port) != (proto.kind, *proto.peer):
             # dialled by name: later messages to that name use this connection too
             proto.aliases.append(key)
@@ -474,10 +501,17 @@ class SipTransport:
         endpoint (§17.1.4), whose transactions sending there end (an INVITE fails over)."""
         self._send_failed(reason, addr.transport, addr.host, addr.port, exc)
         try:
-            self.endpoint.transport_error(addr, self.loop.time())
+            self.endpoint.transport_error(addr, self.loop.time(), str(exc))
         except Exception:  # a core bug must not stop the sender
             log.exception("sip_transport_error_failed")
         self.flush()  # re-entrant safe: inside flush() its loop sends what this queued
+
+    def _dial_failed(self, key: tuple[str, str, int], exc: BaseException) -> None:
+        """A connection we made failed (refused, timed out, TLS handshake or certificate
+        check): counted by its reason (`tls_verify`, `tls_handshake`, `connect`), and its
+        client transactions end now with OpenSSL's or the socket's verdict (§17.1.4)."""
+        reason, why = _dial_error(exc)
+        self._undeliverable(reason, Address(*key), why)
 
     def _send_failed(self, reason: str, transport: str, host: str, port: int, exc: object) -> None:
         metrics.SIP_SEND_ERRORS.labels(
@@ -550,6 +584,18 @@ class SipTransport:
         except Exception:
             log.exception("sip_timer_failed")
         self.flush()
+
+
+def _dial_error(exc: BaseException) -> tuple[str, str]:
+    """The bounded reason (metrics label) and the text of a failed connection. The text is
+    OpenSSL's verdict or the socket error: nothing of a key or a certificate's content."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "tls_verify", f"TLS certificate not accepted: {exc.verify_message or exc.reason}"
+    if isinstance(exc, ssl.SSLError):
+        return "tls_handshake", f"TLS handshake failed: {exc.reason or exc}"
+    if isinstance(exc, TimeoutError):
+        return "connect", "connect timed out"
+    return "connect", str(exc) or type(exc).__name__
 
 
 def _count_request(method: str | None) -> None:

@@ -237,10 +237,12 @@ class SipEndpoint:
         self._keepalives.handle_timer(now)
         self._registrations.handle_timer(now)
 
-    def transport_error(self, addr: Address, now: float) -> None:
-        """The adapter could not send to `addr` (a refused connection, a name that does not
-        resolve, a send error): §17.1.4, every client transaction still sending a request there
-        ends now, as if timed out, and an INVITE moves to its next target (RFC 3263 §4.3)."""
+    def transport_error(self, addr: Address, now: float, reason: str = "") -> None:
+        """The adapter could not send to `addr` (a refused connection, a TLS handshake or
+        certificate check that failed, a name that does not resolve, a send error): §17.1.4,
+        every client transaction still sending a request there ends now, as if timed out, and
+        an INVITE moves to its next target (RFC 3263 §4.3), or fails as a 503 whose reason
+        phrase is `reason` (§8.1.3.1) when none is left."""
         core = self._core
         core.timer_dirty = True
         where = (addr.transport, addr.host, addr.port)
@@ -254,10 +256,16 @@ class SipEndpoint:
                 if purpose == "register":  # as unanswered: the registration backs off
                     self._registrations.on_timeout(handle, ctx.branch, now)
                     continue
-                self._client_failed(handle, purpose, now, transport_error=True)
+                self._client_failed(handle, purpose, now, transport_error=True, reason=reason)
 
     def _client_failed(
-        self, handle: int | None, purpose: str, now: float, *, transport_error: bool
+        self,
+        handle: int | None,
+        purpose: str,
+        now: float,
+        *,
+        transport_error: bool,
+        reason: str = "",
     ) -> None:
         """A client transaction of a call ended without a final response."""
         core = self._core
@@ -265,7 +273,7 @@ class SipEndpoint:
         if call is None:
             return
         if purpose == "invite":
-            core.fire(call, self._uac.timeout_trigger(call, now, transport_error))
+            core.fire(call, self._uac.timeout_trigger(call, now, transport_error, reason))
             return
         timeout = _TIMEOUTS.get(purpose)
         if timeout is not None:

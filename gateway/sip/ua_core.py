@@ -427,11 +427,15 @@ class UaCore:
         return routing.hostport(c.host, c.port, c.tls_port, transport)
 
     def via(self, dest: Address) -> str:
-        return routing.via(self.hostport(dest.transport), dest, routing.new_branch())
+        alias = dest.transport == "tls" and not self.config.tls_port
+        return routing.via(self.hostport(dest.transport), dest, routing.new_branch(), alias)
 
-    def contact(self, dest: Address, call: SipCall | None = None) -> str:
+    def contact(self, dest: Address, call: SipCall | None = None, *, sips: bool = False) -> str:
+        """Our Contact towards `dest`: the port and transport of the transport that carries it;
+        sips: over TLS when the call (or `sips`, before it exists) has a sips: Request-URI."""
         ours = self.hostport(dest.transport)
-        return routing.contact(self.config.user, ours, dest, call is not None and call.sips)
+        sips = sips or (call is not None and call.sips)
+        return routing.contact(self.config.user, ours, dest, sips)
 
     # --- responses
 

@@ -10,6 +10,7 @@ ACKed again, statelessly (`stray_response`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from gateway.sip.auth import Credentials, authorization, pick_challenge
@@ -91,7 +92,8 @@ class Uac:
         h.add("To", f"<{target_uri}>")
         h.add("Call-ID", f"{new_tag()}{new_tag()}@{core.config.host}")
         h.add("CSeq", "1 INVITE")
-        h.add("Contact", core.contact(destination))
+        # §8.1.1.8: a sips: Request-URI gets a sips: Contact (over TLS)
+        h.add("Contact", core.contact(destination, sips=target_uri[:5].lower() == "sips:"))
         h.add("Allow", ALLOW)
         h.add("Supported", SUPPORTED)
         if session_expires is not None:
@@ -135,15 +137,20 @@ class Uac:
             return CallInput.INVITE_TOO_BRIEF
         return CallInput.INVITE_FAILURE
 
-    def timeout_trigger(self, call: SipCall, now: float, transport_error: bool) -> Trigger:
+    def timeout_trigger(
+        self, call: SipCall, now: float, transport_error: bool, reason: str = ""
+    ) -> Trigger:
         """Our INVITE's transaction ended with no response: timer B, or a transport error
-        (§8.1.3.1: taken as a 503). The next target if one is left (RFC 3263 §4.3)."""
-        reason = "transport" if transport_error else "timeout"
+        (§8.1.3.1: taken as a 503 whose phrase says why). The next target if one is left
+        (RFC 3263 §4.3)."""
         if fail_over(call.alternates, None) is not None:
-            return Trigger(CallInput.INVITE_FAILOVER, now, reason=reason)
-        if transport_error:
             return Trigger(
-                CallInput.TIMEOUT_INVITE, now, status=503, reason="Service Unavailable (transport)"
+                CallInput.INVITE_FAILOVER, now, reason="transport" if transport_error else "timeout"
+            )
+        if transport_error:
+            why = re.sub(r"[^\x20-\x7e]", "?", reason or "transport")[:80]
+            return Trigger(
+                CallInput.TIMEOUT_INVITE, now, status=503, reason=f"Service Unavailable ({why})"
             )
         return Trigger(CallInput.TIMEOUT_INVITE, now)
 

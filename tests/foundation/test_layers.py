@@ -40,6 +40,7 @@ LAYER_OF: dict[str, str] = {
     "gateway.sip": "cores",
     "gateway.sip.transport": "adapters",
     "gateway.sip.resolver": "adapters",
+    "gateway.sip.tls": "adapters",
     "gateway.rtp": "cores",
     "gateway.rtp.transport": "adapters",
     "gateway.realtime": "cores",

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: package directory -> its modules that are adapters (not cores)
 CORE_PACKAGES: dict[str, frozenset[str]] = {
     "codecs/telcodecs": frozenset(),
-    "gateway/sip": frozenset({"transport", "resolver"}),
+    "gateway/sip": frozenset({"transport", "resolver", "tls"}),
     "gateway/rtp": frozenset({"transport"}),
     "gateway/realtime": frozenset({"client"}),
     "gateway/realtime/local": frozenset({"server", "tts"}),

@@ -37,8 +37,8 @@ def speech_wav(workdir: Path, lead_silence_s: float, tail_silence_s: float) -> t
 
 
 class Baresip:
-    """One headless baresip that dials `target` once, sends `source` and records what it hears;
-    started by PID, killed in `kill()`."""
+    """One headless baresip that dials `target` once (or, with no target, answers), sends
+    `source` and records what it hears; started by PID, killed in `kill()`."""
 
     def __init__(
         self,
@@ -56,8 +56,10 @@ class Baresip:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.recordings.mkdir(exist_ok=True)
         rtp = free_udp_port() & ~1
+        #: its SIP port (UDP and TCP); with `sip_certificate` it takes TLS on the next one
+        self.sip_port = free_port_with_next()
         (self.dir / "config").write_text(
-            f"sip_listen 127.0.0.1:{free_port_with_next()}\n"
+            f"sip_listen 127.0.0.1:{self.sip_port}\n"
             "net_interface 127.0.0.1\n"
             "audio_player aubridge,nil\n"
             "audio_alert aubridge,nil\n"
@@ -70,7 +72,9 @@ class Baresip:
             f"{config_extra}"
         )
         (self.dir / "accounts").write_text(f"{account}\n")
-        self.args = [self.binary, "-f", str(self.dir), "-t", str(seconds), "-e", f"/dial {target}"]
+        # no target: it dials nobody and answers (answermode=auto) the calls it gets
+        dial = ["-e", f"/dial {target}"] if target else []
+        self.args = [self.binary, "-f", str(self.dir), "-t", str(seconds), *dial]
         self.seconds = seconds
         self.log = workdir / "baresip.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -102,6 +106,10 @@ class Baresip:
         except subprocess.TimeoutExpired:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(3)
+
+    def trace(self) -> str:
+        """Its log so far (with `-s`: every SIP message, "TLS a -> b" before each)."""
+        return self.log.read_text(errors="replace")
 
     def heard(self) -> Pcm:
         """What baresip heard (sndfile's decoder-side dump), 8 kHz mono."""

@@ -60,6 +60,8 @@ from gateway.sip.keepalive import KeepAliveTarget
 from gateway.sip.locate import Target
 from gateway.sip.message import NameAddr, SipUri
 from gateway.sip.resolver import SipResolver
+from gateway.sip.routing import uri_address
+from gateway.sip.tls import TlsClient
 from gateway.sip.transaction import Address
 from gateway.sip.transport import SipTransport
 from gateway.sip.trunk import Trunk
@@ -100,6 +102,7 @@ class SipCallService:
         ptime_ms: int,
         early_media: bool = False,
         trunks: Mapping[str, Trunk] | None = None,
+        tls_clients: Mapping[str, TlsClient] | None = None,
         rtp_timeout: float = 30.0,
         rtp_strict_source: bool = True,
         resolver: SipResolver | None = None,
@@ -115,6 +118,8 @@ class SipCallService:
         self.early_media = early_media  # 183 + ringback while the provider connects
         self.ptime_ms = ptime_ms
         self.trunks = dict(trunks or {})
+        #: the TLS client of each trunk whose uri is sips: or ;transport=tls (built at start)
+        self.tls_clients = dict(tls_clients or {})
         self.media_timeout = rtp_timeout or None  # 0: no RTP inactivity timeout
         self.strict_source = rtp_strict_source
         #: RFC 3263 for trunk URIs named by host (`sip_dns_servers`, else the system's DNS)
@@ -512,9 +517,13 @@ class SipCallService:
             raise OutboundError(400, f"trunk {name!r} is inbound only (it has no uri)")
         trunk_uri = cfg.parsed_uri()
         phone = ";user=phone" if cfg.user_phone else ""  # RFC 3261 §19.1.1
-        target = to if to.startswith(("sip:", "sips:")) else f"sip:{to}@{trunk_uri.host}{phone}"
+        # a number through a sips: trunk is a sips: target (§26.2.2: TLS on every hop)
+        if to.startswith(("sip:", "sips:")):
+            target = to
+        else:
+            target = f"{trunk_uri.scheme}:{to}@{trunk_uri.host}{phone}"
         try:
-            SipUri.parse(target)
+            target_uri = SipUri.parse(target)
         except (ValueError, SipParseError):
             raise OutboundError(400, "'to' is not a valid SIP target") from None
         # RFC 3263: NAPTR/SRV/A for a name, before anything is spent on the call; the INVITE
@@ -529,6 +538,12 @@ class SipCallService:
             SipUri.parse(from_uri)
         except (ValueError, SipParseError):
             raise OutboundError(400, "'from' makes no valid SIP From") from None
+        tls_targets = [t.address for t in targets if t.address.transport == "tls"]
+        if target_uri.scheme == "sips" and len(tls_targets) != len(targets):
+            raise OutboundError(400, f"a sips: target needs a TLS trunk; {name!r} is not")
+        tls_client = self.tls_clients.get(name)
+        if tls_targets and (tls_client is None or self.transport is None):
+            raise OutboundError(503, f"trunk {name!r}: TLS is not set up")
         prepared = await self.calls.open_session(
             leg="sip",
             direction="outbound",
@@ -555,6 +570,10 @@ class SipCallService:
             raise OutboundError(503, "no RTP port free") from None
         offer = sdpmod.make_offer(self.public_address, rtp.port, ptime=self.ptime_ms)
         creds = Credentials(cfg.username, cfg.password) if cfg.username else None
+        if tls_client is not None and self.transport is not None:
+            # every target of the trunk's name: one context, the trunk's name verified (RFC 5922)
+            for addr in tls_targets:
+                self.transport.use_tls_client(addr.host, addr.port, tls_client)
         handle = self.endpoint.invite(
             target,
             offer,
@@ -620,7 +639,8 @@ class SipCallService:
             return
         self._pending.pop(pending.handle, None)
         if isinstance(result, OutboundCallFailed) or result.answer is None:
-            log.info("outbound_call_failed", status=getattr(result, "status", 0))
+            status, why = getattr(result, "status", 0), getattr(result, "reason", "")
+            log.info("outbound_call_failed", status=status, reason=why)
             self._end_early(pending.handle, "rejected")
             await self._undo(pending, 0, "failed")
             return
@@ -665,11 +685,10 @@ class SipCallService:
 
 
 def trunk_address(trunk: Trunk) -> Address:
-    """Where requests to a trunk go (its INVITEs and keep-alives): the uri's host, port and
-    transport. A host name is left to the transport to resolve."""
-    uri = trunk.parsed_uri()
-    transport = str(uri.params.get("transport", "udp")).lower()
-    return Address(transport if transport in ("udp", "tcp") else "udp", uri.host, uri.port or 5060)
+    """Where a trunk's keep-alives go: the uri's transport (`sips:` is TLS), host and port
+    (5061 over TLS). A host name is left to the transport to resolve (its first address:
+    keep-alives hold a NAT binding, they do not fail over)."""
+    return uri_address(trunk.parsed_uri())
 
 
 def _refusal(exc: SdpError) -> str:
