@@ -175,8 +175,11 @@ def target_addr(peer: Address, dialog: Dialog | None) -> Address:
         return dialog.remote_address
     uri = dialog.next_hop_uri()
     transport = uri_transport(uri, peer.transport)
-    if transport == "tls" and peer.transport == "tls" and sdpmod.is_ip(uri.host):
-        return Address("tls", uri.host, uri.port or 5061, peer.conn)
+    if transport == "tls" and peer.conn is not None and sdpmod.is_ip(uri.host):
+        # a dialog that came in over TLS (a connection we accepted)
+        return Address(
+            "tls", uri.host, uri.port or 5061, peer.conn if peer.transport == "tls" else None
+        )
     if transport == peer.transport and (peer.reliable or not sdpmod.is_ip(uri.host)):
         return peer
     port = uri.port or (5061 if transport == "tls" else 5060)

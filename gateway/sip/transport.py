@@ -501,7 +501,7 @@ class SipTransport:
         endpoint (§17.1.4), whose transactions sending there end (an INVITE fails over)."""
         self._send_failed(reason, addr.transport, addr.host, addr.port, exc)
         try:
-            self.endpoint.transport_error(addr, self.loop.time(), str(exc))
+            self.endpoint.transport_error(addr, self.loop.time(), _os_reason(exc))
         except Exception:  # a core bug must not stop the sender
             log.exception("sip_transport_error_failed")
         self.flush()  # re-entrant safe: inside flush() its loop sends what this queued
@@ -595,7 +595,16 @@ def _dial_error(exc: BaseException) -> tuple[str, str]:
         return "tls_handshake", f"TLS handshake failed: {exc.reason or exc}"
     if isinstance(exc, TimeoutError):
         return "connect", "connect timed out"
-    return "connect", str(exc) or type(exc).__name__
+    return "connect", _os_reason(exc)
+
+
+def _os_reason(exc: object) -> str:
+    """An error as an operator reads it: "Connection refused", not the errno and address."""
+    if isinstance(exc, OSError):
+        root = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+        if root.errno:
+            return os.strerror(root.errno)
+    return str(exc) or type(exc).__name__
 
 
 def _count_request(method: str | None) -> None:

@@ -105,11 +105,11 @@ def test_a_transport_error_fails_the_outbound_call_at_once_with_its_reason() -> 
     other = Address("tls", "10.0.0.3", 5061)
     endpoint.invite("sip:2@10.0.0.3", None, "sip:gw@10.0.0.1", other, 0.0)
     endpoint.messages_to_send()
-    endpoint.transport_failed(TRUNK, "TLS certificate not accepted: self-signed\r\n", 0.2)
+    endpoint.transport_error(TRUNK, 0.2, "TLS certificate not accepted: self-signed\r\n")
     assert endpoint.next_event() == OutboundCallFailed(
         failing, 503, "Service Unavailable (TLS certificate not accepted: self-signed??)"
     )
     assert endpoint.next_event() is None and endpoint.messages_to_send() == []
     assert endpoint.active_calls == 1 and endpoint.transaction_count == 1
-    endpoint.transport_failed(TRUNK, "again", 0.3)  # nothing left towards it: no effect
+    endpoint.transport_error(TRUNK, 0.3, "again")  # nothing left towards it: no effect
     assert endpoint.next_event() is None and endpoint.active_calls == 1

@@ -266,9 +266,13 @@ async def test_a_message_that_cannot_be_sent_stops_neither_the_others_nor_the_ti
         assert added("tcp", "connect") == 1
         if on_uvloop():  # the default loop reports the family mismatch to error_received
             assert added("udp", "send") == 1
-        assert [(f.status, f.reason) for f in failed_calls] == [
-            (503, "Service Unavailable (transport)")
-        ] * (3 if on_uvloop() else 2)
+        # each as a 503 whose phrase says why (§8.1.3.1): the name, the refused connection...
+        assert [f.status for f in failed_calls] == [503] * (3 if on_uvloop() else 2)
+        reasons = {f.reason for f in failed_calls}
+        assert {
+            "Service Unavailable (no address)",
+            "Service Unavailable (Connection refused)",
+        } <= reasons, reasons
         failed = [e for e in logs if e["event"] == "sip_send_failed"]
         # logged once per destination and reason (10 s), however often it failed
         assert sorted((e["reason"], e["host"]) for e in failed) == sorted(
