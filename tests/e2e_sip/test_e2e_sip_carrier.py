@@ -225,6 +225,7 @@ async def test_carrier_call_is_answered_and_audio_flows_both_ways(
             await asyncio.sleep(0.2)
         assert result.successful_calls == 1, result.explain()
         await assert_nothing_leaked(gw)
+        assert gw.clocks is not None and len(gw.clocks.for_ptime(case.ptime)) == 0
         [call] = log.calls
         assert log.outcomes() == ["remote_hangup"]
 
