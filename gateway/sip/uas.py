@@ -24,7 +24,14 @@ from gateway.sip.events import (
     IncomingCallReceived,
     RequestRejected,
 )
-from gateway.sip.message import REASONS, SipRequest, SipResponse, make_response, session_body
+from gateway.sip.message import (
+    REASONS,
+    SipRequest,
+    SipResponse,
+    SipUri,
+    make_response,
+    session_body,
+)
 from gateway.sip.routing import new_tag
 from gateway.sip.sdp import SessionDescription
 from gateway.sip.session_timer import SessionTimers
@@ -94,6 +101,11 @@ class Uas:
         if self.timers.too_brief(request):
             core.tx_respond(tx, 422, now, [("Min-SE", str(core.config.min_session_expires))])
             core.events.append(RequestRejected("unsupported", "INVITE", 422, addr))
+            return
+        if not request.contacts and not isinstance(request.from_.uri, SipUri):
+            # §8.1.1.8: no Contact leaves From as the remote target, and a tel: one is none
+            core.tx_respond(tx, 400, now, reason="Bad Request (missing Contact)")
+            core.events.append(RequestRejected("malformed", "INVITE", 400, addr))
             return
         offer: SessionDescription | None = None
         if request.body:

@@ -164,6 +164,14 @@ def test_a_tel_contact_gets_a_400_that_names_it() -> None:
     assert first_lines(sent) == ["SIP/2.0 400 Bad Request (bad Contact: not a SIP or SIPS URI)"]
 
 
+def test_a_tel_from_without_contact_gets_400() -> None:
+    """§8.1.1.8: with no Contact, From would be the dialog's target; a tel: one cannot be."""
+    data = edited("valid_tel_from.sip", b"Contact: <sip:+15550199@198.51.100.40:5060>\r\n", b"")
+    sent, events = exchange(data)
+    assert first_lines(sent)[-1] == "SIP/2.0 400 Bad Request (missing Contact)"
+    assert not [e for e in events if isinstance(e, IncomingCallReceived)]
+
+
 # --- header bytes that are not UTF-8
 
 
