@@ -41,3 +41,8 @@ PCMA_8K = AudioFormat("pcma", 8000)
 PCM16_8K = AudioFormat("pcm16", 8000)
 PCM16_24K = AudioFormat("pcm16", 24000)
 PCM16_48K = AudioFormat("pcm16", 48000)
+
+#: the RTP packet times a SIP leg sends and receives (RFC 4566 a=ptime/a=maxptime): any whole
+#: millisecond in this range; the media clock paces each ptime in use on its own grid
+PTIME_MIN_MS = 10
+PTIME_MAX_MS = 120

@@ -56,6 +56,7 @@ from typing import Final
 from telcodecs import g711_silence
 
 from gateway.errors import DtmfError, RtpParseError
+from gateway.media.format import PTIME_MAX_MS, PTIME_MIN_MS
 from gateway.rtp.dtmf import DtmfDigitReceived, DtmfReceiver, DtmfSender, TelephoneEvent
 from gateway.rtp.jitter import JitterBuffer, ReceptionStats
 from gateway.rtp.packet import RTP_FIXED_HEADER, RtpHeaderWriter, is_rtcp, parse_header
@@ -279,8 +280,8 @@ class RtpSession:
     def _configure(self, codec: str, dtmf_pt: int | None, ptime_ms: int) -> None:
         if codec not in CODEC_PAYLOAD_TYPES:
             raise ValueError(f"unsupported codec {codec!r}: pcmu or pcma")
-        if not 10 <= ptime_ms <= 60 or ptime_ms % 10:
-            raise ValueError(f"ptime {ptime_ms} ms: 10-60 in steps of 10")
+        if not PTIME_MIN_MS <= ptime_ms <= PTIME_MAX_MS:
+            raise ValueError(f"ptime {ptime_ms} ms: {PTIME_MIN_MS}-{PTIME_MAX_MS}")
         self.codec = codec
         self.payload_type = CODEC_PAYLOAD_TYPES[codec]
         self.dtmf_pt = dtmf_pt

@@ -41,7 +41,7 @@ class Dialog:
         remote = request.from_
         contacts = request.contacts
         target = str(contacts[0].uri) if contacts else str(remote.uri)
-        local = NameAddr.parse(request.headers.get("To") or "").with_tag(local_tag)
+        local = NameAddr.parse_any(request.headers.get("To") or "").with_tag(local_tag)
         return cls(
             call_id=request.call_id,
             local_tag=local_tag,

@@ -35,7 +35,7 @@ from gateway.sip.routing import learn_target
 from gateway.sip.sdp import Negotiated, SessionDescription
 from gateway.sip.session_timer import SessionTimers, too_brief_retry
 from gateway.sip.transaction import Address, ServerTransaction
-from gateway.sip.ua_core import ALLOW, SipCall, Step, Trigger, UaCore, sdp_of
+from gateway.sip.ua_core import ALLOW, SipCall, Step, Trigger, UaCore, offer_body, sdp_of
 from gateway.sip.uas import Uas, warning
 
 _DTMF_CHARS = "0123456789*#ABCD"
@@ -153,7 +153,7 @@ class InDialog:
             return False
         extra = self.timers.negotiate(call, t.now, t.request)
         try:
-            negotiated = self._negotiate(call, t.request.body)
+            negotiated = self._negotiate(call, offer_body(t.request))
         except NotAcceptable as exc:  # the call goes on with the media it had
             self.core.tx_respond(t.tx, 488, t.now, [warning(exc)])
             assert t.source is not None
@@ -231,7 +231,7 @@ class InDialog:
             self.core.tx_respond(tx, 200, t.now, extra)
             return
         try:
-            negotiated = self._negotiate(call, request.body)
+            negotiated = self._negotiate(call, offer_body(request))
         except NotAcceptable as exc:  # the call goes on with the media it had
             self.core.tx_respond(tx, 488, t.now, [warning(exc)])
             self.core.events.append(RequestRejected(exc.reason, "UPDATE", 488, tx.addr))

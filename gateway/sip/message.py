@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from gateway.errors import SipParseError
 
@@ -334,39 +335,93 @@ def _split_hostport(text: str) -> tuple[str, int | None]:
     return host.lower(), port
 
 
-@dataclass(frozen=True, slots=True)
-class NameAddr:
-    """`"Display" <uri>;params` or `uri;params` (§20.10, §20.20, §20.39): From/To/Contact/Route."""
+# telephone-subscriber (RFC 3966 §3): global-number-digits ("+" and digits) or local-number-digits
+# (hex digits, "*", "#"), both with visual separators ("-", ".", "(", ")")
+_TEL_NUMBER = re.compile(
+    r"^(\+[0-9\-.()]*[0-9][0-9\-.()]*|[0-9A-Fa-f*#\-.()]*[0-9A-Fa-f*#][0-9A-Fa-f*#\-.()]*)\Z"
+)
+_VISUAL_SEPARATORS = str.maketrans("", "", "-.()")
+# absoluteURI (§25.1, RFC 3986 §3): scheme ":" then URI characters (no space, quote or <>)
+_ABSOLUTE_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+\-.]*):([\x21-\x7e]+)\Z")
 
-    uri: SipUri
+
+@dataclass(frozen=True, slots=True)
+class AbsoluteUri:
+    """A URI of another scheme than sip/sips (§19.1.6, §25.1 absoluteURI), kept as its text:
+    tel: (RFC 3966) from carriers, urn:, mailto: ... For tel: the number and its parameters
+    are parsed too; `user` is the number without visual separators (what a SipUri's user is)."""
+
+    scheme: str
+    text: str
+    number: str | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> AbsoluteUri:
+        text = text.strip()
+        match = _ABSOLUTE_URI.match(text)
+        if match is None or any(c in text for c in '<>"'):
+            raise SipParseError("bad URI")
+        scheme, rest = match.group(1).lower(), match.group(2)
+        if scheme in ("sip", "sips"):
+            raise SipParseError("a SIP URI")  # parse_uri() parses those
+        if scheme != "tel":
+            return cls(scheme, text)
+        number, _, paramtext = rest.partition(";")
+        if not _TEL_NUMBER.match(number):
+            raise SipParseError("bad tel: number")
+        return cls(scheme, text, number, _parse_params(paramtext, "tel URI"))
+
+    @property
+    def user(self) -> str | None:
+        """A tel: URI's number without visual separators (RFC 3966 §5.1.1); else None."""
+        return self.number.translate(_VISUAL_SEPARATORS) if self.number is not None else None
+
+    def __str__(self) -> str:
+        return self.text
+
+
+Uri = SipUri | AbsoluteUri
+
+
+def parse_uri(text: str) -> Uri:
+    """A SIP/SIPS URI as a SipUri, any other absolute URI as an AbsoluteUri (§25.1)."""
+    if text.strip()[:4].lower() in ("sip:", "sips"):
+        return SipUri.parse(text)
+    return AbsoluteUri.parse(text)
+
+
+UriT = TypeVar("UriT", SipUri, Uri)
+
+
+@dataclass(frozen=True, slots=True)
+class NameAddr(Generic[UriT]):
+    """`"Display" <uri>;params` or `uri;params` (§20.10, §20.20, §20.39).
+
+    `parse()` takes SIP/SIPS URIs only (Contact, Route, Record-Route: §8.1.1.8, §16.12);
+    `parse_any()` any absolute URI (From, To, P-Asserted-Identity, Diversion: §20.20, §20.39
+    allow one, and carriers send tel: there)."""
+
+    uri: UriT
     display: str | None = None
     params: dict[str, str | None] = field(default_factory=dict)
     raw_uri: str = ""
 
-    @classmethod
-    def parse(cls, text: str) -> NameAddr:
-        text = text.strip()
-        display: str | None = None
-        if "<" in text:
-            lt = _find_unquoted(text, "<")
-            gt = text.find(">", lt)
-            if lt < 0 or gt < 0:
-                raise SipParseError("unbalanced <> in address")
-            display = _display_name(text[:lt])
-            uri_text = text[lt + 1 : gt]
-            paramtext = text[gt + 1 :].strip()
-            if paramtext and not paramtext.startswith(";"):
-                raise SipParseError("junk after address")
-        else:
-            # addr-spec: URI params become header params (§20.10)
-            uri_text, _, paramtext = text.partition(";")
-        return cls(SipUri.parse(uri_text), display, _parse_params(paramtext, "address"), uri_text)
+    @staticmethod
+    def parse(text: str) -> NameAddr[SipUri]:
+        display, uri_text, params = _split_address(text)
+        return NameAddr(SipUri.parse(uri_text), display, params, uri_text)
+
+    @staticmethod
+    def parse_any(text: str) -> NameAddr[Uri]:
+        display, uri_text, params = _split_address(text)
+        return NameAddr(parse_uri(uri_text), display, params, uri_text)
 
     @property
     def tag(self) -> str | None:
         return self.params.get("tag")
 
-    def with_tag(self, tag: str) -> NameAddr:
+    def with_tag(self, tag: str) -> NameAddr[UriT]:
         return NameAddr(self.uri, self.display, {**self.params, "tag": tag}, self.raw_uri)
 
     def __str__(self) -> str:
@@ -374,6 +429,26 @@ class NameAddr:
         if self.display:
             disp = '"' + _QUOTE_PAIRS.sub(r"\\\g<0>", self.display) + '" '
         return f"{disp}<{self.uri}>{_format_params(self.params)}"
+
+
+def _split_address(text: str) -> tuple[str | None, str, dict[str, str | None]]:
+    """(display name, URI text, header params) of a name-addr or addr-spec (§20.10)."""
+    text = text.strip()
+    display: str | None = None
+    if "<" in text:
+        lt = _find_unquoted(text, "<")
+        gt = text.find(">", lt)
+        if lt < 0 or gt < 0:
+            raise SipParseError("unbalanced <> in address")
+        display = _display_name(text[:lt])
+        uri_text = text[lt + 1 : gt]
+        paramtext = text[gt + 1 :].strip()
+        if paramtext and not paramtext.startswith(";"):
+            raise SipParseError("junk after address")
+    else:
+        # addr-spec: URI params become header params (§20.10)
+        uri_text, _, paramtext = text.partition(";")
+    return display, uri_text, _parse_params(paramtext, "address")
 
 
 # characters a quoted-string carries only as a quoted-pair (§25.1: not qdtext)
@@ -500,12 +575,12 @@ class _Message:
         return CSeq.parse(self.headers.get("CSeq") or "")
 
     @property
-    def from_(self) -> NameAddr:
-        return NameAddr.parse(self.headers.get("From") or "")
+    def from_(self) -> NameAddr[Uri]:
+        return NameAddr.parse_any(self.headers.get("From") or "")
 
     @property
-    def to(self) -> NameAddr:
-        return NameAddr.parse(self.headers.get("To") or "")
+    def to(self) -> NameAddr[Uri]:
+        return NameAddr.parse_any(self.headers.get("To") or "")
 
     @property
     def vias(self) -> list[Via]:
@@ -516,15 +591,15 @@ class _Message:
         return Via.parse(self.headers.get_all("Via")[0])
 
     @property
-    def contacts(self) -> list[NameAddr]:
+    def contacts(self) -> list[NameAddr[SipUri]]:
         return [NameAddr.parse(v) for v in self.headers.get_all("Contact") if v != "*"]
 
     @property
-    def record_routes(self) -> list[NameAddr]:
+    def record_routes(self) -> list[NameAddr[SipUri]]:
         return [NameAddr.parse(v) for v in self.headers.get_all("Record-Route")]
 
     @property
-    def routes(self) -> list[NameAddr]:
+    def routes(self) -> list[NameAddr[SipUri]]:
         return [NameAddr.parse(v) for v in self.headers.get_all("Route")]
 
     @property
@@ -597,6 +672,24 @@ def _split_head(data: bytes) -> tuple[bytes, bytes]:
     raise SipParseError("no end of headers")
 
 
+def _decode_head(head: bytes) -> str:
+    """The header section as text. §7.3.1/§25.1 say UTF-8, but carriers and old PBXs send
+    display names in Latin-1: a line that is not UTF-8 is read as Latin-1 (every byte is a
+    character there), so the name reaches the call as text and the message is answered."""
+    try:
+        return head.decode("utf-8")
+    except UnicodeDecodeError:
+        lines = head.split(b"\n")
+        return "\n".join(_decode_line(line) for line in lines)
+
+
+def _decode_line(line: bytes) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return line.decode("latin-1")
+
+
 def _unfold(head: str) -> list[str]:
     lines: list[str] = []
     for raw in re.split(r"\r?\n", head):
@@ -652,12 +745,12 @@ def _validate(msg: SipMessage) -> None:
         raise SipParseError("bad Via: " + exc.reason) from None
     if not vias:
         raise SipParseError("missing Via")
-    for name, getter in (("From", NameAddr.parse), ("To", NameAddr.parse)):
+    for name in ("From", "To"):
         values = msg.headers.get_all(name)
         if len(values) != 1:
             raise SipParseError(f"duplicate {name}")
         try:
-            getter(values[0])
+            NameAddr.parse_any(values[0])  # any absolute URI (§20.20, §20.39): tel: too
         except SipParseError as exc:
             raise SipParseError(f"bad {name}: {exc.reason}") from None
     names = [name for name, _ in msg.headers]  # canonical spellings
@@ -674,12 +767,24 @@ def _validate(msg: SipMessage) -> None:
         not mf.isascii() or not mf.isdigit() or len(mf.lstrip("0")) > 3 or int(mf) > 255
     ):
         raise SipParseError("bad Max-Forwards")
+    for name in ("Contact", "Record-Route", "Route"):  # SIP/SIPS only (§8.1.1.8, §16.12)
+        for value in msg.headers.get_all(name):
+            if name == "Contact" and value == "*":
+                continue
+            try:
+                NameAddr.parse(value)
+            except SipParseError as exc:
+                if isinstance(_parse_any_or_none(value), NameAddr):
+                    raise SipParseError(f"bad {name}: not a SIP or SIPS URI") from None
+                raise SipParseError(f"bad {name}: {exc.reason}") from None
+
+
+def _parse_any_or_none(text: str) -> NameAddr[Uri] | None:
+    """`NameAddr.parse_any(text)`, or None where it does not parse."""
     try:
-        msg.contacts  # noqa: B018  (validated for later typed access)
-        msg.record_routes  # noqa: B018
-        msg.routes  # noqa: B018
-    except SipParseError as exc:
-        raise SipParseError("bad address header: " + exc.reason) from None
+        return NameAddr.parse_any(text)
+    except SipParseError:
+        return None
 
 
 def _content_length(headers: Headers) -> int | None:
@@ -704,12 +809,11 @@ def parse(
         raise SipParseError("Message Too Large", 513)
     data = data.lstrip(b"\r\n")  # §7.5 leading CRLFs are ignored
     head_bytes, body = _split_head(data)
-    try:
-        head = head_bytes.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SipParseError("headers not UTF-8") from None
+    head = _decode_head(head_bytes)
+    header_error: str | None = None
     if "\x00" in head and _BARE_NUL.search(head):
-        raise SipParseError("NUL in headers")
+        header_error = "NUL in headers"
+        head = _BARE_NUL.sub("", head)
     lines = _unfold(head)
     start_error: SipParseError | None = None
     try:
@@ -727,12 +831,16 @@ def parse(
         name, colon, value = line.partition(":")
         name = name.strip()
         if not colon or not name or not _TOKEN.match(name):
-            raise SipParseError("bad header line")
+            # skipped, so that the request can still be answered by its Via, Call-ID, CSeq
+            header_error = header_error or "bad header line"
+            continue
         items.append((name, value.strip()))
     msg.headers = Headers(items)
     partial = msg if isinstance(msg, SipRequest) else None
     if start_error is not None:
         raise SipParseError(start_error.reason, start_error.status_hint, partial)
+    if header_error is not None:
+        raise SipParseError(header_error, 400, partial)
     try:
         length = _content_length(msg.headers)
         if length is None:
@@ -803,6 +911,80 @@ class SipStreamParser:
         return found
 
 
+# --- bodies
+
+_MAX_BODY_DEPTH = 3  # multipart within multipart (RFC 5621 §3.1): bounded
+
+
+def session_body(message: SipRequest | SipResponse) -> bytes | None:
+    """The SDP of a message: its body when that is application/sdp; the application/sdp part
+    of a multipart body (RFC 5621, e.g. SIP-I's SDP + ISUP: the boundary from Content-Type,
+    other parts skipped); None when there is none.
+
+    Raises SipParseError: a multipart body that does not parse (400), or a part we do not use
+    marked `handling=required` (415; RFC 5621 §9.1, RFC 3261 §20.11)."""
+    if not message.body:
+        return None
+    return _sdp_of_body(message.headers.get("Content-Type") or "", message.body, 0)
+
+
+def _sdp_of_body(content_type: str, body: bytes, depth: int) -> bytes | None:
+    ctype, _, paramtext = content_type.partition(";")
+    ctype = ctype.strip().lower()
+    if ctype == "application/sdp":
+        return body
+    if not ctype.startswith("multipart/") or depth >= _MAX_BODY_DEPTH:
+        return None
+    try:
+        boundary = _parse_params(paramtext, "Content-Type").get("boundary")
+    except SipParseError:
+        boundary = None
+    if not boundary:
+        raise SipParseError("multipart body without a boundary")
+    found: bytes | None = None
+    for headers, content in _multipart_parts(body, boundary.encode("latin-1")):
+        part_type = headers.get("Content-Type") or "text/plain"  # RFC 2046 §5.1: the default
+        sdp = _sdp_of_body(part_type, content, depth + 1)
+        if sdp is not None:
+            found = found if found is not None else sdp
+            continue
+        disposition = headers.get("Content-Disposition") or ""
+        handling = _parse_params(disposition.partition(";")[2], "Content-Disposition")
+        if (handling.get("handling") or "").lower() == "required":
+            name = part_type.partition(";")[0].strip()
+            raise SipParseError(f"required body part {name} not supported", 415)
+    return found
+
+
+def _multipart_parts(body: bytes, boundary: bytes) -> list[tuple[Headers, bytes]]:
+    """The parts of a multipart body (RFC 2046 §5.1.1): (headers, content) each; the preamble
+    and epilogue are skipped."""
+    delimiter = re.compile(rb"(?:\A|\r?\n)--" + re.escape(boundary) + rb"(--)?[ \t]*(?:\r?\n|\Z)")
+    matches = list(delimiter.finditer(body))
+    if not matches or matches[0].group(1):
+        raise SipParseError("multipart body without its boundary")
+    parts: list[tuple[Headers, bytes]] = []
+    for i, this in enumerate(matches):
+        if this.group(1):
+            break  # the close delimiter: the epilogue follows
+        if i + 1 == len(matches):
+            raise SipParseError("multipart body not closed")
+        raw = body[this.end() : matches[i + 1].start()]
+        head, sep, content = raw.partition(b"\r\n\r\n")
+        if not sep:
+            if raw.startswith(b"\r\n"):  # no part headers
+                head, content = b"", raw[2:]
+            else:
+                head, content = raw, b""
+        items = []
+        for line in _unfold(head.decode("latin-1")):
+            name, colon, value = line.partition(":")
+            if colon and _TOKEN.match(name.strip()):
+                items.append((name.strip(), value.strip()))
+        parts.append((Headers(items), content))
+    return parts
+
+
 def make_response(
     request: SipRequest,
     status: int,
@@ -840,6 +1022,7 @@ REASONS = {
     408: "Request Timeout",
     413: "Request Entity Too Large",
     415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
     420: "Bad Extension",
     422: "Session Interval Too Small",
     480: "Temporarily Unavailable",

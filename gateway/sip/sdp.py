@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from gateway.errors import EncryptedMediaOnly, NotAcceptable, SdpError
+from gateway.media.format import PTIME_MAX_MS, PTIME_MIN_MS
 
 Direction = Literal["sendrecv", "sendonly", "recvonly", "inactive"]
 DIRECTIONS: tuple[Direction, ...] = ("sendrecv", "sendonly", "recvonly", "inactive")
@@ -265,10 +266,7 @@ def describe(
     if not ordered:
         raise NotAcceptable("no common codec")
     codec = ordered[0]
-    ptime_text = audio.attribute("ptime") or sd_attr(sd, "ptime")
-    ptime = default_ptime
-    if ptime_text and ptime_text.strip().isdigit() and 10 <= int(ptime_text) <= 120:
-        ptime = int(ptime_text)
+    ptime = _packet_time(sd, audio, default_ptime)
     host = audio.connection or sd.connection
     if host is None:
         raise SdpError("no c= address")
@@ -280,6 +278,31 @@ def describe(
             rtcp_addr = (parts[3] if len(parts) >= 4 else host, int(parts[0]))
     direction = audio.direction or sd.direction
     return codec, offered[codec], dtmf_pt, ptime, (host, audio.port), rtcp_addr, direction
+
+
+def _packet_time(sd: SessionDescription, audio: MediaDescription, default: int) -> int:
+    """The packet time we send in (RFC 4566 §6: ours to choose): the peer's a=ptime when it is
+    one we can pace, else `default`; never above its a=maxptime (RFC 4566 §6)."""
+    ptime = default
+    text = audio.attribute("ptime") or sd_attr(sd, "ptime")
+    value = _whole_ms(text)
+    if value is not None and PTIME_MIN_MS <= value <= PTIME_MAX_MS:
+        ptime = value
+    most = _whole_ms(audio.attribute("maxptime") or sd_attr(sd, "maxptime"))
+    if most is not None and most < ptime:
+        ptime = max(PTIME_MIN_MS, most)
+    return ptime
+
+
+def _whole_ms(text: str | None) -> int | None:
+    """A ptime value in whole milliseconds ("20", "20.0"), None when there is none."""
+    if not text:
+        return None
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None
+    return int(value) if 0 < value < 10_000 else None
 
 
 def sd_attr(sd: SessionDescription, name: str) -> str | None:

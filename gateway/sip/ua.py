@@ -409,6 +409,10 @@ class SipEndpoint:
         if mf is not None and mf == 0 and method != "OPTIONS":
             core.stateless(request, addr, 483, "too_many_hops")
             return
+        if request.uri.partition(":")[0].lower() not in ("sip", "sips"):
+            # §8.2.2.1: a Request-URI scheme we do not serve (tel:, urn: ...)
+            core.stateless(request, addr, 416, "unsupported")
+            return
         if method == "CANCEL":
             self._uas.on_cancel(request, addr, key, now)
             return

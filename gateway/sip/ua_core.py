@@ -14,13 +14,13 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from gateway.errors import SdpError, SipCallStateError, TransactionStateError
+from gateway.errors import SdpError, SipCallStateError, SipParseError, TransactionStateError
 from gateway.sip import routing
 from gateway.sip.auth import Credentials
 from gateway.sip.call_state import COMMANDS, REQUESTS, TABLE, CallInput, CallState
 from gateway.sip.dialog import Dialog
 from gateway.sip.events import RequestRejected, SipEvent, UnexpectedInput
-from gateway.sip.message import REASONS, SipRequest, SipResponse, make_response
+from gateway.sip.message import REASONS, SipRequest, SipResponse, make_response, session_body
 from gateway.sip.sdp import SessionDescription
 from gateway.sip.transaction import (
     Address,
@@ -560,10 +560,19 @@ def _purpose(method: str) -> str:
 
 
 def sdp_of(message: SipRequest | SipResponse) -> SessionDescription | None:
-    """The message's SDP body, None if it has none or it does not parse."""
-    if not message.body or message.content_type != "application/sdp":
-        return None
+    """The message's SDP body (or SDP part of a multipart body), None if it has none or it
+    does not parse."""
     try:
-        return SessionDescription.parse(message.body)
-    except SdpError:
+        body = session_body(message)
+        return SessionDescription.parse(body) if body is not None else None
+    except (SdpError, SipParseError):
         return None
+
+
+def offer_body(message: SipRequest | SipResponse) -> bytes:
+    """The SDP bytes of a message with a body: the application/sdp part of a multipart one
+    (RFC 5621); else the body as it is (which then fails to parse as SDP: 400)."""
+    try:
+        return session_body(message) or message.body
+    except SipParseError:
+        return message.body

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from gateway.errors import NotAcceptable, SdpError
+from gateway.errors import NotAcceptable, SdpError, SipParseError
 from gateway.sip import sdp as sdpmod
 from gateway.sip.admission import Admission
 from gateway.sip.call_state import CallInput, CallState
@@ -24,7 +24,14 @@ from gateway.sip.events import (
     IncomingCallReceived,
     RequestRejected,
 )
-from gateway.sip.message import SipRequest, SipResponse, make_response
+from gateway.sip.message import (
+    REASONS,
+    SipRequest,
+    SipResponse,
+    SipUri,
+    make_response,
+    session_body,
+)
 from gateway.sip.prack import rel100_of
 from gateway.sip.routing import learn_target, new_tag
 from gateway.sip.sdp import SessionDescription
@@ -43,6 +50,15 @@ def exposed_headers(request: SipRequest) -> tuple[tuple[str, str], ...]:
     """The INVITE's header lines in order (repeated ones kept), bounded, without credentials."""
     lines = [(n, v) for n, v in request.headers.items() if n.lower() not in HIDDEN_HEADERS]
     return tuple((n, v[:MAX_EXPOSED_VALUE]) for n, v in lines[:MAX_EXPOSED_HEADERS])
+
+
+#: the bodies an INVITE may carry: SDP, alone or as a part of a multipart (RFC 5621)
+ACCEPT = "application/sdp, multipart/mixed"
+
+
+def _phrase(exc: SipParseError) -> str:
+    """A reason phrase for a body refusal, naming the cause."""
+    return f"{REASONS.get(exc.status_hint, 'Bad Request')} ({exc.reason})"
 
 
 def warning(exc: NotAcceptable) -> tuple[str, str]:
@@ -102,14 +118,27 @@ class Uas:
             core.tx_respond(tx, 422, now, [("Min-SE", str(core.config.min_session_expires))])
             core.events.append(RequestRejected("unsupported", "INVITE", 422, addr))
             return
+        if not request.contacts and not isinstance(request.from_.uri, SipUri):
+            # §8.1.1.8: no Contact leaves From as the remote target, and a tel: one is none
+            core.tx_respond(tx, 400, now, reason="Bad Request (missing Contact)")
+            core.events.append(RequestRejected("malformed", "INVITE", 400, addr))
+            return
         offer: SessionDescription | None = None
         if request.body:
-            if request.content_type != "application/sdp":
-                core.tx_respond(tx, 415, now, [("Accept", "application/sdp")])
+            try:
+                body = session_body(request)  # the SDP part of a multipart (SIP-I) body too
+            except SipParseError as exc:
+                accept = [("Accept", ACCEPT)] if exc.status_hint == 415 else []
+                core.tx_respond(tx, exc.status_hint, now, accept, reason=_phrase(exc))
+                core.events.append(RequestRejected("malformed", "INVITE", exc.status_hint, addr))
+                return
+            if body is None:
+                reason = f"Unsupported Media Type (no application/sdp in {request.content_type})"
+                core.tx_respond(tx, 415, now, [("Accept", ACCEPT)], reason=reason)
                 core.events.append(RequestRejected("unsupported", "INVITE", 415, addr))
                 return
             try:
-                offer = SessionDescription.parse(request.body)
+                offer = SessionDescription.parse(body)
                 sdpmod.check_offer(offer)
             except NotAcceptable as exc:
                 core.tx_respond(tx, 488, now, [warning(exc)])

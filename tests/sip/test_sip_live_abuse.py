@@ -35,7 +35,8 @@ def malformed(i: int, port: int) -> bytes:
             f"INVITE sip:gw@h SIP/2.0\r\nVia: garbage{i}\r\nFrom: <sip:a@b>\r\n"
             f"To: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\r\n".encode()
         ),
-        f"INVITE sip:gw@h SIP/2.0\r\n{head}CSeq: 1 INVITE\r\nX: \xff\xfe\r\n\r\n".encode("latin-1"),
+        # not UTF-8 (read as Latin-1) and no colon: a bad header line, answered 400
+        f"INVITE sip:gw@h SIP/2.0\r\n{head}CSeq: 1 INVITE\r\nX\xff\xfe\r\n\r\n".encode("latin-1"),
         f"INVITE sip:gw@h\r\n{head}CSeq: 1 INVITE\r\n\r\n".encode(),
         f"BYE sip:gw@h SIP/2.0\r\n{head}CSeq: 1 INVITE\r\n\r\n".encode(),
         f"OPTIONS sip:gw@h SIP/3.0\r\n{head}CSeq: 1 OPTIONS\r\n\r\n".encode(),

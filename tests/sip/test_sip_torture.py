@@ -21,8 +21,9 @@ parser makes of it:
   there (416 for unkscm and novelsc, 420 for bext01, 415 for invut, 406 for sdp01, 483 for a
   proxy seeing zeromf, a registrar's answers to cparam01/02, regescrt, regaut01) are the user
   agent's business, not the parser's, and are not asserted here.
-* unksm2 is refused (400): To/From must be sip:/sips: URIs for this gateway (a registrar refuses
-  it too, RFC 4475 §3.3.4).
+* unksm2 parses: To and From may hold any absolute URI (RFC 3261 §20.20, §20.39; carriers send
+  tel:), so its urn: and mailto: are read; a registrar would refuse the REGISTER (RFC 4475
+  §3.3.4), and this gateway answers REGISTER 405 anyway.
 
 Not exercised because the gateway has no such feature: multipart bodies (mpart01's body is
 carried opaque, only its framing is checked), RFC 2543 transaction matching for inv2543 (its
@@ -307,7 +308,6 @@ INVALID = [
     ("mismatch02", 400, "CSeq method does not match", True),  # §3.1.2.18
     ("bigcode", 400, "bad status line", False),  # §3.1.2.19 a response: dropped
     ("insuf", 400, "missing From", True),  # §3.3.1 no To, From, Call-ID
-    ("unksm2", 400, "bad From: not a SIP URI", True),  # §3.3.4 To urn:, From mailto:
     ("multi01", 400, "duplicate From", True),  # §3.3.8 two To, From, Call-ID, CSeq
     ("mcl01", 400, "conflicting Content-Length", True),  # §3.3.9
 ]
@@ -410,6 +410,18 @@ def test_unkscm_and_novelsc_non_sip_request_uris_are_parsed_for_a_416() -> None:
     for name in ("unkscm", "novelsc"):
         with pytest.raises(SipParseError):
             request(name).request_uri  # noqa: B018
+
+
+def test_unksm2_to_and_from_of_other_schemes_are_read() -> None:
+    """§3.3.4: a To of urn: and a From of mailto: are absolute URIs, which §20.20 and §20.39
+    allow; they are kept as text (tel: is the scheme carriers send there)."""
+    msg = request("unksm2")
+    assert (msg.to.uri.scheme, str(msg.to.uri)) == (
+        "urn",
+        "urn:uuid:0f8a3c52-7d41-4e9b-a6c2-31d5e8b90a17",
+    )
+    assert (msg.from_.uri.scheme, msg.from_.tag) == ("mailto", "u2")
+    assert str(msg.from_.uri) == "mailto:front.desk@example.org"
 
 
 def test_bext01_require_and_proxy_require_lists() -> None:

@@ -3,9 +3,15 @@ the captures sipp ships (`/usr/share/sip-tester`, Debian package sip-tester)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import struct
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.binaries import require_binary
 
 SIPP_SHARE = Path("/usr/share/sip-tester")
 
@@ -72,3 +78,74 @@ def pcap_rtp_payloads(path: Path) -> list[tuple[int, int, bytes]]:
         (seq,) = struct.unpack("!H", rtp[2:4])
         out.append((rtp[1] & 0x7F, seq, rtp[12 + 4 * cc :]))
     return out
+
+
+def write_rtp_pcap(path: Path, audio: bytes, *, ptime_ms: int, payload_type: int = 8) -> Path:
+    """A classic pcap (Ethernet, IPv4, UDP) of `audio` (G.711, 8 kHz) as RTP packets of
+    `ptime_ms`, spaced `ptime_ms` apart: what sipp's `play_pcap_audio` replays (it rewrites
+    addresses and ports, and keeps the capture's timing, sizes and RTP headers)."""
+    samples = 8 * ptime_ms
+    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    ssrc = 0x5EED0000 | ptime_ms
+    for n, at in enumerate(range(0, len(audio) - samples + 1, samples)):
+        rtp = struct.pack("!BBHII", 0x80, payload_type | (0x80 if n == 0 else 0), n, at, ssrc)
+        rtp += audio[at : at + samples]
+        udp = struct.pack("!HHHH", 40000, 6000, 8 + len(rtp), 0) + rtp
+        ip = struct.pack(
+            "!BBHHHBBH4s4s",
+            0x45,
+            0,
+            20 + len(udp),
+            n & 0xFFFF,
+            0,
+            64,
+            17,
+            0,
+            bytes([127, 0, 0, 1]),
+            bytes([127, 0, 0, 1]),
+        )
+        frame = b"\x00" * 12 + b"\x08\x00" + ip + udp
+        t_us = n * ptime_ms * 1000
+        out += struct.pack("<IIII", t_us // 1_000_000, t_us % 1_000_000, len(frame), len(frame))
+        out += frame
+    path.write_bytes(bytes(out))
+    return path
+
+
+class LoopbackCapture:
+    """dumpcap (Debian package wireshark-common, which tshark brings) on `lo` with a capture filter,
+    by PID, writing a classic pcap: `with LoopbackCapture(path, "udp dst port 6000"): ...`,
+    then `read_pcap_udp(path)`. Waits until the capture runs; stops it with SIGINT (it
+    flushes) on exit."""
+
+    def __init__(self, path: Path, capture_filter: str) -> None:
+        self.path = path
+        self.capture_filter = capture_filter
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> LoopbackCapture:
+        binary = require_binary("dumpcap", "wireshark-common")
+        log = self.path.with_suffix(".log")
+        self.proc = subprocess.Popen(
+            [binary, "-q", "-i", "lo", "-f", self.capture_filter, "-P", "-w", str(self.path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(log, "wb"),
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # dumpcap writes the file header once it captures
+            if self.path.exists() and self.path.stat().st_size >= 24:
+                return self
+            assert self.proc.poll() is None, log.read_text(errors="replace")
+            time.sleep(0.05)
+        raise AssertionError(f"dumpcap did not start: {log.read_text(errors='replace')}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)

@@ -58,7 +58,7 @@ from gateway.sip.events import (
 )
 from gateway.sip.keepalive import KeepAliveTarget
 from gateway.sip.locate import Target
-from gateway.sip.message import NameAddr, SipUri
+from gateway.sip.message import NameAddr, SipUri, parse_uri
 from gateway.sip.resolver import SipResolver
 from gateway.sip.routing import uri_address
 from gateway.sip.tls import TlsClient
@@ -702,8 +702,8 @@ def _current_task_cancelling() -> bool:
 
 
 def _user(uri: str) -> str:
-    """The user part of a SIP URI or name-addr, '' if none."""
-    with contextlib.suppress(ValueError, SipParseError):  # e.g. a tel: URI: no SIP user part
-        parsed = NameAddr.parse(uri).uri if "<" in uri else SipUri.parse(uri)
+    """The user part of a SIP URI or name-addr, a tel: URI's number; '' if none."""
+    with contextlib.suppress(ValueError, SipParseError):
+        parsed = NameAddr.parse_any(uri).uri if "<" in uri else parse_uri(uri)
         return parsed.user or ""
     return ""
