@@ -3,7 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PYTEST_ARGS ?=
+# the suite mostly waits on real peers in real time: three workers on two cores, a module per
+# worker (its peers and ports stay together); PYTEST_ARGS= runs it serially
+PYTEST_ARGS ?= -n 3 --dist loadfile
 
 .PHONY: run test lint typecheck pytest peers bench bench-calls soak clean
 
