@@ -297,6 +297,11 @@ class SipEndpoint:
             raise SipCallStateError(f"no call {call}")
         return found
 
+    def use_credentials(self, call: int, credentials: Credentials) -> None:
+        """Answer challenges to our in-dialog requests of an incoming call with `credentials`
+        (its trunk's: a PBX that challenges our BYE or re-INVITE, §22.2)."""
+        self._known(call).credentials = credentials
+
     def accept(self, call: int, sdp: SessionDescription | bytes, now: float) -> None:
         """Answer with 200 OK carrying `sdp` (the answer, or our offer for a late offer)."""
         self._core.command(call, Trigger(CallInput.ACCEPT, now, sdp=sdp))

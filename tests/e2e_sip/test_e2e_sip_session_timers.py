@@ -31,6 +31,7 @@ from tests.support.harness import free_udp_tcp_port
 from tests.support.ops_peers import Kamailio
 from tests.support.scenarios import CallLog
 from tests.support.sipp import Sipp, TracedMessage
+from tests.support.waiting import wait_for
 
 TOKEN = "test-api-token-session-timers"
 USER, PASSWORD = "trunkuser", "s3cret-Pw"
@@ -451,3 +452,73 @@ async def test_kamailio_sst_interval_is_refreshed_by_the_gateway(tmp_path: Path)
     times = stamps(caller)
     delay = times[traced.index(update)] - times[traced.index(ok)]
     assert 44.5 <= delay <= 45.5, delay
+
+
+# --- an inbound call from a trunk with credentials: our challenged BYE is answered too
+
+_UAC_CALL = _UAC[: _UAC.index('  <recv request="UPDATE"')]
+_CHALLENGED_BYE = f"""  <recv request="BYE" timeout="20000" crlf="true"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 401 Unauthorized
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      WWW-Authenticate: Digest realm="sipp.test", nonce="{NONCE}", algorithm=MD5, qop="auth"
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="BYE" timeout="5000" crlf="true"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+"""
+
+
+async def test_an_inbound_call_from_a_trunk_answers_its_challenge_to_our_bye(
+    tmp_path: Path,
+) -> None:
+    """A PBX (sipp, from a trunk's `inbound_sources`) calls in; the gateway hangs up and the PBX
+    challenges the BYE: the retry carries the trunk's credentials (§22.2, CSeq + 1)."""
+    trunk = {"pbx": {"inbound_sources": ["127.0.0.1/32"], "username": USER, "password": PASSWORD}}
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with running_gateway(
+        CallLog().setup, api_token=Secret(TOKEN), trunks=trunk, rtp_timeout=0.0
+    ) as gw:
+        caller = Sipp(
+            tmp_path,
+            f"127.0.0.1:{gw.sip_port}",
+            scenario=scenario(tmp_path, "inbound_bye_401", _UAC_CALL + _CHALLENGED_BYE),
+            extra=["-m", "1", "-s", "agent"],
+            timeout=30,
+        ).start()
+        try:
+            await wait_for(lambda: gw.manager.calls, 10, "the call answered")
+            [call_id] = list(gw.manager.calls)
+            base = f"http://127.0.0.1:{gw.http_port}"
+            async with (
+                aiohttp.ClientSession() as http,
+                http.delete(f"{base}/calls/{call_id}", headers=auth) as r,
+            ):
+                assert r.status == 200, await r.text()
+            result = await caller.wait_async()
+        finally:
+            caller.kill()
+        await assert_nothing_leaked(gw)
+    assert result.returncode == 0 and result.successful_calls == 1, result.explain()
+    bye, bye_retry = received(caller.traced(), "BYE")
+    assert not header(bye, "Authorization")
+    check_digest(bye_retry, "Authorization")
+    assert int(header(bye_retry, "CSeq").split()[0]) == int(header(bye, "CSeq").split()[0]) + 1

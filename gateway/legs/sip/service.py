@@ -291,6 +291,11 @@ class SipCallService:
         caller = _user(ev.from_uri)
         called = _user(ev.request_uri) or _user(ev.to_uri)
         trunk = self._trunk_of(ev)
+        trunk_cfg = self.trunks.get(trunk) if trunk else None
+        if trunk_cfg is not None and trunk_cfg.username:
+            # our BYE, re-INVITE or UPDATE may be challenged by the trunk too (§22.2)
+            creds = Credentials(trunk_cfg.username, trunk_cfg.password)
+            self.endpoint.use_credentials(ev.call, creds)
         if trunk and self.endpoint.registered_trunk(called) == trunk:
             # an INVITE to our registered Contact: the number dialled is in To (§10.2.4)
             called = _user(ev.to_uri) or called
