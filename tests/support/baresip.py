@@ -14,7 +14,7 @@ from pathlib import Path
 from gateway.app import Gateway
 from tests.support.audio import Pcm, read_wav_8k
 from tests.support.binaries import require_binary
-from tests.support.harness import free_port_with_next, free_udp_port
+from tests.support.harness import free_port_with_next, free_udp_block
 from tests.support.scenarios import CallLog
 from tests.support.waiting import wait_for
 
@@ -55,7 +55,7 @@ class Baresip:
         self.recordings = workdir / "recordings"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.recordings.mkdir(exist_ok=True)
-        rtp = free_udp_port() & ~1
+        rtp = free_udp_block(22)
         #: its SIP port (UDP and TCP); with `sip_certificate` it takes TLS on the next one
         self.sip_port = free_port_with_next()
         (self.dir / "config").write_text(

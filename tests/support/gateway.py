@@ -35,7 +35,7 @@ from gateway.call.scenario import ScenarioSetup
 from gateway.config import Settings, add_arguments, load_settings
 from gateway.realtime.local.engine import LocalEngine
 from gateway.secret import Secret
-from tests.support.harness import free_port, free_udp_tcp_port
+from tests.support.harness import free_port, free_udp_tcp_port, xdist_worker
 from tests.support.scenarios import CallLog
 from tests.support.sip_messages import sip_exchange, sip_request
 from tests.support.sipp import Sipp, SippResult
@@ -48,10 +48,10 @@ API_TOKEN = "drain-test-token-5b1e"
 
 
 def rtp_range() -> str:
-    """A 200-port RTP range unique to this test process and gateway."""
-    block = next(_RTP_BLOCKS) % 40
-    base = 40000 + (os.getpid() % 25) * 1000 + block * 200 % 1000
-    base += base % 2
+    """A 200-port RTP range of this test worker's own (12 in turn, in 10000-19999: below the
+    ephemeral ports and the single ports tests pick, see tests.support.harness)."""
+    block = next(_RTP_BLOCKS) % 12
+    base = 10000 + (xdist_worker() % 4) * 2500 + block * 200
     return f"{base}-{base + 198}"
 
 

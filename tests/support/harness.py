@@ -65,10 +65,60 @@ class HarnessError(RuntimeError):
 # --- ports -------------------------------------------------------------------------------------
 
 
+#: Ports tests choose come from a slice of 20000-32767 of their own per pytest-xdist worker,
+#: below the kernel's ephemeral range (32768-60999 here) that clients, aiortc and Chromium bind
+#: from: a port chosen, released and bound later by a peer can then be taken by neither another
+#: worker nor an ephemeral socket meanwhile. RTP ranges (tests.support.gateway.rtp_range) use
+#: 10000-19999 the same way.
+PORT_SLICE = 3000
+PORTS_BASE = 20000
+#: each pick owns 4 ports (a peer binds neighbours: baresip P+1, sipp's media ports +2)
+PORT_STEP = 4
+
+
+def xdist_worker() -> int:
+    """This pytest-xdist worker's index (gw0 -> 0); 0 when the suite runs serially."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    digits = name[2:] if name.startswith("gw") else ""
+    return int(digits) if digits.isdigit() else 0
+
+
+_next_pick = (os.getpid() * PORT_STEP) % PORT_SLICE
+
+
 def _bound_port(kind: int, host: str) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    global _next_pick
+    base = PORTS_BASE + (xdist_worker() % 4) * PORT_SLICE
+    for _ in range(PORT_SLICE // PORT_STEP):
+        port = base + _next_pick - _next_pick % PORT_STEP
+        _next_pick = (_next_pick + PORT_STEP) % PORT_SLICE
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise HarnessError(f"no port free in this worker's slice {base}-{base + PORT_SLICE - 1}")
+
+
+def free_udp_block(size: int, host: str = "127.0.0.1") -> int:
+    """The even first port of `size` consecutive ports of this worker's slice, the first free
+    for UDP now (a peer's RTP range, e.g. baresip's `rtp_ports`)."""
+    global _next_pick
+    steps = -(-size // PORT_STEP)
+    base = PORTS_BASE + (xdist_worker() % 4) * PORT_SLICE
+    for _ in range(PORT_SLICE // PORT_STEP):
+        if _next_pick + steps * PORT_STEP > PORT_SLICE:
+            _next_pick = 0
+        port = base + _next_pick - _next_pick % PORT_STEP
+        _next_pick = (_next_pick + steps * PORT_STEP) % PORT_SLICE
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise HarnessError(f"no block of {size} ports free in {base}-{base + PORT_SLICE - 1}")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
