@@ -36,6 +36,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
 from gateway.sip.message import SipUri
+from gateway.sip.routing import DEFAULT_PORTS, uri_transport
 from gateway.sip.sdp import is_ip
 from gateway.sip.transaction import Address
 
@@ -43,7 +44,6 @@ TRANSPORTS = ("udp", "tcp", "tls")
 #: RFC 3263 §4.1 NAPTR services and SRV prefixes, by transport
 NAPTR_SERVICES = {"SIP+D2U": "udp", "SIP+D2T": "tcp", "SIPS+D2T": "tls"}
 SRV_PREFIX = {"udp": "_sip._udp.", "tcp": "_sip._tcp.", "tls": "_sips._tcp."}
-DEFAULT_PORT = {"udp": 5060, "tcp": 5060, "tls": 5061}
 RECORD_TYPES = ("NAPTR", "SRV", "A", "AAAA")
 #: at most this many targets per lookup (a name with 300 addresses must not make 300 attempts)
 MAX_TARGETS = 16
@@ -241,11 +241,9 @@ class Lookup:
         host = uri.host
         sips = uri.scheme == "sips"
         explicit = uri.params.get("transport")
-        transport = (explicit or "udp").lower()
-        if sips:
-            transport = "tls"  # §4.1: sips: is TLS (over TCP) whatever transport= says
+        transport = uri_transport(uri)  # §4.1: sips: is TLS (over TCP) whatever transport= says
         if is_ip(host):  # §4.1, §4.2: a numeric IP needs no lookup
-            self._add(transport, host, uri.port or DEFAULT_PORT[transport])
+            self._add(transport, host, uri.port or DEFAULT_PORTS[transport])
             return
         if uri.port is not None:  # §4.2: a port given: A/AAAA only
             yield from self._addresses(host, transport, uri.port)
@@ -253,7 +251,7 @@ class Lookup:
         if explicit is not None or sips:  # §4.2: SRV for that transport
             found = yield from self._srv(host, transport)
             if not found:
-                yield from self._addresses(host, transport, DEFAULT_PORT[transport])
+                yield from self._addresses(host, transport, DEFAULT_PORTS[transport])
             return
         answer = yield (host, "NAPTR")
         naptrs = naptr_order([r for r in answer if isinstance(r, Naptr)], sips, self.transports)
@@ -266,7 +264,7 @@ class Lookup:
             for t in srv_transports:  # §4.1: no NAPTR: SRV for each transport we support
                 found = (yield from self._srv(host, t)) or found
         if not found:  # §4.2: no SRV either: A/AAAA with the default port
-            yield from self._addresses(host, transport, DEFAULT_PORT[transport])
+            yield from self._addresses(host, transport, DEFAULT_PORTS[transport])
 
     def _srv(
         self, host: str, transport: str, name: str | None = None

@@ -178,9 +178,12 @@ def target_addr(peer: Address, dialog: Dialog | None) -> Address:
     if transport == "tls" and peer.conn is not None and sdpmod.is_ip(uri.host):
         # a dialog that came in over TLS (a connection we accepted)
         return Address(
-            "tls", uri.host, uri.port or 5061, peer.conn if peer.transport == "tls" else None
+            "tls",
+            uri.host,
+            uri.port or DEFAULT_PORTS["tls"],
+            peer.conn if peer.transport == "tls" else None,
         )
     if transport == peer.transport and (peer.reliable or not sdpmod.is_ip(uri.host)):
         return peer
-    port = uri.port or (5061 if transport == "tls" else 5060)
+    port = uri.port or DEFAULT_PORTS[transport]
     return Address(transport, uri.host, port, None)
