@@ -184,16 +184,20 @@ async def test_browser_call_through_the_whole_gateway(tmp_path: Path) -> None:
             echo_speech = echo48[loud[0] : loud[-1]]
             # Piece by piece, in order: Chromium's jitter buffer (NetEq) may stretch the playout
             # by 10 ms here and there (seen: one 10 ms expansion in 1.7 s idle; under a loaded
-            # machine, several in the first half second), which breaks a single whole-utterance
+            # machine, 84 ms over the first half second), which breaks a single whole-utterance
             # correlation but not sixteen ~100 ms pieces in sequence: a piece that holds a stretch
             # matches less well, the others near perfectly. Other speech scores ~0.25.
             pieces = np.array_split(echo_speech, 16)
             found = [find_correlation(played, piece) for piece in pieces]
             scores = sorted(score for _, score in found)
             assert scores[0] > 0.4 and scores[4] > 0.85, found
+            # In order, each piece after the one before it by its own length, give or take what
+            # NetEq may insert or take out within ~100 ms (seen: +27 ms on a loaded CI machine,
+            # 84 ms in all over the first half second); out-of-order or repeated audio fails.
             starts = np.array([at for at, _ in found])
-            expected = np.cumsum([0] + [len(piece) for piece in pieces[:-1]])
-            assert np.all(np.abs((starts - starts[0]) - expected) <= RATE * 60 // 1000), found
+            steps = np.diff(starts) - np.array([len(piece) for piece in pieces[:-1]])
+            assert np.all((steps >= -RATE * 30 // 1000) & (steps <= RATE * 60 // 1000)), found
+            assert abs(int(steps.sum())) <= RATE * 250 // 1000, found
             assert best_abs_correlation(played, echo_speech[::-1].copy()) < 0.4
             # ...and so holds the caller's words: piece by piece again (a whole-utterance
             # correlation drops under NetEq's stretches on a loaded machine; seen 0.42)
