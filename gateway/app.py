@@ -56,7 +56,7 @@ from gateway.secret import Secret
 from gateway.sip.auth import DigestServer
 from gateway.sip.policy import SourcePolicy, TrunkPolicy
 from gateway.sip.resolver import SipResolver
-from gateway.sip.sdp import is_ip
+from gateway.sip.sdp import MediaPolicy, is_ip
 from gateway.sip.tls import client_for_trunk, uses_tls
 from gateway.sip.transport import SipTransport
 from gateway.sip.trunk import Trunk
@@ -230,7 +230,9 @@ class Gateway:
                 algorithms=tuple(s.sip_digest_algorithms),
             )
         policy = sip_source_policy(s)
-        endpoint = SipEndpoint(EndpointConfig(host=public, port=port), policy=policy, auth=auth)
+        media = MediaPolicy(ptime=s.ptime_ms)
+        config = EndpointConfig(host=public, port=port, media=media)
+        endpoint = SipEndpoint(config, policy=policy, auth=auth)
         lo, hi = parse_port_range(s.rtp_ports)
         clocks = self.clocks
         trunks = s.trunk_settings()
@@ -258,7 +260,6 @@ class Gateway:
             public_address=public,
             ringing=s.sip_ringing,
             early_media=s.sip_early_media,
-            ptime_ms=s.ptime_ms,
             trunks=trunks,
             tls_clients=tls_clients,
             rtp_timeout=s.rtp_timeout,

@@ -377,14 +377,12 @@ class InDialog:
         port = audio.port if audio else 0
         addr = (audio.connection if audio else None) or local.connection or local.origin_address
         current = _current_codec(local)
-        prefer: tuple[sdpmod.Codec, ...] = (
-            (current, "pcma" if current == "pcmu" else "pcmu") if current else ("pcmu", "pcma")
-        )
+        policy = call.media.preferring(current) if current else call.media
         negotiated = sdpmod.negotiate(
             offer,
             addr,
             port,
-            prefer=prefer,
+            policy,
             session_id=local.session_id,
             session_version=local.session_version,
         )
@@ -397,28 +395,26 @@ class InDialog:
 
     def _media_from_answer(self, call: SipCall, answer: SessionDescription) -> None:
         try:
-            codec, pt, dtmf, ptime, remote, rtcp, direction = sdpmod.describe(answer)
+            media = sdpmod.describe(answer, call.media)
         except SdpError:
             return
         assert call.local_sdp is not None
         call.remote_sdp = answer
-        self.core.events.append(
-            MediaUpdated(
-                call.handle,
-                Negotiated(call.local_sdp, codec, pt, dtmf, ptime, remote, rtcp, direction),
-            )
-        )
+        self.core.events.append(MediaUpdated(call.handle, Negotiated(call.local_sdp, media)))
 
 
 def _current_codec(sd: SessionDescription) -> sdpmod.Codec | None:
+    """The codec our last SDP chose (its first format), None if none."""
     audio = sd.audio()
-    if audio is None:
+    if audio is None or not audio.formats or not audio.formats[0].isdigit():
         return None
-    for fmt in audio.formats:
-        if fmt == "0":
-            return "pcmu"
-        if fmt == "8":
-            return "pcma"
+    pt = int(audio.formats[0])
+    rtpmap = audio.rtpmaps().get(pt)
+    for codec in sdpmod.CODECS.values():
+        if (codec.encoding.lower(), codec.clock_rate) == rtpmap or (
+            rtpmap is None and codec.static and codec.payload_type == pt
+        ):
+            return codec.name
     return None
 
 

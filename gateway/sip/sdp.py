@@ -1,8 +1,10 @@
-"""SDP (RFC 4566) and the offer/answer model (RFC 3264) for one G.711 audio stream.
+"""SDP (RFC 4566) and the offer/answer model (RFC 3264) for one audio stream.
 
 No I/O. `SessionDescription.parse()`/`serialize()` handle the lines we need and keep the rest;
-`negotiate()` answers an offer with PCMU/PCMA plus telephone-event (RFC 4733) and describes the
-remote media; `make_offer()` builds our offer (late offer, re-INVITE, outbound INVITE).
+`describe()` reads an offer or answer into `RemoteMedia` under a `MediaPolicy` (our codecs in
+order of preference, the packet time); `negotiate()` answers an offer with one codec plus
+telephone-event (RFC 4733); `make_offer()` builds our offer (late offer, re-INVITE, outbound).
+The codecs we can name are in `CODECS`; a policy lists the ones a call may use.
 
 Only plain RTP is answered (RTP/AVP, and RTP/AVPF, which is AVP plus feedback rules). Until
 SRTP exists, an encrypted audio line (RTP/SAVP with a=crypto, RTP/SAVPF, UDP/TLS/RTP/SAVP(F)) is
@@ -27,7 +29,9 @@ from gateway.media.format import PTIME_MAX_MS, PTIME_MIN_MS
 
 Direction = Literal["sendrecv", "sendonly", "recvonly", "inactive"]
 DIRECTIONS: tuple[Direction, ...] = ("sendrecv", "sendonly", "recvonly", "inactive")
-Codec = Literal["pcmu", "pcma"]
+Codec = str  # a key of CODECS
+SrtpMode = Literal["off", "optional", "mandatory"]
+Address = tuple[str, int]
 
 # RFC 3264 §6.1: the answer's direction given the offer's.
 _ANSWER_DIRECTION: dict[Direction, Direction] = {
@@ -36,9 +40,60 @@ _ANSWER_DIRECTION: dict[Direction, Direction] = {
     "recvonly": "sendonly",
     "inactive": "inactive",
 }
-_STATIC = {0: "pcmu", 8: "pcma"}
-_CODEC_PT: dict[Codec, int] = {"pcmu": 0, "pcma": 8}
-_CODEC_NAME: dict[Codec, str] = {"pcmu": "PCMU", "pcma": "PCMA"}
+
+
+@dataclass(frozen=True, slots=True)
+class SdpCodec:
+    """How a codec is named in SDP: rtpmap encoding and clock rate (RFC 4566 §6), its static
+    payload type (RFC 3551 table 4) or the dynamic one we offer, channels and our fmtp."""
+
+    name: Codec
+    encoding: str
+    clock_rate: int
+    payload_type: int
+    channels: int = 1
+    fmtp: str | None = None
+
+    @property
+    def static(self) -> bool:
+        return self.payload_type < 96
+
+    @property
+    def rtpmap(self) -> str:
+        suffix = f"/{self.channels}" if self.channels != 1 else ""
+        return f"{self.payload_type} {self.encoding}/{self.clock_rate}{suffix}"
+
+
+#: every codec we can name, by our name
+CODECS: dict[Codec, SdpCodec] = {
+    "pcmu": SdpCodec("pcmu", "PCMU", 8000, 0),
+    "pcma": SdpCodec("pcma", "PCMA", 8000, 8),
+}
+_STATIC = {c.payload_type: c.name for c in CODECS.values() if c.static}
+
+
+@dataclass(frozen=True, slots=True)
+class MediaPolicy:
+    """What a call's media may be: our codecs in order of preference, the packet time we send
+    in when the peer names none, and SRTP (`off` refuses it)."""
+
+    codecs: tuple[Codec, ...] = ("pcmu", "pcma")
+    ptime: int = 20
+    srtp: SrtpMode = "off"
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.codecs if c not in CODECS]
+        if unknown or not self.codecs:
+            raise ValueError(f"codecs {list(self.codecs)}: each one of {', '.join(CODECS)}")
+
+    def preferring(self, codec: Codec) -> MediaPolicy:
+        """The same policy with `codec` first (a re-INVITE keeps the codec in use)."""
+        if codec not in self.codecs:
+            return self
+        return replace(self, codecs=(codec, *(c for c in self.codecs if c != codec)))
+
+
+DEFAULT_MEDIA = MediaPolicy()
 
 
 #: the m= protos we answer: RTP (RFC 3551) and RTP with feedback (RFC 4585, compatible with AVP)
@@ -206,17 +261,16 @@ def _addrtype(addr: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Negotiated:
-    """The outcome of offer/answer for our one audio stream."""
+class RemoteMedia:
+    """The far end's audio stream as an offer or answer describes it, with the codec chosen."""
 
-    answer: SessionDescription
     codec: Codec
     payload_type: int
     dtmf_payload_type: int | None
     ptime: int
-    remote_rtp: tuple[str, int]
-    remote_rtcp: tuple[str, int]
-    direction: Direction  # the remote side's direction as offered
+    remote_rtp: Address
+    remote_rtcp: Address
+    direction: Direction  # the remote side's direction
 
     @property
     def on_hold(self) -> bool:
@@ -226,20 +280,55 @@ class Negotiated:
             "::",
         )
 
+
+@dataclass(frozen=True, slots=True)
+class Negotiated:
+    """The outcome of offer/answer for our one audio stream: our answer and the remote media."""
+
+    answer: SessionDescription
+    media: RemoteMedia
+
+    @property
+    def codec(self) -> Codec:
+        return self.media.codec
+
+    @property
+    def payload_type(self) -> int:
+        return self.media.payload_type
+
+    @property
+    def dtmf_payload_type(self) -> int | None:
+        return self.media.dtmf_payload_type
+
+    @property
+    def ptime(self) -> int:
+        return self.media.ptime
+
+    @property
+    def remote_rtp(self) -> Address:
+        return self.media.remote_rtp
+
+    @property
+    def remote_rtcp(self) -> Address:
+        return self.media.remote_rtcp
+
+    @property
+    def direction(self) -> Direction:
+        return self.media.direction
+
+    @property
+    def on_hold(self) -> bool:
+        return self.media.on_hold
+
     @property
     def answer_sdp(self) -> bytes:
         return self.answer.serialize()
 
 
-def describe(
-    sd: SessionDescription,
-    *,
-    prefer: tuple[Codec, ...] = ("pcmu", "pcma"),
-    default_ptime: int = 20,
-) -> tuple[Codec, int, int | None, int, tuple[str, int], tuple[str, int], Direction]:
+def describe(sd: SessionDescription, policy: MediaPolicy = DEFAULT_MEDIA) -> RemoteMedia:
     """Pick our codec from `sd` (offer or answer) and read the remote media description.
 
-    Raises NotAcceptable when `sd` has no plain RTP audio stream or no PCMU/PCMA, as
+    Raises NotAcceptable when `sd` has no plain RTP audio stream or no codec of `policy`, as
     EncryptedMediaOnly when its only audio is SRTP."""
     audio = sd.audio()
     if audio is None:
@@ -248,25 +337,28 @@ def describe(
             raise EncryptedMediaOnly(f"SRTP ({active[0]}) not supported, offer RTP/AVP")
         raise NotAcceptable("no RTP/AVP audio stream")
     rtpmaps = audio.rtpmaps()
+    by_encoding = {(c.encoding.lower(), c.clock_rate): c.name for c in CODECS.values()}
     offered: dict[Codec, int] = {}
     dtmf_pt: int | None = None
     for fmt in audio.formats:
         if not fmt.isdigit():
             continue
         pt = int(fmt)
-        name, rate = rtpmaps.get(pt, (_STATIC.get(pt, ""), 8000))
-        if rate != 8000:
-            continue
-        if name in ("pcmu", "pcma") and name not in offered:
-            offered[name] = pt  # type: ignore[index]
+        if pt in rtpmaps:
+            name, rate = rtpmaps[pt]
+            codec = by_encoding.get((name, rate))
+        else:
+            name, codec = "", _STATIC.get(pt)
+        if codec is not None and codec not in offered:
+            offered[codec] = pt
         elif name == "telephone-event" and dtmf_pt is None:
             dtmf_pt = pt
-    # the offerer's order wins unless `prefer` excludes a codec (RFC 3264 §6.1)
-    ordered = [c for c in offered if c in prefer]
+    # our preference decides among the codecs offered (RFC 3264 §6.1 lets the answerer choose)
+    ordered = [c for c in policy.codecs if c in offered]
     if not ordered:
         raise NotAcceptable("no common codec")
     codec = ordered[0]
-    ptime = _packet_time(sd, audio, default_ptime)
+    ptime = _packet_time(sd, audio, policy.ptime)
     host = audio.connection or sd.connection
     if host is None:
         raise SdpError("no c= address")
@@ -277,7 +369,9 @@ def describe(
         if parts and parts[0].isdigit():
             rtcp_addr = (parts[3] if len(parts) >= 4 else host, int(parts[0]))
     direction = audio.direction or sd.direction
-    return codec, offered[codec], dtmf_pt, ptime, (host, audio.port), rtcp_addr, direction
+    return RemoteMedia(
+        codec, offered[codec], dtmf_pt, ptime, (host, audio.port), rtcp_addr, direction
+    )
 
 
 def _packet_time(sd: SessionDescription, audio: MediaDescription, default: int) -> int:
@@ -312,18 +406,17 @@ def sd_attr(sd: SessionDescription, name: str) -> str | None:
     return None
 
 
-def check_offer(offer: SessionDescription, prefer: tuple[Codec, ...] = ("pcmu", "pcma")) -> None:
+def check_offer(offer: SessionDescription, policy: MediaPolicy = DEFAULT_MEDIA) -> None:
     """Raise NotAcceptable (488) or SdpError (400) if `offer` cannot be answered."""
-    describe(offer, prefer=prefer)
+    describe(offer, policy)
 
 
 def negotiate(
     offer: SessionDescription,
     local_addr: str,
     local_port: int,
+    policy: MediaPolicy = DEFAULT_MEDIA,
     *,
-    prefer: tuple[Codec, ...] = ("pcmu", "pcma"),
-    default_ptime: int = 20,
     session_id: int = 1,
     session_version: int = 1,
     local_direction: Direction = "sendrecv",
@@ -332,9 +425,9 @@ def negotiate(
 
     The answer keeps the offer's m-line count (rejected extra streams get port 0).
     """
-    codec, pt, dtmf_pt, ptime, remote, rtcp, direction = describe(
-        offer, prefer=prefer, default_ptime=default_ptime
-    )
+    remote = describe(offer, policy)
+    codec, pt, dtmf_pt = remote.codec, remote.payload_type, remote.dtmf_payload_type
+    ptime, direction = remote.ptime, remote.direction
     answer_dir = _ANSWER_DIRECTION[direction]
     if local_direction != "sendrecv":
         answer_dir = _combine(answer_dir, local_direction)
@@ -343,7 +436,12 @@ def negotiate(
     for m in offer.media:
         if m is chosen:
             formats = [str(pt)] + ([str(dtmf_pt)] if dtmf_pt is not None else [])
-            attrs: list[tuple[str, str | None]] = [("rtpmap", f"{pt} {_CODEC_NAME[codec]}/8000")]
+            spec = CODECS[codec]
+            attrs: list[tuple[str, str | None]] = [
+                ("rtpmap", replace(spec, payload_type=pt).rtpmap)
+            ]
+            if spec.fmtp:
+                attrs.append(("fmtp", f"{pt} {spec.fmtp}"))
             if dtmf_pt is not None:
                 attrs += [
                     ("rtpmap", f"{dtmf_pt} telephone-event/8000"),
@@ -361,7 +459,7 @@ def negotiate(
         connection=local_addr,
         media=media,
     )
-    return Negotiated(answer, codec, pt, dtmf_pt, ptime, remote, rtcp, direction)
+    return Negotiated(answer, remote)
 
 
 def _combine(answer_dir: Direction, local: Direction) -> Direction:
@@ -379,19 +477,22 @@ def _combine(answer_dir: Direction, local: Direction) -> Direction:
 def make_offer(
     local_addr: str,
     local_port: int,
+    policy: MediaPolicy = DEFAULT_MEDIA,
     *,
-    codecs: tuple[Codec, ...] = ("pcmu", "pcma"),
     dtmf_pt: int | None = 101,
-    ptime: int = 20,
     direction: Direction = "sendrecv",
     session_id: int = 1,
     session_version: int = 1,
 ) -> SessionDescription:
-    """Our offer: the given codecs in order, telephone-event, ptime and direction."""
-    formats = [str(_CODEC_PT[c]) for c in codecs]
-    attrs: list[tuple[str, str | None]] = [
-        ("rtpmap", f"{_CODEC_PT[c]} {_CODEC_NAME[c]}/8000") for c in codecs
-    ]
+    """Our offer: the policy's codecs in order, telephone-event, ptime and direction."""
+    specs = [CODECS[c] for c in policy.codecs]
+    formats = [str(c.payload_type) for c in specs]
+    attrs: list[tuple[str, str | None]] = []
+    for spec in specs:
+        attrs.append(("rtpmap", spec.rtpmap))
+        if spec.fmtp:
+            attrs.append(("fmtp", f"{spec.payload_type} {spec.fmtp}"))
+    ptime = policy.ptime
     if dtmf_pt is not None:
         formats.append(str(dtmf_pt))
         attrs += [("rtpmap", f"{dtmf_pt} telephone-event/8000"), ("fmtp", f"{dtmf_pt} 0-16")]

@@ -48,7 +48,7 @@ from gateway.sip.message import SipRequest, SipResponse, make_response, parse
 from gateway.sip.policy import SourcePolicy
 from gateway.sip.prack import Prack
 from gateway.sip.registration import RegistrationConfig, Registrations
-from gateway.sip.sdp import SessionDescription
+from gateway.sip.sdp import MediaPolicy, SessionDescription
 from gateway.sip.session_timer import SessionTimers
 from gateway.sip.transaction import Address, State, server_key
 from gateway.sip.ua_core import ALLOW, EndpointConfig, SipCall, Trigger, UaCore
@@ -88,6 +88,7 @@ class SipEndpoint:
         self._in_dialog = InDialog(core, self._uas, self._timers)
         self._prack = Prack(core, self._uas.answer)
         self._keepalives = KeepAlives(core)
+        core.trunk_of = self.trunk_of
         for role in (self._uas, self._uac, self._in_dialog, self._timers, self._prack):
             core.register(role.steps())
         missing = STEPS - core.step_names
@@ -344,13 +345,14 @@ class SipEndpoint:
         session_expires: int | None = None,
         min_se: int | None = None,
         from_display: str = "",
+        media: MediaPolicy | None = None,
     ) -> int:
         """Place an outbound call to `target_uri` via `destination` (a trunk); returns the call.
         `credentials` answer its challenges (the INVITE's and those of in-dialog requests);
         `alternates` are the trunk's next targets (RFC 3263 §4.3: tried on a 503, a timeout or
         a transport error; `gateway.sip.locate` finds them); `session_expires`/`min_se` ask for
         an RFC 4028 session timer (the trunk's); `from_display` is the From's display name;
-        `headers` go on the INVITE as given."""
+        `headers` go on the INVITE as given; `media` is the call's media policy (the trunk's)."""
         self._core.timer_dirty = True  # timers A and B start now
         return self._uac.invite(
             target_uri,
@@ -364,6 +366,7 @@ class SipEndpoint:
             session_expires=session_expires,
             min_se=min_se,
             from_display=from_display,
+            media=media,
         )
 
     # --- registrations (RFC 3261 §10.2, registration.py)
@@ -384,6 +387,26 @@ class SipEndpoint:
     def registered_trunk(self, request_uri_user: str) -> str | None:
         """The trunk whose registered Contact has this user part, None if none."""
         return self._registrations.trunk_of_contact(request_uri_user)
+
+    def media_for(self, trunk: str) -> MediaPolicy:
+        """The media policy of a call through `trunk` ("": none): the trunk's, else ours."""
+        return self._core.media_for(trunk)
+
+    def call_media(self, handle: int) -> MediaPolicy:
+        """The media policy a call was set up with (ours if the call is gone)."""
+        call = self._core.calls.get(handle)
+        return call.media if call is not None else self._core.config.media
+
+    def trunk_of(self, request: SipRequest, addr: Address) -> str:
+        """The trunk a request comes through: the one whose registered Contact its
+        Request-URI names, else the one whose `inbound_sources` (or registrar) hold its
+        source; "" if none."""
+        user = _request_user(request.uri)
+        registered = self.registered_trunk(user) if user else None
+        if registered is not None:
+            return registered
+        policy = self._admission.policy
+        return (policy.trunk_of(addr.host) if policy is not None else None) or ""
 
     # --- routing
 
@@ -490,3 +513,10 @@ class SipEndpoint:
                 )
                 return
         self._core.events.append(RequestRejected("malformed", method, 0, addr))
+
+
+def _request_user(uri: str) -> str:
+    """The user part of a Request-URI ("" if none)."""
+    scheme, _, rest = uri.partition(":")
+    user, at, _host = rest.partition("@")
+    return user.split(";")[0] if at and scheme.lower() in ("sip", "sips") else ""

@@ -21,7 +21,7 @@ from gateway.sip.call_state import COMMANDS, REQUESTS, TABLE, CallInput, CallSta
 from gateway.sip.dialog import Dialog
 from gateway.sip.events import RequestRejected, SipEvent, UnexpectedInput
 from gateway.sip.message import REASONS, SipRequest, SipResponse, make_response, session_body
-from gateway.sip.sdp import SessionDescription
+from gateway.sip.sdp import DEFAULT_MEDIA, MediaPolicy, SessionDescription
 from gateway.sip.transaction import (
     Address,
     ClientTransaction,
@@ -52,6 +52,8 @@ class EndpointConfig:
     max_size: int = 65536
     min_session_expires: int = MIN_SE
     answer_timeout: float = 180.0  # like timer C: an INVITE left unanswered gets 480
+    media: MediaPolicy = DEFAULT_MEDIA  # a call's media unless its trunk has its own
+    trunk_media: Mapping[str, MediaPolicy] = field(default_factory=dict)
 
 
 @dataclass
@@ -92,6 +94,7 @@ class SipCall:
     dialog: Dialog | None = None
     local_sdp: SessionDescription | None = None
     remote_sdp: SessionDescription | None = None
+    media: MediaPolicy = DEFAULT_MEDIA  # its codecs, ptime and SRTP (its trunk's or ours)
     retransmit: Retransmit | None = None  # present in the states that await an ACK
     # RFC 3262 (100rel), UAS: "required", "supported" or "" (the INVITE's); our last RSeq; the
     # reliable 1xx awaiting its PRACK (in the states that await one); the 2xx it holds back
@@ -268,6 +271,12 @@ class UaCore:
         self.recent_call_ids: OrderedDict[str, None] = OrderedDict()
         self._next_handle = 1
         self._steps: dict[str, Step] = {}
+        #: the trunk an incoming request comes through ("" if none); SipEndpoint sets it
+        self.trunk_of: Callable[[SipRequest, Address], str] = lambda _request, _addr: ""
+
+    def media_for(self, trunk: str) -> MediaPolicy:
+        """The media policy of a call through `trunk` ("": none): the trunk's, else ours."""
+        return self.config.trunk_media.get(trunk, self.config.media) if trunk else self.config.media
 
     # --- the call registry
 

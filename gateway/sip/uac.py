@@ -27,7 +27,7 @@ from gateway.sip.locate import fail_over
 from gateway.sip.message import Headers, NameAddr, SipRequest, SipResponse, SipUri
 from gateway.sip.prack import Prack
 from gateway.sip.routing import learn_target, new_tag, target_addr
-from gateway.sip.sdp import SessionDescription
+from gateway.sip.sdp import MediaPolicy, SessionDescription
 from gateway.sip.session_timer import too_brief_retry
 from gateway.sip.transaction import T1, Address, build_cancel
 from gateway.sip.ua_core import ALLOW, SUPPORTED, SipCall, Step, Trigger, UaCore, sdp_of
@@ -73,13 +73,15 @@ class Uac:
         session_expires: int | None = None,
         min_se: int | None = None,
         from_display: str = "",
+        media: MediaPolicy | None = None,
     ) -> int:
         """Place a call to `target_uri` via `destination` (a trunk); returns the call.
         `alternates`: the next targets of the trunk's name, tried in order on a 503, a timeout
         or a transport error (RFC 3263 §4.3). With `session_expires`, the INVITE asks for that
         session interval, and `Min-SE` (RFC 4028 §7.1: no refresher parameter, so that the UAS
         chooses). The From is `from_uri` with `from_display` as its display name; `headers` are
-        added as given (the caller allow-lists them: identity headers, X-*)."""
+        added as given (the caller allow-lists them: identity headers, X-*). `media`: the call's
+        codecs, ptime and SRTP for later offers and answers (the trunk's)."""
         core = self.core
         SipUri.parse(target_uri)
         handle = core.new_handle()
@@ -109,6 +111,8 @@ class Uac:
             body = offer.serialize()
         request = SipRequest("INVITE", target_uri, h, body)
         call = SipCall(handle, "uac", CallState.CALLING, request, destination, tag, local_sdp=offer)
+        if media is not None:
+            call.media = media
         call.credentials = credentials
         call.alternates = list(alternates)
         call.min_se = min_se or 0

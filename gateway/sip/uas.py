@@ -123,6 +123,7 @@ class Uas:
             core.tx_respond(tx, 400, now, reason="Bad Request (missing Contact)")
             core.events.append(RequestRejected("malformed", "INVITE", 400, addr))
             return
+        media = core.media_for(core.trunk_of(request, addr))
         offer: SessionDescription | None = None
         if request.body:
             try:
@@ -139,7 +140,7 @@ class Uas:
                 return
             try:
                 offer = SessionDescription.parse(body)
-                sdpmod.check_offer(offer)
+                sdpmod.check_offer(offer, media)
             except NotAcceptable as exc:
                 core.tx_respond(tx, 488, now, [warning(exc)])
                 core.events.append(RequestRejected(exc.reason, "INVITE", 488, addr))
@@ -152,6 +153,7 @@ class Uas:
         handle = core.new_handle()
         call = SipCall(handle, "uas", CallState.INCOMING, request, addr, new_tag(), ist=tx)
         call.remote_sdp = offer
+        call.media = media
         call.rel100 = rel100_of(request)
         call.answer_deadline = now + core.config.answer_timeout
         core.add_call(call)

@@ -219,7 +219,6 @@ class World:
             rtp_bind="127.0.0.1",
             public_address="127.0.0.1",
             ringing=self.ringing,
-            ptime_ms=20,
         )
         self.transport = SipTransport(self.endpoint, self.sip.on_event)
         self.transport._udp = _Wire(self.phone)  # type: ignore[assignment]

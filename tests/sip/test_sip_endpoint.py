@@ -26,7 +26,7 @@ from gateway.sip.events import (
 )
 from gateway.sip.message import SipRequest, SipResponse, make_response, parse
 from gateway.sip.policy import SourcePolicy
-from gateway.sip.sdp import SessionDescription, make_offer, negotiate, with_direction
+from gateway.sip.sdp import MediaPolicy, SessionDescription, make_offer, negotiate, with_direction
 from gateway.sip.transaction import T1, Address
 from gateway.sip.ua import SipEndpoint
 from gateway.sip.ua_core import EndpointConfig
@@ -215,7 +215,11 @@ def test_reinvite_with_new_address_and_codec() -> None:
     net, uac, uas = make_pair()
     call, _inc = place_call(net, uac, uas)
     net.take(UAS)
-    uac.reinvite(call, make_offer("10.0.0.9", 4100, codecs=("pcma",), session_version=2), net.now)
+    uac.reinvite(
+        call,
+        make_offer("10.0.0.9", 4100, MediaPolicy(codecs=("pcma",)), session_version=2),
+        net.now,
+    )
     net.flush()
     (update,) = events_of(net.take(UAS), MediaUpdated)
     assert update.negotiated.remote_rtp == ("10.0.0.9", 4100)

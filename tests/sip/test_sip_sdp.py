@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import EncryptedMediaOnly, NotAcceptable, SdpError
-from gateway.sip.sdp import SessionDescription, check_offer, make_offer, negotiate, with_direction
+from gateway.sip.sdp import (
+    MediaPolicy,
+    SessionDescription,
+    check_offer,
+    make_offer,
+    negotiate,
+    with_direction,
+)
 
 VECTORS = Path(__file__).parent.parent / "vectors" / "sip"
 
@@ -39,20 +46,22 @@ def test_sipp_offer() -> None:
     assert audio.attribute("ptime") == "20" and audio.direction == "sendrecv"
 
 
-def test_offerer_order_dynamic_dtmf_ptime_and_media_level_c() -> None:
+def test_our_order_dynamic_dtmf_ptime_and_media_level_c() -> None:
     sd = offer(
         "m=audio 7078 RTP/AVP 8 0 97\r\nc=IN IP4 198.51.100.20\r\n"
         "a=rtpmap:97 telephone-event/8000\r\na=fmtp:97 0-15\r\na=ptime:30\r\n"
         "a=rtcp:7090 IN IP4 198.51.100.21\r\n"
     )
-    n = negotiate(sd, "203.0.113.5", 20000)
+    # the first of our codecs that the offer has, whatever the offer's order
+    assert negotiate(sd, "203.0.113.5", 20000).codec == "pcmu"
+    n = negotiate(sd, "203.0.113.5", 20000, MediaPolicy(codecs=("pcma", "pcmu")))
     assert (n.codec, n.payload_type, n.dtmf_payload_type, n.ptime) == ("pcma", 8, 97, 30)
     assert n.remote_rtp == ("198.51.100.20", 7078)  # media-level c= wins
     assert n.remote_rtcp == ("198.51.100.21", 7090)
     audio = n.answer.audio()
     assert audio is not None and audio.formats == ["8", "97"]
     assert ("rtpmap", "97 telephone-event/8000") in audio.attributes
-    assert negotiate(sd, "h", 1, prefer=("pcmu",)).codec == "pcmu"
+    assert negotiate(sd, "h", 1, MediaPolicy(codecs=("pcmu",))).codec == "pcmu"
 
 
 def test_dynamic_pt_for_g711_by_rtpmap_and_wrong_rate_ignored() -> None:
@@ -134,7 +143,7 @@ def test_no_connection_address_is_an_error() -> None:
 
 
 def test_make_offer_round_trip_and_answerable() -> None:
-    o = make_offer("203.0.113.5", 20000, ptime=30, dtmf_pt=101)
+    o = make_offer("203.0.113.5", 20000, MediaPolicy(ptime=30), dtmf_pt=101)
     again = SessionDescription.parse(o.serialize())
     assert again.serialize() == o.serialize()
     n = negotiate(again, "198.51.100.1", 30000)
@@ -176,7 +185,7 @@ def test_encrypted_audio_only_is_refused_until_srtp_exists(name: str) -> None:
 
 
 def test_encrypted_line_beside_a_plain_one_gets_port_zero() -> None:
-    n = negotiate(vector("sdp_srtp_and_rtp.sdp"), "203.0.113.5", 20000)
+    n = negotiate(vector("sdp_srtp_and_rtp.sdp"), "203.0.113.5", 20000, MediaPolicy(("pcma",)))
     assert n.remote_rtp == ("192.0.2.24", 51784)  # the plain line's port
     assert (n.codec, n.dtmf_payload_type) == ("pcma", 101)
     answer = SessionDescription.parse(n.answer_sdp)

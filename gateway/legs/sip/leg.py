@@ -27,8 +27,9 @@ from gateway.media.port import (
 )
 from gateway.rtp.dtmf import DTMF_EVENTS, DtmfDigitReceived
 from gateway.rtp.session import MediaStarted as RtpMediaStarted
-from gateway.rtp.session import MediaTimedOut, RtpEventType
+from gateway.rtp.session import MediaTimedOut, RtpEventType, RtpSession
 from gateway.rtp.transport import RtpEndpoint
+from gateway.sip.sdp import RemoteMedia
 
 log = get_logger("leg.sip")
 
@@ -140,20 +141,12 @@ class SipLeg(MediaPort):
     def dtmf_info(self, digit: str, duration_ms: int) -> None:
         self._emit(DtmfReceived(digit, "sip_info", duration_ms))
 
-    def media_updated(
-        self,
-        *,
-        on_hold: bool,
-        remote: tuple[str, int],
-        rtcp: tuple[str, int],
-        codec: str,
-        dtmf_pt: int | None,
-        ptime: int,
-        now: float,
-    ) -> None:
-        """A re-INVITE/UPDATE changed the media: hold/resume, address, codec or ptime."""
+    def media_updated(self, media: RemoteMedia, now: float) -> None:
+        """A re-INVITE/UPDATE (or the answer) set the media: hold/resume, address, codec or
+        ptime."""
         old = (self.session.codec, self.frame_ms)
-        self.session.update_remote(remote, codec, dtmf_pt, ptime, rtcp_addr=rtcp)
+        codec, ptime, on_hold = media.codec, media.ptime, media.on_hold
+        apply_remote(self.session, media)
         timeout = None if on_hold else self.media_timeout
         if timeout != self.session.media_timeout:  # hold pauses it, resume (or answer) restarts
             self.session.set_media_timeout(timeout, now)
@@ -182,3 +175,14 @@ class SipLeg(MediaPort):
             "jitter_ms": round(s.jitter_seconds * 1000, 2),
             "rtt_ms": round(s.rtt_seconds * 1000, 1) if s.rtt_seconds is not None else None,
         }
+
+
+def apply_remote(session: RtpSession, media: RemoteMedia) -> None:
+    """Point `session` at the remote media an offer or answer describes."""
+    session.update_remote(
+        media.remote_rtp,
+        media.codec,
+        media.dtmf_payload_type,
+        media.ptime,
+        rtcp_addr=media.remote_rtcp,
+    )

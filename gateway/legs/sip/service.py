@@ -31,7 +31,7 @@ from gateway.errors import (
     SipCallStateError,
     SipParseError,
 )
-from gateway.legs.sip.leg import SipLeg
+from gateway.legs.sip.leg import SipLeg, apply_remote
 from gateway.legs.sip.registrations import SipRegistrations
 from gateway.legs.sip.ringback import Ringback
 from gateway.logs import bind_call, get_logger
@@ -99,7 +99,6 @@ class SipCallService:
         rtp_bind: str,
         public_address: str,
         ringing: bool,
-        ptime_ms: int,
         early_media: bool = False,
         trunks: Mapping[str, Trunk] | None = None,
         tls_clients: Mapping[str, TlsClient] | None = None,
@@ -116,7 +115,6 @@ class SipCallService:
         self.public_address = public_address
         self.ringing = ringing
         self.early_media = early_media  # 183 + ringback while the provider connects
-        self.ptime_ms = ptime_ms
         self.trunks = dict(trunks or {})
         #: the TLS client of each trunk whose uri is sips: or ;transport=tls (built at start)
         self.tls_clients = dict(tls_clients or {})
@@ -188,16 +186,7 @@ class SipCallService:
         elif isinstance(event, MediaUpdated):
             leg = self._legs.get(event.call)
             if leg is not None:
-                n = event.negotiated
-                leg.media_updated(
-                    on_hold=n.on_hold,
-                    remote=n.remote_rtp,
-                    rtcp=n.remote_rtcp,
-                    codec=n.codec,
-                    dtmf_pt=n.dtmf_payload_type,
-                    ptime=n.ptime,
-                    now=self._loop.time(),
-                )
+                leg.media_updated(event.negotiated.media, self._loop.time())
         elif isinstance(event, TransferProgressed):
             call = self._calls.get(event.call)
             if call is not None:
@@ -260,20 +249,21 @@ class SipCallService:
         loop = self._loop
         created = loop.time()
         now = created
+        trunk = self._trunk_of(ev)
+        media = self.endpoint.media_for(trunk)
         if ev.offer is not None:
             try:
-                codec, _pt, dtmf_pt, _ptime, _r, _rc, _d = sdpmod.describe(
-                    ev.offer, default_ptime=self.ptime_ms
-                )
+                offered = sdpmod.describe(ev.offer, media)
             except SdpError:
                 self._reject(ev.call, 488, "no_codec")
                 return
+            codec, dtmf_pt = offered.codec, offered.dtmf_payload_type
         else:
-            codec, dtmf_pt = "pcmu", 101
+            codec, dtmf_pt = media.codecs[0], 101
         if self.early_media and ev.offer is not None:
             # 183 with our answer and ringback while the provider connects (reliably when the
             # caller supports 100rel); the 200 repeats the same answer
-            if not await self._open_media(ev, pending, codec, dtmf_pt):
+            if not await self._open_media(ev, pending, media, codec, dtmf_pt):
                 return
             assert pending.rtp is not None and pending.negotiated is not None
             try:
@@ -290,7 +280,6 @@ class SipCallService:
                 self._flush()
         caller = _user(ev.from_uri)
         called = _user(ev.request_uri) or _user(ev.to_uri)
-        trunk = self._trunk_of(ev)
         trunk_cfg = self.trunks.get(trunk) if trunk else None
         if trunk_cfg is not None and trunk_cfg.username:
             # our BYE, re-INVITE or UPDATE may be challenged by the trunk too (§22.2)
@@ -332,10 +321,9 @@ class SipCallService:
             await self._undo(pending, 0, "cancelled")
             return
         now = loop.time()
-        if pending.rtp is None and not await self._open_media(ev, pending, codec, dtmf_pt):
+        if pending.rtp is None and not await self._open_media(ev, pending, media, codec, dtmf_pt):
             return
         assert pending.rtp is not None
-        session = pending.rtp.session
         negotiated = pending.negotiated
         if negotiated is not None:
             answer = negotiated.answer
@@ -344,7 +332,7 @@ class SipCallService:
             answer = sdpmod.make_offer(
                 self.public_address,
                 pending.rtp.port,
-                ptime=self.ptime_ms,
+                media,
                 session_id=int(now * 1000) & 0x7FFFFFFF,
             )
             on_hold = False
@@ -369,19 +357,16 @@ class SipCallService:
             pending.ringback = None
         leg = SipLeg(ev.call, pending.rtp, self, self.clock_for, media_timeout=self.media_timeout)
         self._start(pending, leg)
-        if on_hold:
-            leg.media_updated(
-                on_hold=True,
-                remote=session.remote_addr or ("0.0.0.0", 0),
-                rtcp=session.remote_rtcp_addr or ("0.0.0.0", 0),
-                codec=codec,
-                dtmf_pt=dtmf_pt,
-                ptime=self.ptime_ms,
-                now=loop.time(),
-            )
+        if on_hold and negotiated is not None:
+            leg.media_updated(negotiated.media, loop.time())
 
     async def _open_media(
-        self, ev: IncomingCallReceived, pending: _Pending, codec: str, dtmf_pt: int | None
+        self,
+        ev: IncomingCallReceived,
+        pending: _Pending,
+        media: sdpmod.MediaPolicy,
+        codec: str,
+        dtmf_pt: int | None,
     ) -> bool:
         """An RTP port for an incoming call, and our answer to its offer (if any) applied to
         the session; False when no port is free (the call got its 503)."""
@@ -391,7 +376,7 @@ class SipCallService:
             codec=codec,
             remote_addr=None,
             dtmf_pt=dtmf_pt,
-            ptime_ms=self.ptime_ms,
+            ptime_ms=media.ptime,
             media_timeout=self.media_timeout,
             strict_source=self.strict_source,
             signalling_ip=ev.source.host,  # a phone behind NAT sends media from there
@@ -407,18 +392,16 @@ class SipCallService:
                 ev.offer,
                 self.public_address,
                 pending.rtp.port,
-                default_ptime=self.ptime_ms,
+                media,
                 session_id=int(now * 1000) & 0x7FFFFFFF,
             )
-            session.update_remote(
-                negotiated.remote_rtp,
-                negotiated.codec,
-                negotiated.dtmf_payload_type,
-                negotiated.ptime,
-                rtcp_addr=negotiated.remote_rtcp,
-            )
+            apply_remote(session, negotiated.media)
             pending.negotiated = negotiated
         return True
+
+    def _media_of(self, handle: int) -> sdpmod.MediaPolicy:
+        """The media policy of a call (its trunk's or ours)."""
+        return self.endpoint.call_media(handle)
 
     def _trunk_of(self, ev: IncomingCallReceived) -> str:
         """The trunk an INVITE came through: the one whose registered Contact its Request-URI
@@ -455,9 +438,7 @@ class SipCallService:
         """Late offer: the ACK carried the answer to the offer in our 200. An answer we cannot
         use (e.g. SRTP, which we did not offer) ends the call with BYE."""
         try:
-            codec, _pt, dtmf_pt, ptime, remote, rtcp, direction = sdpmod.describe(
-                answer, default_ptime=self.ptime_ms
-            )
+            media = sdpmod.describe(answer, self._media_of(leg.handle))
         except SdpError as exc:
             reason = _refusal(exc)
             log.warning("sip_answer_refused", handle=leg.handle, reason=reason, error=str(exc))
@@ -465,15 +446,7 @@ class SipCallService:
             if call is not None:  # the call's clean-up sends the BYE and frees the port
                 self._spawn(call.hangup(reason))
             return
-        leg.media_updated(
-            on_hold=direction in ("sendonly", "inactive"),
-            remote=remote,
-            rtcp=rtcp,
-            codec=codec,
-            dtmf_pt=dtmf_pt,
-            ptime=ptime,
-            now=self._loop.time(),
-        )
+        leg.media_updated(media, self._loop.time())
 
     def _reject(
         self, handle: int, status: int, reason: str, retry_after: int | None = None
@@ -558,11 +531,12 @@ class SipCallService:
             trunk=name,
         )
         loop = self._loop
+        media = self.endpoint.media_for(name)
         rtp_session = RtpSession(
             now=loop.time(),
             codec="pcmu",
             dtmf_pt=101,
-            ptime_ms=self.ptime_ms,
+            ptime_ms=media.ptime,
             media_timeout=None,  # from the answer on (SipLeg.media_updated), not while ringing
             strict_source=self.strict_source,
             signalling_ip=targets[0].host if len(targets) == 1 else None,
@@ -573,7 +547,7 @@ class SipCallService:
         except PortsExhausted:
             await self.calls.abandon(prepared)
             raise OutboundError(503, "no RTP port free") from None
-        offer = sdpmod.make_offer(self.public_address, rtp.port, ptime=self.ptime_ms)
+        offer = sdpmod.make_offer(self.public_address, rtp.port, media)
         creds = Credentials(cfg.username, cfg.password) if cfg.username else None
         if tls_client is not None and self.transport is not None:
             # every target of the trunk's name: one context, the trunk's name verified (RFC 5922)
@@ -591,6 +565,7 @@ class SipCallService:
             alternates=[t.address for t in targets[1:]],
             session_expires=cfg.session_expires,
             min_se=cfg.min_se,
+            media=media,
         )
         self._flush()
         pending = _Pending(
@@ -613,18 +588,17 @@ class SipCallService:
         pending = self._pending.get(handle)
         leg = self._legs.get(handle)
         try:
-            codec, _pt, dtmf_pt, ptime, remote, rtcp, _d = sdpmod.describe(
-                early, default_ptime=self.ptime_ms
-            )
+            media = sdpmod.describe(early, self._media_of(handle))
         except SdpError as exc:  # not media we can play: wait for the answer
             log.warning("sip_early_media_refused", reason=_refusal(exc), error=str(exc))
             return
+        codec = media.codec
         if leg is not None:  # a later 18x moved the early media
-            leg.session.update_remote(remote, codec, dtmf_pt, ptime, rtcp_addr=rtcp)
+            apply_remote(leg.session, media)
             return
         if pending is None or pending.rtp is None or pending.prepared is None:
             return
-        pending.rtp.session.update_remote(remote, codec, dtmf_pt, ptime, rtcp_addr=rtcp)
+        apply_remote(pending.rtp.session, media)
         leg = SipLeg(handle, pending.rtp, self, self.clock_for, media_timeout=self.media_timeout)
         log.info("sip_early_media", handle=handle, direction="outbound", status=status, codec=codec)
         self._start(pending, leg, early=status)
@@ -651,7 +625,7 @@ class SipCallService:
             return
         early = self._legs.get(pending.handle)
         try:
-            sdpmod.describe(result.answer, default_ptime=self.ptime_ms)
+            sdpmod.describe(result.answer, self._media_of(pending.handle))
         except SdpError as exc:  # e.g. RTP/SAVP to our RTP/AVP offer: not a call
             log.warning("outbound_call_failed", reason=_refusal(exc), error=str(exc))
             self.hangup(pending.handle)
