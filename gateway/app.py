@@ -230,12 +230,13 @@ class Gateway:
                 algorithms=tuple(s.sip_digest_algorithms),
             )
         policy = sip_source_policy(s)
+        trunks = s.trunk_settings()
         media = MediaPolicy(ptime=s.ptime_ms)
-        config = EndpointConfig(host=public, port=port, media=media)
+        trunk_media = {name: t.media_policy(media) for name, t in trunks.items()}
+        config = EndpointConfig(host=public, port=port, media=media, trunk_media=trunk_media)
         endpoint = SipEndpoint(config, policy=policy, auth=auth)
         lo, hi = parse_port_range(s.rtp_ports)
         clocks = self.clocks
-        trunks = s.trunk_settings()
         tls_clients = {name: client_for_trunk(t) for name, t in trunks.items() if uses_tls(t)}
         for name, client in tls_clients.items():
             if not client.verifies:  # the trunk's explicit tls_verify = false

