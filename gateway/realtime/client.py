@@ -70,6 +70,8 @@ KNOWN_ERROR_CODES = frozenset(
         "session_expired",
         "beta_api_shape_disabled",
         "item_truncate_invalid",
+        "item_not_found",
+        "unsupported_content_type",
         "rate_limit_exceeded",
         "server_error",
         "unsupported_event",
