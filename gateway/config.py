@@ -128,7 +128,11 @@ class Settings:
     vad_threshold: float = _opt(0.5, "server VAD threshold")
     vad_silence_ms: int = _opt(500, "server VAD silence duration in ms")
     vad_prefix_ms: int = _opt(300, "server VAD prefix padding in ms")
-    transcription_model: str = _opt("", "input transcription model (empty: off)")
+    transcription_model: str = _opt(
+        "",
+        "input transcription model (empty: the profile's own, gpt-4o-mini-transcribe on openai "
+        "and local, so a reconnect can replay the caller's words)",
+    )
     greeting: bool = _opt(True, "the model speaks first")
     append_ms: int = _opt(100, "caller audio batched per input_audio_buffer.append, in ms")
     provider_stall_timeout: float = _opt(

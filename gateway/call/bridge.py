@@ -11,7 +11,8 @@ bridge wants done goes out as data:
   `pull()` the frame for the caller (None: silence). Both run on the media clock's tick, 50
   times a second per call: no allocation there beyond the frame itself.
 * `client_events` holds the client events for the provider (`response.create`,
-  `conversation.item.truncate`, `response.cancel`), as dicts in the GA shape, in order.
+  `conversation.item.truncate`, `response.cancel`, `conversation.item.delete`), as dicts in the
+  GA shape, in order.
 * `call_events` holds what the call's shell hands on: events for the scenario
   (`BotMediaStarted`, `BotMediaEnded`) and observations for metrics and logs (`FirstAudioSent`,
   `ResponseHeard`, `BargedIn`).
@@ -20,8 +21,9 @@ You must empty both queues after each input (the shell, `gateway.call.call.Call`
 
 What the bridge keeps: the caller-audio batch and the converters both ways; the playout queue
 with its per-item played-ms accounting (what `conversation.item.truncate` carries); the response
-in progress and the one asked for or waiting (`request_response()`); the responses interrupted
-by a barge-in, whose late deltas are dropped; hold and the media switches of the scenario.
+in progress and the one asked for or waiting (`request_response()`); the audio items of each
+response under way; the responses interrupted by a barge-in, whose late deltas are dropped and
+whose unheard items are deleted; hold and the media switches of the scenario.
 """
 
 from __future__ import annotations
@@ -110,6 +112,10 @@ class CallBridge:
         self._response_requested = False
         self._ignored_responses: set[str] = set()
         self._item_bytes: dict[str, int] = {}
+        # audio message items of each response under way (response.output_item.added), and the
+        # responses a barge-in cut, with the items already truncated or deleted for them
+        self._response_items: dict[str, list[str]] = {}
+        self._barged: dict[str, set[str]] = {}
         # timing of the conversation (for barge-in reaction and response latency)
         self.speech_started_at: float | None = None
         self._last_speech_stopped: float | None = None
@@ -225,9 +231,22 @@ class CallBridge:
             if busy and self._pending_response is None:
                 # a server-created response (VAD) got there first: ask again after it
                 self._pending_response = {}
+        elif isinstance(ev, rt.OutputItemAdded):
+            item_id = ev.item.get("id")
+            if ev.item.get("type") == "message" and isinstance(item_id, str):
+                settled = self._barged.get(ev.response_id)
+                if settled is None:
+                    self._response_items.setdefault(ev.response_id, []).append(item_id)
+                elif item_id not in settled:  # begun after the barge-in: never heard
+                    settled.add(item_id)
+                    self.client_events.append(rt.conversation_item_delete(item_id))
         elif isinstance(ev, rt.ResponseDone):
             if self.active_response == ev.response_id:
                 self.active_response = None
+            self._response_items.pop(ev.response_id, None)
+            settled = self._barged.pop(ev.response_id, None)
+            if settled is not None:
+                self._delete_unheard(ev.output, settled)
             self._create_pending()
         elif isinstance(ev, rt.SessionReconnected):
             # A new session: the response under way (and any asked for) died with the old one;
@@ -236,6 +255,8 @@ class CallBridge:
                 self._ignored_responses.add(self.active_response)
             self.active_response = None
             self._response_requested = False
+            self._response_items.clear()  # the old session's items are not in the new one
+            self._barged.clear()
             self._create_pending()
         return False
 
@@ -280,15 +301,54 @@ class CallBridge:
         return cleared
 
     def barge_in(self, now: float, *, cancel_response: bool) -> PlayoutCleared:
-        """The caller spoke over the bot: clear, truncate the playing item at what the caller
-        heard, and with `cancel_response` (the server does not cancel it itself) cancel the
-        response in progress."""
+        """The caller spoke over the bot: clear; truncate each item the caller heard part of at
+        what was heard; with `cancel_response` (the server does not cancel it itself) cancel
+        the response in progress; then delete each item of which nothing was heard (the
+        playing one, those queued behind it, those of the response in progress, and those it
+        begins later). Deleted, not truncated at 0: OpenAI refuses a truncate of an item with
+        no audio yet (`unsupported_content_type`, livekit/agents#6157), and a delete leaves no
+        empty assistant turn in the conversation."""
         cleared = self.clear(now)
-        if cleared.item_id is not None and cleared.response_id != "play":
-            self.truncate(cleared.item_id, cleared.played_ms)
-        if cancel_response and self.active_response is not None:
+        response = self.active_response
+        candidates: list[str] = []
+        if cleared.item_id is not None:
+            candidates += (cleared.item_id, *cleared.queued_items)
+        settled: set[str] = set()
+        cancel = cancel_response and response is not None
+        if response is not None:
+            candidates += self._response_items.pop(response, ())
+            cancel = cancel and response not in self._barged  # one cancel per response
+            settled = self._barged.setdefault(response, set())
+        unheard: list[str] = []
+        for item_id in dict.fromkeys(candidates):
+            info = self.playout.items.get(item_id)
+            if item_id in settled or (info is not None and info.response_id == "play"):
+                continue
+            settled.add(item_id)
+            played = self.playout.played_ms(item_id)
+            if played <= 0:
+                unheard.append(item_id)
+            elif item_id == cleared.item_id or played < self.item_audio_ms(item_id):
+                self.truncate(item_id, played)
+        if cancel:
             self.client_events.append(rt.response_cancel())
+        for item_id in unheard:
+            self.client_events.append(rt.conversation_item_delete(item_id))
         return cleared
+
+    def _delete_unheard(self, output: tuple[Mapping[str, Any], ...], settled: set[str]) -> None:
+        """The items a barged-in response reports at its end that nothing was heard of and no
+        truncate or delete has named yet."""
+        for item in output:
+            item_id = item.get("id")
+            if (
+                item.get("type") == "message"
+                and isinstance(item_id, str)
+                and item_id not in settled
+                and self.playout.played_ms(item_id) <= 0
+            ):
+                settled.add(item_id)
+                self.client_events.append(rt.conversation_item_delete(item_id))
 
     def truncate(self, item_id: str, audio_end_ms: int) -> None:
         """`conversation.item.truncate`, clamped to the audio the item holds."""

@@ -37,12 +37,14 @@ class ItemPlayout:
 
 @dataclass(frozen=True, slots=True)
 class PlayoutCleared:
-    """What a `clear()` dropped: the item that was playing and how much of it was played."""
+    """What a `clear()` dropped: the item that was playing and how much of it was played;
+    `queued_items` the other items whose audio was dropped, in order (queued behind it)."""
 
     item_id: str | None
     response_id: str | None
     played_ms: int
     dropped_ms: int
+    queued_items: tuple[str, ...] = ()
 
 
 @dataclass
@@ -132,6 +134,7 @@ class PlayoutQueue:
         if current is None and self._segments:
             current = self._segments[0].item_id
         dropped = self._queued
+        queued = tuple(dict.fromkeys(s.item_id for s in self._segments if s.item_id != current))
         self._segments.clear()
         self._queued = 0
         self._current = None
@@ -141,6 +144,7 @@ class PlayoutQueue:
             response_id=info.response_id if info else None,
             played_ms=self.played_ms(current) if current else 0,
             dropped_ms=int(dropped / self.bytes_per_ms),
+            queued_items=queued,
         )
 
     def reformat(

@@ -9,11 +9,15 @@ It moves frames between a `websockets` connection and the sans-I/O `RealtimeProt
 * One send task drains the protocol's bounded queue; one receive task parses frames into typed
   events, counted in metrics and delivered through `events()` (an async iterator) or the
   `on_event` callback. A full event queue stops reading (TCP backpressure), never grows memory.
-* A dropped socket is re-opened under `ReconnectPolicy` and the new session re-seeded with the
-  conversation's text; before `max_session_s` (providers cap sessions: OpenAI at 60 min) the
-  session is renewed the same way. The consumer sees `SessionReconnected`, or `SessionLost` and
-  the end of the stream. Re-opens are budgeted per session (`ReconnectPolicy.max_per_call`,
-  `max_per_minute`): past the budget the session is lost.
+* A dropped socket is re-opened under `ReconnectPolicy`; the new session gets the session
+  configuration with every mid-call `session.update` merged in, and is re-seeded with the
+  conversation (the caller's words, the assistant's cut to what was heard, function calls and
+  their outputs: `gateway.realtime.conversation`). Input transcription is turned on for that
+  where the profile names a transcription model and the config asks for none. Before
+  `max_session_s` (providers cap sessions: OpenAI at 60 min) the session is renewed the same way.
+  The consumer sees `SessionReconnected`, or `SessionLost` and the end of the stream. Re-opens
+  are budgeted per session (`ReconnectPolicy.max_per_call`, `max_per_minute`): past the budget
+  the session is lost.
 * Stall watchdog: when a response is awaited (a committed turn, a `response.create`, a response
   under way) and the provider sends nothing for `stall_timeout_s`, the protocol's timer says so;
   the client logs and counts it, emits `SessionStalled` (the scenario plays a holding prompt),
@@ -66,6 +70,8 @@ KNOWN_ERROR_CODES = frozenset(
         "session_expired",
         "beta_api_shape_disabled",
         "item_truncate_invalid",
+        "item_not_found",
+        "unsupported_content_type",
         "rate_limit_exceeded",
         "server_error",
         "unsupported_event",
@@ -146,6 +152,13 @@ class RealtimeClient:
         log: Any = None,
     ) -> None:
         self.profile = profile
+        if (
+            config.transcription is None
+            and profile.transcription_model
+            and (reconnect is not None or max_session_s is not None)
+        ):
+            # a re-opened session is re-seeded with the caller's words too: they must be known
+            config = config.replace(transcription={"model": profile.transcription_model})
         self.protocol = RealtimeProtocol(
             config,
             session_type=profile.session_type,
@@ -320,7 +333,8 @@ class RealtimeClient:
                 await self._deliver(event)
             while proto.state is State.CONFIGURING and (out := proto.next_handshake_frame()):
                 await ws.send(out)
-        self.differences = ev.diff(proto.requested, proto.effective or proto.requested)
+        asked = proto.replayed
+        self.differences = ev.diff(asked, proto.effective or asked)
         for name, asked, got in self.differences:
             self._log.warning(
                 "realtime_session_differs", field=name, asked=str(asked), got=str(got)
@@ -700,7 +714,8 @@ class RealtimeClient:
 
     def truncate(self, item_id: str, audio_end_ms: int) -> str:
         """`conversation.item.truncate`: the caller heard `audio_end_ms` of that item. Clamped
-        to what was received, so the server never gets a truncate past the end."""
+        to the audio received; the server's copy can still be shorter (pipecat#2106), and its
+        refusal is benign (counted, logged at debug)."""
         received = self.protocol.audio_ms(item_id)
         if received and audio_end_ms > received:
             audio_end_ms = received

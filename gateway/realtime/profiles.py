@@ -1,12 +1,14 @@
 """Provider profiles: where to connect, how to authenticate, what each provider supports.
 
 * `openai`: wss://api.openai.com/v1/realtime?model=gpt-realtime, `Authorization: Bearer KEY`.
-  G.711 passthrough (pcmu/pcma matching the call's codec).
+  G.711 passthrough (pcmu/pcma matching the call's codec). Input transcription
+  (`gpt-4o-mini-transcribe`) is turned on by the client when sessions may be re-opened.
 * `yandex`: wss://ai.api.cloud.yandex.net/v1/realtime?model=gpt://FOLDER/speech-realtime-250923,
   `Authorization: Api-Key KEY` or `Bearer IAM_TOKEN`. PCM16 only: 24 kHz in, the output rate
   session.updated reports (44.1 kHz seen). No input/output buffer clear events.
 * `url`: any compatible server at a ws:// or wss:// URL, optional bearer token.
-* `local`: the embedded local provider (gateway.realtime.local), same wire as openai.
+* `local`: the embedded local provider (gateway.realtime.local), same wire as openai (its
+  transcription too). `url` and `yandex` get no automatic transcription: their model is not known.
 
 `base_url` overrides the host part for tests (e.g. the yandex profile pointed at a local server).
 The auth header value is built from a `Secret` only at connect time and never logged.
@@ -27,6 +29,8 @@ DEFAULT_MODEL = "gpt-realtime"
 YANDEX_MODEL = "speech-realtime-250923"
 OPENAI_URL = "wss://api.openai.com/v1/realtime"
 YANDEX_URL = "wss://ai.api.cloud.yandex.net/v1/realtime"
+#: OpenAI's input transcription model (`audio.input.transcription.model`)
+TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,9 @@ class ProviderProfile:
     session_type: bool = True
     #: PCM16 only (no G.711): the bridge transcodes
     pcm_only: bool = False
+    #: input transcription model turned on when sessions are re-opened (the re-seed needs the
+    #: caller's words); "" where the provider's is not known
+    transcription_model: str = ""
 
     def headers(self) -> dict[str, str]:
         """Headers for the WebSocket upgrade. Contains the credential: never log the result."""
@@ -104,6 +111,7 @@ def make_profile(
             _with_model(_base(base_url, OPENAI_URL), m),
             credential=openai_api_key or Secret(""),
             model=m,
+            transcription_model=TRANSCRIPTION_MODEL,
         )
     if provider == "yandex":
         if not yandex_folder_id:
@@ -153,6 +161,7 @@ def make_profile(
             urlunsplit((scheme, parts.netloc, path, query, "")),
             credential=token or Secret(""),
             model=m,
+            transcription_model=TRANSCRIPTION_MODEL if provider == "local" else "",
         )
     raise ValueError(f"unknown provider {provider!r}")
 

@@ -44,6 +44,7 @@ from typing import Any
 from gateway.errors import ProtocolError, SessionClosed, UnsupportedEventError
 from gateway.media.format import PCM16_24K, AudioFormat
 from gateway.realtime import events as ev
+from gateway.realtime.conversation import Conversation, SessionPatches
 
 __all__ = ["BENIGN_ERROR_CODES", "TRANSITIONS", "Input", "RealtimeProtocol", "Stall", "State"]
 
@@ -137,8 +138,11 @@ class RealtimeProtocol:
         self.dropped_audio = 0
         self.renewal_due = False
         self.active_response_id: str | None = None
-        self.conversation: deque[tuple[str, str]] = deque()
-        self._conversation_chars = 0
+        #: the conversation so far, and the mid-call session patches: what a re-opened
+        #: session is given (gateway.realtime.conversation)
+        self.conversation = Conversation(_MAX_CONVERSATION_CHARS)
+        self.session_patches = SessionPatches()
+        self.truncates_refused = 0
         self._events: list[ev.ServerEvent] = []
         self._handshake: deque[str] = deque()
         self._queue: deque[str | bytes] = deque()  # bytes = a pending audio append
@@ -303,6 +307,10 @@ class RealtimeProtocol:
             event = self._classify(event)
             if event.cause == "response.create":
                 self._requested = max(0, self._requested - 1)  # refused: nothing will come
+            elif event.cause == "session.update" and event.client_event_id:
+                self.session_patches.refused(event.client_event_id)  # never replayed
+            elif event.cause == "conversation.item.truncate":
+                self.truncates_refused += 1
         else:
             self._transition(Input.EVENT, getattr(event, "type", type(event).__name__))
             if isinstance(event, ev.AudioDelta):
@@ -325,15 +333,28 @@ class RealtimeProtocol:
                 self._turn_pending = False  # the caller speaks: nothing is owed until it stops
             elif isinstance(event, ev.InputCommitted):
                 self._turn_pending = self._creates_responses()
+                self.conversation.user_turn(event.item_id)
             elif isinstance(event, ev.SpeechStopped):
                 # server VAD commits at once; semantic VAD may still wait for more speech
                 self._turn_pending = self._creates_responses("server_vad")
             elif isinstance(event, ev.InputTranscriptionCompleted):
-                self._remember("user", event.transcript)
+                self.conversation.user_text(event.item_id, event.transcript)
             elif isinstance(event, ev.TranscriptDone):
-                self._remember("assistant", event.transcript)
+                self.conversation.assistant_text(
+                    event.item_id, event.transcript, self.audio_ms(event.item_id)
+                )
             elif isinstance(event, ev.TextDone):
-                self._remember("assistant", event.text)
+                self.conversation.assistant_text(event.item_id, event.text)
+            elif isinstance(event, ev.OutputItemAdded):
+                item_id = event.item.get("id")
+                if event.item.get("type") == "message" and isinstance(item_id, str):
+                    self.conversation.assistant_item(item_id)
+            elif isinstance(event, ev.FunctionCallArgumentsDone):
+                self.conversation.function_call(
+                    event.item_id, event.call_id, event.name, event.arguments
+                )
+            elif isinstance(event, ev.ItemDeleted):
+                self.conversation.deleted(event.item_id)
         self._events.append(event)
         if self.stall_timeout_s is not None:
             self._update_wait(now, str(event.raw.get("type") or type(event).__name__))
@@ -365,7 +386,11 @@ class RealtimeProtocol:
         if event.code == "input_audio_buffer_commit_empty" and td is not None:
             benign = True  # the server's VAD committed the buffer already
         if cause == "conversation.item.truncate":
-            benign = True  # a truncate past the end: the item is already shorter
+            # The server's copy can be shorter than the audio received (pipecat#2106), or
+            # hold no audio yet: the caller heard all of it there is. Nothing to fix.
+            benign = True
+        elif cause == "conversation.item.delete":
+            benign = True  # an item the server no longer has (or never made)
         return dataclasses.replace(event, cause=cause, benign=benign)
 
     def events_received(self) -> list[ev.ServerEvent]:
@@ -375,24 +400,24 @@ class RealtimeProtocol:
 
     # --- conversation (for re-seeding) ---------------------------------------------------------
 
-    def _remember(self, role: str, text: str) -> None:
-        text = text.strip()
-        if not text:
-            return
-        self.conversation.append((role, text))
-        self._conversation_chars += len(text)
-        while self._conversation_chars > _MAX_CONVERSATION_CHARS and self.conversation:
-            _, old = self.conversation.popleft()
-            self._conversation_chars -= len(old)
+    def session_wire(self) -> dict[str, Any]:
+        """The session a (re-)opened connection asks for: the requested config with every
+        mid-call `session.update` merged in, as the provider applied them."""
+        base = self.requested.to_wire(session_type=self.session_type)
+        return self.session_patches.apply(base) if self.session_patches else base
+
+    @property
+    def replayed(self) -> ev.SessionConfig:
+        """`session_wire()` read back as a SessionConfig (what the handshake asked for)."""
+        if not self.session_patches:
+            return self.requested
+        return ev.SessionConfig.parse(self.session_wire())
 
     def _start_handshake(self) -> None:
-        self._handshake.append(
-            json.dumps(ev.session_update(self.requested.to_wire(session_type=self.session_type)))
-        )
+        self._handshake.append(json.dumps(ev.session_update(self.session_wire())))
         self._reseeded = 0
         if self.reconnecting:
-            for role, text in self.conversation:
-                item = ev.user_text_item(text) if role == "user" else ev.assistant_text_item(text)
+            for item in self.conversation.items():
                 self._handshake.append(json.dumps(ev.conversation_item_create(item)))
                 self._reseeded += 1
 
@@ -432,10 +457,20 @@ class RealtimeProtocol:
             self._client_events.popitem(last=False)
         if kind == "conversation.item.create":
             item = event.get("item")
-            if isinstance(item, Mapping) and item.get("type") == "message":
-                role = item.get("role")
-                for text in ev.texts_of(item):
-                    self._remember("assistant" if role == "assistant" else "user", text)
+            if isinstance(item, Mapping):
+                self.conversation.add_item(item, " ".join(ev.texts_of(item)))
+        elif kind == "conversation.item.truncate":
+            item_id, end = event.get("item_id"), event.get("audio_end_ms")
+            if isinstance(item_id, str) and isinstance(end, int):
+                self.conversation.truncated(item_id, end, self.audio_ms(item_id))
+        elif kind == "conversation.item.delete":
+            item_id = event.get("item_id")
+            if isinstance(item_id, str):
+                self.conversation.deleted(item_id)
+        elif kind == "session.update":
+            session = event.get("session")
+            if isinstance(session, Mapping):
+                self.session_patches.add(event_id, session)
         elif kind == "response.create":
             self._requested += 1
             if self.stall_timeout_s is not None:

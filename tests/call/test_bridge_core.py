@@ -432,6 +432,117 @@ def test_one_barge_in_one_truncate_however_often_the_caller_speaks_again() -> No
     ]
 
 
+def message_added(response: str, item: str) -> rt.OutputItemAdded:
+    """`response.output_item.added` of an assistant audio message."""
+    return rt.OutputItemAdded(
+        response, 0, {"id": item, "type": "message", "role": "assistant", "content": []}
+    )
+
+
+@pytest.mark.parametrize("interrupt_response", [True, False])
+def test_barge_in_before_the_first_audio_cancels_and_deletes_the_item(
+    interrupt_response: bool,
+) -> None:
+    """The response has begun its item, no audio yet: the item is deleted (OpenAI refuses a
+    truncate of an item with no audio), after the cancel when the client cancels."""
+    sim = Sim()
+    sim.server(rt.ResponseCreated("r1"), message_added("r1", "i1"))
+    sim.tick(3)
+    cleared = sim.barge_in(interrupt_response=interrupt_response)
+    assert cleared.item_id is None
+    assert sim.sent_of("conversation.item.truncate") == []
+    expected = [] if interrupt_response else [{"type": "response.cancel"}]
+    expected.append({"type": "conversation.item.delete", "item_id": "i1"})
+    assert sim.sent == expected
+    # its deltas arriving afterwards are never played; the end of the response deletes nothing
+    assert not sim.delta(tone(200))
+    assert sim.tick(5) == [None] * 5
+    sim.server(rt.ResponseDone("r1", "cancelled", output=({"id": "i1", "type": "message"},)))
+    assert len(sim.sent_of("conversation.item.delete")) == 1
+    assert sim.events_of(BargedIn) == []
+
+
+def test_barge_in_with_audio_received_but_none_played_deletes_never_truncates_at_zero() -> None:
+    sim = Sim()
+    sim.server(rt.ResponseCreated("r1"))
+    sim.delta(tone(300))  # queued; the media clock has not pulled yet
+    cleared = sim.barge_in(interrupt_response=True)
+    assert (cleared.item_id, cleared.played_ms, cleared.dropped_ms) == ("i1", 0, 300)
+    assert sim.sent == [{"type": "conversation.item.delete", "item_id": "i1"}]
+    assert sim.tick(3) == [None] * 3
+
+
+def test_an_item_the_response_begins_after_the_barge_in_is_deleted() -> None:
+    sim = Sim()
+    sim.server(rt.ResponseCreated("r1"))
+    sim.barge_in(interrupt_response=False)
+    assert sim.sent == [{"type": "response.cancel"}]
+    sim.server(message_added("r1", "i1"))  # crossed the cancel on the wire
+    assert sim.sent[1:] == [{"type": "conversation.item.delete", "item_id": "i1"}]
+    # an item only its response.done names is deleted too, once
+    sim.server(
+        rt.ResponseDone(
+            "r1",
+            "cancelled",
+            output=({"id": "i1", "type": "message"}, {"id": "i2", "type": "message"}),
+        )
+    )
+    assert [e["item_id"] for e in sim.sent_of("conversation.item.delete")] == ["i1", "i2"]
+
+
+@pytest.mark.parametrize("interrupt_response", [True, False])
+def test_items_queued_behind_the_playing_one_are_deleted_the_playing_one_truncated(
+    interrupt_response: bool,
+) -> None:
+    """A finished answer still playing, the next response's audio queued behind it, and an item
+    of that response with no audio yet: one truncate (what was heard), the response cancelled,
+    and every item nothing was heard of deleted."""
+    sim = Sim()
+    sim.server(rt.ResponseCreated("r1"), message_added("r1", "i1"))
+    sim.delta(tone(400), response="r1", item="i1")
+    sim.server(rt.ResponseDone("r1", "completed"))
+    sim.server(rt.ResponseCreated("r2"), message_added("r2", "i2"))
+    sim.delta(tone(200), response="r2", item="i2")
+    sim.server(message_added("r2", "i3"))
+    sim.tick(5)  # 100 ms of i1 heard
+    cleared = sim.barge_in(interrupt_response=interrupt_response)
+    assert (cleared.item_id, cleared.played_ms, cleared.queued_items) == ("i1", 100, ("i2",))
+    kinds = [(e["type"], e.get("item_id")) for e in sim.sent]
+    assert kinds == [
+        ("conversation.item.truncate", "i1"),
+        *([] if interrupt_response else [("response.cancel", None)]),
+        ("conversation.item.delete", "i2"),
+        ("conversation.item.delete", "i3"),
+    ]
+    assert sim.sent_of("conversation.item.truncate")[0]["audio_end_ms"] == 100
+    assert sim.tick(3) == [None] * 3
+    # the caller speaks again: nothing more is truncated or deleted
+    sim.barge_in(interrupt_response=interrupt_response)
+    sim.server(rt.ResponseDone("r2", "cancelled"))
+    assert len(sim.sent) == len(kinds)
+
+
+def test_a_fully_heard_item_of_the_response_under_way_is_left_alone() -> None:
+    sim = Sim()
+    sim.server(rt.ResponseCreated("r1"), message_added("r1", "i1"))
+    sim.delta(tone(100), response="r1", item="i1")
+    sim.play_out()  # all of i1 heard; the response goes on
+    sim.server(message_added("r1", "i2"))
+    sim.barge_in(interrupt_response=True)
+    assert sim.sent == [{"type": "conversation.item.delete", "item_id": "i2"}]
+
+
+def test_a_played_prompt_queued_behind_bot_audio_is_never_deleted() -> None:
+    sim = Sim()
+    sim.server(rt.ResponseCreated("r1"))
+    sim.delta(tone(200))
+    sim.bridge.play(np.zeros(800, np.int16), 8000)
+    sim.tick(2)
+    cleared = sim.barge_in(interrupt_response=True)
+    assert len(cleared.queued_items) == 1  # the prompt's audio was dropped...
+    assert [e["type"] for e in sim.sent] == ["conversation.item.truncate"]  # ...never deleted
+
+
 def test_barge_in_reaction_is_measured_from_speech_started_to_the_last_frame_sent() -> None:
     sim = Sim(created_at=0.0)
     sim.server(rt.ResponseCreated("r1"))

@@ -227,7 +227,7 @@ def test_a_whole_conversation(conform: Conformance) -> None:
     (transcript,) = pair.of(ev.TranscriptDone)
     assert transcript.item_id == item and transcript.transcript.startswith("[echo of ")
     assert pair.proto.active_response_id is None
-    assert [role for role, _ in pair.proto.conversation] == ["user", "assistant"]
+    assert [e.kind for e in pair.proto.conversation.entries()] == ["user", "assistant"]
     answer_at = pair.now
 
     # 2. barge-in: the caller speaks over a long answer; the engine cancels it, the client
@@ -305,8 +305,8 @@ def test_a_reconnect_reseeds_the_conversation_into_the_new_session(conform: Conf
     turn = silence(200) + speech(1000, seed=4) + silence(900)
     pair.speak(turn)
     pair.run(len(turn) / RATE + 1.0)
-    remembered = list(pair.proto.conversation)
-    assert [role for role, _ in remembered] == ["user", "assistant"]
+    remembered = pair.proto.conversation.items()
+    assert [item["role"] for item in remembered] == ["user", "assistant"]
     pair.drop()
     assert pair.proto.state is State.CONNECTING and pair.proto.reconnect_refusal(pair.now) is None
     sent_before = len(pair.sent)
@@ -319,7 +319,7 @@ def test_a_reconnect_reseeds_the_conversation_into_the_new_session(conform: Conf
         "conversation.item.create",
     ]
     texts = [ev.texts_of(e["item"])[0] for e in handshake[1:]]
-    assert texts == [text for _, text in remembered]
+    assert texts == [ev.texts_of(item)[0] for item in remembered]
     assert not pair.of(ev.ErrorOccurred, events)
     assert [e.item["role"] for e in pair.of(ev.ItemAdded, events)] == ["user", "assistant"]
     # and the new session carries on: a turn, an answer

@@ -123,6 +123,9 @@ class EngineOptions:
     record_frames: bool = False
     #: test hook: requested format type -> format object put in the effective session instead
     substitute_formats: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: test hook: the server's copy of each assistant item holds this many ms less audio than
+    #: was sent (pipecat#2106 saw 85 ms): a truncate at the audio received is refused
+    short_item_ms: int = 0
 
 
 _DEFAULT_VAD: JsonDict = {
@@ -315,6 +318,11 @@ class LocalEngine:
 
     def _public_session(self) -> JsonDict:
         return copy.deepcopy(self.session)
+
+    @property
+    def conversation(self) -> list[JsonDict]:
+        """The items of the conversation in order, as reported to the client (a copy)."""
+        return [copy.deepcopy(item.item) for item in self._items.values()]
 
     @property
     def input_format(self) -> AudioFormat:
@@ -811,7 +819,7 @@ class LocalEngine:
         if item.item.get("role") != "assistant":
             raise _Bad("invalid_value", "Only assistant audio items can be truncated.", "item_id")
         if self._response is not None and self._response.item_id == item.id:
-            available = int(self._response.sent_ms)
+            available = max(0, int(self._response.sent_ms) - self.options.short_item_ms)
         else:
             available = item.audio_ms
         if end > available:
@@ -1013,7 +1021,8 @@ class LocalEngine:
                 "item": item,
             }
         )
-        self._items[resp.item_id] = _Item(resp.item_id, item, audio_ms=int(resp.sent_ms))
+        held_ms = max(0, int(resp.sent_ms) - self.options.short_item_ms)
+        self._items[resp.item_id] = _Item(resp.item_id, item, audio_ms=held_ms)
         self._last_item_id = resp.item_id
         out_tokens = int(resp.sent_ms / 50)
         usage = {"total_tokens": 10 + out_tokens, "input_tokens": 10, "output_tokens": out_tokens}
