@@ -133,6 +133,19 @@ class Settings:
         "input transcription model (empty: the profile's own, gpt-4o-mini-transcribe on openai "
         "and local, so a reconnect can replay the caller's words)",
     )
+    # --- GA session fields (issue 17); empty: not sent, the provider's default
+    tool_choice: str = _opt("auto", "auto|none|required|function:NAME|mcp:SERVER[:TOOL]")
+    max_output_tokens: str = _opt("", "tokens per response: 1-4096 or inf")
+    truncation: str = _opt("", "auto|disabled, or a retention ratio 0-1 (e.g. 0.8)")
+    prompt: str = _opt("", "stored prompt id (pmpt_...), optionally ID@VERSION")
+    tracing: str = _opt("", "auto, or a tracing workflow name")
+    include: list[str] = _opt([], "extra output: item.input_audio_transcription.logprobs")
+    parallel_tool_calls: bool = _opt(True, "let the model call several tools at once")
+    noise_reduction: str = _opt("", "input noise reduction: near_field|far_field")
+    vad_eagerness: str = _opt("", "semantic VAD eagerness: low|medium|high|auto")
+    vad_idle_timeout_ms: int = _opt(0, "server VAD: ask a response after this silence, ms (0: off)")
+    vad_create_response: bool = _opt(True, "turn detection starts a response at the turn's end")
+    vad_interrupt_response: bool = _opt(True, "turn detection cancels a response on speech")
     greeting: bool = _opt(True, "the model speaks first")
     append_ms: int = _opt(100, "caller audio batched per input_audio_buffer.append, in ms")
     provider_stall_timeout: float = _opt(
@@ -251,6 +264,8 @@ class Settings:
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 or more")
+        for name in SESSION_FIELD_NAMES:
+            session_field(name, getattr(self, name))
         if self.scenario and not Path(self.scenario).is_file():
             raise ConfigError(f"scenario: no such file {self.scenario!r}")
 
@@ -296,6 +311,120 @@ def parse_port_range(value: str, name: str = "rtp_ports") -> tuple[int, int]:
 
 
 # --- loading -----------------------------------------------------------------------------------
+
+#: The GA session fields a setting or a route sets (docs/configuration.md "Session fields").
+SESSION_FIELD_NAMES = (
+    "tool_choice",
+    "max_output_tokens",
+    "truncation",
+    "prompt",
+    "tracing",
+    "include",
+    "parallel_tool_calls",
+    "noise_reduction",
+    "vad_eagerness",
+    "vad_idle_timeout_ms",
+    "vad_create_response",
+    "vad_interrupt_response",
+)
+_TOOL_CHOICES = ("auto", "none", "required")
+_INCLUDE = ("item.input_audio_transcription.logprobs",)
+
+
+def session_field(name: str, raw: Any) -> Any:
+    """A session field's setting (or route value) in its wire form; None: not sent. ConfigError
+    with one line for a bad value. Routes may give the objects as TOML tables."""
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{name}: {raw!r} is not {expected}")
+
+    if name == "tool_choice":
+        if isinstance(raw, Mapping):
+            kind = raw.get("type")
+            if kind == "function" and isinstance(raw.get("name"), str) and raw["name"]:
+                return {"type": "function", "name": raw["name"]}
+            if kind == "mcp" and isinstance(raw.get("server_label"), str):
+                return dict(raw)
+            raise bad('{type = "function", name = ...} or {type = "mcp", server_label = ...}')
+        text = str(raw)
+        if text in _TOOL_CHOICES:
+            return text
+        kind, _, rest = text.partition(":")
+        if kind == "function" and rest:
+            return {"type": "function", "name": rest}
+        if kind == "mcp" and rest:
+            server, _, tool = rest.partition(":")
+            return {"type": "mcp", "server_label": server, **({"name": tool} if tool else {})}
+        raise bad("auto, none, required, function:NAME or mcp:SERVER[:TOOL]")
+    if name == "max_output_tokens":
+        if raw in ("", None):
+            return None
+        if raw == "inf":
+            return "inf"
+        try:
+            tokens = int(raw)
+        except (TypeError, ValueError):
+            raise bad("a number of tokens (1-4096) or inf") from None
+        if not 1 <= tokens <= 4096 or isinstance(raw, bool | float):
+            raise bad("a number of tokens (1-4096) or inf")
+        return tokens
+    if name == "truncation":
+        if isinstance(raw, Mapping):
+            raw = raw.get("retention_ratio", raw)
+        if raw in ("", None):
+            return None
+        if raw in ("auto", "disabled"):
+            return raw
+        try:
+            ratio = float(raw)
+        except (TypeError, ValueError):
+            raise bad("auto, disabled or a retention ratio between 0 and 1") from None
+        if not 0.0 <= ratio <= 1.0:
+            raise bad("auto, disabled or a retention ratio between 0 and 1")
+        return {"type": "retention_ratio", "retention_ratio": ratio}
+    if name == "prompt":
+        if isinstance(raw, Mapping):
+            if not isinstance(raw.get("id"), str) or not raw["id"]:
+                raise bad("a prompt table with an id")
+            return dict(raw)
+        if not raw:
+            return None
+        pid, _, version = str(raw).partition("@")
+        return {"id": pid, **({"version": version} if version else {})}
+    if name == "tracing":
+        if isinstance(raw, Mapping):
+            return dict(raw)
+        if not raw:
+            return None
+        return "auto" if raw == "auto" else {"workflow_name": str(raw)}
+    if name == "include":
+        values = [raw] if isinstance(raw, str) else list(raw or [])
+        for value in values:
+            if value not in _INCLUDE:
+                raise bad(f"a list of {', '.join(_INCLUDE)}")
+        return tuple(values) or None
+    if name in ("parallel_tool_calls", "vad_create_response", "vad_interrupt_response"):
+        if not isinstance(raw, bool):
+            raise bad("true or false")
+        return raw
+    if name == "noise_reduction":
+        if raw in ("", None):
+            return None
+        if raw not in ("near_field", "far_field"):
+            raise bad("near_field or far_field")
+        return raw
+    if name == "vad_eagerness":
+        if raw in ("", None):
+            return None
+        if raw not in ("low", "medium", "high", "auto"):
+            raise bad("low, medium, high or auto")
+        return raw
+    if name == "vad_idle_timeout_ms":
+        if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= 600_000:
+            raise bad("a number of milliseconds (0: off)")
+        return raw or None
+    raise ConfigError(f"{name}: not a session field")  # pragma: no cover
+
 
 _ALIASES: Mapping[str, str] = {
     "OPENAI_API_KEY": "openai_api_key",

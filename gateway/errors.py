@@ -40,7 +40,8 @@ descends from a root drawn below, and that the drawing is the classes' real tree
     ├── AdmissionError                a new call is not taken: status 503, reason, retry_after
     ├── OutboundError                 an outbound call could not be placed: status (HTTP)
     ├── CallStateError                an input the Call's lifecycle table has no entry for
-    └── CallEndedError                an action asked of a call that has ended
+    ├── CallEndedError                an action asked of a call that has ended
+    └── UnknownEventName (ValueError)  a handler registered for a name that names no event
     WebRtcError                       the WebRTC leg and its signalling: status (HTTP), message
     ├── Unauthorized                  401: no credential, a wrong one, or an expired token
     ├── Forbidden                     403: a browser origin that is not allowed (CORS)
@@ -247,6 +248,11 @@ class CallStateError(CallError):
 
 class CallEndedError(CallError):
     """An action was asked of a call that has ended."""
+
+
+class UnknownEventName(CallError, ValueError):
+    """A scenario registered a handler for an event name (or object) that names no event it
+    could ever receive; raised at registration, so the mistake is never silent."""
 
 
 # --- WebRTC -------------------------------------------------------------------------------------

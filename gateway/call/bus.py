@@ -13,6 +13,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from gateway.errors import UnknownEventName
 from gateway.logs import get_logger
 
 log = get_logger("call.scenario")
@@ -31,7 +32,13 @@ class EventBus:
         self._closed = False
 
     def on(self, event_type: type[E], handler: Handler[E]) -> None:
-        """Call `handler(event)` for every event of `event_type` (subclasses included)."""
+        """Call `handler(event)` for every event of `event_type` (subclasses included).
+        UnknownEventName for anything but a class (names are resolved by the callers,
+        `Call.on` and `call.realtime.on`), TypeError for a handler that cannot be called."""
+        if not isinstance(event_type, type):
+            raise UnknownEventName(f"not an event class: {event_type!r}")
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, not {type(handler).__name__}")
         self._handlers.setdefault(event_type, []).append(handler)
 
     def off(self, event_type: type[E], handler: Handler[E] | None = None) -> None:

@@ -37,10 +37,10 @@ import telcodecs
 from gateway import metrics
 from gateway.call.bridge import BargedIn, CallBridge, FirstAudioSent, ResponseHeard
 from gateway.call.bus import EventBus, Handler
-from gateway.call.events import CallConnected, CallEnded, EarlyMedia
+from gateway.call.events import CallConnected, CallEnded, EarlyMedia, call_event_class_named
 from gateway.call.lifecycle import CallInput, CallLifecycle, CallState
 from gateway.call.recorder import CallRecorder
-from gateway.errors import CallEndedError, CallStateError
+from gateway.errors import CallEndedError, CallStateError, UnknownEventName
 from gateway.logs import get_logger
 from gateway.media.convert import decode
 from gateway.media.playout import PlayoutCleared, PlayoutQueue
@@ -95,6 +95,24 @@ class CallOptions:
     goodbye_timeout_s: float = 10.0
 
 
+def event_type_of(name: type[E] | str, *, realtime_first: bool) -> type[E]:
+    """The event class for a class or a name: a wire type (`response.output_audio.delta`), a
+    VoxEngine name (`ResponseAudioDelta`, `ToneReceived`) or a gateway class name. A name that
+    names no event raises UnknownEventName at registration, never a handler that never runs."""
+    if isinstance(name, type):
+        return name
+    if not isinstance(name, str):
+        raise UnknownEventName(f"not an event class or name: {name!r}")
+    lookups = (rt.event_class_named, call_event_class_named)
+    for lookup in lookups if realtime_first else lookups[::-1]:
+        cls = lookup(name)
+        if cls is not None:
+            return cls
+    raise UnknownEventName(
+        f"no event is named {name!r} (a wire type, a VoxEngine name or an event class name)"
+    )
+
+
 class RealtimeActions:
     """`call.realtime`: handlers for Realtime server events, and every client event."""
 
@@ -107,12 +125,14 @@ class RealtimeActions:
     def link(self) -> RealtimeClient:
         return self._call._link
 
-    def on(self, event_type: type[E], handler: Handler[E]) -> None:
-        """Run `handler` for every Realtime server event of `event_type`."""
-        self._call._bus.on(event_type, handler)
+    def on(self, event_type: type[E] | str, handler: Handler[E]) -> None:
+        """Run `handler` for every Realtime server event of `event_type` (a class, or a name:
+        `"ResponseOutputAudioDelta"`, `"response.output_audio.delta"`; UnknownEventName for a
+        name that names no event)."""
+        self._call._bus.on(event_type_of(event_type, realtime_first=True), handler)
 
-    def off(self, event_type: type[E], handler: Handler[E] | None = None) -> None:
-        self._call._bus.off(event_type, handler)
+    def off(self, event_type: type[E] | str, handler: Handler[E] | None = None) -> None:
+        self._call._bus.off(event_type_of(event_type, realtime_first=True), handler)
 
     @property
     def interrupt_response(self) -> bool:
@@ -207,10 +227,13 @@ class RealtimeActions:
         self._call.stop_media_to("caller")
 
     def close(self) -> None:
-        """Close the provider session (VoxEngine `close()`); the call then ends with outcome
-        `provider_closed` unless the scenario ended it first."""
-        if self._call._tg is not None and not self.link.closed:
-            self._call.spawn(self.link.close())
+        """Close the Realtime session (VoxEngine `close()`). The call goes on: the scenario
+        decides what follows (play, transfer, hang up). From here the caller's audio is
+        dropped (not buffered) and the bot audio already queued for the caller plays out."""
+        call = self._call
+        call._realtime_closed = True
+        if call._tg is not None and not self.link.closed:
+            call.spawn(self.link.close())
 
 
 class Call:
@@ -242,6 +265,7 @@ class Call:
         self.early = early
         self._announced = False  # run() emitted EarlyMedia or CallConnected
         self._link = link
+        self._realtime_closed = False  # the scenario closed the Realtime session: not a failure
         self._transfer_fn = transfer
         self._bus = EventBus(call_id)
         self.realtime = RealtimeActions(self)
@@ -417,6 +441,8 @@ class Call:
             self._on_server_event(ev, loop.time())
             self._bus.emit(ev)
             lost = lost or isinstance(ev, rt.SessionLost)
+        if self._realtime_closed and not lost:
+            return  # the scenario's close(): the call goes on without its Realtime session
         if lost and self._bus.wants(rt.SessionLost):
             # The scenario says goodbye (apology prompt) and hangs up; make sure it does.
             await asyncio.sleep(20.0)
@@ -424,12 +450,13 @@ class Call:
 
     # --- scenario API: call actions ---------------------------------------------------------
 
-    def on(self, event_type: type[E], handler: Handler[E]) -> None:
-        """Run `handler` for every call event of `event_type` (e.g. DtmfReceived)."""
-        self._bus.on(event_type, handler)
+    def on(self, event_type: type[E] | str, handler: Handler[E]) -> None:
+        """Run `handler` for every call event of `event_type` (e.g. DtmfReceived, or a name:
+        `"ToneReceived"`, `"DtmfReceived"`; UnknownEventName for a name that names no event)."""
+        self._bus.on(event_type_of(event_type, realtime_first=False), handler)
 
-    def off(self, event_type: type[E], handler: Handler[E] | None = None) -> None:
-        self._bus.off(event_type, handler)
+    def off(self, event_type: type[E] | str, handler: Handler[E] | None = None) -> None:
+        self._bus.off(event_type_of(event_type, realtime_first=False), handler)
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         """Run `coro` as a task of this call; it is cancelled when the call ends."""

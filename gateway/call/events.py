@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from gateway.media.port import (
     DtmfReceived,
+    FormatChanged,
     HoldChanged,
     LegEnded,
     LegEvent,
@@ -33,6 +34,7 @@ __all__ = [
     "MediaStarted",
     "MediaStopped",
     "TransferProgress",
+    "call_event_class_named",
 ]
 
 
@@ -75,3 +77,41 @@ class BotMediaEnded(CallEvent):
     """Provider audio toward the caller ended: 1 s of silence after it (`WebSocketMediaEnded`)."""
 
     item_id: str | None
+
+
+#: VoxEngine names of call events (`CallEvents.*`, `Yandex.Events.*`), as docs/voxengine.md maps
+#: them, beside the class names.
+_CALL_EVENT_NAMES: dict[str, type] = {
+    "Connected": CallConnected,
+    "Disconnected": CallEnded,
+    "ToneReceived": DtmfReceived,
+    "OnHold": HoldChanged,
+    "TransferComplete": TransferProgress,
+    "WebSocketMediaStarted": BotMediaStarted,
+    "WebSocketMediaEnded": BotMediaEnded,
+    **{
+        cls.__name__: cls
+        for cls in (
+            CallEvent,
+            CallConnected,
+            EarlyMedia,
+            CallEnded,
+            BotMediaStarted,
+            BotMediaEnded,
+            LegEvent,
+            DtmfReceived,
+            FormatChanged,
+            HoldChanged,
+            LegEnded,
+            MediaStarted,
+            MediaStopped,
+            TransferProgress,
+        )
+    },
+}
+
+
+def call_event_class_named(name: str) -> type | None:
+    """The call event class `name` stands for (a class name or its VoxEngine name); None when
+    it names none."""
+    return _CALL_EVENT_NAMES.get(name)

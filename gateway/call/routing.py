@@ -12,10 +12,10 @@ from __future__ import annotations
 import ipaddress
 import string
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.config import Settings
+from gateway.config import SESSION_FIELD_NAMES, Settings, session_field
 from gateway.errors import ConfigError
 from gateway.media.format import AudioFormat
 from gateway.realtime import events as rt
@@ -31,6 +31,7 @@ ROUTE_OVERRIDE_KEYS = frozenset(
         "session_format",
         "record",
         "tools",
+        *SESSION_FIELD_NAMES,
     }
 )
 
@@ -47,6 +48,8 @@ class CallProfile:
     session_format: str
     record: bool
     tools: bool
+    #: GA session fields in wire form, None: not sent (`gateway.config.session_field`)
+    session_fields: Mapping[str, Any] = field(default_factory=dict)
 
 
 def validate_routes(routes: Sequence[Mapping[str, Any]]) -> None:
@@ -60,6 +63,12 @@ def validate_routes(routes: Sequence[Mapping[str, Any]]) -> None:
                 ipaddress.ip_network(str(route["source"]), strict=False)
             except ValueError:
                 raise ConfigError(f"routes[{i}].source is not a CIDR network") from None
+        for name in SESSION_FIELD_NAMES:
+            if name in route:
+                try:
+                    session_field(name, route[name])
+                except ConfigError as exc:
+                    raise ConfigError(f"routes[{i}].{exc}") from None
         if "header" in route:
             header = route["header"]
             if (
@@ -120,11 +129,16 @@ def resolve_profile(
         "record": bool(settings.record_dir),
         "tools": True,
     }
+    fields = {name: getattr(settings, name) for name in SESSION_FIELD_NAMES}
     for route in settings.routes:
         if _matches(route, called, source, leg, headers, trunk):
-            values.update({k: v for k, v in route.items() if k in ROUTE_OVERRIDE_KEYS})
+            values.update(
+                {k: v for k, v in route.items() if k in ROUTE_OVERRIDE_KEYS and k not in fields}
+            )
+            fields.update({k: v for k, v in route.items() if k in fields})
             break
-    return CallProfile(**values)
+    wire = {name: session_field(name, raw) for name, raw in fields.items()}
+    return CallProfile(**values, session_fields=wire)
 
 
 class _Defaulting(dict[str, str]):
@@ -156,19 +170,29 @@ def build_session(
 ) -> rt.SessionConfig:
     """The session.update the call asks for."""
     turn: rt.TurnDetection | None
+    f = profile.session_fields
+    create = f.get("vad_create_response", True)
+    interrupt = f.get("vad_interrupt_response", True)
     if profile.vad == "none":
         turn = None
     elif profile.vad == "semantic_vad":
-        turn = rt.TurnDetection(type="semantic_vad", create_response=True, interrupt_response=True)
+        turn = rt.TurnDetection(
+            type="semantic_vad",
+            eagerness=f.get("vad_eagerness"),
+            create_response=create,
+            interrupt_response=interrupt,
+        )
     else:
         turn = rt.TurnDetection(
             type="server_vad",
             threshold=settings.vad_threshold,
             prefix_padding_ms=settings.vad_prefix_ms,
             silence_duration_ms=settings.vad_silence_ms,
-            create_response=True,
-            interrupt_response=True,
+            idle_timeout_ms=f.get("vad_idle_timeout_ms"),
+            create_response=create,
+            interrupt_response=interrupt,
         )
+    has_tools = bool(profile.tools and tools)
     return rt.SessionConfig(
         instructions=instructions,
         voice=profile.voice or default_voice,
@@ -176,8 +200,16 @@ def build_session(
         output_format=output_format,
         turn_detection=turn,
         tools=tuple(tools) if profile.tools else (),
-        tool_choice="auto" if profile.tools and tools else None,
+        tool_choice=f.get("tool_choice", "auto") if has_tools else None,
         transcription={"model": profile.transcription_model}
         if profile.transcription_model
         else None,
+        noise_reduction=f.get("noise_reduction"),
+        max_output_tokens=f.get("max_output_tokens"),
+        truncation=f.get("truncation"),
+        prompt=f.get("prompt"),
+        tracing=f.get("tracing"),
+        include=f.get("include"),
+        # sent when off only: on is every provider's default
+        parallel_tool_calls=False if has_tools and f.get("parallel_tool_calls") is False else None,
     )

@@ -14,6 +14,9 @@ handlers get the typed event, whose wire JSON is in `event.raw`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from gateway.call.call import Call, RealtimeActions
 from gateway.call.events import (
     BotMediaEnded,
@@ -25,6 +28,7 @@ from gateway.call.events import (
     TransferProgress,
 )
 from gateway.realtime import events as rt
+from gateway.secret import Secret
 
 __all__ = ["CallEvents", "Events", "OpenAI", "RealtimeAPIEvents", "Yandex"]
 
@@ -53,12 +57,17 @@ class RealtimeAPIEvents:
     ConversationItemRetrieved = rt.ItemRetrieved
     ConversationItemTruncated = rt.ItemTruncated
     Error = rt.ErrorOccurred
+    HTTPResponse = rt.HttpResponse
     InputAudioBufferCleared = rt.InputCleared
     InputAudioBufferCommitted = rt.InputCommitted
-    InputAudioBufferDtmfEventReceived = rt.DtmfReceived
+    InputAudioBufferDTMFEventReceived = rt.DtmfReceived
+    InputAudioBufferDtmfEventReceived = rt.DtmfReceived  # the old spelling, kept as an alias
     InputAudioBufferSpeechStarted = rt.SpeechStarted
     InputAudioBufferSpeechStopped = rt.SpeechStopped
     InputAudioBufferTimeoutTriggered = rt.InputTimeoutTriggered
+    MCPListToolsCompleted = rt.McpListToolsCompleted
+    MCPListToolsFailed = rt.McpListToolsFailed
+    MCPListToolsInProgress = rt.McpListToolsInProgress
     OutputAudioBufferCleared = rt.OutputAudioBufferCleared
     OutputAudioBufferStarted = rt.OutputAudioBufferStarted
     OutputAudioBufferStopped = rt.OutputAudioBufferStopped
@@ -69,6 +78,11 @@ class RealtimeAPIEvents:
     ResponseDone = rt.ResponseDone
     ResponseFunctionCallArgumentsDelta = rt.FunctionCallArgumentsDelta
     ResponseFunctionCallArgumentsDone = rt.FunctionCallArgumentsDone
+    ResponseMCPCallArgumentsDelta = rt.McpCallArgumentsDelta
+    ResponseMCPCallArgumentsDone = rt.McpCallArgumentsDone
+    ResponseMCPCallCompleted = rt.McpCallCompleted
+    ResponseMCPCallFailed = rt.McpCallFailed
+    ResponseMCPCallInProgress = rt.McpCallInProgress
     ResponseOutputAudioDelta = rt.AudioDelta
     ResponseOutputAudioDone = rt.AudioDone
     ResponseOutputAudioTranscriptDelta = rt.TranscriptDelta
@@ -80,6 +94,7 @@ class RealtimeAPIEvents:
     SessionCreated = rt.SessionCreated
     SessionUpdated = rt.SessionUpdated
     Unknown = rt.UnknownEvent
+    WebSocketError = rt.WebSocketError
 
 
 class CallEvents:
@@ -99,10 +114,80 @@ class _Module:
     RealtimeAPIEvents = RealtimeAPIEvents
 
     @staticmethod
-    def create_realtime_api_client(call: Call) -> RealtimeActions:
-        """The call's Realtime client. The gateway opens it before the scenario runs (with the
-        configured provider, voice and instructions), so this returns `call.realtime`."""
+    def create_realtime_api_client(
+        call: Call, parameters: Mapping[str, Any] | None = None, /, **more: Any
+    ) -> RealtimeActions:
+        """The call's Realtime client (`call.realtime`), with VoxEngine's `parameters` applied.
+
+        The gateway opens the session before the scenario runs (with the configured provider,
+        model, key, voice and instructions). Parameters that differ are applied to it:
+        `instructions` and `voice` by a `session.update`; another `model`, `apiKey` (or
+        `folderId` on Yandex) by re-opening the session with them, as a renewal does
+        (`SessionReconnected`, or `HTTPResponse` and `SessionLost` if the provider refuses
+        them). Names in camelCase or snake_case; any other name raises ValueError."""
+        params = _client_parameters({**(parameters or {}), **more})
+        _apply_client_parameters(call.realtime, params)
         return call.realtime
+
+
+_PARAMETER_NAMES = {
+    "model": "model",
+    "apiKey": "api_key",
+    "api_key": "api_key",
+    "folderId": "folder_id",
+    "folder_id": "folder_id",
+    "voice": "voice",
+    "instructions": "instructions",
+}
+
+
+def _client_parameters(given: Mapping[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in given.items():
+        key = _PARAMETER_NAMES.get(name)
+        if key is None:
+            raise ValueError(
+                f"create_realtime_api_client: unknown parameter {name!r} "
+                f"(known: {', '.join(sorted(_PARAMETER_NAMES))})"
+            )
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"create_realtime_api_client: {name} must be a non-empty string")
+        out[key] = value
+    return out
+
+
+def _apply_client_parameters(client: RealtimeActions, params: Mapping[str, str]) -> None:
+    link = client.link
+    profile = link.profile
+    requested = link.protocol.requested
+    effective = link.effective or requested
+    model = params.get("model", "")
+    folder = params.get("folder_id")
+    if profile.name == "yandex" and (folder or (model and not model.startswith("gpt://"))):
+        # Yandex names its model by URI: gpt://FOLDER/MODEL
+        current_folder, _, current_model = profile.model.removeprefix("gpt://").partition("/")
+        model = f"gpt://{folder or current_folder}/{model or current_model}"
+    key = params.get("api_key")
+    changes: dict[str, Any] = {}
+    if "instructions" in params and params["instructions"] != effective.instructions:
+        changes["instructions"] = params["instructions"]
+    if "voice" in params and params["voice"] != effective.voice:
+        changes["voice"] = params["voice"]
+    reconnect = (model and model != profile.model) or (
+        key is not None and key != profile.credential.reveal()
+    )
+    if reconnect:
+        new_profile = profile.with_model(model or profile.model, Secret(key) if key else None)
+        link.reconnect_with(new_profile, requested.replace(**changes))
+    elif changes:
+        patch: dict[str, Any] = {}
+        if "instructions" in changes:
+            patch["instructions"] = changes["instructions"]
+        if "voice" in changes:
+            patch["audio"] = {"output": {"voice": changes["voice"]}}
+        client.session_update(patch)
 
 
 Yandex = _Module()

@@ -457,7 +457,9 @@ class RealtimeClient:
         if self._renewing:
             return "renewed"
         code = ws.close_code
-        self._log.warning("realtime_socket_closed", code=code, reason=(ws.close_reason or "")[:80])
+        reason = (ws.close_reason or "")[:80]
+        self._log.warning("realtime_socket_closed", code=code, reason=reason)
+        await self._deliver(ev.WebSocketError(code, reason))
         return "dropped"
 
     async def _reopen(self, reason: str) -> bool:
@@ -488,6 +490,8 @@ class RealtimeClient:
                 await asyncio.wait_for(self._open(), remaining)
             except ConnectError as exc:
                 last, label = f"connect: {exc}", "connect_failed"
+                if exc.status is not None:
+                    await self._deliver(ev.HttpResponse(exc.status))
                 if not exc.retryable:
                     break
             except (SessionSetupError, TimeoutError) as exc:
@@ -745,6 +749,20 @@ class RealtimeClient:
 
     def delete_item(self, item_id: str) -> str:
         return self.send_event(ev.conversation_item_delete(item_id))
+
+    def reconnect_with(self, profile: ProviderProfile, config: ev.SessionConfig) -> None:
+        """Re-open the session with another `profile` (model, key) and `config`, the way a
+        renewal does: the socket is closed, a new one opened and the conversation re-seeded;
+        `SessionReconnected(reason="renewed")` follows, or `HttpResponse` and `SessionLost`
+        when the provider refuses the new model or key."""
+        self.profile = profile
+        self.protocol.requested = config
+        ws = self._ws
+        if ws is not None and not self._closing:
+            self._renewing = True
+            self._log.info("realtime_session_reconnecting", model=profile.model)
+            loop = asyncio.get_running_loop()
+            self._close_task = loop.create_task(ws.close(1000, "new session parameters"))
 
     def ensure_open(self) -> None:
         """SessionClosed if the session is closed."""

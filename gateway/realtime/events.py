@@ -42,6 +42,7 @@ __all__ = [
     "ErrorOccurred",
     "FunctionCallArgumentsDelta",
     "FunctionCallArgumentsDone",
+    "HttpResponse",
     "InputCleared",
     "InputCommitted",
     "InputTimeoutTriggered",
@@ -55,6 +56,14 @@ __all__ = [
     "ItemRetrieved",
     "ItemTruncated",
     "MalformedEvent",
+    "McpCallArgumentsDelta",
+    "McpCallArgumentsDone",
+    "McpCallCompleted",
+    "McpCallFailed",
+    "McpCallInProgress",
+    "McpListToolsCompleted",
+    "McpListToolsFailed",
+    "McpListToolsInProgress",
     "OutputAudioBufferCleared",
     "OutputAudioBufferStarted",
     "OutputAudioBufferStopped",
@@ -78,8 +87,10 @@ __all__ = [
     "TranscriptDone",
     "TurnDetection",
     "UnknownEvent",
+    "WebSocketError",
     "diff",
     "encode_append",
+    "event_class_named",
     "format_from_wire",
     "format_to_wire",
     "parse_server_event",
@@ -194,7 +205,8 @@ class SessionConfig:
     turn_detection: TurnDetection | None = None
     turn_detection_set: bool = True
     tools: tuple[Mapping[str, Any], ...] | None = None
-    tool_choice: str | None = None
+    #: "auto" | "none" | "required", or {"type": "function", "name": ...} / {"type": "mcp", ...}
+    tool_choice: str | Mapping[str, Any] | None = None
     transcription: Mapping[str, Any] | None = None
     noise_reduction: str | None = None
     output_modalities: tuple[str, ...] | None = ("audio",)
@@ -202,6 +214,13 @@ class SessionConfig:
     model: str | None = None
     input_languages: tuple[str, ...] | None = None
     output_role: str | None = None
+    #: GA session fields sent as given when set (None: not sent, the provider's default)
+    max_output_tokens: int | str | None = None  # 1..4096 or "inf"
+    truncation: str | Mapping[str, Any] | None = None  # "auto" | "disabled" | retention_ratio
+    prompt: Mapping[str, Any] | None = None  # {"id": ..., "version": ..., "variables": ...}
+    tracing: str | Mapping[str, Any] | None = None  # "auto" | {"workflow_name": ...}
+    include: tuple[str, ...] | None = None  # ("item.input_audio_transcription.logprobs",)
+    parallel_tool_calls: bool | None = None
 
     def replace(self, **changes: Any) -> SessionConfig:
         """A copy with `changes` applied."""
@@ -252,7 +271,17 @@ class SessionConfig:
         if self.tools is not None:
             out["tools"] = [dict(t) for t in self.tools]
         if self.tool_choice is not None:
-            out["tool_choice"] = self.tool_choice
+            out["tool_choice"] = (
+                self.tool_choice if isinstance(self.tool_choice, str) else dict(self.tool_choice)
+            )
+        for name in ("max_output_tokens", "truncation", "prompt", "tracing"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value if isinstance(value, str | int) else dict(value)
+        if self.include is not None:
+            out["include"] = list(self.include)
+        if self.parallel_tool_calls is not None:
+            out["parallel_tool_calls"] = self.parallel_tool_calls
         return out
 
     @classmethod
@@ -280,6 +309,8 @@ class SessionConfig:
         tools = session.get("tools")
         tool_choice = session.get("tool_choice")
         languages = a_in.get("languages")
+        include = session.get("include")
+        parallel = session.get("parallel_tool_calls")
         return cls(
             instructions=_opt_str(session.get("instructions")),
             voice=_opt_str(voice),
@@ -290,7 +321,7 @@ class SessionConfig:
             tools=tuple(t for t in tools if isinstance(t, Mapping))
             if isinstance(tools, list)
             else None,
-            tool_choice=tool_choice if isinstance(tool_choice, str) else None,
+            tool_choice=tool_choice if isinstance(tool_choice, str | Mapping) else None,
             transcription=transcription if isinstance(transcription, Mapping) else None,
             noise_reduction=_opt_str(_obj(nr).get("type")) if nr is not None else None,
             output_modalities=tuple(str(m) for m in modalities)
@@ -302,6 +333,12 @@ class SessionConfig:
             if isinstance(languages, list)
             else None,
             output_role=_opt_str(a_out.get("role")),
+            max_output_tokens=_tokens(session.get("max_output_tokens")),
+            truncation=_str_or_obj(session.get("truncation")),
+            prompt=_obj(session.get("prompt")) or None,
+            tracing=_str_or_obj(session.get("tracing")),
+            include=tuple(str(x) for x in include) if isinstance(include, list) else None,
+            parallel_tool_calls=parallel if isinstance(parallel, bool) else None,
         )
 
 
@@ -315,7 +352,7 @@ def diff(requested: SessionConfig, effective: SessionConfig) -> list[tuple[str, 
     out: list[tuple[str, Any, Any]] = []
     for f in dataclasses.fields(SessionConfig):
         name = f.name
-        if name in ("turn_detection", "turn_detection_set", "tools", "model"):
+        if name in ("turn_detection", "turn_detection_set", "tools", "model", "prompt", "tracing"):
             continue
         asked = getattr(requested, name)
         got = getattr(effective, name)
@@ -345,6 +382,16 @@ def diff(requested: SessionConfig, effective: SessionConfig) -> list[tuple[str, 
 
 def _obj(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+def _str_or_obj(value: object) -> str | Mapping[str, Any] | None:
+    return value if isinstance(value, str | Mapping) else None
+
+
+def _tokens(value: object) -> int | str | None:
+    if value == "inf" or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    return None
 
 
 def _opt_str(value: object) -> str | None:
@@ -648,6 +695,72 @@ class OutputAudioBufferCleared(UnknownEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class McpListToolsInProgress(ServerEvent):
+    """`mcp_list_tools.in_progress`: the server is listing an MCP server's tools (a session
+    `tools` entry of type `mcp`); `item_id` is the `mcp_list_tools` item."""
+
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class McpListToolsCompleted(ServerEvent):
+    """`mcp_list_tools.completed`: the MCP server's tools are listed (in the item)."""
+
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class McpListToolsFailed(ServerEvent):
+    """`mcp_list_tools.failed`: listing the MCP server's tools failed."""
+
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class McpCallArgumentsDelta(ServerEvent):
+    """`response.mcp_call_arguments.delta`: a piece of an MCP tool call's JSON arguments."""
+
+    response_id: str
+    item_id: str
+    output_index: int
+    delta: str
+
+
+@dataclass(frozen=True, slots=True)
+class McpCallArgumentsDone(ServerEvent):
+    """`response.mcp_call_arguments.done`: an MCP tool call's final JSON arguments."""
+
+    response_id: str
+    item_id: str
+    output_index: int
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class McpCallInProgress(ServerEvent):
+    """`response.mcp_call.in_progress`: the server is calling the MCP tool."""
+
+    item_id: str
+    output_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class McpCallCompleted(ServerEvent):
+    """`response.mcp_call.completed`: the MCP tool call succeeded (its output is in the item)."""
+
+    item_id: str
+    output_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class McpCallFailed(ServerEvent):
+    """`response.mcp_call.failed`: the MCP tool call failed (its error is in the item)."""
+
+    item_id: str
+    output_index: int
+
+
+@dataclass(frozen=True, slots=True)
 class MalformedEvent(ServerEvent):
     """A frame that is not a valid event (bad JSON, missing fields); `reason` says why."""
 
@@ -689,6 +802,24 @@ class SessionLost(ConnectorEvent):
     """The provider session is gone for good; the events stream ends after this."""
 
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketError(ConnectorEvent):
+    """The provider's WebSocket closed without being asked to (VoxEngine `WebSocketError`):
+    `code` and `reason` of its close frame (code None: no close frame). A re-open follows
+    (`SessionReconnected`) or the session is lost (`SessionLost`)."""
+
+    code: int | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse(ConnectorEvent):
+    """The provider answered a WebSocket re-open with an HTTP status instead of the upgrade
+    (VoxEngine `HTTPResponse`): 401/403 for a refused key or model, 5xx when it is down."""
+
+    status: int
 
 
 def _s(obj: JsonObject, key: str) -> str:
@@ -879,6 +1010,28 @@ _PARSERS: dict[str, _Parser] = {
     "response.function_call_arguments.done": lambda o, e: FunctionCallArgumentsDone(
         *_ids(o), _s(o, "call_id"), _s(o, "name"), _s(o, "arguments"), event_id=e, raw=o
     ),
+    "mcp_list_tools.in_progress": lambda o, e: McpListToolsInProgress(
+        _s(o, "item_id"), event_id=e, raw=o
+    ),
+    "mcp_list_tools.completed": lambda o, e: McpListToolsCompleted(
+        _s(o, "item_id"), event_id=e, raw=o
+    ),
+    "mcp_list_tools.failed": lambda o, e: McpListToolsFailed(_s(o, "item_id"), event_id=e, raw=o),
+    "response.mcp_call_arguments.delta": lambda o, e: McpCallArgumentsDelta(
+        *_ids(o), _i(o, "output_index", 0), _s(o, "delta"), event_id=e, raw=o
+    ),
+    "response.mcp_call_arguments.done": lambda o, e: McpCallArgumentsDone(
+        *_ids(o), _i(o, "output_index", 0), _s(o, "arguments"), event_id=e, raw=o
+    ),
+    "response.mcp_call.in_progress": lambda o, e: McpCallInProgress(
+        _s(o, "item_id"), _i(o, "output_index", 0), event_id=e, raw=o
+    ),
+    "response.mcp_call.completed": lambda o, e: McpCallCompleted(
+        _s(o, "item_id"), _i(o, "output_index", 0), event_id=e, raw=o
+    ),
+    "response.mcp_call.failed": lambda o, e: McpCallFailed(
+        _s(o, "item_id"), _i(o, "output_index", 0), event_id=e, raw=o
+    ),
     "rate_limits.updated": lambda o, e: RateLimitsUpdated(
         tuple(x for x in o.get("rate_limits") or () if isinstance(x, Mapping)), event_id=e, raw=o
     ),
@@ -886,6 +1039,105 @@ _PARSERS: dict[str, _Parser] = {
 
 #: Server event types with a typed class (GA and beta names); everything else is UnknownEvent.
 KNOWN_SERVER_TYPES: frozenset[str] = frozenset(_PARSERS)
+
+
+#: The class each wire type (GA and beta) is parsed into: the names `event_class_named` knows.
+_CLASS_OF_TYPE: dict[str, type[ServerEvent]] = {
+    "error": ErrorOccurred,
+    "session.created": SessionCreated,
+    "session.updated": SessionUpdated,
+    "input_audio_buffer.speech_started": SpeechStarted,
+    "input_audio_buffer.speech_stopped": SpeechStopped,
+    "input_audio_buffer.committed": InputCommitted,
+    "input_audio_buffer.cleared": InputCleared,
+    "input_audio_buffer.timeout_triggered": InputTimeoutTriggered,
+    "input_audio_buffer.dtmf_event_received": DtmfReceived,
+    "conversation.item.added": ItemAdded,
+    "conversation.item.created": ItemAdded,
+    "conversation.item.done": ItemDone,
+    "conversation.item.retrieved": ItemRetrieved,
+    "conversation.item.truncated": ItemTruncated,
+    "conversation.item.deleted": ItemDeleted,
+    "conversation.item.input_audio_transcription.delta": InputTranscriptionDelta,
+    "conversation.item.input_audio_transcription.completed": InputTranscriptionCompleted,
+    "conversation.item.input_audio_transcription.segment": InputTranscriptionSegment,
+    "conversation.item.input_audio_transcription.failed": InputTranscriptionFailed,
+    "output_audio_buffer.started": OutputAudioBufferStarted,
+    "output_audio_buffer.stopped": OutputAudioBufferStopped,
+    "output_audio_buffer.cleared": OutputAudioBufferCleared,
+    "response.created": ResponseCreated,
+    "response.done": ResponseDone,
+    "response.output_item.added": OutputItemAdded,
+    "response.output_item.done": OutputItemDone,
+    "response.content_part.added": ContentPartAdded,
+    "response.content_part.done": ContentPartDone,
+    "response.output_audio.delta": AudioDelta,
+    "response.audio.delta": AudioDelta,
+    "response.output_audio.done": AudioDone,
+    "response.audio.done": AudioDone,
+    "response.output_audio_transcript.delta": TranscriptDelta,
+    "response.audio_transcript.delta": TranscriptDelta,
+    "response.output_audio_transcript.done": TranscriptDone,
+    "response.audio_transcript.done": TranscriptDone,
+    "response.output_text.delta": TextDelta,
+    "response.text.delta": TextDelta,
+    "response.output_text.done": TextDone,
+    "response.text.done": TextDone,
+    "response.function_call_arguments.delta": FunctionCallArgumentsDelta,
+    "response.function_call_arguments.done": FunctionCallArgumentsDone,
+    "mcp_list_tools.in_progress": McpListToolsInProgress,
+    "mcp_list_tools.completed": McpListToolsCompleted,
+    "mcp_list_tools.failed": McpListToolsFailed,
+    "response.mcp_call_arguments.delta": McpCallArgumentsDelta,
+    "response.mcp_call_arguments.done": McpCallArgumentsDone,
+    "response.mcp_call.in_progress": McpCallInProgress,
+    "response.mcp_call.completed": McpCallCompleted,
+    "response.mcp_call.failed": McpCallFailed,
+    "rate_limits.updated": RateLimitsUpdated,
+}
+#: VoxEngine names that are not the CamelCase of a wire type (docs/voxengine.md).
+_VOXENGINE_NAMES: Mapping[str, type[ServerEvent]] = {
+    "connectorinformation": ConnectorEvent,
+    "httpresponse": HttpResponse,
+    "websocketerror": WebSocketError,
+    "unknown": UnknownEvent,
+}
+
+
+def _camel(wire_type: str) -> str:
+    """`response.output_audio.delta` -> `responseoutputaudiodelta` (VoxEngine's naming rule,
+    case-folded so that `DTMF`/`Dtmf` and `MCP`/`Mcp` spell the same name)."""
+    return wire_type.replace(".", "").replace("_", "").lower()
+
+
+_BY_NAME: dict[str, type[ServerEvent]] = {
+    **{_camel(t): cls for t, cls in _CLASS_OF_TYPE.items()},
+    **_VOXENGINE_NAMES,
+}
+_SERVER_CLASSES: dict[str, type[ServerEvent]] = {
+    cls.__name__: cls
+    for cls in (
+        *_CLASS_OF_TYPE.values(),
+        UnknownEvent,
+        ConnectorEvent,
+        SessionReconnected,
+        SessionStalled,
+        SessionLost,
+        WebSocketError,
+        HttpResponse,
+    )
+}
+
+
+def event_class_named(name: str) -> type[ServerEvent] | None:
+    """The server event class a name stands for: a wire type (`response.output_audio.delta`,
+    beta names too), its VoxEngine name (`ResponseOutputAudioDelta`, `ResponseAudioDelta`,
+    `InputAudioBufferDTMFEventReceived`, `MCPListToolsCompleted`, `HTTPResponse`, `Unknown`,
+    ...) or the gateway's class name (`AudioDelta`). None when it names none."""
+    cls = _CLASS_OF_TYPE.get(name) or _SERVER_CLASSES.get(name)
+    if cls is None and name.isalnum():
+        cls = _BY_NAME.get(name.lower())
+    return cls
 
 
 def parse_server_event(obj: JsonObject) -> ServerEvent:

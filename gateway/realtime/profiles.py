@@ -16,9 +16,10 @@ The auth header value is built from a `Secret` only at connect time and never lo
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from gateway.media.format import PCM16_24K, PCMA_8K, PCMU_8K, AudioFormat
 from gateway.secret import Secret
@@ -69,6 +70,19 @@ class ProviderProfile:
 
     def supports(self, event_type: str) -> bool:
         return event_type not in self.unsupported_events
+
+    def with_model(self, model: str, credential: Secret | None = None) -> ProviderProfile:
+        """This profile for another `model` (the URL's `model` query parameter) and, when given,
+        another credential."""
+        parts = urlsplit(self.url)
+        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "model"]
+        base = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+        return dataclasses.replace(
+            self,
+            url=_with_model(base.rstrip("?"), model),
+            model=model,
+            credential=self.credential if credential is None else credential,
+        )
 
 
 def _with_model(base: str, model: str) -> str:

@@ -19,7 +19,7 @@ from gateway.media.port import LegEnded, MediaPort, MediaSink
 from gateway.realtime import events as rt
 from gateway.realtime.client import RealtimeClient, ReconnectPolicy
 from gateway.realtime.local.server import LocalProvider
-from gateway.realtime.profiles import make_profile
+from gateway.realtime.profiles import ProviderProfile, make_profile
 
 
 class MemoryLeg(MediaPort):
@@ -88,10 +88,11 @@ async def open_call(
     fmt: AudioFormat | None = None,
     options: CallOptions | None = None,
     turn: rt.TurnDetection | None = None,
+    profile: ProviderProfile | None = None,
 ) -> tuple[Call, MediaLegAndClock]:
     """Call "c1" (inbound SIP) on a `MemoryLeg` with its own media clock, its Realtime client
     connected to `provider` (server VAD, the default scenario's tools); not started yet."""
-    profile = make_profile("local", base_url=provider.url)
+    profile = profile or make_profile("local", base_url=provider.url)
     fmt = fmt or native
     config = rt.SessionConfig(
         instructions="test",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +20,17 @@ from tests.support.local_provider import client_frames
 from tests.support.waiting import wait_for
 from tests.support.yandex import YANDEX_KEY, start_yandex_call
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "voxengine_port.py"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "docs" / "examples" / "voxengine_port.py"
+DOC = ROOT / "docs" / "voxengine.md"
+
+
+def doc_listing() -> str:
+    """The Python listing of docs/voxengine.md's "ported line by line" section, as printed."""
+    section = DOC.read_text().split("## A scenario, ported line by line", 1)[1]
+    blocks = re.findall(r"^```python\n(.*?)^```", section, re.S | re.M)
+    assert len(blocks) == 1, "expected one Python listing in the section"
+    return str(blocks[0])
 
 
 @pytest.fixture
@@ -30,8 +41,15 @@ async def provider() -> AsyncIterator[LocalProvider]:
     await p.stop()
 
 
-async def test_voxengine_port_greets_barges_in_and_hangs_up(provider: LocalProvider) -> None:
-    setup = load_scenario(EXAMPLE)
+@pytest.mark.parametrize("source", ["example", "doc_listing"])
+async def test_voxengine_port_greets_barges_in_and_hangs_up(
+    provider: LocalProvider, source: str, tmp_path: Path
+) -> None:
+    path = EXAMPLE
+    if source == "doc_listing":  # the listing runs as printed (imports, constants and all)
+        path = tmp_path / "listing.py"
+        path.write_text(doc_listing())
+    setup = load_scenario(path)
     c = await start_yandex_call(provider, setup, greeting=False)
     media_ended: list[BotMediaEnded] = []
     c.call.on(BotMediaEnded, media_ended.append)

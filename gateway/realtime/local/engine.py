@@ -156,6 +156,8 @@ _SESSION_FIELDS: Mapping[str, Any] = {
     "truncation": None,
     "include": None,
     "prompt": None,
+    "parallel_tool_calls": None,
+    "reasoning": None,
     "audio": {
         "input": {
             "format": None,
@@ -516,6 +518,14 @@ class LocalEngine:
         self._apply_formats()
         self.stats["session_updates"] += 1
         self._emit({"type": "session.updated", "session": self._public_session()})
+        if "tools" in patch:
+            # An MCP server tool is listed when declared; this provider reaches no MCP server,
+            # so the listing fails (as it does at OpenAI when the server cannot be reached).
+            for tool in new["tools"]:
+                if tool.get("type") == "mcp":
+                    item_id = self._id("mcpl")
+                    self._emit({"type": "mcp_list_tools.in_progress", "item_id": item_id})
+                    self._emit({"type": "mcp_list_tools.failed", "item_id": item_id})
 
     # --- input ---------------------------------------------------------------------------------
 

@@ -74,6 +74,8 @@ class LocalProvider:
         self.session_limit_s = session_limit_s
         self.sessions: list[LocalEngine] = []
         self.rejected = 0
+        #: the path and query of every upgrade request (the `model` asked for), in order
+        self.request_paths: list[str] = []
         self._server: Server | None = None
         self._connections: set[ServerConnection] = set()
         self.url = ""
@@ -122,6 +124,7 @@ class LocalProvider:
         return len(self._connections)
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        self.request_paths.append(request.path)
         path = request.path.split("?", 1)[0].rstrip("/")
         if path not in _PATHS:
             self.rejected += 1
