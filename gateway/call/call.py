@@ -40,7 +40,7 @@ from gateway.call.bus import EventBus, Handler
 from gateway.call.events import CallConnected, CallEnded, EarlyMedia
 from gateway.call.lifecycle import CallInput, CallLifecycle, CallState
 from gateway.call.recorder import CallRecorder
-from gateway.call.tools import ToolFunction, ToolRegistry
+from gateway.call.tools import Tool, ToolFunction, ToolRegistry
 from gateway.errors import CallEndedError, CallStateError
 from gateway.logs import get_logger
 from gateway.media.convert import decode
@@ -97,7 +97,7 @@ class CallOptions:
     #: tools (issue 17): the names the routing gives this call (None: any registered tool),
     #: the webhook tools of the configuration, and when a long tool gets a holding line
     tool_names: frozenset[str] | None = None
-    webhook_tools: tuple[Any, ...] = ()
+    webhook_tools: tuple[Tool, ...] = ()
     tool_hold_after_s: float = 1.5
 
 
@@ -258,7 +258,7 @@ class Call:
         self.tools = ToolRegistry(weakref.proxy(self), hold_after_s=options.tool_hold_after_s)
         self.tools.allowed = options.tool_names
         for webhook in options.webhook_tools:
-            self.tools.add(webhook.tool())
+            self.tools.add(webhook)
         self._ended = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[Any]] = set()

@@ -46,7 +46,14 @@ class CallProfile:
     transcription_model: str
     session_format: str
     record: bool
-    tools: bool
+    #: every tool (True), none (False), or only these names (a route's `tools = [...]`)
+    tools: bool | tuple[str, ...]
+
+    def tool_names(self) -> frozenset[str] | None:
+        """The tool names this call may use; None: any."""
+        if self.tools is True:
+            return None
+        return frozenset(self.tools or ())
 
 
 def validate_routes(routes: Sequence[Mapping[str, Any]]) -> None:
@@ -60,6 +67,11 @@ def validate_routes(routes: Sequence[Mapping[str, Any]]) -> None:
                 ipaddress.ip_network(str(route["source"]), strict=False)
             except ValueError:
                 raise ConfigError(f"routes[{i}].source is not a CIDR network") from None
+        tools = route.get("tools", True)
+        if not isinstance(tools, bool) and not (
+            isinstance(tools, list) and all(isinstance(t, str) for t in tools)
+        ):
+            raise ConfigError(f"routes[{i}].tools: expected true, false or a list of tool names")
         if "header" in route:
             header = route["header"]
             if (
@@ -123,6 +135,8 @@ def resolve_profile(
     for route in settings.routes:
         if _matches(route, called, source, leg, headers, trunk):
             values.update({k: v for k, v in route.items() if k in ROUTE_OVERRIDE_KEYS})
+            if isinstance(values["tools"], list):
+                values["tools"] = tuple(values["tools"])
             break
     return CallProfile(**values)
 
@@ -142,6 +156,11 @@ def render_instructions(template: str, caller: str, called: str, headers: Mappin
         return string.Formatter().vformat(template, (), fields)
     except (ValueError, IndexError):
         return template
+
+
+def _offered(profile: CallProfile, tool: Mapping[str, Any]) -> bool:
+    names = profile.tool_names()
+    return names is None or tool.get("name") in names
 
 
 def build_session(
@@ -175,8 +194,8 @@ def build_session(
         input_format=input_format,
         output_format=output_format,
         turn_detection=turn,
-        tools=tuple(tools) if profile.tools else (),
-        tool_choice="auto" if profile.tools and tools else None,
+        tools=(offered := tuple(t for t in tools if _offered(profile, t))),
+        tool_choice="auto" if offered else None,
         transcription={"model": profile.transcription_model}
         if profile.transcription_model
         else None,

@@ -39,14 +39,43 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
 
 from gateway import metrics
 from gateway.call.prompts import holding_prompt
 from gateway.realtime import events as rt
 
-if TYPE_CHECKING:
-    from gateway.call.call import Call, CallInfo
+
+class CallFacts(Protocol):
+    """What a tool knows of its call's parties (`gateway.call.call.CallInfo`)."""
+
+    @property
+    def leg(self) -> str: ...
+    @property
+    def caller(self) -> str: ...
+    @property
+    def called(self) -> str: ...
+
+
+class ToolHost(Protocol):
+    """What the registry needs of its call (`gateway.call.call.Call`; a Protocol, so that this
+    module does not import the Call that imports it)."""
+
+    id: str
+    stats: dict[str, Any]
+
+    @property
+    def info(self) -> CallFacts: ...
+    @property
+    def log(self) -> Any: ...
+    @property
+    def realtime(self) -> Any: ...
+    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]: ...
+    async def play(self, audio: npt.NDArray[np.int16], rate: int = 8000) -> None: ...
+
 
 #: the built-in tools' names (the default scenario registers them)
 BUILTIN_TOOLS = frozenset({"end_call", "transfer_call", "send_dtmf"})
@@ -90,13 +119,14 @@ class ToolContext:
     """What a running tool knows: its call, the model's `call_id`, the tool's name and the
     response that asked for it."""
 
-    call: Call
+    #: the call (a `gateway.call.call.Call`)
+    call: ToolHost
     call_id: str
     name: str
     response_id: str
 
     @property
-    def info(self) -> CallInfo:
+    def info(self) -> CallFacts:
         return self.call.info
 
 
@@ -134,7 +164,7 @@ class _Batch:
 class ToolRegistry:
     """`call.tools`: the call's tools, and the runner that answers the model's function calls."""
 
-    def __init__(self, call: Call, *, hold_after_s: float = 1.5) -> None:
+    def __init__(self, call: ToolHost, *, hold_after_s: float = 1.5) -> None:
         self._call = call  # a weakref proxy (see Call.__init__)
         self._tools: dict[str, Tool] = {}
         self.hold_after_s = hold_after_s
@@ -245,7 +275,7 @@ class ToolRegistry:
             return
         call = self._call
         try:
-            link = call._link
+            link = call.realtime.link
             if self._declared is None:
                 self._declared = self._canonical(link.protocol.requested.tools or ())
             defs = self.definitions()
@@ -270,7 +300,7 @@ class ToolRegistry:
         elif isinstance(ev, rt.ResponseCreated):
             self._turn_open = False
         elif isinstance(ev, rt.SpeechStopped):
-            td = self._call._link.effective
+            td = self._call.realtime.link.effective
             turn = td.turn_detection if td is not None else None
             if turn is None or turn.create_response is False:
                 self._turn_open = False  # no response will come of it: the scenario's turn
@@ -421,7 +451,7 @@ class ToolRegistry:
             call.log.info(
                 "tool_call_failed", tool=name, tool_call_id=call_id, outcome=result.outcome
             )
-        if not call._link.closed:
+        if not call.realtime.link.closed:
             call.realtime.function_call_output(call_id, result.output)
         batch.respond = batch.respond or result.respond
         self._settle(batch)
@@ -437,7 +467,7 @@ class ToolRegistry:
         if batch.hold is not None:
             batch.hold.cancel()
         call = self._call
-        if not batch.respond or call._link.closed:
+        if not batch.respond or call.realtime.link.closed:
             return
         if self._turn_open:
             call.log.info("tool_response_left_to_turn", response_id=batch.response_id)
