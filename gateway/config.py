@@ -30,6 +30,7 @@ from typing import Any
 from gateway.errors import ConfigError
 from gateway.secret import Secret, read_secret_file
 from gateway.sip.trunk import Trunk, load_trunks
+from gateway.webhooks import WebhookTool, load_webhook_tools
 
 
 def _opt(default: Any, help: str, **meta: Any) -> Any:
@@ -160,6 +161,10 @@ class Settings:
     provider_max_reconnects_per_minute: int = _opt(
         3, "provider sessions re-opened per call within any 60 s; the next loss ends the call"
     )
+    # --- tools (issue 17)
+    tool_hold_after: float = _opt(
+        1.5, "seconds a tool may run before the caller hears a holding line (0: never)"
+    )
     # --- calls
     api_token: Secret = _opt(Secret(""), "bearer token for the call API and WebRTC offers")
     api_token_file: str = _opt("", "read api_token from this file (keeps it off the command line)")
@@ -193,6 +198,11 @@ class Settings:
     )
     trunks: dict[str, dict[str, Any]] = _opt(
         {}, "trunks: outbound uri, inbound sources and call budget (TOML only)", toml_only=True
+    )
+    tools: dict[str, dict[str, Any]] = _opt(
+        {},
+        "webhook tools: description, parameters, url, headers, secret (TOML only)",
+        toml_only=True,
     )
 
     def validate(self) -> None:
@@ -266,12 +276,19 @@ class Settings:
                 raise ConfigError(f"{name} must be 0 or more")
         for name in SESSION_FIELD_NAMES:
             session_field(name, getattr(self, name))
+        if not 0 <= self.tool_hold_after <= 60:
+            raise ConfigError("tool_hold_after must be between 0 (never) and 60 seconds")
+        self.webhook_tools()
         if self.scenario and not Path(self.scenario).is_file():
             raise ConfigError(f"scenario: no such file {self.scenario!r}")
 
     def trunk_settings(self) -> dict[str, Trunk]:
         """The `[trunks.NAME]` tables, typed (checked by `validate`)."""
         return load_trunks(self.trunks)
+
+    def webhook_tools(self) -> dict[str, WebhookTool]:
+        """The `[tools.NAME]` tables, typed (checked by `validate`)."""
+        return load_webhook_tools(self.tools, os.environ)
 
     def resolved_provider(self) -> str:
         """The provider in use: `auto` picks openai or yandex when their key is set, else local."""

@@ -258,6 +258,12 @@ DTMF_DIGITS = Counter("gateway_dtmf_digits", "DTMF digits received, by source.",
 TOOL_CALLS = Counter(
     "gateway_tool_calls", "Function tool calls from the model.", ["name", "outcome"]
 )
+TOOL_CALL_DURATION = Histogram(
+    "gateway_tool_call_duration_seconds",
+    "From a function call's arguments to its output (a timeout counts its limit), by tool.",
+    labelnames=["name"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0),
+)
 HTTP_ERRORS = Counter("gateway_http_errors", "HTTP requests refused, by reason.", ["reason"])
 DRAINING = Gauge("gateway_draining", "1 while the instance drains.")
 GC_PAUSE = MediaHistogram(

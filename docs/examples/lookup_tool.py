@@ -1,55 +1,50 @@
 """A tool that looks something up over HTTP: the model calls `order_status(order_id)`, the
-scenario asks a web service with aiohttp and returns the answer as the function output."""
+scenario asks a web service with aiohttp and returns the answer as the function output.
+
+The tool is registered with `@call.tool`: it is declared to the model, runs in its own task (the
+caller can barge in meanwhile), gets one output whatever happens (a timeout or an exception is
+answered with an error output), and one response follows once every tool of the model's
+response has answered. Past 1.5 s the caller hears the holding prompt."""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import aiohttp
 
 from gateway.call.call import Call
-from gateway.call.default_scenario import TOOLS
 from gateway.call.default_scenario import setup as default_setup
-from gateway.call.events import CallConnected
-from gateway.realtime import events as rt
+from gateway.call.tools import ToolContext
 
 ORDER_API = os.environ.get("ORDER_API", "http://127.0.0.1:9000/orders/")
 
-ORDER_TOOL = {
-    "type": "function",
-    "name": "order_status",
-    "description": "Look up the status of an order by its number.",
-    "parameters": {
-        "type": "object",
-        "properties": {"order_id": {"type": "string"}},
-        "required": ["order_id"],
-    },
+PARAMETERS = {
+    "type": "object",
+    "properties": {"order_id": {"type": "string", "default": "A17"}},
+    "required": ["order_id"],
 }
 
 
 def setup(call: Call) -> None:
-    default_setup(call)
+    default_setup(call)  # barge-in, DTMF, end_call/transfer_call/send_dtmf, provider failures
 
-    def on_connected(_: CallConnected) -> None:
-        call.realtime.session_update({"type": "realtime", "tools": [*TOOLS, ORDER_TOOL]})
-
-    async def on_function(ev: rt.FunctionCallArgumentsDone) -> None:
-        if ev.name != "order_status":
-            return
-        import json
-
-        order_id = str(json.loads(ev.arguments or "{}").get("order_id", ""))
+    @call.tool(
+        "order_status",
+        description="Look up the status of an order by its number.",
+        parameters=PARAMETERS,
+        timeout_s=3,
+    )
+    async def order_status(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        order_id = str(args.get("order_id", ""))
         try:
-            timeout = aiohttp.ClientTimeout(total=3)
             async with (
-                aiohttp.ClientSession(timeout=timeout) as http,
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http,
                 http.get(ORDER_API + order_id) as resp,
             ):
-                result = await resp.json() if resp.status == 200 else {"error": resp.status}
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            result = {"error": f"lookup failed: {type(exc).__name__}"}
-        call.realtime.function_call_output(ev.call_id, result)
-        call.realtime.response_create_when_idle()
-
-    call.on(CallConnected, on_connected)
-    call.realtime.on(rt.FunctionCallArgumentsDone, on_function)
+                if resp.status != 200:
+                    return {"ok": False, "error": f"lookup answered {resp.status}"}
+                result: dict[str, Any] = await resp.json()
+                return result
+        except aiohttp.ClientError as exc:
+            return {"ok": False, "error": f"lookup failed: {type(exc).__name__}"}

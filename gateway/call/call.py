@@ -40,6 +40,7 @@ from gateway.call.bus import EventBus, Handler
 from gateway.call.events import CallConnected, CallEnded, EarlyMedia, call_event_class_named
 from gateway.call.lifecycle import CallInput, CallLifecycle, CallState
 from gateway.call.recorder import CallRecorder
+from gateway.call.tools import Tool, ToolFunction, ToolRegistry
 from gateway.errors import CallEndedError, CallStateError, UnknownEventName
 from gateway.logs import get_logger
 from gateway.media.convert import decode
@@ -93,6 +94,11 @@ class CallOptions:
     record_dir: str = ""
     transfer_targets: Mapping[str, str] = field(default_factory=dict)
     goodbye_timeout_s: float = 10.0
+    #: tools (issue 17): the names the routing gives this call (None: any registered tool),
+    #: the webhook tools of the configuration, and when a long tool gets a holding line
+    tool_names: frozenset[str] | None = None
+    webhook_tools: tuple[Tool, ...] = ()
+    tool_hold_after_s: float = 1.5
 
 
 def event_type_of(name: type[E] | str, *, realtime_first: bool) -> type[E]:
@@ -192,6 +198,9 @@ class RealtimeActions:
     def function_call_output(self, call_id: str, output: str | Mapping[str, Any]) -> None:
         """Answer a function call; `output` is a string or a JSON-able mapping."""
         text = output if isinstance(output, str) else json.dumps(output)
+        if call_id in self._answered_calls:  # exactly one output per call_id
+            self._call.log.warning("tool_output_duplicate_dropped", tool_call_id=call_id)
+            return
         self._answered_calls.add(call_id)
         self.link.send_function_output(call_id, text)
 
@@ -269,6 +278,11 @@ class Call:
         self._transfer_fn = transfer
         self._bus = EventBus(call_id)
         self.realtime = RealtimeActions(self)
+        #: the scenario's tools and the runner of function calls (`gateway.call.tools`)
+        self.tools = ToolRegistry(weakref.proxy(self), hold_after_s=options.tool_hold_after_s)
+        self.tools.allowed = options.tool_names
+        for webhook in options.webhook_tools:
+            self.tools.add(webhook)
         self._ended = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -415,6 +429,7 @@ class Call:
             return
         if self._client_events:
             self._send_client_events()
+        self.tools.server_event(ev)
         if isinstance(ev, rt.SessionUpdated):
             self.bridge.session_formats(self._link.input_format, self._link.output_format)
         elif (
@@ -457,6 +472,25 @@ class Call:
 
     def off(self, event_type: type[E] | str, handler: Handler[E] | None = None) -> None:
         self._bus.off(event_type_of(event_type, realtime_first=False), handler)
+
+    def tool(
+        self,
+        name: str,
+        *,
+        description: str = "",
+        parameters: Mapping[str, Any] | None = None,
+        timeout_s: float = 5.0,
+        holding: bool = True,
+    ) -> Callable[[ToolFunction], ToolFunction]:
+        """Decorator: `async def f(args, ctx)` becomes tool `name`, declared to the model and
+        run in its own task when the model calls it (`gateway.call.tools`)."""
+        return self.tools.tool(
+            name,
+            description=description,
+            parameters=parameters,
+            timeout_s=timeout_s,
+            holding=holding,
+        )
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         """Run `coro` as a task of this call; it is cancelled when the call ends."""
@@ -639,6 +673,7 @@ class Call:
                 result = setup(self)
                 if asyncio.iscoroutine(result):
                     await result
+                self.tools.flush()  # the tools the scenario registered, declared at once
                 self._tasks.add(tg.create_task(self._bus.dispatch_forever()))
                 self._tasks.add(tg.create_task(self._receive_loop()))
                 self._bus.emit(EarlyMedia(self.early) if self.early else CallConnected())
@@ -698,9 +733,10 @@ class Call:
                 **self.stats,
                 **self.leg_stats(),
             )
-            # Drop the scenario's handlers (closures over this call): the call and its leg,
-            # client and queues are then freed by reference counting, without a GC pass.
+            # Drop the scenario's handlers and tools (closures over this call): the call and its
+            # leg, client and queues are then freed by reference counting, without a GC pass.
             self._bus.clear()
+            self.tools.clear()
 
     def leg_stats(self) -> dict[str, Any]:
         stats = getattr(self.leg, "stats_summary", None)

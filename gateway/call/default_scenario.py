@@ -7,7 +7,9 @@
 * `output_audio_buffer.cleared/started/stopped` (servers that send them) stop/resume media.
 * DTMF (RFC 4733, SIP INFO, in-band, data channel, provider) is reported to the model as a user
   text message under the `DTMF: <digits>` convention, and a response is asked for.
-* Tools: `end_call`, `transfer_call(target)`, `send_dtmf(digits)`.
+* Tools: `end_call`, `transfer_call(target)`, `send_dtmf(digits)`, registered in the call's tool
+  registry (`gateway.call.tools`) by `register_builtin_tools(call)`; a scenario replaces one by
+  registering a tool of the same name, or drops it with `call.tools.remove(name)`.
 * Provider failure mid-call: the client re-opens a dropped session (within its reconnect
   budget); if the session is lost, an apology prompt is played and the call ends
   (`on_session_lost`).
@@ -27,44 +29,46 @@ Each of the last three is installed by its own function, so a scenario that call
 
 from __future__ import annotations
 
-import asyncio
-import json
 from typing import Any
 
-from gateway import metrics
 from gateway.call.call import Call
 from gateway.call.events import CallConnected, DtmfReceived
 from gateway.call.prompts import apology_prompt, holding_prompt
+from gateway.call.tools import ToolContext, ToolResult, tool_error
 from gateway.realtime import events as rt
 from gateway.realtime.dtmf import dtmf_text
 
-TOOLS: tuple[dict[str, Any], ...] = (
-    {
-        "type": "function",
-        "name": "end_call",
-        "description": "End the phone call. Say goodbye first; the line is closed after it.",
-        "parameters": {"type": "object", "properties": {}},
+END_CALL: dict[str, Any] = {
+    "description": "End the phone call. Say goodbye first; the line is closed after it.",
+    "parameters": {"type": "object", "properties": {}},
+}
+TRANSFER_CALL: dict[str, Any] = {
+    "description": "Transfer the caller to a person or department by name.",
+    "parameters": {
+        "type": "object",
+        "properties": {"target": {"type": "string", "description": "e.g. operator"}},
+        "required": ["target"],
     },
-    {
-        "type": "function",
-        "name": "transfer_call",
-        "description": "Transfer the caller to a person or department by name.",
-        "parameters": {
-            "type": "object",
-            "properties": {"target": {"type": "string", "description": "e.g. operator"}},
-            "required": ["target"],
-        },
+}
+SEND_DTMF: dict[str, Any] = {
+    "description": "Send DTMF tones (0-9, *, #) to the caller's line.",
+    "parameters": {
+        "type": "object",
+        "properties": {"digits": {"type": "string"}},
+        "required": ["digits"],
     },
-    {
-        "type": "function",
-        "name": "send_dtmf",
-        "description": "Send DTMF tones (0-9, *, #) to the caller's line.",
-        "parameters": {
-            "type": "object",
-            "properties": {"digits": {"type": "string"}},
-            "required": ["digits"],
-        },
-    },
+}
+#: a transfer waits up to 32 s for the far end's final NOTIFY
+TRANSFER_TIMEOUT_S = 40.0
+
+#: the built-in tools' declarations (the session's `tools` before the scenario runs)
+TOOLS: tuple[dict[str, Any], ...] = tuple(
+    rt.function_tool(name, str(spec["description"]), spec["parameters"])
+    for name, spec in (
+        ("end_call", END_CALL),
+        ("transfer_call", TRANSFER_CALL),
+        ("send_dtmf", SEND_DTMF),
+    )
 )
 
 
@@ -92,46 +96,12 @@ def setup(call: Call) -> None:
     def on_provider_dtmf(ev: rt.DtmfReceived) -> None:
         call.leg_event(DtmfReceived(ev.digit, "provider"))
 
-    async def on_function_call(ev: rt.FunctionCallArgumentsDone) -> None:
-        try:
-            args = json.loads(ev.arguments or "{}")
-            if not isinstance(args, dict):
-                raise ValueError("arguments must be a JSON object")
-        except ValueError as exc:
-            _tool_result(call, ev, "bad_arguments", {"error": f"bad arguments: {exc}"})
-            return
-        if ev.name == "end_call":
-            _tool_result(call, ev, "ok", {"ok": True, "result": "the call will end after goodbye"})
-            call.spawn(call.hangup_after_playout("completed", call.options.goodbye_timeout_s))
-        elif ev.name == "transfer_call":
-            target = str(args.get("target", ""))
-            if target not in call.options.transfer_targets:
-                known = sorted(call.options.transfer_targets)
-                _tool_result(
-                    call,
-                    ev,
-                    "unknown_target",
-                    {"ok": False, "error": f"unknown target {target!r}", "known": known},
-                )
-                return
-            call.spawn(_transfer(call, ev, target))
-        elif ev.name == "send_dtmf":
-            digits = str(args.get("digits", ""))
-            try:
-                call.send_dtmf(digits)
-            except ValueError as exc:
-                _tool_result(call, ev, "bad_arguments", {"ok": False, "error": str(exc)})
-                return
-            _tool_result(call, ev, "ok", {"ok": True, "sent": digits})
-        else:
-            call.spawn(_unknown_tool(call, ev))
-
     call.on(CallConnected, on_connected)
     call.realtime.on(rt.SpeechStarted, on_speech_started)
     call.realtime.on(rt.UnknownEvent, on_unknown)
     call.on(DtmfReceived, on_dtmf)
     call.realtime.on(rt.DtmfReceived, on_provider_dtmf)
-    call.realtime.on(rt.FunctionCallArgumentsDone, on_function_call)
+    register_builtin_tools(call)
     apologise_on_session_lost(call)
     hold_on_stall(call)
     retry_failed_responses(call)
@@ -193,35 +163,36 @@ def retry_failed_responses(call: Call, retries: int = 1) -> None:
     call.realtime.on(rt.ResponseDone, on_response_done)
 
 
-def _tool_result(
-    call: Call,
-    ev: rt.FunctionCallArgumentsDone,
-    outcome: str,
-    output: dict[str, Any],
-    *,
-    respond: bool = True,
-) -> None:
-    metrics.TOOL_CALLS.labels(
-        name=metrics.bounded(ev.name, {"end_call", "transfer_call", "send_dtmf"}), outcome=outcome
-    ).inc()
-    call.stats["tool_calls"].append(f"{ev.name}:{outcome}")
-    call.realtime.function_call_output(ev.call_id, output)
-    if respond:
-        call.realtime.response_create_when_idle()
+def register_builtin_tools(call: Call) -> None:
+    """`end_call`, `transfer_call(target)` and `send_dtmf(digits)` in the call's registry."""
 
+    @call.tool("end_call", **END_CALL)
+    async def end_call(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        return ToolResult(
+            {"ok": True, "result": "the call will end after goodbye"},
+            then=lambda: call.hangup_after_playout("completed", call.options.goodbye_timeout_s),
+        )
 
-async def _unknown_tool(call: Call, ev: rt.FunctionCallArgumentsDone) -> None:
-    """A tool this scenario does not know: another handler may answer it; if none has within
-    2 s, tell the model there is no such tool so it does not wait forever."""
-    await asyncio.sleep(2.0)
-    if not call.realtime.function_call_answered(ev.call_id):
-        _tool_result(call, ev, "unknown_tool", {"ok": False, "error": f"no tool {ev.name!r}"})
+    @call.tool("transfer_call", **TRANSFER_CALL, timeout_s=TRANSFER_TIMEOUT_S, holding=False)
+    async def transfer_call(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        target = str(args.get("target", ""))
+        if target not in call.options.transfer_targets:
+            known = sorted(call.options.transfer_targets)
+            error = tool_error("unknown_target", f"unknown target {target!r}", known=known)
+            return ToolResult(error, "unknown_target")
+        if not await call.transfer(target):
+            return ToolResult(tool_error("failed", "transfer failed"), "failed")
+        return ToolResult(
+            {"ok": True, "transferred_to": target},
+            respond=False,
+            then=lambda: call.hangup("transferred"),
+        )
 
-
-async def _transfer(call: Call, ev: rt.FunctionCallArgumentsDone, target: str) -> None:
-    ok = await call.transfer(target)
-    if ok:
-        _tool_result(call, ev, "ok", {"ok": True, "transferred_to": target}, respond=False)
-        await call.hangup("transferred")
-    else:
-        _tool_result(call, ev, "failed", {"ok": False, "error": "transfer failed"})
+    @call.tool("send_dtmf", **SEND_DTMF)
+    async def send_dtmf(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        digits = str(args.get("digits", ""))
+        try:
+            call.send_dtmf(digits)
+        except ValueError as exc:
+            return ToolResult(tool_error("bad_arguments", str(exc)), "bad_arguments")
+        return ToolResult({"ok": True, "sent": digits})

@@ -47,9 +47,16 @@ class CallProfile:
     transcription_model: str
     session_format: str
     record: bool
-    tools: bool
+    #: every tool (True), none (False), or only these names (a route's `tools = [...]`)
+    tools: bool | tuple[str, ...]
     #: GA session fields in wire form, None: not sent (`gateway.config.session_field`)
     session_fields: Mapping[str, Any] = field(default_factory=dict)
+
+    def tool_names(self) -> frozenset[str] | None:
+        """The tool names this call may use; None: any."""
+        if self.tools is True:
+            return None
+        return frozenset(self.tools or ())
 
 
 def validate_routes(routes: Sequence[Mapping[str, Any]]) -> None:
@@ -69,6 +76,11 @@ def validate_routes(routes: Sequence[Mapping[str, Any]]) -> None:
                     session_field(name, route[name])
                 except ConfigError as exc:
                     raise ConfigError(f"routes[{i}].{exc}") from None
+        tools = route.get("tools", True)
+        if not isinstance(tools, bool) and not (
+            isinstance(tools, list) and all(isinstance(t, str) for t in tools)
+        ):
+            raise ConfigError(f"routes[{i}].tools: expected true, false or a list of tool names")
         if "header" in route:
             header = route["header"]
             if (
@@ -136,6 +148,8 @@ def resolve_profile(
                 {k: v for k, v in route.items() if k in ROUTE_OVERRIDE_KEYS and k not in fields}
             )
             fields.update({k: v for k, v in route.items() if k in fields})
+            if isinstance(values["tools"], list):
+                values["tools"] = tuple(values["tools"])
             break
     wire = {name: session_field(name, raw) for name, raw in fields.items()}
     return CallProfile(**values, session_fields=wire)
@@ -156,6 +170,11 @@ def render_instructions(template: str, caller: str, called: str, headers: Mappin
         return string.Formatter().vformat(template, (), fields)
     except (ValueError, IndexError):
         return template
+
+
+def _offered(profile: CallProfile, tool: Mapping[str, Any]) -> bool:
+    names = profile.tool_names()
+    return names is None or tool.get("name") in names
 
 
 def build_session(
@@ -192,14 +211,15 @@ def build_session(
             create_response=create,
             interrupt_response=interrupt,
         )
-    has_tools = bool(profile.tools and tools)
+    offered = tuple(t for t in tools if _offered(profile, t))
+    has_tools = bool(offered)
     return rt.SessionConfig(
         instructions=instructions,
         voice=profile.voice or default_voice,
         input_format=input_format,
         output_format=output_format,
         turn_detection=turn,
-        tools=tuple(tools) if profile.tools else (),
+        tools=offered,
         tool_choice=f.get("tool_choice", "auto") if has_tools else None,
         transcription={"model": profile.transcription_model}
         if profile.transcription_model

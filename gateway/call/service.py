@@ -29,15 +29,23 @@ from gateway.call.routing import (
     resolve_profile,
 )
 from gateway.call.scenario import ScenarioSetup
+from gateway.call.webhook import WebhookClient
 from gateway.config import Settings
 from gateway.errors import ProviderUnavailable, RealtimeError
 from gateway.logs import bind_call, get_logger
 from gateway.media.port import MediaPort
 from gateway.realtime.client import RealtimeClient, ReconnectPolicy
-from gateway.realtime.events import SessionConfig
+from gateway.realtime.events import SessionConfig, function_tool
 from gateway.realtime.profiles import ProviderProfile, choose_session_format
+from gateway.webhooks import WebhookTool
 
 log = get_logger("call.service")
+
+
+def rt_function_tool(webhook: WebhookTool) -> dict[str, Any]:
+    """A webhook tool's declaration in the session's `tools`."""
+    return function_tool(webhook.name, webhook.description, webhook.parameters)
+
 
 ClientFactory = Callable[[ProviderProfile, SessionConfig], RealtimeClient]
 
@@ -99,7 +107,10 @@ class CallService:
         self.profile = profile
         self.manager = manager
         self.setup = setup
-        self.tools = tools
+        #: the `[tools.NAME]` webhook tools, declared with the built-in ones
+        self.webhook_tools = settings.webhook_tools()
+        self.webhooks = WebhookClient()
+        self.tools = [*tools, *(rt_function_tool(w) for w in self.webhook_tools.values())]
         self.client_factory = client_factory
         self.breaker = ProviderBreaker(
             settings.provider_breaker_failures, settings.provider_breaker_cooldown
@@ -159,6 +170,9 @@ class CallService:
             greeting=profile.greeting,
             record_dir=self.settings.record_dir if profile.record else "",
             transfer_targets=dict(self.settings.transfer_targets),
+            tool_names=profile.tool_names(),
+            webhook_tools=tuple(self.webhooks.tool(w) for w in self.webhook_tools.values()),
+            tool_hold_after_s=self.settings.tool_hold_after,
         )
         return PreparedCall(call_id, info, client, options, created_at or loop.time())
 
@@ -240,7 +254,8 @@ class CallService:
                 await client.close()
 
     async def aclose(self) -> None:
-        """Stop the provider probe, if one runs."""
+        """Stop the provider probe, if one runs, and the webhook tools' HTTP client."""
+        await self.webhooks.aclose()
         if self._probe is not None:
             self._probe.cancel()
             with contextlib.suppress(BaseException):

@@ -80,3 +80,27 @@ def test_a_route_can_match_the_trunk_a_call_came_through() -> None:
     assert resolve_profile(s, "1001", "127.0.0.1", "sip", trunk="other").voice == "ash"
     assert resolve_profile(s, "1001", "127.0.0.1", "sip").voice == "ash"
     validate_routes([{"trunk": "pbx", "greeting": False}])  # a known match key
+
+
+def test_a_route_picks_the_tools_a_call_gets() -> None:
+    from gateway.call.default_scenario import TOOLS
+    from gateway.call.routing import build_session
+    from gateway.media.format import PCMU_8K
+
+    s = settings(routes=[{"called": "1", "tools": ["end_call"]}, {"called": "2", "tools": False}])
+    picked = resolve_profile(s, called="1", source="127.0.0.1", leg="sip")
+    assert picked.tool_names() == frozenset({"end_call"})
+    assert resolve_profile(s, called="2", source="127.0.0.1", leg="sip").tool_names() == set()
+    assert resolve_profile(s, called="3", source="127.0.0.1", leg="sip").tool_names() is None
+    session = build_session(
+        picked,
+        instructions="",
+        input_format=PCMU_8K,
+        output_format=PCMU_8K,
+        default_voice="marin",
+        tools=TOOLS,
+        settings=s,
+    )
+    assert [t["name"] for t in session.tools or ()] == ["end_call"]
+    with pytest.raises(ConfigError, match="tools"):
+        validate_routes([{"called": "1", "tools": "end_call"}])

@@ -224,6 +224,7 @@ def test_dashboard_structure() -> None:
         "gateway_media_added_latency_seconds_bucket",
         "gateway_dtmf_digits_total",
         "gateway_tool_calls_total",
+        "gateway_tool_call_duration_seconds_bucket",
         "gateway_sip_requests_total",
         "gateway_sip_responses_total",
         "gateway_sip_rejected_total",

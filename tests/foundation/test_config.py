@@ -322,3 +322,33 @@ def test_a_trunk_with_inbound_sources_gets_its_own_call_budget(tmp_path: Path) -
     assert policy.trunks[0].calls_per_second == 2 and policy.trunks[0].calls_burst == 5
     assert sum(policy.admit_call(f"203.0.113.{i}", 0.0) for i in range(10)) == 5
     assert sum(policy.admit_call("10.1.2.3", 0.0) for _ in range(10)) == 2
+
+
+def test_webhook_tool_tables_are_loaded_typed_and_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(
+        "tool_hold_after = 2.5\n"
+        "[tools.order_status]\n"
+        'description = "Look up an order by id"\n'
+        'parameters = { type = "object", properties = { order_id = { type = "string" } } }\n'
+        'url = "https://backend.example/tools/order_status"\n'
+        "timeout_s = 4\n"
+        'headers = { Authorization = "env:ORDER_API_TOKEN" }\n'
+        'secret = "env:TOOLS_WEBHOOK_SECRET"\n'
+    )
+    env = {"ORDER_API_TOKEN": "Bearer t0k", "TOOLS_WEBHOOK_SECRET": key}
+    for var, value in env.items():  # env:VAR values come from the process environment
+        monkeypatch.setenv(var, value)
+    s = load_settings(_args("--config", str(cfg)), environ=env)
+    assert s.tool_hold_after == 2.5
+    tool = s.webhook_tools()["order_status"]
+    assert tool.timeout_s == 4.0 and tool.headers["Authorization"].reveal() == "Bearer t0k"
+    assert "t0k" not in repr(tool) and "whsec" not in repr(tool)
+    with pytest.raises(ConfigError, match="tool_hold_after"):
+        load_settings(_args("--tool-hold-after", "-1"), environ={})
+    cfg.write_text('[tools.x]\nurl = "https://b.example/"\nsecret = "not-whsec"\n')
+    with pytest.raises(ConfigError, match=r"tools\.x\.secret"):
+        load_settings(_args("--config", str(cfg)), environ={})

@@ -36,6 +36,7 @@ LAYER_OF: dict[str, str] = {
     "telcodecs": "codecs",
     "gateway.secret": "values",
     "gateway.errors": "values",
+    "gateway.webhooks": "cores",
     "gateway.media.format": "values",
     "gateway.sip": "cores",
     "gateway.sip.transport": "adapters",

@@ -29,7 +29,12 @@ CORE_PACKAGES: dict[str, frozenset[str]] = {
     "gateway/media": frozenset({"clock", "wav", "espeak"}),
 }
 #: cores that live in a package of adapters or calls
-CORE_MODULES = ("gateway.call.breaker", "gateway.call.bridge", "gateway.call.lifecycle")
+CORE_MODULES = (
+    "gateway.call.breaker",
+    "gateway.call.bridge",
+    "gateway.call.lifecycle",
+    "gateway.webhooks",
+)
 
 FORBIDDEN = (
     "asyncio",

@@ -14,7 +14,9 @@ Behaviour (OpenAI GA flavour; the `yandex` flavour differs as noted in `Flavor`)
   response cancels it when `interrupt_response` (response.done cancelled, turn_detected).
 * `response.create`: echoes exactly the user audio pending since the last response, in the output
   format; a DTMF text message (`gateway.realtime.dtmf`) becomes a function call to `end_call`
-  (`#`) or `transfer_call({"target":"operator"})` (`0`) when those tools are offered; after a
+  (`#`) or `transfer_call({"target":"operator"})` (`0`) when those tools are offered, and `*N`
+  (N = 1..9) into a call of the session's N-th tool, with its declared defaults as arguments
+  (several `*N` pending for one response: that many function calls in it); after a
   function_call_output a short reply; with nothing pending, the greeting.
 * Response events in OpenAI's order, audio deltas of `delta_ms` sent `speedup` times faster
   than real time.
@@ -29,6 +31,7 @@ import binascii
 import copy
 import itertools
 import json
+import re
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -127,6 +130,9 @@ class EngineOptions:
     #: was sent (pipecat#2106 saw 85 ms): a truncate at the audio received is refused
     short_item_ms: int = 0
 
+
+#: `*N` on the keypad: call the session's N-th tool
+_STAR_INDEX = re.compile(r"\*([0-9])")
 
 _DEFAULT_VAD: JsonDict = {
     "type": "server_vad",
@@ -241,6 +247,7 @@ class LocalEngine:
         self._items: OrderedDict[str, _Item] = OrderedDict()
         self._last_item_id: str | None = None
         self._pending: list[str] = []  # unanswered user / function_call_output item ids
+        self._dtmf_keys = ""  # a `*` waiting for its tool index
         self._buffer = bytearray()
         self._buffer_start_ms = 0.0
         self._stream_pos = 0.0  # ms of input appended this session
@@ -854,12 +861,35 @@ class LocalEngine:
 
     # --- responses -----------------------------------------------------------------------------
 
-    def _tool_names(self) -> set[str]:
-        return {
-            str(t.get("name"))
+    def _function_tools(self) -> list[Mapping[str, Any]]:
+        return [
+            t
             for t in self.session.get("tools") or []
             if isinstance(t, Mapping) and t.get("type", "function") == "function"
-        }
+        ]
+
+    def _tool_names(self) -> set[str]:
+        return {str(t.get("name")) for t in self._function_tools()}
+
+    def _star_calls(self, digits: str) -> list[tuple[str, str]]:
+        """The function calls `*N` asks for (N: a 1-based index into the session's tools, with
+        the tool's declared defaults as arguments); a trailing `*` waits for its digit."""
+        keys = self._dtmf_keys + digits
+        self._dtmf_keys = "*" if keys.endswith("*") else ""
+        tools = self._function_tools()
+        calls: list[tuple[str, str]] = []
+        for index in _STAR_INDEX.findall(keys):
+            if 1 <= int(index) <= len(tools):
+                tool = tools[int(index) - 1]
+                params = tool.get("parameters")
+                props = params.get("properties") if isinstance(params, Mapping) else None
+                args = {
+                    str(k): v["default"]
+                    for k, v in (props.items() if isinstance(props, Mapping) else ())
+                    if isinstance(v, Mapping) and "default" in v
+                }
+                calls.append((str(tool.get("name")), json.dumps(args)))
+        return calls
 
     def _response_object(
         self,
@@ -894,6 +924,13 @@ class LocalEngine:
         self._pending.clear()
         self._idle_deadline = None
         tools = self._tool_names()
+        pressed = [
+            digits
+            for item in pending
+            if item.item.get("role") == "user"
+            for text in texts_of(item.item)
+            if (digits := parse_dtmf_text(text)) is not None
+        ]
         for item in reversed(pending):
             if item.item.get("type") == "function_call_output":
                 self._start_audio_response(now, "reply")
@@ -903,11 +940,16 @@ class LocalEngine:
                     digits = parse_dtmf_text(text)
                     if digits is None:
                         continue
-                    if "#" in digits and "end_call" in tools:
-                        self._function_call(now, "end_call", "{}")
+                    star = bool(self._dtmf_keys) or "*" in "".join(pressed)
+                    calls = self._star_calls("".join(pressed))
+                    if calls:
+                        self._function_call(now, calls)
                         return
-                    if "0" in digits and "transfer_call" in tools:
-                        self._function_call(now, "transfer_call", '{"target":"operator"}')
+                    if not star and "#" in digits and "end_call" in tools:
+                        self._function_call(now, [("end_call", "{}")])
+                        return
+                    if not star and "0" in digits and "transfer_call" in tools:
+                        self._function_call(now, [("transfer_call", '{"target":"operator"}')])
                         return
                     self._start_audio_response(now, "dtmf")
                     return
@@ -1055,57 +1097,69 @@ class LocalEngine:
             }
         )
 
-    def _function_call(self, now: float, name: str, arguments: str) -> None:
-        rid, item_id, call_id = self._id("resp"), self._id("item"), self._id("call")
-        self.stats["function_calls"] += 1
+    def _function_call(self, now: float, calls: list[tuple[str, str]]) -> None:
+        """One response holding a function call per (name, arguments), in order."""
+        rid = self._id("resp")
         self._emit(
             {"type": "response.created", "response": self._response_object(rid, "in_progress", [])}
         )
-        item = {
-            "id": item_id,
-            "object": "realtime.item",
-            "type": "function_call",
-            "status": "in_progress",
-            "name": name,
-            "call_id": call_id,
-            "arguments": "",
-        }
-        self._emit(
-            {
-                "type": "response.output_item.added",
-                "response_id": rid,
-                "output_index": 0,
-                "item": item,
-            }
-        )
-        base = {"response_id": rid, "item_id": item_id, "output_index": 0, "call_id": call_id}
-        self._emit({"type": "response.function_call_arguments.delta", **base, "delta": arguments})
-        self._emit(
-            {
-                "type": "response.function_call_arguments.done",
-                **base,
+        output: list[JsonDict] = []
+        for index, (name, arguments) in enumerate(calls):
+            item_id, call_id = self._id("item"), self._id("call")
+            self.stats["function_calls"] += 1
+            item = {
+                "id": item_id,
+                "object": "realtime.item",
+                "type": "function_call",
+                "status": "in_progress",
                 "name": name,
-                "arguments": arguments,
+                "call_id": call_id,
+                "arguments": "",
             }
-        )
-        done = {**item, "status": "completed", "arguments": arguments}
-        self._emit(
-            {
-                "type": "response.output_item.done",
+            self._emit(
+                {
+                    "type": "response.output_item.added",
+                    "response_id": rid,
+                    "output_index": index,
+                    "item": item,
+                }
+            )
+            base = {
                 "response_id": rid,
-                "output_index": 0,
-                "item": done,
+                "item_id": item_id,
+                "output_index": index,
+                "call_id": call_id,
             }
-        )
-        self._items[item_id] = _Item(item_id, done)
-        self._last_item_id = item_id
+            self._emit(
+                {"type": "response.function_call_arguments.delta", **base, "delta": arguments}
+            )
+            self._emit(
+                {
+                    "type": "response.function_call_arguments.done",
+                    **base,
+                    "name": name,
+                    "arguments": arguments,
+                }
+            )
+            done = {**item, "status": "completed", "arguments": arguments}
+            self._emit(
+                {
+                    "type": "response.output_item.done",
+                    "response_id": rid,
+                    "output_index": index,
+                    "item": done,
+                }
+            )
+            self._items[item_id] = _Item(item_id, done)
+            self._last_item_id = item_id
+            output.append(done)
         self._emit(
             {
                 "type": "response.done",
                 "response": self._response_object(
                     rid,
                     "completed",
-                    [done],
+                    output,
                     None,
                     {"total_tokens": 20, "input_tokens": 10, "output_tokens": 10},
                 ),
