@@ -436,9 +436,9 @@ def choose_audio(
         if policy.srtp == "off":
             raise EncryptedMediaOnly(f"SRTP ({proto}) not supported, offer RTP/AVP")
         if proto.upper() in SDES_RTP:
-            raise EncryptedMediaOnly(f"SRTP ({proto}) without a crypto suite of ours ({ours})")
+            raise EncryptedMediaOnly(f"SRTP ({proto}) not supported without a suite of {ours}")
         raise EncryptedMediaOnly(
-            f"DTLS-SRTP ({proto}) not supported, offer RTP/SAVP with a=crypto or RTP/AVP"
+            f"SRTP ({proto}) not supported (DTLS-SRTP), offer RTP/SAVP with a=crypto or RTP/AVP"
         )
     raise NotAcceptable("no RTP/AVP audio stream")
 
