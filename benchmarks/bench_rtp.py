@@ -83,25 +83,7 @@ def bench_srtp() -> None:
     session's send and receive paths with SRTP on (to set against the plain figures above)."""
     datagram = RtpHeaderWriter(1).build(0, False, 1, 160, PAYLOAD)
     for suite in SUITES:
-        ours, theirs = CryptoAttribute.generate(1, suite), CryptoAttribute.generate(1, suite)
-        sender, receiver = SrtpContext(ours, theirs), SrtpContext(theirs, ours)
-        seq = [0]
-
-        def protect() -> bytes:
-            seq[0] = (seq[0] + 1) & 0xFFFF  # a new index each time (libsrtp refuses a repeat)
-            return sender.protect(datagram[:2] + seq[0].to_bytes(2, "big") + datagram[4:])
-
-        n = 50_000
-        protected = [protect() for _ in range(n * 5)]
-        state = [0]
-
-        def unprotect() -> object:
-            k = state[0]
-            state[0] = k + 1
-            return receiver.unprotect(protected[k])
-
-        p_us = per_call_us(protect, n)
-        u_us = per_call_us(unprotect, n)
+        p_us, u_us = _srtp_suite(suite, datagram)
         print(f"SRTP {suite:24s} protect {p_us:5.2f} µs  unprotect {u_us:5.2f} µs")
     a = RtpSession(now=0.0, remote_addr=("127.0.0.1", 9), ssrc=1)
     b = RtpSession(now=0.0, remote_addr=("127.0.0.1", 9), ssrc=2)
@@ -127,6 +109,26 @@ def bench_srtp() -> None:
         b.read_frame(0.02 * k + 0.01)
 
     print(f"receive+read_frame, SRTP   {per_call_us(receive_and_read, 50_000):6.2f} µs")
+
+
+def _srtp_suite(suite: str, datagram: bytes, n: int = 50_000) -> tuple[float, float]:
+    ours, theirs = CryptoAttribute.generate(1, suite), CryptoAttribute.generate(1, suite)
+    sender, receiver = SrtpContext(ours, theirs), SrtpContext(theirs, ours)
+    seq = [0]
+
+    def protect() -> bytes:
+        seq[0] = (seq[0] + 1) & 0xFFFF  # a new index each time (libsrtp refuses a repeat)
+        return sender.protect(datagram[:2] + seq[0].to_bytes(2, "big") + datagram[4:])
+
+    protected = [protect() for _ in range(n * 5)]
+    state = [0]
+
+    def unprotect() -> object:
+        k = state[0]
+        state[0] = k + 1
+        return receiver.unprotect(protected[k])
+
+    return per_call_us(protect, n), per_call_us(unprotect, n)
 
 
 def bench_tick(calls: int) -> None:
