@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import telcodecs
 
 from gateway.media.format import AudioFormat
 from gateway.realtime.local.tts import render_prompts
