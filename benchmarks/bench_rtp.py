@@ -1,5 +1,5 @@
 """RTP micro-benchmarks: µs per packet parse/build, per jitter push+pop, per 20 ms tick of N calls,
-per media clock sub-tick.
+per media clock sub-tick, and SRTP protect/unprotect per packet (issue 16).
 
 Prints figures; does not pass or fail. Run: .venv/bin/python benchmarks/bench_rtp.py
 """
@@ -15,6 +15,7 @@ from gateway.media.clock import MediaClock, Outbox
 from gateway.rtp.jitter import JitterBuffer
 from gateway.rtp.packet import RtpHeaderWriter, RtpPacket, parse_header
 from gateway.rtp.session import RtpSession
+from gateway.rtp.srtp import SUITES, CryptoAttribute, SrtpContext
 
 PAYLOAD = bytes(range(160))
 
@@ -75,6 +76,59 @@ def bench_session() -> None:
         b.read_frame(0.02 * k + 0.01)
 
     print(f"receive_datagram+read_frame{per_call_us(receive_and_read, 50_000):6.2f} µs")
+
+
+def bench_srtp() -> None:
+    """SRTP protect and unprotect of one 20 ms G.711 packet (172 octets), per suite, and the
+    session's send and receive paths with SRTP on (to set against the plain figures above)."""
+    datagram = RtpHeaderWriter(1).build(0, False, 1, 160, PAYLOAD)
+    for suite in SUITES:
+        p_us, u_us = _srtp_suite(suite, datagram)
+        print(f"SRTP {suite:24s} protect {p_us:5.2f} µs  unprotect {u_us:5.2f} µs")
+    a = RtpSession(now=0.0, remote_addr=("127.0.0.1", 9), ssrc=1)
+    b = RtpSession(now=0.0, remote_addr=("127.0.0.1", 9), ssrc=2)
+    key_a = CryptoAttribute.generate(1, "AES_CM_128_HMAC_SHA1_80")
+    key_b = CryptoAttribute.generate(1, "AES_CM_128_HMAC_SHA1_80")
+    a.set_srtp(key_a, key_b)
+    b.set_srtp(key_b, key_a)
+    clock = [0.0]
+
+    def packetize() -> None:
+        clock[0] += 0.02
+        a.packetize(PAYLOAD, clock[0])
+
+    print(f"RtpSession.packetize, SRTP {per_call_us(packetize):6.2f} µs")
+    datagrams = [a.packetize(PAYLOAD, 0.02 * k) or b"" for k in range(300_000)]
+    state = [0]
+    addr = ("127.0.0.1", 9)
+
+    def receive_and_read() -> None:
+        k = state[0]
+        state[0] = k + 1
+        b.receive_datagram(datagrams[k], addr, 0.02 * k)
+        b.read_frame(0.02 * k + 0.01)
+
+    print(f"receive+read_frame, SRTP   {per_call_us(receive_and_read, 50_000):6.2f} µs")
+
+
+def _srtp_suite(suite: str, datagram: bytes, n: int = 50_000) -> tuple[float, float]:
+    ours, theirs = CryptoAttribute.generate(1, suite), CryptoAttribute.generate(1, suite)
+    sender, receiver = SrtpContext(ours, theirs), SrtpContext(theirs, ours)
+    seq = [0]
+
+    def protect() -> bytes:
+        seq[0] = (seq[0] + 1) & 0xFFFF  # a new index each time (libsrtp refuses a repeat)
+        return sender.protect(datagram[:2] + seq[0].to_bytes(2, "big") + datagram[4:])
+
+    protected = [protect() for _ in range(n * 5)]
+    state = [0]
+
+    def unprotect() -> object:
+        k = state[0]
+        state[0] = k + 1
+        return receiver.unprotect(protected[k])
+
+    return per_call_us(protect, n), per_call_us(unprotect, n)
 
 
 def bench_tick(calls: int) -> None:
@@ -183,6 +237,7 @@ def main() -> None:
     bench_packets()
     bench_jitter()
     bench_session()
+    bench_srtp()
     bench_clock()
     for calls in (100, 500, 1000):
         bench_tick(calls)

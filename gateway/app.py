@@ -22,7 +22,7 @@ import secrets
 import signal
 import socket
 import ssl
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -56,7 +56,7 @@ from gateway.secret import Secret
 from gateway.sip.auth import DigestServer
 from gateway.sip.policy import SourcePolicy, TrunkPolicy
 from gateway.sip.resolver import SipResolver
-from gateway.sip.sdp import MediaPolicy, is_ip
+from gateway.sip.sdp import MediaPolicy, SrtpMode, is_ip
 from gateway.sip.tls import client_for_trunk, uses_tls
 from gateway.sip.transport import SipTransport
 from gateway.sip.trunk import Trunk
@@ -231,7 +231,7 @@ class Gateway:
             )
         policy = sip_source_policy(s)
         trunks = s.trunk_settings()
-        media = MediaPolicy(ptime=s.ptime_ms)
+        media = MediaPolicy(ptime=s.ptime_ms, srtp=cast(SrtpMode, s.sip_srtp))
         trunk_media = {name: t.media_policy(media) for name, t in trunks.items()}
         config = EndpointConfig(host=public, port=port, media=media, trunk_media=trunk_media)
         endpoint = SipEndpoint(config, policy=policy, auth=auth)

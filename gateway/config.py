@@ -29,6 +29,7 @@ from typing import Any
 
 from gateway.errors import ConfigError
 from gateway.secret import Secret, read_secret_file
+from gateway.sip.sdp import SRTP_MODES
 from gateway.sip.trunk import Trunk, load_trunks
 from gateway.webhooks import WebhookTool, load_webhook_tools
 
@@ -88,6 +89,11 @@ class Settings:
     )
     max_calls: int = _opt(200, "concurrent calls; beyond it INVITEs get 503 with Retry-After")
     ptime_ms: int = _opt(20, "default RTP packet time in ms (the offer's ptime is honoured)")
+    sip_srtp: str = _opt(
+        "optional",
+        "SRTP (SDES, RFC 4568): off|optional|mandatory (optional: SRTP offers get SRTP, plain "
+        "ones plain; mandatory: plain RTP refused, outbound calls offer RTP/SAVP)",
+    )
     rtp_timeout: float = _opt(
         30.0, "end a SIP call after this many seconds without RTP, from the answer (0: never)"
     )
@@ -261,6 +267,8 @@ class Settings:
         load_trunks(self.trunks)
         if self.ptime_ms not in (10, 20, 30, 40, 60):
             raise ConfigError("ptime_ms must be one of 10, 20, 30, 40, 60")
+        if self.sip_srtp not in SRTP_MODES:
+            raise ConfigError(f"sip_srtp must be one of {', '.join(SRTP_MODES)}")
         if not 0 <= self.rtp_timeout <= 86400:
             raise ConfigError("rtp_timeout must be between 0 (off) and 86400 seconds")
         if not 20 <= self.append_ms <= 1000:

@@ -20,7 +20,8 @@ descends from a root drawn below, and that the drawing is the classes' real tree
     ├── SipParseError                 malformed SIP: status_hint (400, 413, 505...), reason, request
     ├── SdpError (ValueError)         malformed SDP: status_hint 400
     │   └── NotAcceptable             no codec or stream in common: 488, reason, warning
-    │       └── EncryptedMediaOnly    every audio stream offered is SRTP: 488
+    │       ├── EncryptedMediaOnly    every audio stream offered is SRTP we cannot answer: 488
+    │       └── SrtpRequired          srtp = mandatory and no SDES-SRTP stream offered: 488
     ├── TransactionStateError         an input a transaction's state table does not allow
     ├── SipCallStateError             a command the user agent's call state does not allow
     └── _Failed                       resolver: a DNS query with no usable answer (RFC 3263)
@@ -111,6 +112,14 @@ class EncryptedMediaOnly(NotAcceptable):
 
     reason = "srtp_unsupported"
     warning = 302  # Incompatible transport protocol (the m= line's proto)
+
+
+class SrtpRequired(NotAcceptable):
+    """SRTP is mandatory (the `srtp` setting) and no SDES-SRTP line we can answer was offered
+    (or answered): 488."""
+
+    reason = "srtp_required"
+    warning = 302  # Incompatible transport protocol
 
 
 class TransactionStateError(SipError):

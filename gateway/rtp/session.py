@@ -36,6 +36,12 @@ RTCP (RFC 3550 §6): `get_timer()`/`handle_timer(now)` produce an SR (after we s
 SDES CNAME about every `rtcp_interval` seconds (randomised 0.5-1.5x, §6.3.1), collected with
 `rtcp_datagrams_to_send()`. `receive_rtcp()` takes the far end's reports: RTT from LSR/DLSR.
 
+SRTP (RFC 3711, keyed by SDES `a=crypto`, RFC 4568): `set_srtp(local, remote)` makes every
+datagram in and out go through an `SrtpContext` (gateway.rtp.srtp): unprotected first in
+`receive_datagram`/`receive_rtcp`, protected last in `packetize` and the RTCP queue. A packet
+that fails authentication or is a replay is dropped as `srtp_auth`/`srtp_replay`. Plain RTP
+pays one attribute check per packet each way.
+
 Events (`next_event()`): MediaStarted, RemoteLatched, SsrcChanged, DtmfDigitReceived,
 MediaTimedOut.
 
@@ -74,6 +80,7 @@ from gateway.rtp.rtcp import (
     round_trip_time,
     serialize_compound,
 )
+from gateway.rtp.srtp import SRTP_DROP_REASONS, CryptoAttribute, SrtpContext
 
 __all__ = [
     "CODEC_PAYLOAD_TYPES",
@@ -118,6 +125,7 @@ DROP_REASONS: Final = (
     "event_short",
     "rtcp_malformed",
     "rtcp_wrong_source",
+    *SRTP_DROP_REASONS,
 )
 
 
@@ -272,6 +280,7 @@ class RtpSession:
         self._sdp_addr: Address | None = None
         self._sdp_source: Address | None = None  # _sdp_addr as a packet from it shows its source
         self._sdp_rtcp_addr: Address | None = None
+        self._srtp: SrtpContext | None = None  # SRTP (RFC 3711): see set_srtp
         self._configure(codec, dtmf_pt, ptime_ms)
         self._set_remote(remote_addr, None)
 
@@ -337,6 +346,35 @@ class RtpSession:
         if dtmf_pt is None:
             self._dtmf_tx.clear()
 
+    def set_srtp(self, local: CryptoAttribute | None, remote: CryptoAttribute | None) -> None:
+        """Key SRTP/SRTCP (RFC 4568): `local` for what we send, `remote` for what we receive;
+        new keys re-key (RFC 4568 §7.1.4); None for either turns SRTP off (plain RTP)."""
+        if local is None or remote is None:
+            self._srtp = None
+        elif self._srtp is None:
+            self._srtp = SrtpContext(local, remote)
+        else:
+            self._srtp.rekey(local, remote)
+
+    @property
+    def srtp(self) -> SrtpContext | None:
+        """The SRTP context, None for plain RTP."""
+        return self._srtp
+
+    def _srtp_in(self, data: bytes) -> bytes | None:
+        """The RTP inside an SRTP datagram (SRTCP under rtcp-mux passes as it is, to
+        receive_rtcp), or None: dropped and counted (authentication, replay)."""
+        assert self._srtp is not None
+        if is_rtcp(data):
+            return data
+        clear = self._srtp.unprotect(data)
+        if clear is None:
+            stats = self._stats
+            stats.packets_in += 1
+            stats.octets_in += len(data)
+            stats.dropped[self._srtp.failure] += 1
+        return clear
+
     def set_media_timeout(self, seconds: float | None, now: float) -> None:
         """Change or disable (None, e.g. on hold) the no-RTP timeout, counted afresh from `now`
         (the timer may move earlier: `timer_dirty`)."""
@@ -348,6 +386,11 @@ class RtpSession:
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Feed one datagram from the RTP socket. Never raises."""
+        if self._srtp is not None:  # the one check plain RTP pays
+            clear = self._srtp_in(data)
+            if clear is None:
+                return
+            data = clear
         # Fast path for nearly every packet: RFC 3550 §5.1 V=2 without padding, extension or
         # CSRCs (first octet 0x80), our audio payload type (never RTCP: its second octet is
         # 192-223, RFC 5761 §4; ours is 0 or 8, or 128/136 with the marker), from the latched
@@ -517,8 +560,13 @@ class RtpSession:
             self._sent_since_report = True
             word = self._audio_word
             header = _pack_fixed_header(word | 0x80 if marker else word, seq, ts, self._ssrc_word)
-            return header + payload
-        return self._packetize_general(payload, now)
+            if self._srtp is None:  # the one check plain RTP pays
+                return header + payload
+            return self._srtp.protect(header + payload)
+        datagram = self._packetize_general(payload, now)
+        if datagram is None or self._srtp is None:
+            return datagram
+        return self._srtp.protect(datagram)
 
     def _packetize_general(self, payload: bytes | None, now: float) -> bytes | None:
         """`packetize` for any tick (the fast path covers a subset of these)."""
@@ -656,7 +704,10 @@ class RtpSession:
     def _queue_rtcp(self, packets: list[RtcpPacket]) -> None:
         if self.remote_rtcp_addr is None:
             return
-        self._rtcp_out.append((serialize_compound(packets), self.remote_rtcp_addr))
+        data = serialize_compound(packets)
+        if self._srtp is not None:
+            data = self._srtp.protect_rtcp(data)
+        self._rtcp_out.append((data, self.remote_rtcp_addr))
         self._stats.rtcp_out += 1
 
     def rtcp_datagrams_to_send(self) -> list[tuple[bytes, Address]]:
@@ -673,6 +724,12 @@ class RtpSession:
             stats.dropped["rtcp_wrong_source"] += 1
             self.last_refused = addr
             return
+        if self._srtp is not None:
+            clear = self._srtp.unprotect_rtcp(data)
+            if clear is None:
+                stats.dropped[self._srtp.failure] += 1
+                return
+            data = clear
         try:
             packets = parse_compound(data)
         except RtpParseError:

@@ -186,6 +186,7 @@ REJECT_REASONS = (
     "malformed",
     "no_codec",
     "srtp_unsupported",
+    "srtp_required",
     "unsupported",
     "unknown_dialog",
     "not_implemented",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 
 from gateway.errors import NotAcceptable, SdpError
+from gateway.rtp.srtp import CryptoAttribute
 from gateway.sip import sdp as sdpmod
 from gateway.sip.auth import answerable_challenge, authorization
 from gateway.sip.call_state import CallInput
@@ -385,6 +386,7 @@ class InDialog:
             policy,
             session_id=local.session_id,
             session_version=local.session_version,
+            local_crypto=_our_crypto(local),  # RFC 4568 §7.1.4: our key stays
         )
         answer = negotiated.answer
         if _media_lines(answer) != _media_lines(local):
@@ -395,7 +397,7 @@ class InDialog:
 
     def _media_from_answer(self, call: SipCall, answer: SessionDescription) -> None:
         try:
-            media = sdpmod.describe(answer, call.media)
+            media = sdpmod.describe(answer, call.media, local=call.local_sdp)
         except SdpError:
             return
         assert call.local_sdp is not None
@@ -416,6 +418,14 @@ def _current_codec(sd: SessionDescription) -> sdpmod.Codec | None:
         ):
             return codec.name
     return None
+
+
+def _our_crypto(sd: SessionDescription) -> CryptoAttribute | None:
+    """Our key in our last SDP (its SRTP audio line's first a=crypto), None if plain RTP."""
+    audio = sd.audio()
+    if audio is None or audio.proto.upper() not in sdpmod.SDES_RTP:
+        return None
+    return next(iter(sdpmod.crypto_lines(audio)), None)
 
 
 def _media_lines(sd: SessionDescription) -> list[tuple[object, ...]]:

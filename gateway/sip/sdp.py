@@ -6,15 +6,20 @@ order of preference, the packet time); `negotiate()` answers an offer with one c
 telephone-event (RFC 4733); `make_offer()` builds our offer (late offer, re-INVITE, outbound).
 The codecs we can name are in `CODECS`; a policy lists the ones a call may use.
 
-Only plain RTP is answered (RTP/AVP, and RTP/AVPF, which is AVP plus feedback rules). Until
-SRTP exists, an encrypted audio line (RTP/SAVP with a=crypto, RTP/SAVPF, UDP/TLS/RTP/SAVP(F)) is
-refused: with port 0 when the offer also has a plain audio line (RFC 3264 §6), else with 488.
+Plain RTP (RTP/AVP, and RTP/AVPF, which is AVP plus feedback rules) and SDES-SRTP (RTP/SAVP
+and RTP/SAVPF keyed by `a=crypto`, RFC 4568) are answered, as the policy's `srtp` mode says:
+`off` answers plain RTP only, `optional` prefers an SRTP line with a crypto suite of ours and
+else answers in the clear, `mandatory` answers SRTP only. DTLS-SRTP (UDP/TLS/RTP/SAVP(F)) is
+never answered. A line not answered gets port 0 when another one is (RFC 3264 §6), else 488.
+The chosen crypto line is in `RemoteMedia.crypto`; our key for it (one `a=crypto` in the answer,
+with the offer's tag, RFC 4568 §7.1.1) in `RemoteMedia.local_crypto`.
 
 Exceptions::
 
     SdpError                     malformed SDP (answer 400)
      └── NotAcceptable           no common codec / no audio stream (answer 488, RFC 3264 §6)
-          └── EncryptedMediaOnly only SRTP audio offered (488; Warning 302)
+          ├── EncryptedMediaOnly only SRTP audio we cannot answer offered (488; Warning 302)
+          └── SrtpRequired       srtp = mandatory and no SDES-SRTP line we can answer (488; 302)
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from gateway.errors import EncryptedMediaOnly, NotAcceptable, SdpError
+from gateway.errors import EncryptedMediaOnly, NotAcceptable, SdpError, SrtpRequired
 from gateway.media.format import PTIME_MAX_MS, PTIME_MIN_MS
+from gateway.rtp.srtp import SUITES, CryptoAttribute
 
 Direction = Literal["sendrecv", "sendonly", "recvonly", "inactive"]
 DIRECTIONS: tuple[Direction, ...] = ("sendrecv", "sendonly", "recvonly", "inactive")
@@ -75,11 +81,12 @@ _STATIC = {c.payload_type: c.name for c in CODECS.values() if c.static}
 @dataclass(frozen=True, slots=True)
 class MediaPolicy:
     """What a call's media may be: our codecs in order of preference, the packet time we send
-    in when the peer names none, and SRTP (`off` refuses it)."""
+    in when the peer names none, and SRTP: `off` refuses it, `optional` answers SRTP offers with
+    SRTP and plain ones in the clear, `mandatory` refuses plain RTP and offers SRTP."""
 
     codecs: tuple[Codec, ...] = ("pcmu", "pcma")
     ptime: int = 20
-    srtp: SrtpMode = "off"
+    srtp: SrtpMode = "optional"
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.codecs if c not in CODECS]
@@ -98,6 +105,9 @@ DEFAULT_MEDIA = MediaPolicy()
 
 #: the m= protos we answer: RTP (RFC 3551) and RTP with feedback (RFC 4585, compatible with AVP)
 PLAIN_RTP: frozenset[str] = frozenset({"RTP/AVP", "RTP/AVPF"})
+#: the m= protos of SDES-SRTP (RFC 3711 profiles keyed by a=crypto, RFC 4568; RFC 5124 feedback)
+SDES_RTP: frozenset[str] = frozenset({"RTP/SAVP", "RTP/SAVPF"})
+SRTP_MODES: tuple[SrtpMode, ...] = ("off", "optional", "mandatory")
 
 
 def is_encrypted(proto: str) -> bool:
@@ -234,10 +244,10 @@ class SessionDescription:
     __bytes__ = serialize
 
     def audio(self) -> MediaDescription | None:
-        """The first plain RTP audio stream (RTP/AVP or RTP/AVPF) with a non-zero port, or None.
-        Encrypted lines are skipped: answered with port 0 (RFC 3264 §6) when this one exists."""
+        """The first RTP audio stream we can carry (RTP/AVP(F), or SDES-SRTP RTP/SAVP(F)) with
+        a non-zero port, or None. Which line of an offer is answered is `describe()`'s choice."""
         for m in self.media:
-            if m.media == "audio" and m.port != 0 and m.proto.upper() in PLAIN_RTP:
+            if m.media == "audio" and m.port != 0 and m.proto.upper() in PLAIN_RTP | SDES_RTP:
                 return m
         return None
 
@@ -271,6 +281,10 @@ class RemoteMedia:
     remote_rtp: Address
     remote_rtcp: Address
     direction: Direction  # the remote side's direction
+    # --- SRTP (issue 16): the far end's chosen a=crypto line (its key: what it sends), and ours
+    # for it (our answer's line, or the line of our offer its tag names); None: plain RTP
+    crypto: CryptoAttribute | None = None
+    local_crypto: CryptoAttribute | None = None
 
     @property
     def on_hold(self) -> bool:
@@ -325,17 +339,19 @@ class Negotiated:
         return self.answer.serialize()
 
 
-def describe(sd: SessionDescription, policy: MediaPolicy = DEFAULT_MEDIA) -> RemoteMedia:
-    """Pick our codec from `sd` (offer or answer) and read the remote media description.
+def describe(
+    sd: SessionDescription,
+    policy: MediaPolicy = DEFAULT_MEDIA,
+    *,
+    local: SessionDescription | None = None,
+) -> RemoteMedia:
+    """Pick the audio line and our codec from `sd` (an offer, or the answer to our offer
+    `local`) and read the remote media description.
 
-    Raises NotAcceptable when `sd` has no plain RTP audio stream or no codec of `policy`, as
-    EncryptedMediaOnly when its only audio is SRTP."""
-    audio = sd.audio()
-    if audio is None:
-        active = [m.proto for m in sd.media if m.media == "audio" and m.port != 0]
-        if active and all(is_encrypted(proto) for proto in active):
-            raise EncryptedMediaOnly(f"SRTP ({active[0]}) not supported, offer RTP/AVP")
-        raise NotAcceptable("no RTP/AVP audio stream")
+    Raises NotAcceptable when `sd` has no audio stream we may answer under `policy` or no codec
+    of it: EncryptedMediaOnly when its only audio is SRTP we cannot answer, SrtpRequired when
+    `policy.srtp` is mandatory and it has no SDES-SRTP line we can."""
+    audio, crypto = choose_audio(sd, policy, local)
     rtpmaps = audio.rtpmaps()
     by_encoding = {(c.encoding.lower(), c.clock_rate): c.name for c in CODECS.values()}
     offered: dict[Codec, int] = {}
@@ -369,9 +385,72 @@ def describe(sd: SessionDescription, policy: MediaPolicy = DEFAULT_MEDIA) -> Rem
         if parts and parts[0].isdigit():
             rtcp_addr = (parts[3] if len(parts) >= 4 else host, int(parts[0]))
     direction = audio.direction or sd.direction
+    ours = _our_crypto(local, crypto) if local is not None and crypto is not None else None
     return RemoteMedia(
-        codec, offered[codec], dtmf_pt, ptime, (host, audio.port), rtcp_addr, direction
+        codec,
+        offered[codec],
+        dtmf_pt,
+        ptime,
+        (host, audio.port),
+        rtcp_addr,
+        direction,
+        crypto,
+        ours,
     )
+
+
+def crypto_lines(m: MediaDescription) -> list[CryptoAttribute]:
+    """The well-formed `a=crypto` lines of a media section, in order (malformed ones skipped:
+    RFC 4568 §7.1.1 lets the answerer ignore what it does not understand)."""
+    out = []
+    for key, value in m.attributes:
+        if key == "crypto" and value:
+            try:
+                out.append(CryptoAttribute.parse(value))
+            except ValueError:
+                continue
+    return out
+
+
+def choose_audio(
+    sd: SessionDescription, policy: MediaPolicy, local: SessionDescription | None = None
+) -> tuple[MediaDescription, CryptoAttribute | None]:
+    """The audio line of `sd` we answer (or, for an answer to our offer `local`, accept) under
+    `policy.srtp`, and its chosen crypto line (None: plain RTP). A best-effort offer (an SRTP
+    and a plain line for one stream) gets SRTP unless `off`; the other line is left for port 0."""
+    active = [m for m in sd.media if m.media == "audio" and m.port != 0]
+    if policy.srtp != "off":
+        for m in active:
+            if m.proto.upper() in SDES_RTP:
+                for crypto in crypto_lines(m):
+                    if crypto.usable and (local is None or _our_crypto(local, crypto)):
+                        return m, crypto
+    plain = next((m for m in active if m.proto.upper() in PLAIN_RTP), None)
+    ours = ", ".join(SUITES)
+    if policy.srtp == "mandatory" and (plain is not None or active):
+        raise SrtpRequired(f"SRTP required: offer RTP/SAVP with a=crypto ({ours})")
+    if plain is not None:
+        return plain, None
+    if active and all(is_encrypted(m.proto) for m in active):
+        proto = active[0].proto
+        if policy.srtp == "off":
+            raise EncryptedMediaOnly(f"SRTP ({proto}) not supported, offer RTP/AVP")
+        if proto.upper() in SDES_RTP:
+            raise EncryptedMediaOnly(f"SRTP ({proto}) not supported without a suite of {ours}")
+        raise EncryptedMediaOnly(
+            f"SRTP ({proto}) not supported (DTLS-SRTP), offer RTP/SAVP with a=crypto or RTP/AVP"
+        )
+    raise NotAcceptable("no RTP/AVP audio stream")
+
+
+def _our_crypto(local: SessionDescription, theirs: CryptoAttribute) -> CryptoAttribute | None:
+    """Our offer's crypto line that an answer's line accepts: same tag and suite (§7.1.2)."""
+    for m in local.media:
+        if m.media == "audio" and m.port != 0 and m.proto.upper() in SDES_RTP:
+            for crypto in crypto_lines(m):
+                if (crypto.tag, crypto.suite) == (theirs.tag, theirs.suite):
+                    return crypto
+    return None
 
 
 def _packet_time(sd: SessionDescription, audio: MediaDescription, default: int) -> int:
@@ -420,18 +499,28 @@ def negotiate(
     session_id: int = 1,
     session_version: int = 1,
     local_direction: Direction = "sendrecv",
+    local_crypto: CryptoAttribute | None = None,
 ) -> Negotiated:
     """Answer `offer` (RFC 3264 §6) with one codec, telephone-event if offered, and its ptime.
 
-    The answer keeps the offer's m-line count (rejected extra streams get port 0).
+    The answer keeps the offer's m-line count (rejected extra streams get port 0). An SRTP line
+    is answered with one `a=crypto` of the offer's chosen tag and suite: `local_crypto` (our key
+    so far, kept in a re-INVITE's answer: RFC 4568 §7.1.4) if its suite matches, else a new key.
     """
     remote = describe(offer, policy)
+    if remote.crypto is not None:
+        theirs = remote.crypto
+        if local_crypto is not None and local_crypto.suite == theirs.suite:
+            ours = local_crypto.with_tag(theirs.tag)
+        else:
+            ours = CryptoAttribute.generate(theirs.tag, theirs.suite)
+        remote = replace(remote, local_crypto=ours)
     codec, pt, dtmf_pt = remote.codec, remote.payload_type, remote.dtmf_payload_type
     ptime, direction = remote.ptime, remote.direction
     answer_dir = _ANSWER_DIRECTION[direction]
     if local_direction != "sendrecv":
         answer_dir = _combine(answer_dir, local_direction)
-    chosen = offer.audio()
+    chosen, _crypto = choose_audio(offer, policy)
     media: list[MediaDescription] = []
     for m in offer.media:
         if m is chosen:
@@ -448,6 +537,8 @@ def negotiate(
                     ("fmtp", f"{dtmf_pt} 0-16"),
                 ]
             attrs += [("ptime", str(ptime)), (answer_dir, None)]
+            if remote.local_crypto is not None:
+                attrs.append(("crypto", remote.local_crypto.serialize()))
             media.append(MediaDescription("audio", local_port, m.proto, formats, None, attrs))
         else:
             media.append(MediaDescription(m.media, 0, m.proto, m.formats[:1] or ["0"]))
@@ -484,7 +575,8 @@ def make_offer(
     session_id: int = 1,
     session_version: int = 1,
 ) -> SessionDescription:
-    """Our offer: the policy's codecs in order, telephone-event, ptime and direction."""
+    """Our offer: the policy's codecs in order, telephone-event, ptime and direction; with
+    `srtp` mandatory, RTP/SAVP with one new key per suite of ours (RFC 4568 §7.1.1, tags 1-N)."""
     specs = [CODECS[c] for c in policy.codecs]
     formats = [str(c.payload_type) for c in specs]
     attrs: list[tuple[str, str | None]] = []
@@ -497,13 +589,20 @@ def make_offer(
         formats.append(str(dtmf_pt))
         attrs += [("rtpmap", f"{dtmf_pt} telephone-event/8000"), ("fmtp", f"{dtmf_pt} 0-16")]
     attrs += [("ptime", str(ptime)), (direction, None)]
+    proto = "RTP/AVP"
+    if policy.srtp == "mandatory":
+        proto = "RTP/SAVP"
+        attrs += [
+            ("crypto", CryptoAttribute.generate(tag, suite).serialize())
+            for tag, suite in enumerate(SUITES, start=1)
+        ]
     return SessionDescription(
         origin_user="gateway",
         session_id=session_id,
         session_version=session_version,
         origin_address=local_addr,
         connection=local_addr,
-        media=[MediaDescription("audio", local_port, "RTP/AVP", formats, None, attrs)],
+        media=[MediaDescription("audio", local_port, proto, formats, None, attrs)],
     )
 
 

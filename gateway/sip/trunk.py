@@ -18,12 +18,12 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from gateway.errors import ConfigError, SipParseError
 from gateway.secret import Secret, read_secret_file
 from gateway.sip.message import SipUri
-from gateway.sip.sdp import MediaPolicy
+from gateway.sip.sdp import SRTP_MODES, MediaPolicy, SrtpMode
 
 #: extra headers a trunk or a `POST /calls` request may put on an outbound INVITE (RFC 3325
 #: identity, RFC 5806 diversion, RFC 3323 privacy, and private X- headers); anything else would
@@ -89,6 +89,8 @@ class Trunk:
     inbound_sources: tuple[str, ...] = ()
     calls_per_second: float | None = None
     calls_burst: float | None = None
+    # --- SRTP (issue 16): off|optional|mandatory for calls through this trunk; "" = sip_srtp
+    srtp: str = ""
 
     @property
     def outbound(self) -> bool:
@@ -120,7 +122,10 @@ class Trunk:
     def media_policy(self, default: MediaPolicy) -> MediaPolicy:
         """The media policy of calls through this trunk: `default` (the global settings') with
         this trunk's own media keys applied."""
-        return default
+        policy = default
+        if self.srtp:
+            policy = dataclasses.replace(policy, srtp=cast(SrtpMode, self.srtp))
+        return policy
 
     def auth_user(self) -> str:
         """The address-of-record user a registration binds."""
@@ -179,6 +184,7 @@ class Trunk:
             "registrar",
             "register_user",
             "keepalive",
+            "srtp",
         ):
             text(key)
         for key in ("user_phone", "tls_verify", "register"):
@@ -232,6 +238,8 @@ class Trunk:
         return trunk
 
     def _check(self, where: str) -> None:
+        if self.srtp and self.srtp not in SRTP_MODES:
+            raise ConfigError(f"{where}.srtp: {self.srtp!r} is not one of {SRTP_MODES}")
         if self.keepalive not in KEEPALIVES:
             raise ConfigError(f"{where}.keepalive: {self.keepalive!r} is not one of {KEEPALIVES}")
         if self.uri:

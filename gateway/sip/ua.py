@@ -397,6 +397,12 @@ class SipEndpoint:
         call = self._core.calls.get(handle)
         return call.media if call is not None else self._core.config.media
 
+    def local_sdp(self, handle: int) -> SessionDescription | None:
+        """Our last offer or answer in a call (None if the call is gone): an answer to it is
+        read against it (its SRTP keys, by tag)."""
+        call = self._core.calls.get(handle)
+        return call.local_sdp if call is not None else None
+
     def trunk_of(self, request: SipRequest, addr: Address) -> str:
         """The trunk a request comes through: the one whose registered Contact its
         Request-URI names, else the one whose `inbound_sources` (or registrar) hold its

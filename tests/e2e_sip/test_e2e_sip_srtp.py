@@ -1,8 +1,9 @@
 """Encrypted media offers against the whole gateway (embedded local provider), with sipp as the
-phone. Until SRTP exists, an SRTP audio line is refused: 488 with a Warning when it is the only
-audio, port 0 beside a plain RTP line (RFC 3264 §6); a re-INVITE or UPDATE to SRTP gets 488 and
-the call goes on; a late-offer ACK, or an outbound call's 200, that answers with SRTP ends the
-call with BYE."""
+phone. With `sip_srtp = "off"` an SRTP audio line is refused: 488 with a Warning when it is the
+only audio, port 0 beside a plain RTP line (RFC 3264 §6); a re-INVITE or UPDATE to SRTP gets 488
+and the call goes on; a late-offer ACK, or an outbound call's 200, that answers with SRTP ends
+the call with BYE. DTLS-SRTP is refused in every mode. (SDES-SRTP calls with baresip:
+test_e2e_sip_srtp_baresip.py.)"""
 
 from __future__ import annotations
 
@@ -39,9 +40,11 @@ def rejected(reason: str) -> float:
     ("proto", "attribute"),
     [("RTP/SAVP", SDES), ("RTP/SAVPF", SDES), ("UDP/TLS/RTP/SAVPF", DTLS)],
 )
-async def test_encrypted_audio_only_gets_488(tmp_path: Path, proto: str, attribute: str) -> None:
+async def test_encrypted_audio_only_gets_488_with_srtp_off(
+    tmp_path: Path, proto: str, attribute: str
+) -> None:
     log = CallLog()
-    async with running_gateway(log.setup) as gw:
+    async with running_gateway(log.setup, sip_srtp="off") as gw:
         before = rejected("srtp_unsupported")
         sipp, result = await run_sipp(
             gw,
@@ -57,9 +60,27 @@ async def test_encrypted_audio_only_gets_488(tmp_path: Path, proto: str, attribu
         await assert_nothing_leaked(gw)
 
 
+async def test_dtls_srtp_gets_488_with_srtp_optional(tmp_path: Path) -> None:
+    log = CallLog()
+    async with running_gateway(log.setup) as gw:  # the default: optional
+        before = rejected("srtp_unsupported")
+        sipp, result = await run_sipp(
+            gw,
+            tmp_path,
+            scenario="e2e_srtp_488.xml",
+            extra=["-key", "proto", "UDP/TLS/RTP/SAVPF", "-key", "secattr", DTLS],
+        )
+        assert result.successful_calls == 1, result.explain()
+        [refusal] = [m for m in received(sipp.messages) if m.startswith("SIP/2.0 488")]
+        assert 'Warning: 302 - "SRTP (UDP/TLS/RTP/SAVPF) not supported (DTLS-SRTP)' in refusal
+        assert rejected("srtp_unsupported") - before == 1
+        assert log.calls == []
+        await assert_nothing_leaked(gw)
+
+
 async def test_srtp_line_beside_a_plain_one_is_refused_with_port_zero(tmp_path: Path) -> None:
     log = CallLog()
-    async with running_gateway(log.setup) as gw:
+    async with running_gateway(log.setup, sip_srtp="off") as gw:
         sipp, result = await run_sipp(gw, tmp_path, scenario="e2e_srtp_and_rtp.xml")
         assert result.successful_calls == 1, result.explain()
         [answer] = [m for m in received(sipp.messages) if m.startswith("SIP/2.0 200 OK")
@@ -76,7 +97,7 @@ async def test_srtp_line_beside_a_plain_one_is_refused_with_port_zero(tmp_path: 
 
 async def test_reinvite_and_update_to_srtp_get_488_and_the_call_goes_on(tmp_path: Path) -> None:
     log = CallLog()
-    async with running_gateway(log.setup) as gw:
+    async with running_gateway(log.setup, sip_srtp="off") as gw:
         before = rejected("srtp_unsupported")
         _sipp, result = await run_sipp(gw, tmp_path, scenario="e2e_reinvite_srtp.xml")
         assert result.successful_calls == 1, result.explain()  # the final BYE got its 200
@@ -89,7 +110,7 @@ async def test_reinvite_and_update_to_srtp_get_488_and_the_call_goes_on(tmp_path
 
 async def test_late_offer_answered_with_srtp_ends_the_call_with_bye(tmp_path: Path) -> None:
     log = CallLog()
-    async with running_gateway(log.setup) as gw:
+    async with running_gateway(log.setup, sip_srtp="off") as gw:
         _sipp, result = await run_sipp(gw, tmp_path, scenario="e2e_late_offer_srtp_answer.xml")
         assert result.successful_calls == 1, result.explain()  # the gateway's BYE came
         await assert_nothing_leaked(gw)
@@ -98,7 +119,7 @@ async def test_late_offer_answered_with_srtp_ends_the_call_with_bye(tmp_path: Pa
 
 async def test_outbound_call_answered_with_srtp_is_ended_with_bye(tmp_path: Path) -> None:
     log = CallLog()
-    uas, result = await outbound_call(tmp_path, log, "RTP/SAVP", SDES, ring_ms=0)
+    uas, result = await outbound_call(tmp_path, log, "RTP/SAVP", SDES, ring_ms=0, sip_srtp="off")
     assert result.successful_calls == 1, result.explain()  # our BYE came (and got its 200)
     assert "BYE sip:" in uas.messages
     assert log.calls == []  # never became a call: no model session, port freed

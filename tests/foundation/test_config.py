@@ -63,6 +63,7 @@ def test_provider_keys_from_customary_variables_never_print() -> None:
         (["--sip-overload-reply-rate", "-1"], {}, "sip_overload_reply_rate"),
         (["--provider-breaker-failures", "-1"], {}, "provider_breaker_failures"),
         (["--provider-breaker-cooldown", "0"], {}, "provider_breaker_cooldown"),
+        (["--sip-srtp", "required"], {}, "sip_srtp must be one of off, optional, mandatory"),
     ],
 )
 def test_bad_settings_give_one_clear_error(
@@ -282,6 +283,8 @@ def test_command_line_secrets_names_only_flags(tmp_path: Path) -> None:
         ('uri = "sip:a.example"\nregister_expires = 10', "register_expires: expected 60"),
         ('uri = "sip:a.example"\nsession_expires = 90\nmin_se = 120', "min_se must not exceed"),
         ('uri = "sip:a.example"\npassword = "p"\npassword_file = "/f"', "both set"),
+        ('uri = "sip:a.example"\nsrtp = "on"', "trunks.t.srtp: 'on' is not one of"),
+        ('uri = "sip:a.example"\nsrtp = true', "trunks.t.srtp: expected a string"),
     ],
 )
 def test_trunk_inbound_keys_are_checked(tmp_path: Path, table: str, message: str) -> None:
@@ -352,3 +355,19 @@ def test_webhook_tool_tables_are_loaded_typed_and_checked(
     cfg.write_text('[tools.x]\nurl = "https://b.example/"\nsecret = "not-whsec"\n')
     with pytest.raises(ConfigError, match=r"tools\.x\.secret"):
         load_settings(_args("--config", str(cfg)), environ={})
+
+
+def test_srtp_is_optional_by_default_and_a_trunk_can_make_it_mandatory(tmp_path: Path) -> None:
+    from gateway.sip.sdp import MediaPolicy
+
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(
+        'sip_srtp = "off"\n[trunks.secure]\nuri = "sips:trunk.example.com"\nsrtp = "mandatory"\n'
+        '[trunks.plain]\nuri = "sip:other.example.com"\n'
+    )
+    assert Settings().sip_srtp == "optional" and MediaPolicy().srtp == "optional"
+    settings = load_settings(_args("--config", str(cfg)), environ={})
+    default = MediaPolicy(srtp="off")
+    trunks = settings.trunk_settings()
+    assert trunks["secure"].media_policy(default).srtp == "mandatory"
+    assert trunks["plain"].media_policy(default).srtp == "off"  # the global setting

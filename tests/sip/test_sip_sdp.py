@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from gateway.errors import EncryptedMediaOnly, NotAcceptable, SdpError
+from gateway.errors import EncryptedMediaOnly, NotAcceptable, SdpError, SrtpRequired
+from gateway.rtp.srtp import SUITES, CryptoAttribute
 from gateway.sip.sdp import (
+    DEFAULT_MEDIA,
     MediaPolicy,
     SessionDescription,
     check_offer,
+    crypto_lines,
+    describe,
     make_offer,
     negotiate,
     with_direction,
@@ -161,6 +166,10 @@ def test_with_direction_bumps_version_only_on_change() -> None:
     assert [k for k, _ in audio.attributes].count("sendonly") == 1
 
 
+OFF = MediaPolicy(srtp="off")
+MANDATORY = MediaPolicy(srtp="mandatory")
+
+
 @pytest.mark.parametrize(
     "name",
     [
@@ -170,10 +179,10 @@ def test_with_direction_bumps_version_only_on_change() -> None:
         "sdp_dtls_srtp_webrtc.sdp",  # UDP/TLS/RTP/SAVPF, a browser's offer
     ],
 )
-def test_encrypted_audio_only_is_refused_until_srtp_exists(name: str) -> None:
+def test_encrypted_audio_only_is_refused_with_srtp_off(name: str) -> None:
     sd = vector(name)
     with pytest.raises(EncryptedMediaOnly) as info:
-        check_offer(sd)
+        check_offer(sd, OFF)
     assert (info.value.status_hint, info.value.reason, info.value.warning) == (
         488,
         "srtp_unsupported",
@@ -181,25 +190,138 @@ def test_encrypted_audio_only_is_refused_until_srtp_exists(name: str) -> None:
     )
     assert "SAVP" in str(info.value)
     with pytest.raises(EncryptedMediaOnly):
-        negotiate(sd, "203.0.113.5", 20000)
+        negotiate(sd, "203.0.113.5", 20000, OFF)
 
 
-def test_encrypted_line_beside_a_plain_one_gets_port_zero() -> None:
-    n = negotiate(vector("sdp_srtp_and_rtp.sdp"), "203.0.113.5", 20000, MediaPolicy(("pcma",)))
+@pytest.mark.parametrize("name", ["sdp_dtls_srtp_savp.sdp", "sdp_dtls_srtp_webrtc.sdp"])
+@pytest.mark.parametrize("policy", [DEFAULT_MEDIA, MANDATORY])
+def test_dtls_srtp_is_refused_in_every_mode(name: str, policy: MediaPolicy) -> None:
+    with pytest.raises(NotAcceptable) as info:
+        negotiate(vector(name), "203.0.113.5", 20000, policy)
+    assert (info.value.status_hint, info.value.warning) == (488, 302)
+    assert "SAVP" in str(info.value) and "inline" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["sdp_srtp_sdes.sdp", "sdp_srtp_savpf.sdp"])
+@pytest.mark.parametrize("policy", [DEFAULT_MEDIA, MANDATORY])
+def test_sdes_offer_is_answered_with_one_crypto_line_of_our_own(
+    name: str, policy: MediaPolicy
+) -> None:
+    sd = vector(name)
+    offered = sd.media[0]
+    n = negotiate(sd, "203.0.113.5", 20000, policy)
+    [theirs, *_] = [c for c in crypto_lines(offered)]
+    assert n.media.crypto == theirs  # the first line of a suite we have (RFC 4568 §7.1.1)
+    answer = SessionDescription.parse(n.answer_sdp)
+    [line] = answer.media
+    assert (line.port, line.proto) == (20000, offered.proto)
+    [ours] = crypto_lines(line)
+    assert (ours.tag, ours.suite) == (theirs.tag, theirs.suite) and ours.key != theirs.key
+    assert ours.mki is None and ours.usable and n.media.local_crypto == ours
+
+
+def test_a_suite_we_lack_is_skipped_for_the_next_line() -> None:
+    sd = offer(
+        "m=audio 5000 RTP/SAVP 0\r\n"
+        "a=crypto:1 F8_128_HMAC_SHA1_80 inline:MTIzNDU2Nzg5QUJDREUwMTIzNDU2Nzg5QUJjZGVm\r\n"
+        "a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:d0RmdmcmVCspeEc3QGZiNWpVLFJhQX1cfHAwJSoj "
+        "UNENCRYPTED_SRTP\r\n"
+        "a=crypto:3 AEAD_AES_128_GCM inline:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGw==\r\n"
+        "a=crypto:4 bad\r\n"
+    )
+    n = negotiate(sd, "h", 1)
+    assert n.media.crypto is not None and n.media.crypto.tag == 3
+    assert n.media.local_crypto is not None and len(n.media.local_crypto.key) == 28
+    assert n.answer_sdp.count(b"a=crypto:") == 1 and b"a=crypto:3 AEAD_AES_128_GCM" in n.answer_sdp
+
+
+def test_sdes_line_without_a_suite_of_ours_gets_488() -> None:
+    sd = offer(
+        "m=audio 5000 RTP/SAVP 0\r\n"
+        "a=crypto:1 F8_128_HMAC_SHA1_80 inline:MTIzNDU2Nzg5QUJDREUwMTIzNDU2Nzg5QUJjZGVm\r\n"
+    )
+    with pytest.raises(EncryptedMediaOnly) as info:
+        negotiate(sd, "h", 1)
+    assert "AES_CM_128_HMAC_SHA1_80" in str(info.value) and "MTIz" not in str(info.value)
+
+
+def test_best_effort_offer_chooses_by_the_setting() -> None:
+    # RFC 3264 §6: as many m-lines as offered, the one not chosen with port 0; either order
+    for reverse in (False, True):
+        sd = vector("sdp_srtp_and_rtp.sdp")
+        if reverse:
+            sd.media.reverse()
+        for policy, chosen in (
+            (OFF, "RTP/AVP"),
+            (DEFAULT_MEDIA, "RTP/SAVP"),
+            (MANDATORY, "RTP/SAVP"),
+        ):
+            n = negotiate(sd, "203.0.113.5", 20000, policy)
+            ports = {m.proto: m.port for m in n.answer.media}
+            assert ports == {chosen: 20000, ({"RTP/AVP", "RTP/SAVP"} - {chosen}).pop(): 0}
+            assert (b"a=crypto:1 " in n.answer_sdp) == (chosen == "RTP/SAVP")
+            assert n.remote_rtp[1] == (51782 if chosen == "RTP/SAVP" else 51784)
+            assert (n.media.crypto is None) == (chosen == "RTP/AVP")
+
+
+def test_srtp_off_answers_the_plain_line_of_a_best_effort_offer() -> None:
+    n = negotiate(
+        vector("sdp_srtp_and_rtp.sdp"), "203.0.113.5", 20000, MediaPolicy(("pcma",), srtp="off")
+    )
     assert n.remote_rtp == ("192.0.2.24", 51784)  # the plain line's port
     assert (n.codec, n.dtmf_payload_type) == ("pcma", 101)
-    answer = SessionDescription.parse(n.answer_sdp)
-    # RFC 3264 §6: as many m-lines as offered, the refused one with port 0
-    assert [(m.media, m.port, m.proto) for m in answer.media] == [
-        ("audio", 0, "RTP/SAVP"),
-        ("audio", 20000, "RTP/AVP"),
-    ]
     assert b"crypto" not in n.answer_sdp
-    # either order
-    sd = vector("sdp_srtp_and_rtp.sdp")
-    sd.media.reverse()
-    answer = negotiate(sd, "203.0.113.5", 20000).answer
-    assert [(m.port, m.proto) for m in answer.media] == [(20000, "RTP/AVP"), (0, "RTP/SAVP")]
+
+
+def test_mandatory_refuses_plain_rtp_with_488() -> None:
+    with pytest.raises(SrtpRequired) as info:
+        negotiate(vector("sdp_rtp_avpf.sdp"), "h", 1, MANDATORY)
+    assert (info.value.status_hint, info.value.reason, info.value.warning) == (
+        488,
+        "srtp_required",
+        302,
+    )
+
+
+def test_optional_answers_plain_rtp_in_the_clear() -> None:
+    n = negotiate(vector("sdp_rtp_avpf.sdp"), "h", 1)
+    assert n.media.crypto is None and b"crypto" not in n.answer_sdp
+
+
+def test_reinvite_answer_keeps_our_key_with_the_offers_tag() -> None:
+    sd = vector("sdp_srtp_sdes.sdp")
+    first = negotiate(sd, "h", 1)
+    ours = first.media.local_crypto
+    assert ours is not None
+    sd.media[0].attributes = [(k, v) for k, v in sd.media[0].attributes if k != "crypto"] + [
+        ("crypto", "5 AES_CM_128_HMAC_SHA1_80 inline:NzB4d1BINUAvLEw6UzF3WSJ+PSdFcGdUJShpX1Zj")
+    ]
+    again = negotiate(sd, "h", 1, local_crypto=ours)
+    assert again.media.crypto is not None and again.media.crypto.tag == 5
+    assert again.media.local_crypto == ours.with_tag(5)
+    other_suite = replace(ours, suite="AEAD_AES_128_GCM")
+    renewed = negotiate(sd, "h", 1, local_crypto=other_suite)  # suite changed: a new key
+    assert renewed.media.local_crypto is not None
+    assert renewed.media.local_crypto.key not in (ours.key, other_suite.key)
+
+
+def test_mandatory_offer_is_savp_with_one_key_per_suite_and_the_answer_picks_ours() -> None:
+    our_offer = make_offer("203.0.113.5", 20000, MANDATORY)
+    [m] = our_offer.media
+    lines = crypto_lines(m)
+    assert m.proto == "RTP/SAVP" and [c.suite for c in lines] == list(SUITES)
+    assert [c.tag for c in lines] == [1, 2, 3] and len({c.key for c in lines}) == 3
+    assert make_offer("h", 1).media[0].proto == "RTP/AVP"  # optional: plain
+    theirs = CryptoAttribute.generate(2, "AES_CM_128_HMAC_SHA1_32")
+    answer = offer(f"m=audio 5000 RTP/SAVP 0\r\na=crypto:{theirs}\r\n")
+    media = describe(answer, MANDATORY, local=our_offer)
+    assert media.crypto == theirs and media.local_crypto == lines[1]
+    # an answer naming a tag (or suite) we did not offer is not SRTP we can use
+    bogus = offer("m=audio 5000 RTP/SAVP 0\r\na=crypto:" + str(theirs.with_tag(9)) + "\r\n")
+    with pytest.raises(SrtpRequired):
+        describe(bogus, MANDATORY, local=our_offer)
+    with pytest.raises(SrtpRequired):  # plain answer to a mandatory offer
+        describe(offer("m=audio 5000 RTP/AVP 0\r\n"), MANDATORY, local=our_offer)
 
 
 def test_plain_rtp_with_feedback_is_answered_in_its_profile() -> None:

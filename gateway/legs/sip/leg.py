@@ -178,7 +178,8 @@ class SipLeg(MediaPort):
 
 
 def apply_remote(session: RtpSession, media: RemoteMedia) -> None:
-    """Point `session` at the remote media an offer or answer describes."""
+    """Point `session` at the remote media an offer or answer describes (SRTP keys too: new
+    ones re-key it, none make it plain RTP)."""
     session.update_remote(
         media.remote_rtp,
         media.codec,
@@ -186,3 +187,4 @@ def apply_remote(session: RtpSession, media: RemoteMedia) -> None:
         media.ptime,
         rtcp_addr=media.remote_rtcp,
     )
+    session.set_srtp(media.local_crypto, media.crypto)

@@ -403,6 +403,14 @@ class SipCallService:
         """The media policy of a call (its trunk's or ours)."""
         return self.endpoint.call_media(handle)
 
+    def _describe_answer(
+        self, handle: int, answer: sdpmod.SessionDescription
+    ) -> sdpmod.RemoteMedia:
+        """An answer to our offer, read against that offer (our SRTP key by its tag)."""
+        return sdpmod.describe(
+            answer, self._media_of(handle), local=self.endpoint.local_sdp(handle)
+        )
+
     def _trunk_of(self, ev: IncomingCallReceived) -> str:
         """The trunk an INVITE came through: the one whose registered Contact its Request-URI
         names, else the one whose `inbound_sources` (or registrar) hold its source; "" if none."""
@@ -438,7 +446,7 @@ class SipCallService:
         """Late offer: the ACK carried the answer to the offer in our 200. An answer we cannot
         use (e.g. SRTP, which we did not offer) ends the call with BYE."""
         try:
-            media = sdpmod.describe(answer, self._media_of(leg.handle))
+            media = self._describe_answer(leg.handle, answer)
         except SdpError as exc:
             reason = _refusal(exc)
             log.warning("sip_answer_refused", handle=leg.handle, reason=reason, error=str(exc))
@@ -588,7 +596,7 @@ class SipCallService:
         pending = self._pending.get(handle)
         leg = self._legs.get(handle)
         try:
-            media = sdpmod.describe(early, self._media_of(handle))
+            media = self._describe_answer(handle, early)
         except SdpError as exc:  # not media we can play: wait for the answer
             log.warning("sip_early_media_refused", reason=_refusal(exc), error=str(exc))
             return
@@ -625,7 +633,7 @@ class SipCallService:
             return
         early = self._legs.get(pending.handle)
         try:
-            sdpmod.describe(result.answer, self._media_of(pending.handle))
+            self._describe_answer(pending.handle, result.answer)
         except SdpError as exc:  # e.g. RTP/SAVP to our RTP/AVP offer: not a call
             log.warning("outbound_call_failed", reason=_refusal(exc), error=str(exc))
             self.hangup(pending.handle)
