@@ -5,6 +5,8 @@ loss and reordering. Time is passed in; no sockets."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -50,8 +52,15 @@ def test_our_offer_lists_wideband_first_with_telephone_event_at_each_clock() -> 
 
 def _offer(formats: str, *lines: str) -> SessionDescription:
     body = "\r\n".join(
-        ["v=0", "o=- 1 1 IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1", "t=0 0"]
-        + [f"m=audio 5000 RTP/AVP {formats}", *lines]
+        [
+            "v=0",
+            "o=- 1 1 IN IP4 127.0.0.1",
+            "s=-",
+            "c=IN IP4 127.0.0.1",
+            "t=0 0",
+            f"m=audio 5000 RTP/AVP {formats}",
+            *lines,
+        ]
     )
     return SessionDescription.parse(body + "\r\n")
 
@@ -98,7 +107,7 @@ def test_g722_rtp_clock_is_8000_while_its_audio_is_16_khz() -> None:
     sent = [tx.packetize(enc.encode(tone(6000, 320, 16000, 320 * k)), 0.02 * k) for k in range(25)]
     packets = [RtpPacket.parse(d) for d in sent if d]
     assert all(p.payload_type == 9 and len(p.payload) == 160 for p in packets)
-    assert {(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in zip(packets, packets[1:])} == {160}
+    assert {(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in pairwise(packets)} == {160}
     out = []
     for k, datagram in enumerate(sent):
         assert datagram is not None
@@ -116,7 +125,7 @@ def test_opus_uses_the_negotiated_dynamic_payload_type_and_a_48000_clock() -> No
     sent = [tx.packetize(enc.encode(tone(6000, 960, 48000, 960 * k)), 0.02 * k) for k in range(25)]
     packets = [RtpPacket.parse(d) for d in sent if d]
     assert all(p.payload_type == 96 for p in packets)
-    assert {(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in zip(packets, packets[1:])} == {960}
+    assert {(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in pairwise(packets)} == {960}
     out = []
     for k, datagram in enumerate(sent):
         assert datagram is not None
@@ -190,7 +199,7 @@ def test_loss_and_reordering_play_one_frame_per_tick_on_the_codec_clock(
     ]
     stamps = [RtpPacket.parse(d).timestamp for d in datagrams if d]
     # the RTP clock: one frame of ticks per packet, whatever the audio rate
-    assert {(b - a) & 0xFFFFFFFF for a, b in zip(stamps, stamps[1:])} == {clock // 50}
+    assert {(b - a) & 0xFFFFFFFF for a, b in pairwise(stamps)} == {clock // 50}
     order = list(range(50))
     for i in swaps:  # neighbours swapped: one packet arrives a tick late
         order[i], order[i + 1] = order[i + 1], order[i]
