@@ -76,6 +76,11 @@ class Settings:
     sip_dns_servers: list[str] = _opt(
         [], "DNS servers (HOST:PORT) for trunk names (RFC 3263); default: the system's resolver"
     )
+    sip_codecs: list[str] = _opt(
+        ["g722", "opus", "pcmu", "pcma"],
+        "SIP codecs in order of preference (g722, opus, pcmu, pcma): answers pick the first "
+        "offered, offers list them in order",
+    )
     sip_rate_limit: float = _opt(
         50.0, "SIP messages per second per source that belong to no call (a call's never count)"
     )
@@ -248,6 +253,10 @@ class Settings:
         _one_of("log_level", self.log_level, {"debug", "info", "warning", "error"})
         if self.provider == "url" and not self.provider_url:
             raise ConfigError("provider url needs provider_url")
+        for codec in self.sip_codecs:
+            _one_of("sip_codecs", codec, {"g722", "opus", "pcmu", "pcma"})
+        if not self.sip_codecs or len(set(self.sip_codecs)) != len(self.sip_codecs):
+            raise ConfigError("sip_codecs must name each codec at most once, at least one")
         for alg in self.sip_digest_algorithms:
             _one_of("sip_digest_algorithms", alg, {"SHA-256", "MD5"})
         if not self.sip_digest_algorithms:

@@ -39,6 +39,7 @@ class AudioFormat:
 PCMU_8K = AudioFormat("pcmu", 8000)
 PCMA_8K = AudioFormat("pcma", 8000)
 PCM16_8K = AudioFormat("pcm16", 8000)
+PCM16_16K = AudioFormat("pcm16", 16000)
 PCM16_24K = AudioFormat("pcm16", 24000)
 PCM16_48K = AudioFormat("pcm16", 48000)
 

@@ -6,7 +6,8 @@ interarrival jitter; plus duplicate detection over the last 128 sequence numbers
 
 `JitterBuffer` is a sample FIFO keyed by RTP timestamp, not a packet queue, so a sender's
 packetisation does not matter: 30 ms packets are played as 20 ms frames without gaps. It holds
-G.711 bytes (one byte per sample at 8 kHz, so timestamp units are byte offsets):
+G.711 bytes (one byte per sample at 8 kHz, so timestamp units are byte offsets), or G.722 bytes
+(64 kbit/s: one byte per tick of its 8000 Hz RTP clock, RFC 3551 §4.5.2, so the same holds):
 
 * `push()` copies a packet's payload to its place relative to the playout point P (the RTP
   timestamp of the next sample to play). Packets are thereby reordered; a packet whose samples
@@ -22,6 +23,13 @@ G.711 bytes (one byte per sample at 8 kHz, so timestamp units are byte offsets):
   after silence, P is re-aligned instead, which lowers the delay without audible cuts.
 * A timestamp discontinuity (a jump beyond the window, or three in-order late packets in a row)
   restarts playout at the packet, as does `reset()` after an SSRC change.
+* G.722 cannot be faded in the code domain: a frame not wholly received pops as b"" (lost), and
+  the decoder (gateway/media/wideband.py) conceals it.
+
+`PacketJitterBuffer` plays codecs whose payloads are not byte-per-tick (Opus, RFC 7587): whole
+packets keyed by timestamp, one frame's packet per `pop()`, b"" for a lost one (the decoder's
+PLC conceals it). It shares `ReceptionStats` and the counters; its delay grows on late packets
+between the same bounds and does not shrink.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from telcodecs import g711_gain_table, g711_silence_code
 __all__ = [
     "JitterBuffer",
     "JitterStats",
+    "PacketJitterBuffer",
     "PushResult",
     "ReceptionStats",
 ]
@@ -182,9 +191,11 @@ class ReceptionStats:
 # --- concealment fades: G.711 code translation tables (telcodecs), made once at import
 
 _FADE_GAINS: Final = (0.8, 0.5, 0.25)  # about -2, -6, -12 dB: 60 ms, then silence
-_FADE_TABLES: Final = {
+_FADE_TABLES: Final[dict[str, tuple[bytes, ...]]] = {
     codec: tuple(g711_gain_table(codec, g) for g in _FADE_GAINS) for codec in ("pcmu", "pcma")
 }
+#: codecs whose bytes map 1:1 to RTP ticks but cannot be faded: a lost frame pops as b""
+_DECODER_CONCEALS: Final = {"g722": 0xFA}  # G.722's encoding of silence from a reset encoder
 
 
 @dataclass(slots=True)
@@ -221,7 +232,8 @@ _BUFFERED: Final = PushResult.BUFFERED
 
 
 class JitterBuffer:
-    """Playout buffer for one G.711 stream. `pop(now)` gives one `frame_ms` frame per call."""
+    """Playout buffer for one G.711 or G.722 stream. `pop(now)` gives one `frame_ms` frame per
+    call (b"" for a G.722 frame not wholly received: the decoder conceals it)."""
 
     def __init__(
         self,
@@ -233,7 +245,7 @@ class JitterBuffer:
         max_delay_ms: int = 60,
         shrink_after: float = 3.0,
     ) -> None:
-        if codec not in _FADE_TABLES:
+        if codec not in _FADE_TABLES and codec not in _DECODER_CONCEALS:
             raise ValueError(f"unsupported codec {codec!r}")
         self.codec = codec
         self.frame = clock_rate * frame_ms // 1000
@@ -246,8 +258,13 @@ class JitterBuffer:
         # a packet further ahead than this is a timestamp jump
         self._jump = self.max_delay + 4 * self.frame
         self._capacity = self._jump + 4096
-        self._silence_byte = g711_silence_code(codec)
-        self._fades = _FADE_TABLES[codec]
+        self._decoder_conceals = codec in _DECODER_CONCEALS
+        if self._decoder_conceals:
+            self._silence_byte = _DECODER_CONCEALS[codec]
+            self._fades: tuple[bytes, ...] = ()
+        else:
+            self._silence_byte = g711_silence_code(codec)
+            self._fades = _FADE_TABLES[codec]
         self.silence_frame = bytes((self._silence_byte,)) * self.frame
         self._fill = bytes((self._silence_byte,)) * self._capacity
         self._zeros = bytes(self._capacity)
@@ -522,7 +539,7 @@ class JitterBuffer:
             self._last_frame = out
             self._missing = 0
             stats.played += 1
-        elif mask.find(1, 0, frame) != -1:
+        elif mask.find(1, 0, frame) != -1 and not self._decoder_conceals:
             out = self._merge(self._conceal())  # partly received
         else:
             out = self._conceal()
@@ -532,6 +549,12 @@ class JitterBuffer:
     def _conceal(self) -> bytes:
         missing = self._missing
         self._missing = missing + 1
+        if self._decoder_conceals:  # lost: the decoder conceals (and falls silent) itself
+            if missing < len(_FADE_GAINS):
+                self.stats.concealed += 1
+            else:
+                self.stats.silence += 1
+            return b""
         if missing < len(self._fades):
             self.stats.concealed += 1
             return self._last_frame.translate(self._fades[missing])
@@ -567,3 +590,149 @@ class JitterBuffer:
         self._window_start = now
         self._window_min = self._jump
         self._window_late = False
+
+
+class PacketJitterBuffer:
+    """Playout buffer of whole packets for one stream of a codec whose payload size does not
+    follow its RTP clock (Opus). The same interface as `JitterBuffer`: `push` returns a
+    PushResult value, `pop(now)` one frame's payload (b"" when it is missing: the decoder
+    conceals it), None before any packet. A sender's packets must be one frame long (the SDP's
+    ptime): a packet between frame boundaries is played at the boundary it starts after."""
+
+    def __init__(
+        self,
+        frame_ms: int = 20,
+        *,
+        clock_rate: int = 48000,
+        min_delay_ms: int = 20,
+        max_delay_ms: int = 60,
+    ) -> None:
+        self.codec = "packets"
+        self.frame = clock_rate * frame_ms // 1000
+        self.clock_rate = clock_rate
+        self.min_delay = max(
+            self.frame, clock_rate * min_delay_ms // 1000 // self.frame * self.frame
+        )
+        self.max_delay = max(self.min_delay, clock_rate * max_delay_ms // 1000)
+        self._jump = self.max_delay + 4 * self.frame
+        self.silence_frame = b""
+        self.reception = ReceptionStats(clock_rate)
+        self.stats = JitterStats()
+        self.target = self.min_delay
+        self.started = False
+        self._resync = False
+        self._playout = 0  # P: RTP timestamp of the next frame to play
+        self._packets: dict[int, bytes] = {}  # offset from P (ticks) -> payload
+        self._late_run = 0
+        self._missing = 0
+        self._pending_stall = 0
+
+    @property
+    def target_ms(self) -> float:
+        return self.target * 1000 / self.clock_rate
+
+    @property
+    def buffered(self) -> int:
+        """Ticks buffered ahead of the playout point (to the end of the furthest packet)."""
+        return max(self._packets, default=-self.frame) + self.frame if self._packets else 0
+
+    def reset(self) -> None:
+        """A new source: drop buffered packets and sequence state; the next packet restarts."""
+        self._packets.clear()
+        self.reception.reset()
+        self._resync = True
+
+    def _restart(self, timestamp: int) -> None:
+        self._packets.clear()
+        self._playout = (timestamp - self.target) & 0xFFFFFFFF
+        self._resync = False
+        self._late_run = 0
+        self._pending_stall = 0
+        self._missing = len(_FADE_GAINS)
+
+    def push(self, seq: int, timestamp: int, payload: bytes, now: float) -> int:
+        """Account for (RFC 3550 A.1, A.8) and buffer one packet. Returns a PushResult."""
+        rec = self.reception
+        verdict = rec.update(seq)
+        if verdict == ReceptionStats.DUPLICATE:
+            self.stats.duplicates += 1
+            return PushResult.DUPLICATE
+        if verdict == ReceptionStats.BAD_SEQUENCE:
+            return PushResult.BAD_SEQUENCE
+        in_order = rec.extended(seq) == rec.extended_max
+        rec.update_jitter(now, timestamp)
+        stats = self.stats
+        stats.pushed += 1
+        result = PushResult.BUFFERED
+        if not self.started or self._resync:
+            if self.started:
+                stats.resyncs += 1
+            self.started = True
+            self._restart(timestamp)
+            result = PushResult.RESYNCED
+        offset = _signed32(timestamp - self._playout)
+        if offset < 0:
+            if in_order and (offset < -self._jump or self._late_run >= 2):
+                stats.resyncs += 1  # the timestamps jumped back: the timeline moved
+                self._restart(timestamp)
+                offset, result = self.target, PushResult.RESYNCED
+            else:
+                stats.late += 1
+                if in_order:
+                    self._late_run += 1
+                if self.target < self.max_delay:  # a frame more delay from now on
+                    self.target += self.frame
+                    self._pending_stall += 1
+                return PushResult.LATE
+        elif offset >= self._jump or (
+            in_order and not self._packets and offset > self.target + 2 * self.frame
+        ):  # a jump forward, or a talk spurt after silence that would play too late
+            stats.resyncs += 1
+            self._restart(timestamp)
+            offset, result = self.target, PushResult.RESYNCED
+        if in_order:
+            self._late_run = 0
+        if offset in self._packets:
+            stats.duplicates += 1
+            return PushResult.DUPLICATE
+        self._packets[offset] = payload
+        return result
+
+    def pop(self, now: float) -> bytes | None:
+        """One frame's payload, b"" when it is missing, None before any packet."""
+        if not self.started:
+            return None
+        stats = self.stats
+        if self._pending_stall:  # grow the delay: a concealed frame, P stays
+            self._pending_stall -= 1
+            stats.stalls += 1
+            self._count_missing()
+            return b""
+        frame = self.frame
+        packets = self._packets
+        out = packets.pop(0, None)
+        if out is None and packets:  # a packet that starts inside this frame plays now
+            inside = [k for k in packets if k < frame]
+            if inside:
+                out = packets.pop(min(inside))
+        # P advances one frame: every packet's offset moves down by one frame
+        self._packets = {k - frame: v for k, v in packets.items() if k >= frame} if packets else {}
+        self._playout = (self._playout + frame) & 0xFFFFFFFF
+        if out is None:
+            self._count_missing()
+            return b""
+        self._missing = 0
+        stats.played += 1
+        return out
+
+    def next_payload(self) -> bytes | None:
+        """The payload of the frame after the one last popped, if it is here (for FEC)."""
+        return self._packets.get(0)
+
+    def _count_missing(self) -> None:
+        missing = self._missing
+        self._missing = missing + 1
+        if missing < len(_FADE_GAINS):
+            self.stats.concealed += 1
+        else:
+            self.stats.silence += 1

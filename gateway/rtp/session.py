@@ -1,11 +1,16 @@
-"""`RtpSession`: the sans-I/O RTP/RTCP endpoint of one call leg (G.711 plus RFC 4733).
+"""`RtpSession`: the sans-I/O RTP/RTCP endpoint of one call leg (G.711, G.722 or Opus, plus
+RFC 4733).
 
 No sockets, no asyncio, no clock of its own: every method takes `now` (loop.time() seconds).
 
 Receive: `receive_datagram(data, addr, now)` never raises. Garbage, short packets, a wrong
 version, an unknown payload type, duplicates and packets from a source not (yet) accepted are
 dropped and counted in `stats.dropped[reason]`. Audio goes to the jitter buffer,
-telephone-events to the DTMF receiver. `read_frame(now)` yields one ptime of G.711 per call.
+telephone-events to the DTMF receiver. `read_frame(now)` yields one ptime of payload per call:
+G.711 bytes (concealed by the jitter buffer), or a G.722 or Opus payload (b"" when lost: the
+leg's decoder conceals it). The session carries payloads, never decodes: the codecs live in
+gateway/media/wideband.py. Clocks (RFC 3551 §4.5.2, RFC 7587): 8000 for G.711 and G.722 (whose
+audio is 16 kHz), 48000 for Opus; Opus' payload type is the negotiated dynamic one.
 
 Strict source and symmetric RTP (Asterisk's `strictrtp`, rtpengine's strict source; RFC 4961
 in spirit, as SBCs do for NAT): RTP is sent to the SDP address until a source is learned, then
@@ -64,7 +69,7 @@ from telcodecs import g711_silence
 from gateway.errors import DtmfError, RtpParseError
 from gateway.media.format import PTIME_MAX_MS, PTIME_MIN_MS
 from gateway.rtp.dtmf import DtmfDigitReceived, DtmfReceiver, DtmfSender, TelephoneEvent
-from gateway.rtp.jitter import JitterBuffer, ReceptionStats
+from gateway.rtp.jitter import JitterBuffer, PacketJitterBuffer, ReceptionStats
 from gateway.rtp.packet import RTP_FIXED_HEADER, RtpHeaderWriter, is_rtcp, parse_header
 from gateway.rtp.rtcp import (
     RtcpBye,
@@ -83,6 +88,7 @@ from gateway.rtp.rtcp import (
 from gateway.rtp.srtp import SRTP_DROP_REASONS, CryptoAttribute, SrtpContext
 
 __all__ = [
+    "CODEC_CLOCK_RATES",
     "CODEC_PAYLOAD_TYPES",
     "DROP_REASONS",
     "PROBATION_PACKETS",
@@ -99,10 +105,19 @@ __all__ = [
 
 Address = tuple[str, int]
 
-#: Static payload types of the codecs we carry (RFC 3551 table 4).
-CODEC_PAYLOAD_TYPES: Final = {"pcmu": 0, "pcma": 8}
+#: Payload types of the codecs we carry: static ones (RFC 3551 table 4), and for Opus the dynamic
+#: one we offer (the negotiation's is passed in)
+CODEC_PAYLOAD_TYPES: Final = {"pcmu": 0, "pcma": 8, "g722": 9, "opus": 111}
+#: RTP clock of each codec (RFC 3551 §4.5.2: G.722's is 8000 though it samples at 16 kHz)
+CODEC_CLOCK_RATES: Final = {"pcmu": 8000, "pcma": 8000, "g722": 8000, "opus": 48000}
+#: codecs whose payloads are whole packets (not one byte per RTP tick)
+PACKET_CODECS: Final = frozenset({"opus"})
 CN_PAYLOAD_TYPE: Final = 13
 CLOCK_RATE: Final = 8000
+#: sent when there is nothing to play and no payload was given: G.722's encoding of silence
+#: (per tick), Opus' 20 ms CELT silence frame (TOC 0xF8: config 31, mono, one frame)
+_G722_SILENCE: Final = 0xFA
+_OPUS_SILENCE: Final = b"\xf8\xff\xfe"
 #: Consecutive packets (same SSRC, sequence +1) a source must send before it is learned, unless
 #: it is the exact SDP address. RFC 3550 A.1 asks 2 of a new SSRC, Asterisk's strictrtp 4; 3
 #: costs a phone behind NAT 40 ms once, and one stray packet per port (a scanner) never passes.
@@ -223,6 +238,8 @@ class RtpSession:
         signalling_ip: str | None = None,
         wall_offset: float = 0.0,
         rng: random.Random | None = None,
+        payload_type: int | None = None,
+        dtmf_clock: int | None = None,
     ) -> None:
         self._rng = rng or random.Random()
         self.ssrc = ssrc if ssrc is not None else self._rng.getrandbits(32)
@@ -268,46 +285,80 @@ class RtpSession:
         self._media_started = False
         self._timed_out = False
         self._media_flowing = False  # _media_started and not _timed_out: the receive fast path
-        self._dtmf_idle = True  # the DTMF sender is known inactive: the send fast path
+        # the send fast path applies: the DTMF sender is known inactive, the codec byte-per-tick
+        self._dtmf_idle = True
         self._lost_prior = 0  # losses of earlier SSRCs
         self._lsr = 0  # compact NTP of the last SR received, and when (for DLSR)
         self._lsr_at = 0.0
         self._next_rtcp = now + rtcp_interval * self._rng.uniform(0.25, 0.75)
         self._closed = False
-        self._dtmf_rx = DtmfReceiver(CLOCK_RATE)
         self.remote_addr: Address | None = None
         self.remote_rtcp_addr: Address | None = None
         self._sdp_addr: Address | None = None
         self._sdp_source: Address | None = None  # _sdp_addr as a packet from it shows its source
         self._sdp_rtcp_addr: Address | None = None
         self._srtp: SrtpContext | None = None  # SRTP (RFC 3711): see set_srtp
-        self._configure(codec, dtmf_pt, ptime_ms)
+        self._configure(codec, dtmf_pt, ptime_ms, payload_type, dtmf_clock)
         self._set_remote(remote_addr, None)
 
     # --- configuration
 
-    def _configure(self, codec: str, dtmf_pt: int | None, ptime_ms: int) -> None:
+    def _configure(
+        self,
+        codec: str,
+        dtmf_pt: int | None,
+        ptime_ms: int,
+        payload_type: int | None = None,
+        dtmf_clock: int | None = None,
+    ) -> None:
         if codec not in CODEC_PAYLOAD_TYPES:
-            raise ValueError(f"unsupported codec {codec!r}: pcmu or pcma")
+            raise ValueError(f"unsupported codec {codec!r}: {', '.join(CODEC_PAYLOAD_TYPES)}")
         if not PTIME_MIN_MS <= ptime_ms <= PTIME_MAX_MS:
             raise ValueError(f"ptime {ptime_ms} ms: {PTIME_MIN_MS}-{PTIME_MAX_MS}")
+        if payload_type is not None and not 0 <= payload_type <= 127:
+            raise ValueError(f"payload type {payload_type}: 0-127")
         self.codec = codec
-        self.payload_type = CODEC_PAYLOAD_TYPES[codec]
+        self.payload_type = CODEC_PAYLOAD_TYPES[codec] if payload_type is None else payload_type
         self.dtmf_pt = dtmf_pt
         self.ptime_ms = ptime_ms
-        self.frame_samples = CLOCK_RATE * ptime_ms // 1000
+        clock = CODEC_CLOCK_RATES[codec]
+        self.clock_rate = clock
+        self.frame_samples = clock * ptime_ms // 1000  # RTP ticks per frame
         self._stall_gap = 3.5 * ptime_ms / 1000  # a longer gap between sends: the clock stalled
         self._audio_word = 0x8000 | self.payload_type  # V=2 and PT: the header's first word
-        self.silence_payload = g711_silence(codec, self.frame_samples)
+        self._packet_codec = codec in PACKET_CODECS
+        if codec == "g722":
+            self.silence_payload = bytes((_G722_SILENCE,)) * self.frame_samples
+        elif self._packet_codec:
+            self.silence_payload = _OPUS_SILENCE
+        else:
+            self.silence_payload = g711_silence(codec, self.frame_samples)
+        # a packet codec's timestamp advances by the frame, not by its payload's length: its
+        # ticks take the general send path (G.711's fast path stays as it is)
+        self._dtmf_idle = not self._packet_codec
         self._cn_payload = b"\x7f"  # RFC 3389 §3: noise level -127 dBov, no spectrum
         old = getattr(self, "_jitter", None)
-        self._jitter = JitterBuffer(codec, ptime_ms, clock_rate=CLOCK_RATE)
+        self._jitter: JitterBuffer | PacketJitterBuffer
+        if self._packet_codec:
+            self._jitter = PacketJitterBuffer(ptime_ms, clock_rate=clock)
+        else:
+            self._jitter = JitterBuffer(codec, ptime_ms, clock_rate=clock)
         if old is not None:  # a new codec or ptime: same source, playout restarts
             self._jitter.started = old.started
             self._jitter.reset()
-            self._jitter.reception = old.reception
+            reception = old.reception
+            if reception.clock_rate != clock:  # A.8 jitter is kept in timestamp units
+                reception.jitter *= clock / reception.clock_rate
+                reception.clock_rate = clock
+                reception._prev_arrival = -1.0
+            self._jitter.reception = reception
             self._jitter.stats = old.stats
-        self._dtmf_tx = DtmfSender(CLOCK_RATE, ptime_ms)
+        # RFC 4733 §2.1: events on the telephone-event's clock (the codec's unless negotiated)
+        self.dtmf_clock = dtmf_clock or clock
+        self._dtmf_tx = DtmfSender(self.dtmf_clock, ptime_ms)
+        old_rx = getattr(self, "_dtmf_rx", None)
+        if old_rx is None or old_rx.clock_rate != self.dtmf_clock:
+            self._dtmf_rx = DtmfReceiver(self.dtmf_clock)
 
     def _set_remote(self, addr: Address | None, rtcp_addr: Address | None) -> None:
         self._sdp_addr = addr
@@ -331,16 +382,26 @@ class RtpSession:
         *,
         rtcp_addr: Address | None = None,
         cn_pt: int | None = None,
+        payload_type: int | None = None,
+        dtmf_clock: int | None = None,
     ) -> None:
         """Apply a new SDP (re-INVITE/UPDATE). A new address (RTP or RTCP) drops the learned
         source and becomes the one expected; the same address keeps it (a session refresh).
-        A new codec or ptime restarts playout. `addr` None stops sending."""
+        A new codec, payload type, ptime or telephone-event clock restarts playout. `addr`
+        None stops sending."""
         rtcp = rtcp_addr or (addr and (addr[0], addr[1] + 1))
         if (addr, rtcp) != (self._sdp_addr, self._sdp_rtcp_addr):
             self._set_remote(addr, rtcp_addr)
         self.cn_pt = cn_pt
-        if (codec, ptime_ms) != (self.codec, self.ptime_ms):
-            self._configure(codec, dtmf_pt, ptime_ms)
+        pt = CODEC_PAYLOAD_TYPES.get(codec) if payload_type is None else payload_type
+        clock = dtmf_clock or CODEC_CLOCK_RATES.get(codec)
+        if (codec, ptime_ms, pt, clock) != (
+            self.codec,
+            self.ptime_ms,
+            self.payload_type,
+            self.dtmf_clock,
+        ):
+            self._configure(codec, dtmf_pt, ptime_ms, payload_type, dtmf_clock)
             self._marker = True
         self.dtmf_pt = dtmf_pt
         if dtmf_pt is None:
@@ -393,7 +454,8 @@ class RtpSession:
             data = clear
         # Fast path for nearly every packet: RFC 3550 §5.1 V=2 without padding, extension or
         # CSRCs (first octet 0x80), our audio payload type (never RTCP: its second octet is
-        # 192-223, RFC 5761 §4; ours is 0 or 8, or 128/136 with the marker), from the latched
+        # 192-223, RFC 5761 §4, 64-95 without the marker bit; ours is 0, 8, 9 or dynamic 96-127,
+        # RFC 5761 §4 keeps 64-95 free), from the latched
         # source and SSRC while media flows. Exactly what the general path below does for it.
         if (
             len(data) > 12
@@ -519,8 +581,15 @@ class RtpSession:
         self._events.append(SsrcChanged(self._remote_ssrc, new_ssrc))
 
     def read_frame(self, now: float) -> bytes | None:
-        """One ptime of G.711 for the bridge (audio, concealment or silence); None before media."""
+        """One ptime of payload: G.711 (audio, concealment or silence), G.722 or Opus (b"": lost,
+        the decoder conceals); None before media."""
         return self._jitter.pop(now)
+
+    def next_payload(self) -> bytes | None:
+        """A packet codec's payload for the frame after the one last read, if it has arrived
+        (what an FEC decoder would use); None otherwise."""
+        jitter = self._jitter
+        return jitter.next_payload() if isinstance(jitter, PacketJitterBuffer) else None
 
     # --- send
 
@@ -581,7 +650,7 @@ class RtpSession:
         ts = self._ts
         dtmf = self._dtmf_tx
         if not dtmf.active:
-            self._dtmf_idle = True  # until start_dtmf queues a digit
+            self._dtmf_idle = not self._packet_codec  # until start_dtmf queues a digit
         elif self.dtmf_pt is not None:
             event = dtmf.next_packet(ts)
             if event is not None:
@@ -605,7 +674,8 @@ class RtpSession:
             marker = self._marker
             self._marker = False
             self._cn_sent_at = None
-        self._ts = (ts + len(payload)) & 0xFFFFFFFF
+        # G.711 and G.722: one byte per tick (RFC 3551 §4.5.2); a packet codec: one frame
+        self._ts = (ts + (samples if self._packet_codec else len(payload))) & 0xFFFFFFFF
         return self._emit(self.payload_type, marker, ts, payload)
 
     def _emit(self, payload_type: int, marker: bool, timestamp: int, payload: bytes) -> bytes:
@@ -691,7 +761,7 @@ class RtpSession:
             report = RtcpSenderReport(
                 ssrc=self.ssrc,
                 ntp_timestamp=ntp_timestamp(now + self.wall_offset),
-                rtp_timestamp=(self._ts + int(elapsed * CLOCK_RATE)) & 0xFFFFFFFF,
+                rtp_timestamp=(self._ts + int(elapsed * self.clock_rate)) & 0xFFFFFFFF,
                 packet_count=self._stats.packets_out,
                 octet_count=self._stats.octets_out,
                 reports=blocks,
@@ -750,7 +820,7 @@ class RtpSession:
                     stats.rtt_seconds = round_trip_time(arrival, block.lsr, block.dlsr)
                     stats.remote_fraction_lost = block.fraction_lost / 256
                     stats.remote_cumulative_lost = block.cumulative_lost
-                    stats.remote_jitter_seconds = block.jitter / CLOCK_RATE
+                    stats.remote_jitter_seconds = block.jitter / self.clock_rate
 
     # --- end and stats
 
@@ -778,7 +848,7 @@ class RtpSession:
         return self._remote_ssrc
 
     @property
-    def jitter_buffer(self) -> JitterBuffer:
+    def jitter_buffer(self) -> JitterBuffer | PacketJitterBuffer:
         return self._jitter
 
     @property

@@ -70,11 +70,33 @@ class SdpCodec:
         return f"{self.payload_type} {self.encoding}/{self.clock_rate}{suffix}"
 
 
-#: every codec we can name, by our name
+#: every codec we can name, by our name. G.722's SDP rate is 8000 though it samples at 16 kHz
+#: (RFC 3551 §4.5.2). Opus is always `opus/48000/2` (RFC 7587 §7); our fmtp: we play and capture
+#: at most 24 kHz (the model's rate), and `useinbandfec=0` because PyAV's libopus decoder cannot
+#: decode FEC (lost packets get libopus' PLC): asking for FEC would only cost the sender bits.
 CODECS: dict[Codec, SdpCodec] = {
+    "g722": SdpCodec("g722", "G722", 8000, 9),
+    "opus": SdpCodec(
+        "opus",
+        "opus",
+        48000,
+        111,
+        2,
+        "maxplaybackrate=24000;sprop-maxcapturerate=24000;useinbandfec=0",
+    ),
     "pcmu": SdpCodec("pcmu", "PCMU", 8000, 0),
     "pcma": SdpCodec("pcma", "PCMA", 8000, 8),
 }
+#: the audio clocks telephone-event is offered at (RFC 4733 §7.1.1: the event's clock should be
+#: the audio's), with the dynamic payload type of each; 8000's is the `dtmf_pt` passed in.
+#: G.722 brings 16000 too: peers that clock its events at the audio rate are common.
+DTMF_CLOCKS: dict[Codec, tuple[int, ...]] = {
+    "pcmu": (8000,),
+    "pcma": (8000,),
+    "g722": (8000, 16000),
+    "opus": (48000,),
+}
+DTMF_PAYLOAD_TYPES: dict[int, int] = {8000: 101, 16000: 102, 48000: 103}
 _STATIC = {c.payload_type: c.name for c in CODECS.values() if c.static}
 
 
@@ -84,7 +106,7 @@ class MediaPolicy:
     in when the peer names none, and SRTP: `off` refuses it, `optional` answers SRTP offers with
     SRTP and plain ones in the clear, `mandatory` refuses plain RTP and offers SRTP."""
 
-    codecs: tuple[Codec, ...] = ("pcmu", "pcma")
+    codecs: tuple[Codec, ...] = ("g722", "opus", "pcmu", "pcma")
     ptime: int = 20
     srtp: SrtpMode = "optional"
 
@@ -285,6 +307,9 @@ class RemoteMedia:
     # for it (our answer's line, or the line of our offer its tag names); None: plain RTP
     crypto: CryptoAttribute | None = None
     local_crypto: CryptoAttribute | None = None
+    # wideband codecs (issue 16): the telephone-event's clock (RFC 4733), the codec's fmtp
+    dtmf_clock_rate: int = 8000
+    fmtp: str | None = None
 
     @property
     def on_hold(self) -> bool:
@@ -355,7 +380,7 @@ def describe(
     rtpmaps = audio.rtpmaps()
     by_encoding = {(c.encoding.lower(), c.clock_rate): c.name for c in CODECS.values()}
     offered: dict[Codec, int] = {}
-    dtmf_pt: int | None = None
+    dtmf_pts: dict[int, int] = {}  # clock -> the first telephone-event at it
     for fmt in audio.formats:
         if not fmt.isdigit():
             continue
@@ -367,13 +392,19 @@ def describe(
             name, codec = "", _STATIC.get(pt)
         if codec is not None and codec not in offered:
             offered[codec] = pt
-        elif name == "telephone-event" and dtmf_pt is None:
-            dtmf_pt = pt
+        elif name == "telephone-event" and rate not in dtmf_pts:
+            dtmf_pts[rate] = pt
     # our preference decides among the codecs offered (RFC 3264 §6.1 lets the answerer choose)
     ordered = [c for c in policy.codecs if c in offered]
     if not ordered:
         raise NotAcceptable("no common codec")
     codec = ordered[0]
+    # RFC 4733 §2.1: events share the audio's timestamps, so the event clock should be the
+    # codec's RTP clock; failing that, 8000, failing that, the first one offered
+    clock = CODECS[codec].clock_rate
+    if clock not in dtmf_pts:
+        clock = 8000 if 8000 in dtmf_pts else next(iter(dtmf_pts), clock)
+    dtmf_pt = dtmf_pts.get(clock)
     ptime = _packet_time(sd, audio, policy.ptime)
     host = audio.connection or sd.connection
     if host is None:
@@ -394,8 +425,10 @@ def describe(
         (host, audio.port),
         rtcp_addr,
         direction,
-        crypto,
-        ours,
+        crypto=crypto,
+        local_crypto=ours,
+        dtmf_clock_rate=clock,
+        fmtp=_fmtp_of(audio, offered[codec]),
     )
 
 
@@ -450,6 +483,15 @@ def _our_crypto(local: SessionDescription, theirs: CryptoAttribute) -> CryptoAtt
             for crypto in crypto_lines(m):
                 if (crypto.tag, crypto.suite) == (theirs.tag, theirs.suite):
                     return crypto
+    return None
+
+
+def _fmtp_of(audio: MediaDescription, pt: int) -> str | None:
+    """The a=fmtp parameters of payload type `pt` (RFC 4566 §6), None when there are none."""
+    prefix = f"{pt} "
+    for key, value in audio.attributes:
+        if key == "fmtp" and value and value.startswith(prefix):
+            return value[len(prefix) :].strip()
     return None
 
 
@@ -533,7 +575,7 @@ def negotiate(
                 attrs.append(("fmtp", f"{pt} {spec.fmtp}"))
             if dtmf_pt is not None:
                 attrs += [
-                    ("rtpmap", f"{dtmf_pt} telephone-event/8000"),
+                    ("rtpmap", f"{dtmf_pt} telephone-event/{remote.dtmf_clock_rate}"),
                     ("fmtp", f"{dtmf_pt} 0-16"),
                 ]
             attrs += [("ptime", str(ptime)), (answer_dir, None)]
@@ -575,8 +617,9 @@ def make_offer(
     session_id: int = 1,
     session_version: int = 1,
 ) -> SessionDescription:
-    """Our offer: the policy's codecs in order, telephone-event, ptime and direction; with
-    `srtp` mandatory, RTP/SAVP with one new key per suite of ours (RFC 4568 §7.1.1, tags 1-N)."""
+    """Our offer: the policy's codecs in order, telephone-event at each of their clocks (8000
+    as `dtmf_pt`), ptime and direction; with `srtp` mandatory, RTP/SAVP with one new key per
+    suite of ours (RFC 4568 §7.1.1, tags 1-N)."""
     specs = [CODECS[c] for c in policy.codecs]
     formats = [str(c.payload_type) for c in specs]
     attrs: list[tuple[str, str | None]] = []
@@ -586,8 +629,11 @@ def make_offer(
             attrs.append(("fmtp", f"{spec.payload_type} {spec.fmtp}"))
     ptime = policy.ptime
     if dtmf_pt is not None:
-        formats.append(str(dtmf_pt))
-        attrs += [("rtpmap", f"{dtmf_pt} telephone-event/8000"), ("fmtp", f"{dtmf_pt} 0-16")]
+        clocks = sorted({clock for c in policy.codecs for clock in DTMF_CLOCKS[c]})
+        for clock in clocks:
+            pt = dtmf_pt if clock == 8000 else DTMF_PAYLOAD_TYPES[clock]
+            formats.append(str(pt))
+            attrs += [("rtpmap", f"{pt} telephone-event/{clock}"), ("fmtp", f"{pt} 0-16")]
     attrs += [("ptime", str(ptime)), (direction, None)]
     proto = "RTP/AVP"
     if policy.srtp == "mandatory":

@@ -16,14 +16,14 @@ import dataclasses
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
 from gateway.errors import ConfigError, SipParseError
 from gateway.secret import Secret, read_secret_file
 from gateway.sip.message import SipUri
-from gateway.sip.sdp import SRTP_MODES, MediaPolicy, SrtpMode
+from gateway.sip.sdp import CODECS, SRTP_MODES, MediaPolicy, SrtpMode
 
 #: extra headers a trunk or a `POST /calls` request may put on an outbound INVITE (RFC 3325
 #: identity, RFC 5806 diversion, RFC 3323 privacy, and private X- headers); anything else would
@@ -91,6 +91,9 @@ class Trunk:
     calls_burst: float | None = None
     # --- SRTP (issue 16): off|optional|mandatory for calls through this trunk; "" = sip_srtp
     srtp: str = ""
+    # --- issue 16, wideband codecs: this trunk's codecs in order of preference (None: the
+    # global `sip_codecs`)
+    codecs: tuple[str, ...] | None = None
 
     @property
     def outbound(self) -> bool:
@@ -125,6 +128,8 @@ class Trunk:
         policy = default
         if self.srtp:
             policy = dataclasses.replace(policy, srtp=cast(SrtpMode, self.srtp))
+        if self.codecs is not None:
+            policy = replace(policy, codecs=self.codecs)
         return policy
 
     def auth_user(self) -> str:
@@ -232,6 +237,17 @@ class Trunk:
             if not isinstance(hvalue, str) or not header_value_ok(hvalue):
                 raise ConfigError(f"{where}.headers.{hname}: expected a string on one line")
         values["headers"] = dict(headers)
+
+        if "codecs" in table:
+            codecs = table["codecs"]
+            if (
+                not isinstance(codecs, list)
+                or not codecs
+                or not all(isinstance(c, str) and c in CODECS for c in codecs)
+                or len(set(codecs)) != len(codecs)
+            ):
+                raise ConfigError(f"{where}.codecs: expected a list of {', '.join(CODECS)}")
+            values["codecs"] = tuple(codecs)
 
         trunk = cls(name=name, **values)
         trunk._check(where)

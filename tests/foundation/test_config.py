@@ -371,3 +371,44 @@ def test_srtp_is_optional_by_default_and_a_trunk_can_make_it_mandatory(tmp_path:
     trunks = settings.trunk_settings()
     assert trunks["secure"].media_policy(default).srtp == "mandatory"
     assert trunks["plain"].media_policy(default).srtp == "off"  # the global setting
+
+
+# --- issue 16: codec preference, global (`sip_codecs`) and per trunk (`codecs`)
+
+
+def test_codec_preference_is_global_and_per_trunk(tmp_path: Path) -> None:
+    from gateway.sip.sdp import MediaPolicy
+
+    assert Settings().sip_codecs == ["g722", "opus", "pcmu", "pcma"]
+    assert MediaPolicy().codecs == ("g722", "opus", "pcmu", "pcma")
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(
+        'sip_codecs = ["opus", "pcmu"]\n'
+        '[trunks.alaw]\nuri = "sip:trunk.example.com"\ncodecs = ["pcma", "g722"]\n'
+        '[trunks.plain]\nuri = "sip:other.example.com"\n'
+    )
+    s = load_settings(_args("--config", str(cfg)), environ={})
+    assert s.sip_codecs == ["opus", "pcmu"]
+    default = MediaPolicy(codecs=tuple(s.sip_codecs), ptime=s.ptime_ms)
+    trunks = s.trunk_settings()
+    assert trunks["alaw"].media_policy(default).codecs == ("pcma", "g722")
+    assert trunks["plain"].media_policy(default).codecs == ("opus", "pcmu")
+    env = load_settings(_args(), environ={"GATEWAY_SIP_CODECS": "pcmu,g722"})
+    assert env.sip_codecs == ["pcmu", "g722"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ('sip_codecs = ["g729"]', "sip_codecs"),
+        ('sip_codecs = ["pcmu", "pcmu"]', "sip_codecs must name each codec at most once"),
+        ('[trunks.t]\nuri = "sip:a.example"\ncodecs = ["g729"]', "trunks.t.codecs: expected"),
+        ('[trunks.t]\nuri = "sip:a.example"\ncodecs = []', "trunks.t.codecs: expected"),
+        ('[trunks.t]\nuri = "sip:a.example"\ncodecs = "pcmu"', "trunks.t.codecs: expected"),
+    ],
+)
+def test_bad_codec_lists_are_refused(tmp_path: Path, setting: str, message: str) -> None:
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(setting + "\n")
+    with pytest.raises(ConfigError, match=message):
+        load_settings(_args("--config", str(cfg)), environ={})

@@ -52,6 +52,7 @@ LAYER_OF: dict[str, str] = {
     "gateway.media.clock": "adapters",
     "gateway.media.wav": "adapters",
     "gateway.media.espeak": "adapters",
+    "gateway.media.wideband": "adapters",
     "gateway.webrtc": "edges",
     "gateway.webrtc.signalling": "adapters",
     "gateway.webrtc.ice": "adapters",

@@ -26,7 +26,7 @@ CORE_PACKAGES: dict[str, frozenset[str]] = {
     "gateway/rtp": frozenset({"transport"}),
     "gateway/realtime": frozenset({"client"}),
     "gateway/realtime/local": frozenset({"server", "tts"}),
-    "gateway/media": frozenset({"clock", "wav", "espeak"}),
+    "gateway/media": frozenset({"clock", "wav", "espeak", "wideband"}),
 }
 #: cores that live in a package of adapters or calls
 CORE_MODULES = (

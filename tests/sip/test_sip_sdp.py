@@ -152,7 +152,7 @@ def test_make_offer_round_trip_and_answerable() -> None:
     again = SessionDescription.parse(o.serialize())
     assert again.serialize() == o.serialize()
     n = negotiate(again, "198.51.100.1", 30000)
-    assert (n.codec, n.dtmf_payload_type, n.ptime) == ("pcmu", 101, 30)
+    assert (n.codec, n.dtmf_payload_type, n.ptime) == ("g722", 101, 30)
     assert "IP6" in make_offer("2001:db8::5", 1).serialize().decode()
 
 

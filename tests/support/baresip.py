@@ -49,6 +49,7 @@ class Baresip:
         *,
         config_extra: str = "",
         account: str = "<sip:gw@127.0.0.1>;regint=0;answermode=auto",
+        codecs: tuple[str, ...] = ("g711",),
     ) -> None:
         self.binary = require_binary("baresip", "baresip")
         self.dir = workdir / "baresip"
@@ -65,7 +66,8 @@ class Baresip:
             "audio_alert aubridge,nil\n"
             f"audio_source aufile,{source}\n"
             "module_path /usr/lib/baresip/modules\n"
-            "module g711.so\nmodule aufile.so\nmodule aubridge.so\nmodule sndfile.so\n"
+            + "".join(f"module {codec}.so\n" for codec in codecs)
+            + "module aufile.so\nmodule aubridge.so\nmodule sndfile.so\n"
             "module_app account.so\nmodule_app menu.so\n"
             f"snd_path {self.recordings}\n"
             f"rtp_ports {rtp}-{rtp + 20}\n"
@@ -113,17 +115,24 @@ class Baresip:
 
     def heard(self) -> Pcm:
         """What baresip heard (sndfile's decoder-side dump), 8 kHz mono."""
+        return read_wav_8k(self.heard_file())
+
+    def heard_file(self) -> Path:
+        """sndfile's decoder-side dump (at the codec's rate: 16 kHz for G.722, 48 for Opus)."""
         files = sorted(self.recordings.glob("*-dec.wav"))
         assert len(files) == 1, (files, self.log.read_text(errors="replace")[-2000:])
-        return read_wav_8k(files[0])
+        return files[0]
 
 
-async def baresip_call(gw: Gateway, log: CallLog, workdir: Path, source: Path) -> Baresip:
+async def baresip_call(
+    gw: Gateway, log: CallLog, workdir: Path, source: Path, codecs: tuple[str, ...] = ("g711",)
+) -> Baresip:
     """baresip dials the gateway and hangs up at the end of `source`; it lingers until its `-t`,
     so it is stopped once the gateway has seen the call end (the recording is closed then)."""
     with wave.open(str(source)) as w:
         seconds = int(w.getnframes() / w.getframerate()) + 4
-    phone = Baresip(workdir, source, f"sip:agent@127.0.0.1:{gw.sip_port}", seconds).start()
+    target = f"sip:agent@127.0.0.1:{gw.sip_port}"
+    phone = Baresip(workdir, source, target, seconds, codecs=codecs).start()
     try:
         waiter = asyncio.create_task(phone.wait_async())
         await wait_for(lambda: bool(log.ended) or waiter.done(), seconds + 5, "the call to end")

@@ -4,6 +4,12 @@
 the jitter buffer to the bridge, pulls one frame from the bridge's playout queue and sends it,
 recording how late the packet left against its deadline. Signalling actions (BYE, REFER) go
 through `SipControl`, which drives the sans-I/O endpoint and flushes its transport.
+
+The leg's `native` format is the codec's: G.711 bytes at 8 kHz (the bridge passes them on when
+the Realtime session takes the same law), PCM16 at 16 kHz for G.722 and at 48 kHz for Opus. A
+wideband leg decodes each frame the session reads and encodes each frame it sends with its own
+streaming codec (gateway/media/wideband.py); the bridge resamples straight to the session's
+rate, so no 8 kHz step is on a wideband call's path.
 """
 
 from __future__ import annotations
@@ -12,10 +18,12 @@ import contextlib
 from collections.abc import Callable
 from typing import Protocol
 
+import numpy as np
+
 from gateway.errors import DtmfError
 from gateway.logs import get_logger
 from gateway.media.clock import MediaClock, Outbox
-from gateway.media.format import PCMA_8K, PCMU_8K
+from gateway.media.format import PCMA_8K, PCMU_8K, AudioFormat
 from gateway.media.port import (
     DtmfReceived,
     FormatChanged,
@@ -25,6 +33,7 @@ from gateway.media.port import (
     MediaSink,
     MediaStarted,
 )
+from gateway.media.wideband import WIDEBAND_RATES, WidebandCodec, codec_for
 from gateway.rtp.dtmf import DTMF_EVENTS, DtmfDigitReceived
 from gateway.rtp.session import MediaStarted as RtpMediaStarted
 from gateway.rtp.session import MediaTimedOut, RtpEventType, RtpSession
@@ -62,8 +71,9 @@ class SipLeg(MediaPort):
         self.session = rtp.session
         self._control = control
         self._clock_for = clock_for
-        self.native = PCMA_8K if self.session.codec == "pcma" else PCMU_8K
+        self.native = native_format(self.session.codec)
         self.frame_ms = self.session.ptime_ms
+        self._codec: WidebandCodec | None = codec_for(self.session.codec, self.frame_ms)
         self._clock: MediaClock | None = None
         self._on_hold = False
         self.remote_ended = False
@@ -88,9 +98,15 @@ class SipLeg(MediaPort):
         if sink is None:
             return
         frame = self.session.read_frame(now)
+        codec = self._codec
         if frame is not None and not self._on_hold:
+            if codec is not None:  # b"" (lost) is concealed by the decoder
+                frame = codec.decode(frame).tobytes()
             sink.deliver(frame, now)
         payload = sink.pull(now)
+        if codec is not None:  # silence is encoded too: the encoder's state runs on
+            pcm = np.frombuffer(payload, "<i2") if payload is not None else None
+            payload = codec.encode(pcm if pcm is not None else _silence(codec.frame_samples))
         if self._dtmf_queue and not self.session.sending_dtmf:
             self._start_next_dtmf()
         datagram = self.session.packetize(payload, now)
@@ -152,7 +168,9 @@ class SipLeg(MediaPort):
             self.session.set_media_timeout(timeout, now)
             self.rtp.session_changed()
         if (codec, ptime) != old:
-            self.native = PCMA_8K if codec == "pcma" else PCMU_8K
+            self.native = native_format(codec)
+            # a new codec: a new coder's state (the jitter buffer restarted with the new stream)
+            self._codec = codec_for(codec, ptime)
             if ptime != self.frame_ms and self._clock is not None:
                 self._clock.remove(self)
                 self.frame_ms = ptime
@@ -177,14 +195,36 @@ class SipLeg(MediaPort):
         }
 
 
+def native_format(codec: str) -> AudioFormat:
+    """The leg's audio format for an RTP codec: G.711 as is, a wideband codec's PCM16 rate."""
+    if codec == "pcma":
+        return PCMA_8K
+    if codec in WIDEBAND_RATES:
+        return AudioFormat("pcm16", WIDEBAND_RATES[codec])
+    return PCMU_8K
+
+
+_SILENCE: dict[int, np.ndarray] = {}
+
+
+def _silence(samples: int) -> np.ndarray:
+    pcm = _SILENCE.get(samples)
+    if pcm is None:
+        pcm = _SILENCE[samples] = np.zeros(samples, dtype=np.int16)
+    return pcm
+
+
 def apply_remote(session: RtpSession, media: RemoteMedia) -> None:
-    """Point `session` at the remote media an offer or answer describes (SRTP keys too: new
-    ones re-key it, none make it plain RTP)."""
+    """Point `session` at the remote media an offer or answer describes: the codec with its
+    negotiated payload type (Opus' is dynamic), telephone-event at its own clock, and the SRTP
+    keys (new ones re-key it, none make it plain RTP)."""
     session.update_remote(
         media.remote_rtp,
         media.codec,
         media.dtmf_payload_type,
         media.ptime,
         rtcp_addr=media.remote_rtcp,
+        payload_type=media.payload_type,
+        dtmf_clock=media.dtmf_clock_rate,
     )
     session.set_srtp(media.local_crypto, media.crypto)

@@ -530,19 +530,21 @@ class SipCallService:
         tls_client = self.tls_clients.get(name)
         if tls_targets and (tls_client is None or self.transport is None):
             raise OutboundError(503, f"trunk {name!r}: TLS is not set up")
+        # the answer's codec is not known yet: the session is set up for our first choice (a
+        # wideband one gets PCM16 24 kHz, which any answer's codec converts to without loss)
+        media = self.endpoint.media_for(name)
         prepared = await self.calls.open_session(
             leg="sip",
             direction="outbound",
-            codec="pcmu",
+            codec=media.codecs[0],
             caller=caller,
             called=to,
             trunk=name,
         )
         loop = self._loop
-        media = self.endpoint.media_for(name)
         rtp_session = RtpSession(
             now=loop.time(),
-            codec="pcmu",
+            codec=media.codecs[0],
             dtmf_pt=101,
             ptime_ms=media.ptime,
             media_timeout=None,  # from the answer on (SipLeg.media_updated), not while ringing
@@ -602,7 +604,10 @@ class SipCallService:
             return
         codec = media.codec
         if leg is not None:  # a later 18x moved the early media
-            apply_remote(leg.session, media)
+            if media.codec != leg.session.codec:  # the leg's coder and format follow
+                leg.media_updated(media, self._loop.time())
+            else:
+                apply_remote(leg.session, media)
             return
         if pending is None or pending.rtp is None or pending.prepared is None:
             return

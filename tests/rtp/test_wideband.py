@@ -1,0 +1,224 @@
+"""Wideband framing, sans-I/O: SDP for G.722 and Opus with telephone-event per clock, RtpSession
+carrying G.722 (8000 Hz clock, 16 kHz audio) and Opus (48000, whole packets) with the leg's
+coders (gateway/media/wideband.py), a codec switch mid-stream, and property tests over random
+loss and reordering. Time is passed in; no sockets."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.media.wideband import G722Codec, OpusCodec, codec_for
+from gateway.rtp.packet import RtpPacket
+from gateway.rtp.session import RtpSession
+from gateway.sip.sdp import MediaPolicy, SessionDescription, describe, make_offer, negotiate
+
+A = ("127.0.0.1", 40000)
+B = ("127.0.0.1", 40002)
+
+
+def tone(freq: float, samples: int, rate: int, start: int = 0) -> np.ndarray:
+    t = (np.arange(samples) + start) / rate
+    return (8000 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+
+
+def peak_hz(pcm: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64) * np.hanning(len(pcm))))
+    return float(np.fft.rfftfreq(len(pcm), 1 / rate)[int(np.argmax(spectrum))])
+
+
+# --- SDP
+
+
+def test_our_offer_lists_wideband_first_with_telephone_event_at_each_clock() -> None:
+    offer = make_offer("127.0.0.1", 30000, MediaPolicy())
+    text = offer.serialize().decode()
+    assert "m=audio 30000 RTP/AVP 9 111 0 8 101 102 103\r\n" in text
+    for line in (
+        "a=rtpmap:9 G722/8000",
+        "a=rtpmap:111 opus/48000/2",
+        "a=fmtp:111 maxplaybackrate=24000;sprop-maxcapturerate=24000;useinbandfec=0",
+        "a=rtpmap:101 telephone-event/8000",
+        "a=rtpmap:102 telephone-event/16000",
+        "a=rtpmap:103 telephone-event/48000",
+    ):
+        assert line in text, line
+    narrow = make_offer("127.0.0.1", 30000, MediaPolicy(codecs=("pcmu",))).serialize().decode()
+    assert "m=audio 30000 RTP/AVP 0 101\r\n" in narrow and "telephone-event/16000" not in narrow
+
+
+def _offer(formats: str, *lines: str) -> SessionDescription:
+    body = "\r\n".join(
+        [
+            "v=0",
+            "o=- 1 1 IN IP4 127.0.0.1",
+            "s=-",
+            "c=IN IP4 127.0.0.1",
+            "t=0 0",
+            f"m=audio 5000 RTP/AVP {formats}",
+            *lines,
+        ]
+    )
+    return SessionDescription.parse(body + "\r\n")
+
+
+def test_the_answer_picks_our_first_codec_and_the_telephone_event_at_its_clock() -> None:
+    offer = _offer(
+        "0 96 9 100 101 102",
+        "a=rtpmap:96 opus/48000/2",
+        "a=fmtp:96 useinbandfec=1;stereo=1",
+        "a=rtpmap:100 telephone-event/48000",
+        "a=rtpmap:101 telephone-event/8000",
+        "a=rtpmap:102 telephone-event/16000",
+    )
+    g722 = negotiate(offer, "127.0.0.1", 30000)
+    assert (g722.codec, g722.payload_type, g722.dtmf_payload_type) == ("g722", 9, 101)
+    assert g722.media.dtmf_clock_rate == 8000
+    answer = g722.answer_sdp.decode()
+    assert "m=audio 30000 RTP/AVP 9 101" in answer and "telephone-event/8000" in answer
+    opus = negotiate(offer, "127.0.0.1", 30000, MediaPolicy(codecs=("opus", "pcmu")))
+    assert (opus.codec, opus.payload_type, opus.dtmf_payload_type) == ("opus", 96, 100)
+    assert opus.media.dtmf_clock_rate == 48000 and opus.media.fmtp == "useinbandfec=1;stereo=1"
+    answer = opus.answer_sdp.decode()
+    assert "a=rtpmap:96 opus/48000/2" in answer and "a=rtpmap:100 telephone-event/48000" in answer
+    # no telephone-event at the codec's clock: 8000, else the one there is
+    only16 = _offer("9 102", "a=rtpmap:102 telephone-event/16000")
+    media = describe(only16)
+    assert (media.codec, media.dtmf_payload_type, media.dtmf_clock_rate) == ("g722", 102, 16000)
+    pcmu = describe(_offer("0 101", "a=rtpmap:101 telephone-event/8000"))
+    assert (pcmu.codec, pcmu.dtmf_clock_rate) == ("pcmu", 8000)
+
+
+# --- RtpSession with the coders
+
+
+def _pair(codec: str, pt: int | None = None) -> tuple[RtpSession, RtpSession]:
+    tx = RtpSession(now=0.0, codec=codec, remote_addr=B, payload_type=pt, ssrc=1)
+    rx = RtpSession(now=0.0, codec=codec, remote_addr=A, payload_type=pt, ssrc=2)
+    return tx, rx
+
+
+def test_g722_rtp_clock_is_8000_while_its_audio_is_16_khz() -> None:
+    tx, rx = _pair("g722")
+    enc, dec = G722Codec(20), G722Codec(20)
+    sent = [tx.packetize(enc.encode(tone(6000, 320, 16000, 320 * k)), 0.02 * k) for k in range(25)]
+    packets = [RtpPacket.parse(d) for d in sent if d]
+    assert all(p.payload_type == 9 and len(p.payload) == 160 for p in packets)
+    assert {(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in pairwise(packets)} == {160}
+    out = []
+    for k, datagram in enumerate(sent):
+        assert datagram is not None
+        rx.receive_datagram(datagram, B, 0.02 * k + 0.001)
+        frame = rx.read_frame(0.02 * k + 0.002)
+        if frame is not None:
+            out.append(dec.decode(frame))
+    heard = np.concatenate(out)
+    assert len(heard) % 320 == 0 and abs(peak_hz(heard[-3200:], 16000) - 6000) < 20
+
+
+def test_opus_uses_the_negotiated_dynamic_payload_type_and_a_48000_clock() -> None:
+    tx, rx = _pair("opus", 96)
+    enc, dec = OpusCodec(20), OpusCodec(20)
+    sent = [tx.packetize(enc.encode(tone(6000, 960, 48000, 960 * k)), 0.02 * k) for k in range(25)]
+    packets = [RtpPacket.parse(d) for d in sent if d]
+    assert all(p.payload_type == 96 for p in packets)
+    assert {(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in pairwise(packets)} == {960}
+    out = []
+    for k, datagram in enumerate(sent):
+        assert datagram is not None
+        rx.receive_datagram(datagram, B, 0.02 * k + 0.001)
+        frame = rx.read_frame(0.02 * k + 0.002)
+        if frame is not None:
+            out.append(dec.decode(frame))
+    heard = np.concatenate(out)
+    assert abs(peak_hz(heard[-9600:], 48000) - 6000) < 20
+
+
+def test_a_codec_switch_mid_stream_loses_at_most_one_frame() -> None:
+    """pcmu, then a re-INVITE to G.722 (the receiver's session and coder switch as
+    SipLeg.media_updated does): the tone goes on with at most one 20 ms frame missing."""
+    tx, rx = _pair("pcmu")
+    from telcodecs import ulaw_encode
+
+    frames: list[np.ndarray] = []
+    dec = None
+    enc = None
+    now = 0.0
+    for k in range(40):
+        now = 0.02 * k
+        if k == 20:  # both sides apply the new SDP between two ticks
+            tx.update_remote(B, "g722", 101, 20)
+            rx.update_remote(A, "g722", 101, 20)
+            enc, dec = codec_for("g722", 20), codec_for("g722", 20)
+        if enc is None:
+            payload = ulaw_encode(tone(1000, 160, 8000, 160 * k))
+        else:
+            payload = enc.encode(tone(1000, 320, 16000, 320 * k))
+        datagram = tx.packetize(payload, now)
+        assert datagram is not None
+        rx.receive_datagram(datagram, B, now + 0.001)
+        frame = rx.read_frame(now + 0.002)
+        if frame is None:
+            continue
+        if dec is None:
+            from telcodecs import resample, ulaw_decode
+
+            frames.append(resample(ulaw_decode(frame), 8000, 16000))
+        else:
+            frames.append(dec.decode(frame))
+    after = frames[-19:]  # the frames played once the switch happened
+    silent = sum(1 for f in after if np.sqrt(np.mean(f.astype(np.float64) ** 2)) < 500)
+    assert silent <= 1, [int(np.sqrt(np.mean(f.astype(np.float64) ** 2))) for f in after]
+    assert abs(peak_hz(np.concatenate(after[-10:]), 16000) - 1000) < 20
+
+
+# --- property tests: random loss and reordering
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    codec=st.sampled_from(["g722", "opus"]),
+    lost=st.sets(st.integers(5, 44), max_size=8),
+    swaps=st.lists(st.integers(5, 43), max_size=6),
+)
+def test_loss_and_reordering_play_one_frame_per_tick_on_the_codec_clock(
+    codec: str, lost: set[int], swaps: list[int]
+) -> None:
+    rate = {"g722": 16000, "opus": 48000}[codec]
+    clock = {"g722": 8000, "opus": 48000}[codec]
+    tx, rx = _pair(codec)
+    enc, dec = codec_for(codec, 20), codec_for(codec, 20)
+    assert enc is not None and dec is not None
+    samples = rate // 50
+    datagrams = [
+        tx.packetize(enc.encode(tone(3000, samples, rate, samples * k)), 0.02 * k)
+        for k in range(50)
+    ]
+    stamps = [RtpPacket.parse(d).timestamp for d in datagrams if d]
+    # the RTP clock: one frame of ticks per packet, whatever the audio rate
+    assert {(b - a) & 0xFFFFFFFF for a, b in pairwise(stamps)} == {clock // 50}
+    order = list(range(50))
+    for i in swaps:  # neighbours swapped: one packet arrives a tick late
+        order[i], order[i + 1] = order[i + 1], order[i]
+    played: list[bytes] = []
+    for tick, k in enumerate(order):
+        now = 0.02 * tick
+        if k not in lost:
+            datagram = datagrams[k]
+            assert datagram is not None
+            rx.receive_datagram(datagram, B, now + 0.001)
+        frame = rx.read_frame(now + 0.002)
+        if frame is not None:
+            played.append(frame)
+            pcm = dec.decode(frame)
+            assert pcm.dtype == np.int16 and len(pcm) == samples  # one whole frame each tick
+    stats = rx.stats
+    assert stats.lost == len(lost - {49})  # a lost last packet is not yet known lost
+    # what played is every payload that arrived in time, in order, and gaps where none did
+    sent_payloads = [RtpPacket.parse(d).payload for d in datagrams if d]
+    real = [p for p in played if p]
+    assert real == [p for p in sent_payloads if p in real]
+    assert set(real) <= set(sent_payloads) and len(real) >= 50 - len(lost) - len(swaps) - 3
