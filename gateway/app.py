@@ -231,7 +231,7 @@ class Gateway:
             )
         policy = sip_source_policy(s)
         trunks = s.trunk_settings()
-        media = MediaPolicy(ptime=s.ptime_ms)
+        media = MediaPolicy(ptime=s.ptime_ms, comfort_noise=s.sip_comfort_noise)
         trunk_media = {name: t.media_policy(media) for name, t in trunks.items()}
         config = EndpointConfig(host=public, port=port, media=media, trunk_media=trunk_media)
         endpoint = SipEndpoint(config, policy=policy, auth=auth)

@@ -283,6 +283,11 @@ class JitterBuffer:
         return self.target * 1000 / self.clock_rate
 
     @property
+    def newest_timestamp(self) -> int:
+        """The RTP timestamp of the newest packet buffered (0 before any)."""
+        return self._newest
+
+    @property
     def buffered(self) -> int:
         """Samples buffered ahead of the playout point."""
         return self._ahead

@@ -31,6 +31,10 @@ datagram for `remote_addr`: the payload, silence when the payload is None, or an
 packet while a digit queued with `start_dtmf()` is being sent. With comfort noise negotiated
 (`cn_pt`, RFC 3389) and nothing to play, one CN packet starts the silence and then nothing is
 sent (None) except a CN refresh every `cn_refresh` seconds; the timestamp runs on regardless.
+CN is received whenever the SDP lists it (`cn_receive_pt`) but sent only with `send_cn` (an
+explicit `cn_pt` sends). Received CN is not played as packets: `read_frame` renders the frames
+of the gap it starts as comfort noise at its level (gateway.rtp.comfort_noise) until audio sent
+after it plays.
 
 RTCP (RFC 3550 §6): `get_timer()`/`handle_timer(now)` produce an SR (after we sent) or RR with
 SDES CNAME about every `rtcp_interval` seconds (randomised 0.5-1.5x, §6.3.1), collected with
@@ -57,6 +61,7 @@ from telcodecs import g711_silence
 
 from gateway.errors import DtmfError, RtpParseError
 from gateway.media.format import PTIME_MAX_MS, PTIME_MIN_MS
+from gateway.rtp.comfort_noise import CN_LEVEL_MAX, cn_level, next_offset, noise_g711
 from gateway.rtp.dtmf import DtmfDigitReceived, DtmfReceiver, DtmfSender, TelephoneEvent
 from gateway.rtp.jitter import JitterBuffer, ReceptionStats
 from gateway.rtp.packet import RTP_FIXED_HEADER, RtpHeaderWriter, is_rtcp, parse_header
@@ -208,6 +213,7 @@ class RtpSession:
         ssrc: int | None = None,
         cname: str | None = None,
         cn_pt: int | None = None,
+        send_cn: bool = False,
         rtcp_interval: float = 5.0,
         media_timeout: float | None = 30.0,
         relatch_after: float = 2.0,
@@ -225,8 +231,15 @@ class RtpSession:
         self.strict_source = strict_source
         self._signalling_ip = _normal_ip(signalling_ip) if signalling_ip else None
         self.wall_offset = wall_offset  # add to `now` to get Unix time (for NTP timestamps)
-        self.cn_pt = cn_pt
+        self.cn_pt = cn_pt  # CN is sent with it (None: never)
+        self.cn_receive_pt = cn_pt  # the far end's CN (RFC 3389), rendered as noise
+        self.send_cn = send_cn or cn_pt is not None  # send CN when an SDP negotiates it
         self.cn_refresh = 5.0
+        # a received CN's gap: its level (-dBov), its timestamp, the noise table's read offset
+        self._cn_gap = False
+        self._cn_level = CN_LEVEL_MAX
+        self._cn_timestamp = 0
+        self._cn_offset = 0
         self._stats = RtpStats()
         self._events: deque[RtpEventType] = deque()
         #: the queued events themselves: adapters test it (cheap) before draining next_event()
@@ -329,7 +342,8 @@ class RtpSession:
         rtcp = rtcp_addr or (addr and (addr[0], addr[1] + 1))
         if (addr, rtcp) != (self._sdp_addr, self._sdp_rtcp_addr):
             self._set_remote(addr, rtcp_addr)
-        self.cn_pt = cn_pt
+        self.cn_receive_pt = cn_pt
+        self.cn_pt = cn_pt if self.send_cn else None
         if (codec, ptime_ms) != (self.codec, self.ptime_ms):
             self._configure(codec, dtmf_pt, ptime_ms)
             self._marker = True
@@ -388,7 +402,7 @@ class RtpSession:
             return
         if payload_type == self.payload_type:
             audio = True
-        elif payload_type in (self.dtmf_pt, self.cn_pt):
+        elif payload_type in (self.dtmf_pt, self.cn_receive_pt):
             audio = False
         else:
             stats.dropped["unknown_pt"] += 1
@@ -425,7 +439,12 @@ class RtpSession:
                 stats.dropped[exc.reason] += 1
                 return
             self._digits(self._dtmf_rx.receive(timestamp, event, now))
-        # CN (RFC 3389): the jitter buffer plays silence through the gap
+        else:  # CN (RFC 3389 §3): the gap from `timestamp` on is noise at its level
+            level = cn_level(payload)
+            if level is not None:
+                self._cn_level = level
+            self._cn_timestamp = timestamp
+            self._cn_gap = True
 
     def _learn(self, addr: Address, ssrc: int, seq: int, now: float) -> bool:
         """Whether a valid packet from `addr`, not the learned source, is accepted; if so,
@@ -472,12 +491,36 @@ class RtpSession:
         self._lost_prior += max(0, self._jitter.reception.lost)
         self._jitter.reset()
         self._dtmf_rx.reset()
+        self._cn_gap = False
         self._lsr = 0
         self._events.append(SsrcChanged(self._remote_ssrc, new_ssrc))
 
     def read_frame(self, now: float) -> bytes | None:
-        """One ptime of G.711 for the bridge (audio, concealment or silence); None before media."""
+        """One ptime of G.711 for the bridge (audio, concealment, silence or comfort noise);
+        None before media."""
+        if self._cn_gap:
+            return self._read_cn_gap(now)
         return self._jitter.pop(now)
+
+    def _read_cn_gap(self, now: float) -> bytes:
+        """`read_frame` after a CN packet: audio still buffered from before it plays; every
+        other frame (concealment, silence) is comfort noise, until audio sent after the CN
+        plays (RFC 3389 §4: the noise lasts until the next speech packet)."""
+        jitter = self._jitter
+        played = jitter.stats.played
+        frame = jitter.pop(now)
+        if frame is not None and jitter.stats.played != played:
+            if (jitter.newest_timestamp - self._cn_timestamp) & 0xFFFFFFFF < 0x80000000:
+                self._cn_gap = False  # audio from after the CN: the talk spurt
+            return frame
+        return self._comfort_noise()
+
+    def _comfort_noise(self) -> bytes:
+        """One frame of comfort noise at the level of the last CN, in this session's codec."""
+        n = self.frame_samples
+        offset = self._cn_offset
+        self._cn_offset = next_offset(offset, n)
+        return noise_g711(self.codec, self._cn_level, n, offset)
 
     # --- send
 

@@ -5,6 +5,9 @@ No I/O. `SessionDescription.parse()`/`serialize()` handle the lines we need and 
 order of preference, the packet time); `negotiate()` answers an offer with one codec plus
 telephone-event (RFC 4733); `make_offer()` builds our offer (late offer, re-INVITE, outbound).
 The codecs we can name are in `CODECS`; a policy lists the ones a call may use.
+An offer's comfort noise (RFC 3389, CN at the chosen codec's clock) is answered, so we receive
+it; our offers list CN/8000 only with `MediaPolicy.comfort_noise`. a=rtcp-mux (RFC 5761) is
+answered when offered, and every offer of ours has it (port+1 stays the RTCP fallback).
 
 Only plain RTP is answered (RTP/AVP, and RTP/AVPF, which is AVP plus feedback rules). Until
 SRTP exists, an encrypted audio line (RTP/SAVP with a=crypto, RTP/SAVPF, UDP/TLS/RTP/SAVP(F)) is
@@ -70,6 +73,8 @@ CODECS: dict[Codec, SdpCodec] = {
     "pcma": SdpCodec("pcma", "PCMA", 8000, 8),
 }
 _STATIC = {c.payload_type: c.name for c in CODECS.values() if c.static}
+#: comfort noise's static payload type (RFC 3551 table 4, RFC 3389 §5)
+CN_PAYLOAD_TYPE = 13
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +85,9 @@ class MediaPolicy:
     codecs: tuple[Codec, ...] = ("pcmu", "pcma")
     ptime: int = 20
     srtp: SrtpMode = "off"
+    # CN and rtcp-mux: offer CN/8000 and send comfort noise (RFC 3389); received CN is always
+    # rendered when the offer lists it
+    comfort_noise: bool = False
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.codecs if c not in CODECS]
@@ -271,6 +279,9 @@ class RemoteMedia:
     remote_rtp: Address
     remote_rtcp: Address
     direction: Direction  # the remote side's direction
+    # CN and rtcp-mux
+    cn_payload_type: int | None = None  # RFC 3389 CN at the codec's clock, if listed
+    rtcp_mux: bool = False  # RFC 5761: RTCP on the RTP port (remote_rtcp is remote_rtp)
 
     @property
     def on_hold(self) -> bool:
@@ -369,9 +380,34 @@ def describe(sd: SessionDescription, policy: MediaPolicy = DEFAULT_MEDIA) -> Rem
         if parts and parts[0].isdigit():
             rtcp_addr = (parts[3] if len(parts) >= 4 else host, int(parts[0]))
     direction = audio.direction or sd.direction
+    rtcp_mux = audio.attribute("rtcp-mux") is not None
+    if rtcp_mux:  # RFC 5761 §5.1.3: a=rtcp (the fallback port) no longer applies
+        rtcp_addr = (host, audio.port)
     return RemoteMedia(
-        codec, offered[codec], dtmf_pt, ptime, (host, audio.port), rtcp_addr, direction
+        codec,
+        offered[codec],
+        dtmf_pt,
+        ptime,
+        (host, audio.port),
+        rtcp_addr,
+        direction,
+        comfort_noise_pt(audio, CODECS[codec].clock_rate),
+        rtcp_mux,
     )
+
+
+def comfort_noise_pt(audio: MediaDescription, clock_rate: int) -> int | None:
+    """The payload type of CN (RFC 3389 §5: static 13 at 8000, or a dynamic `CN/<rate>`) that
+    `audio` lists at `clock_rate`, the chosen codec's clock; None when there is none."""
+    rtpmaps = audio.rtpmaps()
+    for fmt in audio.formats:
+        if not fmt.isdigit():
+            continue
+        pt = int(fmt)
+        encoding, rate = rtpmaps.get(pt, ("cn", 8000) if pt == 13 else ("", 0))
+        if encoding == "cn" and rate == clock_rate:
+            return pt
+    return None
 
 
 def _packet_time(sd: SessionDescription, audio: MediaDescription, default: int) -> int:
@@ -447,6 +483,7 @@ def negotiate(
                     ("rtpmap", f"{dtmf_pt} telephone-event/8000"),
                     ("fmtp", f"{dtmf_pt} 0-16"),
                 ]
+            attrs += _cn_and_mux(remote, formats)
             attrs += [("ptime", str(ptime)), (answer_dir, None)]
             media.append(MediaDescription("audio", local_port, m.proto, formats, None, attrs))
         else:
@@ -460,6 +497,25 @@ def negotiate(
         media=media,
     )
     return Negotiated(answer, remote)
+
+
+def offers_rtcp_mux(sd: SessionDescription) -> bool:
+    """Whether `sd`'s audio stream has a=rtcp-mux (RFC 5761 §5.1.1): an offer we answer so."""
+    audio = sd.audio()
+    return audio is not None and audio.attribute("rtcp-mux") is not None
+
+
+def _cn_and_mux(remote: RemoteMedia, formats: list[str]) -> list[tuple[str, str | None]]:
+    """An answer's CN (RFC 3389: the offer's, at the codec's clock) and a=rtcp-mux (RFC 5761
+    §5.1.1: when offered); CN's payload type is added to `formats`."""
+    attrs: list[tuple[str, str | None]] = []
+    cn_pt = remote.cn_payload_type
+    if cn_pt is not None:
+        formats.append(str(cn_pt))
+        attrs.append(("rtpmap", f"{cn_pt} CN/{CODECS[remote.codec].clock_rate}"))
+    if remote.rtcp_mux:
+        attrs.append(("rtcp-mux", None))
+    return attrs
 
 
 def _combine(answer_dir: Direction, local: Direction) -> Direction:
@@ -484,7 +540,8 @@ def make_offer(
     session_id: int = 1,
     session_version: int = 1,
 ) -> SessionDescription:
-    """Our offer: the policy's codecs in order, telephone-event, ptime and direction."""
+    """Our offer: the policy's codecs in order, telephone-event, CN (`comfort_noise`),
+    a=rtcp-mux, ptime and direction."""
     specs = [CODECS[c] for c in policy.codecs]
     formats = [str(c.payload_type) for c in specs]
     attrs: list[tuple[str, str | None]] = []
@@ -496,7 +553,11 @@ def make_offer(
     if dtmf_pt is not None:
         formats.append(str(dtmf_pt))
         attrs += [("rtpmap", f"{dtmf_pt} telephone-event/8000"), ("fmtp", f"{dtmf_pt} 0-16")]
-    attrs += [("ptime", str(ptime)), (direction, None)]
+    if policy.comfort_noise:  # RFC 3389 §5: static CN at 8000
+        formats.append(str(CN_PAYLOAD_TYPE))
+        attrs.append(("rtpmap", f"{CN_PAYLOAD_TYPE} CN/8000"))
+    # RFC 5761 §5.1.1: RTCP on the RTP port if the answer agrees, else on port+1 (the default)
+    attrs += [("rtcp-mux", None), ("ptime", str(ptime)), (direction, None)]
     return SessionDescription(
         origin_user="gateway",
         session_id=session_id,

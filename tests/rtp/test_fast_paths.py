@@ -86,9 +86,6 @@ class GeneralSession(RtpSession):
     def packetize(self, payload: bytes | None, now: float) -> bytes | None:
         return self._packetize_general(payload, now)
 
-    def read_frame(self, now: float) -> bytes | None:
-        return self._jitter.pop(now)
-
 
 class CountingSession(RtpSession):
     def __init__(self, **kwargs: Any) -> None:

@@ -147,6 +147,8 @@ class SipLeg(MediaPort):
         old = (self.session.codec, self.frame_ms)
         codec, ptime, on_hold = media.codec, media.ptime, media.on_hold
         apply_remote(self.session, media)
+        if media.rtcp_mux:  # RFC 5761: our RTCP socket is no longer needed
+            self.rtp.release_rtcp()
         timeout = None if on_hold else self.media_timeout
         if timeout != self.session.media_timeout:  # hold pauses it, resume (or answer) restarts
             self.session.set_media_timeout(timeout, now)
@@ -185,4 +187,5 @@ def apply_remote(session: RtpSession, media: RemoteMedia) -> None:
         media.dtmf_payload_type,
         media.ptime,
         rtcp_addr=media.remote_rtcp,
+        cn_pt=media.cn_payload_type,
     )
