@@ -6,13 +6,14 @@ speech, one CN packet at -40 dBov and 1.5 s of nothing but a CN refresh, speech 
 -60 dBov and its gap, speech. What the model heard is checked by content: each speech segment
 intact, and in each gap noise at the stated level (not silence, not a repeated frame, never
 the CN packets as audio). With a=rtcp-mux the answer has it, the gateway's RTCP arrives at
-sipp's RTP port from ours, and the gateway holds no RTCP socket (the test binds the port
-above ours while the call runs); without it, RTCP stays on port+1 both sides."""
+sipp's RTP port from ours, and the gateway holds no RTCP socket (no socket of the process
+on the port above ours while the call runs); without it, RTCP stays on port+1 both sides."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
+import contextlib
+import os
 import struct
 from pathlib import Path
 
@@ -149,30 +150,45 @@ def scenario(pcap: Path, talk_ms: int, rtcp_mux: bool) -> bytes:
     ).encode("latin-1")
 
 
-def bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
+def udp_ports_of_this_process() -> set[int]:
+    """The local ports of the UDP sockets this process (the in-process gateway) holds: its
+    socket inodes (/proc/self/fd) looked up in /proc/net/udp. Other programs on the machine
+    may bind ports of the range: only ours count."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 def is_rtcp(data: bytes) -> bool:
     return len(data) >= 8 and data[0] >> 6 == 2 and 200 <= data[1] <= 204
 
 
-@pytest.mark.parametrize("rtcp_mux", [True, False], ids=["rtcp_mux", "separate_rtcp"])
+@pytest.mark.parametrize(
+    "rtcp_mux", [True, False], ids=["rtcp_mux_and_sending_cn", "separate_rtcp_no_cn_sent"]
+)
 async def test_cn_gaps_reach_the_model_as_noise_at_their_level_and_rtcp_mux(
     tmp_path: Path, rtcp_mux: bool
 ) -> None:
+    """Both ways: with `sip_comfort_noise` (the first case) the gateway sends CN while the model
+    is silent; without it (the second), silence packets as before."""
     segments = speech_segments()
     pcap = cn_capture(tmp_path / "speech_cn.pcap", segments)
     talk_ms = 3 * 1000 + 2 * GAP_FRAMES * 20 + 1500
     xml = tmp_path / "cn.xml"
     xml.write_bytes(scenario(pcap, talk_ms, rtcp_mux))
     log = CallLog()
-    async with running_gateway(log.setup) as gw:
+    async with running_gateway(log.setup, sip_comfort_noise=rtcp_mux) as gw:
         assert gw.local_provider is not None and gw.sip_calls is not None
         gw.local_provider.options.record_frames = True
         low, high = parse_port_range(gw.settings.rtp_ports)
@@ -190,7 +206,8 @@ async def test_cn_gaps_reach_the_model_as_noise_at_their_level_and_rtcp_mux(
                 port = leg.rtp.port
                 # the call's ports: RTP only with rtcp-mux, the pair without
                 assert gw.sip_calls.ports.in_use == 1
-                assert bindable(port + 1) == rtcp_mux
+                held = udp_ports_of_this_process()
+                assert port in held and (port + 1 in held) != rtcp_mux
                 assert (leg.rtp.rtcp_port is None) == rtcp_mux
                 result = await sipp.wait_async()
             finally:
@@ -227,8 +244,24 @@ async def test_cn_gaps_reach_the_model_as_noise_at_their_level_and_rtcp_mux(
             x = gap.astype(np.float64)
             assert abs(np.corrcoef(x[:-1], x[1:])[0, 1]) < 0.2  # noise, not speech or tone
 
+        # what the gateway sent: CN (RFC 3389 §4: one packet where its silence starts, -127
+        # dBov) only when configured, else silence in PCMA
+        # (other test runs on this machine may use the range too: only our call's ports count)
+        ours = [
+            p
+            for p in read_pcap_udp(capture)
+            if p.src[1] in (port, port + 1) and p.dst[1] in (sipp_media, sipp_media + 1)
+        ]
+        media = [p.payload for p in ours if p.src[1] == port and not is_rtcp(p.payload)]
+        cn_sent = [p for p in media if p[1] & 0x7F == 13]
+        if rtcp_mux:
+            assert cn_sent and all(p[12:] == b"\x7f" for p in cn_sent)
+        else:
+            assert cn_sent == []
+        assert any(p[1] & 0x7F == 8 for p in media)  # the greeting and the echo
+
         # the gateway's RTCP: from our RTP port to sipp's RTP port with rtcp-mux, else both +1
-        sent = [p for p in read_pcap_udp(capture) if is_rtcp(p.payload)]
+        sent = [p for p in ours if is_rtcp(p.payload)]
         assert sent, "no RTCP from the gateway"
         if rtcp_mux:
             assert {(p.src[1], p.dst[1]) for p in sent} == {(port, sipp_media)}
