@@ -17,12 +17,17 @@ import os
 import struct
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 import pytest
 import telcodecs
 
 from gateway.config import parse_port_range
-from tests.support.audio import find_correlation
+from gateway.media.format import AudioFormat
+from gateway.realtime.local.tts import render_prompts
+from gateway.secret import Secret
+from tests.support.audio import find_correlation, windows_found
+from tests.support.baresip import Baresip, speech_wav
 from tests.support.gateway import assert_nothing_leaked, provider_sessions, running_gateway
 from tests.support.local_provider import appended_audio
 from tests.support.pcap import (
@@ -267,3 +272,65 @@ async def test_cn_gaps_reach_the_model_as_noise_at_their_level_and_rtcp_mux(
             assert {(p.src[1], p.dst[1]) for p in sent} == {(port, sipp_media)}
         else:
             assert {(p.src[1], p.dst[1]) for p in sent} == {(port + 1, sipp_media + 1)}
+
+
+@pytest.mark.parametrize("rtcp_mux", [True, False], ids=["baresip_rtcp_mux", "baresip_no_mux"])
+async def test_the_gateway_dials_baresip_offering_rtcp_mux(tmp_path: Path, rtcp_mux: bool) -> None:
+    """Our offer (POST /calls) has a=rtcp-mux with port+1 as the fallback (RFC 5761 §5.1.1).
+    baresip with `rtcp_mux yes` answers with it: the gateway releases its RTCP socket, and
+    RTCP flows both ways on the RTP ports; without it the separate port stays. Either way
+    baresip hears the greeting and the echo of what it said."""
+    log = CallLog()
+    token = "test-api-token-rtcp-mux"
+    prompts = await render_prompts()
+    greeting = telcodecs.ulaw_decode(prompts.audio("greeting", AudioFormat("pcmu", 8000)))
+    source, said = speech_wav(tmp_path, len(greeting) / 8000 + 0.7, 4.0)
+    seconds = int(len(said) / 8000 + len(greeting) / 8000 + 0.7 + 4.0) + 1
+    phone = Baresip(
+        tmp_path,
+        source,
+        "",  # it answers
+        seconds + 20,
+        config_extra=f"rtcp_mux {'yes' if rtcp_mux else 'no'}\n",
+    )
+    phone.args.insert(1, "-s")  # its SIP trace
+    trunks = {"phone": {"uri": f"sip:127.0.0.1:{phone.sip_port}", "from_user": "gw"}}
+    async with running_gateway(log.setup, api_token=Secret(token), trunks=trunks) as gw:
+        assert gw.sip_calls is not None
+        phone.start()
+        try:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    f"http://127.0.0.1:{gw.http_port}/calls",
+                    json={"to": "gw", "trunk": "phone"},
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as resp,
+            ):
+                assert resp.status == 201, await resp.text()
+            legs = gw.sip_calls._legs
+            await wait_for(lambda: len(legs) == 1 and log.calls != [], 10, "the call is up")
+            [leg] = legs.values()
+            await wait_for(lambda: leg.session.stats.packets_in > 0, 10, "media from baresip")
+            held = udp_ports_of_this_process()
+            port = leg.rtp.port
+            assert port in held and (port + 1 in held) != rtcp_mux
+            assert (leg.rtp.rtcp_port is None) == rtcp_mux
+            await wait_for(lambda: bool(log.ended), seconds + 10, "baresip to hang up")
+            await asyncio.sleep(0.5)
+        finally:
+            phone.kill()
+        await assert_nothing_leaked(gw)
+    trace = phone.trace()
+    invite = trace[trace.index("INVITE sip:gw@") :]
+    assert "a=rtcp-mux" in invite[: invite.index("\n\n", invite.index("v=0"))]
+    assert ("RTP/RTCP multiplexing enabled" in trace) == rtcp_mux
+    stats = leg.session.stats
+    assert stats.dropped["unknown_pt"] == 0 and stats.dropped["rtcp_wrong_source"] == 0
+    if rtcp_mux:  # baresip's RTCP came to our RTP port and was taken as RTCP (RFC 5761 §4)
+        assert stats.rtcp_in >= 1 and stats.rtt_seconds is not None
+    heard = phone.heard()
+    found = windows_found(greeting[:16000], heard)
+    assert np.mean(np.array(found) >= 0.8) >= 0.85, found
+    echoed = windows_found(said, heard[len(greeting) :])
+    assert np.mean(np.array(echoed) >= 0.8) >= 0.7, echoed
