@@ -232,7 +232,10 @@ class Gateway:
         policy = sip_source_policy(s)
         trunks = s.trunk_settings()
         media = MediaPolicy(
-            codecs=tuple(s.sip_codecs), ptime=s.ptime_ms, srtp=cast(SrtpMode, s.sip_srtp)
+            codecs=tuple(s.sip_codecs),
+            ptime=s.ptime_ms,
+            srtp=cast(SrtpMode, s.sip_srtp),
+            comfort_noise=s.sip_comfort_noise,
         )
         trunk_media = {name: t.media_policy(media) for name, t in trunks.items()}
         config = EndpointConfig(host=public, port=port, media=media, trunk_media=trunk_media)

@@ -73,6 +73,9 @@ class Settings:
     sip_early_media: bool = _opt(
         False, "answer inbound calls 183 with early media (ringback) while the provider connects"
     )
+    sip_comfort_noise: bool = _opt(
+        False, "offer comfort noise (CN, RFC 3389) and send it while the model is silent"
+    )
     sip_dns_servers: list[str] = _opt(
         [], "DNS servers (HOST:PORT) for trunk names (RFC 3263); default: the system's resolver"
     )

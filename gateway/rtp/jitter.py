@@ -300,6 +300,11 @@ class JitterBuffer:
         return self.target * 1000 / self.clock_rate
 
     @property
+    def newest_timestamp(self) -> int:
+        """The RTP timestamp of the newest packet buffered (0 before any)."""
+        return self._newest
+
+    @property
     def buffered(self) -> int:
         """Samples buffered ahead of the playout point."""
         return self._ahead
@@ -623,6 +628,7 @@ class PacketJitterBuffer:
         self._resync = False
         self._playout = 0  # P: RTP timestamp of the next frame to play
         self._packets: dict[int, bytes] = {}  # offset from P (ticks) -> payload
+        self._newest = 0  # timestamp of the newest packet buffered (mod 2**32)
         self._late_run = 0
         self._missing = 0
         self._pending_stall = 0
@@ -630,6 +636,11 @@ class PacketJitterBuffer:
     @property
     def target_ms(self) -> float:
         return self.target * 1000 / self.clock_rate
+
+    @property
+    def newest_timestamp(self) -> int:
+        """The RTP timestamp of the newest packet buffered (0 before any)."""
+        return self._newest
 
     @property
     def buffered(self) -> int:
@@ -696,6 +707,8 @@ class PacketJitterBuffer:
             stats.duplicates += 1
             return PushResult.DUPLICATE
         self._packets[offset] = payload
+        if result == PushResult.RESYNCED or _signed32(timestamp - self._newest) > 0:
+            self._newest = timestamp
         return result
 
     def pop(self, now: float) -> bytes | None:

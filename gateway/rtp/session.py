@@ -36,6 +36,10 @@ datagram for `remote_addr`: the payload, silence when the payload is None, or an
 packet while a digit queued with `start_dtmf()` is being sent. With comfort noise negotiated
 (`cn_pt`, RFC 3389) and nothing to play, one CN packet starts the silence and then nothing is
 sent (None) except a CN refresh every `cn_refresh` seconds; the timestamp runs on regardless.
+CN is received whenever the SDP lists it (`cn_receive_pt`) but sent only with `send_cn` (an
+explicit `cn_pt` sends). Received CN is not played as packets: `read_frame` renders the frames
+of the gap it starts as comfort noise at its level (gateway.rtp.comfort_noise) until audio sent
+after it plays.
 
 RTCP (RFC 3550 §6): `get_timer()`/`handle_timer(now)` produce an SR (after we sent) or RR with
 SDES CNAME about every `rtcp_interval` seconds (randomised 0.5-1.5x, §6.3.1), collected with
@@ -64,10 +68,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
+import numpy as np
+import numpy.typing as npt
 from telcodecs import g711_silence
 
 from gateway.errors import DtmfError, RtpParseError
 from gateway.media.format import PTIME_MAX_MS, PTIME_MIN_MS
+from gateway.rtp.comfort_noise import CN_LEVEL_MAX, cn_level, next_offset, noise_g711, noise_pcm16
 from gateway.rtp.dtmf import DtmfDigitReceived, DtmfReceiver, DtmfSender, TelephoneEvent
 from gateway.rtp.jitter import JitterBuffer, PacketJitterBuffer, ReceptionStats
 from gateway.rtp.packet import RTP_FIXED_HEADER, RtpHeaderWriter, is_rtcp, parse_header
@@ -90,6 +97,7 @@ from gateway.rtp.srtp import SRTP_DROP_REASONS, CryptoAttribute, SrtpContext
 __all__ = [
     "CODEC_CLOCK_RATES",
     "CODEC_PAYLOAD_TYPES",
+    "COMFORT_NOISE",
     "DROP_REASONS",
     "PROBATION_PACKETS",
     "Address",
@@ -113,6 +121,9 @@ CODEC_CLOCK_RATES: Final = {"pcmu": 8000, "pcma": 8000, "g722": 8000, "opus": 48
 #: codecs whose payloads are whole packets (not one byte per RTP tick)
 PACKET_CODECS: Final = frozenset({"opus"})
 CN_PAYLOAD_TYPE: Final = 13
+_G711: Final = frozenset({"pcmu", "pcma"})
+#: what `read_frame` returns for a wideband codec's frame of comfort noise (compared by identity)
+COMFORT_NOISE: Final = bytes(bytearray(b"comfort noise"))  # a distinct object, never interned
 CLOCK_RATE: Final = 8000
 #: sent when there is nothing to play and no payload was given: G.722's encoding of silence
 #: (per tick), Opus' 20 ms CELT silence frame (TOC 0xF8: config 31, mono, one frame)
@@ -231,6 +242,7 @@ class RtpSession:
         ssrc: int | None = None,
         cname: str | None = None,
         cn_pt: int | None = None,
+        send_cn: bool = False,
         rtcp_interval: float = 5.0,
         media_timeout: float | None = 30.0,
         relatch_after: float = 2.0,
@@ -250,8 +262,15 @@ class RtpSession:
         self.strict_source = strict_source
         self._signalling_ip = _normal_ip(signalling_ip) if signalling_ip else None
         self.wall_offset = wall_offset  # add to `now` to get Unix time (for NTP timestamps)
-        self.cn_pt = cn_pt
+        self.cn_pt = cn_pt  # CN is sent with it (None: never)
+        self.cn_receive_pt = cn_pt  # the far end's CN (RFC 3389), rendered as noise
+        self.send_cn = send_cn or cn_pt is not None  # send CN when an SDP negotiates it
         self.cn_refresh = 5.0
+        # a received CN's gap: its level (-dBov), its timestamp, the noise table's read offset
+        self._cn_gap = False
+        self._cn_level = CN_LEVEL_MAX
+        self._cn_timestamp = 0
+        self._cn_offset = 0
         self._stats = RtpStats()
         self._events: deque[RtpEventType] = deque()
         #: the queued events themselves: adapters test it (cheap) before draining next_event()
@@ -392,7 +411,8 @@ class RtpSession:
         rtcp = rtcp_addr or (addr and (addr[0], addr[1] + 1))
         if (addr, rtcp) != (self._sdp_addr, self._sdp_rtcp_addr):
             self._set_remote(addr, rtcp_addr)
-        self.cn_pt = cn_pt
+        self.cn_receive_pt = cn_pt
+        self.cn_pt = cn_pt if self.send_cn else None
         pt = CODEC_PAYLOAD_TYPES.get(codec) if payload_type is None else payload_type
         clock = dtmf_clock or CODEC_CLOCK_RATES.get(codec)
         if (codec, ptime_ms, pt, clock) != (
@@ -493,7 +513,7 @@ class RtpSession:
             return
         if payload_type == self.payload_type:
             audio = True
-        elif payload_type in (self.dtmf_pt, self.cn_pt):
+        elif payload_type in (self.dtmf_pt, self.cn_receive_pt):
             audio = False
         else:
             stats.dropped["unknown_pt"] += 1
@@ -530,7 +550,12 @@ class RtpSession:
                 stats.dropped[exc.reason] += 1
                 return
             self._digits(self._dtmf_rx.receive(timestamp, event, now))
-        # CN (RFC 3389): the jitter buffer plays silence through the gap
+        else:  # CN (RFC 3389 §3): the gap from `timestamp` on is noise at its level
+            level = cn_level(payload)
+            if level is not None:
+                self._cn_level = level
+            self._cn_timestamp = timestamp
+            self._cn_gap = True
 
     def _learn(self, addr: Address, ssrc: int, seq: int, now: float) -> bool:
         """Whether a valid packet from `addr`, not the learned source, is accepted; if so,
@@ -577,12 +602,16 @@ class RtpSession:
         self._lost_prior += max(0, self._jitter.reception.lost)
         self._jitter.reset()
         self._dtmf_rx.reset()
+        self._cn_gap = False
         self._lsr = 0
         self._events.append(SsrcChanged(self._remote_ssrc, new_ssrc))
 
     def read_frame(self, now: float) -> bytes | None:
-        """One ptime of payload: G.711 (audio, concealment or silence), G.722 or Opus (b"": lost,
-        the decoder conceals); None before media."""
+        """One ptime of payload: G.711 (audio, concealment, silence or comfort noise), G.722 or
+        Opus (b"": lost, the decoder conceals; `COMFORT_NOISE`: the leg renders comfort noise
+        at `comfort_noise_pcm`); None before media."""
+        if self._cn_gap:
+            return self._read_cn_gap(now)
         return self._jitter.pop(now)
 
     def next_payload(self) -> bytes | None:
@@ -590,6 +619,35 @@ class RtpSession:
         (what an FEC decoder would use); None otherwise."""
         jitter = self._jitter
         return jitter.next_payload() if isinstance(jitter, PacketJitterBuffer) else None
+
+    def _read_cn_gap(self, now: float) -> bytes:
+        """`read_frame` after a CN packet: audio still buffered from before it plays; every
+        other frame (concealment, silence) is comfort noise, until audio sent after the CN
+        plays (RFC 3389 §4: the noise lasts until the next speech packet)."""
+        jitter = self._jitter
+        played = jitter.stats.played
+        frame = jitter.pop(now)
+        if frame is not None and jitter.stats.played != played:
+            if (jitter.newest_timestamp - self._cn_timestamp) & 0xFFFFFFFF < 0x80000000:
+                self._cn_gap = False  # audio from after the CN: the talk spurt
+            return frame
+        return self._comfort_noise()
+
+    def _comfort_noise(self) -> bytes:
+        """One frame of comfort noise at the level of the last CN: G.711 coded here, for a
+        wideband codec `COMFORT_NOISE` (the leg asks `comfort_noise_pcm` at its own rate)."""
+        if self.codec not in _G711:
+            return COMFORT_NOISE
+        n = self.frame_samples
+        offset = self._cn_offset
+        self._cn_offset = next_offset(offset, n)
+        return noise_g711(self.codec, self._cn_level, n, offset)
+
+    def comfort_noise_pcm(self, samples: int) -> npt.NDArray[np.int16]:
+        """`samples` of comfort noise at the last CN's level, as int16 at the leg's rate."""
+        offset = self._cn_offset
+        self._cn_offset = next_offset(offset, samples)
+        return noise_pcm16(self._cn_level, samples, offset)
 
     # --- send
 

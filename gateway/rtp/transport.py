@@ -9,6 +9,10 @@ paced by the shared media clock: the SIP leg packetizes on its tick and queues `
 datagram in the clock's Outbox, which sends the slot's packets together (`send_frame()` does
 both at once, outside a clock). This adapter has no pacing of its own. `aclose()` sends RTCP
 BYE, closes both sockets and releases the ports; it is safe twice.
+
+rtcp-mux (RFC 5761): `open(..., rtcp_mux=True)` binds no RTCP socket (an offer with a=rtcp-mux
+we will answer with it), and `release_rtcp()` closes it once an answer agreed to mux. Then RTCP
+is sent from the RTP socket, and the session takes RTCP arriving there apart from RTP (§4).
 """
 
 from __future__ import annotations
@@ -88,12 +92,12 @@ class RtpEndpoint:
         port: int,
         session: RtpSession,
         rtp: asyncio.DatagramTransport,
-        rtcp: asyncio.DatagramTransport,
+        rtcp: asyncio.DatagramTransport | None,
         on_event: Callable[[RtpEventType], None] | None,
     ) -> None:
         self._pool = pool
         self.port = port
-        self.rtcp_port = port + 1
+        self.rtcp_port: int | None = port + 1 if rtcp is not None else None
         self.session = session
         self._rtp = rtp
         self._rtcp = rtcp
@@ -117,13 +121,14 @@ class RtpEndpoint:
         *,
         on_event: Callable[[RtpEventType], None] | None = None,
         attempts: int = 16,
+        rtcp_mux: bool = False,
     ) -> RtpEndpoint:
         """Bind an RTP/RTCP pair from `pool` on `bind_host`, skipping busy pairs.
 
         Raises PortsExhausted when the pool is empty or `attempts` pairs were busy; any other
         OSError (a bad address) propagates. Nothing stays bound or acquired on failure.
         `on_event` receives the session's events as they happen; without it, the owner
-        drains `session.next_event()`.
+        drains `session.next_event()`. `rtcp_mux`: bind RTP only (RFC 5761).
         """
         loop = asyncio.get_running_loop()
         for _ in range(attempts):
@@ -134,9 +139,15 @@ class RtpEndpoint:
                 # Bound here, synchronously: given `local_addr`, the loop resolves the address
                 # (uvloop through its executor), and under load call set-ups waited for it.
                 socks.append(_bind_udp(bind_host, port))
-                socks.append(_bind_udp(bind_host, port + 1))
+                if not rtcp_mux:
+                    socks.append(_bind_udp(bind_host, port + 1))
                 rtp, rtp_protocol = await loop.create_datagram_endpoint(_Protocol, sock=socks[0])
-                rtcp, rtcp_protocol = await loop.create_datagram_endpoint(_Protocol, sock=socks[1])
+                rtcp: asyncio.DatagramTransport | None = None
+                rtcp_protocol: _Protocol | None = None
+                if not rtcp_mux:
+                    rtcp, rtcp_protocol = await loop.create_datagram_endpoint(
+                        _Protocol, sock=socks[1]
+                    )
             except OSError as exc:
                 _close_unowned(rtp, socks)
                 pool.release(port)
@@ -155,8 +166,10 @@ class RtpEndpoint:
             # endpoint's bound handlers as instance attributes save a call on every packet.
             # (endpoint -> transport -> protocol -> endpoint: `aclose` breaks that ring.)
             rtp_protocol.datagram_received = endpoint._on_rtp  # type: ignore[method-assign]
-            rtcp_protocol.datagram_received = endpoint._on_rtcp  # type: ignore[method-assign]
-            endpoint._protocols = (rtp_protocol, rtcp_protocol)
+            endpoint._protocols = (rtp_protocol,)
+            if rtcp_protocol is not None:
+                rtcp_protocol.datagram_received = endpoint._on_rtcp  # type: ignore[method-assign]
+                endpoint._protocols += (rtcp_protocol,)
             return endpoint
         raise PortsExhausted(f"no free RTP/RTCP pair after {attempts} busy ports")
 
@@ -221,10 +234,23 @@ class RtpEndpoint:
         if datagram is not None:
             self.send(datagram)
 
+    def release_rtcp(self) -> None:
+        """rtcp-mux was agreed (RFC 5761): close the RTCP socket; RTCP now goes out of, and
+        comes in on, the RTP port. Safe to call again."""
+        rtcp, self._rtcp = self._rtcp, None
+        if rtcp is None:
+            return
+        self.rtcp_port = None
+        rtcp.close()
+        for protocol in self._protocols[1:]:
+            protocol.__dict__.pop("datagram_received", None)
+        self._protocols = self._protocols[:1]
+
     def _flush_rtcp(self) -> None:
+        transport = self._rtcp if self._rtcp is not None else self._rtp
         for data, addr in self.session.rtcp_datagrams_to_send():
             try:
-                self._rtcp.sendto(data, addr)
+                transport.sendto(data, addr)
             except ValueError as exc:  # as in send(); the timer is re-armed all the same
                 self._unsendable(addr, exc)
 
@@ -311,7 +337,8 @@ class RtpEndpoint:
                 self._timer.cancel()
                 self._timer = None
             self._rtp.close()
-            self._rtcp.close()
+            if self._rtcp is not None:
+                self._rtcp.close()
             self._pool.release(self.port)
             # No reference ring outlives the call: freed by reference counting, not the GC.
             for protocol in self._protocols:

@@ -5,6 +5,9 @@ No I/O. `SessionDescription.parse()`/`serialize()` handle the lines we need and 
 order of preference, the packet time); `negotiate()` answers an offer with one codec plus
 telephone-event (RFC 4733); `make_offer()` builds our offer (late offer, re-INVITE, outbound).
 The codecs we can name are in `CODECS`; a policy lists the ones a call may use.
+An offer's comfort noise (RFC 3389, CN at the chosen codec's clock) is answered, so we receive
+it; our offers list CN/8000 only with `MediaPolicy.comfort_noise`. a=rtcp-mux (RFC 5761) is
+answered when offered, and every offer of ours has it (port+1 stays the RTCP fallback).
 
 Plain RTP (RTP/AVP, and RTP/AVPF, which is AVP plus feedback rules) and SDES-SRTP (RTP/SAVP
 and RTP/SAVPF keyed by `a=crypto`, RFC 4568) are answered, as the policy's `srtp` mode says:
@@ -98,6 +101,8 @@ DTMF_CLOCKS: dict[Codec, tuple[int, ...]] = {
 }
 DTMF_PAYLOAD_TYPES: dict[int, int] = {8000: 101, 16000: 102, 48000: 103}
 _STATIC = {c.payload_type: c.name for c in CODECS.values() if c.static}
+#: comfort noise's static payload type (RFC 3551 table 4, RFC 3389 §5)
+CN_PAYLOAD_TYPE = 13
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +114,9 @@ class MediaPolicy:
     codecs: tuple[Codec, ...] = ("g722", "opus", "pcmu", "pcma")
     ptime: int = 20
     srtp: SrtpMode = "optional"
+    # CN and rtcp-mux: offer CN/8000 and send comfort noise (RFC 3389); received CN is always
+    # rendered when the offer lists it
+    comfort_noise: bool = False
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.codecs if c not in CODECS]
@@ -310,6 +318,9 @@ class RemoteMedia:
     # wideband codecs (issue 16): the telephone-event's clock (RFC 4733), the codec's fmtp
     dtmf_clock_rate: int = 8000
     fmtp: str | None = None
+    # CN and rtcp-mux
+    cn_payload_type: int | None = None  # RFC 3389 CN at the codec's clock, if listed
+    rtcp_mux: bool = False  # RFC 5761: RTCP on the RTP port (remote_rtcp is remote_rtp)
 
     @property
     def on_hold(self) -> bool:
@@ -417,6 +428,9 @@ def describe(
             rtcp_addr = (parts[3] if len(parts) >= 4 else host, int(parts[0]))
     direction = audio.direction or sd.direction
     ours = _our_crypto(local, crypto) if local is not None and crypto is not None else None
+    rtcp_mux = audio.attribute("rtcp-mux") is not None
+    if rtcp_mux:  # RFC 5761 §5.1.3: a=rtcp (the fallback port) no longer applies
+        rtcp_addr = (host, audio.port)
     return RemoteMedia(
         codec,
         offered[codec],
@@ -429,6 +443,8 @@ def describe(
         local_crypto=ours,
         dtmf_clock_rate=clock,
         fmtp=_fmtp_of(audio, offered[codec]),
+        cn_payload_type=comfort_noise_pt(audio, CODECS[codec].clock_rate),
+        rtcp_mux=rtcp_mux,
     )
 
 
@@ -492,6 +508,20 @@ def _fmtp_of(audio: MediaDescription, pt: int) -> str | None:
     for key, value in audio.attributes:
         if key == "fmtp" and value and value.startswith(prefix):
             return value[len(prefix) :].strip()
+    return None
+
+
+def comfort_noise_pt(audio: MediaDescription, clock_rate: int) -> int | None:
+    """The payload type of CN (RFC 3389 §5: static 13 at 8000, or a dynamic `CN/<rate>`) that
+    `audio` lists at `clock_rate`, the chosen codec's clock; None when there is none."""
+    rtpmaps = audio.rtpmaps()
+    for fmt in audio.formats:
+        if not fmt.isdigit():
+            continue
+        pt = int(fmt)
+        encoding, rate = rtpmaps.get(pt, ("cn", 8000) if pt == 13 else ("", 0))
+        if encoding == "cn" and rate == clock_rate:
+            return pt
     return None
 
 
@@ -578,6 +608,7 @@ def negotiate(
                     ("rtpmap", f"{dtmf_pt} telephone-event/{remote.dtmf_clock_rate}"),
                     ("fmtp", f"{dtmf_pt} 0-16"),
                 ]
+            attrs += _cn_and_mux(remote, formats)
             attrs += [("ptime", str(ptime)), (answer_dir, None)]
             if remote.local_crypto is not None:
                 attrs.append(("crypto", remote.local_crypto.serialize()))
@@ -593,6 +624,25 @@ def negotiate(
         media=media,
     )
     return Negotiated(answer, remote)
+
+
+def offers_rtcp_mux(sd: SessionDescription) -> bool:
+    """Whether `sd`'s audio stream has a=rtcp-mux (RFC 5761 §5.1.1): an offer we answer so."""
+    audio = sd.audio()
+    return audio is not None and audio.attribute("rtcp-mux") is not None
+
+
+def _cn_and_mux(remote: RemoteMedia, formats: list[str]) -> list[tuple[str, str | None]]:
+    """An answer's CN (RFC 3389: the offer's, at the codec's clock) and a=rtcp-mux (RFC 5761
+    §5.1.1: when offered); CN's payload type is added to `formats`."""
+    attrs: list[tuple[str, str | None]] = []
+    cn_pt = remote.cn_payload_type
+    if cn_pt is not None:
+        formats.append(str(cn_pt))
+        attrs.append(("rtpmap", f"{cn_pt} CN/{CODECS[remote.codec].clock_rate}"))
+    if remote.rtcp_mux:
+        attrs.append(("rtcp-mux", None))
+    return attrs
 
 
 def _combine(answer_dir: Direction, local: Direction) -> Direction:
@@ -618,8 +668,8 @@ def make_offer(
     session_version: int = 1,
 ) -> SessionDescription:
     """Our offer: the policy's codecs in order, telephone-event at each of their clocks (8000
-    as `dtmf_pt`), ptime and direction; with `srtp` mandatory, RTP/SAVP with one new key per
-    suite of ours (RFC 4568 §7.1.1, tags 1-N)."""
+    as `dtmf_pt`), CN (`comfort_noise`), a=rtcp-mux, ptime and direction; with `srtp`
+    mandatory, RTP/SAVP with one new key per suite of ours (RFC 4568 §7.1.1, tags 1-N)."""
     specs = [CODECS[c] for c in policy.codecs]
     formats = [str(c.payload_type) for c in specs]
     attrs: list[tuple[str, str | None]] = []
@@ -634,7 +684,11 @@ def make_offer(
             pt = dtmf_pt if clock == 8000 else DTMF_PAYLOAD_TYPES[clock]
             formats.append(str(pt))
             attrs += [("rtpmap", f"{pt} telephone-event/{clock}"), ("fmtp", f"{pt} 0-16")]
-    attrs += [("ptime", str(ptime)), (direction, None)]
+    if policy.comfort_noise:  # RFC 3389 §5: static CN at 8000
+        formats.append(str(CN_PAYLOAD_TYPE))
+        attrs.append(("rtpmap", f"{CN_PAYLOAD_TYPE} CN/8000"))
+    # RFC 5761 §5.1.1: RTCP on the RTP port if the answer agrees, else on port+1 (the default)
+    attrs += [("rtcp-mux", None), ("ptime", str(ptime)), (direction, None)]
     proto = "RTP/AVP"
     if policy.srtp == "mandatory":
         proto = "RTP/SAVP"

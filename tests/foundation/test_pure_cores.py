@@ -94,6 +94,7 @@ def test_the_core_list_covers_the_named_cores() -> None:
         "gateway.rtp.dtmf",
         "gateway.rtp.jitter",
         "gateway.rtp.session",
+        "gateway.rtp.comfort_noise",
         "gateway.realtime.events",
         "gateway.realtime.protocol",
         "gateway.realtime.profiles",

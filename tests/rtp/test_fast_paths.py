@@ -86,9 +86,6 @@ class GeneralSession(RtpSession):
     def packetize(self, payload: bytes | None, now: float) -> bytes | None:
         return self._packetize_general(payload, now)
 
-    def read_frame(self, now: float) -> bytes | None:
-        return self._jitter.pop(now)
-
 
 class CountingSession(RtpSession):
     def __init__(self, **kwargs: Any) -> None:
@@ -448,6 +445,8 @@ def test_random_streams_match_the_general_path(seed: int) -> None:
         data = rtp(seq, ts, frame_bytes(i, size), ssrc=ssrc, marker=r > 0.9, **extra)
         if 0.5 < r < 0.51:
             data = rtp(seq, ts, b"\x03\x0a\x01\x40", pt=101, ssrc=ssrc)
+        elif 0.51 < r < 0.53:  # comfort noise (RFC 3389): a gap rendered as noise
+            data = rtp(seq, ts, bytes([rng.randint(0, 127)]), pt=13, ssrc=ssrc)
         seq, ts = (seq + 1) & 0xFFFF, (ts + size) & 0xFFFFFFFF
         for _ in range(rng.choice([1] * 30 + [0, 2])):  # loss, duplicates
             delay = rng.uniform(0, rng.choice([0.001, 0.001, 0.01, 0.08]))

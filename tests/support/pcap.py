@@ -85,12 +85,21 @@ def write_rtp_pcap(path: Path, audio: bytes, *, ptime_ms: int, payload_type: int
     `ptime_ms`, spaced `ptime_ms` apart: what sipp's `play_pcap_audio` replays (it rewrites
     addresses and ports, and keeps the capture's timing, sizes and RTP headers)."""
     samples = 8 * ptime_ms
-    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
     ssrc = 0x5EED0000 | ptime_ms
+    datagrams = []
     for n, at in enumerate(range(0, len(audio) - samples + 1, samples)):
         rtp = struct.pack("!BBHII", 0x80, payload_type | (0x80 if n == 0 else 0), n, at, ssrc)
-        rtp += audio[at : at + samples]
-        udp = struct.pack("!HHHH", 40000, 6000, 8 + len(rtp), 0) + rtp
+        datagrams.append((n * ptime_ms / 1000, rtp + audio[at : at + samples]))
+    return write_udp_pcap(path, datagrams)
+
+
+def write_udp_pcap(path: Path, datagrams: list[tuple[float, bytes]]) -> Path:
+    """A classic pcap (Ethernet, IPv4, UDP 40000 → 6000 on loopback) of `datagrams`, each
+    (seconds from the start, UDP payload): e.g. RTP with CN packets and gaps for sipp's
+    `play_pcap_audio`, which keeps the capture's timing."""
+    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    for n, (at, payload) in enumerate(datagrams):
+        udp = struct.pack("!HHHH", 40000, 6000, 8 + len(payload), 0) + payload
         ip = struct.pack(
             "!BBHHHBBH4s4s",
             0x45,
@@ -105,7 +114,7 @@ def write_rtp_pcap(path: Path, audio: bytes, *, ptime_ms: int, payload_type: int
             bytes([127, 0, 0, 1]),
         )
         frame = b"\x00" * 12 + b"\x08\x00" + ip + udp
-        t_us = n * ptime_ms * 1000
+        t_us = round(at * 1_000_000)
         out += struct.pack("<IIII", t_us // 1_000_000, t_us % 1_000_000, len(frame), len(frame))
         out += frame
     path.write_bytes(bytes(out))

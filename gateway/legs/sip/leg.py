@@ -35,8 +35,8 @@ from gateway.media.port import (
 )
 from gateway.media.wideband import WIDEBAND_RATES, WidebandCodec, codec_for
 from gateway.rtp.dtmf import DTMF_EVENTS, DtmfDigitReceived
+from gateway.rtp.session import COMFORT_NOISE, MediaTimedOut, RtpEventType, RtpSession
 from gateway.rtp.session import MediaStarted as RtpMediaStarted
-from gateway.rtp.session import MediaTimedOut, RtpEventType, RtpSession
 from gateway.rtp.transport import RtpEndpoint
 from gateway.sip.sdp import RemoteMedia
 
@@ -101,7 +101,10 @@ class SipLeg(MediaPort):
         codec = self._codec
         if frame is not None and not self._on_hold:
             if codec is not None:  # b"" (lost) is concealed by the decoder
-                frame = codec.decode(frame).tobytes()
+                if frame is COMFORT_NOISE:  # RFC 3389: noise at the CN's level, at our rate
+                    frame = self.session.comfort_noise_pcm(codec.frame_samples).tobytes()
+                else:
+                    frame = codec.decode(frame).tobytes()
             sink.deliver(frame, now)
         payload = sink.pull(now)
         if codec is not None:  # silence is encoded too: the encoder's state runs on
@@ -163,6 +166,8 @@ class SipLeg(MediaPort):
         old = (self.session.codec, self.frame_ms)
         codec, ptime, on_hold = media.codec, media.ptime, media.on_hold
         apply_remote(self.session, media)
+        if media.rtcp_mux:  # RFC 5761: our RTCP socket is no longer needed
+            self.rtp.release_rtcp()
         timeout = None if on_hold else self.media_timeout
         if timeout != self.session.media_timeout:  # hold pauses it, resume (or answer) restarts
             self.session.set_media_timeout(timeout, now)
@@ -226,5 +231,6 @@ def apply_remote(session: RtpSession, media: RemoteMedia) -> None:
         rtcp_addr=media.remote_rtcp,
         payload_type=media.payload_type,
         dtmf_clock=media.dtmf_clock_rate,
+        cn_pt=media.cn_payload_type,
     )
     session.set_srtp(media.local_crypto, media.crypto)

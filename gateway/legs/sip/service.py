@@ -381,9 +381,14 @@ class SipCallService:
             strict_source=self.strict_source,
             signalling_ip=ev.source.host,  # a phone behind NAT sends media from there
             wall_offset=self._wall_offset,
+            send_cn=media.comfort_noise,
         )
+        # an offer with a=rtcp-mux gets it in our answer: no RTCP port (RFC 5761)
+        rtcp_mux = ev.offer is not None and sdpmod.offers_rtcp_mux(ev.offer)
         try:
-            pending.rtp = await RtpEndpoint.open(self.ports, self.rtp_bind, session)
+            pending.rtp = await RtpEndpoint.open(
+                self.ports, self.rtp_bind, session, rtcp_mux=rtcp_mux
+            )
         except PortsExhausted:
             await self._undo(pending, 503, "capacity")
             return False
@@ -551,6 +556,7 @@ class SipCallService:
             strict_source=self.strict_source,
             signalling_ip=targets[0].host if len(targets) == 1 else None,
             wall_offset=self._wall_offset,
+            send_cn=media.comfort_noise,
         )
         try:
             rtp = await RtpEndpoint.open(self.ports, self.rtp_bind, rtp_session)
@@ -608,10 +614,14 @@ class SipCallService:
                 leg.media_updated(media, self._loop.time())
             else:
                 apply_remote(leg.session, media)
+            if media.rtcp_mux:
+                leg.rtp.release_rtcp()
             return
         if pending is None or pending.rtp is None or pending.prepared is None:
             return
         apply_remote(pending.rtp.session, media)
+        if media.rtcp_mux:  # RFC 5761: the answer (here early) agreed to our a=rtcp-mux
+            pending.rtp.release_rtcp()
         leg = SipLeg(handle, pending.rtp, self, self.clock_for, media_timeout=self.media_timeout)
         log.info("sip_early_media", handle=handle, direction="outbound", status=status, codec=codec)
         self._start(pending, leg, early=status)
