@@ -21,7 +21,7 @@ from gateway.rtp.comfort_noise import (
     noise_pcm16,
 )
 from gateway.rtp.packet import RtpHeaderWriter, RtpPacket
-from gateway.rtp.session import RtpSession
+from gateway.rtp.session import COMFORT_NOISE, RtpSession
 
 SRC = ("198.51.100.7", 40000)
 DECODE = {"pcmu": telcodecs.ulaw_decode, "pcma": telcodecs.alaw_decode}
@@ -178,3 +178,27 @@ def test_cn_is_sent_only_when_configured() -> None:
     talker.update_remote(SRC, "pcmu", 101, 20, cn_pt=13)
     out = [talker.packetize(None, 0.02 * k) for k in range(1, 4)]
     assert RtpPacket.parse(out[0] or b"").payload_type == 13 and out[1:] == [None, None]
+
+
+def test_a_cn_gap_on_a_g722_call_is_noise_at_the_leg_rate_and_level() -> None:
+    # G.722's RTP clock is 8000 (RFC 3551 §4.5.2), so CN/8000 (PT 13) goes with it; the session
+    # carries G.722 payloads, so the gap is left to the leg, which renders it at 16 kHz
+    session = RtpSession(now=0.0, codec="g722", remote_addr=SRC, ssrc=7)
+    session.update_remote(SRC, "g722", 101, 20, cn_pt=13, payload_type=9)
+    writer = RtpHeaderWriter(0xCA11)
+    for k in range(3):
+        session.receive_datagram(writer.build(9, k == 0, 1 + k, 160 * k, b"\x55" * 160), SRC, 0.0)
+    session.receive_datagram(writer.build(13, False, 4, 480, b"\x32"), SRC, 0.06)  # -50 dBov
+    frames = [session.read_frame(0.02 * k) for k in range(40)]
+    audio = [i for i, f in enumerate(frames) if f == b"\x55" * 160]
+    assert len(audio) == 3 and audio == list(range(audio[0], audio[0] + 3))  # all of it, in order
+    gap = [f for f in frames[audio[-1] + 1 :] if f is COMFORT_NOISE]
+    assert len(gap) == len(frames) - audio[-1] - 1  # then noise only, never silence
+    noise = np.concatenate([session.comfort_noise_pcm(320) for _ in gap]).astype(np.float64)
+    level = 20 * np.log10(np.sqrt(np.mean(noise**2)) / 32768)
+    assert abs(level + 50) <= 1.0, level
+    assert abs(np.corrcoef(noise[:-1], noise[1:])[0, 1]) < 0.1  # white, not a tone
+    # audio after the CN ends the gap
+    session.receive_datagram(writer.build(9, True, 5, 160 * 60, b"\x66" * 160), SRC, 1.2)
+    later = [session.read_frame(1.2 + 0.02 * k) for k in range(6)]
+    assert b"\x66" * 160 in later and later[-1] is not COMFORT_NOISE
