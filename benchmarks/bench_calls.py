@@ -1,6 +1,7 @@
 """Bridged-call load benchmark (issue 8): how many SIP calls one gateway carries on one core.
 
-For each profile (passthrough: session format pcmu; transcoding: PCM16 24 kHz) and each N:
+For each profile (passthrough: PCMU calls, session format pcmu; transcoding: PCMU calls, PCM16
+24 kHz; g722: G.722 calls, 16 kHz legs resampled to PCM16 24 kHz) and each N:
 
 1. the local provider (`gateway provider`) starts pinned to the load core, and a fresh gateway
    (`gateway serve --provider url ...`, uvloop) pinned to the gateway core;
@@ -57,7 +58,10 @@ from tests.support.harness import (  # noqa: E402
 )
 
 RESULTS = ROOT / "benchmarks" / "results"
-PROFILES = {"passthrough": "pcmu", "transcoding": "pcm24k"}
+#: profile -> the session format asked for; the codec the calls offer is PROFILE_CODECS'
+PROFILES = {"passthrough": "pcmu", "transcoding": "pcm24k", "g722": "auto"}
+#: what the load generator's calls offer (G.722: wideband legs, pcm16/24 kHz to the model)
+PROFILE_CODECS = {"passthrough": "pcmu", "transcoding": "pcmu", "g722": "g722"}
 
 # The issue's targets (one gateway process, one core).
 TARGETS = {
@@ -355,6 +359,8 @@ def run_point(
                     str(args.duration),
                     "--settle",
                     str(args.settle),
+                    "--codec",
+                    PROFILE_CODECS[profile],
                     *([] if args.aligned else ["--staggered"]),
                 ],
                 rt=args.load_rt,
@@ -841,7 +847,11 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    for profile, color in (("passthrough", "tab:blue"), ("transcoding", "tab:orange")):
+    for profile, color in (
+        ("passthrough", "tab:blue"),
+        ("transcoding", "tab:orange"),
+        ("g722", "tab:green"),
+    ):
         pts = sorted(
             (r for r in rows if r["profile"] == profile and "cpu_pct" in r),
             key=lambda r: r["calls"],
@@ -896,7 +906,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated concurrent call counts (default %(default)s)",
     )
     p.add_argument("--duration", type=float, default=30.0, help="steady window, s (default 30)")
-    p.add_argument("--profile", default="both", choices=["passthrough", "transcoding", "both"])
+    p.add_argument(
+        "--profile",
+        default="both",
+        choices=["passthrough", "transcoding", "g722", "both", "all"],
+        help="both: passthrough and transcoding; all: those and g722",
+    )
     p.add_argument("--rate", type=float, default=20.0, help="new calls per second (default 20)")
     p.add_argument("--settle", type=float, default=3.0, help="s between ramp and window")
     p.add_argument("--idle", type=float, default=1.0, help="s of idle before the idle samples")
@@ -1013,7 +1028,13 @@ def main(argv: list[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = args.out or RESULTS / f"bench-calls-{stamp}.json"
     logdir = RESULTS / "logs" / stamp
-    profiles = list(PROFILES) if args.profile == "both" else [args.profile]
+    profiles = (
+        list(PROFILES)
+        if args.profile == "all"
+        else ["passthrough", "transcoding"]
+        if args.profile == "both"
+        else [args.profile]
+    )
     report: dict[str, Any] = {
         "command": "python benchmarks/bench_calls.py "
         + " ".join(sys.argv[1:] if argv is None else argv),

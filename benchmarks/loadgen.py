@@ -46,19 +46,24 @@ SAMPLES = 160
 SLOTS = 10  # send phases per 20 ms
 CYCLE_FRAMES = 200  # 4 s: speech then silence
 SPEECH_FRAMES = 100
-PT_PCMU = 0
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; SCM_TIMESTAMPNS has the same value
 SILENCE_PAYLOAD = b"\xff" * SAMPLES
 _RTP = struct.Struct("!BBHII")
 _TIMESPEC = struct.Struct("@qq")
 
 
-def speech_cycle(seed: int = 1) -> list[bytes]:
-    """One 4 s cycle of µ-law frames: ~2 s speech-like (f0 120-160 Hz with formant-weighted
-    harmonics, 4 Hz syllable envelope, about -16 dBFS) then ~2 s of noise at about -66 dBFS."""
+#: the codecs a call can offer: RTP payload type and SDP rtpmap
+CODECS = {"pcmu": (0, "PCMU/8000"), "g722": (9, "G722/8000")}
+
+
+def speech_cycle(seed: int = 1, codec: str = "pcmu") -> list[bytes]:
+    """One 4 s cycle of frames: ~2 s speech-like (f0 120-160 Hz with formant-weighted
+    harmonics, 4 Hz syllable envelope, about -16 dBFS) then ~2 s of noise at about -66 dBFS;
+    µ-law at 8 kHz, or G.722 (16 kHz audio, 160 bytes per 20 ms, coded once here)."""
     rng = np.random.default_rng(seed)
-    rate = 8000
-    n_speech = SPEECH_FRAMES * SAMPLES
+    rate = 16000 if codec == "g722" else 8000
+    frame = rate // 50  # samples per 20 ms at this rate
+    n_speech = SPEECH_FRAMES * frame
     t = np.arange(n_speech) / rate
     f0 = 140 + 20 * np.sin(2 * np.pi * 0.7 * t)
     phase = 2 * np.pi * np.cumsum(f0) / rate
@@ -71,10 +76,26 @@ def speech_cycle(seed: int = 1) -> list[bytes]:
     ramp = np.minimum(1.0, np.minimum(t, t[-1] - t) / 0.02)  # no click at the edges
     voice *= envelope * ramp
     voice *= (10 ** (-16 / 20)) * 32767 / np.sqrt(np.mean(voice**2))
-    noise = rng.normal(0, 32767 * 10 ** (-66 / 20), (CYCLE_FRAMES - SPEECH_FRAMES) * SAMPLES)
+    noise = rng.normal(0, 32767 * 10 ** (-66 / 20), (CYCLE_FRAMES - SPEECH_FRAMES) * frame)
     pcm = np.clip(np.concatenate((voice, noise)), -32768, 32767).astype(np.int16)
+    if codec == "g722":
+        from gateway.media.wideband import G722Codec
+
+        coder = G722Codec(20)
+        return [coder.encode(pcm[i * frame : (i + 1) * frame]) for i in range(CYCLE_FRAMES)]
     encoded = telcodecs.ulaw_encode(pcm)
-    return [encoded[i * SAMPLES : (i + 1) * SAMPLES] for i in range(CYCLE_FRAMES)]
+    return [encoded[i * frame : (i + 1) * frame] for i in range(CYCLE_FRAMES)]
+
+
+def silence_payloads(codec: str) -> frozenset[bytes]:
+    """The payloads a sender of `codec` sends for silence: µ-law's one, G.722's steady ones."""
+    if codec != "g722":
+        return frozenset({SILENCE_PAYLOAD})
+    from gateway.media.wideband import G722Codec
+
+    coder = G722Codec(20)
+    zeros = np.zeros(320, dtype=np.int16)
+    return frozenset(coder.encode(zeros) for _ in range(60))
 
 
 @dataclass
@@ -161,7 +182,9 @@ class LoadGenerator(asyncio.DatagramProtocol):
         self.phones: dict[str, Phone] = {}
         self.order: list[Phone] = []
         self.slots: list[list[Phone]] = [[] for _ in range(SLOTS)]
-        self.cycle = speech_cycle()
+        self.payload_type, self.rtpmap = CODECS[args.codec]
+        self.cycle = speech_cycle(codec=args.codec)
+        self.silence = silence_payloads(args.codec)
         self.t0 = 0.0
         self.tick = 0
         self.send_late_max = 0.0
@@ -291,8 +314,8 @@ class LoadGenerator(asyncio.DatagramProtocol):
             "s=bench\r\n"
             f"c=IN IP4 {host}\r\n"
             "t=0 0\r\n"
-            f"m=audio {phone.rtp_port} RTP/AVP 0 101\r\n"
-            "a=rtpmap:0 PCMU/8000\r\n"
+            f"m=audio {phone.rtp_port} RTP/AVP {self.payload_type} 101\r\n"
+            f"a=rtpmap:{self.payload_type} {self.rtpmap}\r\n"
             "a=rtpmap:101 telephone-event/8000\r\n"
             "a=fmtp:101 0-16\r\n"
             "a=ptime:20\r\n"
@@ -362,6 +385,7 @@ class LoadGenerator(asyncio.DatagramProtocol):
     def _readable(self, phone: Phone) -> None:
         sock = phone.rtp_sock
         st = phone.stream
+        payload_type, silence = self.payload_type, self.silence
         while True:
             try:
                 data, anc, _flags, _addr = sock.recvmsg(2048, 64)
@@ -376,13 +400,13 @@ class LoadGenerator(asyncio.DatagramProtocol):
                     at = sec + nsec * 1e-9
             if not at:
                 at = time.time()
-            if len(data) < 12 or data[1] & 0x7F != PT_PCMU:
+            if len(data) < 12 or data[1] & 0x7F != payload_type:
                 continue  # RFC 4733 events etc. are not audio packets
             if st.first_wall is None:
                 st.first_wall = at
             if st.counting:
                 st.packets += 1
-                if data[12:] != SILENCE_PAYLOAD:
+                if data[12:] not in silence:
                     st.voiced += 1
                 if st.last is not None:
                     gap = at - st.last
@@ -409,12 +433,13 @@ class LoadGenerator(asyncio.DatagramProtocol):
         slot = self.tick % SLOTS
         frame_no = self.tick // SLOTS
         cycle = self.cycle
+        payload_type = self.payload_type
         pack = _RTP.pack
         for phone in self.slots[slot]:
             if not phone.sending or phone.remote_rtp is None:
                 continue
             payload = cycle[(frame_no + phone.phase) % CYCLE_FRAMES]
-            data = pack(0x80, PT_PCMU, phone.seq, phone.ts, phone.ssrc) + payload
+            data = pack(0x80, payload_type, phone.seq, phone.ts, phone.ssrc) + payload
             phone.seq = (phone.seq + 1) & 0xFFFF
             phone.ts = (phone.ts + SAMPLES) & 0xFFFFFFFF
             try:
@@ -656,6 +681,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="new calls per second")
     parser.add_argument("--duration", type=float, default=30.0, help="steady window, seconds")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds after the ramp")
+    parser.add_argument("--codec", default="pcmu", choices=sorted(CODECS), help="what calls offer")
     parser.add_argument(
         "--staggered",
         dest="aligned",

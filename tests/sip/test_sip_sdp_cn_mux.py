@@ -56,7 +56,16 @@ def test_our_offer_lists_cn_only_when_configured() -> None:
     assert plain is not None and "13" not in plain.formats
     assert not any(v and "CN/" in v for _, v in plain.attributes)
     with_cn = make_offer("203.0.113.5", 20000, MediaPolicy(comfort_noise=True)).audio()
-    assert with_cn is not None and with_cn.formats == ["9", "111", "0", "8", "101", "102", "103", "13"]
+    assert with_cn is not None and with_cn.formats == [
+        "9",
+        "111",
+        "0",
+        "8",
+        "101",
+        "102",
+        "103",
+        "13",
+    ]
     assert ("rtpmap", "13 CN/8000") in with_cn.attributes
     # the peer's answer lists it back: the remote media says so
     answer = offer("m=audio 7000 RTP/AVP 0 13\r\na=rtpmap:13 CN/8000\r\na=rtcp-mux\r\n")
