@@ -429,3 +429,36 @@ async def test_the_holding_line_can_be_a_model_response_with_the_scenarios_instr
     await call.hangup()
     await task
     all_sent_conform(provider)
+
+
+async def test_a_tool_registered_mid_call_survives_a_dropped_session(
+    provider: LocalProvider,
+) -> None:
+    # issue 17: the registry's session.update is a mid-call change like any other, so the
+    # re-opened session declares the tool again and the model can still call it
+    ran: list[str] = []
+
+    async def order_status(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        ran.append(ctx.call_id)
+        return {"status": "shipped"}
+
+    call, _m, task = await start(provider, default_setup)
+    await wait_for(lambda: "send_dtmf" in session_tools(provider), 5)
+    call.tool("order_status", description="Look up an order", timeout_s=3)(order_status)
+    await wait_for(lambda: "order_status" in session_tools(provider), 5)
+    assert provider.drop_connections() == 1
+    await wait_for(lambda: len(provider.sessions) == 2, 5)
+    renewed = provider.sessions[-1]
+    await wait_for(
+        lambda: "order_status" in [t["name"] for t in renewed.session.get("tools") or []], 5
+    )
+    names = [str(t["name"]) for t in renewed.session.get("tools") or []]
+    assert names == call.tools.names()
+    press(call, "*" + str(names.index("order_status") + 1))  # the model calls it
+    await wait_for(lambda: len(ran) == 1, 5)
+    await wait_for(lambda: len(outputs(provider)) == 1, 5)
+    (output,) = outputs(provider)
+    assert output["call_id"] == ran[0] and json.loads(output["output"]) == {"status": "shipped"}
+    await call.hangup()
+    await task
+    all_sent_conform(provider)
