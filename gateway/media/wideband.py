@@ -10,14 +10,21 @@ SIP leg holds one per call and converts between RTP payloads and int16 frames.
 * Opus (RFC 7587): a 48 kHz RTP clock, mono here (a stereo sender is downmixed by the decoder).
 
 `decode(b"")` means "this frame was lost": G.722 repeats the last frame with fading (as the
-G.711 jitter buffer does), Opus runs libopus' own packet-loss concealment. In-band FEC is not
-reachable through PyAV (its libopus decoder has no `decode_fec` switch), so a lost Opus packet
-is always concealed, never rebuilt from the next one; our encoder does add FEC when the peer
-asks for it (`useinbandfec=1`), because its decoder can use it.
+G.711 jitter buffer does). For Opus, `decode(b"", next_payload)` rebuilds the lost frame from
+the in-band FEC the next packet carries when it has arrived (RFC 6716 §2.1.7, libopus'
+`decode_fec`), else runs libopus' packet-loss concealment. PyAV's libopus decoder has no
+`decode_fec` switch, so Opus is decoded by calling the libopus that PyAV ships (`av.libs`, else
+the system's) through ctypes: `opus_decoder_create`, `opus_decode`, `opus_decoder_destroy`.
+Our encoder (PyAV) adds FEC when the peer's fmtp asks for it (`useinbandfec=1`, RFC 7587 §7).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+import glob
+import os
 from typing import Final, Literal, Protocol
 
 import av
@@ -25,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 from av.audio.frame import AudioFrame
 
-__all__ = ["WIDEBAND_RATES", "G722Codec", "OpusCodec", "WidebandCodec", "codec_for"]
+__all__ = ["WIDEBAND_RATES", "G722Codec", "OpusCodec", "WidebandCodec", "codec_for", "wants_fec"]
 
 Pcm = npt.NDArray[np.int16]
 
@@ -43,7 +50,7 @@ class WidebandCodec(Protocol):
     frame_samples: int
 
     def encode(self, pcm: Pcm) -> bytes: ...
-    def decode(self, payload: bytes) -> Pcm: ...
+    def decode(self, payload: bytes, next_payload: bytes | None = None) -> Pcm: ...
 
 
 def _context(name: str, mode: Literal["r", "w"], rate: int) -> av.AudioCodecContext:
@@ -68,8 +75,7 @@ class _PyAvCodec:
         self._missing = len(_FADE_GAINS)
         self._pts = 0
         self._encoder = self._open_encoder()
-        self._decoder = _context(self._av_name, "r", self.rate)
-        self._decoder.open()
+        self._open_decoder()
 
     _av_name = ""
 
@@ -77,6 +83,10 @@ class _PyAvCodec:
         ctx = _context(self._av_name, "w", self.rate)
         ctx.open()
         return ctx
+
+    def _open_decoder(self) -> None:
+        self._decoder = _context(self._av_name, "r", self.rate)
+        self._decoder.open()
 
     def encode(self, pcm: Pcm) -> bytes:
         """One frame of int16 samples at `rate` to one RTP payload."""
@@ -115,7 +125,7 @@ class G722Codec(_PyAvCodec):
     rate = 16000
     _av_name = "g722"
 
-    def decode(self, payload: bytes) -> Pcm:
+    def decode(self, payload: bytes, next_payload: bytes | None = None) -> Pcm:
         """One RTP payload (b"": lost) to one frame of 16 kHz samples."""
         if not payload:
             return self._fade()
@@ -140,7 +150,7 @@ class OpusCodec(_PyAvCodec):
         self._frame_ms = frame_ms
         self._fec = fec
         self._bitrate = bitrate
-        self._toc = -1  # the TOC octet of the last good packet (its config says the duration)
+        self.fec_frames = 0  # lost frames rebuilt from the next packet's FEC
         super().__init__(frame_ms)
 
     def _open_encoder(self) -> av.AudioCodecContext:
@@ -157,20 +167,93 @@ class OpusCodec(_PyAvCodec):
         ctx.open()
         return ctx
 
-    def decode(self, payload: bytes) -> Pcm:
-        """One RTP payload (b"": lost) to one frame of 48 kHz samples. A lost packet is
-        concealed by libopus: a packet of only its TOC octet (code 0, no frame data) is what
-        libopus decodes as lost (RFC 6716 §3.2.1, a zero-length frame), so its PLC runs."""
-        if not payload:
-            if self._toc < 0:
-                return self._silence
-            payload = bytes((self._toc & 0xFC,))
-        else:
-            self._toc = payload[0]
-        try:
-            return self._decode_packet(payload)
-        except av.FFmpegError:
-            return self._silence
+    def _open_decoder(self) -> None:
+        self._libopus = _libopus()
+        error = ctypes.c_int(0)
+        handle = self._libopus.opus_decoder_create(self.rate, 1, ctypes.byref(error))
+        if error.value != 0 or not handle:
+            raise OSError(f"opus_decoder_create failed ({error.value})")
+        self._handle: int | None = handle
+        self._out: Pcm = np.zeros(self.frame_samples * 6, dtype=np.int16)  # up to 120 ms
+        self._out_ptr = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_int16))
+
+    def decode(self, payload: bytes, next_payload: bytes | None = None) -> Pcm:
+        """One RTP payload to one frame of 48 kHz samples. A lost frame (b""): rebuilt from the
+        FEC in `next_payload` when there is one (`decode_fec`, RFC 6716 §2.1.7), else libopus'
+        PLC; a packet libopus refuses is concealed the same way."""
+        n = self.frame_samples
+        if payload:
+            got = self._opus_decode(payload, self._out.size, 0)
+            if got > 0:
+                return self._frame(got)
+        if next_payload:  # decode_fec asks for exactly the lost frame's duration
+            got = self._opus_decode(next_payload, n, 1)
+            if got > 0:
+                self.fec_frames += 1
+                return self._frame(got)
+        got = self._opus_decode(None, n, 0)  # PLC (RFC 6716 §4.4)
+        return self._frame(got) if got > 0 else self._silence
+
+    def _opus_decode(self, data: bytes | None, frame_size: int, fec: int) -> int:
+        if self._handle is None:
+            return -1
+        length = len(data) if data else 0
+        return int(
+            self._libopus.opus_decode(self._handle, data, length, self._out_ptr, frame_size, fec)
+        )
+
+    def _frame(self, got: int) -> Pcm:
+        """The decoder's `got` samples as one frame (a sender with another packet time: one
+        frame per tick regardless, trimmed or padded)."""
+        n = self.frame_samples
+        if got >= n:
+            return self._out[:n].copy()
+        return np.concatenate((self._out[:got], self._silence[got:]))
+
+    def close(self) -> None:
+        """Free the libopus decoder (also done when the object is collected)."""
+        handle = getattr(self, "_handle", None)
+        if handle is not None:
+            self._libopus.opus_decoder_destroy(handle)
+            self._handle = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+@functools.cache
+def _libopus() -> ctypes.CDLL:
+    """libopus as PyAV ships it (av.libs), else the system's; its functions typed once."""
+    libs = os.path.join(os.path.dirname(os.path.abspath(av.__file__)), os.pardir, "av.libs")
+    bundled = sorted(glob.glob(os.path.join(libs, "libopus*")))
+    path = bundled[0] if bundled else ctypes.util.find_library("opus")
+    if not path:
+        raise OSError("libopus not found (neither PyAV's av.libs nor the system's)")
+    lib = ctypes.CDLL(path)
+    lib.opus_decoder_create.argtypes = [ctypes.c_int32, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+    lib.opus_decoder_create.restype = ctypes.c_void_p
+    lib.opus_decode.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.c_int32,
+        ctypes.POINTER(ctypes.c_int16),
+        ctypes.c_int,
+        ctypes.c_int,
+    ]
+    lib.opus_decode.restype = ctypes.c_int
+    lib.opus_decoder_destroy.argtypes = [ctypes.c_void_p]
+    lib.opus_decoder_destroy.restype = None
+    return lib
+
+
+def wants_fec(fmtp: str | None) -> bool:
+    """Whether an Opus fmtp asks for in-band FEC (`useinbandfec=1`, RFC 7587 §7: the receiver
+    that says so can use it, so its sender should add it)."""
+    for param in (fmtp or "").split(";"):
+        key, _, value = param.strip().partition("=")
+        if key.strip().lower() == "useinbandfec":
+            return value.strip() == "1"
+    return False
 
 
 def codec_for(name: str, frame_ms: int, *, fec: bool = False) -> WidebandCodec | None:

@@ -75,8 +75,8 @@ class SdpCodec:
 
 #: every codec we can name, by our name. G.722's SDP rate is 8000 though it samples at 16 kHz
 #: (RFC 3551 §4.5.2). Opus is always `opus/48000/2` (RFC 7587 §7); our fmtp: we play and capture
-#: at most 24 kHz (the model's rate), and `useinbandfec=0` because PyAV's libopus decoder cannot
-#: decode FEC (lost packets get libopus' PLC): asking for FEC would only cost the sender bits.
+#: at most 24 kHz (the model's rate), and `useinbandfec=1`: a lost packet is rebuilt from the
+#: FEC in the next one when it has arrived (gateway/media/wideband.py), else concealed (PLC).
 CODECS: dict[Codec, SdpCodec] = {
     "g722": SdpCodec("g722", "G722", 8000, 9),
     "opus": SdpCodec(
@@ -85,7 +85,7 @@ CODECS: dict[Codec, SdpCodec] = {
         48000,
         111,
         2,
-        "maxplaybackrate=24000;sprop-maxcapturerate=24000;useinbandfec=0",
+        "maxplaybackrate=24000;sprop-maxcapturerate=24000;useinbandfec=1",
     ),
     "pcmu": SdpCodec("pcmu", "PCMU", 8000, 0),
     "pcma": SdpCodec("pcma", "PCMA", 8000, 8),

@@ -33,7 +33,7 @@ from gateway.media.port import (
     MediaSink,
     MediaStarted,
 )
-from gateway.media.wideband import WIDEBAND_RATES, WidebandCodec, codec_for
+from gateway.media.wideband import WIDEBAND_RATES, WidebandCodec, codec_for, wants_fec
 from gateway.rtp.dtmf import DTMF_EVENTS, DtmfDigitReceived
 from gateway.rtp.session import COMFORT_NOISE, MediaTimedOut, RtpEventType, RtpSession
 from gateway.rtp.session import MediaStarted as RtpMediaStarted
@@ -63,6 +63,7 @@ class SipLeg(MediaPort):
         clock_for: Callable[[int], MediaClock],
         *,
         media_timeout: float | None = 30.0,
+        remote: RemoteMedia | None = None,
     ) -> None:
         super().__init__()
         self.handle = handle
@@ -73,7 +74,11 @@ class SipLeg(MediaPort):
         self._clock_for = clock_for
         self.native = native_format(self.session.codec)
         self.frame_ms = self.session.ptime_ms
-        self._codec: WidebandCodec | None = codec_for(self.session.codec, self.frame_ms)
+        # Opus: FEC in what we send when the far end's fmtp asks for it (RFC 7587 §7)
+        self._fec = remote is not None and wants_fec(remote.fmtp)
+        self._codec: WidebandCodec | None = codec_for(
+            self.session.codec, self.frame_ms, fec=self._fec
+        )
         self._clock: MediaClock | None = None
         self._on_hold = False
         self.remote_ended = False
@@ -100,11 +105,13 @@ class SipLeg(MediaPort):
         frame = self.session.read_frame(now)
         codec = self._codec
         if frame is not None and not self._on_hold:
-            if codec is not None:  # b"" (lost) is concealed by the decoder
+            if codec is not None:
                 if frame is COMFORT_NOISE:  # RFC 3389: noise at the CN's level, at our rate
                     frame = self.session.comfort_noise_pcm(codec.frame_samples).tobytes()
-                else:
+                elif frame:
                     frame = codec.decode(frame).tobytes()
+                else:  # lost: rebuilt from the next packet's FEC if it is here, else concealed
+                    frame = codec.decode(frame, self.session.next_payload()).tobytes()
             sink.deliver(frame, now)
         payload = sink.pull(now)
         if codec is not None:  # silence is encoded too: the encoder's state runs on
@@ -172,10 +179,12 @@ class SipLeg(MediaPort):
         if timeout != self.session.media_timeout:  # hold pauses it, resume (or answer) restarts
             self.session.set_media_timeout(timeout, now)
             self.rtp.session_changed()
-        if (codec, ptime) != old:
+        fec = wants_fec(media.fmtp)
+        if (codec, ptime) != old or fec != self._fec:
             self.native = native_format(codec)
             # a new codec: a new coder's state (the jitter buffer restarted with the new stream)
-            self._codec = codec_for(codec, ptime)
+            self._fec = fec
+            self._codec = codec_for(codec, ptime, fec=fec)
             if ptime != self.frame_ms and self._clock is not None:
                 self._clock.remove(self)
                 self.frame_ms = ptime

@@ -355,7 +355,14 @@ class SipCallService:
         if pending.ringback is not None:
             pending.ringback.stop()
             pending.ringback = None
-        leg = SipLeg(ev.call, pending.rtp, self, self.clock_for, media_timeout=self.media_timeout)
+        leg = SipLeg(
+            ev.call,
+            pending.rtp,
+            self,
+            self.clock_for,
+            media_timeout=self.media_timeout,
+            remote=negotiated.media if negotiated is not None else None,
+        )
         self._start(pending, leg)
         if on_hold and negotiated is not None:
             leg.media_updated(negotiated.media, loop.time())
@@ -622,7 +629,14 @@ class SipCallService:
         apply_remote(pending.rtp.session, media)
         if media.rtcp_mux:  # RFC 5761: the answer (here early) agreed to our a=rtcp-mux
             pending.rtp.release_rtcp()
-        leg = SipLeg(handle, pending.rtp, self, self.clock_for, media_timeout=self.media_timeout)
+        leg = SipLeg(
+            handle,
+            pending.rtp,
+            self,
+            self.clock_for,
+            media_timeout=self.media_timeout,
+            remote=media,
+        )
         log.info("sip_early_media", handle=handle, direction="outbound", status=status, codec=codec)
         self._start(pending, leg, early=status)
 
