@@ -45,11 +45,18 @@ def echo_heard(phone: Baresip, said: Pcm, after_s: float) -> None:
     assert np.mean(np.array(found) >= 0.8) >= 0.7, found
 
 
-def no_key_anywhere(gw: GatewayProcess, keys: set[str], api: list[str]) -> None:
-    """None of `keys` (base64, as in the SDP) in the log, or what /metrics and the API said
-    (`api`)."""
+def no_key_anywhere(
+    gw: GatewayProcess, keys: set[str], api: list[str], record_dir: Path | None = None
+) -> None:
+    """None of `keys` (base64, as in the SDP) in the log, what /metrics and the API said
+    (`api`), or the recordings' metadata (`record_dir`'s JSON lines)."""
     assert len(keys) >= 2  # baresip's and ours
     places = {"log": gw.log_path.read_text(errors="replace"), "api": "\n".join(api)}
+    if record_dir is not None:
+        metadata = sorted(record_dir.glob("*.jsonl"))
+        assert metadata, "no recording was written"
+        places["recording"] = "\n".join(p.read_text(errors="replace") for p in metadata)
+        assert places["recording"].strip(), "the recording's metadata is empty"
     assert "gateway_rtp_packets_total" in places["api"]  # /metrics was read
     for key in keys:
         for variant in (key, key.rstrip("="), key[:24]):
@@ -76,7 +83,8 @@ async def test_baresip_calls_in_with_srtp_and_hears_its_echo(
 ) -> None:
     ca = TestCa(tmp_path)
     args, tls_port = tls_args(tmp_path, ca)
-    gw = GatewayProcess(tmp_path, "--log-level", "debug", *args)
+    record_dir = tmp_path / "recordings"
+    gw = GatewayProcess(tmp_path, "--log-level", "debug", "--record-dir", str(record_dir), *args)
     lead = await greeting_seconds() + 0.7
     source, said = speech_wav(tmp_path, lead, 4.0)
     seconds = int(lead + len(said) / 8000 + 4) + 4
@@ -125,7 +133,7 @@ async def test_baresip_calls_in_with_srtp_and_hears_its_echo(
     assert summary["outcome"] == "remote_hangup", summary
     assert summary["rtp_in"] > 100, summary
     echo_heard(phone, said, lead)
-    no_key_anywhere(gw, set(KEY.findall(offer + answer)), api)
+    no_key_anywhere(gw, set(KEY.findall(offer + answer)), api, record_dir)
 
 
 @pytest.mark.parametrize("transport", ["udp", "tls"])
