@@ -295,3 +295,48 @@ def test_a_lost_opus_packet_is_rebuilt_from_the_next_packets_fec() -> None:
     assert np.median(scores_fec) > 0.95 and np.median(scores_plc) < 0.8, (scores_fec, scores_plc)
     better = sum(f > p + 0.05 for f, p in zip(scores_fec, scores_plc, strict=True))
     assert better >= len(scores_fec) // 2, (scores_fec, scores_plc)
+
+
+_AUDIO_RATE = {"pcmu": 8000, "g722": 16000, "opus": 48000}
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    before=st.sampled_from(["pcmu", "g722", "opus"]),
+    after=st.sampled_from(["pcmu", "g722", "opus"]),
+    switch_at=st.integers(6, 30),
+)
+def test_a_codec_switch_at_any_frame_loses_at_most_one_frame(
+    before: str, after: str, switch_at: int
+) -> None:
+    """A re-INVITE between any two of our codecs, at any frame (both sides apply the new SDP
+    between two ticks, the receiver's coder follows as SipLeg.media_updated does): the tone
+    goes on at its pitch with at most one 20 ms frame missing, on each codec's own RTP clock."""
+    from telcodecs import ulaw_decode, ulaw_encode
+
+    tx, rx = _pair(before)
+    frames: list[tuple[str, np.ndarray]] = []
+    codec = before
+    enc, dec = codec_for(codec, 20), codec_for(codec, 20)
+    for k in range(switch_at + 25):
+        now = 0.02 * k
+        if k == switch_at:
+            codec = after
+            tx.update_remote(B, codec, 101, 20)
+            rx.update_remote(A, codec, 101, 20)
+            enc, dec = codec_for(codec, 20), codec_for(codec, 20)
+        rate = _AUDIO_RATE[codec]
+        pcm = tone(1000, rate // 50, rate, rate // 50 * k)
+        payload = enc.encode(pcm) if enc is not None else ulaw_encode(pcm)
+        datagram = tx.packetize(payload, now)
+        assert datagram is not None
+        rx.receive_datagram(datagram, B, now + 0.001)
+        frame = rx.read_frame(now + 0.002)
+        if frame is None:
+            continue
+        frames.append((codec, dec.decode(frame) if dec is not None else ulaw_decode(frame)))
+    played = [pcm for name, pcm in frames[-24:] if name == after]  # after the switch
+    rms = [float(np.sqrt(np.mean(f.astype(np.float64) ** 2))) for f in played]
+    assert sum(r < 500 for r in rms) <= 1, rms
+    tail = np.concatenate(played[-10:])
+    assert abs(peak_hz(tail, _AUDIO_RATE[after]) - 1000) < 25
