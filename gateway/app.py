@@ -86,6 +86,8 @@ class Gateway:
         self._runners: list[web.AppRunner] = []
         self._stop_requested = asyncio.Event()
         self._signals = 0
+        #: `stop()` finished: every call ended and every component stopped
+        self.stopped = False
         self.local_provider: LocalProvider | None = None
         self.profile: ProviderProfile | None = None
         self.manager = CallManager(settings.max_calls)
@@ -414,6 +416,7 @@ class Gateway:
         if self.local_provider is not None:
             provider, self.local_provider = self.local_provider, None
             await provider.stop()
+        self.stopped = True
 
     async def run(self) -> None:
         """Start, serve until a signal or a finished drain, then stop."""

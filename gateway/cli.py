@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -47,13 +49,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     warn_command_line_secrets(command_line_secrets(args))
     from gateway.app import Gateway
 
+    gateway = Gateway(settings)
     try:
-        _run(Gateway(settings).run())
+        _run(gateway.run())
     except StartupError as exc:
         print(f"gateway: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 130
+        # a second signal that came as the loop closed, after a clean stop, changes nothing
+        return 0 if gateway.stopped else 130
+    finally:
+        _ignore_late_signals()
     return 0
 
 
@@ -71,6 +77,14 @@ def warn_command_line_secrets(names: Sequence[str]) -> None:
                 f"GATEWAY_{name.upper()}_FILE) or in the config file"
             ),
         )
+
+
+def _ignore_late_signals() -> None:
+    """Once the gateway has stopped, the process only exits: a late SIGINT or SIGTERM (the
+    second of two sent back to back) must not turn a clean exit into death by signal."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
