@@ -329,7 +329,7 @@ def _one_of(name: str, value: str, allowed: set[str]) -> None:
 def parse_hostport(value: str, name: str = "address") -> tuple[str, int]:
     """`HOST:PORT` or `[v6]:PORT` into (host, port); ConfigError names the setting."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not port.isdecimal() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"{name}: {value!r} is not HOST:PORT")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
@@ -338,7 +338,7 @@ def parse_hostport(value: str, name: str = "address") -> tuple[str, int]:
 def parse_port_range(value: str, name: str = "rtp_ports") -> tuple[int, int]:
     """`LO-HI` into an even-aligned (lo, hi) pair with room for at least one RTP/RTCP pair."""
     lo_s, sep, hi_s = value.partition("-")
-    if not sep or not lo_s.isdigit() or not hi_s.isdigit():
+    if not sep or not lo_s.isdecimal() or not hi_s.isdecimal():
         raise ConfigError(f"{name}: {value!r} is not LO-HI")
     lo, hi = int(lo_s), int(hi_s)
     lo += lo % 2

@@ -275,7 +275,7 @@ class InDialog:
             accept = [("Accept", "application/dtmf-relay, application/dtmf")]
             self.core.tx_respond(tx, 415, t.now, accept)
             return
-        if digit is not None and digit.isdigit() and 10 <= int(digit) <= 15:
+        if digit is not None and digit.isdecimal() and 10 <= int(digit) <= 15:
             digit = _DTMF_EVENTS[int(digit)]  # some send RFC 4733 event codes
         if digit is None or len(digit) != 1 or digit.upper() not in _DTMF_CHARS:
             self.core.tx_respond(tx, 400, t.now, reason="Bad DTMF body")
@@ -408,7 +408,7 @@ class InDialog:
 def _current_codec(sd: SessionDescription) -> sdpmod.Codec | None:
     """The codec our last SDP chose (its first format), None if none."""
     audio = sd.audio()
-    if audio is None or not audio.formats or not audio.formats[0].isdigit():
+    if audio is None or not audio.formats or not audio.formats[0].isdecimal():
         return None
     pt = int(audio.formats[0])
     rtpmap = audio.rtpmaps().get(pt)

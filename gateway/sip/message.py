@@ -329,7 +329,7 @@ def _split_hostport(text: str) -> tuple[str, int | None]:
             raise SipParseError("bad host")
     port: int | None = None
     if port_text:
-        if not port_text.isascii() or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        if not port_text.isascii() or not port_text.isdecimal() or not 0 < int(port_text) < 65536:
             raise SipParseError("bad port")
         port = int(port_text)
     return host.lower(), port
@@ -525,7 +525,7 @@ class Via:
     @property
     def rport(self) -> int | None:
         value = self.params.get("rport")
-        return int(value) if value and value.isdigit() and value.isascii() else None
+        return int(value) if value and value.isdecimal() and value.isascii() else None
 
     @property
     def sent_by(self) -> tuple[str, int]:
@@ -547,7 +547,7 @@ class CSeq:
     def parse(cls, text: str) -> CSeq:
         num, _, method = text.strip().partition(" ")
         method = method.strip()
-        if not num.isascii() or not num.isdigit() or len(num) > 10 or int(num) >= 2**31:
+        if not num.isascii() or not num.isdecimal() or len(num) > 10 or int(num) >= 2**31:
             raise SipParseError("bad CSeq number")
         if not _METHOD.match(method):
             raise SipParseError("bad CSeq method")
@@ -605,7 +605,7 @@ class _Message:
     @property
     def max_forwards(self) -> int | None:
         value = self.headers.get("Max-Forwards")
-        return int(value) if value is not None and value.isdigit() else None
+        return int(value) if value is not None and value.isdecimal() else None
 
     @property
     def content_type(self) -> str:
@@ -707,7 +707,11 @@ def _parse_start(line: str) -> SipRequest | SipResponse:
         parts = line.split(" ", 2)
         if parts[0] != "SIP/2.0":
             raise SipParseError("SIP version not supported", 505)
-        if len(parts) < 2 or len(parts[1]) != 3 or not parts[1].isdigit():
+        if (
+            len(parts) < 2
+            or len(parts[1]) != 3
+            or not (parts[1].isascii() and parts[1].isdecimal())
+        ):
             raise SipParseError("bad status line")
         status = int(parts[1])
         if not 100 <= status <= 699:
@@ -764,7 +768,7 @@ def _validate(msg: SipMessage) -> None:
         raise SipParseError("CSeq method does not match")
     mf = msg.headers.get("Max-Forwards")
     if mf is not None and (
-        not mf.isascii() or not mf.isdigit() or len(mf.lstrip("0")) > 3 or int(mf) > 255
+        not mf.isascii() or not mf.isdecimal() or len(mf.lstrip("0")) > 3 or int(mf) > 255
     ):
         raise SipParseError("bad Max-Forwards")
     for name in ("Contact", "Record-Route", "Route"):  # SIP/SIPS only (§8.1.1.8, §16.12)
@@ -794,7 +798,7 @@ def _content_length(headers: Headers) -> int | None:
     if len(set(v.strip() for v in values)) != 1:
         raise SipParseError("conflicting Content-Length")
     text = values[0].strip()
-    if not text.isascii() or not text.isdigit() or len(text) > 9:
+    if not text.isascii() or not text.isdecimal() or len(text) > 9:
         raise SipParseError("bad Content-Length")
     return int(text)
 
@@ -903,7 +907,7 @@ class SipStreamParser:
             name, colon, value = line.partition(b":")
             if colon and name.strip().lower() in (b"content-length", b"l"):
                 text = value.strip()
-                if not text.isdigit() or len(text) > 9:
+                if not text.isdigit() or len(text) > 9:  # bytes: ASCII digits only
                     raise SipParseError("bad Content-Length")
                 found = int(text)
         if found is None:

@@ -49,7 +49,7 @@ def rel100_of(invite: SipRequest) -> str:
 def rack_of(request: SipRequest) -> tuple[int, int, str] | None:
     """A PRACK's `RAck: rseq cseq method` (§7.2), None if absent or unreadable."""
     parts = (request.headers.get("RAck") or "").split()
-    if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit()):
+    if len(parts) != 3 or not (parts[0].isdecimal() and parts[1].isdecimal()):
         return None
     return int(parts[0]), int(parts[1]), parts[2].upper()
 
@@ -57,7 +57,7 @@ def rack_of(request: SipRequest) -> tuple[int, int, str] | None:
 def rseq_of(response: SipResponse) -> int | None:
     """A reliable provisional's RSeq (1 to 2**31-1, §7.1), None if it is not one."""
     value = (response.headers.get("RSeq") or "").strip()
-    if not value.isdigit() or not has_option(response, "Require"):
+    if not value.isdecimal() or not has_option(response, "Require"):
         return None
     rseq = int(value)
     return rseq if 0 < rseq < 2**31 else None

@@ -200,7 +200,7 @@ def granted_expiry(response: SipResponse, contact: SipUri, asked: int) -> int:
             contact.port or 5060,
         )
         expires = bound.params.get("expires")
-        if same and expires is not None and expires.isdigit():
+        if same and expires is not None and expires.isdecimal():
             return int(expires)
     header = _int_header(response, "Expires")
     return asked if header is None else header

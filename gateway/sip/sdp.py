@@ -218,7 +218,7 @@ class SessionDescription:
                 seen_v = True
             elif kind == "o":
                 parts = value.split()
-                if len(parts) != 6 or not parts[1].isdigit() or not parts[2].isdigit():
+                if len(parts) != 6 or not parts[1].isdecimal() or not parts[2].isdecimal():
                     raise SdpError("bad o= line")
                 sd.origin_user, sd.origin_address = parts[0], parts[5]
                 sd.session_id, sd.session_version = int(parts[1]), int(parts[2])
@@ -235,7 +235,7 @@ class SessionDescription:
                 if len(parts) < 3:
                     raise SdpError("bad m= line")
                 port_text = parts[1].split("/")[0]
-                if not port_text.isdigit() or int(port_text) > 65535:
+                if not port_text.isdecimal() or int(port_text) > 65535:
                     raise SdpError("bad m= port")
                 current = MediaDescription(parts[0], int(port_text), parts[2], parts[3:])
                 sd.media.append(current)
@@ -393,7 +393,7 @@ def describe(
     offered: dict[Codec, int] = {}
     dtmf_pts: dict[int, int] = {}  # clock -> the first telephone-event at it
     for fmt in audio.formats:
-        if not fmt.isdigit():
+        if not fmt.isdecimal():
             continue
         pt = int(fmt)
         if pt in rtpmaps:
@@ -424,7 +424,7 @@ def describe(
     rtcp_addr = (host, audio.port + 1)
     if rtcp:
         parts = rtcp.split()
-        if parts and parts[0].isdigit():
+        if parts and parts[0].isdecimal():
             rtcp_addr = (parts[3] if len(parts) >= 4 else host, int(parts[0]))
     direction = audio.direction or sd.direction
     ours = _our_crypto(local, crypto) if local is not None and crypto is not None else None
@@ -516,7 +516,7 @@ def comfort_noise_pt(audio: MediaDescription, clock_rate: int) -> int | None:
     `audio` lists at `clock_rate`, the chosen codec's clock; None when there is none."""
     rtpmaps = audio.rtpmaps()
     for fmt in audio.formats:
-        if not fmt.isdigit():
+        if not fmt.isdecimal():
             continue
         pt = int(fmt)
         encoding, rate = rtpmaps.get(pt, ("cn", 8000) if pt == 13 else ("", 0))

@@ -39,7 +39,7 @@ def parse_session_expires(message: SipRequest | SipResponse) -> tuple[int, str |
         return None
     num, *params = value.split(";")
     num = num.strip()
-    if not num.isdigit() or int(num) < 1:
+    if not num.isdecimal() or int(num) < 1:
         return None
     refresher = None
     for param in params:
@@ -58,7 +58,7 @@ def session_expires(request: SipRequest | SipResponse) -> int | None:
 def min_se_of(message: SipRequest | SipResponse) -> int | None:
     """The message's Min-SE in seconds (§5), None if absent or unreadable."""
     value = (message.headers.get("Min-SE") or "").split(";")[0].strip()
-    return int(value) if value.isdigit() else None
+    return int(value) if value.isdecimal() else None
 
 
 def too_brief_retry(call: SipCall, sent: SipRequest, response: SipResponse) -> int | None:

@@ -341,3 +341,23 @@ def test_other_transports_are_no_audio_stream_not_srtp(media: str) -> None:
         negotiate(offer(media), "h", 1)
     assert not isinstance(info.value, EncryptedMediaOnly)
     assert info.value.reason == "no_codec" and info.value.warning == 304
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "m=audio \u00b2000 RTP/AVP 0",  # a superscript digit: str.isdigit() says yes, int() no
+        "m=audio 7000 RTP/AVP \u00b9 0",
+        "o=- \u00b2 1 IN IP4 192.0.2.1",
+        "a=rtcp:\u00b2001",
+    ],
+)
+def test_non_ascii_digits_never_crash_the_sdp_parser(line: str) -> None:
+    text = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+    text += "m=audio 7000 RTP/AVP 0\r\n" if not line.startswith("m=") else ""
+    text += line + "\r\n"
+    try:
+        sd = SessionDescription.parse(text.encode())
+        negotiate(sd, "203.0.113.5", 20000)
+    except SdpError:
+        pass  # refused cleanly (400/488) is right; any other exception is the bug
