@@ -18,10 +18,15 @@ second loop would add time and no coverage.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import io
+import sys
+from collections.abc import Callable, Iterator, Mapping
 
 import pytest
+import structlog
 import uvloop
+
+from gateway.logs import configure
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
@@ -45,3 +50,13 @@ def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> Mapping[str, LoopFactory]:
     return BOTH_LOOPS if on_both_loops(config, item) else DEFAULT_LOOP
+
+
+@pytest.fixture
+def log_lines() -> Iterator[Callable[[], str]]:
+    """The gateway's JSON logs at debug level into a buffer; returns a reader."""
+    buf = io.StringIO()
+    configure("json", "debug")
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=buf))
+    yield buf.getvalue
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.__stderr__))

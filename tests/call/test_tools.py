@@ -7,22 +7,17 @@ failures answered, and every client event the gateway sent valid for the openai 
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pytest
-import structlog
 
 from gateway.call.call import Call, CallOptions
 from gateway.call.default_scenario import setup as default_setup
 from gateway.call.manager import CallManager
 from gateway.call.tools import ToolContext
-from gateway.logs import configure
 from gateway.media.port import DtmfReceived
 from gateway.realtime.local.server import LocalProvider
 from tests.support.audio import speech_like
@@ -30,24 +25,6 @@ from tests.support.local_provider import client_frames
 from tests.support.memory_call import MediaLegAndClock, open_call
 from tests.support.realtime_schema import Conformance
 from tests.support.waiting import wait_for
-
-
-@pytest.fixture
-async def provider() -> AsyncIterator[LocalProvider]:
-    p = LocalProvider(use_espeak=False, record_frames=True)
-    await p.start()
-    yield p
-    await p.stop()
-
-
-@pytest.fixture
-def log_lines() -> Iterator[Callable[[], str]]:
-    """The gateway's JSON logs at debug level into a buffer; returns a reader."""
-    buf = io.StringIO()
-    configure("json", "debug")
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=buf))
-    yield buf.getvalue
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.__stderr__))
 
 
 def session_tools(provider: LocalProvider) -> list[str]:

@@ -9,16 +9,13 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import io
 import json
 import socket
-import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import structlog
 from aiohttp import web
 
 from gateway import metrics
@@ -27,7 +24,6 @@ from gateway.call.default_scenario import setup as default_setup
 from gateway.call.manager import CallManager
 from gateway.call.webhook import WebhookClient
 from gateway.errors import ConfigError
-from gateway.logs import configure
 from gateway.media.port import DtmfReceived
 from gateway.realtime.local.server import LocalProvider
 from gateway.webhooks import load_webhook_tools
@@ -54,23 +50,6 @@ def verify_standard_webhook(secret: str, headers: Any, body: bytes) -> bool:
         if version == "v1" and hmac.compare_digest(base64.b64decode(value), expected):
             return True
     return False
-
-
-@pytest.fixture
-async def provider() -> AsyncIterator[LocalProvider]:
-    p = LocalProvider(use_espeak=False, record_frames=True)
-    await p.start()
-    yield p
-    await p.stop()
-
-
-@pytest.fixture
-def log_lines() -> Iterator[Callable[[], str]]:
-    buf = io.StringIO()
-    configure("json", "debug")
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=buf))
-    yield buf.getvalue
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.__stderr__))
 
 
 class Backend:
