@@ -10,11 +10,9 @@ import asyncio
 import base64
 import itertools
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from gateway.call.call import Call, CallOptions
 from gateway.call.default_scenario import setup
@@ -27,14 +25,6 @@ from tests.support.audio import Pcm, best_correlation, speech_like
 from tests.support.local_provider import sent_client_events
 from tests.support.memory_call import open_call
 from tests.support.waiting import wait_for
-
-
-@pytest.fixture
-async def provider() -> AsyncIterator[LocalProvider]:
-    p = LocalProvider(use_espeak=False, record_frames=True)
-    await p.start()
-    yield p
-    await p.stop()
 
 
 async def test_greeting_then_echo_of_what_the_caller_said(provider: LocalProvider) -> None:

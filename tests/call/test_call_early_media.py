@@ -4,10 +4,7 @@ audio is recorded, not sent to the model, nothing is played to it, and the scena
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from gateway.call.call import Call, CallOptions
 from gateway.call.default_scenario import setup
@@ -18,14 +15,6 @@ from tests.support.audio import best_correlation, read_stereo_wav, speech_like
 from tests.support.local_provider import sent_client_events
 from tests.support.memory_call import open_call
 from tests.support.waiting import wait_for
-
-
-@pytest.fixture
-async def provider() -> AsyncIterator[LocalProvider]:
-    p = LocalProvider(use_espeak=False, record_frames=True)
-    await p.start()
-    yield p
-    await p.stop()
 
 
 async def test_early_media_is_recorded_not_sent_then_the_answer_connects(

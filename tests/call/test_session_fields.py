@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -43,14 +42,6 @@ ROUTE: dict[str, Any] = {
     "vad_create_response": True,
     "vad_interrupt_response": False,
 }
-
-
-@pytest.fixture
-async def provider() -> AsyncIterator[LocalProvider]:
-    p = LocalProvider(use_espeak=False, record_frames=True)
-    await p.start()
-    yield p
-    await p.stop()
 
 
 def _session(called: str, **overrides: Any) -> rt.SessionConfig:
