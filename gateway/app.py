@@ -39,6 +39,7 @@ from gateway.config import Settings, parse_hostport, parse_port_range
 from gateway.errors import ConfigError, StartupError
 from gateway.gcpolicy import GcPolicy
 from gateway.http.calls import CallApi, add_call_routes
+from gateway.http.sideband import SidebandApi, add_sideband_routes
 from gateway.http.client import parse_networks
 from gateway.http.errors import error_middleware
 from gateway.http.health import add_health_routes, add_metrics_route, metrics_guard
@@ -340,6 +341,9 @@ class Gateway:
                 drain=self.begin_drain,
                 trusted_proxies=trusted_proxies,
             ),
+        )
+        add_sideband_routes(
+            app, SidebandApi(self.manager, self.settings.api_token, trusted_proxies)
         )
         assert self.webrtc is not None
         add_webrtc_routes(app, self.webrtc)
