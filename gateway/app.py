@@ -39,10 +39,10 @@ from gateway.config import Settings, parse_hostport, parse_port_range
 from gateway.errors import ConfigError, StartupError
 from gateway.gcpolicy import GcPolicy
 from gateway.http.calls import CallApi, add_call_routes
-from gateway.http.sideband import SidebandApi, add_sideband_routes
 from gateway.http.client import parse_networks
 from gateway.http.errors import error_middleware
 from gateway.http.health import add_health_routes, add_metrics_route, metrics_guard
+from gateway.http.sideband import SidebandApi, add_sideband_routes
 from gateway.legs.sip.registrations import SipRegistrations, registrar_uri
 from gateway.legs.sip.service import SipCallService
 from gateway.legs.webrtc.service import WebRtcCallService

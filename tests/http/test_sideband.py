@@ -169,20 +169,24 @@ async def test_app_answers_its_tool_over_the_sideband_and_is_closed_with_1000(
 async def test_other_client_events_get_an_error_event_and_the_socket_stays_open(
     provider: LocalProvider,
 ) -> None:
-    async with live_call(provider) as (_call, _task, client):
-        async with client.realtime.connect(call_id="c1", model="gpt-realtime") as conn:
-            await conn.send({"type": "input_audio_buffer.append", "audio": "AAAA"})
-            ev = await asyncio.wait_for(conn.recv(), 5)
-            assert isinstance(ev, RealtimeErrorEvent)
-            assert ev.error.code == "invalid_event_type"
-            await conn.session.update(session={"type": "realtime", "instructions": "be brief"})
-            await wait_for(
-                lambda: provider.sessions[0].session.get("instructions") == "be brief", 5
-            )
-            assert not any(
-                f["type"] == "input_audio_buffer.append" and f.get("audio") == "AAAA"
-                for f in client_frames(provider)
-            )
+    async with (
+        live_call(provider) as (_call, _task, client),
+        client.realtime.connect(call_id="c1", model="gpt-realtime") as conn,
+    ):
+        await conn.send({"type": "input_audio_buffer.append", "audio": "AAAA"})
+        ev = await asyncio.wait_for(conn.recv(), 5)
+        assert isinstance(ev, RealtimeErrorEvent)
+        assert ev.error.code == "invalid_event_type"
+        await conn.send("not json at all")
+        ev = await asyncio.wait_for(conn.recv(), 5)
+        assert isinstance(ev, RealtimeErrorEvent) and ev.error.code == "invalid_json"
+        # the socket is still up: a session.update goes through
+        await conn.session.update(session={"type": "realtime", "instructions": "be brief"})
+        await wait_for(lambda: provider.sessions[0].session.get("instructions") == "be brief", 5)
+        assert not any(
+            f["type"] == "input_audio_buffer.append" and f.get("audio") == "AAAA"
+            for f in client_frames(provider)
+        )
 
 
 async def test_wrong_token_gets_401_and_unknown_call_404_on_the_gateway() -> None:
