@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -62,7 +62,7 @@ def outputs(provider: LocalProvider) -> list[dict[str, Any]]:
 
 
 def session_tools(provider: LocalProvider) -> list[str]:
-    return [str(t["name"]) for t in provider.sessions[0].session.get("tools") or []]
+    return [str(t["name"]) for t in provider.sessions[-1].session.get("tools") or []]
 
 
 def press(call: Call, keys: str) -> None:
@@ -72,7 +72,7 @@ def press(call: Call, keys: str) -> None:
 
 @contextlib.asynccontextmanager
 async def live_call(
-    provider: LocalProvider,
+    provider: LocalProvider, setup: Callable[[Call], None] = default_setup
 ) -> AsyncIterator[tuple[Call, asyncio.Task[None], AsyncOpenAI]]:
     """Call "c1" running the default scenario in a CallManager, the sideband route on a real
     HTTP listener, and an SDK client pointed at it."""
@@ -82,7 +82,7 @@ async def live_call(
     )
     manager = CallManager(4)
     manager.reserve()
-    task = manager.start(call, default_setup)
+    task = manager.start(call, setup)
     app = web.Application(middlewares=[error_middleware])
     add_sideband_routes(app, SidebandApi(manager, Secret(TOKEN)))
     runner = web.AppRunner(app, handle_signals=False)
@@ -205,3 +205,28 @@ async def test_wrong_token_gets_401_and_unknown_call_404_on_the_gateway() -> Non
             body = json.loads(refused.value.response.body or b"{}")
             assert set(body["error"]) == {"message", "type", "code", "param"}
             await client.close()
+
+
+async def test_gateway_tool_names_stay_the_gateways_and_a_toolless_scenario_passes_them_on(
+    provider: LocalProvider,
+) -> None:
+    end_call = {**LOOKUP, "name": "end_call"}
+    async with (
+        live_call(provider) as (_call, _task, client),
+        client.realtime.connect(call_id="c1", model="gpt-realtime") as conn,
+    ):
+        await conn.session.update(session={"type": "realtime", "tools": [end_call, LOOKUP]})
+        ev = await asyncio.wait_for(conn.recv(), 5)
+        assert isinstance(ev, RealtimeErrorEvent) and ev.error.code == "tool_name_taken"
+        await wait_for(lambda: "lookup_order" in session_tools(provider), 5)
+        assert session_tools(provider).count("end_call") == 1
+
+    def no_tools(call: Call) -> None:  # a scenario answering its own tools (or none)
+        return None
+
+    async with (
+        live_call(provider, no_tools) as (_call, _task, client),
+        client.realtime.connect(call_id="c1", model="gpt-realtime") as conn,
+    ):
+        await conn.session.update(session={"type": "realtime", "tools": [LOOKUP]})
+        await wait_for(lambda: session_tools(provider) == ["lookup_order"], 5)
