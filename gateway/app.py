@@ -42,6 +42,7 @@ from gateway.http.calls import CallApi, add_call_routes
 from gateway.http.client import parse_networks
 from gateway.http.errors import error_middleware
 from gateway.http.health import add_health_routes, add_metrics_route, metrics_guard
+from gateway.http.sideband import SidebandApi, add_sideband_routes
 from gateway.legs.sip.registrations import SipRegistrations, registrar_uri
 from gateway.legs.sip.service import SipCallService
 from gateway.legs.webrtc.service import WebRtcCallService
@@ -340,6 +341,9 @@ class Gateway:
                 drain=self.begin_drain,
                 trusted_proxies=trusted_proxies,
             ),
+        )
+        add_sideband_routes(
+            app, SidebandApi(self.manager, self.settings.api_token, trusted_proxies)
         )
         assert self.webrtc is not None
         add_webrtc_routes(app, self.webrtc)

@@ -30,6 +30,13 @@ Output errors are JSON objects `{"ok": false, "error": CODE, "message": TEXT}` w
 `unknown_tool`, `bad_arguments`, `timeout`, `tool_failed` (and a webhook's own codes,
 `gateway.call.webhook`). The runner is active once a tool has been registered: a scenario that
 registers none (a VoxEngine port answering `FunctionCallArgumentsDone` itself) is left alone.
+
+External tools (the sideband WebSocket, `gateway.http.sideband`): the function tools an app
+declares in its own `session.update` are registered here as *external* (`set_external`): they
+are declared to the provider beside the gateway's tools, and the runner leaves their calls to
+the app (no `unknown_tool` answer, no response.create for them). A call_id the app answered
+(`answered_externally`) is never answered by the runner. A name the call registered itself stays
+the call's: the app cannot take over `end_call`.
 """
 
 from __future__ import annotations
@@ -178,6 +185,8 @@ class ToolRegistry:
         self._batches: dict[str, _Batch] = {}
         self._answered: set[str] = set()
         self._turn_open = False
+        #: function tools declared by an app over the sideband: name -> definition
+        self._external: dict[str, dict[str, Any]] = {}
 
     # --- the registry -------------------------------------------------------------------------
 
@@ -243,12 +252,42 @@ class ToolRegistry:
         return [t.name for t in self]
 
     def definitions(self) -> list[dict[str, Any]]:
-        """What the session's `tools` declares for this call."""
-        return [t.definition() for t in self]
+        """What the session's `tools` declares for this call: the call's tools, then the
+        external ones."""
+        own = [t.definition() for t in self]
+        return own + [d for n, d in self._external.items() if n not in self._tools]
+
+    # --- external tools (an app's, over the sideband) -------------------------------------------
+
+    def set_external(self, definitions: list[dict[str, Any]]) -> list[str]:
+        """Replace the app's tools with `definitions` (function tools: {"name", ...}) and declare
+        them. Returns the names refused because the call registered a tool of that name."""
+        refused = [str(d.get("name")) for d in definitions if d.get("name") in self._tools]
+        self._external = {
+            str(d["name"]): dict(d)
+            for d in definitions
+            if isinstance(d.get("name"), str) and d["name"] and d["name"] not in self._tools
+        }
+        self._changed()
+        return refused
+
+    def is_external(self, name: str) -> bool:
+        """True when calls of `name` are the app's (declared by it, not registered here)."""
+        return name in self._external and name not in self._tools
+
+    @property
+    def manages_declarations(self) -> bool:
+        """True when the registry declares the session's tools (a tool was registered)."""
+        return self._active
+
+    def answered_externally(self, call_id: str) -> None:
+        """The app answered `call_id`: the runner will not."""
+        self._answered.add(call_id)
 
     def clear(self) -> None:
         """The call is over: drop every tool (closures over the call) and batch."""
         self._tools.clear()
+        self._external.clear()
         self._batches.clear()
 
     # --- declaring the tools to the provider --------------------------------------------------
@@ -330,6 +369,8 @@ class ToolRegistry:
         batch = self._batches.setdefault(response_id, _Batch(response_id))
         if call_id in batch.started or call_id in self._answered:
             return
+        if self.is_external(name):
+            return  # the app's tool: it answers over the sideband
         batch.started.add(call_id)
         call = self._call
         tool = self.get(name)

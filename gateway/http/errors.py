@@ -56,3 +56,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("http_handler_failed", path=request.path, method=request.method)
         return json_error(500, "internal error")
+
+
+def openai_error(status: int, message: str, code: str, *, param: str | None = None) -> web.Response:
+    """An HTTP error shaped as OpenAI's API answers one (`{"error": {"message", "type",
+    "code", "param"}}`), for the `/v1` routes; counted as `json_error` is."""
+    reason = _REASONS.get(status, "error")
+    metrics.HTTP_ERRORS.labels(reason=reason).inc()
+    kind = "invalid_request_error" if status != 401 else "authentication_error"
+    body = {"error": {"message": message, "type": kind, "code": code, "param": param}}
+    return web.json_response(body, status=status)
