@@ -259,6 +259,20 @@ class CallEndedError(CallError):
     """An action was asked of a call that has ended."""
 
 
+class CallDeclined(CallError):
+    """An inbound call refused by its app (`/v1/realtime/calls/{id}/reject`) or by the
+    webhook fallback: the SIP status to answer with."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"call declined with {status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class CallAlreadyDecided(CallError):
+    """A second accept/reject for a webhook-mode call (the API's 409)."""
+
+
 class UnknownEventName(CallError, ValueError):
     """A scenario registered a handler for an event name (or object) that names no event it
     could ever receive; raised at registration, so the mistake is never silent."""
