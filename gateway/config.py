@@ -255,8 +255,6 @@ class Settings:
         )
         if uses_webhook and urlsplit(self.call_webhook_url).scheme not in ("http", "https"):
             raise ConfigError("call_webhook_url must be an http:// or https:// URL (webhook mode)")
-        if self.call_webhook_secret:
-            self.call_webhook_key()
         for cidr in self.sip_allow:
             try:
                 ipaddress.ip_network(cidr, strict=False)
