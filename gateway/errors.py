@@ -42,6 +42,8 @@ descends from a root drawn below, and that the drawing is the classes' real tree
     ├── OutboundError                 an outbound call could not be placed: status (HTTP)
     ├── CallStateError                an input the Call's lifecycle table has no entry for
     ├── CallEndedError                an action asked of a call that has ended
+    ├── CallDeclined                  an inbound call refused by its app or the fallback: status
+    ├── CallAlreadyDecided            a second accept/reject of a webhook-mode call (409)
     └── UnknownEventName (ValueError)  a handler registered for a name that names no event
     WebRtcError                       the WebRTC leg and its signalling: status (HTTP), message
     ├── Unauthorized                  401: no credential, a wrong one, or an expired token
