@@ -12,6 +12,7 @@ The secret is never logged; a failed POST is logged by its kind only.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import time
@@ -33,6 +34,7 @@ _EVENT_HEADERS = frozenset({"from", "to", "call-id"})
 #: pauses before the 2nd, 3rd... POST (seconds)
 RETRY_BACKOFF = (0.5, 1.0, 2.0, 4.0)
 POST_TIMEOUT_S = 5.0
+MAX_DECIDED = 4096
 
 
 @dataclass(frozen=True)
@@ -86,11 +88,17 @@ class IncomingCalls:
         self.reject_status = reject_status
         self.backoff = tuple(backoff)
         self._waiting: dict[str, asyncio.Future[Decision]] = {}
+        #: the last calls decided (accept/reject), for the 409 of a second decision
+        self._decided: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._session: aiohttp.ClientSession | None = None
 
     def waiting(self, call_id: str) -> bool:
         """The call rings, awaiting its decision."""
         return call_id in self._waiting
+
+    def decided(self, call_id: str) -> bool:
+        """The call was accepted or rejected (one of the last `MAX_DECIDED`)."""
+        return call_id in self._decided
 
     async def decide(
         self,
@@ -133,6 +141,9 @@ class IncomingCalls:
         decided = self._waiting[call_id]
         if decided.done():
             raise CallAlreadyDecided(call_id)
+        self._decided[call_id] = None
+        if len(self._decided) > MAX_DECIDED:
+            self._decided.popitem(last=False)
         return decided
 
     async def _post(self, call_id: str, body: bytes) -> None:

@@ -77,8 +77,8 @@ def add_openai_call_routes(app: web.Application, api: CallApi, incoming: Incomin
         ):
             return openai_error(400, "'tools' must be a list of objects.", "tools")
         if not incoming.waiting(call_id):
-            if api.manager.get(call_id) is not None:
-                return openai_error(409, "The call was already accepted.", "call_id")
+            if incoming.decided(call_id) or api.manager.get(call_id) is not None:
+                return openai_error(409, "The call was already accepted or rejected.", "call_id")
             return _unknown(call_id)
         try:
             incoming.accept(call_id, body)
@@ -95,8 +95,8 @@ def add_openai_call_routes(app: web.Application, api: CallApi, incoming: Incomin
         if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 699:
             return openai_error(400, "'status_code' must be a SIP status 400-699.", "status_code")
         if not incoming.waiting(call_id):
-            if api.manager.get(call_id) is not None:
-                return openai_error(409, "The call was already accepted.", "call_id")
+            if incoming.decided(call_id) or api.manager.get(call_id) is not None:
+                return openai_error(409, "The call was already accepted or rejected.", "call_id")
             return _unknown(call_id)
         try:
             incoming.reject(call_id, status)

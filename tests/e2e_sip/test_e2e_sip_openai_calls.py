@@ -125,44 +125,43 @@ def refer_scenario(tmp_path: Path) -> Path:
 
 async def test_accept_with_instructions_then_the_caller_hears_the_echo(tmp_path: Path) -> None:
     log = CallLog()
-    async with webhook_app() as app:
-        async with gateway_for(app.url, log.setup, greeting=False) as gw:
-            sdk = app.sdk(gw)
+    async with webhook_app() as app, gateway_for(app.url, log.setup, greeting=False) as gw:
+        sdk = app.sdk(gw)
+        assert gw.local_provider is not None
+        gw.local_provider.options.record_frames = True
 
-            async def the_app() -> str:
-                event = await asyncio.wait_for(app.events.get(), 10)
-                assert event.type == "realtime.call.incoming"
-                call_id = event.data.call_id
-                names = {h.name.lower() for h in event.data.sip_headers}
-                assert {"from", "to", "call-id"} <= names
-                await sdk.realtime.calls.accept(
-                    call_id,
-                    type="realtime",
-                    model="gpt-realtime",
-                    instructions="You are the webhook-accepted agent.",
-                )
-                # a second accept of the same call: 409
-                with pytest.raises(openai.ConflictError) as conflict:
-                    await sdk.realtime.calls.accept(call_id, type="realtime", model="gpt-realtime")
-                assert conflict.value.status_code == 409
-                return str(call_id)
+        async def the_app() -> str:
+            event = await asyncio.wait_for(app.events.get(), 10)
+            assert event.type == "realtime.call.incoming"
+            call_id = event.data.call_id
+            names = {h.name.lower() for h in event.data.sip_headers}
+            assert {"from", "to", "call-id"} <= names
+            await sdk.realtime.calls.accept(
+                call_id,
+                type="realtime",
+                model="gpt-realtime",
+                instructions="You are the webhook-accepted agent.",
+            )
+            # a second accept of the same call: 409
+            with pytest.raises(openai.ConflictError) as conflict:
+                await sdk.realtime.calls.accept(call_id, type="realtime", model="gpt-realtime")
+            assert conflict.value.status_code == 409
+            return str(call_id)
 
-            app_task = asyncio.create_task(the_app())
-            source, said = speech_wav(tmp_path, 0.8, 4.0)
-            phone = await baresip_call(gw, log, tmp_path, source)
-            call_id = await app_task
-            [call] = log.calls
-            assert call.id == call_id
-            heard = phone.heard()
-            found = windows_found(said, heard)
-            assert np.mean(np.array(found) >= 0.8) >= 0.7, found
-            # the app's instructions reached the provider session
-            [engine] = provider_sessions(gw)
-            sent = [
-                e["session"].get("instructions") for e in client_events(engine, "session.update")
-            ]
-            assert "You are the webhook-accepted agent." in sent, sent
-            await assert_nothing_leaked(gw)
+        app_task = asyncio.create_task(the_app())
+        source, said = speech_wav(tmp_path, 0.8, 4.0)
+        phone = await baresip_call(gw, log, tmp_path, source)
+        call_id = await app_task
+        [call] = log.calls
+        assert call.id == call_id
+        heard = phone.heard()
+        found = windows_found(said, heard)
+        assert np.mean(np.array(found) >= 0.8) >= 0.7, found
+        # the app's instructions reached the provider session
+        [engine] = provider_sessions(gw)
+        sent = [e["session"].get("instructions") for e in client_events(engine, "session.update")]
+        assert "You are the webhook-accepted agent." in sent, sent
+        await assert_nothing_leaked(gw)
 
 
 async def test_reject_gives_the_caller_the_status_asked_for(tmp_path: Path) -> None:
@@ -176,7 +175,7 @@ async def test_reject_gives_the_caller_the_status_asked_for(tmp_path: Path) -> N
             await sdk.realtime.calls.reject(event.data.call_id, status_code=486)
 
         app_task = asyncio.create_task(the_app())
-        sipp, result = await run_sipp(gw, tmp_path, scenario=str(reject_scenario(tmp_path, 486)))
+        _sipp, result = await run_sipp(gw, tmp_path, scenario=str(reject_scenario(tmp_path, 486)))
         await app_task
         assert result.successful_calls == 1, result.explain()
         await assert_nothing_leaked(gw)
@@ -214,7 +213,7 @@ async def test_refer_sends_refer_to_the_caller_then_hangup_sends_bye(tmp_path: P
 async def test_a_webhook_endpoint_that_is_down_gets_the_fallback(tmp_path: Path) -> None:
     down = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
     async with gateway_for(down, call_webhook_timeout=1.5, call_webhook_reject_status=480) as gw:
-        sipp, result = await run_sipp(gw, tmp_path, scenario=str(reject_scenario(tmp_path, 480)))
+        _sipp, result = await run_sipp(gw, tmp_path, scenario=str(reject_scenario(tmp_path, 480)))
         assert result.successful_calls == 1, result.explain()
         await assert_nothing_leaked(gw)
 
@@ -225,7 +224,7 @@ async def test_a_forged_signature_is_refused_by_unwrap_and_retried(tmp_path: Pat
         webhook_app(OTHER_SECRET) as app,
         gateway_for(app.url, call_webhook_timeout=2.0, call_webhook_reject_status=480) as gw,
     ):
-        sipp, result = await run_sipp(gw, tmp_path, scenario=str(reject_scenario(tmp_path, 480)))
+        _sipp, result = await run_sipp(gw, tmp_path, scenario=str(reject_scenario(tmp_path, 480)))
         assert result.successful_calls == 1, result.explain()
         assert app.events.empty()
         # retried with backoff (0.5 s, 1 s within the 2 s), the same message id each time
