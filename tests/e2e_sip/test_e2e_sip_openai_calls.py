@@ -243,3 +243,25 @@ async def test_a_wrong_token_gets_401_and_an_unknown_call_404() -> None:
         assert missing.value.status_code == 404
         with pytest.raises(openai.BadRequestError):
             await app.sdk(gw).realtime.calls.reject("no-such-call", status_code=42)
+
+
+async def test_cancel_while_waiting_for_the_app_ends_the_wait_cleanly(tmp_path: Path) -> None:
+    async with webhook_app() as app, gateway_for(app.url, call_webhook_timeout=30.0) as gw:
+        text = (SIPP_DIR / "e2e_cancel.xml").read_text()
+        text = text.replace(
+            '<pause milliseconds="200"/>',
+            '<recv response="180"/>\n  <pause milliseconds="1000"/>',
+            1,
+        )
+        scenario = tmp_path / "cancel_ringing.xml"
+        scenario.write_text(text)
+        _sipp, result = await run_sipp(gw, tmp_path, scenario=str(scenario))
+        assert result.successful_calls == 1, result.explain()
+        event = await asyncio.wait_for(app.events.get(), 5)  # the app heard of the call
+        assert gw.calls is not None and gw.calls.incoming is not None
+        assert not gw.calls.incoming.waiting(event.data.call_id)  # long before the 30 s
+        with pytest.raises(openai.NotFoundError):
+            await app.sdk(gw).realtime.calls.accept(
+                event.data.call_id, type="realtime", model="gpt-realtime"
+            )
+        await assert_nothing_leaked(gw)
