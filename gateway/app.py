@@ -6,7 +6,8 @@
               ├─ SipEndpoint (sans-I/O) ── SipTransport (UDP/TCP/TLS) ── SipCallService
               │    └─ SipRegistrations (the trunks with register = true)
               ├─ WebRtcCallService (aiortc legs) ── WebRtcService (the routes' state)
-              └─ aiohttp: /healthz /readyz /metrics, /calls, /admin/drain, /webrtc/*, the page
+              └─ aiohttp: /healthz /readyz /metrics, /calls, /admin/drain, /v1/realtime/calls
+                 (gateway.http.openai_calls), /webrtc/*, the page
 
 `Gateway.run()` starts everything, serves until SIGTERM/SIGINT, drains (new calls refused with
 503, live calls go on until they end or the drain timeout, then a goodbye prompt), and stops.
@@ -29,6 +30,7 @@ from aiohttp import web
 from gateway import metrics
 from gateway.call.default_scenario import TOOLS
 from gateway.call.default_scenario import setup as default_setup
+from gateway.call.incoming import IncomingCalls
 from gateway.call.manager import CallManager
 from gateway.call.prompts import warm_prompts
 from gateway.call.recorder import recover_recordings
@@ -42,6 +44,7 @@ from gateway.http.calls import CallApi, add_call_routes
 from gateway.http.client import parse_networks
 from gateway.http.errors import error_middleware
 from gateway.http.health import add_health_routes, add_metrics_route, metrics_guard
+from gateway.http.openai_calls import add_openai_call_routes
 from gateway.http.sideband import SidebandApi, add_sideband_routes
 from gateway.legs.sip.registrations import SipRegistrations, registrar_uri
 from gateway.legs.sip.service import SipCallService
@@ -200,6 +203,18 @@ class Gateway:
         self.calls = CallService(
             s, self.profile, self.manager, setup or default_setup, TOOLS, client_factory
         )
+        if s.call_webhook_url:
+            try:
+                key = s.call_webhook_key()
+            except ConfigError as exc:
+                raise StartupError(str(exc)) from None
+            self.calls.incoming = IncomingCalls(
+                s.call_webhook_url,
+                key,
+                timeout_s=s.call_webhook_timeout,
+                fallback=s.call_webhook_fallback,
+                reject_status=s.call_webhook_reject_status,
+            )
         # --- SIP
         await self._start_sip()
         # --- WebRTC and HTTP
@@ -332,16 +347,16 @@ class Gateway:
                     # no API token configured: loopback clients only, like the call API
                     allowed="api_token" if self.settings.api_token else "loopback_clients",
                 )
-        add_call_routes(
-            app,
-            CallApi(
-                manager=self.manager,
-                token=self.settings.api_token,
-                dial=self.sip_calls.dial if self.sip_calls and self._outbound_trunks else None,
-                drain=self.begin_drain,
-                trusted_proxies=trusted_proxies,
-            ),
+        call_api = CallApi(
+            manager=self.manager,
+            token=self.settings.api_token,
+            dial=self.sip_calls.dial if self.sip_calls and self._outbound_trunks else None,
+            drain=self.begin_drain,
+            trusted_proxies=trusted_proxies,
         )
+        add_call_routes(app, call_api)
+        if self.calls is not None and self.calls.incoming is not None:
+            add_openai_call_routes(app, call_api, self.calls.incoming)
         add_sideband_routes(
             app, SidebandApi(self.manager, self.settings.api_token, trusted_proxies)
         )

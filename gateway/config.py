@@ -26,12 +26,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError
 from gateway.secret import Secret, read_secret_file
 from gateway.sip.sdp import SRTP_MODES
 from gateway.sip.trunk import Trunk, load_trunks
-from gateway.webhooks import WebhookTool, load_webhook_tools
+from gateway.webhooks import WebhookTool, load_webhook_tools, signing_key
 
 
 def _opt(default: Any, help: str, **meta: Any) -> Any:
@@ -182,6 +183,18 @@ class Settings:
     # --- calls
     api_token: Secret = _opt(Secret(""), "bearer token for the call API and WebRTC offers")
     api_token_file: str = _opt("", "read api_token from this file (keeps it off the command line)")
+    # issue 18: the OpenAI-SIP-compatible control plane (docs/openai-sip-compat.md)
+    call_mode: str = _opt(
+        "scenario", "inbound calls: scenario (answered at once) or webhook (accept/reject)"
+    )
+    call_webhook_url: str = _opt("", "where realtime.call.incoming is POSTed (webhook mode)")
+    call_webhook_secret: Secret = _opt(
+        Secret(""), "whsec_... key signing the call webhook (or env:VAR)"
+    )
+    call_webhook_secret_file: str = _opt("", "read call_webhook_secret from this file")
+    call_webhook_timeout: float = _opt(10.0, "seconds a webhook call rings awaiting accept")
+    call_webhook_fallback: str = _opt("reject", "after the timeout: reject or default")
+    call_webhook_reject_status: int = _opt(480, "SIP status of the fallback reject")
     record_dir: str = _opt("", "write a stereo WAV and a JSONL transcript per call here")
     scenario: str = _opt("", "Python file defining the call scenario (default scenario if empty)")
     drain_timeout: float = _opt(300.0, "seconds live calls may go on after a drain starts")
@@ -229,6 +242,19 @@ class Settings:
             if getattr(self, name):
                 parse_hostport(getattr(self, name), name)
         parse_port_range(self.rtp_ports)
+        if self.call_mode not in ("scenario", "webhook"):
+            raise ConfigError("call_mode must be scenario or webhook")
+        if self.call_webhook_fallback not in ("reject", "default"):
+            raise ConfigError("call_webhook_fallback must be reject or default")
+        if not 400 <= self.call_webhook_reject_status <= 699:
+            raise ConfigError("call_webhook_reject_status must be a SIP status 400-699")
+        if not 0 < self.call_webhook_timeout <= 300:
+            raise ConfigError("call_webhook_timeout must be more than 0 and at most 300 s")
+        uses_webhook = self.call_mode == "webhook" or any(
+            r.get("mode") == "webhook" for r in self.routes
+        )
+        if uses_webhook and urlsplit(self.call_webhook_url).scheme not in ("http", "https"):
+            raise ConfigError("call_webhook_url must be an http:// or https:// URL (webhook mode)")
         for cidr in self.sip_allow:
             try:
                 ipaddress.ip_network(cidr, strict=False)
@@ -305,6 +331,17 @@ class Settings:
     def trunk_settings(self) -> dict[str, Trunk]:
         """The `[trunks.NAME]` tables, typed (checked by `validate`)."""
         return load_trunks(self.trunks)
+
+    def call_webhook_key(self) -> bytes:
+        """The HMAC key of `call_webhook_secret` (`whsec_...`, or `env:VAR` naming it); b""
+        when unset: the call webhook goes unsigned."""
+        raw = self.call_webhook_secret.reveal()
+        if raw.startswith("env:"):
+            var = raw[4:]
+            if not var or var not in os.environ:
+                raise ConfigError(f"call_webhook_secret: environment variable {var!r} is not set")
+            raw = os.environ[var]
+        return signing_key(raw, "call_webhook_secret") if raw else b""
 
     def webhook_tools(self) -> dict[str, WebhookTool]:
         """The `[tools.NAME]` tables, typed (checked by `validate`)."""

@@ -42,6 +42,8 @@ descends from a root drawn below, and that the drawing is the classes' real tree
     ├── OutboundError                 an outbound call could not be placed: status (HTTP)
     ├── CallStateError                an input the Call's lifecycle table has no entry for
     ├── CallEndedError                an action asked of a call that has ended
+    ├── CallDeclined                  an inbound call refused by its app or the fallback: status
+    ├── CallAlreadyDecided            a second accept/reject of a webhook-mode call (409)
     └── UnknownEventName (ValueError)  a handler registered for a name that names no event
     WebRtcError                       the WebRTC leg and its signalling: status (HTTP), message
     ├── Unauthorized                  401: no credential, a wrong one, or an expired token
@@ -257,6 +259,20 @@ class CallStateError(CallError):
 
 class CallEndedError(CallError):
     """An action was asked of a call that has ended."""
+
+
+class CallDeclined(CallError):
+    """An inbound call refused by its app (`/v1/realtime/calls/{id}/reject`) or by the
+    webhook fallback: the SIP status to answer with."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"call declined with {status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class CallAlreadyDecided(CallError):
+    """A second accept/reject for a webhook-mode call (the API's 409)."""
 
 
 class UnknownEventName(CallError, ValueError):

@@ -629,6 +629,13 @@ class Call:
             self._bus.off(TransferProgress, on_progress)
         return 200 <= status < 300
 
+    async def refer(self, uri: str) -> None:
+        """Blind transfer to a URI (SIP REFER, RFC 3515), not waiting for its outcome (the
+        `/v1/realtime/calls/{id}/refer` route; its progress is the call's TransferProgress)."""
+        if self._transfer_fn is None:
+            raise ValueError(f"{self.info.leg} calls cannot be transferred")
+        await self._transfer_fn(uri)
+
     def start_recording(self) -> None:
         """Record a stereo WAV and a JSONL transcript into the record directory."""
         if self.recorder is None:

@@ -31,6 +31,7 @@ ROUTE_OVERRIDE_KEYS = frozenset(
         "session_format",
         "record",
         "tools",
+        "mode",
         *SESSION_FIELD_NAMES,
     }
 )
@@ -51,6 +52,8 @@ class CallProfile:
     tools: bool | tuple[str, ...]
     #: GA session fields in wire form, None: not sent (`gateway.config.session_field`)
     session_fields: Mapping[str, Any] = field(default_factory=dict)
+    #: "scenario" (answered at once) or "webhook" (realtime.call.incoming, then accept/reject)
+    mode: str = "scenario"
 
     def tool_names(self) -> frozenset[str] | None:
         """The tool names this call may use; None: any."""
@@ -81,6 +84,8 @@ def validate_routes(routes: Sequence[Mapping[str, Any]]) -> None:
             isinstance(tools, list) and all(isinstance(t, str) for t in tools)
         ):
             raise ConfigError(f"routes[{i}].tools: expected true, false or a list of tool names")
+        if route.get("mode", "scenario") not in ("scenario", "webhook"):
+            raise ConfigError(f"routes[{i}].mode must be scenario or webhook")
         if "header" in route:
             header = route["header"]
             if (
@@ -140,6 +145,7 @@ def resolve_profile(
         "session_format": settings.session_format,
         "record": bool(settings.record_dir),
         "tools": True,
+        "mode": settings.call_mode,
     }
     fields = {name: getattr(settings, name) for name in SESSION_FIELD_NAMES}
     for route in settings.routes:

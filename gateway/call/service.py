@@ -21,6 +21,7 @@ from typing import Any
 from gateway import metrics
 from gateway.call.breaker import ProviderBreaker
 from gateway.call.call import Call, CallInfo, CallOptions
+from gateway.call.incoming import IncomingCalls
 from gateway.call.manager import CallManager
 from gateway.call.routing import (
     CallProfile,
@@ -45,6 +46,37 @@ log = get_logger("call.service")
 def rt_function_tool(webhook: WebhookTool) -> dict[str, Any]:
     """A webhook tool's declaration in the session's `tools`."""
     return function_tool(webhook.name, webhook.description, webhook.parameters)
+
+
+#: what an app's accepted session config may set (the audio formats stay the gateway's: they
+#: follow the SIP codec; the model stays the configured provider's)
+_ACCEPTED_FIELDS = (
+    "instructions",
+    "voice",
+    "tools",
+    "tool_choice",
+    "transcription",
+    "noise_reduction",
+    "output_modalities",
+    "speed",
+    "max_output_tokens",
+    "truncation",
+    "prompt",
+    "tracing",
+    "include",
+    "parallel_tool_calls",
+)
+
+
+def accepted_session(base: SessionConfig, session: Mapping[str, Any]) -> SessionConfig:
+    """The call's session with an app's OpenAI session config (`/accept`) laid over it."""
+    given = SessionConfig.parse(session)
+    changes: dict[str, Any] = {
+        name: getattr(given, name) for name in _ACCEPTED_FIELDS if getattr(given, name) is not None
+    }
+    if given.turn_detection_set:
+        changes["turn_detection"] = given.turn_detection
+    return base.replace(**changes)
 
 
 ClientFactory = Callable[[ProviderProfile, SessionConfig], RealtimeClient]
@@ -116,6 +148,8 @@ class CallService:
             settings.provider_breaker_failures, settings.provider_breaker_cooldown
         )
         self.on_readiness: list[Callable[[bool], None]] = []
+        #: inbound calls in webhook mode awaiting accept/reject (None: no call webhook)
+        self.incoming: IncomingCalls | None = None
         self._probe: asyncio.Task[None] | None = None
         metrics.PROVIDER_AVAILABLE.set(1)
 
@@ -132,9 +166,12 @@ class CallService:
         source: str = "",
         trunk: str = "",
         created_at: float | None = None,
+        ring: Callable[[], None] | None = None,
     ) -> PreparedCall:
         """Admit a call and connect its Realtime session. Raises AdmissionError (503),
-        or gateway.errors.RealtimeError when the provider cannot be reached."""
+        or gateway.errors.RealtimeError when the provider cannot be reached. A call routed to
+        `webhook` mode first rings (`ring`) and waits for its app's accept (CallDeclined: its
+        reject, or the fallback's)."""
         self.manager.reserve()
         loop = asyncio.get_running_loop()
         call_id = self.manager.new_id()
@@ -142,6 +179,10 @@ class CallService:
             headers = dict(headers or {})
             profile = resolve_profile(self.settings, called, source, leg, header_list, trunk)
             config = self._session_config(profile, codec, caller, called, headers)
+            if profile.mode == "webhook" and self.incoming is not None:
+                decision = await self.incoming.decide(call_id, header_list, ring)
+                if decision.session is not None:
+                    config = accepted_session(config, decision.session)
             if not self.breaker.try_acquire(loop.time()):
                 wait = max(0.0, self.breaker.retry_at - loop.time())
                 raise ProviderUnavailable(
@@ -256,6 +297,8 @@ class CallService:
     async def aclose(self) -> None:
         """Stop the provider probe, if one runs, and the webhook tools' HTTP client."""
         await self.webhooks.aclose()
+        if self.incoming is not None:
+            await self.incoming.aclose()
         if self._probe is not None:
             self._probe.cancel()
             with contextlib.suppress(BaseException):

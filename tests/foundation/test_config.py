@@ -111,6 +111,7 @@ SECRETS = [
     "yandex_api_key",
     "yandex_iam_token",
     "api_token",
+    "call_webhook_secret",
     "ice_credential",
 ]
 

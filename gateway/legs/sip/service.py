@@ -22,6 +22,7 @@ from gateway.call.call import Call
 from gateway.call.service import CallService, PreparedCall
 from gateway.errors import (
     AdmissionError,
+    CallDeclined,
     NotAcceptable,
     OutboundError,
     PortsExhausted,
@@ -300,6 +301,7 @@ class SipCallService:
                 source=ev.source.host,
                 trunk=trunk,
                 created_at=created,
+                ring=None if self.ringing or pending.ringback else lambda: self._ring(ev.call),
             )
         )
         try:
@@ -310,6 +312,9 @@ class SipCallService:
             raise
         except AdmissionError as exc:
             self._reject(ev.call, 503, exc.reason, retry_after=exc.retry_after)
+            return
+        except CallDeclined as exc:  # its app's reject, or the webhook fallback's
+            await self._undo(pending, exc.status, exc.reason)
             return
         except RealtimeError as exc:
             if not isinstance(exc, ProviderUnavailable):  # the breaker logged why it opened
@@ -467,6 +472,12 @@ class SipCallService:
                 self._spawn(call.hangup(reason))
             return
         leg.media_updated(media, self._loop.time())
+
+    def _ring(self, handle: int) -> None:
+        """180 Ringing (a call waiting for its app's decision)."""
+        with contextlib.suppress(SipCallStateError):
+            self.endpoint.ring(handle, self._loop.time())
+            self._flush()
 
     def _reject(
         self, handle: int, status: int, reason: str, retry_after: int | None = None
