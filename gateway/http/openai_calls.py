@@ -16,29 +16,19 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import metrics
 from gateway.call.incoming import IncomingCalls
 from gateway.errors import CallAlreadyDecided
 from gateway.http.calls import CallApi, check_bearer
+from gateway.http.errors import openai_error
 
 _TARGET_URI = re.compile(r"^(sips?|tel):[^\s<>\"]{1,256}$")
-_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error"}
-_REASONS = {400: "bad_request", 401: "unauthorized", 404: "not_found", 409: "conflict"}
 _CODES = {401: "invalid_api_key", 404: "call_not_found", 409: "call_state_conflict"}
 
 
-def openai_error(status: int, message: str, param: str | None = None) -> web.Response:
-    """An error as OpenAI's API answers it; counted like every HTTP error."""
-    metrics.HTTP_ERRORS.labels(reason=_REASONS.get(status, "error")).inc()
-    body = {
-        "error": {
-            "message": message,
-            "type": _TYPES.get(status, "invalid_request_error"),
-            "code": _CODES.get(status, "invalid_value" if status == 400 else None),
-            "param": param,
-        }
-    }
-    return web.json_response(body, status=status)
+def _error(status: int, message: str, param: str | None = None) -> web.Response:
+    """An OpenAI-shaped error (gateway.http.errors.openai_error) with this API's codes."""
+    code = _CODES.get(status, "invalid_value" if status == 400 else "error")
+    return openai_error(status, message, code, param=param)
 
 
 def add_openai_call_routes(app: web.Application, api: CallApi, incoming: IncomingCalls) -> None:
@@ -46,20 +36,20 @@ def add_openai_call_routes(app: web.Application, api: CallApi, incoming: Incomin
 
     async def _body(request: web.Request) -> dict[str, Any] | web.Response:
         if not check_bearer(request, api.token, api.trusted_proxies):
-            return openai_error(401, "Incorrect API key provided.")
+            return _error(401, "Incorrect API key provided.")
         raw = await request.read()
         if not raw:
             return {}
         try:
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
-            return openai_error(400, "The body must be JSON.")
+            return _error(400, "The body must be JSON.")
         if not isinstance(body, dict):
-            return openai_error(400, "The body must be a JSON object.")
+            return _error(400, "The body must be a JSON object.")
         return body
 
     def _unknown(call_id: str) -> web.Response:
-        return openai_error(404, f"Call '{call_id[:64]}' not found.", "call_id")
+        return _error(404, f"Call '{call_id[:64]}' not found.", "call_id")
 
     async def accept(request: web.Request) -> web.Response:
         body = await _body(request)
@@ -67,23 +57,23 @@ def add_openai_call_routes(app: web.Application, api: CallApi, incoming: Incomin
             return body
         call_id = request.match_info["call_id"]
         if body.get("type", "realtime") != "realtime":
-            return openai_error(400, "Only type 'realtime' sessions are supported.", "type")
+            return _error(400, "Only type 'realtime' sessions are supported.", "type")
         instructions = body.get("instructions")
         if instructions is not None and not isinstance(instructions, str):
-            return openai_error(400, "'instructions' must be a string.", "instructions")
+            return _error(400, "'instructions' must be a string.", "instructions")
         tools = body.get("tools")
         if tools is not None and not (
             isinstance(tools, list) and all(isinstance(t, dict) for t in tools)
         ):
-            return openai_error(400, "'tools' must be a list of objects.", "tools")
+            return _error(400, "'tools' must be a list of objects.", "tools")
         if not incoming.waiting(call_id):
             if incoming.decided(call_id) or api.manager.get(call_id) is not None:
-                return openai_error(409, "The call was already accepted or rejected.", "call_id")
+                return _error(409, "The call was already accepted or rejected.", "call_id")
             return _unknown(call_id)
         try:
             incoming.accept(call_id, body)
         except CallAlreadyDecided:
-            return openai_error(409, "The call was already accepted or rejected.", "call_id")
+            return _error(409, "The call was already accepted or rejected.", "call_id")
         return web.Response(status=200)
 
     async def reject(request: web.Request) -> web.Response:
@@ -93,15 +83,15 @@ def add_openai_call_routes(app: web.Application, api: CallApi, incoming: Incomin
         call_id = request.match_info["call_id"]
         status = body.get("status_code", 603)
         if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 699:
-            return openai_error(400, "'status_code' must be a SIP status 400-699.", "status_code")
+            return _error(400, "'status_code' must be a SIP status 400-699.", "status_code")
         if not incoming.waiting(call_id):
             if incoming.decided(call_id) or api.manager.get(call_id) is not None:
-                return openai_error(409, "The call was already accepted or rejected.", "call_id")
+                return _error(409, "The call was already accepted or rejected.", "call_id")
             return _unknown(call_id)
         try:
             incoming.reject(call_id, status)
         except CallAlreadyDecided:
-            return openai_error(409, "The call was already accepted or rejected.", "call_id")
+            return _error(409, "The call was already accepted or rejected.", "call_id")
         return web.Response(status=200)
 
     async def refer(request: web.Request) -> web.Response:
@@ -112,16 +102,16 @@ def add_openai_call_routes(app: web.Application, api: CallApi, incoming: Incomin
         target = body.get("target_uri")
         if not isinstance(target, str) or not _TARGET_URI.match(target):
             message = "'target_uri' must be a sip:, sips: or tel: URI."
-            return openai_error(400, message, "target_uri")
+            return _error(400, message, "target_uri")
         call = api.manager.get(call_id)
         if call is None:
             if incoming.waiting(call_id):
-                return openai_error(409, "The call has not been accepted yet.", "call_id")
+                return _error(409, "The call has not been accepted yet.", "call_id")
             return _unknown(call_id)
         try:
             await call.refer(target)
         except ValueError as exc:
-            return openai_error(409, str(exc), "call_id")
+            return _error(409, str(exc), "call_id")
         return web.Response(status=200)
 
     async def hangup(request: web.Request) -> web.Response:
