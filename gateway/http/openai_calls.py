@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -51,6 +52,18 @@ def add_openai_call_routes(app: web.Application, api: CallApi, incoming: Incomin
     def _unknown(call_id: str) -> web.Response:
         return _error(404, f"Call '{call_id[:64]}' not found.", "call_id")
 
+    def _decide(call_id: str, decision: Callable[[], None]) -> web.Response:
+        """Accept or reject a call waiting for its app: 404 if unknown, 409 once decided."""
+        if not incoming.waiting(call_id):
+            if incoming.decided(call_id) or api.manager.get(call_id) is not None:
+                return _error(409, "The call was already accepted or rejected.", "call_id")
+            return _unknown(call_id)
+        try:
+            decision()
+        except CallAlreadyDecided:
+            return _error(409, "The call was already accepted or rejected.", "call_id")
+        return web.Response(status=200)
+
     async def accept(request: web.Request) -> web.Response:
         body = await _body(request)
         if isinstance(body, web.Response):
@@ -66,15 +79,7 @@ def add_openai_call_routes(app: web.Application, api: CallApi, incoming: Incomin
             isinstance(tools, list) and all(isinstance(t, dict) for t in tools)
         ):
             return _error(400, "'tools' must be a list of objects.", "tools")
-        if not incoming.waiting(call_id):
-            if incoming.decided(call_id) or api.manager.get(call_id) is not None:
-                return _error(409, "The call was already accepted or rejected.", "call_id")
-            return _unknown(call_id)
-        try:
-            incoming.accept(call_id, body)
-        except CallAlreadyDecided:
-            return _error(409, "The call was already accepted or rejected.", "call_id")
-        return web.Response(status=200)
+        return _decide(call_id, lambda: incoming.accept(call_id, body))
 
     async def reject(request: web.Request) -> web.Response:
         body = await _body(request)
@@ -84,15 +89,7 @@ def add_openai_call_routes(app: web.Application, api: CallApi, incoming: Incomin
         status = body.get("status_code", 603)
         if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 699:
             return _error(400, "'status_code' must be a SIP status 400-699.", "status_code")
-        if not incoming.waiting(call_id):
-            if incoming.decided(call_id) or api.manager.get(call_id) is not None:
-                return _error(409, "The call was already accepted or rejected.", "call_id")
-            return _unknown(call_id)
-        try:
-            incoming.reject(call_id, status)
-        except CallAlreadyDecided:
-            return _error(409, "The call was already accepted or rejected.", "call_id")
-        return web.Response(status=200)
+        return _decide(call_id, lambda: incoming.reject(call_id, status))
 
     async def refer(request: web.Request) -> web.Response:
         body = await _body(request)
