@@ -22,6 +22,7 @@ import ipaddress
 import secrets
 import signal
 import socket
+import sqlite3
 import ssl
 from typing import Any, cast
 
@@ -30,6 +31,7 @@ from aiohttp import web
 from gateway import metrics
 from gateway.call.default_scenario import TOOLS
 from gateway.call.default_scenario import setup as default_setup
+from gateway.call.history import History
 from gateway.call.incoming import IncomingCalls
 from gateway.call.manager import CallManager
 from gateway.call.prompts import warm_prompts
@@ -42,6 +44,7 @@ from gateway.errors import ConfigError, StartupError
 from gateway.gcpolicy import GcPolicy
 from gateway.http.calls import CallApi, add_call_routes
 from gateway.http.client import parse_networks
+from gateway.http.console import ConsoleApi, add_console_routes
 from gateway.http.errors import error_middleware
 from gateway.http.health import add_health_routes, add_metrics_route, metrics_guard
 from gateway.http.openai_calls import add_openai_call_routes
@@ -108,6 +111,8 @@ class Gateway:
         self.sip_port: int | None = None
         self._drain_task: asyncio.Task[None] | None = None
         self.gc_policy = GcPolicy(lambda: len(self.manager.calls))
+        #: the call history (issue 19, `--history-path`), None when turned off
+        self.history: History | None = None
 
     @property
     def draining(self) -> bool:
@@ -163,6 +168,14 @@ class Gateway:
             # recordings a killed process left as .part files: finished and renamed, one log
             # line each (files a live process on the same directory holds are left alone)
             await loop.run_in_executor(None, recover_recordings, s.record_dir)
+        if s.history_path:
+            self.history = History(s.history_path, s.history_retention_days)
+            try:
+                await self.history.start()
+            except (OSError, sqlite3.Error) as exc:
+                self.history = None
+                raise StartupError(f"history_path {s.history_path}: {exc}") from None
+            self.manager.on_call_ended = self.history.submit
         # --- the model side
         provider = s.resolved_provider()
         base_url = s.provider_url
@@ -360,6 +373,10 @@ class Gateway:
         add_sideband_routes(
             app, SidebandApi(self.manager, self.settings.api_token, trusted_proxies)
         )
+        add_console_routes(
+            app,
+            ConsoleApi(self.manager, self.history, self.settings.api_token, trusted_proxies),
+        )
         assert self.webrtc is not None
         add_webrtc_routes(app, self.webrtc)
         return app
@@ -435,6 +452,10 @@ class Gateway:
         if self.local_provider is not None:
             provider, self.local_provider = self.local_provider, None
             await provider.stop()
+        if self.history is not None:  # after the calls: their records are queued
+            history, self.history = self.history, None
+            self.manager.on_call_ended = None
+            await history.aclose()
         self.stopped = True
 
     async def run(self) -> None:

@@ -231,6 +231,12 @@ class Settings:
         "webhook tools: description, parameters, url, headers, secret (TOML only)",
         toml_only=True,
     )
+    # issue 19, calls console: the call history (docs/console.md)
+    history_path: str = _opt(
+        "data/history.sqlite3",
+        "SQLite file of the call history, relative to the working directory ('' turns it off)",
+    )
+    history_retention_days: float = _opt(30.0, "days a call stays in the history (0: forever)")
 
     def validate(self) -> None:
         """Raise ConfigError with one clear line for the first inconsistent setting."""
@@ -302,6 +308,10 @@ class Settings:
             raise ConfigError("provider_breaker_failures must not be negative (0: off)")
         if self.provider_breaker_cooldown <= 0:
             raise ConfigError("provider_breaker_cooldown must be more than 0 seconds")
+        if not 0 <= self.history_retention_days <= 36500:
+            raise ConfigError("history_retention_days must be between 0 (forever) and 36500")
+        if self.history_path and self.history_path.endswith(("/", os.sep)):
+            raise ConfigError("history_path must name a file, not a directory")
         load_trunks(self.trunks)
         if self.ptime_ms not in (10, 20, 30, 40, 60):
             raise ConfigError("ptime_ms must be one of 10, 20, 30, 40, 60")

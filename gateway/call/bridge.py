@@ -59,10 +59,14 @@ class FirstAudioSent:
 
 @dataclass(frozen=True, slots=True)
 class ResponseHeard:
-    """The first audio of the answer to the caller's turn left, `latency_s` after the caller
-    stopped speaking."""
+    """The first audio of the answer to the caller's turn left, `latency_s` after the
+    provider's speech_stopped. Its parts: `vad_s`, the caller's audio sent after the point
+    where speech_stopped says the caller stopped (the provider's VAD delay, by the audio
+    clock; None when unknown); `model_s`, speech_stopped to the first audio delta."""
 
     latency_s: float
+    vad_s: float | None = None
+    model_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +124,10 @@ class CallBridge:
         self.speech_started_at: float | None = None
         self._last_speech_stopped: float | None = None
         self._waiting_first_response_audio = False
+        self._first_delta_at: float | None = None
+        self._vad_s: float | None = None
+        #: milliseconds of caller audio given to the model (the audio_end_ms clock)
+        self.input_ms = 0
         self._last_audio_pull: float | None = None
         self._bot_playing = False
         self._bot_item: str | None = None
@@ -171,6 +179,7 @@ class CallBridge:
         `input_audio_buffer.append` (session format) when a batch is full, else None."""
         if not self.to_model or self.on_hold or self.closed:
             return None
+        self.input_ms += self.frame_ms
         buf = self._in_buf
         buf += frame
         if len(buf) >= self._append_bytes:
@@ -201,7 +210,13 @@ class CallBridge:
             self.call_events.append(FirstAudioSent(now - self.created_at))
         if self._waiting_first_response_audio and self._last_speech_stopped is not None:
             self._waiting_first_response_audio = False
-            self.call_events.append(ResponseHeard(now - self._last_speech_stopped))
+            stopped = self._last_speech_stopped
+            first = self._first_delta_at
+            self.call_events.append(
+                ResponseHeard(
+                    now - stopped, self._vad_s, None if first is None else first - stopped
+                )
+            )
         return frame
 
     # --- inputs from the provider and the leg -----------------------------------------------
@@ -213,6 +228,8 @@ class CallBridge:
             if ev.response_id in self._ignored_responses or not self.to_caller:
                 return False
             self._item_bytes[ev.item_id] = self._item_bytes.get(ev.item_id, 0) + len(ev.audio)
+            if self._waiting_first_response_audio and self._first_delta_at is None:
+                self._first_delta_at = now
             conv = self._to_caller_conv
             audio = ev.audio if conv.identity else conv.convert(ev.audio)
             self.playout.push(ev.item_id, ev.response_id, audio)
@@ -222,6 +239,10 @@ class CallBridge:
         elif isinstance(ev, rt.SpeechStopped):
             self._last_speech_stopped = now
             self._waiting_first_response_audio = True
+            self._first_delta_at = None
+            # audio_end_ms counts the session's input audio (a reconnect restarts it: None)
+            behind = self.input_ms - ev.audio_end_ms
+            self._vad_s = behind / 1000 if 0 <= behind < 10_000 else None
         elif isinstance(ev, rt.ResponseCreated):
             self.active_response = ev.response_id
             self._response_requested = False

@@ -38,12 +38,14 @@ from gateway import metrics
 from gateway.call.bridge import BargedIn, CallBridge, FirstAudioSent, ResponseHeard
 from gateway.call.bus import EventBus, Handler
 from gateway.call.events import CallConnected, CallEnded, EarlyMedia, call_event_class_named
+from gateway.call.history import CallTrace
 from gateway.call.lifecycle import CallInput, CallLifecycle, CallState
 from gateway.call.recorder import CallRecorder
 from gateway.call.tools import Tool, ToolFunction, ToolRegistry
 from gateway.errors import CallEndedError, CallStateError, UnknownEventName
 from gateway.logs import get_logger
 from gateway.media.convert import decode
+from gateway.media.format import AudioFormat
 from gateway.media.playout import PlayoutCleared, PlayoutQueue
 from gateway.media.port import (
     DtmfReceived,
@@ -309,6 +311,13 @@ class Call:
             "response_latency_ms": [],
             "dtmf_digits": 0,
         }
+        #: what the call history keeps (gateway.call.history): transcript, tools, latency
+        self.trace = CallTrace()
+        # the last frame each way and when (levels for the console, computed on request)
+        self._last_in: bytes = b""
+        self._last_in_at = 0.0
+        self._last_out: bytes = b""
+        self._last_out_at = 0.0
 
     @property
     def state(self) -> CallState:
@@ -341,6 +350,7 @@ class Call:
                 metrics.BARGE_IN.inc()
                 metrics.BARGE_IN_REACTION.observe(ev.reaction_s)
                 self.stats["barge_ins"] += 1
+                self.trace.add(self.trace.barge_in_ms, round(ev.reaction_s * 1000, 1))
                 self.log.info(
                     "barge_in",
                     item_id=ev.item_id,
@@ -354,6 +364,7 @@ class Call:
             elif isinstance(ev, ResponseHeard):
                 metrics.RESPONSE_LATENCY.observe(ev.latency_s)
                 self.stats["response_latency_ms"].append(round(ev.latency_s * 1000))
+                self.trace.add(self.trace.responses, _turn_latency(ev))
             else:
                 self._bus.emit(ev)
 
@@ -379,6 +390,8 @@ class Call:
     def deliver(self, frame: bytes, now: float) -> None:
         """MediaSink: one frame of caller audio (native format) from the leg."""
         t_in = time.perf_counter()
+        self._last_in = frame
+        self._last_in_at = now
         if self.recorder is not None or self._inband is not None:
             pcm = decode(frame, self.leg.native)
             if self.recorder is not None:
@@ -391,7 +404,11 @@ class Call:
         data = self._bridge_deliver(frame, now)
         if data is not None:
             self._link.send_audio(data)
-            _ADDED_TO_MODEL.observe(time.perf_counter() - t_in)
+            added = time.perf_counter() - t_in
+            _ADDED_TO_MODEL.observe(added)
+            trace = self.trace
+            trace.added_to_model_s += added
+            trace.added_to_model_n += 1
 
     def pull(self, now: float) -> bytes | None:
         """MediaSink: one frame for the caller, or None for silence."""
@@ -400,8 +417,11 @@ class Call:
         frame = self._bridge_pull(now)
         if self._call_events:
             self._handle_call_events()
-        if frame is not None and self.recorder is not None:
-            self.recorder.bot(decode(frame, self.leg.native), now)
+        if frame is not None:
+            self._last_out = frame
+            self._last_out_at = now
+            if self.recorder is not None:
+                self.recorder.bot(decode(frame, self.leg.native), now)
         return frame
 
     def leg_event(self, event: LegEvent) -> None:
@@ -425,20 +445,36 @@ class Call:
         """A server event's effects on the bridge, applied inline (before its handlers run)."""
         t_in = time.perf_counter()
         if self.bridge.server_event(ev, now):
-            _ADDED_TO_CALLER.observe(time.perf_counter() - t_in)
+            added = time.perf_counter() - t_in
+            _ADDED_TO_CALLER.observe(added)
+            trace = self.trace
+            trace.added_to_caller_s += added
+            trace.added_to_caller_n += 1
             return
         if self._client_events:
             self._send_client_events()
         self.tools.server_event(ev)
         if isinstance(ev, rt.SessionUpdated):
             self.bridge.session_formats(self._link.input_format, self._link.output_format)
-        elif (
-            isinstance(ev, rt.TranscriptDone | rt.InputTranscriptionCompleted)
-            and self.recorder is not None
-        ):
+        elif isinstance(ev, rt.TranscriptDone | rt.InputTranscriptionCompleted):
             role = "assistant" if isinstance(ev, rt.TranscriptDone) else "user"
-            self.recorder.event(
-                "transcript", now, role=role, item_id=ev.item_id, text=ev.transcript
+            self.trace.add(
+                self.trace.transcript,
+                {"role": role, "text": ev.transcript, "at_s": round(now - self.created_at, 3)},
+            )
+            if self.recorder is not None:
+                self.recorder.event(
+                    "transcript", now, role=role, item_id=ev.item_id, text=ev.transcript
+                )
+        elif isinstance(ev, rt.ErrorOccurred) and not ev.benign:
+            self.trace.add(
+                self.trace.errors,
+                {
+                    "source": "provider",
+                    "code": ev.code,
+                    "message": ev.message,
+                    "at_s": round(now - self.created_at, 3),
+                },
             )
 
     def item_audio_ms(self, item_id: str) -> int:
@@ -702,6 +738,7 @@ class Call:
             self.outcome = self.outcome or "error"
             for exc in group.exceptions:
                 self.log.error("call_failed", error=repr(exc))
+                self.trace.add(self.trace.errors, {"source": "gateway", "message": repr(exc)})
             del group
         finally:
             self._tg = None
@@ -749,6 +786,50 @@ class Call:
         stats = getattr(self.leg, "stats_summary", None)
         return stats() if callable(stats) else {}
 
+    def history_record(self, now: float) -> dict[str, Any]:
+        """The call as the history keeps it (`gateway.call.history`), once it has ended; `now`
+        on the loop clock. Times are Unix seconds."""
+        wall = time.time() - now  # loop clock → Unix time
+        answered = self.answered_at
+        return {
+            "id": self.id,
+            "leg": self.info.leg,
+            "direction": self.info.direction,
+            "caller": self.info.caller,
+            "called": self.info.called,
+            "provider": self.info.provider,
+            "model": getattr(self._link.profile, "model", "") or "",
+            "started_at": round(wall + self.created_at, 3),
+            "answered_at": None if answered is None else round(wall + answered, 3),
+            "ended_at": round(wall + now, 3),
+            "outcome": self.outcome or "completed",
+            "duration_s": round(now - (answered or now), 3),
+            "recording": str(self.recorder.wav_path) if self.recorder is not None else None,
+            "detail": {
+                "transcript": self.trace.transcript,
+                "tool_calls": self.trace.tool_calls,
+                "errors": self.trace.errors,
+                "latency": self.trace.latency(),
+                "media": self.leg_stats(),
+            },
+        }
+
+    def live(self) -> dict[str, Any]:
+        """`describe()` with the media figures of the console's live view: the level of the
+        last frame each way (dBFS; None when nothing flowed in the last 200 ms) and the leg's
+        RTP figures (packet loss, jitter) where it has them."""
+        now = asyncio.get_running_loop().time()
+        native = self.leg.native
+        out = self.describe()
+        out["level_in_dbfs"] = (
+            _level(self._last_in, native) if now - self._last_in_at < 0.2 else None
+        )
+        out["level_out_dbfs"] = (
+            _level(self._last_out, native) if now - self._last_out_at < 0.2 else None
+        )
+        out["media"] = self.leg_stats()
+        return out
+
     def describe(self) -> dict[str, Any]:
         """The call as `GET /calls` lists it."""
         loop = asyncio.get_running_loop()
@@ -763,3 +844,22 @@ class Call:
             "caller": self.info.caller,
             "called": self.info.called,
         }
+
+
+def _turn_latency(ev: ResponseHeard) -> dict[str, float]:
+    """One answered turn's latency breakdown in milliseconds (docs/console.md)."""
+    turn = {"total_ms": round(ev.latency_s * 1000, 1)}
+    if ev.vad_s is not None:
+        turn["vad_ms"] = round(ev.vad_s * 1000, 1)
+    if ev.model_s is not None:
+        turn["model_ms"] = round(ev.model_s * 1000, 1)
+        turn["gateway_ms"] = round((ev.latency_s - ev.model_s) * 1000, 1)
+    return turn
+
+
+def _level(frame: bytes, native: AudioFormat) -> float | None:
+    """The RMS level of one frame in dBFS (None for no frame or digital silence)."""
+    if not frame:
+        return None
+    level = telcodecs.rms_dbfs(decode(frame, native))
+    return round(level, 1) if level > telcodecs.DBFS_FLOOR else None

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import secrets
+from collections.abc import Callable
+from typing import Any
 
 from gateway import metrics
 from gateway.call.call import Call
@@ -27,6 +30,8 @@ class CallManager:
         self.draining = False
         self._idle = asyncio.Event()
         self._idle.set()
+        #: given each call's history record when it ends (`gateway.call.history.History`)
+        self.on_call_ended: Callable[[dict[str, Any]], None] | None = None
 
     @staticmethod
     def new_id() -> str:
@@ -72,6 +77,11 @@ class CallManager:
             self.calls.pop(call.id, None)
             self._tasks.pop(call.id, None)
             self._check_idle()
+            if self.on_call_ended is not None:
+                try:
+                    self.on_call_ended(call.history_record(asyncio.get_running_loop().time()))
+                except Exception:
+                    log.exception("call_history_failed", call_id=call.id)
 
     def _check_idle(self) -> None:
         if not self.calls and not self._reserved:
@@ -87,6 +97,10 @@ class CallManager:
     def list(self) -> list[dict[str, object]]:
         """The live calls, as `GET /calls` shows them."""
         return [c.describe() for c in self.calls.values()]
+
+    def live(self) -> builtins.list[dict[str, Any]]:
+        """The live calls with their media figures, as the console's live stream shows them."""
+        return [c.live() for c in self.calls.values()]
 
     async def hangup(self, call_id: str, outcome: str = "api_hangup") -> bool:
         """End one call; False if there is no such call."""

@@ -52,6 +52,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway import metrics
+from gateway.call.history import CallTrace
 from gateway.call.prompts import holding_prompt
 from gateway.realtime import events as rt
 
@@ -73,6 +74,7 @@ class ToolHost(Protocol):
 
     id: str
     stats: dict[str, Any]
+    trace: CallTrace
 
     @property
     def info(self) -> CallFacts: ...
@@ -184,6 +186,8 @@ class ToolRegistry:
         self._declared: str | None = None
         self._batches: dict[str, _Batch] = {}
         self._answered: set[str] = set()
+        #: each running function call's arguments, for the call history
+        self._arguments: dict[str, str] = {}
         self._turn_open = False
         #: function tools declared by an app over the sideband: name -> definition
         self._external: dict[str, dict[str, Any]] = {}
@@ -372,6 +376,7 @@ class ToolRegistry:
         if self.is_external(name):
             return  # the app's tool: it answers over the sideband
         batch.started.add(call_id)
+        self._arguments[call_id] = arguments[:4000]
         call = self._call
         tool = self.get(name)
         if tool is None:
@@ -488,6 +493,17 @@ class ToolRegistry:
         if registered:
             metrics.TOOL_CALL_DURATION.labels(name=label).observe(elapsed)
         call.stats["tool_calls"].append(f"{name}:{result.outcome}")
+        call.trace.add(
+            call.trace.tool_calls,
+            {
+                "call_id": call_id,
+                "name": name,
+                "arguments": self._arguments.pop(call_id, ""),
+                "output": result.output,
+                "outcome": result.outcome,
+                "elapsed_ms": round(elapsed * 1000, 1),
+            },
+        )
         if result.outcome != "ok":
             call.log.info(
                 "tool_call_failed", tool=name, tool_call_id=call_id, outcome=result.outcome

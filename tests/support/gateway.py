@@ -67,7 +67,8 @@ def settings(**overrides: Any) -> Settings:
         "GATEWAY_LOG_FORMAT": "console",
     }
     base = load_settings(args, environ=env)
-    return dataclasses.replace(base, **overrides)
+    # no call history file in the working directory unless a test asks for one
+    return dataclasses.replace(base, **{"history_path": "", **overrides})
 
 
 @contextlib.asynccontextmanager
