@@ -290,6 +290,7 @@ class Gateway:
             rtp_strict_source=s.rtp_strict_source,
             resolver=resolver,
             registrations=self.sip_registrations,
+            allow_direct_dial=s.allow_direct_dial,
         )
         transport = SipTransport(endpoint, self.sip_calls.on_event, resolver=resolver)
         tls_host = tls_port = None
@@ -323,11 +324,6 @@ class Gateway:
 
         calls.on_readiness.append(provider_readiness)
 
-    @property
-    def _outbound_trunks(self) -> bool:
-        """Any trunk calls can go out through (inbound-only trunks have no `uri`)."""
-        return any(t.outbound for t in self.settings.trunk_settings().values())
-
     def _build_http_app(self) -> web.Application:
         app = web.Application(middlewares=[error_middleware], client_max_size=256 * 1024)
         add_health_routes(app, self._ready, self._ready_details)
@@ -350,7 +346,9 @@ class Gateway:
         call_api = CallApi(
             manager=self.manager,
             token=self.settings.api_token,
-            dial=self.sip_calls.dial if self.sip_calls and self._outbound_trunks else None,
+            # with no outbound trunk, dial() refuses numbers and, unless allow_direct_dial,
+            # sip: URIs, each with the reason
+            dial=self.sip_calls.dial if self.sip_calls else None,
             drain=self.begin_drain,
             trusted_proxies=trusted_proxies,
         )
