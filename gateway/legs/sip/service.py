@@ -689,7 +689,11 @@ class SipCallService:
         except (TimeoutError, OutboundError) as exc:
             log.info("outbound_call_failed", error=str(exc) or "timeout")
             self._report(
-                pending, "failed", outcome=failure_outcome(0), status=0, reason=str(exc) or "timeout"
+                pending,
+                "failed",
+                outcome=failure_outcome(0),
+                status=0,
+                reason=str(exc) or "timeout",
             )
             with contextlib.suppress(SipCallStateError):
                 self.endpoint.hangup(pending.handle, self._loop.time())
@@ -702,7 +706,9 @@ class SipCallService:
         if isinstance(result, OutboundCallFailed) or result.answer is None:
             status, why = getattr(result, "status", 0), getattr(result, "reason", "")
             log.info("outbound_call_failed", status=status, reason=why)
-            self._report(pending, "failed", outcome=failure_outcome(status), status=status, reason=why)
+            self._report(
+                pending, "failed", outcome=failure_outcome(status), status=status, reason=why
+            )
             self._end_early(pending.handle, "rejected")
             await self._undo(pending, 0, "failed")
             return
