@@ -45,6 +45,7 @@ from gateway.http.client import parse_networks
 from gateway.http.errors import error_middleware
 from gateway.http.health import add_health_routes, add_metrics_route, metrics_guard
 from gateway.http.openai_calls import add_openai_call_routes
+from gateway.http.openapi import add_openapi_route
 from gateway.http.sideband import SidebandApi, add_sideband_routes
 from gateway.legs.sip.registrations import SipRegistrations, registrar_uri
 from gateway.legs.sip.service import SipCallService
@@ -360,6 +361,7 @@ class Gateway:
         )
         assert self.webrtc is not None
         add_webrtc_routes(app, self.webrtc)
+        add_openapi_route(app)  # issue 19: every route above is in gateway.http.openapi.PATHS
         return app
 
     async def _listen(self, app: web.Application, listen: str, name: str) -> int:
