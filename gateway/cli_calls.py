@@ -138,7 +138,7 @@ def describe_event(event: dict[str, Any]) -> str:
         return f"not answered: {event.get('outcome')}{status}{reason}"
     if kind == "ended":
         return f"hung up: {event.get('outcome')}"
-    return kind
+    return str(kind)
 
 
 def exit_status(last: dict[str, Any] | None) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 #: the event types that end a call's stream
@@ -20,7 +20,7 @@ MAX_FINISHED_CALLS = 512
 
 
 class _Channel:
-    __slots__ = ("events", "done", "changed")
+    __slots__ = ("changed", "done", "events")
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
@@ -57,7 +57,7 @@ class CallProgress:
         for call_id in finished[: max(0, len(finished) - MAX_FINISHED_CALLS)]:
             del self._channels[call_id]
 
-    async def follow(self, call_id: str) -> AsyncIterator[dict[str, Any]]:
+    async def follow(self, call_id: str) -> AsyncGenerator[dict[str, Any], None]:
         """The call's events so far, then each new one, until its terminal event."""
         sent = 0
         while True:
