@@ -48,6 +48,7 @@ from gateway.http.console import ConsoleApi, add_console_routes
 from gateway.http.errors import error_middleware
 from gateway.http.health import add_health_routes, add_metrics_route, metrics_guard
 from gateway.http.openai_calls import add_openai_call_routes
+from gateway.http.openapi import add_openapi_route
 from gateway.http.sideband import SidebandApi, add_sideband_routes
 from gateway.legs.sip.registrations import SipRegistrations, registrar_uri
 from gateway.legs.sip.service import SipCallService
@@ -303,6 +304,7 @@ class Gateway:
             rtp_strict_source=s.rtp_strict_source,
             resolver=resolver,
             registrations=self.sip_registrations,
+            allow_direct_dial=s.allow_direct_dial,
         )
         transport = SipTransport(endpoint, self.sip_calls.on_event, resolver=resolver)
         tls_host = tls_port = None
@@ -336,11 +338,6 @@ class Gateway:
 
         calls.on_readiness.append(provider_readiness)
 
-    @property
-    def _outbound_trunks(self) -> bool:
-        """Any trunk calls can go out through (inbound-only trunks have no `uri`)."""
-        return any(t.outbound for t in self.settings.trunk_settings().values())
-
     def _build_http_app(self) -> web.Application:
         app = web.Application(middlewares=[error_middleware], client_max_size=256 * 1024)
         add_health_routes(app, self._ready, self._ready_details)
@@ -363,7 +360,9 @@ class Gateway:
         call_api = CallApi(
             manager=self.manager,
             token=self.settings.api_token,
-            dial=self.sip_calls.dial if self.sip_calls and self._outbound_trunks else None,
+            # with no outbound trunk, dial() refuses numbers and, unless allow_direct_dial,
+            # sip: URIs, each with the reason
+            dial=self.sip_calls.dial if self.sip_calls else None,
             drain=self.begin_drain,
             trusted_proxies=trusted_proxies,
         )
@@ -379,6 +378,7 @@ class Gateway:
         )
         assert self.webrtc is not None
         add_webrtc_routes(app, self.webrtc)
+        add_openapi_route(app)  # issue 19: every route above is in gateway.http.openapi.PATHS
         return app
 
     async def _listen(self, app: web.Application, listen: str, name: str) -> int:

@@ -1,4 +1,5 @@
-"""Command line: `gateway serve` (the default) and `gateway provider` (the local provider alone)."""
+"""Command line: `gateway serve` (the default), `gateway provider` (the local provider alone),
+and `gateway call`/`gateway calls` (the call API of a running gateway)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from gateway import __version__
+from gateway.cli_calls import add_call_commands, run_client_command
 from gateway.config import add_arguments, command_line_secrets, load_settings
 from gateway.errors import ConfigError, StartupError
 from gateway.logs import configure, get_logger
@@ -27,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     provider.add_argument("--flavor", default="openai", choices=["openai", "yandex"])
     provider.add_argument("--log-format", default="auto", choices=["auto", "json", "console"])
     provider.add_argument("--log-level", default="info")
+    add_call_commands(sub)  # issue 19: `gateway call`, `gateway calls [show ID]`
     return parser
 
 
@@ -40,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(args_list)
     if args.command == "provider":
         return _run_provider(args)
+    if args.command in ("call", "calls"):
+        return run_client_command(args)
     try:
         settings = load_settings(args)
     except ConfigError as exc:

@@ -215,6 +215,10 @@ class Settings:
     trusted_proxies: list[str] = _opt(
         [], "reverse proxies (CIDRs) whose Forwarded/X-Forwarded-For header names the client"
     )
+    # issue 19: outbound calls to a plain sip: URI with no trunk (POST /calls, `gateway call`)
+    allow_direct_dial: bool = _opt(
+        False, "POST /calls may dial a sip: URI straight to its host when no trunk is configured"
+    )
     # --- logging
     log_format: str = _opt("auto", "auto|json|console (auto: console on a terminal)")
     log_level: str = _opt("info", "debug|info|warning|error")

@@ -51,6 +51,7 @@ descends from a root drawn below, and that the drawing is the classes' real tree
     ├── BadOffer                      400 (413 too large): the offer is not SDP we can answer
     ├── CallRejected                  503 at capacity, draining, no port, provider down: reason
     └── NoFreePort                    503: every UDP port of the ICE port range is taken
+    ApiClientError                    `gateway call`/`calls`: a running gateway's API failed
 """
 
 from __future__ import annotations
@@ -338,3 +339,11 @@ class NoFreePort(WebRtcError):
     CallRejected 503, reason no_port)."""
 
     status = 503
+
+
+# --- the command line as a client of a running gateway -----------------------------------------
+
+
+class ApiClientError(Exception):
+    """`gateway call` / `gateway calls`: the gateway's HTTP API could not be reached, or it
+    answered with an error; the message is one line for the operator (never the token)."""

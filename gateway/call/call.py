@@ -269,6 +269,8 @@ class Call:
         self.created_at = created_at
         self.answered_at: float | None = None
         self.outcome: str | None = None
+        #: where progress events go (`CallManager.start` sets it: `GET /calls/{id}/events`)
+        self.progress: Callable[..., None] | None = None
         self.log = get_logger("call", call_id=call_id, leg=info.leg, provider=info.provider)
         self._lifecycle = CallLifecycle()
         #: the 18x status while the far end's early media plays (an outbound call not yet
@@ -781,6 +783,11 @@ class Call:
             # leg, client and queues are then freed by reference counting, without a GC pass.
             self._bus.clear()
             self.tools.clear()
+
+    def report(self, event: str, **fields: Any) -> None:
+        """Publish a progress event of this call (a tool call, ...), if anyone listens."""
+        if self.progress is not None:
+            self.progress(self.id, event, **fields)
 
     def leg_stats(self) -> dict[str, Any]:
         stats = getattr(self.leg, "stats_summary", None)

@@ -11,6 +11,7 @@ from typing import Any
 
 from gateway import metrics
 from gateway.call.call import Call
+from gateway.call.progress import CallProgress
 from gateway.call.prompts import goodbye_prompt
 from gateway.call.scenario import ScenarioSetup
 from gateway.errors import AdmissionError
@@ -28,6 +29,8 @@ class CallManager:
         self._reserved = 0
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.draining = False
+        #: progress events by call id (`GET /calls/{id}/events`)
+        self.progress = CallProgress()
         self._idle = asyncio.Event()
         self._idle.set()
         #: given each call's history record when it ends (`gateway.call.history.History`)
@@ -60,6 +63,7 @@ class CallManager:
         """Run `call` (its slot was reserved) until it ends."""
         self._reserved = max(0, self._reserved - 1)
         self.calls[call.id] = call
+        call.progress = self.progress.publish
         # every line the call's tasks log carries its id, leg and provider
         with bind_call(call.id, call.info.leg, call.info.provider):
             task = asyncio.get_running_loop().create_task(
@@ -74,6 +78,7 @@ class CallManager:
         except Exception:
             log.exception("call_crashed", call_id=call.id)
         finally:
+            self.progress.publish(call.id, "ended", outcome=call.outcome or "completed")
             self.calls.pop(call.id, None)
             self._tasks.pop(call.id, None)
             self._check_idle()

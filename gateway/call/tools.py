@@ -83,6 +83,7 @@ class ToolHost(Protocol):
     @property
     def realtime(self) -> Any: ...
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]: ...
+    def report(self, event: str, **fields: Any) -> None: ...
     async def play(self, audio: npt.NDArray[np.int16], rate: int = 8000) -> None: ...
 
 
@@ -504,6 +505,7 @@ class ToolRegistry:
                 "elapsed_ms": round(elapsed * 1000, 1),
             },
         )
+        call.report("tool_call", name=name, outcome=result.outcome, ms=round(elapsed * 1000))
         if result.outcome != "ok":
             call.log.info(
                 "tool_call_failed", tool=name, tool_call_id=call_id, outcome=result.outcome

@@ -1,4 +1,5 @@
-"""The call API: `GET /calls`, `POST /calls` (outbound), `DELETE /calls/{id}`, `POST /admin/drain`.
+"""The call API: `GET /calls`, `POST /calls` (outbound), `GET`/`DELETE /calls/{id}`,
+`GET /calls/{id}/events` (server-sent progress events), `POST /admin/drain`.
 
 Bearer-token protected (`--api-token`). With no token configured only loopback clients may use
 it (the client as `gateway.http.client` tells it: behind a reverse proxy, the forwarded
@@ -12,6 +13,7 @@ naming it). docs/sip.md "Outbound calls" has the whole shape.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import re
@@ -50,6 +52,8 @@ _FROM_USER = re.compile(r"^\+?[0-9A-Za-z*#._~!$&'()=,-]{1,64}$")
 MAX_DISPLAY = 64
 MAX_EXTRA_HEADERS = 16
 MAX_HEADER_VALUE = 512
+#: seconds between SSE keep-alive comments on `GET /calls/{id}/events`
+SSE_KEEPALIVE_S = 15.0
 
 
 def parse_from(value: object) -> tuple[str, str]:
@@ -149,6 +153,39 @@ def add_call_routes(app: web.Application, api: CallApi) -> None:
             return json_error(404, "no such call")
         return web.json_response(call.describe())
 
+    async def call_events(request: web.Request) -> web.StreamResponse:
+        """Server-sent events of one call: its progress so far, then each new event, until it
+        ends (`event: <type>`, `data: <JSON>`); a comment line every 15 s keeps proxies open."""
+        if (denied := _auth(request)) is not None:
+            return denied
+        call_id = request.match_info["call_id"]
+        progress = api.manager.progress
+        if not progress.known(call_id):
+            return json_error(404, "no such call")
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
+        )
+        await resp.prepare(request)
+        events = progress.follow(call_id)
+        pending = asyncio.ensure_future(anext(events, None))
+        try:
+            while True:
+                done, _ = await asyncio.wait({pending}, timeout=SSE_KEEPALIVE_S)
+                if not done:
+                    await resp.write(b": keep-alive\n\n")
+                    continue
+                event = pending.result()
+                if event is None:
+                    break
+                line = f"event: {event['event']}\ndata: {json.dumps(event)}\n\n"
+                await resp.write(line.encode())
+                pending = asyncio.ensure_future(anext(events, None))
+        finally:
+            pending.cancel()
+            await events.aclose()
+        await resp.write_eof()
+        return resp
+
     async def delete_call(request: web.Request) -> web.Response:
         if (denied := _auth(request)) is not None:
             return denied
@@ -213,4 +250,5 @@ def add_call_routes(app: web.Application, api: CallApi) -> None:
     app.router.add_post("/calls", post_call)
     app.router.add_get("/calls/{call_id}", get_call)
     app.router.add_delete("/calls/{call_id}", delete_call)
+    app.router.add_get("/calls/{call_id}/events", call_events)
     app.router.add_post("/admin/drain", drain)

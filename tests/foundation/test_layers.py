@@ -66,6 +66,7 @@ LAYER_OF: dict[str, str] = {
     "gateway.http": "edges",
     "gateway.app": "wiring",
     "gateway.cli": "wiring",
+    "gateway.cli_calls": "wiring",
     "gateway.__main__": "wiring",
 }
 

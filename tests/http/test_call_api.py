@@ -53,7 +53,11 @@ async def test_call_api_needs_the_token_and_rejects_bad_input() -> None:
         status, body = await _req(gw, "POST", "/calls", json={"to": "1000", "bogus": 1})
         assert status == 400 and "bogus" in body["error"]["message"]
         status, body = await _req(gw, "POST", "/calls", json={"to": "1000"})
-        assert status == 503 and "not configured" in body["error"]["message"]  # no trunks
+        assert status == 400 and "no trunk configured" in body["error"]["message"]
+        # a sip: URI with no trunk: refused, naming the setting that would allow it
+        status, body = await _req(gw, "POST", "/calls", json={"to": "sip:bob@127.0.0.1:5999"})
+        assert status == 403 and "allow_direct_dial" in body["error"]["message"], body
+        assert gw.manager.calls == {} and gw.manager._reserved == 0
         status, body = await _req(gw, "DELETE", "/calls/nope")
         assert status == 404
         status, body = await _req(gw, "POST", "/admin/drain", token=None)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.call.call import Call
+from gateway.call.progress import failure_outcome
 from gateway.call.service import CallService, PreparedCall
 from gateway.errors import (
     AdmissionError,
@@ -107,8 +108,11 @@ class SipCallService:
         rtp_strict_source: bool = True,
         resolver: SipResolver | None = None,
         registrations: SipRegistrations | None = None,
+        allow_direct_dial: bool = False,
     ) -> None:
         self.endpoint = endpoint
+        #: a sip: URI with no trunk is dialled to its host (the `allow_direct_dial` setting)
+        self.allow_direct_dial = allow_direct_dial
         self.calls = calls
         self.ports = ports
         self.clock_for = clock_for
@@ -199,6 +203,7 @@ class SipCallService:
             if event.answer is not None and leg is not None:
                 self._apply_answer(leg, event.answer)
         elif isinstance(event, OutboundCallProgressed):
+            self._report(self._pending.get(event.call), "ringing", status=event.status)
             if event.early is not None:
                 self._outbound_early_media(event.call, event.status, event.early)
         elif isinstance(event, RegistrationUpdated):
@@ -519,9 +524,13 @@ class SipCallService:
         caller) are added to, or replace, the trunk's identity headers."""
         # the default is the first trunk calls can go out through (inbound-only ones have no uri)
         name = trunk or next((n for n, t in self.trunks.items() if t.outbound), None)
-        if name is None or name not in self.trunks:
+        if name is None and to.startswith("sip:"):
+            cfg = self._direct_trunk(to)
+            name = cfg.name
+        elif name is None or name not in self.trunks:
             raise OutboundError(400, f"unknown trunk {trunk!r}" if trunk else "no trunk configured")
-        cfg = self.trunks[name]
+        else:
+            cfg = self.trunks[name]
         if not cfg.outbound:
             raise OutboundError(400, f"trunk {name!r} is inbound only (it has no uri)")
         trunk_uri = cfg.parsed_uri()
@@ -610,8 +619,30 @@ class SipCallService:
             targets=tuple(targets),
         )
         self._pending[handle] = pending
+        self._report(pending, "dialing", to=to, trunk=name)
         self._spawn(self._await_answer(pending))
         return prepared.call_id
+
+    def _direct_trunk(self, to: str) -> Trunk:
+        """A sip: URI dialled with no trunk: straight to its host, when `allow_direct_dial`."""
+        if not self.allow_direct_dial:
+            raise OutboundError(
+                403,
+                "direct dialling is off: no outbound trunk is configured; set "
+                "allow_direct_dial = true (--allow-direct-dial) to call a sip: URI directly",
+            )
+        try:
+            uri = SipUri.parse(to)
+        except (ValueError, SipParseError):
+            raise OutboundError(400, "'to' is not a valid SIP target") from None
+        port = f":{uri.port}" if uri.port else ""
+        host = f"[{uri.host}]" if ":" in uri.host else uri.host
+        return Trunk(name="", uri=f"sip:{host}{port}")
+
+    def _report(self, pending: _Pending | None, event: str, **fields: Any) -> None:
+        """A progress event of an outbound call being set up (`GET /calls/{id}/events`)."""
+        if pending is not None and pending.prepared is not None:
+            self.calls.manager.progress.publish(pending.prepared.call_id, event, **fields)
 
     def _outbound_early_media(
         self, handle: int, status: int, early: sdpmod.SessionDescription
@@ -657,6 +688,13 @@ class SipCallService:
             result = await asyncio.wait_for(pending.answered, 120)
         except (TimeoutError, OutboundError) as exc:
             log.info("outbound_call_failed", error=str(exc) or "timeout")
+            self._report(
+                pending,
+                "failed",
+                outcome=failure_outcome(0),
+                status=0,
+                reason=str(exc) or "timeout",
+            )
             with contextlib.suppress(SipCallStateError):
                 self.endpoint.hangup(pending.handle, self._loop.time())
             self._flush()
@@ -668,6 +706,9 @@ class SipCallService:
         if isinstance(result, OutboundCallFailed) or result.answer is None:
             status, why = getattr(result, "status", 0), getattr(result, "reason", "")
             log.info("outbound_call_failed", status=status, reason=why)
+            self._report(
+                pending, "failed", outcome=failure_outcome(status), status=status, reason=why
+            )
             self._end_early(pending.handle, "rejected")
             await self._undo(pending, 0, "failed")
             return
@@ -676,10 +717,12 @@ class SipCallService:
             self._describe_answer(pending.handle, result.answer)
         except SdpError as exc:  # e.g. RTP/SAVP to our RTP/AVP offer: not a call
             log.warning("outbound_call_failed", reason=_refusal(exc), error=str(exc))
+            self._report(pending, "failed", outcome="failed", status=0, reason=str(exc))
             self.hangup(pending.handle)
             self._end_early(pending.handle, "failed")
             await self._undo(pending, 0, "failed")
             return
+        self._report(pending, "answered")
         if early is not None:  # in early media: the answer's SDP (the same, or new) connects it
             self._apply_answer(early, result.answer)
             call = self._calls.get(pending.handle)
