@@ -118,6 +118,8 @@ class WebRtcLeg(MediaPort):
     ) -> None:
         super().__init__()
         self.call_id: str | None = None
+        #: the body of the page's pagehide beacon (gateway.webrtc.routes), set with call_id
+        self.hangup_secret = ""
         self.codec: str | None = None
         self._policy = policy
         self._connect_timeout = connect_timeout
