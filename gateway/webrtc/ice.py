@@ -97,6 +97,18 @@ def _connections(pc: RTCPeerConnection) -> list[Any]:
     return list(seen.values())
 
 
+def consent_expired(pc: RTCPeerConnection) -> bool:
+    """Whether one of `pc`'s ICE connections was closed by `_query_consent` (consent lost)."""
+    transports = [t.receiver.transport for t in pc.getTransceivers()]
+    if pc.sctp is not None:
+        transports.append(pc.sctp.transport)
+    return any(
+        getattr(dtls.transport._connection, "_gateway_consent_expired", False)
+        for dtls in transports
+        if dtls is not None
+    )
+
+
 async def pregather(pc: RTCPeerConnection, policy: IcePolicy) -> None:
     """Gather every ICE transport's local candidates per `policy`, ahead of aiortc."""
     for conn in _connections(pc):
@@ -245,6 +257,7 @@ async def _query_consent(conn: Any) -> None:
                 pass
         if loop.time() - answered >= CONSENT_TIMEOUT:
             log.info("webrtc_consent_expired", silent_s=round(loop.time() - answered, 2))
+            conn._gateway_consent_expired = True
             conn._query_consent_task = None
             await conn.close()
             return

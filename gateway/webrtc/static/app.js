@@ -286,12 +286,12 @@ function endCall(statusText, { ended = false, beacon = false } = {}) {
   if (state.ending) return;
   state.ending = true;
   const { pc, channel, resource, hangupSecret } = state;
-  if (!ended && channel && channel.readyState === "open") {
+  const beaconSent = !ended && beacon && resource && hangupSecret && navigator.sendBeacon &&
+    navigator.sendBeacon(resource + "/beacon", hangupSecret);
+  if (!ended && !beaconSent && channel && channel.readyState === "open") {
     try { channel.send(JSON.stringify({ type: "hangup" })); } catch (_) { /* closing anyway */ }
   }
-  if (!ended && resource && beacon && hangupSecret && navigator.sendBeacon) {
-    navigator.sendBeacon(resource + "/beacon", hangupSecret);
-  } else if (!ended && resource) {
+  if (!ended && !beaconSent && resource) {
     // the gateway answers 204 if the hang-up message above got there first
     fetch(resource, { method: "DELETE", headers: authHeaders(), keepalive: true }).catch(() => {});
   }
