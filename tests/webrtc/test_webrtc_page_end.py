@@ -174,7 +174,7 @@ async def test_a_whole_call_leaves_the_console_clean(tmp_path: Path) -> None:
             timeout=20_000,
         )
         transcript = await page.inner_text("#transcript")
-        assert "Agent: " in transcript and "You: [" in transcript, transcript
+        assert "Agent: " in transcript and "You: [caller: " in transcript, transcript
         await page.click("#call")
         await page.wait_for_function(
             "() => document.querySelector('#status').textContent === 'Call ended.'"
