@@ -30,8 +30,8 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aioice import stun
+from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aioice.ice import StunProtocol, get_host_addresses, server_reflexive_candidate
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 

@@ -53,9 +53,7 @@ def runnable_listings() -> list[Listing]:
         text = doc.read_text()
         for m in MARKER.finditer(text):
             line = text.count("\n", 0, m.start()) + 1
-            out.append(
-                Listing(f"docs/{doc.name}:{line}", m["kind"], m["code"], m["same"] or None)
-            )
+            out.append(Listing(f"docs/{doc.name}:{line}", m["kind"], m["code"], m["same"] or None))
     return out
 
 
