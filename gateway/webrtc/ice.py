@@ -6,23 +6,31 @@ aiortc's own gathering (through aioice) has three gaps for a gateway:
   offers loopback candidates (tests, loopback-only deployments) cannot connect;
 * it binds ephemeral ports, so there is no UDP port range to open in a firewall or publish from
   a container;
-* it has no NAT 1:1 mapping (a fixed public address in front of a container).
+* it has no NAT 1:1 mapping (a fixed public address in front of a container);
+* its consent freshness (RFC 7675) checks every 5 s and gives up after 6 failed checks, so a
+  browser that vanished (killed, network gone, no hang-up) keeps its call for about 33 s.
 
 `pregather()` fills that in. It is the one place that reaches into aioice's `Connection`
 internals: it gathers a connection's candidates itself before aiortc asks, so aiortc's later
 `gather()` finds the work done. Gathering is still complete before the answer is sent (no
-trickle ICE).
+trickle ICE). It also gives each connection its own consent check (`_query_consent`): a check
+every `CONSENT_INTERVAL` s (randomised ±20 %, RFC 7675 §5.1), consent lost when no check has
+been answered for `CONSENT_TIMEOUT` s (RFC 7675 §5.1 allows an expiry shorter than 30 s). aioice
+then closes the connection, aiortc reports the peer connection `failed`, and the leg ends
+(`ice_failed`) within about CONSENT_TIMEOUT + one check.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import random
 import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from aioice import stun
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aioice.ice import StunProtocol, get_host_addresses, server_reflexive_candidate
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
@@ -35,6 +43,10 @@ log = get_logger("webrtc.ice")
 
 _STUN_TIMEOUT = 3.0
 _BIND_ATTEMPTS = 64
+#: seconds between consent checks (each randomised to 0.8-1.2 times this, RFC 7675 §5.1)
+CONSENT_INTERVAL = 0.5
+#: consent expires when no check was answered for this long (aioice's own: about 30 s)
+CONSENT_TIMEOUT = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +97,18 @@ def _connections(pc: RTCPeerConnection) -> list[Any]:
     return list(seen.values())
 
 
+def consent_expired(pc: RTCPeerConnection) -> bool:
+    """Whether one of `pc`'s ICE connections was closed by `_query_consent` (consent lost)."""
+    transports = [t.receiver.transport for t in pc.getTransceivers()]
+    if pc.sctp is not None:
+        transports.append(pc.sctp.transport)
+    return any(
+        getattr(dtls.transport._connection, "_gateway_consent_expired", False)
+        for dtls in transports
+        if dtls is not None
+    )
+
+
 async def pregather(pc: RTCPeerConnection, policy: IcePolicy) -> None:
     """Gather every ICE transport's local candidates per `policy`, ahead of aiortc."""
     for conn in _connections(pc):
@@ -120,6 +144,8 @@ async def _gather_connection(conn: Any, policy: IcePolicy) -> None:
     # aioice internals touched here: _local_candidates_start/_end, _local_candidates,
     # _protocols (as Connection.gather_candidates and get_component_candidates use them).
     conn._local_candidates_start = True
+    # connect() starts `self.query_consent()`: an instance attribute takes the method's place
+    conn.query_consent = functools.partial(_query_consent, conn)
     if policy.host_addresses is not None:
         addresses = list(policy.host_addresses)
     else:
@@ -206,3 +232,32 @@ async def _stun_candidates(conn: Any, protocols: list[StunProtocol]) -> list[Can
         else:
             log.info("stun_failed", error=type(task.exception()).__name__)
     return out
+
+
+async def _query_consent(conn: Any) -> None:
+    """RFC 7675 consent freshness for one aioice Connection, with a short expiry.
+
+    Replaces aioice's `Connection.query_consent` (same internals: `_nominated`,
+    `build_request`, `remote_password`, `close()`), timed by the loop clock.
+    """
+    loop = asyncio.get_running_loop()
+    key = conn.remote_password.encode("utf8")
+    answered = loop.time()
+    while True:
+        await asyncio.sleep(CONSENT_INTERVAL * (0.8 + 0.4 * random.random()))
+        for pair in list(conn._nominated.values()):
+            request = conn.build_request(pair, nominate=False)
+            try:
+                # one transmission: aioice's transaction gives up after its RTO (0.5 s)
+                await pair.protocol.request(
+                    request, pair.remote_addr, integrity_key=key, retransmissions=0
+                )
+                answered = loop.time()
+            except stun.TransactionError:
+                pass
+        if loop.time() - answered >= CONSENT_TIMEOUT:
+            log.info("webrtc_consent_expired", silent_s=round(loop.time() - answered, 2))
+            conn._gateway_consent_expired = True
+            conn._query_consent_task = None
+            await conn.close()
+            return

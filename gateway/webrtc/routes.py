@@ -1,10 +1,14 @@
 """HTTP side of WebRTC calls: the offer endpoint (WHIP style), hang-up, tokens, CORS, the page.
 
     POST   /webrtc/offer          offer in, answer out; 201 + Location: /webrtc/calls/{id}
-    DELETE /webrtc/calls/{id}     hang up
+    DELETE /webrtc/calls/{id}     hang up (204 when the call has already ended)
+    POST   /webrtc/calls/{id}/beacon  the page's pagehide hang-up (navigator.sendBeacon: no
+                                  headers, so the body is the call's hang-up secret, handed
+                                  to the page in the JSON answer; never a URL token)
     POST   /webrtc/token          mint a short-lived token (needs the API token)
     OPTIONS on the three above    CORS preflight
     GET    /                      the call page; its assets under /webrtc/static/
+    GET    /favicon.ico           204 (the page declares an inline icon; no 404 in its console)
 
 Every refusal is a JSON error (`gateway.http.errors.json_error`, counted) and a log line
 (`webrtc_offer_refused`, floods summarised per address by `gateway.refusals`). Credentials are
@@ -13,9 +17,12 @@ checked before the body is read, so an unauthenticated offer costs no peer conne
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import json
+import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -49,6 +56,10 @@ _PAGE_HEADERS = {
     "Cache-Control": "no-store",
 }
 
+
+#: call ids remembered after their end, so a late DELETE or beacon answers 204, not 404
+_ENDED_REMEMBERED = 1024
+_MAX_BEACON_BYTES = 256
 
 CreateCall = Callable[[WebRtcLeg, OfferInfo], Awaitable[str]]
 Hangup = Callable[[str], Awaitable[None]]
@@ -102,6 +113,7 @@ class WebRtcService:
         self.clock = clock
         self.cors_origins = frozenset(settings.cors_origins)
         self._calls: dict[str, WebRtcLeg] = {}
+        self._ended: OrderedDict[str, None] = OrderedDict()
         self.legs_created = 0
         self.refusals = RefusalLogger(log, "webrtc_offer")
 
@@ -118,6 +130,13 @@ class WebRtcService:
     def _forget(self, leg: WebRtcLeg, reason: str) -> None:
         if leg.call_id is not None and self._calls.get(leg.call_id) is leg:
             del self._calls[leg.call_id]
+            self._ended[leg.call_id] = None
+            while len(self._ended) > _ENDED_REMEMBERED:
+                self._ended.popitem(last=False)
+
+    def recently_ended(self, call_id: str) -> bool:
+        """Whether `call_id` was a WebRTC call here that has ended (the last 1024 are kept)."""
+        return call_id in self._ended
 
     async def aclose(self) -> None:
         """Close every leg still known here (the call manager normally does this first)."""
@@ -211,11 +230,12 @@ def add_webrtc_routes(app: web.Application, service: WebRtcService) -> None:
                 await leg.aclose()
             raise
         leg.call_id = call_id
+        leg.hangup_secret = secrets.token_urlsafe(24)
         if leg.ended is None:
             service._calls[call_id] = leg
         leg.send_event({"type": "call", "call_id": call_id})
         resource = f"/webrtc/calls/{call_id}"
-        content_type, body = parsed.answer_body(answer, call_id, resource)
+        content_type, body = parsed.answer_body(answer, call_id, resource, leg.hangup_secret)
         log.info("webrtc_offer_answered", call_id=call_id, codec=leg.codec, remote=info.remote)
         response = web.Response(status=201, body=body, content_type=content_type)
         response.headers["Location"] = resource
@@ -229,13 +249,37 @@ def add_webrtc_routes(app: web.Application, service: WebRtcService) -> None:
         except WebRtcError as exc:
             return _error(exc, origin)
         call_id = request.match_info["call_id"]
+        return _cors(await _hang_up(call_id), origin)
+
+    async def _hang_up(call_id: str) -> web.StreamResponse:
+        # idempotent: a call that has already ended (the page's hang-up message, the agent's
+        # end_call, a beacon) answers 204
         if call_id not in service.calls:
-            return _cors(json_error(404, "no such WebRTC call"), origin)
+            if service.recently_ended(call_id):
+                return web.Response(status=204)
+            return json_error(404, "no such WebRTC call")
         try:
             await service.hangup(call_id)
         except KeyError:
-            return _cors(json_error(404, "no such WebRTC call"), origin)
-        return _cors(web.json_response({"call_id": call_id, "status": "ended"}), origin)
+            return web.Response(status=204)
+        return web.json_response({"call_id": call_id, "status": "ended"})
+
+    async def beacon(request: web.Request) -> web.StreamResponse:
+        origin: str | None = None
+        try:
+            origin = service.check_origin(request)
+        except WebRtcError as exc:
+            return _error(exc, origin)
+        call_id = request.match_info["call_id"]
+        raw = await request.content.read(_MAX_BEACON_BYTES + 1)
+        leg = service.calls.get(call_id)
+        if leg is not None:
+            secret = leg.hangup_secret
+            given = raw.strip()
+            if not secret or not hmac.compare_digest(given, secret.encode()):
+                return _cors(json_error(403, "wrong hang-up secret for this call"), origin)
+        log.info("webrtc_beacon", call_id=call_id, live=leg is not None)
+        return _cors(await _hang_up(call_id), origin)
 
     async def mint(request: web.Request) -> web.StreamResponse:
         origin: str | None = None
@@ -282,11 +326,16 @@ def add_webrtc_routes(app: web.Application, service: WebRtcService) -> None:
             body=index, content_type="text/html", charset="utf-8", headers=_PAGE_HEADERS
         )
 
+    async def favicon(_: web.Request) -> web.StreamResponse:
+        return web.Response(status=204, headers={"Cache-Control": "max-age=86400"})
+
     app.router.add_post("/webrtc/offer", offer)
     app.router.add_route("OPTIONS", "/webrtc/offer", preflight("POST, OPTIONS"))
     app.router.add_delete("/webrtc/calls/{call_id}", delete_call)
     app.router.add_route("OPTIONS", "/webrtc/calls/{call_id}", preflight("DELETE, OPTIONS"))
+    app.router.add_post("/webrtc/calls/{call_id}/beacon", beacon)
     app.router.add_post("/webrtc/token", mint)
     app.router.add_route("OPTIONS", "/webrtc/token", preflight("POST, OPTIONS"))
     app.router.add_get("/", page)
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_static("/webrtc/static/", STATIC_DIR, append_version=False)

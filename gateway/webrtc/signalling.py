@@ -60,10 +60,19 @@ class Offer:
             raise BadOffer("send the offer as application/sdp or application/json", 415)
         return cls(sdp, as_json, check_offer(sdp))
 
-    def answer_body(self, answer_sdp: str, call_id: str, resource: str) -> tuple[str, bytes]:
-        """(content type, body) of the answer in the offer's form."""
+    def answer_body(
+        self, answer_sdp: str, call_id: str, resource: str, hangup_secret: str = ""
+    ) -> tuple[str, bytes]:
+        """(content type, body) of the answer in the offer's form. JSON answers carry the
+        call's `hangup_secret`: the body of the page's pagehide beacon."""
         if self.json:
-            obj = {"sdp": answer_sdp, "type": "answer", "call_id": call_id, "resource": resource}
+            obj = {
+                "sdp": answer_sdp,
+                "type": "answer",
+                "call_id": call_id,
+                "resource": resource,
+                "hangup_secret": hangup_secret,
+            }
             return "application/json", json.dumps(obj).encode()
         return "application/sdp", answer_sdp.encode()
 

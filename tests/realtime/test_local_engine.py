@@ -6,6 +6,7 @@ from __future__ import annotations
 import audioop
 import base64
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -495,7 +496,10 @@ def test_transcription_reports_a_placeholder(conform: Any) -> None:
     p = Peer(conform)
     p.send(update(audio={"input": {"transcription": {"model": "gpt-4o-mini-transcribe"}}}))
     events = p.append(np.concatenate([noise(600, seed=6), silence(800)]))
-    assert "conversation.item.input_audio_transcription.completed" in p.types(events)
+    (done,) = [e for e in events if e["type"].endswith("input_audio_transcription.completed")]
+    # the committed turn: 600 ms of noise, the VAD's prefix and its silence
+    assert re.fullmatch(r"\[caller: \d+\.\d s\]", done["transcript"]), done
+    assert 0.6 <= float(done["transcript"][9:-3]) <= 1.5, done
 
 
 def test_format_substitution_hook(conform: Any) -> None:

@@ -279,3 +279,43 @@ async def test_refused_calls_free_their_peer_connection() -> None:
             assert not gw.service.calls
         finally:
             await client.close()
+
+
+async def test_beacon_hangs_up_with_the_calls_secret_and_hang_up_is_idempotent() -> None:
+    async with gateway_server(api_token=API) as gw, aiohttp.ClientSession() as http:
+        auth = {"Authorization": f"Bearer {API}"}
+        client, sdp = await _offer_sdp()
+        try:
+            resp = await http.post(
+                gw.base_url + "/webrtc/offer", json={"sdp": sdp, "type": "offer"}, headers=auth
+            )
+            assert resp.status == 201
+            answer = await resp.json()
+            call_id, secret = answer["call_id"], answer["hangup_secret"]
+            assert len(secret) >= 32 and secret != API
+            beacon = f"{gw.base_url}/webrtc/calls/{call_id}/beacon"
+            # no headers (sendBeacon cannot set them): the body is the credential
+            resp = await http.post(beacon, data=b"not-the-secret")
+            assert resp.status == 403
+            resp = await http.post(beacon, data=API.encode())  # nor is the API token
+            assert resp.status == 403
+            assert call_id in gw.service.calls
+            resp = await http.post(
+                beacon, data=secret.encode(), headers={"Content-Type": "text/plain;charset=UTF-8"}
+            )
+            assert resp.status == 200
+            assert call_id not in gw.service.calls
+            # a late hang-up of the ended call: 204, not 404
+            resp = await http.delete(f"{gw.base_url}/webrtc/calls/{call_id}", headers=auth)
+            assert resp.status == 204
+            resp = await http.post(beacon, data=secret.encode())
+            assert resp.status == 204
+            # a call that never was: still 404, and DELETE still needs credentials
+            resp = await http.delete(f"{gw.base_url}/webrtc/calls/nope", headers=auth)
+            assert resp.status == 404
+            resp = await http.delete(f"{gw.base_url}/webrtc/calls/{call_id}")
+            assert resp.status == 401
+            resp = await http.get(gw.base_url + "/favicon.ico")
+            assert resp.status == 204
+        finally:
+            await client.close()

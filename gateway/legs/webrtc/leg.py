@@ -36,7 +36,7 @@ from gateway.logs import get_logger
 from gateway.media.format import PCM16_48K
 from gateway.media.grid import DeadlineGrid
 from gateway.media.port import DtmfReceived, LegEnded, MediaPort, MediaSink, MediaStarted
-from gateway.webrtc.ice import IcePolicy, pregather
+from gateway.webrtc.ice import IcePolicy, consent_expired, pregather
 from gateway.webrtc.signalling import preferred_codecs, valid_digit
 
 log = get_logger("webrtc.leg")
@@ -118,6 +118,8 @@ class WebRtcLeg(MediaPort):
     ) -> None:
         super().__init__()
         self.call_id: str | None = None
+        #: the body of the page's pagehide beacon (gateway.webrtc.routes), set with call_id
+        self.hangup_secret = ""
         self.codec: str | None = None
         self._policy = policy
         self._connect_timeout = connect_timeout
@@ -264,7 +266,11 @@ class WebRtcLeg(MediaPort):
                 log.warning("webrtc_connect_failed", call_id=self.call_id, reason="ice_failed")
             self._report_end("ice_failed")
         elif state == "closed" and not self._closed:
-            self._report_end("remote_hangup")
+            self._report_end(self._remote_end_reason())
+
+    def _remote_end_reason(self) -> str:
+        # aiortc closes (not fails) the connection when ICE consent is lost
+        return "ice_failed" if consent_expired(self._pc) else "remote_hangup"
 
     # --- tasks
 
@@ -292,7 +298,7 @@ class WebRtcLeg(MediaPort):
                 frame = await track.recv()
             except MediaStreamError:
                 if not self._closed:
-                    self._report_end("remote_hangup")
+                    self._report_end(self._remote_end_reason())
                 return
             sink = self._sink
             if sink is None or not isinstance(frame, AudioFrame):  # keep aiortc's queue empty

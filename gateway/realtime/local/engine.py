@@ -744,7 +744,7 @@ class LocalEngine:
                 "type": "conversation.item.input_audio_transcription.completed",
                 "item_id": item_id,
                 "content_index": 0,
-                "transcript": f"[{ms / 1000:.1f} s of audio]",
+                "transcript": f"[caller: {ms / 1000:.1f} s]",
             }
             if self.flavor.transcription_usage:
                 done["usage"] = {"type": "duration", "seconds": round(ms / 1000, 3)}

@@ -19,7 +19,7 @@ const token = (() => {
 
 const GATHER_TIMEOUT_MS = 5000;
 const DTMF_DIGITS = "0123456789*#";
-const state = { pc: null, channel: null, stream: null, resource: null, callId: null,
+const state = { pc: null, channel: null, stream: null, resource: null, callId: null, hangupSecret: "",
   startedAt: 0, timers: [], audioCtx: null, ending: false, events: [] };
 window.gatewayCall = state; // for tests and for the curious
 
@@ -172,7 +172,7 @@ function onEvent(msg) {
       playTones(msg.digits || "");
       break;
     case "ended":
-      endCall("The call has ended.");
+      endCall("The call has ended.", { ended: true });
       break;
     default:
       break; // unknown events are ignored: newer gateways may send more
@@ -237,7 +237,7 @@ async function connect() {
   for (const track of state.stream.getAudioTracks()) pc.addTransceiver(track, { direction: "sendrecv", streams: [state.stream] });
   const channel = pc.createDataChannel("events");
   state.channel = channel;
-  channel.onclose = () => { if (state.channel === channel && !state.ending) endCall("The call has ended."); };
+  channel.onclose = () => { if (state.channel === channel && !state.ending) endCall("The call has ended.", { ended: true }); };
   channel.onmessage = (e) => { try { onEvent(JSON.parse(e.data)); } catch (_) { /* not JSON: ignore */ } };
   pc.ontrack = (e) => {
     ui.remote.srcObject = e.streams[0] || new MediaStream([e.track]);
@@ -253,7 +253,7 @@ async function connect() {
         state.timers.push(setInterval(updateStats, 1000));
       }
     } else if (s === "failed") {
-      endCall("");
+      endCall("", { ended: true });
       showError("The connection to the agent was lost. Your network may block the audio; try again or use another network.");
     } else if (s === "disconnected") {
       setStatus("Connection interrupted, trying to recover…");
@@ -275,18 +275,24 @@ async function connect() {
   const answer = await resp.json();
   state.resource = String(answer.resource || "").replace(/^\//, "");
   state.callId = answer.call_id;
+  state.hangupSecret = String(answer.hangup_secret || "");
   setInCall(true);
   await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
 }
 
-function endCall(statusText) {
+// ended: the gateway ended the call (nothing to tell it). beacon: the page is going away, so
+// the hang-up goes as a beacon (no headers: the call's hang-up secret is its body).
+function endCall(statusText, { ended = false, beacon = false } = {}) {
   if (state.ending) return;
   state.ending = true;
-  const { pc, channel, resource } = state;
-  if (channel && channel.readyState === "open") {
+  const { pc, channel, resource, hangupSecret } = state;
+  const beaconSent = !ended && beacon && resource && hangupSecret && navigator.sendBeacon &&
+    navigator.sendBeacon(resource + "/beacon", hangupSecret);
+  if (!ended && !beaconSent && channel && channel.readyState === "open") {
     try { channel.send(JSON.stringify({ type: "hangup" })); } catch (_) { /* closing anyway */ }
   }
-  if (resource) {
+  if (!ended && !beaconSent && resource) {
+    // the gateway answers 204 if the hang-up message above got there first
     fetch(resource, { method: "DELETE", headers: authHeaders(), keepalive: true }).catch(() => {});
   }
   for (const t of state.timers) clearInterval(t);
@@ -294,7 +300,7 @@ function endCall(statusText) {
   if (pc) pc.close();
   if (state.stream) for (const t of state.stream.getTracks()) t.stop();
   if (state.audioCtx) state.audioCtx.close().catch(() => {});
-  Object.assign(state, { pc: null, channel: null, stream: null, resource: null, startedAt: 0, audioCtx: null });
+  Object.assign(state, { pc: null, channel: null, stream: null, resource: null, hangupSecret: "", startedAt: 0, audioCtx: null });
   ui.remote.srcObject = null;
   setInCall(false);
   setAgentState("idle");
@@ -313,5 +319,5 @@ ui.keypad.addEventListener("click", (e) => {
   playTones(digit);
 });
 
-window.addEventListener("pagehide", () => { if (state.pc) endCall(""); });
+window.addEventListener("pagehide", () => { if (state.pc) endCall("", { beacon: true }); });
 setInCall(false);
