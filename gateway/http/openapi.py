@@ -382,10 +382,37 @@ PATHS: JsonObj = {
         "delete": _op(
             "hang up a WebRTC call",
             "webrtc",
-            {"200": _json(_ref("Status"), "ended"), **_errors(401, 404)},
+            {
+                "200": _json(_ref("Status"), "ended"),
+                "204": {"description": "the call had already ended"},
+                **_errors(401, 404),
+            },
             params=[CALL_ID],
         ),
         "options": _preflight([CALL_ID]),
+    },
+    "/webrtc/calls/{call_id}/beacon": {
+        "post": _op(
+            "the page's pagehide hang-up (navigator.sendBeacon); the body is the call's "
+            "hangup_secret from the offer's answer, never the API token",
+            "webrtc",
+            {
+                "204": {"description": "hung up, or already ended"},
+                "403": {"description": "not the call's hangup secret"},
+                "404": {"description": "no such call"},
+            },
+            security=PUBLIC,
+            body={"required": True, "content": {"text/plain": {}}},
+            params=[CALL_ID],
+        )
+    },
+    "/favicon.ico": {
+        "get": _op(
+            "no icon (204): the pages declare an inline one",
+            "webrtc",
+            {"204": {"description": "no content"}},
+            security=PUBLIC,
+        )
     },
     "/webrtc/token": {
         "post": _op(
