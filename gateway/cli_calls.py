@@ -60,6 +60,12 @@ def add_call_commands(sub: Any) -> None:
     call.add_argument("target", help="a number (through a trunk) or a sip: URI")
     call.add_argument("--trunk", help="the trunk to call through (default: the first outbound)")
     call.add_argument("--from", dest="from_user", help="the caller's user (From), e.g. +15551234")
+    call.add_argument("--instructions", help="the agent's instructions for this call")
+    call.add_argument(
+        "--session",
+        metavar="FILE",
+        help="a JSON file with an OpenAI session config for this call (--instructions wins)",
+    )
     add_client_arguments(call)
     calls = sub.add_parser("calls", help="list the live calls of a running gateway")
     add_client_arguments(calls)
@@ -150,6 +156,19 @@ def exit_status(last: dict[str, Any] | None) -> int:
     return EXIT_FAILED
 
 
+def read_session(path: str) -> dict[str, Any]:
+    """The `--session` file: a JSON object (an OpenAI session config)."""
+    try:
+        session = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ApiClientError(f"--session: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ApiClientError(f"--session: not JSON: {exc}") from None
+    if not isinstance(session, dict):
+        raise ApiClientError("--session: the file must hold a JSON object")
+    return session
+
+
 async def place_call(args: argparse.Namespace) -> int:
     client = ApiClient(args.url, api_token(args))
     try:
@@ -158,6 +177,11 @@ async def place_call(args: argparse.Namespace) -> int:
             body["trunk"] = args.trunk
         if args.from_user:
             body["from"] = args.from_user
+        session = read_session(args.session) if args.session else {}
+        if args.instructions:
+            session["instructions"] = args.instructions
+        if session:
+            body["session"] = session
         created = await client.request("POST", "/calls", body)
         call_id = str(created["id"])
         print(f"call {call_id}", flush=True)

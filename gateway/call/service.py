@@ -167,11 +167,13 @@ class CallService:
         trunk: str = "",
         created_at: float | None = None,
         ring: Callable[[], None] | None = None,
+        session: Mapping[str, Any] | None = None,
     ) -> PreparedCall:
         """Admit a call and connect its Realtime session. Raises AdmissionError (503),
         or gateway.errors.RealtimeError when the provider cannot be reached. A call routed to
         `webhook` mode first rings (`ring`) and waits for its app's accept (CallDeclined: its
-        reject, or the fallback's)."""
+        reject, or the fallback's). `session`: an OpenAI session config laid over the route's
+        (an outbound call's `POST /calls` body)."""
         self.manager.reserve()
         loop = asyncio.get_running_loop()
         call_id = self.manager.new_id()
@@ -179,6 +181,8 @@ class CallService:
             headers = dict(headers or {})
             profile = resolve_profile(self.settings, called, source, leg, header_list, trunk)
             config = self._session_config(profile, codec, caller, called, headers)
+            if session:
+                config = accepted_session(config, session)
             if profile.mode == "webhook" and self.incoming is not None:
                 decision = await self.incoming.decide(call_id, header_list, ring)
                 if decision.session is not None:

@@ -27,6 +27,7 @@ from gateway.call.manager import CallManager
 from gateway.errors import AdmissionError, OutboundError
 from gateway.http.client import Networks, is_loopback, request_client
 from gateway.http.errors import json_error
+from gateway.realtime.events import SessionConfig
 from gateway.secret import Secret
 from gateway.sip.trunk import ALLOWED_EXTRA_HEADERS, extra_header_allowed, header_value_ok
 
@@ -211,6 +212,10 @@ def add_call_routes(app: web.Application, api: CallApi) -> None:
         session = body.get("session", {})
         if not isinstance(session, dict):
             return json_error(400, "'session' must be an object")
+        try:
+            SessionConfig.parse(session)
+        except (TypeError, ValueError) as exc:
+            return json_error(400, f"'session': {exc}")
         unknown = set(body) - {"to", "trunk", "session", "from", "headers"}
         if unknown:
             return json_error(400, f"unknown fields: {', '.join(sorted(unknown))}")

@@ -147,3 +147,58 @@ async def test_gateway_calls_lists_and_shows_a_live_call(tmp_path: Path) -> None
         await uas.wait_async(20)
     finally:
         uas.kill()
+
+
+async def test_gateway_call_instructions_and_session_reach_the_providers_session(
+    tmp_path: Path,
+) -> None:
+    """`--session FILE` and `--instructions` become `POST /calls`'s `session`, laid over the
+    route's config: the call's Realtime session is opened with them (the provider's
+    session.updated answers them), and a session that is not an object is a 400."""
+    uas = Sipp(
+        tmp_path,
+        "",
+        scenario="e2e_uas_answer.xml",
+        timeout=30,
+        extra=["-m", "1", "-key", "proto", "RTP/AVP", "-key", "secattr", "a=sendrecv"],
+    )
+    uas.start()
+    session_file = tmp_path / "session.json"
+    session_file.write_text('{"type": "realtime", "instructions": "overridden", "tools": []}')
+    try:
+        async with running_gateway(api_token=Secret(TOKEN), allow_direct_dial=True) as gw:
+            url = f"http://127.0.0.1:{gw.http_port}"
+            target = f"sip:bob@127.0.0.1:{uas.local_port}"
+            proc = asyncio.create_task(
+                _cli(
+                    "call",
+                    target,
+                    "--session",
+                    str(session_file),
+                    "--instructions",
+                    "You are a pirate.",
+                    url=url,
+                )
+            )
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            calls: list[Any] = []
+            while not calls and loop.time() < deadline:
+                calls = list(gw.manager.calls.values())
+                await asyncio.sleep(0.05)
+            assert len(calls) == 1
+            link = calls[0]._link
+            assert link.protocol.requested.instructions == "You are a pirate."
+            # the provider's answer carries them: the session really was opened with them
+            assert link.protocol.effective is not None
+            assert link.protocol.effective.instructions == "You are a pirate."
+            await gw.manager.hangup(calls[0].id)
+            status, out, err = await proc
+            assert status == EXIT_OK, (out, err)
+            bad = tmp_path / "bad.json"
+            bad.write_text('["not", "an", "object"]')
+            status, _, err = await _cli("call", target, "--session", str(bad), url=url)
+            assert status == EXIT_ERROR and "JSON object" in err, err
+        await uas.wait_async(20)
+    finally:
+        uas.kill()

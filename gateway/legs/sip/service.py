@@ -572,6 +572,7 @@ class SipCallService:
             caller=caller,
             called=to,
             trunk=name,
+            session=session,
         )
         loop = self._loop
         rtp_session = RtpSession(
