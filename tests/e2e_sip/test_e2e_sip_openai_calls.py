@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from tests.support.gateway import (
     provider_sessions,
     run_sipp,
     running_gateway,
+    settings,
 )
 from tests.support.harness import free_port
 from tests.support.local_provider import client_events
@@ -216,6 +218,57 @@ async def test_a_webhook_endpoint_that_is_down_gets_the_fallback(tmp_path: Path)
         _sipp, result = await run_sipp(gw, tmp_path, scenario=str(reject_scenario(tmp_path, 480)))
         assert result.successful_calls == 1, result.explain()
         await assert_nothing_leaked(gw)
+
+
+async def test_a_webhook_endpoint_that_is_down_with_fallback_default_runs_the_default_scenario(
+    tmp_path: Path,
+) -> None:
+    down = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
+    log = CallLog()
+    async with gateway_for(
+        down, log.setup, call_webhook_timeout=1.0, call_webhook_fallback="default", greeting=False
+    ) as gw:
+        source, said = speech_wav(tmp_path, 0.8, 4.0)
+        phone = await baresip_call(gw, log, tmp_path, source)
+        assert len(log.calls) == 1  # answered once the 1 s wait ran out: no app ever decided
+        found = windows_found(said, phone.heard())
+        assert np.mean(np.array(found) >= 0.8) >= 0.7, found
+        await assert_nothing_leaked(gw)
+
+
+@pytest.mark.parametrize("form", ["env", "file"])
+async def test_the_webhook_secret_as_env_or_file_is_verified_by_unwrap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str
+) -> None:
+    if form == "env":
+        monkeypatch.setenv("OAI18_CALL_WEBHOOK_SECRET", SECRET)
+        config = settings(call_webhook_secret=Secret("env:OAI18_CALL_WEBHOOK_SECRET"))
+    else:
+        path = tmp_path / "whsec"
+        path.write_text(SECRET + "\n")
+        path.chmod(0o600)
+        config = settings({"GATEWAY_CALL_WEBHOOK_SECRET_FILE": str(path)})
+    async with webhook_app() as app:
+        gw = Gateway(
+            dataclasses.replace(
+                config, call_mode="webhook", call_webhook_url=app.url, api_token=Secret(TOKEN)
+            )
+        )
+        await gw.start()
+        try:
+
+            async def the_app() -> None:
+                event = await asyncio.wait_for(app.events.get(), 10)  # unwrap verified it
+                await app.sdk(gw).realtime.calls.reject(event.data.call_id, status_code=486)
+
+            app_task = asyncio.create_task(the_app())
+            scenario = str(reject_scenario(tmp_path, 486))
+            _sipp, result = await run_sipp(gw, tmp_path, scenario=scenario)
+            await app_task
+            assert result.successful_calls == 1, result.explain()
+            assert app.forged == []
+        finally:
+            await gw.stop()
 
 
 async def test_a_forged_signature_is_refused_by_unwrap_and_retried(tmp_path: Path) -> None:
