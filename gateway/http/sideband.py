@@ -38,6 +38,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from gateway import metrics
 from gateway.call.call import Call
 from gateway.call.manager import CallManager
 from gateway.http.calls import check_bearer
@@ -139,6 +140,8 @@ class Sideband:
         call = self.call
         call.realtime.on(rt.ServerEvent, self._on_server_event)
         call.log.info("sideband_attached", include_audio=self.include_audio)
+        metrics.SIDEBANDS.inc()
+        metrics.SIDEBANDS_LIVE.inc()
         try:
             async with asyncio.TaskGroup() as tg:
                 sender = tg.create_task(self._send())
@@ -149,6 +152,7 @@ class Sideband:
                 sender.cancel()
                 receiver.cancel()
         finally:
+            metrics.SIDEBANDS_LIVE.dec()
             with contextlib.suppress(ReferenceError):
                 call.realtime.off(rt.ServerEvent, self._on_server_event)
             if call_task.done() and not self.ws.closed:
@@ -183,19 +187,25 @@ class Sideband:
             if msg.type is WSMsgType.TEXT:
                 self._client_event(msg.data)
             elif msg.type is WSMsgType.BINARY:
+                metrics.SIDEBAND_CLIENT_EVENTS.labels("invalid").inc()
                 self._out.put_nowait(error_event("binary frames are not accepted", "invalid_json"))
 
     def _client_event(self, text: str) -> None:
         try:
             event = json.loads(text)
         except ValueError:
+            metrics.SIDEBAND_CLIENT_EVENTS.labels("invalid").inc()
             self._out.put_nowait(error_event("the frame is not JSON", "invalid_json"))
             return
         if not isinstance(event, dict):
+            metrics.SIDEBAND_CLIENT_EVENTS.labels("invalid").inc()
             self._out.put_nowait(error_event("the frame is not a JSON object", "invalid_json"))
             return
         event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
         kind = event.get("type")
+        metrics.SIDEBAND_CLIENT_EVENTS.labels(
+            metrics.bounded(kind if isinstance(kind, str) else "", CLIENT_EVENTS)
+        ).inc()
         if kind not in CLIENT_EVENTS:
             self._out.put_nowait(
                 error_event(

@@ -24,7 +24,7 @@ import telcodecs
 from gateway.config import parse_port_range
 from gateway.media.format import PCMA_8K
 from gateway.secret import Secret
-from tests.e2e_sip.test_e2e_sip_openai_calls import SECRET, SIPP_DIR, TOKEN
+from tests.e2e_sip.test_e2e_sip_openai_calls import SECRET, SIPP_DIR, TOKEN, sample
 from tests.support.audio import Pcm, windows_found
 from tests.support.baresip import speech_wav
 from tests.support.gateway import assert_nothing_leaked, running_gateway
@@ -70,6 +70,10 @@ async def test_the_example_app_runs_a_call_end_to_end_with_the_sdk(tmp_path: Pat
 
     app_port = free_port()
     log = CallLog()
+    accepted = sample("gateway_call_webhooks_total", outcome="accepted")
+    delivered = sample("gateway_call_webhook_delivery_seconds_count")
+    sidebands = sample("gateway_sidebands_total")
+    outputs_sent = sample("gateway_sideband_client_events_total", type="conversation.item.create")
     async with running_gateway(
         log.setup,
         call_mode="webhook",
@@ -142,6 +146,15 @@ async def test_the_example_app_runs_a_call_end_to_end_with_the_sdk(tmp_path: Pat
         found = windows_found(reply, heard)
         assert np.mean(np.array(found) >= 0.8) >= 0.7, ("the reply to the tool's output", found)
         await assert_nothing_leaked(gw)
+        # counted: one accepted webhook call, delivered once, one sideband (gone), one output
+        assert sample("gateway_call_webhooks_total", outcome="accepted") == accepted + 1
+        assert sample("gateway_call_webhook_delivery_seconds_count") == delivered + 1
+        assert sample("gateway_sidebands_total") == sidebands + 1
+        assert sample("gateway_sidebands_live") == 0
+        assert (
+            sample("gateway_sideband_client_events_total", type="conversation.item.create")
+            == outputs_sent + 1
+        )
 
 
 def _heard_pcma(capture: Path) -> Pcm:

@@ -20,6 +20,7 @@ import openai
 import pytest
 from aiohttp import web
 from openai import AsyncOpenAI
+from prometheus_client import REGISTRY
 
 from gateway.app import Gateway
 from gateway.secret import Secret
@@ -83,6 +84,11 @@ async def webhook_app(secret: str = SECRET) -> AsyncIterator[App]:
         yield app
     finally:
         await runner.cleanup()
+
+
+def sample(name: str, **labels: str) -> float:
+    """A sample of the gateway's metrics registry (0 when not yet exported)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def gateway_for(app_url: str, scenario: Any = None, **overrides: Any) -> Any:
@@ -225,6 +231,8 @@ async def test_a_webhook_endpoint_that_is_down_with_fallback_default_runs_the_de
 ) -> None:
     down = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
     log = CallLog()
+    fallbacks = sample("gateway_call_webhooks_total", outcome="fallback_default")
+    errors = sample("gateway_call_webhook_deliveries_total", result="error")
     async with gateway_for(
         down, log.setup, call_webhook_timeout=1.0, call_webhook_fallback="default", greeting=False
     ) as gw:
@@ -233,6 +241,8 @@ async def test_a_webhook_endpoint_that_is_down_with_fallback_default_runs_the_de
         assert len(log.calls) == 1  # answered once the 1 s wait ran out: no app ever decided
         found = windows_found(said, phone.heard())
         assert np.mean(np.array(found) >= 0.8) >= 0.7, found
+        assert sample("gateway_call_webhooks_total", outcome="fallback_default") == fallbacks + 1
+        assert sample("gateway_call_webhook_deliveries_total", result="error") >= errors + 2
         await assert_nothing_leaked(gw)
 
 
