@@ -10,6 +10,7 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from tests.support.gateway import (
 from tests.support.harness import free_port
 from tests.support.local_provider import client_events
 from tests.support.scenarios import CallLog
+from tests.support.waiting import wait_for
 
 SECRET = "whsec_" + base64.b64encode(b"call-webhook-test-key-0123456789").decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"somebody-elses-key-0123456789abc").decode()
@@ -215,6 +217,53 @@ async def test_refer_sends_refer_to_the_caller_then_hangup_sends_bye(tmp_path: P
             "sip:operator@127.0.0.1:5099" in refer.text
         )
         assert any(m.method == "BYE" and m.direction == "received" for m in sipp.traced())
+        await assert_nothing_leaked(gw)
+
+
+async def test_refer_progress_reaches_the_sideband(tmp_path: Path) -> None:
+    # the caller's side answers the REFER with 202, then NOTIFYs sipfrag 100 (active), 200
+    text = refer_scenario(tmp_path).read_text()
+    notify_at = text.index('  <send retrans="500">\n    <![CDATA[\n      NOTIFY')
+    ok = '  <recv response="200"/>\n'
+    notify_end = text.index(ok, notify_at) + len(ok)
+    final = text[notify_at:notify_end]
+    trying = final.replace("terminated;reason=noresource", "active;expires=60").replace(
+        "SIP/2.0 200 OK\n    ]]>", "SIP/2.0 100 Trying\n    ]]>"
+    )
+    final = final.replace("CSeq: 2 NOTIFY", "CSeq: 3 NOTIFY")
+    scenario = tmp_path / "refer_progress.xml"
+    scenario.write_text(text[:notify_at] + trying + final + text[notify_end:])
+    async with webhook_app() as app, gateway_for(app.url) as gw:
+        sdk = AsyncOpenAI(
+            api_key=TOKEN,
+            base_url=f"http://127.0.0.1:{gw.http_port}/v1",
+            websocket_base_url=f"ws://127.0.0.1:{gw.http_port}/v1",
+            max_retries=0,
+        )
+        progress: list[dict[str, Any]] = []
+
+        async def the_app() -> None:
+            event = await asyncio.wait_for(app.events.get(), 10)
+            call_id = event.data.call_id
+            await sdk.realtime.calls.accept(call_id, type="realtime", model="gpt-realtime")
+            await wait_for(lambda: gw.manager.get(call_id) is not None, 5, "the call to run")
+            async with sdk.realtime.connect(call_id=call_id, model="gpt-realtime") as conn:
+                await sdk.realtime.calls.refer(call_id, target_uri="sip:operator@127.0.0.1:5099")
+                while not progress or not progress[-1]["final"]:
+                    frame = json.loads(await asyncio.wait_for(conn.recv_bytes(), 10))
+                    if frame["type"] == "call.refer.progress":
+                        progress.append(frame)
+                await sdk.realtime.calls.hangup(call_id)
+
+        app_task = asyncio.create_task(the_app())
+        _sipp, result = await run_sipp(gw, tmp_path, scenario=str(scenario))
+        await app_task
+        assert result.successful_calls == 1, result.explain()
+        assert [(p["status_code"], p["state"], p["final"]) for p in progress] == [
+            (202, "accepted", False),
+            (100, "trying", False),
+            (200, "succeeded", True),
+        ], progress
         await assert_nothing_leaked(gw)
 
 
