@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -155,6 +156,16 @@ async def test_the_example_app_runs_a_call_end_to_end_with_the_sdk(tmp_path: Pat
             sample("gateway_sideband_client_events_total", type="conversation.item.create")
             == outputs_sent + 1
         )
+
+
+def test_the_docs_show_excerpts_of_the_example_as_it_is() -> None:
+    doc = (ROOT / "docs" / "openai-sip-compat.md").read_text()
+    section = doc.split("## An end-to-end example app", 1)[1].split("\n## ", 1)[0]
+    listings = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert listings, "the example section shows no listing"
+    source = EXAMPLE.read_text()
+    for listing in listings:
+        assert listing in source, f"the doc's listing is not in {EXAMPLE.name}:\n{listing}"
 
 
 def _heard_pcma(capture: Path) -> Pcm:
