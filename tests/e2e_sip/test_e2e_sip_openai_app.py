@@ -25,14 +25,15 @@ import telcodecs
 from gateway.config import parse_port_range
 from gateway.media.format import PCMA_8K
 from gateway.secret import Secret
-from tests.e2e_sip.test_e2e_sip_openai_calls import SECRET, SIPP_DIR, TOKEN, sample
 from tests.support.audio import Pcm, windows_found
 from tests.support.baresip import speech_wav
 from tests.support.gateway import assert_nothing_leaked, running_gateway
 from tests.support.harness import free_port
 from tests.support.local_provider import client_frames
+from tests.support.openai_sip import SECRET, TOKEN, sample
 from tests.support.pcap import LoopbackCapture, read_pcap_udp, write_rtp_pcap
 from tests.support.scenarios import CallLog
+from tests.support.sipp import SCENARIOS as SIPP_DIR
 from tests.support.sipp import Sipp
 from tests.support.waiting import wait_for
 

@@ -21,7 +21,6 @@ import openai
 import pytest
 from aiohttp import web
 from openai import AsyncOpenAI
-from prometheus_client import REGISTRY
 
 from gateway.app import Gateway
 from gateway.secret import Secret
@@ -36,12 +35,11 @@ from tests.support.gateway import (
 )
 from tests.support.harness import free_port
 from tests.support.local_provider import client_events
+from tests.support.openai_sip import SECRET, TOKEN, sample
 from tests.support.scenarios import CallLog
 from tests.support.waiting import wait_for
 
-SECRET = "whsec_" + base64.b64encode(b"call-webhook-test-key-0123456789").decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"somebody-elses-key-0123456789abc").decode()
-TOKEN = "v1-calls-test-token-8c2f"
 SIPP_DIR = Path(__file__).resolve().parents[1] / "peers" / "sipp"
 
 
@@ -86,11 +84,6 @@ async def webhook_app(secret: str = SECRET) -> AsyncIterator[App]:
         yield app
     finally:
         await runner.cleanup()
-
-
-def sample(name: str, **labels: str) -> float:
-    """A sample of the gateway's metrics registry (0 when not yet exported)."""
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def gateway_for(app_url: str, scenario: Any = None, **overrides: Any) -> Any:
