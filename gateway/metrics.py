@@ -272,6 +272,34 @@ GC_PAUSE = MediaHistogram(
     labelnames=["generation"],
     buckets=_FINE_BUCKETS,
 )
+# --- the OpenAI-SIP-compatible control plane (issue 18) ---
+CALL_WEBHOOK_OUTCOMES = ("accepted", "rejected", "fallback_default", "fallback_reject", "cancelled")
+CALL_WEBHOOKS = Counter(
+    "gateway_call_webhooks",
+    "Calls announced by the call webhook, by how their wait ended (accepted, rejected by the "
+    "app, fallback_default / fallback_reject after the timeout, cancelled by the caller).",
+    ["outcome"],
+)
+CALL_WEBHOOK_DELIVERY_RESULTS = ("delivered", "refused", "timeout", "error")
+CALL_WEBHOOK_DELIVERIES = Counter(
+    "gateway_call_webhook_deliveries",
+    "POSTs of the realtime.call.incoming event, by result (2xx delivered, non-2xx refused, "
+    "timeout, connection error).",
+    ["result"],
+)
+CALL_WEBHOOK_LATENCY = Histogram(
+    "gateway_call_webhook_delivery_seconds",
+    "From a call's first webhook POST to the app's 2xx (retries included).",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+SIDEBANDS_LIVE = Gauge("gateway_sidebands_live", "Sideband WebSockets attached to calls now.")
+SIDEBANDS = Counter("gateway_sidebands", "Sideband WebSockets attached to calls.")
+SIDEBAND_CLIENT_EVENTS = Counter(
+    "gateway_sideband_client_events",
+    "Client events apps sent on sidebands, by type (the accepted types; anything else "
+    "`other`, a frame that is no JSON object `invalid`).",
+    ["type"],
+)
 BUILD_INFO = Info("gateway_build", "Gateway build information.")
 BUILD_INFO.info({"version": __version__})
 

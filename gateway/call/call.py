@@ -101,6 +101,9 @@ class CallOptions:
     tool_names: frozenset[str] | None = None
     webhook_tools: tuple[Tool, ...] = ()
     tool_hold_after_s: float = 1.5
+    #: issue 18: the function tools an app's `/accept` declared: the app's (answered over its
+    #: sideband), declared beside the scenario's own tools
+    app_tools: tuple[Mapping[str, Any], ...] = ()
 
 
 def event_type_of(name: type[E] | str, *, realtime_first: bool) -> type[E]:
@@ -287,6 +290,8 @@ class Call:
         self.tools.allowed = options.tool_names
         for webhook in options.webhook_tools:
             self.tools.add(webhook)
+        if options.app_tools:
+            self.tools.set_external([dict(t) for t in options.app_tools])
         self._ended = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[Any]] = set()

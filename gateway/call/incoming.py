@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from gateway import metrics
 from gateway.errors import CallAlreadyDecided, CallDeclined
 from gateway.logs import get_logger
 from gateway.webhooks import sign
@@ -115,15 +116,24 @@ class IncomingCalls:
         self._waiting[call_id] = decided
         body = incoming_event(call_id, header_list, time.time())
         poster = loop.create_task(self._post(call_id, body))
+        outcome = "cancelled"
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await decided
+                decision = await decided
+            outcome = "accepted"
+            return decision
+        except CallDeclined:
+            outcome = "rejected"
+            raise
         except TimeoutError:
             log.warning("call_webhook_timeout", call_id=call_id, fallback=self.fallback)
             if self.fallback == "default":
+                outcome = "fallback_default"
                 return Decision()
+            outcome = "fallback_reject"
             raise CallDeclined(self.reject_status, "no_decision") from None
         finally:
+            metrics.CALL_WEBHOOKS.labels(outcome).inc()
             self._waiting.pop(call_id, None)
             poster.cancel()
             with contextlib.suppress(BaseException):
@@ -151,6 +161,7 @@ class IncomingCalls:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession()
         msg_id = f"wh_{uuid.uuid4().hex}"  # the same id on every retry (Standard Webhooks)
+        started = time.monotonic()
         for attempt, pause in enumerate((0.0, *self.backoff)):
             await asyncio.sleep(pause)
             timestamp = int(time.time())
@@ -168,12 +179,15 @@ class IncomingCalls:
                     allow_redirects=False,
                 ) as resp:
                     if 200 <= resp.status < 300:
+                        metrics.CALL_WEBHOOK_DELIVERIES.labels("delivered").inc()
+                        metrics.CALL_WEBHOOK_LATENCY.observe(time.monotonic() - started)
                         return
-                    failure = f"status_{resp.status}"
+                    failure, result = f"status_{resp.status}", "refused"
             except TimeoutError:
-                failure = "timeout"
+                failure = result = "timeout"
             except aiohttp.ClientError as exc:
-                failure = type(exc).__name__
+                failure, result = type(exc).__name__, "error"
+            metrics.CALL_WEBHOOK_DELIVERIES.labels(result).inc()
             log.warning("call_webhook_failed", call_id=call_id, attempt=attempt + 1, error=failure)
 
     async def aclose(self) -> None:

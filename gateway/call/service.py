@@ -79,6 +79,18 @@ def accepted_session(base: SessionConfig, session: Mapping[str, Any]) -> Session
     return base.replace(**changes)
 
 
+def app_function_tools(session: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...]:
+    """The function tools of an app's `/accept` session: the app's, answered on its sideband."""
+    tools = session.get("tools")
+    if not isinstance(tools, list):
+        return ()
+    return tuple(
+        t
+        for t in tools
+        if isinstance(t, Mapping) and t.get("type", "function") == "function" and t.get("name")
+    )
+
+
 ClientFactory = Callable[[ProviderProfile, SessionConfig], RealtimeClient]
 
 
@@ -181,12 +193,15 @@ class CallService:
             headers = dict(headers or {})
             profile = resolve_profile(self.settings, called, source, leg, header_list, trunk)
             config = self._session_config(profile, codec, caller, called, headers)
-            if session:
+            app_tools: tuple[Mapping[str, Any], ...] = ()
+            if session:  # POST /calls: its function tools are an app's, as /accept's are
                 config = accepted_session(config, session)
+                app_tools = app_function_tools(session)
             if profile.mode == "webhook" and self.incoming is not None:
                 decision = await self.incoming.decide(call_id, header_list, ring)
                 if decision.session is not None:
                     config = accepted_session(config, decision.session)
+                    app_tools = app_function_tools(decision.session)
             if not self.breaker.try_acquire(loop.time()):
                 wait = max(0.0, self.breaker.retry_at - loop.time())
                 raise ProviderUnavailable(
@@ -218,6 +233,7 @@ class CallService:
             tool_names=profile.tool_names(),
             webhook_tools=tuple(self.webhooks.tool(w) for w in self.webhook_tools.values()),
             tool_hold_after_s=self.settings.tool_hold_after,
+            app_tools=app_tools,
         )
         return PreparedCall(call_id, info, client, options, created_at or loop.time())
 

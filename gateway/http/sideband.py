@@ -9,6 +9,8 @@ otherwise) and
   URL asks for them with `include_audio=true` (`extra_query={"include_audio": "true"}` in the
   SDK); events the gateway makes itself (connector events: session lost, reconnected) are not
   sent;
+* receives `call.refer.progress` events (the gateway's own) while a transfer of the call
+  (`POST .../refer`) progresses: the REFER's 202, then each NOTIFY's sipfrag status;
 * may send `session.update`, `response.create`, `conversation.item.create` (a
   `function_call_output` too) and `response.cancel`. They go to the provider session through
   the Call's realtime actions; any other type, or a frame that is no JSON object, gets a
@@ -38,12 +40,14 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from gateway import metrics
 from gateway.call.call import Call
 from gateway.call.manager import CallManager
 from gateway.http.calls import check_bearer
 from gateway.http.client import Networks
 from gateway.http.errors import openai_error
 from gateway.logs import get_logger
+from gateway.media.port import TransferProgress
 from gateway.realtime import events as rt
 from gateway.secret import Secret
 
@@ -94,6 +98,27 @@ def add_sideband_routes(app: web.Application, api: SidebandApi) -> None:
     app.router.add_get("/v1/realtime", realtime)
 
 
+def refer_progress_event(status: int, final: bool) -> dict[str, Any]:
+    """A `call.refer.progress` event (the gateway's own, in the Realtime events' shape) for a
+    REFER's answer (202 accepted) or a NOTIFY's sipfrag status (RFC 3515 section 2.4.5):
+    `state` is accepted (202), trying (1xx), succeeded (a final 2xx) or failed (>= 300)."""
+    if status >= 300:
+        state = "failed"
+    elif status < 200:
+        state = "trying"
+    elif final and status != 202:
+        state = "succeeded"
+    else:
+        state = "accepted"
+    return {
+        "type": "call.refer.progress",
+        "event_id": f"event_gw_refer_{status}_{int(final)}",
+        "status_code": status,
+        "state": state,
+        "final": final,
+    }
+
+
 def error_event(
     message: str, code: str, *, event_id: str | None = None, param: str | None = None
 ) -> dict[str, Any]:
@@ -134,11 +159,18 @@ class Sideband:
             return
         self._out.put_nowait(raw)
 
+    def _on_transfer_progress(self, ev: TransferProgress) -> None:
+        if self._out.qsize() < MAX_BACKLOG:
+            self._out.put_nowait(refer_progress_event(ev.status, ev.final))
+
     async def run(self, call_task: asyncio.Task[None]) -> None:
         """Pump until the call ends (close 1000), the app leaves, or the app lags (1013)."""
         call = self.call
         call.realtime.on(rt.ServerEvent, self._on_server_event)
+        call.on(TransferProgress, self._on_transfer_progress)
         call.log.info("sideband_attached", include_audio=self.include_audio)
+        metrics.SIDEBANDS.inc()
+        metrics.SIDEBANDS_LIVE.inc()
         try:
             async with asyncio.TaskGroup() as tg:
                 sender = tg.create_task(self._send())
@@ -149,8 +181,10 @@ class Sideband:
                 sender.cancel()
                 receiver.cancel()
         finally:
+            metrics.SIDEBANDS_LIVE.dec()
             with contextlib.suppress(ReferenceError):
                 call.realtime.off(rt.ServerEvent, self._on_server_event)
+                call.off(TransferProgress, self._on_transfer_progress)
             if call_task.done() and not self.ws.closed:
                 # the call is over: what the provider sent last is still queued
                 await self._drain()
@@ -183,19 +217,25 @@ class Sideband:
             if msg.type is WSMsgType.TEXT:
                 self._client_event(msg.data)
             elif msg.type is WSMsgType.BINARY:
+                metrics.SIDEBAND_CLIENT_EVENTS.labels("invalid").inc()
                 self._out.put_nowait(error_event("binary frames are not accepted", "invalid_json"))
 
     def _client_event(self, text: str) -> None:
         try:
             event = json.loads(text)
         except ValueError:
+            metrics.SIDEBAND_CLIENT_EVENTS.labels("invalid").inc()
             self._out.put_nowait(error_event("the frame is not JSON", "invalid_json"))
             return
         if not isinstance(event, dict):
+            metrics.SIDEBAND_CLIENT_EVENTS.labels("invalid").inc()
             self._out.put_nowait(error_event("the frame is not a JSON object", "invalid_json"))
             return
         event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
         kind = event.get("type")
+        metrics.SIDEBAND_CLIENT_EVENTS.labels(
+            metrics.bounded(kind if isinstance(kind, str) else "", CLIENT_EVENTS)
+        ).inc()
         if kind not in CLIENT_EVENTS:
             self._out.put_nowait(
                 error_event(

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +31,15 @@ from tests.support.gateway import (
     provider_sessions,
     run_sipp,
     running_gateway,
+    settings,
 )
 from tests.support.harness import free_port
 from tests.support.local_provider import client_events
+from tests.support.openai_sip import SECRET, TOKEN, sample
 from tests.support.scenarios import CallLog
+from tests.support.waiting import wait_for
 
-SECRET = "whsec_" + base64.b64encode(b"call-webhook-test-key-0123456789").decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"somebody-elses-key-0123456789abc").decode()
-TOKEN = "v1-calls-test-token-8c2f"
 SIPP_DIR = Path(__file__).resolve().parents[1] / "peers" / "sipp"
 
 
@@ -210,12 +213,114 @@ async def test_refer_sends_refer_to_the_caller_then_hangup_sends_bye(tmp_path: P
         await assert_nothing_leaked(gw)
 
 
+async def test_refer_progress_reaches_the_sideband(tmp_path: Path) -> None:
+    # the caller's side answers the REFER with 202, then NOTIFYs sipfrag 100 (active), 200
+    text = refer_scenario(tmp_path).read_text()
+    notify_at = text.index('  <send retrans="500">\n    <![CDATA[\n      NOTIFY')
+    ok = '  <recv response="200"/>\n'
+    notify_end = text.index(ok, notify_at) + len(ok)
+    final = text[notify_at:notify_end]
+    trying = final.replace("terminated;reason=noresource", "active;expires=60").replace(
+        "SIP/2.0 200 OK\n    ]]>", "SIP/2.0 100 Trying\n    ]]>"
+    )
+    final = final.replace("CSeq: 2 NOTIFY", "CSeq: 3 NOTIFY")
+    scenario = tmp_path / "refer_progress.xml"
+    scenario.write_text(text[:notify_at] + trying + final + text[notify_end:])
+    async with webhook_app() as app, gateway_for(app.url) as gw:
+        sdk = AsyncOpenAI(
+            api_key=TOKEN,
+            base_url=f"http://127.0.0.1:{gw.http_port}/v1",
+            websocket_base_url=f"ws://127.0.0.1:{gw.http_port}/v1",
+            max_retries=0,
+        )
+        progress: list[dict[str, Any]] = []
+
+        async def the_app() -> None:
+            event = await asyncio.wait_for(app.events.get(), 10)
+            call_id = event.data.call_id
+            await sdk.realtime.calls.accept(call_id, type="realtime", model="gpt-realtime")
+            await wait_for(lambda: gw.manager.get(call_id) is not None, 5, "the call to run")
+            async with sdk.realtime.connect(call_id=call_id, model="gpt-realtime") as conn:
+                await sdk.realtime.calls.refer(call_id, target_uri="sip:operator@127.0.0.1:5099")
+                while not progress or not progress[-1]["final"]:
+                    frame = json.loads(await asyncio.wait_for(conn.recv_bytes(), 10))
+                    if frame["type"] == "call.refer.progress":
+                        progress.append(frame)
+                await sdk.realtime.calls.hangup(call_id)
+
+        app_task = asyncio.create_task(the_app())
+        _sipp, result = await run_sipp(gw, tmp_path, scenario=str(scenario))
+        await app_task
+        assert result.successful_calls == 1, result.explain()
+        assert [(p["status_code"], p["state"], p["final"]) for p in progress] == [
+            (202, "accepted", False),
+            (100, "trying", False),
+            (200, "succeeded", True),
+        ], progress
+        await assert_nothing_leaked(gw)
+
+
 async def test_a_webhook_endpoint_that_is_down_gets_the_fallback(tmp_path: Path) -> None:
     down = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
     async with gateway_for(down, call_webhook_timeout=1.5, call_webhook_reject_status=480) as gw:
         _sipp, result = await run_sipp(gw, tmp_path, scenario=str(reject_scenario(tmp_path, 480)))
         assert result.successful_calls == 1, result.explain()
         await assert_nothing_leaked(gw)
+
+
+async def test_a_webhook_endpoint_that_is_down_with_fallback_default_runs_the_default_scenario(
+    tmp_path: Path,
+) -> None:
+    down = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
+    log = CallLog()
+    fallbacks = sample("gateway_call_webhooks_total", outcome="fallback_default")
+    errors = sample("gateway_call_webhook_deliveries_total", result="error")
+    async with gateway_for(
+        down, log.setup, call_webhook_timeout=1.0, call_webhook_fallback="default", greeting=False
+    ) as gw:
+        source, said = speech_wav(tmp_path, 0.8, 4.0)
+        phone = await baresip_call(gw, log, tmp_path, source)
+        assert len(log.calls) == 1  # answered once the 1 s wait ran out: no app ever decided
+        found = windows_found(said, phone.heard())
+        assert np.mean(np.array(found) >= 0.8) >= 0.7, found
+        assert sample("gateway_call_webhooks_total", outcome="fallback_default") == fallbacks + 1
+        assert sample("gateway_call_webhook_deliveries_total", result="error") >= errors + 2
+        await assert_nothing_leaked(gw)
+
+
+@pytest.mark.parametrize("form", ["env", "file"])
+async def test_the_webhook_secret_as_env_or_file_is_verified_by_unwrap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str
+) -> None:
+    if form == "env":
+        monkeypatch.setenv("OAI18_CALL_WEBHOOK_SECRET", SECRET)
+        config = settings(call_webhook_secret=Secret("env:OAI18_CALL_WEBHOOK_SECRET"))
+    else:
+        path = tmp_path / "whsec"
+        path.write_text(SECRET + "\n")
+        path.chmod(0o600)
+        config = settings({"GATEWAY_CALL_WEBHOOK_SECRET_FILE": str(path)})
+    async with webhook_app() as app:
+        gw = Gateway(
+            dataclasses.replace(
+                config, call_mode="webhook", call_webhook_url=app.url, api_token=Secret(TOKEN)
+            )
+        )
+        await gw.start()
+        try:
+
+            async def the_app() -> None:
+                event = await asyncio.wait_for(app.events.get(), 10)  # unwrap verified it
+                await app.sdk(gw).realtime.calls.reject(event.data.call_id, status_code=486)
+
+            app_task = asyncio.create_task(the_app())
+            scenario = str(reject_scenario(tmp_path, 486))
+            _sipp, result = await run_sipp(gw, tmp_path, scenario=scenario)
+            await app_task
+            assert result.successful_calls == 1, result.explain()
+            assert app.forged == []
+        finally:
+            await gw.stop()
 
 
 async def test_a_forged_signature_is_refused_by_unwrap_and_retried(tmp_path: Path) -> None:

@@ -230,3 +230,39 @@ async def test_gateway_tool_names_stay_the_gateways_and_a_toolless_scenario_pass
     ):
         await conn.session.update(session={"type": "realtime", "tools": [LOOKUP]})
         await wait_for(lambda: session_tools(provider) == ["lookup_order"], 5)
+
+
+async def test_a_gateway_tool_and_an_app_tool_in_one_call_each_answered_once_by_its_owner(
+    provider: LocalProvider,
+) -> None:
+    async with (
+        live_call(provider) as (call, _task, client),
+        client.realtime.connect(call_id="c1", model="gpt-realtime") as conn,
+    ):
+        await conn.session.update(session={"type": "realtime", "tools": [LOOKUP]})
+        await wait_for(lambda: "lookup_order" in session_tools(provider), 5)
+        press(call, "*3*4")  # the model calls send_dtmf (the gateway's), then lookup_order
+        calls: dict[str, str] = {}
+        while len(calls) < 2:
+            ev = await asyncio.wait_for(conn.recv(), 8)
+            if isinstance(ev, ResponseFunctionCallArgumentsDoneEvent):
+                calls[ev.name] = ev.call_id
+        assert set(calls) == {"send_dtmf", "lookup_order"}
+        # the gateway answers its own tool; the app's is left to the app
+        await wait_for(lambda: len(outputs(provider)) == 1, 5)
+        await asyncio.sleep(0.5)
+        [gateway_output] = outputs(provider)
+        assert gateway_output["call_id"] == calls["send_dtmf"]
+        await conn.conversation.item.create(
+            item={
+                "type": "function_call_output",
+                "call_id": calls["lookup_order"],
+                "output": json.dumps({"status": "shipped"}),
+            }
+        )
+        await conn.response.create()
+        await wait_for(lambda: len(outputs(provider)) == 2, 5)
+        await asyncio.sleep(2.5)  # past the runner's "no such tool" guess: nothing more
+        answered = [o["call_id"] for o in outputs(provider)]
+        assert sorted(answered) == sorted(calls.values()), answered
+        assert json.loads(outputs(provider)[1]["output"]) == {"status": "shipped"}

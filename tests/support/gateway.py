@@ -55,8 +55,9 @@ def rtp_range() -> str:
     return f"{base}-{base + 198}"
 
 
-def settings(**overrides: Any) -> Settings:
-    """Settings for a loopback test gateway; keyword overrides use setting names."""
+def settings(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings for a loopback test gateway; keyword overrides use setting names, `environ`
+    adds `GATEWAY_*` variables (e.g. a `*_FILE` secret, resolved as `gateway serve` does)."""
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args([])
@@ -65,6 +66,7 @@ def settings(**overrides: Any) -> Settings:
         "GATEWAY_SIP_LISTEN": f"127.0.0.1:{free_udp_tcp_port()}",
         "GATEWAY_RTP_PORTS": rtp_range(),
         "GATEWAY_LOG_FORMAT": "console",
+        **(environ or {}),
     }
     base = load_settings(args, environ=env)
     # no call history file in the working directory unless a test asks for one
