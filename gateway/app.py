@@ -164,7 +164,8 @@ class Gateway:
             # line each (files a live process on the same directory holds are left alone)
             await loop.run_in_executor(None, recover_recordings, s.record_dir)
         # --- the model side
-        provider = s.resolved_provider()
+        provider, why = s.provider_choice()
+        log.info("provider_selected", setting=s.provider, provider=provider, reason=why)
         base_url = s.provider_url
         folder, api_key, iam_token = s.yandex_folder_id, s.yandex_api_key, s.yandex_iam_token
         if provider == "local":
