@@ -11,7 +11,7 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from gateway import __version__
+from gateway import __version__, banner
 from gateway.config import (
     Settings,
     add_arguments,
@@ -63,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gateway.app import Gateway
 
     gateway = Gateway(settings)
+    gateway.human = banner.is_human(settings.log_format)
     try:
         _run(gateway.run())
     except StartupError as exc:
