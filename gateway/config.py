@@ -386,13 +386,20 @@ class Settings:
         self.webhook_tools()
 
     def _check_record_dir(self) -> None:
-        path = Path(self.record_dir)
-        if path.exists() and not path.is_dir():
-            raise ConfigError(f"record_dir: {self.record_dir!r} is not a directory")
-        if not path.exists() and not path.absolute().parent.is_dir():
+        # the recorder creates the directory and its parents: the nearest existing ancestor
+        # must be a directory it can write in
+        path = Path(self.record_dir).absolute()
+        if path.exists():
+            if not path.is_dir():
+                raise ConfigError(f"record_dir: {self.record_dir!r} is not a directory")
+            if not os.access(path, os.W_OK):
+                raise ConfigError(f"record_dir: {self.record_dir!r} is not writable")
+            return
+        ancestor = next(p for p in path.parents if p.exists())
+        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
             raise ConfigError(
-                f"record_dir: the parent of {self.record_dir!r} does not exist (it is created, "
-                "its parent is not)"
+                f"record_dir: cannot create {self.record_dir!r}: {str(ancestor)!r} is not a "
+                "writable directory"
             )
 
     def trunk_settings(self) -> dict[str, Trunk]:

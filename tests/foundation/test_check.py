@@ -48,11 +48,13 @@ caled = "100"
 
 
 def test_check_lists_every_problem_with_the_nearest_key(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
     cfg = tmp_path / "gw.toml"
     cfg.write_text(BAD_CONFIG)
     proc = _gateway(
         "check", "--config", str(cfg), "--provider", "openai", "--sip-tls-listen", "127.0.0.1:0",
-        "--sip-tls-cert", str(tmp_path / "missing.pem"), "--record-dir", "/nonexistent/x/rec",
+        "--sip-tls-cert", str(tmp_path / "missing.pem"),
+        "--record-dir", str(tmp_path / "a-file" / "rec"),
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("gateway: error: ")]
@@ -66,7 +68,7 @@ def test_check_lists_every_problem_with_the_nearest_key(tmp_path: Path) -> None:
         "trunks.carrier: unknown key 'url' (did you mean 'uri'?)",
         "tools.lookup: unknown key 'descripton' (did you mean 'description'?)",
         "routes[0]: unknown key 'caled' (did you mean 'called'?)",
-        "record_dir: the parent of '/nonexistent/x/rec' does not exist",
+        "a-file' is not a writable directory",
     ]
     for fragment in expected:
         assert sum(fragment in line for line in errors) == 1, (fragment, errors)
