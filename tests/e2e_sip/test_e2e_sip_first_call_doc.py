@@ -106,7 +106,8 @@ def test_the_docs_baresip_configuration_reaches_the_greeting_and_the_echo(
     assert len(files) == 1, (tmp_path / "baresip.log").read_text(errors="replace")[-2000:]
     heard = read_wav_8k(files[0])
     # the greeting (G.722 by the doc's codec order: a lossy wideband round trip), then the echo
+    # (measured here: 0.96-0.999 per 250 ms window; the greeting's one silent window scores 0)
     found = windows_found(greeting, heard)
-    assert np.mean(np.array(found) >= 0.6) >= 0.6, found
+    assert np.mean(np.array(found) >= 0.8) >= 0.8, found
     found = windows_found(said, heard[len(greeting) :])
-    assert np.mean(np.array(found) >= 0.6) >= 0.6, found
+    assert np.mean(np.array(found) >= 0.8) >= 0.8, found
