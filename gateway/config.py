@@ -304,6 +304,8 @@ class Settings:
         for name in SESSION_FIELD_NAMES:
             yield functools.partial(session_field, name, getattr(self, name))
         yield self._check_tools
+        for name, uri in self.transfer_targets.items():
+            yield functools.partial(_transfer_target, name, uri)
         if self.scenario:
             yield functools.partial(_must_be_file, "scenario", self.scenario)
         if self.record_dir:
@@ -479,6 +481,11 @@ def _cidr(name: str, value: str) -> None:
         ipaddress.ip_network(value, strict=False)
     except ValueError:
         raise ConfigError(f"{name}: {value!r} is not a CIDR network") from None
+
+
+def _transfer_target(name: str, uri: object) -> None:
+    if not isinstance(uri, str) or not uri.startswith(("sip:", "sips:", "tel:")):
+        raise ConfigError(f"transfer_targets.{name}: {uri!r} is not a sip:, sips: or tel: URI")
 
 
 def _must_be_file(name: str, path: str) -> None:

@@ -173,6 +173,11 @@ def test_a_pipe_gets_one_json_line_without_the_token() -> None:
     assert started["token_required"] is True
     assert started["provider"] == "local" and started["model"] == "gpt-realtime"
     assert any("local echo provider" in w for w in started["warnings"])
+    # `auto` says which provider it picked and why
+    events = [json.loads(line) for line in gw.output.splitlines() if line.strip()]
+    (selected,) = [e for e in events if e.get("event") == "provider_selected"]
+    assert selected["setting"] == "auto" and selected["provider"] == "local"
+    assert "no OPENAI_API_KEY or YANDEX key set" in selected["reason"]
 
 
 def _assert_json_only(output: str) -> dict[str, object]:

@@ -44,6 +44,8 @@ url = "https://tools.example/lookup"
 descripton = "look a thing up"
 [[routes]]
 caled = "100"
+[transfer_targets]
+sales = "https://sales.example"
 """
 
 
@@ -68,6 +70,7 @@ def test_check_lists_every_problem_with_the_nearest_key(tmp_path: Path) -> None:
         "trunks.carrier: unknown key 'url' (did you mean 'uri'?)",
         "tools.lookup: unknown key 'descripton' (did you mean 'description'?)",
         "routes[0]: unknown key 'caled' (did you mean 'called'?)",
+        "transfer_targets.sales: 'https://sales.example' is not a sip:, sips: or tel: URI",
         "a-file' is not a writable directory",
     ]
     for fragment in expected:
@@ -111,6 +114,18 @@ def test_check_prints_the_settings_with_every_secret_redacted(tmp_path: Path) ->
     assert f'api_token_file = "{token_file}"' in lines  # a path is not a secret
     assert "# provider: openai (OPENAI_API_KEY is set)" in lines
     assert "gateway check: OK" in proc.stderr
+
+
+def test_a_config_file_that_cannot_be_read_is_one_line(tmp_path: Path) -> None:
+    proc = _gateway("check", "--config", str(tmp_path / "nope.toml"))
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.splitlines()[0]
+        == f"gateway: error: config: no such file '{tmp_path}/nope.toml'"
+    )
+    (tmp_path / "bad.toml").write_text("vad_threshold = = 1\n")
+    proc = _gateway("check", "--config", str(tmp_path / "bad.toml"))
+    assert proc.returncode == 2 and "gateway: error: config " in proc.stderr
 
 
 def test_serve_refuses_on_the_same_checks_before_starting() -> None:
