@@ -28,7 +28,7 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from gateway import metrics
+from gateway import banner, metrics
 from gateway.call.default_scenario import TOOLS
 from gateway.call.default_scenario import setup as default_setup
 from gateway.call.history import History
@@ -111,6 +111,9 @@ class Gateway:
         self.metrics_port: int | None = None
         self.sip_port: int | None = None
         self._drain_task: asyncio.Task[None] | None = None
+        #: a person watches the terminal: print the banner and the Ctrl-C notices (issue 19)
+        self.human = False
+        self._sip_public_host = ""
         self.gc_policy = GcPolicy(lambda: len(self.manager.calls))
         #: the call history (issue 19, `--history-path`), None when turned off
         self.history: History | None = None
@@ -150,11 +153,39 @@ class Gateway:
             await self.stop()
             raise
         self.gc_policy.start()
+        facts = self.startup_facts()
         log.info(
             "gateway_started",
             http=self.settings.http_listen,
             sip=self.settings.sip_listen,
-            provider=self.profile.name if self.profile else None,
+            **facts.log_fields(),  # never the token
+        )
+        if self.human:  # issue 19: what to dial and open, on the operator's own terminal
+            banner.show(facts.lines())
+
+    def startup_facts(self) -> banner.StartupFacts:
+        """What the start-up banner and the `gateway_started` line say."""
+        s = self.settings
+        provider, why = s.provider_choice()
+        http_host, _ = parse_hostport(s.http_listen, "http_listen")
+        transport = self.sip_transport
+        return banner.StartupFacts(
+            sip_host=self._sip_public_host,
+            sip_port=transport.port if transport else 0,
+            tls_port=transport.tls_port if transport else 0,
+            http_host=http_host,
+            http_port=self.http_port or 0,
+            token=s.api_token,
+            provider=provider,
+            provider_reason=why,
+            model=self.profile.model if self.profile else "",
+            warnings=banner.first_run_warnings(
+                provider=provider,
+                provider_setting=s.provider,
+                metrics_listen=s.metrics_listen,
+                sip_allow=s.sip_allow,
+                inbound_trunks=any(_inbound_sources(t) for t in s.trunk_settings().values()),
+            ),
         )
 
     async def _start(self) -> None:
@@ -178,7 +209,8 @@ class Gateway:
                 raise StartupError(f"history_path {s.history_path}: {exc}") from None
             self.manager.on_call_ended = self.history.submit
         # --- the model side
-        provider = s.resolved_provider()
+        provider, why = s.provider_choice()
+        log.info("provider_selected", setting=s.provider, provider=provider, reason=why)
         base_url = s.provider_url
         folder, api_key, iam_token = s.yandex_folder_id, s.yandex_api_key, s.yandex_iam_token
         if provider == "local":
@@ -270,6 +302,7 @@ class Gateway:
             comfort_noise=s.sip_comfort_noise,
         )
         trunk_media = {name: t.media_policy(media) for name, t in trunks.items()}
+        self._sip_public_host = public
         config = EndpointConfig(host=public, port=port, media=media, trunk_media=trunk_media)
         endpoint = SipEndpoint(config, policy=policy, auth=auth)
         lo, hi = parse_port_range(s.rtp_ports)
@@ -417,11 +450,16 @@ class Gateway:
 
     def _on_signal(self) -> None:
         self._signals += 1
+        live = len(self.manager.calls)
         if self._signals == 1:
-            log.info("signal_drain", live_calls=len(self.manager.calls))
+            log.info("signal_drain", live_calls=live, hint="a second signal ends them now")
+            if self.human and live:
+                banner.show([banner.drain_notice(live, self.settings.drain_timeout)])
             self.begin_drain()
         else:
-            log.info("signal_stop_now", live_calls=len(self.manager.calls))
+            log.info("signal_stop_now", live_calls=live)
+            if self.human and live and self._signals == 2:
+                banner.show([banner.stop_now_notice(live)])
             self._stop_requested.set()
 
     async def stop(self) -> None:

@@ -1,5 +1,6 @@
-"""Command line: `gateway serve` (the default), `gateway provider` (the local provider alone),
-and `gateway call`/`gateway calls` (the call API of a running gateway)."""
+"""Command line: `gateway serve` (the default), `gateway check` (validate the settings),
+`gateway provider` (the local provider alone) and `gateway call`/`gateway calls` (the call API
+of a running gateway)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,15 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from gateway import __version__
+from gateway import __version__, banner
 from gateway.cli_calls import add_call_commands, run_client_command
-from gateway.config import add_arguments, command_line_secrets, load_settings
+from gateway.config import (
+    Settings,
+    add_arguments,
+    command_line_secrets,
+    effective_settings,
+    load_settings,
+)
 from gateway.errors import ConfigError, StartupError
 from gateway.logs import configure, get_logger
 
@@ -24,6 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="answer SIP and WebRTC calls (default)")
     add_arguments(serve)
+    check = sub.add_parser(
+        "check", help="validate the settings without starting; print them, secrets redacted"
+    )
+    add_arguments(check)
     provider = sub.add_parser("provider", help="run the local Realtime provider standalone")
     provider.add_argument("--listen", default="127.0.0.1:8765", help="HOST:PORT")
     provider.add_argument("--flavor", default="openai", choices=["openai", "yandex"])
@@ -45,16 +56,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_provider(args)
     if args.command in ("call", "calls"):
         return run_client_command(args)
-    try:
-        settings = load_settings(args)
-    except ConfigError as exc:
-        print(f"gateway: error: {exc}", file=sys.stderr)
+    if args.command == "check":
+        return _check(args)
+    settings, problems = _settings_and_problems(args)
+    if problems:  # the same checks as `gateway check`, every problem at once
+        for problem in problems:
+            print(f"gateway: error: {problem}", file=sys.stderr)
         return 2
     configure(settings.log_format, settings.log_level)
     warn_command_line_secrets(command_line_secrets(args))
     from gateway.app import Gateway
 
     gateway = Gateway(settings)
+    gateway.human = banner.is_human(settings.log_format)
     try:
         _run(gateway.run())
     except StartupError as exc:
@@ -65,6 +79,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if gateway.stopped else 130
     finally:
         _ignore_late_signals()
+    return 0
+
+
+def _settings_and_problems(args: argparse.Namespace) -> tuple[Settings, list[str]]:
+    """The settings and every problem in them, one line each: the checks `gateway check` runs
+    and `gateway serve` runs before starting."""
+    from gateway.call.routing import validate_routes
+
+    problems: list[str] = []
+    try:
+        settings = load_settings(args, problems=problems)
+    except ConfigError as exc:  # the config file itself cannot be read or parsed
+        return Settings(), [str(exc)]
+    try:
+        validate_routes(settings.routes)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    return settings, problems
+
+
+def _check(args: argparse.Namespace) -> int:
+    """`gateway check`: every problem on its own line (exit 2), else the effective settings with
+    every secret redacted (exit 0). Nothing is started."""
+    settings, problems = _settings_and_problems(args)
+    if problems:
+        for problem in problems:
+            print(f"gateway: error: {problem}", file=sys.stderr)
+        print(f"gateway check: {len(problems)} problem(s)", file=sys.stderr)
+        return 2
+    for line in effective_settings(settings):
+        print(line)
+    provider, why = settings.provider_choice()
+    print(f"# provider: {provider} ({why})")
+    print("gateway check: OK", file=sys.stderr)
     return 0
 
 

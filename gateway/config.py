@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import functools
 import ipaddress
+import json
 import os
+import re
 import tomllib
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +36,7 @@ from gateway.errors import ConfigError
 from gateway.secret import Secret, read_secret_file
 from gateway.sip.sdp import SRTP_MODES
 from gateway.sip.trunk import Trunk, load_trunks
-from gateway.webhooks import WebhookTool, load_webhook_tools, signing_key
+from gateway.webhooks import WEBHOOK_TOOL_KEYS, WebhookTool, load_webhook_tools, signing_key
 
 
 def _opt(default: Any, help: str, **meta: Any) -> Any:
@@ -243,104 +247,177 @@ class Settings:
     history_retention_days: float = _opt(30.0, "days a call stays in the history (0: forever)")
 
     def validate(self) -> None:
-        """Raise ConfigError with one clear line for the first inconsistent setting."""
+        """Raise ConfigError with one clear line for the first problem (`problems()` has all)."""
+        found = self.problems()
+        if found:
+            raise ConfigError(found[0])
+
+    def problems(self) -> list[str]:
+        """Every inconsistent setting, one clear line each, in a stable order: what
+        `gateway check` prints and `gateway serve` refuses to start on."""
+        out: list[str] = []
+        for step in self._checks():
+            try:
+                step()
+            except ConfigError as exc:
+                out.append(str(exc))
+        return out
+
+    def _checks(self) -> Iterator[Callable[[], object]]:
+        """The checks, each a step that raises ConfigError; one failing step hides no other."""
         for name in ("http_listen", "sip_listen"):
-            parse_hostport(getattr(self, name), name)
+            yield functools.partial(parse_hostport, getattr(self, name), name)
         if self.webrtc_ports:
-            parse_port_range(self.webrtc_ports, "webrtc_ports")
+            yield functools.partial(parse_port_range, self.webrtc_ports, "webrtc_ports")
         for name in ("metrics_listen", "sip_tls_listen"):
             if getattr(self, name):
-                parse_hostport(getattr(self, name), name)
-        parse_port_range(self.rtp_ports)
-        if self.call_mode not in ("scenario", "webhook"):
-            raise ConfigError("call_mode must be scenario or webhook")
-        if self.call_webhook_fallback not in ("reject", "default"):
-            raise ConfigError("call_webhook_fallback must be reject or default")
-        if not 400 <= self.call_webhook_reject_status <= 699:
-            raise ConfigError("call_webhook_reject_status must be a SIP status 400-699")
-        if not 0 < self.call_webhook_timeout <= 300:
-            raise ConfigError("call_webhook_timeout must be more than 0 and at most 300 s")
-        uses_webhook = self.call_mode == "webhook" or any(
-            r.get("mode") == "webhook" for r in self.routes
+                yield functools.partial(parse_hostport, getattr(self, name), name)
+        yield functools.partial(parse_port_range, self.rtp_ports)
+        for name in NUMERIC_RANGES:
+            yield functools.partial(_in_range, name, getattr(self, name))
+        yield functools.partial(_one_of, "call_mode", self.call_mode, {"scenario", "webhook"})
+        yield functools.partial(
+            _one_of, "call_webhook_fallback", self.call_webhook_fallback, {"reject", "default"}
         )
-        if uses_webhook and urlsplit(self.call_webhook_url).scheme not in ("http", "https"):
-            raise ConfigError("call_webhook_url must be an http:// or https:// URL (webhook mode)")
+        yield self._check_webhook_url
         for cidr in self.sip_allow:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise ConfigError(f"sip_allow: {cidr!r} is not a CIDR network") from None
+            yield functools.partial(_cidr, "sip_allow", cidr)
         for server in self.sip_dns_servers:
-            parse_hostport(server, "sip_dns_servers")
+            yield functools.partial(parse_hostport, server, "sip_dns_servers")
         for cidr in self.trusted_proxies:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise ConfigError(f"trusted_proxies: {cidr!r} is not a CIDR network") from None
+            yield functools.partial(_cidr, "trusted_proxies", cidr)
         if self.sip_tls_listen:
             for name in ("sip_tls_cert", "sip_tls_key"):
-                path = getattr(self, name)
-                if not path:
-                    raise ConfigError(f"sip_tls_listen needs {name}")
-                if not Path(path).is_file():
-                    raise ConfigError(f"{name}: no such file {path!r}")
-        _one_of("provider", self.provider, {"auto", "local", "openai", "yandex", "url"})
-        _one_of("session_format", self.session_format, {"auto", "pcmu", "pcma", "pcm24k"})
-        _one_of("vad", self.vad, {"server_vad", "semantic_vad", "none"})
-        _one_of("local_flavor", self.local_flavor, {"openai", "yandex"})
-        _one_of("log_format", self.log_format, {"auto", "json", "console"})
-        _one_of("log_level", self.log_level, {"debug", "info", "warning", "error"})
-        if self.provider == "url" and not self.provider_url:
-            raise ConfigError("provider url needs provider_url")
+                yield functools.partial(self._check_tls_file, name)
+        yield functools.partial(
+            _one_of, "provider", self.provider, {"auto", "local", "openai", "yandex", "url"}
+        )
+        yield functools.partial(
+            _one_of, "session_format", self.session_format, {"auto", "pcmu", "pcma", "pcm24k"}
+        )
+        yield functools.partial(_one_of, "vad", self.vad, {"server_vad", "semantic_vad", "none"})
+        yield functools.partial(_one_of, "local_flavor", self.local_flavor, {"openai", "yandex"})
+        yield functools.partial(_one_of, "log_format", self.log_format, {"auto", "json", "console"})
+        yield functools.partial(
+            _one_of, "log_level", self.log_level, {"debug", "info", "warning", "error"}
+        )
+        yield self._check_provider_credentials
         for codec in self.sip_codecs:
-            _one_of("sip_codecs", codec, {"g722", "opus", "pcmu", "pcma"})
-        if not self.sip_codecs or len(set(self.sip_codecs)) != len(self.sip_codecs):
-            raise ConfigError("sip_codecs must name each codec at most once, at least one")
+            yield functools.partial(_one_of, "sip_codecs", codec, {"g722", "opus", "pcmu", "pcma"})
+        yield self._check_codec_list
         for alg in self.sip_digest_algorithms:
-            _one_of("sip_digest_algorithms", alg, {"SHA-256", "MD5"})
-        if not self.sip_digest_algorithms:
-            raise ConfigError("sip_digest_algorithms must name at least one algorithm")
-        if self.max_calls < 1:
-            raise ConfigError("max_calls must be at least 1")
-        for name in ("sip_rate_limit", "sip_calls_per_second", "sip_overload_reply_rate"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must not be negative")
-        for name in ("sip_rate_burst", "sip_calls_burst"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1")
-        if self.provider_breaker_failures < 0:
-            raise ConfigError("provider_breaker_failures must not be negative (0: off)")
-        if self.provider_breaker_cooldown <= 0:
-            raise ConfigError("provider_breaker_cooldown must be more than 0 seconds")
-        if not 0 <= self.history_retention_days <= 36500:
-            raise ConfigError("history_retention_days must be between 0 (forever) and 36500")
+            yield functools.partial(_one_of, "sip_digest_algorithms", alg, {"SHA-256", "MD5"})
+        yield self._check_digest_list
+        yield self._check_trunks
+        yield self._check_ptime
+        yield self._check_srtp
+        for name in SESSION_FIELD_NAMES:
+            yield functools.partial(session_field, name, getattr(self, name))
+        yield self._check_tools
+        for name, uri in self.transfer_targets.items():
+            yield functools.partial(_transfer_target, name, uri)
+        if self.scenario:
+            yield functools.partial(_must_be_file, "scenario", self.scenario)
+        if self.record_dir:
+            yield self._check_record_dir
+        yield self._check_history_path
+
+    def _check_history_path(self) -> None:
         if self.history_path and self.history_path.endswith(("/", os.sep)):
             raise ConfigError("history_path must name a file, not a directory")
-        load_trunks(self.trunks)
+
+    def _check_webhook_url(self) -> None:
+        uses_webhook = self.call_mode == "webhook" or any(
+            isinstance(r, Mapping) and r.get("mode") == "webhook" for r in self.routes
+        )  # the routes table itself: gateway.call.routing.validate_routes
+        if uses_webhook and urlsplit(self.call_webhook_url).scheme not in ("http", "https"):
+            raise ConfigError("call_webhook_url must be an http:// or https:// URL (webhook mode)")
+
+    def _check_tls_file(self, name: str) -> None:
+        path = getattr(self, name)
+        if not path:
+            raise ConfigError(f"sip_tls_listen needs {name}")
+        _must_be_file(name, path)
+
+    def _check_provider_credentials(self) -> None:
+        # issue 19: an explicit provider without its credentials refuses to start
+        if self.provider == "url" and not self.provider_url:
+            raise ConfigError("provider url needs provider_url")
+        if self.provider == "openai" and not self.openai_api_key:
+            raise ConfigError(
+                "provider openai needs an API key: set OPENAI_API_KEY (or openai_api_key_file)"
+            )
+        yandex_key = bool(self.yandex_api_key or self.yandex_iam_token)
+        if self.provider == "yandex" and not yandex_key:
+            raise ConfigError(
+                "provider yandex needs YANDEX_API_KEY or YANDEX_IAM_TOKEN (or their _file settings)"
+            )
+        wants_yandex = self.provider == "yandex" or (
+            self.provider == "auto" and not self.openai_api_key
+        )
+        if wants_yandex and yandex_key and not self.yandex_folder_id:
+            raise ConfigError(
+                "provider yandex needs yandex_folder_id (YANDEX_FOLDER_ID) with its key; "
+                "without it the gateway would run the local echo provider"
+            )
+
+    def _check_codec_list(self) -> None:
+        if not self.sip_codecs or len(set(self.sip_codecs)) != len(self.sip_codecs):
+            raise ConfigError("sip_codecs must name each codec at most once, at least one")
+
+    def _check_digest_list(self) -> None:
+        if not self.sip_digest_algorithms:
+            raise ConfigError("sip_digest_algorithms must name at least one algorithm")
+
+    def _check_ptime(self) -> None:
         if self.ptime_ms not in (10, 20, 30, 40, 60):
             raise ConfigError("ptime_ms must be one of 10, 20, 30, 40, 60")
+
+    def _check_srtp(self) -> None:
         if self.sip_srtp not in SRTP_MODES:
             raise ConfigError(f"sip_srtp must be one of {', '.join(SRTP_MODES)}")
-        if not 0 <= self.rtp_timeout <= 86400:
-            raise ConfigError("rtp_timeout must be between 0 (off) and 86400 seconds")
-        if not 20 <= self.append_ms <= 1000:
-            raise ConfigError("append_ms must be between 20 and 1000")
-        if not 0 <= self.provider_stall_timeout <= 300:
-            raise ConfigError("provider_stall_timeout must be between 0 (off) and 300 seconds")
-        for name in (
-            "provider_stall_retries",
-            "provider_max_reconnects",
-            "provider_max_reconnects_per_minute",
-        ):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be 0 or more")
-        for name in SESSION_FIELD_NAMES:
-            session_field(name, getattr(self, name))
-        if not 0 <= self.tool_hold_after <= 60:
-            raise ConfigError("tool_hold_after must be between 0 (never) and 60 seconds")
+
+    def _check_trunks(self) -> None:
+        known = {f.name for f in dataclasses.fields(Trunk)} - {"name"} | {"password_file"}
+        tables = {}
+        for name, table in self.trunks.items():
+            if isinstance(table, Mapping):
+                unknown = [k for k in table if k not in known]
+                if unknown:
+                    raise ConfigError(
+                        "; ".join(unknown_key(f"trunks.{name}", k, known) for k in unknown)
+                    )
+            tables[name] = table
+        load_trunks(tables)
+
+    def _check_tools(self) -> None:
+        for name, table in self.tools.items():
+            if isinstance(table, Mapping):
+                unknown = [k for k in table if k not in WEBHOOK_TOOL_KEYS]
+                if unknown:
+                    raise ConfigError(
+                        "; ".join(
+                            unknown_key(f"tools.{name}", k, WEBHOOK_TOOL_KEYS) for k in unknown
+                        )
+                    )
         self.webhook_tools()
-        if self.scenario and not Path(self.scenario).is_file():
-            raise ConfigError(f"scenario: no such file {self.scenario!r}")
+
+    def _check_record_dir(self) -> None:
+        # the recorder creates the directory and its parents: the nearest existing ancestor
+        # must be a directory it can write in
+        path = Path(self.record_dir).absolute()
+        if path.exists():
+            if not path.is_dir():
+                raise ConfigError(f"record_dir: {self.record_dir!r} is not a directory")
+            if not os.access(path, os.W_OK):
+                raise ConfigError(f"record_dir: {self.record_dir!r} is not writable")
+            return
+        ancestor = next(p for p in path.parents if p.exists())
+        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+            raise ConfigError(
+                f"record_dir: cannot create {self.record_dir!r}: {str(ancestor)!r} is not a "
+                "writable directory"
+            )
 
     def trunk_settings(self) -> dict[str, Trunk]:
         """The `[trunks.NAME]` tables, typed (checked by `validate`)."""
@@ -363,18 +440,80 @@ class Settings:
 
     def resolved_provider(self) -> str:
         """The provider in use: `auto` picks openai or yandex when their key is set, else local."""
+        return self.provider_choice()[0]
+
+    def provider_choice(self) -> tuple[str, str]:
+        """The provider in use and why, for the start-up log line (issue 19)."""
         if self.provider != "auto":
-            return self.provider
+            return self.provider, "chosen by the provider setting"
         if self.openai_api_key:
-            return "openai"
+            return "openai", "OPENAI_API_KEY is set"
         if self.yandex_folder_id and (self.yandex_api_key or self.yandex_iam_token):
-            return "yandex"
-        return "local"
+            return "yandex", "a Yandex key and YANDEX_FOLDER_ID are set"
+        return "local", "no OPENAI_API_KEY or YANDEX key set: the local echo provider"
 
 
 def _one_of(name: str, value: str, allowed: set[str]) -> None:
     if value not in allowed:
         raise ConfigError(f"{name}: {value!r} is not one of {', '.join(sorted(allowed))}")
+
+
+#: The range of every numeric setting, inclusive (issue 19: `gateway check` refuses the rest).
+NUMERIC_RANGES: Mapping[str, tuple[float, float]] = {
+    "sip_rate_limit": (0, 100_000),
+    "sip_rate_burst": (1, 1_000_000),
+    "sip_calls_per_second": (0, 10_000),
+    "sip_calls_burst": (1, 100_000),
+    "sip_overload_reply_rate": (0, 100_000),
+    "max_calls": (1, 100_000),
+    "history_retention_days": (0, 36_500),
+    "ptime_ms": (10, 60),
+    "rtp_timeout": (0, 86_400),
+    "vad_threshold": (0, 1),
+    "vad_silence_ms": (0, 10_000),
+    "vad_prefix_ms": (0, 10_000),
+    "append_ms": (20, 1000),
+    "provider_stall_timeout": (0, 300),
+    "provider_stall_retries": (0, 100),
+    "provider_max_reconnects": (0, 1000),
+    "provider_max_reconnects_per_minute": (0, 60),
+    "tool_hold_after": (0, 60),
+    "call_webhook_timeout": (0.001, 300),
+    "call_webhook_reject_status": (400, 699),
+    "drain_timeout": (0, 86_400),
+    "provider_breaker_failures": (0, 1000),
+    "provider_breaker_cooldown": (0.001, 3600),
+}
+
+
+def _in_range(name: str, value: float) -> None:
+    lo, hi = NUMERIC_RANGES[name]
+    if not lo <= value <= hi:  # NaN fails too
+        raise ConfigError(f"{name}: {value!r} is out of range {lo:g}..{hi:g}")
+
+
+def _cidr(name: str, value: str) -> None:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ConfigError(f"{name}: {value!r} is not a CIDR network") from None
+
+
+def _transfer_target(name: str, uri: object) -> None:
+    if not isinstance(uri, str) or not uri.startswith(("sip:", "sips:", "tel:")):
+        raise ConfigError(f"transfer_targets.{name}: {uri!r} is not a sip:, sips: or tel: URI")
+
+
+def _must_be_file(name: str, path: str) -> None:
+    if not Path(path).is_file():
+        raise ConfigError(f"{name}: no such file {path!r}")
+
+
+def unknown_key(where: str, key: str, known: Iterable[str]) -> str:
+    """ "unknown trunk key 'url' (did you mean 'uri'?)": the nearest valid key suggested."""
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{where}: unknown key {key!r}{hint}"
 
 
 def parse_hostport(value: str, name: str = "address") -> tuple[str, int]:
@@ -592,8 +731,17 @@ def load_settings(
     args: argparse.Namespace | None = None,
     environ: Mapping[str, str] | None = None,
     config_file: str | None = None,
+    problems: list[str] | None = None,
 ) -> Settings:
-    """Build validated Settings from defaults < TOML < environment < flags."""
+    """Build validated Settings from defaults < TOML < environment < flags. With `problems`,
+    every problem is appended to it (one line each, a bad value leaving the default) instead
+    of raising ConfigError for the first."""
+
+    def report(exc: ConfigError) -> None:
+        if problems is None:
+            raise exc
+        problems.append(str(exc))
+
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}  # where each value came from, for errors
@@ -603,6 +751,15 @@ def load_settings(
         or env.get("GATEWAY_CONFIG")
     )
     names = {f.name: f for f in _fields()}
+
+    def put(f: dataclasses.Field[Any], raw: Any, source: str, source_for_error: str) -> None:
+        try:
+            values[f.name] = _convert(f, raw, source_for_error)
+        except ConfigError as exc:
+            report(exc)
+            return
+        sources[f.name] = source
+
     if path:
         try:
             with open(path, "rb") as fh:
@@ -613,37 +770,75 @@ def load_settings(
             raise ConfigError(f"config {path!r}: {exc}") from None
         for key, raw in data.items():
             if key not in names:
-                raise ConfigError(f"config {path!r}: unknown setting {key!r}")
-            values[key] = _convert(names[key], raw, path)
-            sources[key] = f"config {path!r}"
+                close = difflib.get_close_matches(key, sorted(names), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                report(ConfigError(f"config {path!r}: unknown setting {key!r}{hint}"))
+                continue
+            put(names[key], raw, f"config {path!r}", path)
     for var, name in _ALIASES.items():
         if env.get(var):
-            values[name] = _convert(names[name], env[var], var)
-            sources[name] = var
+            put(names[name], env[var], var, var)
     for f in _fields():
         var = "GATEWAY_" + f.name.upper()
         if var in env and not f.metadata.get("toml_only"):
-            values[f.name] = _convert(f, env[var], var)
-            sources[f.name] = var
+            put(f, env[var], var, var)
     if args is not None:
         for f in _fields():
             raw = getattr(args, f.name, None)
             if raw is not None:
-                values[f.name] = _convert(f, raw, "--" + f.name.replace("_", "-"))
-                sources[f.name] = "--" + f.name.replace("_", "-")
+                flag = "--" + f.name.replace("_", "-")
+                put(f, raw, flag, flag)
     for name in secret_names():
         path = values.get(name + "_file")
         if not path:
             continue
         if values.get(name):
-            raise ConfigError(
-                f"{name} (from {sources[name]}) and {name}_file (from {sources[name + '_file']})"
-                " are both set: give one"
+            report(
+                ConfigError(
+                    f"{name} (from {sources[name]}) and {name}_file "
+                    f"(from {sources[name + '_file']}) are both set: give one"
+                )
             )
-        values[name] = read_secret_file(path, name + "_file")
+            continue
+        try:
+            values[name] = read_secret_file(path, name + "_file")
+        except ConfigError as exc:
+            report(exc)
     settings = Settings(**values)
-    settings.validate()
+    if problems is None:
+        settings.validate()
+    else:
+        problems.extend(settings.problems())
     return settings
+
+
+#: Keys of TOML tables (trunks, tools, routes) whose values are credentials; `headers` values
+#: are all redacted (Authorization and the like).
+_SECRET_KEY = re.compile(r"password|secret|token|api_key|credential|headers", re.IGNORECASE)
+
+
+def _redact(value: Any, key: str = "") -> Any:
+    if isinstance(value, Secret):
+        return str(value)
+    if key and _SECRET_KEY.search(key) and not key.endswith("_file"):
+        if isinstance(value, Mapping):
+            return {k: str(Secret(str(v))) for k, v in value.items()}
+        return str(Secret(str(value)))
+    if isinstance(value, Mapping):
+        return {k: _redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact(v) for v in value]
+    return value
+
+
+def effective_settings(settings: Settings) -> list[str]:
+    """`name = value` per setting, TOML-like, every credential replaced by its mask (`Secret`'s
+    redaction): what `gateway check` prints."""
+    lines = []
+    for f in _fields():
+        value = _redact(getattr(settings, f.name), f.name if f.name in secret_names() else "")
+        lines.append(f"{f.name} = {json.dumps(value, default=str, ensure_ascii=False)}")
+    return lines
 
 
 def secret_names() -> list[str]:

@@ -33,7 +33,9 @@ from gateway.secret import Secret
 
 __all__ = ["WebhookTool", "load_webhook_tools", "sign", "signing_key", "webhook_headers"]
 
-_KEYS = frozenset({"description", "parameters", "url", "timeout_s", "headers", "secret"})
+WEBHOOK_TOOL_KEYS = frozenset(
+    {"description", "parameters", "url", "timeout_s", "headers", "secret"}
+)
 SECRET_PREFIX = "whsec_"
 
 
@@ -87,7 +89,7 @@ def load_webhook_tools(
         where = f"tools.{name}"
         if not isinstance(table, Mapping):
             raise ConfigError(f"{where} must be a table")
-        unknown = set(table) - _KEYS
+        unknown = set(table) - WEBHOOK_TOOL_KEYS
         if unknown:
             raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
         if not name.replace("_", "").replace("-", "").isalnum() or len(name) > 64:

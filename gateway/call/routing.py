@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.config import SESSION_FIELD_NAMES, Settings, session_field
+from gateway.config import SESSION_FIELD_NAMES, Settings, session_field, unknown_key
 from gateway.errors import ConfigError
 from gateway.media.format import AudioFormat
 from gateway.realtime import events as rt
@@ -65,9 +65,12 @@ class CallProfile:
 def validate_routes(routes: Sequence[Mapping[str, Any]]) -> None:
     """ConfigError naming the first bad route entry."""
     for i, route in enumerate(routes):
-        unknown = set(route) - ROUTE_MATCH_KEYS - ROUTE_OVERRIDE_KEYS
+        if not isinstance(route, Mapping):
+            raise ConfigError(f"routes[{i}]: expected a TOML table ([[routes]])")
+        known = ROUTE_MATCH_KEYS | ROUTE_OVERRIDE_KEYS
+        unknown = [key for key in route if key not in known]
         if unknown:
-            raise ConfigError(f"routes[{i}]: unknown keys {sorted(unknown)}")
+            raise ConfigError("; ".join(unknown_key(f"routes[{i}]", k, known) for k in unknown))
         if "source" in route:
             try:
                 ipaddress.ip_network(str(route["source"]), strict=False)

@@ -41,7 +41,7 @@ def test_instructions_template_uses_caller_called_and_x_headers() -> None:
 
 
 def test_bad_routes_are_refused_with_the_entry_named() -> None:
-    with pytest.raises(ConfigError, match=r"routes\[1\]: unknown keys"):
+    with pytest.raises(ConfigError, match=r"routes\[1\]: unknown key '"):
         validate_routes([{"called": "1"}, {"calld": "2"}])
     with pytest.raises(ConfigError, match=r"routes\[0\].source"):
         validate_routes([{"source": "not-a-net"}])

@@ -56,10 +56,10 @@ def test_provider_keys_from_customary_variables_never_print() -> None:
         (["--sip-tls-listen", "0.0.0.0:5061"], {}, "sip_tls_cert"),
         (["--session-format", "opus"], {}, "session_format"),
         (["--provider-stall-timeout", "-1"], {}, "provider_stall_timeout"),
-        ([], {"GATEWAY_PROVIDER_STALL_RETRIES": "-1"}, "provider_stall_retries must be 0"),
-        (["--provider-max-reconnects", "-2"], {}, "provider_max_reconnects must be 0"),
+        ([], {"GATEWAY_PROVIDER_STALL_RETRIES": "-1"}, "provider_stall_retries: -1 is out of"),
+        (["--provider-max-reconnects", "-2"], {}, "provider_max_reconnects: -2 is out of"),
         (["--provider-max-reconnects-per-minute", "x"], {}, "provider-max-reconnects-per-min"),
-        (["--sip-calls-burst", "0"], {}, "sip_calls_burst must be at least 1"),
+        (["--sip-calls-burst", "0"], {}, "sip_calls_burst: 0 is out of range 1..100000"),
         (["--sip-overload-reply-rate", "-1"], {}, "sip_overload_reply_rate"),
         (["--provider-breaker-failures", "-1"], {}, "provider_breaker_failures"),
         (["--provider-breaker-cooldown", "0"], {}, "provider_breaker_cooldown"),
@@ -125,9 +125,14 @@ def test_every_secret_setting_has_a_file_twin() -> None:
         assert f"{name}_file" in names
 
 
+#: a Yandex key without a folder id is refused (issue 19), so the secret tests name one
+_YANDEX_FOLDER = {"YANDEX_FOLDER_ID": "folder-1"}
+
+
 @pytest.mark.parametrize("name", SECRETS)
 def test_every_secret_comes_from_the_environment(name: str) -> None:
-    s = load_settings(_args(), environ={f"GATEWAY_{name.upper()}": "env-value-1"})
+    env = {f"GATEWAY_{name.upper()}": "env-value-1", **_YANDEX_FOLDER}
+    s = load_settings(_args(), environ=env)
     assert getattr(s, name).reveal() == "env-value-1"
 
 
@@ -135,7 +140,7 @@ def test_every_secret_comes_from_the_environment(name: str) -> None:
 def test_every_secret_comes_from_the_toml_file(name: str, tmp_path: Path) -> None:
     cfg = tmp_path / "gw.toml"
     cfg.write_text(f'{name} = "toml-value-2"\n')
-    s = load_settings(_args("--config", str(cfg)), environ={})
+    s = load_settings(_args("--config", str(cfg)), environ=dict(_YANDEX_FOLDER))
     assert getattr(s, name).reveal() == "toml-value-2"
 
 
@@ -154,7 +159,7 @@ def test_every_secret_comes_from_a_file(name: str, source: str, tmp_path: Path) 
         cfg = tmp_path / "gw.toml"
         cfg.write_text(f'{name}_file = "{secret}"\n')
         argv = ["--config", str(cfg)]
-    s = load_settings(_args(*argv), environ=env)
+    s = load_settings(_args(*argv), environ={**env, **_YANDEX_FOLDER})
     assert getattr(s, name).reveal() == "file-value 3"
     assert "file-value" not in repr(s)
 
@@ -269,7 +274,7 @@ def test_command_line_secrets_names_only_flags(tmp_path: Path) -> None:
         ('inbound_sources = ["203.0.113.0/33"]', "'203.0.113.0/33' is not a CIDR"),
         ('inbound_sources = ["203.0.113.0/24"]\ncalls_per_second = "x"', "calls_per_second"),
         ('inbound_sources = ["203.0.113.0/24"]\ncalls_burst = 0', "calls_burst"),
-        ('url = "sip:a.example"', "trunks.t.url: unknown key"),
+        ('url = "sip:a.example"', "trunks.t: unknown key 'url' \\(did you mean 'uri'\\?\\)"),
         ('uri = "http://a.example"', "trunks.t.uri: 'http://a.example' is not a sip"),
         ('uri = "sip:a.example;transport=sctp"', "transport=sctp is not udp, tcp or tls"),
         ('uri = "sip:a.example"\nkeepalive = "crlf"', "crlf needs a TCP or TLS uri"),

@@ -58,6 +58,7 @@ LAYER_OF: dict[str, str] = {
     "gateway.webrtc.ice": "adapters",
     "gateway.config": "runtime",
     "gateway.logs": "runtime",
+    "gateway.banner": "runtime",
     "gateway.metrics": "runtime",
     "gateway.refusals": "runtime",
     "gateway.gcpolicy": "runtime",
