@@ -58,7 +58,9 @@ def runnable_listings() -> list[Listing]:
 
 
 LISTINGS = runnable_listings()
-EXAMPLE_FILES = sorted(EXAMPLES.glob("*.py"))
+#: examples that are servers, run end to end by their own test (which must name the file)
+RUN_ELSEWHERE = {"openai_sip_app.py": ROOT / "tests/e2e_sip/test_e2e_sip_openai_app.py"}
+EXAMPLE_FILES = sorted(p for p in EXAMPLES.glob("*.py") if p.name not in RUN_ELSEWHERE)
 
 
 def test_the_marked_listings_are_the_expected_ones() -> None:
@@ -134,6 +136,12 @@ def run_script(path: Path) -> None:
         [sys.executable, str(path)], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_examples_run_elsewhere_have_their_test() -> None:
+    for name, test in RUN_ELSEWHERE.items():
+        assert (EXAMPLES / name).is_file(), name
+        assert name in test.read_text(), f"{test} does not run {name}"
 
 
 @pytest.mark.parametrize("example", EXAMPLE_FILES, ids=lambda p: p.name)
