@@ -97,6 +97,14 @@ class Settings:
         100.0, "503s per second for INVITEs over their call budget (beyond: dropped, counted)"
     )
     max_calls: int = _opt(200, "concurrent calls; beyond it INVITEs get 503 with Retry-After")
+    overload_lateness_ms: float = _opt(
+        15.0,
+        "new calls get 503 (overload) while the media send lateness p99 over the last 2 s is "
+        "above this; admitted again after it stays below half of it for overload_hold_s; 0: off",
+    )
+    overload_hold_s: float = _opt(
+        5.0, "seconds the lateness p99 must stay below half of overload_lateness_ms to admit again"
+    )
     ptime_ms: int = _opt(20, "default RTP packet time in ms (the offer's ptime is honoured)")
     sip_srtp: str = _opt(
         "optional",
@@ -302,6 +310,10 @@ class Settings:
             raise ConfigError("sip_digest_algorithms must name at least one algorithm")
         if self.max_calls < 1:
             raise ConfigError("max_calls must be at least 1")
+        if not 0 <= self.overload_lateness_ms <= 1000:
+            raise ConfigError("overload_lateness_ms must be between 0 (off) and 1000")
+        if not 0 <= self.overload_hold_s <= 600:
+            raise ConfigError("overload_hold_s must be between 0 and 600")
         for name in ("sip_rate_limit", "sip_calls_per_second", "sip_overload_reply_rate"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative")
