@@ -10,12 +10,21 @@ stayed low for the hold time, /readyz is ready again and a new sipp call is admi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from tests.deploy.test_ops_e2e_drain import aiortc_offer, gateway, header, post_offer
-from tests.support.gateway import GatewayProcess, live_calls, sip_probe
+from tests.support.gateway import (
+    API_TOKEN,
+    GatewayProcess,
+    aiortc_offer,
+    header,
+    live_calls,
+    post_offer,
+    sip_probe,
+)
 from tests.support.harness import parse_metrics
 from tests.support.sip_messages import status_code
 from tests.support.sipp import Sipp
@@ -23,6 +32,15 @@ from tests.support.waiting import wait_until
 
 SLOW_LOOP = Path(__file__).parent / "scenarios" / "slow_loop.py"
 HEAVY_CALLS = 8
+
+
+@contextlib.contextmanager
+def gateway(workdir: Path, *args: str) -> Iterator[GatewayProcess]:
+    gw = GatewayProcess(workdir, "--api-token", API_TOKEN, *args)
+    try:
+        yield gw.start()
+    finally:
+        gw.stop()
 
 
 def metric(gw: GatewayProcess, name: str, **labels: str) -> float:
