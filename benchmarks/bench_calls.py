@@ -306,6 +306,8 @@ def run_point(
                     PROFILES[profile],
                     "--max-calls",
                     str(args.max_calls),
+                    "--overload-lateness-ms",
+                    str(args.overload_lateness_ms),
                     "--rtp-ports",
                     args.rtp_ports,
                     "--sip-rate-limit",
@@ -502,6 +504,8 @@ def summarize(
     row: dict[str, Any] = {"calls": n, "profile": profile, "session_format": PROFILES[profile]}
     row["commit"] = machine()["commit"]
     row["failed_calls"] = gen.get("failed_calls")
+    row["established_calls"] = established.get("calls")
+    row["streams_measured"] = gen.get("streams")
     row["failures"] = gen.get("failures")
     row["setup_ms"] = gen.get("setup_ms")
     if a and b:
@@ -925,6 +929,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--load-core", type=int, default=1)
     p.add_argument("--rtp-ports", default="20000-29999")
     p.add_argument("--max-calls", type=int, default=2000)
+    p.add_argument(
+        "--overload-lateness-ms",
+        type=float,
+        default=0.0,
+        help="the gateway's overload gate (issue 20; default 0: off, every call is admitted)",
+    )
     p.add_argument("--sip-rate-limit", type=float, default=5000.0)
     p.add_argument("--sip-rate-burst", type=int, default=10000)
     p.add_argument("--log-level", default="info", help="gateway log level (default info)")

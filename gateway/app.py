@@ -54,7 +54,8 @@ from gateway.legs.sip.registrations import SipRegistrations, registrar_uri
 from gateway.legs.sip.service import SipCallService
 from gateway.legs.webrtc.service import WebRtcCallService
 from gateway.logs import get_logger
-from gateway.media.clock import MediaClocks
+from gateway.media.clock import MediaClocks, OverloadMonitor
+from gateway.media.overload import OverloadGate
 from gateway.realtime.client import RealtimeClient
 from gateway.realtime.events import SessionConfig
 from gateway.realtime.local.server import LocalProvider
@@ -127,6 +128,8 @@ class Gateway:
             return False, "draining"
         if self.sip_transport is None:
             return False, "sip not listening"
+        if self.manager.overloaded():
+            return False, "overload"
         if self.calls is not None and not self.calls.breaker.ready:
             return False, "provider_unavailable"
         if self.sip_registrations is not None and self.sip_registrations.all_failed:
@@ -240,7 +243,11 @@ class Gateway:
                 setup = load_scenario(s.scenario)
             except Exception as exc:
                 raise StartupError(f"scenario {s.scenario}: {exc}") from None
-        self.clocks = MediaClocks(loop)
+        overload = OverloadMonitor(
+            loop, OverloadGate(s.overload_lateness_ms / 1000, hold_s=s.overload_hold_s)
+        )
+        self.clocks = MediaClocks(loop, overload=overload)
+        self.manager.overloaded = overload.overloaded
         clocks = self.clocks
 
         def client_factory(profile: ProviderProfile, config: SessionConfig) -> RealtimeClient:

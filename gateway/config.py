@@ -101,6 +101,14 @@ class Settings:
         100.0, "503s per second for INVITEs over their call budget (beyond: dropped, counted)"
     )
     max_calls: int = _opt(200, "concurrent calls; beyond it INVITEs get 503 with Retry-After")
+    overload_lateness_ms: float = _opt(
+        15.0,
+        "new calls get 503 (overload) while the media send lateness p99 over the last 2 s is "
+        "above this; admitted again after it stays below half of it for overload_hold_s; 0: off",
+    )
+    overload_hold_s: float = _opt(
+        5.0, "seconds the lateness p99 must stay below half of overload_lateness_ms to admit again"
+    )
     ptime_ms: int = _opt(20, "default RTP packet time in ms (the offer's ptime is honoured)")
     sip_srtp: str = _opt(
         "optional",
@@ -467,6 +475,8 @@ NUMERIC_RANGES: Mapping[str, tuple[float, float]] = {
     "sip_overload_reply_rate": (0, 100_000),
     "max_calls": (1, 100_000),
     "history_retention_days": (0, 36_500),
+    "overload_lateness_ms": (0, 1000),
+    "overload_hold_s": (0, 600),
     "ptime_ms": (10, 60),
     "rtp_timeout": (0, 86_400),
     "vad_threshold": (0, 1),

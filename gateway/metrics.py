@@ -197,6 +197,14 @@ RTP_SEND_LATENESS = MediaHistogram(
     "How late each outgoing media packet left against its deadline.",
     buckets=_FINE_BUCKETS,
 )
+# issue 20: graceful overload (gateway.media.overload)
+MEDIA_LATENESS_P99 = Gauge(
+    "gateway_media_lateness_p99_seconds",
+    "Send lateness p99 over the last 2 s, as the overload gate estimates it.",
+)
+OVERLOADED = Gauge(
+    "gateway_overloaded", "1 while new calls are refused because the media clock runs late."
+)
 # --- Realtime
 REALTIME_SESSIONS = Gauge("gateway_realtime_sessions_active", "Open Realtime sessions.")
 REALTIME_CONNECT = Histogram(

@@ -19,6 +19,9 @@ from gateway.logs import bind_call, get_logger
 
 log = get_logger("call.manager")
 
+#: Retry-After (seconds) of a call refused for overload: about the hold before admitting again
+OVERLOAD_RETRY_AFTER = 10
+
 
 class CallManager:
     """Holds the live calls; every call runs as one task owned here until it ends."""
@@ -33,6 +36,9 @@ class CallManager:
         self.progress = CallProgress()
         self._idle = asyncio.Event()
         self._idle.set()
+        #: True while the media clock runs late (issue 20, `gateway.media.overload`): new calls
+        #: are refused with `overload` until it recovers
+        self.overloaded: Callable[[], bool] = lambda: False
         #: given each call's history record when it ends (`gateway.call.history.History`)
         self.on_call_ended: Callable[[dict[str, Any]], None] | None = None
 
@@ -42,11 +48,14 @@ class CallManager:
         return secrets.token_hex(8)
 
     def check_admission(self) -> None:
-        """AdmissionError if a new call could not be taken now (draining, at capacity)."""
+        """AdmissionError if a new call could not be taken now (draining, at capacity, the media
+        clock overloaded)."""
         if self.draining:
             raise AdmissionError("draining", retry_after=30)
         if len(self.calls) + self._reserved >= self.max_calls:
             raise AdmissionError("capacity", retry_after=5)
+        if self.overloaded():
+            raise AdmissionError("overload", retry_after=OVERLOAD_RETRY_AFTER)
 
     def reserve(self) -> None:
         """Take a slot for a call being set up; AdmissionError when none is free."""

@@ -236,7 +236,7 @@ def add_call_routes(app: web.Application, api: CallApi) -> None:
                 headers=headers,
             )
         except AdmissionError as exc:
-            resp = json_error(503, f"not accepting calls: {exc.reason}")
+            resp = json_error(503, f"not accepting calls: {exc.reason}", reason=exc.reason)
             resp.headers["Retry-After"] = str(exc.retry_after)
             return resp
         except OutboundError as exc:

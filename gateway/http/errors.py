@@ -28,7 +28,7 @@ _REASONS = {
 
 
 # finer reasons a caller may give instead of the status's own (bounded: metric label values)
-_DETAILED_REASONS = frozenset({"provider_unavailable"})
+_DETAILED_REASONS = frozenset({"provider_unavailable", "overload"})
 
 
 def json_error(

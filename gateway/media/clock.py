@@ -16,6 +16,9 @@ per slot with the count of packets it sent: they all left at the same loop time.
 
 After a stall (a blocked loop) the grid catches up at most `max_catch_up` frames per leg and
 then jumps ahead: a phone plays late audio worse than a short gap.
+
+Each slot's send lateness also feeds the process's `OverloadMonitor` (issue 20): while its p99
+over the last 2 s is above `overload_lateness_ms`, new calls are refused (`CallManager`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Protocol
 from gateway import metrics
 from gateway.logs import get_logger
 from gateway.media.grid import DeadlineGrid
+from gateway.media.overload import OverloadGate
 
 log = get_logger("media.clock")
 _SEND_LATENESS = metrics.RTP_SEND_LATENESS
@@ -64,6 +68,64 @@ class Outbox:
         return sent
 
 
+class OverloadMonitor:
+    """The overload gate on the loop: fed each slot's lateness, re-estimated every
+    `check_every_s` while a clock runs and on each `overloaded()` (an admission, /readyz).
+    Entering and leaving overload log one line each (at most one per `log_every_s`)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        gate: OverloadGate,
+        check_every_s: float = 0.25,
+        log_every_s: float = 10.0,
+    ) -> None:
+        self._loop = loop
+        self.gate = gate
+        self._check_every = check_every_s
+        self._next_check = 0.0
+        self._log_every = log_every_s
+        self._next_log = 0.0
+        self._unlogged = 0  # transitions not logged since the last line
+
+    def observe(self, now: float, lateness_s: float, count: int) -> None:
+        """One slot's packets left `lateness_s` late (O(1); an update every `check_every_s`)."""
+        gate = self.gate
+        gate.observe(now, lateness_s, count)
+        if now >= self._next_check:
+            self._update(now)
+
+    def overloaded(self) -> bool:
+        """Re-estimate now; True while new calls should be refused."""
+        if not self.gate.enabled:
+            return False
+        self._update(self._loop.time())
+        return self.gate.overloaded
+
+    def _update(self, now: float) -> None:
+        gate = self.gate
+        self._next_check = now + self._check_every
+        if not gate.enabled:
+            return
+        changed = gate.update(now)
+        metrics.MEDIA_LATENESS_P99.set(gate.p99)
+        if not changed:
+            return
+        metrics.OVERLOADED.set(1 if gate.overloaded else 0)
+        if now < self._next_log:
+            self._unlogged += 1
+            return
+        self._next_log = now + self._log_every
+        event = "overload_entered" if gate.overloaded else "overload_left"
+        log.warning(
+            event,
+            lateness_p99_ms=round(gate.p99 * 1000, 1),
+            threshold_ms=round(gate.threshold_s * 1000, 1),
+            unlogged_changes=self._unlogged,
+        )
+        self._unlogged = 0
+
+
 class Ticker(Protocol):
     """Something serviced once per packet time (a SIP leg)."""
 
@@ -80,6 +142,7 @@ class MediaClock:
         period_ms: int = 20,
         slots: int = 4,
         max_catch_up: int = 5,
+        overload: OverloadMonitor | None = None,
     ) -> None:
         if period_ms <= 0 or slots <= 0:
             raise ValueError("period_ms and slots must be positive")
@@ -94,6 +157,7 @@ class MediaClock:
         self.ticks = 0
         self._tick_waiters: list[asyncio.Future[None]] = []
         self._outbox = Outbox()
+        self._overload = overload
 
     def __len__(self) -> int:
         return len(self._where)
@@ -179,7 +243,10 @@ class MediaClock:
         if outbox:
             sent = outbox.flush()
             if sent:
-                _SEND_LATENESS.observe(max(0.0, self._loop.time() - deadline), sent)
+                lateness = max(0.0, self._loop.time() - deadline)
+                _SEND_LATENESS.observe(lateness, sent)
+                if self._overload is not None:
+                    self._overload.observe(now, lateness, sent)
         self.ticks += 1
         nxt = grid.advance()
         self._wake_waiters()
@@ -190,9 +257,16 @@ class MediaClock:
 class MediaClocks:
     """The process's clocks, one per packet time in use."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, slots_per_20ms: int = 4) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        slots_per_20ms: int = 4,
+        overload: OverloadMonitor | None = None,
+    ) -> None:
         self._loop = loop
         self._slots = slots_per_20ms
+        #: the overload gate every clock feeds (None: no gate)
+        self.overload = overload
         self._clocks: dict[int, MediaClock] = {}
 
     def for_ptime(self, ptime_ms: int) -> MediaClock:
@@ -200,7 +274,9 @@ class MediaClocks:
         clock = self._clocks.get(ptime_ms)
         if clock is None:
             slots = max(1, math.ceil(self._slots * ptime_ms / 20))
-            clock = self._clocks[ptime_ms] = MediaClock(self._loop, ptime_ms, slots)
+            clock = self._clocks[ptime_ms] = MediaClock(
+                self._loop, ptime_ms, slots, overload=self.overload
+            )
         return clock
 
     async def yield_to_media(self) -> None:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from functools import cache
 from typing import Final
 
 from telcodecs import g711_gain_table, g711_silence_code
@@ -223,6 +224,12 @@ class PushResult:
     BAD_SEQUENCE: Final = 4
 
 
+@cache
+def _run_of(byte: int, length: int) -> bytes:
+    """`length` copies of `byte` (immutable, so one per size serves every call)."""
+    return bytes((byte,)) * length
+
+
 def _signed32(value: int) -> int:
     value &= 0xFFFFFFFF
     return value - (1 << 32) if value & 0x80000000 else value
@@ -266,9 +273,11 @@ class JitterBuffer:
             self._silence_byte = g711_silence_code(codec)
             self._fades = _FADE_TABLES[codec]
         self.silence_frame = bytes((self._silence_byte,)) * self.frame
-        self._fill = bytes((self._silence_byte,)) * self._capacity
-        self._zeros = bytes(self._capacity)
-        self._ones = b"\x01" * self._capacity
+        # read-only runs of one byte, shared by every buffer of the same size (issue 20: three
+        # private copies were 15 KiB of each call's memory)
+        self._fill = _run_of(self._silence_byte, self._capacity)
+        self._zeros = _run_of(0, self._capacity)
+        self._ones = _run_of(1, self._capacity)
         self._zero_frame = bytes(self.frame)
         # one frame of bytes copied in and out by struct's C code: cheaper than slicing
         frame_bytes = struct.Struct(f"{self.frame}s")

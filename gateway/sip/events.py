@@ -183,6 +183,7 @@ REJECT_REASONS = (
     "scanner",
     "capacity",
     "draining",
+    "overload",
     "malformed",
     "no_codec",
     "srtp_unsupported",

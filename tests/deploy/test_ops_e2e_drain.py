@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from aiortc import RTCPeerConnection
 from telcodecs import ulaw_decode
 
 from gateway.call.prompts import goodbye_prompt
@@ -30,8 +29,11 @@ from tests.support.audio import best_abs_correlation
 from tests.support.gateway import (
     API_TOKEN,
     GatewayProcess,
+    aiortc_offer,
     call_summaries,
+    header,
     live_calls,
+    post_offer,
     sip_probe,
 )
 from tests.support.sip_messages import status_code
@@ -94,41 +96,6 @@ def gateway(workdir: Path, *args: str) -> Iterator[GatewayProcess]:
         yield gw.start()
     finally:
         gw.stop()
-
-
-def header(response: str, name: str) -> str | None:
-    for line in response.split("\r\n")[1:]:
-        key, _, value = line.partition(":")
-        if key.strip().lower() == name.lower():
-            return value.strip()
-    return None
-
-
-async def aiortc_offer() -> str:
-    pc = RTCPeerConnection()
-    try:
-        pc.addTransceiver("audio", direction="sendrecv")
-        await pc.setLocalDescription(await pc.createOffer())
-        return str(pc.localDescription.sdp)
-    finally:
-        await pc.close()
-
-
-def post_offer(gw: GatewayProcess, sdp: str) -> tuple[int, dict[str, str], bytes]:
-    import urllib.error
-    import urllib.request
-
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{gw.http_port}/webrtc/offer",
-        data=sdp.encode(),
-        method="POST",
-        headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {API_TOKEN}"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, dict(resp.headers), resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
 
 
 async def test_sigterm_refuses_new_work_and_lets_the_live_call_finish(tmp_path: Path) -> None:

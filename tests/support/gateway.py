@@ -23,12 +23,14 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiortc import RTCConfiguration, RTCPeerConnection
 
 from gateway.app import Gateway
 from gateway.call.scenario import ScenarioSetup
@@ -349,3 +351,39 @@ def sip_probe(gw: GatewayProcess, method: str) -> str:
             body=_PROBE_SDP if method == "INVITE" else "",
         )
         return sip_exchange(sock, request, ("127.0.0.1", gw.sip_port))
+
+
+def header(response: str, name: str) -> str | None:
+    """A header's value in a SIP response's text (None when absent)."""
+    for line in response.split("\r\n")[1:]:
+        key, _, value = line.partition(":")
+        if key.strip().lower() == name.lower():
+            return value.strip()
+    return None
+
+
+async def aiortc_offer() -> str:
+    """A real WebRTC offer (aiortc, loopback: no ICE servers)."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        pc.addTransceiver("audio", direction="sendrecv")
+        await pc.setLocalDescription(await pc.createOffer())
+        return str(pc.localDescription.sdp)
+    finally:
+        await pc.close()
+
+
+def post_offer(gw: GatewayProcess, sdp: str) -> tuple[int, dict[str, str], bytes]:
+    """POST `sdp` to the gateway's /webrtc/offer: (status, headers, body)."""
+
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{gw.http_port}/webrtc/offer",
+        data=sdp.encode(),
+        method="POST",
+        headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {API_TOKEN}"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()

@@ -1,0 +1,168 @@
+"""Graceful overload (issue 20): refuse new calls while the media clock runs late.
+
+Sans-I/O: no asyncio, no clock of its own; `now` is passed in (seconds, any monotonic base).
+
+`LatenessWindow` estimates the send lateness p99 over the last `slices * slice_s` seconds (2 s by
+default). Each slice is a fixed-bucket histogram; a slice that has aged out is zeroed and reused,
+so `observe()` is O(1) (a bisect over a short tuple and a list increment) and the quantile walks
+`slices * buckets` counters, only when asked.
+
+`OverloadGate` turns the estimate into a verdict with hysteresis: overloaded once the p99 passes
+`threshold_s` (with at least `min_packets` in the window, so one late slot of a lone call is not
+an overload); admitting again only after the p99 has stayed below half the threshold for
+`hold_s`. Entering and leaving are reported to the caller (one log line each).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+#: upper bounds (seconds) of the lateness buckets; the last bucket is everything above 160 ms
+LATENESS_BOUNDS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.004,
+    0.005,
+    0.0075,
+    0.01,
+    0.0125,
+    0.015,
+    0.02,
+    0.025,
+    0.03,
+    0.04,
+    0.06,
+    0.08,
+    0.16,
+)
+
+
+class LatenessWindow:
+    """Send lateness over a sliding window of `slices` fixed-width slices."""
+
+    __slots__ = ("_bounds", "_counts", "_slice_s", "_starts", "_top")
+
+    def __init__(
+        self,
+        slice_s: float = 0.25,
+        slices: int = 8,
+        bounds: tuple[float, ...] = LATENESS_BOUNDS,
+    ) -> None:
+        if slice_s <= 0 or slices <= 0:
+            raise ValueError("slice_s and slices must be positive")
+        self._slice_s = slice_s
+        self._bounds = bounds
+        # the slice index (now // slice_s) each ring entry holds counts for; -1: empty
+        self._starts = [-1] * slices
+        self._counts = [[0] * (len(bounds) + 1) for _ in range(slices)]
+        self._top = 2 * bounds[-1]  # what the open last bucket reports
+
+    @property
+    def span_s(self) -> float:
+        """How far back the window reaches."""
+        return self._slice_s * len(self._starts)
+
+    def observe(self, now: float, lateness_s: float, count: int = 1) -> None:
+        """Record `count` packets that left `lateness_s` late at `now`."""
+        index = int(now // self._slice_s)
+        ring = index % len(self._starts)
+        counts = self._counts[ring]
+        if self._starts[ring] != index:  # a slice that aged out: start it afresh
+            self._starts[ring] = index
+            for i in range(len(counts)):
+                counts[i] = 0
+        counts[bisect_left(self._bounds, lateness_s)] += count
+
+    def packets(self, now: float) -> int:
+        """Packets observed within the window ending at `now`."""
+        return sum(sum(c) for c in self._live(now))
+
+    def quantile(self, now: float, q: float) -> float:
+        """The `q` quantile (0..1) of lateness within the window, as its bucket's upper bound
+        (conservative: rounds up); 0.0 when the window is empty."""
+        live = self._live(now)
+        if not live:
+            return 0.0
+        merged = [sum(column) for column in zip(*live, strict=True)]
+        total = sum(merged)
+        if total == 0:
+            return 0.0
+        rank = q * total
+        seen = 0
+        for i, n in enumerate(merged):
+            seen += n
+            if seen >= rank and n:
+                return self._bounds[i] if i < len(self._bounds) else self._top
+        return self._top
+
+    def _live(self, now: float) -> list[list[int]]:
+        current = int(now // self._slice_s)
+        oldest = current - len(self._starts) + 1
+        return [
+            counts
+            for start, counts in zip(self._starts, self._counts, strict=True)
+            if oldest <= start <= current
+        ]
+
+
+class OverloadGate:
+    """Overloaded above `threshold_s` of lateness p99; admitting again after `hold_s` below
+    half of it. `threshold_s` 0 turns the gate off."""
+
+    __slots__ = (
+        "_calm_since",
+        "hold_s",
+        "min_packets",
+        "overloaded",
+        "p99",
+        "threshold_s",
+        "window",
+    )
+
+    def __init__(
+        self,
+        threshold_s: float,
+        hold_s: float = 5.0,
+        min_packets: int = 500,
+        window: LatenessWindow | None = None,
+    ) -> None:
+        self.threshold_s = threshold_s
+        self.hold_s = hold_s
+        self.min_packets = min_packets
+        self.window = window or LatenessWindow()
+        self.overloaded = False
+        self.p99 = 0.0  # the estimate at the last update
+        self._calm_since: float | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.threshold_s > 0
+
+    def observe(self, now: float, lateness_s: float, count: int = 1) -> None:
+        """Record one clock slot's send lateness (every packet it sent)."""
+        self.window.observe(now, lateness_s, count)
+
+    def update(self, now: float) -> bool:
+        """Re-estimate at `now`; True when the verdict changed (entered or left overload)."""
+        if not self.enabled:
+            return False
+        window = self.window
+        p99 = self.p99 = window.quantile(now, 0.99)
+        if not self.overloaded:
+            if p99 > self.threshold_s and window.packets(now) >= self.min_packets:
+                self.overloaded = True
+                self._calm_since = None
+                return True
+            return False
+        if p99 >= self.threshold_s / 2:
+            self._calm_since = None
+            return False
+        if self._calm_since is None:
+            self._calm_since = now
+        if now - self._calm_since >= self.hold_s:
+            self.overloaded = False
+            self._calm_since = None
+            return True
+        return False

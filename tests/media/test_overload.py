@@ -1,0 +1,105 @@
+"""The overload gate (issue 20) on simulated time: no event loop, `now` passed in."""
+
+from __future__ import annotations
+
+from gateway.media.overload import LatenessWindow, OverloadGate
+
+SLOT = 0.005  # a clock sub-tick: 4 slots per 20 ms
+
+
+def feed(
+    gate: OverloadGate, start: float, seconds: float, lateness: float, per_slot: int = 25
+) -> float:
+    """Slots every 5 ms from `start` for `seconds`, each sending `per_slot` packets `lateness`
+    late; the gate is updated every 250 ms like the clock does. Returns the end time."""
+    now = start
+    next_update = start
+    while now < start + seconds:
+        gate.observe(now, lateness, per_slot)
+        if now >= next_update:
+            gate.update(now)
+            next_update = now + 0.25
+        now += SLOT
+    return now
+
+
+def test_window_p99_follows_the_tail_and_forgets_it_after_the_span() -> None:
+    window = LatenessWindow(slice_s=0.25, slices=8)
+    for i in range(990):
+        window.observe(i * 0.001, 0.0008)
+    for i in range(10):
+        window.observe(0.99 + i * 0.001, 0.021)
+    assert window.quantile(1.0, 0.50) == 0.001
+    assert window.quantile(1.0, 0.99) == 0.001  # 1% at 21 ms: the 99th rank is still on time
+    window.observe(1.0, 0.021, 20)
+    assert window.quantile(1.0, 0.99) == 0.025  # the bucket's upper bound: rounds up
+    assert window.packets(1.0) == 1020
+    # 2 s later every slice has aged out, with no observation in between
+    assert window.quantile(3.1, 0.99) == 0.0
+    assert window.packets(3.1) == 0
+
+
+def test_the_gate_enters_overload_when_the_p99_passes_the_threshold() -> None:
+    gate = OverloadGate(0.015, hold_s=5.0, min_packets=500)
+    now = feed(gate, 0.0, 3.0, 0.002)
+    assert not gate.overloaded and gate.p99 == 0.002
+    now = feed(gate, now, 0.3, 0.030)  # a few hundred ms of 30 ms lateness: > 1% of the window
+    assert gate.overloaded
+    assert gate.p99 >= 0.03
+
+
+def test_few_packets_are_no_overload() -> None:
+    gate = OverloadGate(0.015, hold_s=5.0, min_packets=500)
+    feed(gate, 0.0, 3.0, 0.050, per_slot=1)  # 1 packet per slot: 400 in the window
+    assert not gate.overloaded
+    assert gate.p99 > 0.015
+
+
+def test_leaving_needs_half_the_threshold_held_for_the_hold_time() -> None:
+    gate = OverloadGate(0.015, hold_s=5.0, min_packets=500)
+    now = feed(gate, 0.0, 2.0, 0.040)
+    assert gate.overloaded
+    # below the threshold but above half of it: stays overloaded however long it lasts
+    now = feed(gate, now, 10.0, 0.010)
+    assert gate.overloaded and gate.p99 == 0.01
+    # below half: the window needs 2 s to forget the 10 ms slots, then 5 s of hold
+    calm_from = now
+    now = feed(gate, now, 6.0, 0.001)
+    assert gate.overloaded  # 2 s to clear the window + 5 s hold > 6 s
+    now = feed(gate, now, 1.5, 0.001)
+    assert not gate.overloaded
+    assert now - calm_from >= 2.0 + 5.0 - 0.5
+
+
+def test_a_late_spike_during_the_hold_restarts_it() -> None:
+    gate = OverloadGate(0.015, hold_s=5.0, min_packets=500)
+    now = feed(gate, 0.0, 2.0, 0.040)
+    now = feed(gate, now, 6.0, 0.001)  # the window cleared, 4 s into the hold
+    assert gate.overloaded
+    now = feed(gate, now, 0.1, 0.040)  # a spike: above half the threshold again
+    assert gate.overloaded
+    now = feed(gate, now, 4.0, 0.001)  # would have been enough without the spike
+    assert gate.overloaded
+    now = feed(gate, now, 4.0, 0.001)
+    assert not gate.overloaded
+
+
+def test_zero_turns_the_gate_off() -> None:
+    gate = OverloadGate(0.0)
+    feed(gate, 0.0, 3.0, 0.100)
+    assert not gate.enabled
+    assert not gate.update(3.0)
+    assert not gate.overloaded
+
+
+def test_update_reports_each_change_once() -> None:
+    gate = OverloadGate(0.015, hold_s=1.0, min_packets=10)
+    for i in range(400):
+        gate.observe(i * SLOT, 0.05, 25)
+    assert gate.update(2.0) is True
+    assert gate.update(2.1) is False
+    assert gate.overloaded
+    # nothing observed since: the window empties at 4.0, the hold ends a second after
+    assert gate.update(4.1) is False
+    assert gate.update(5.2) is True
+    assert not gate.overloaded
