@@ -33,7 +33,7 @@ from gateway.call.default_scenario import TOOLS
 from gateway.call.default_scenario import setup as default_setup
 from gateway.call.history import History
 from gateway.call.incoming import IncomingCalls
-from gateway.call.manager import CallManager
+from gateway.call.manager import OVERLOAD_RETRY_AFTER, CallManager
 from gateway.call.prompts import warm_prompts
 from gateway.call.recorder import recover_recordings
 from gateway.call.routing import validate_routes
@@ -243,7 +243,7 @@ class Gateway:
                 setup = load_scenario(s.scenario)
             except Exception as exc:
                 raise StartupError(f"scenario {s.scenario}: {exc}") from None
-        overload = OverloadMonitor(
+        self.overload = overload = OverloadMonitor(
             loop, OverloadGate(s.overload_lateness_ms / 1000, hold_s=s.overload_hold_s)
         )
         self.clocks = MediaClocks(loop, overload=overload)
@@ -370,13 +370,20 @@ class Gateway:
         self.sip_calls.start_keepalives()
         self.sip_registrations.start()
         calls = self.calls
+        overload = self.overload
 
-        def provider_readiness(ready: bool) -> None:
-            # OPTIONS answer 503 too, so Kamailio's dispatcher probing moves calls elsewhere
-            reason = None if ready else "provider_unavailable"
-            endpoint.set_unavailable(reason, retry_after=calls.retry_after)
+        def sip_availability(_: bool = True) -> None:
+            # OPTIONS answer 503 while the provider is down or the media clock runs late, so
+            # Kamailio's dispatcher probing moves new calls elsewhere
+            if overload.gate.enabled and overload.gate.overloaded:
+                endpoint.set_unavailable("overload", retry_after=OVERLOAD_RETRY_AFTER)
+            elif not calls.breaker.ready:
+                endpoint.set_unavailable("provider_unavailable", retry_after=calls.retry_after)
+            else:
+                endpoint.set_unavailable(None)
 
-        calls.on_readiness.append(provider_readiness)
+        calls.on_readiness.append(sip_availability)
+        overload.on_change.append(sip_availability)
 
     def _build_http_app(self) -> web.Application:
         app = web.Application(middlewares=[error_middleware], client_max_size=256 * 1024)

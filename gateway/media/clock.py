@@ -87,6 +87,8 @@ class OverloadMonitor:
         self._log_every = log_every_s
         self._next_log = 0.0
         self._unlogged = 0  # transitions not logged since the last line
+        #: called with the new state on each change (the SIP OPTIONS answer follows it)
+        self.on_change: list[Callable[[bool], None]] = []
 
     def observe(self, now: float, lateness_s: float, count: int) -> None:
         """One slot's packets left `lateness_s` late (O(1); an update every `check_every_s`)."""
@@ -112,6 +114,8 @@ class OverloadMonitor:
         if not changed:
             return
         metrics.OVERLOADED.set(1 if gate.overloaded else 0)
+        for callback in self.on_change:
+            callback(gate.overloaded)
         if now < self._next_log:
             self._unlogged += 1
             return

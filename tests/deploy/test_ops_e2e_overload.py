@@ -81,6 +81,10 @@ async def test_late_media_refuses_new_calls_and_the_live_ones_go_on(tmp_path: Pa
             retry_after = header(invite, "Retry-After")
             assert retry_after is not None and int(retry_after) > 0, invite
             assert metric(gw, "gateway_sip_rejected_total", reason="overload") >= 1
+            # a balancer probing with OPTIONS (Kamailio's dispatcher) is told to move away
+            options = sip_probe(gw, "OPTIONS")
+            assert status_code(options) == 503, options
+            assert int(header(options, "Retry-After") or 0) > 0, options
 
             status, headers, raw = post_offer(gw, offer)
             assert status == 503, raw
@@ -99,6 +103,7 @@ async def test_late_media_refuses_new_calls_and_the_live_ones_go_on(tmp_path: Pa
         # the load is gone with the calls: admitted again after the window and the hold
         wait_until(lambda: gw.http("GET", "/readyz")[0] == 200, timeout=10, what="ready again")
         assert metric(gw, "gateway_overloaded") == 0
+        assert status_code(sip_probe(gw, "OPTIONS")) == 200
         after = Sipp(
             tmp_path, f"127.0.0.1:{gw.sip_port}", builtin="uac", extra=["-m", "1", "-d", "500"]
         ).start()
