@@ -81,6 +81,17 @@ def _preflight(params: list[JsonObj] | None = None) -> JsonObj:
     )
 
 
+def _static_files(summary: str, tag: str) -> JsonObj:
+    """A public directory of a page's scripts and styles (`{filename}`)."""
+    return _op(
+        summary,
+        tag,
+        {"200": {"description": "a file"}, "404": {"description": "no such file"}},
+        security=PUBLIC,
+        params=[{"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}],
+    )
+
+
 SCHEMAS: JsonObj = {
     "Error": {
         "type": "object",
@@ -431,15 +442,7 @@ PATHS: JsonObj = {
         )
     },
     "/console/static/{filename}": {
-        "get": _op(
-            "the console's scripts and styles",
-            "console",
-            {"200": {"description": "a file"}, "404": {"description": "no such file"}},
-            security=PUBLIC,
-            params=[
-                {"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}
-            ],
-        )
+        "get": _static_files("the console's scripts and styles", "console")
     },
     "/history": {
         "get": _op(
@@ -508,15 +511,7 @@ PATHS: JsonObj = {
     },
     "/": {"get": _op("the call page", "webrtc", {"200": {"description": "HTML"}}, security=PUBLIC)},
     "/webrtc/static/{filename}": {
-        "get": _op(
-            "the call page's scripts and styles",
-            "webrtc",
-            {"200": {"description": "a file"}, "404": {"description": "no such file"}},
-            security=PUBLIC,
-            params=[
-                {"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}
-            ],
-        )
+        "get": _static_files("the call page's scripts and styles", "webrtc")
     },
 }
 

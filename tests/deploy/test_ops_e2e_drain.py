@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import socket
 import struct
@@ -28,9 +27,9 @@ from gateway.call.prompts import goodbye_prompt
 from tests.support.audio import best_abs_correlation
 from tests.support.gateway import (
     API_TOKEN,
-    GatewayProcess,
     aiortc_offer,
     call_summaries,
+    gateway_process,
     header,
     live_calls,
     post_offer,
@@ -89,18 +88,9 @@ def rtp_sink() -> Iterator[RtpSink]:
         sink.close()
 
 
-@contextlib.contextmanager
-def gateway(workdir: Path, *args: str) -> Iterator[GatewayProcess]:
-    gw = GatewayProcess(workdir, "--api-token", API_TOKEN, *args)
-    try:
-        yield gw.start()
-    finally:
-        gw.stop()
-
-
 async def test_sigterm_refuses_new_work_and_lets_the_live_call_finish(tmp_path: Path) -> None:
     offer = await aiortc_offer()
-    with gateway(tmp_path) as gw:
+    with gateway_process(tmp_path) as gw:
         # before the drain everything is accepted: the probes below can fail
         assert status_code(sip_probe(gw, "OPTIONS")) == 200
         caller = Sipp(
@@ -136,7 +126,7 @@ async def test_sigterm_refuses_new_work_and_lets_the_live_call_finish(tmp_path: 
 def test_drain_timeout_plays_goodbye_then_bye(tmp_path: Path, rtp_sink: RtpSink) -> None:
     prompt, rate = goodbye_prompt()
     assert rate == 8000
-    with gateway(tmp_path, "--drain-timeout", "3") as gw:
+    with gateway_process(tmp_path, "--drain-timeout", "3") as gw:
         caller = Sipp(
             tmp_path,
             f"127.0.0.1:{gw.sip_port}",
@@ -172,7 +162,7 @@ def test_drain_timeout_plays_goodbye_then_bye(tmp_path: Path, rtp_sink: RtpSink)
 
 
 def test_second_sigterm_ends_calls_at_once_cleanly(tmp_path: Path, rtp_sink: RtpSink) -> None:
-    with gateway(tmp_path) as gw:  # default drain timeout: 300 s
+    with gateway_process(tmp_path) as gw:  # default drain timeout: 300 s
         caller = Sipp(
             tmp_path,
             f"127.0.0.1:{gw.sip_port}",
@@ -201,7 +191,7 @@ def test_second_sigterm_ends_calls_at_once_cleanly(tmp_path: Path, rtp_sink: Rtp
 
 
 def test_drain_with_no_calls_answers_then_exits_at_once(tmp_path: Path) -> None:
-    with gateway(tmp_path) as gw:
+    with gateway_process(tmp_path) as gw:
         assert gw.http("POST", "/admin/drain")[0] == 401  # the API token is required
         assert gw.proc is not None and gw.proc.poll() is None
         started = time.monotonic()

@@ -10,16 +10,14 @@ stayed low for the hold time, /readyz is ready again and a new sipp call is admi
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from tests.support.gateway import (
-    API_TOKEN,
     GatewayProcess,
     aiortc_offer,
+    gateway_process,
     header,
     live_calls,
     post_offer,
@@ -34,15 +32,6 @@ SLOW_LOOP = Path(__file__).parent / "scenarios" / "slow_loop.py"
 HEAVY_CALLS = 8
 
 
-@contextlib.contextmanager
-def gateway(workdir: Path, *args: str) -> Iterator[GatewayProcess]:
-    gw = GatewayProcess(workdir, "--api-token", API_TOKEN, *args)
-    try:
-        yield gw.start()
-    finally:
-        gw.stop()
-
-
 def metric(gw: GatewayProcess, name: str, **labels: str) -> float:
     status, text = gw.http("GET", "/metrics")
     assert status == 200
@@ -55,7 +44,7 @@ def log_events(gw: GatewayProcess) -> list[str]:
 
 async def test_late_media_refuses_new_calls_and_the_live_ones_go_on(tmp_path: Path) -> None:
     offer = await aiortc_offer()
-    with gateway(
+    with gateway_process(
         tmp_path, "--scenario", str(SLOW_LOOP), "--overload-hold-s", "1", "--max-calls", "50"
     ) as gw:
         assert gw.http("GET", "/readyz")[0] == 200

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.support.gateway import rtp_range
+from tests.support.gateway import interrupt_twice, rtp_range
 from tests.support.harness import free_port, free_udp_tcp_port
 from tests.support.sipp import Sipp
 
@@ -90,17 +90,7 @@ class Served:
             time.sleep(0.05)
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=0.5)
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        interrupt_twice(self.proc, between=0.5)
         self._reader.join(5)
         if self.proc.stdout is None:  # the pty's master end is ours to close
             with contextlib.suppress(OSError):

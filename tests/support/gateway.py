@@ -88,6 +88,35 @@ async def running_gateway(
         await gw.stop()
 
 
+def interrupt_twice(proc: subprocess.Popen[Any], between: float = 0.3) -> None:
+    """Stop a `gateway serve` process as an operator does: Ctrl-C (a drain), then Ctrl-C again
+    ("end them now"), then SIGKILL after 15 s."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    # two signals sent back to back may reach the loop as one (a drain that waits for every
+    # call): the second goes once the first was handled
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=between)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def gateway_process(workdir: Path, *args: str) -> Iterator[GatewayProcess]:
+    """A `gateway serve` process with the tests' API token, stopped on the way out."""
+    gw = GatewayProcess(workdir, "--api-token", API_TOKEN, *args)
+    try:
+        yield gw.start()
+    finally:
+        gw.stop()
+
+
 class GatewayProcess:
     """`python -m gateway serve` as a child process, stopped by PID. `http_host`: the address
     of the HTTP listener (another than loopback only inside a network namespace)."""
@@ -178,19 +207,7 @@ class GatewayProcess:
         SIGKILL after 15 s; returns the exit status."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            # two signals sent back to back may reach the loop as one (a drain that waits for
-            # every call): the second goes once the first was handled
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=0.3)
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        interrupt_twice(self.proc)
         with contextlib.suppress(Exception):
             self._log.close()
         return self.proc.returncode
