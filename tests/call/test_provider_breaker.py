@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 
 from gateway.call.breaker import BreakerState, ProviderBreaker
 from gateway.realtime.local.server import LocalProvider
-from tests.support.gateway import running_gateway
+from tests.support.gateway import header, running_gateway
 from tests.support.harness import free_port
 from tests.support.sip_messages import sip_exchange, sip_request, status_code
 
@@ -112,14 +112,6 @@ def options(port: int) -> str:
         sock.bind(("127.0.0.1", 0))
         request = sip_request("OPTIONS", f"sip:127.0.0.1:{port}", sock.getsockname())
         return sip_exchange(sock, request, ("127.0.0.1", port))
-
-
-def header(response: str, name: str) -> str | None:
-    for line in response.split("\r\n")[1:]:
-        key, _, value = line.partition(":")
-        if key.strip().lower() == name.lower():
-            return value.strip()
-    return None
 
 
 async def test_readyz_and_options_follow_a_real_unreachable_provider() -> None:
