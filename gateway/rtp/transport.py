@@ -130,7 +130,7 @@ class RtpEndpoint:
         # kernel arrival times (SO_TIMESTAMPNS): a polled packet waited up to a tick in the
         # socket, and RFC 3550 A.8 jitter (which sizes the jitter buffer) needs when it came
         self._stamped = _SO_TIMESTAMPNS is not None
-        if self._stamped:
+        if _SO_TIMESTAMPNS is not None:
             rtp.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         self._send_checked: Address | None = None  # the last remote address found sendable
         self.polling = False
@@ -169,9 +169,7 @@ class RtpEndpoint:
                 socks.append(_bind_udp(bind_host, port))
                 if not rtcp_mux:
                     socks.append(_bind_udp(bind_host, port + 1))
-                return cls(
-                    pool, port, session, socks[0], socks[1] if socks[1:] else None, on_event
-                )
+                return cls(pool, port, session, socks[0], socks[1] if socks[1:] else None, on_event)
             except OSError as exc:
                 _close_all(socks)
                 pool.release(port)
@@ -242,7 +240,8 @@ class RtpEndpoint:
             if ancillary:
                 sec, nsec = _TIMESPEC(ancillary[0][2])
                 arrival = sec + nsec * 1e-9 + offset
-                if arrival > now:  # uvloop's time() is cached per loop pass, in ms
+                if arrival > now:  # noqa: PLR1730 (min() costs a call per packet)
+                    # uvloop's time() is cached per loop pass, in ms
                     arrival = now
             if len(addr) != 2:
                 addr = (addr[0], addr[1])  # IPv6: (host, port, flowinfo, scope_id)
