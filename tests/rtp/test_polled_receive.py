@@ -20,7 +20,20 @@ from gateway.rtp.dtmf import DtmfDigitReceived
 from gateway.rtp.ports import PortPool
 from gateway.rtp.session import RtpSession
 from gateway.rtp.transport import POLL_LIMIT, RtpEndpoint
-from tests.rtp.test_transport import free_even_range, udp_peer
+from tests.support.harness import free_udp_block
+
+
+def free_even_range(pairs: int) -> tuple[int, int]:
+    """RTP/RTCP pairs from this xdist worker's port slice."""
+    lo = free_udp_block(2 * pairs)
+    return lo, lo + 2 * pairs - 1
+
+
+def udp_peer() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock
 
 
 async def until(done: Callable[[], bool], poll: Callable[[], object] = lambda: None) -> None:
