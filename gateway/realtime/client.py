@@ -101,7 +101,6 @@ _AWAITED = frozenset({"response.created", "response.done"})
 _FAILURE_REASONS = KNOWN_ERROR_CODES | ev.CUT_REASONS
 _KNOWN_TYPES = ev.KNOWN_SERVER_TYPES
 _MAX_FRAME = 16 * 1024 * 1024
-_MAX_QUEUED_FRAMES = 4
 # labelled children by bounded type (unknown types all count as "other")
 _EVENT_COUNTERS: dict[str, Any] = {}
 
@@ -269,10 +268,6 @@ class RealtimeClient:
                     ping_timeout=self.ping_interval,
                     close_timeout=2.0,
                     max_size=_MAX_FRAME,
-                    # frames parsed ahead of the receive loop: a provider's answer arrives faster
-                    # than real time, and 16 (the default) held ~100 KiB per call of pcm24k
-                    # deltas; past 4 the rest waits in the kernel's socket buffer (issue 20)
-                    max_queue=_MAX_QUEUED_FRAMES,
                     compression=None,
                     proxy=None if loopback else True,
                     user_agent_header="realtime-gateway",
