@@ -45,7 +45,15 @@ def log_events(gw: GatewayProcess) -> list[str]:
 async def test_late_media_refuses_new_calls_and_the_live_ones_go_on(tmp_path: Path) -> None:
     offer = await aiortc_offer()
     with gateway_process(
-        tmp_path, "--scenario", str(SLOW_LOOP), "--overload-hold-s", "1", "--max-calls", "50"
+        tmp_path,
+        "--scenario",
+        str(SLOW_LOOP),
+        "--overload-lateness-ms",
+        "15",
+        "--overload-hold-s",
+        "1",
+        "--max-calls",
+        "50",
     ) as gw:
         assert gw.http("GET", "/readyz")[0] == 200
         assert metric(gw, "gateway_overloaded") == 0
