@@ -20,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import io
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
 import pytest
 import structlog
 import uvloop
 
 from gateway.logs import configure
+from gateway.realtime.local.server import LocalProvider
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
@@ -60,3 +61,13 @@ def log_lines() -> Iterator[Callable[[], str]]:
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=buf))
     yield buf.getvalue
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.__stderr__))
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[LocalProvider]:
+    """The local provider (no espeak), recording the frames it receives; a module that needs
+    another flavour (Yandex, a token, a pace) defines its own `provider`."""
+    p = LocalProvider(use_espeak=False, record_frames=True)
+    await p.start()
+    yield p
+    await p.stop()

@@ -44,14 +44,6 @@ LOOKUP = {
 }
 
 
-@pytest.fixture
-async def provider() -> AsyncIterator[LocalProvider]:
-    p = LocalProvider(use_espeak=False, record_frames=True)
-    await p.start()
-    yield p
-    await p.stop()
-
-
 def outputs(provider: LocalProvider) -> list[dict[str, Any]]:
     """The function_call_output items the provider received, in order."""
     return [
