@@ -21,6 +21,9 @@ log = get_logger("call.manager")
 
 #: Retry-After (seconds) of a call refused for overload: about the hold before admitting again
 OVERLOAD_RETRY_AFTER = 10
+#: how long an API request about a call still being set up (accepted by its app, its provider
+#: session connecting) waits for it: the provider's connect and session set-up timeouts
+SETUP_WAIT_S = 30.0
 
 
 class CallManager:
@@ -31,6 +34,9 @@ class CallManager:
         self.calls: dict[str, Call] = {}
         self._reserved = 0
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        #: the calls being set up (reserved, not yet started), by id: each future gets the Call
+        #: once it starts, or None if its set-up fails (`wait_live`)
+        self._starting: dict[str, asyncio.Future[Call | None]] = {}
         self.draining = False
         #: progress events by call id (`GET /calls/{id}/events`)
         self.progress = CallProgress()
@@ -57,16 +63,38 @@ class CallManager:
         if self.overloaded():
             raise AdmissionError("overload", retry_after=OVERLOAD_RETRY_AFTER)
 
-    def reserve(self) -> None:
-        """Take a slot for a call being set up; AdmissionError when none is free."""
+    def reserve(self, call_id: str | None = None) -> None:
+        """Take a slot for a call being set up; AdmissionError when none is free. With its
+        `call_id`, `wait_live` waits for the call until it starts or its set-up fails."""
         self.check_admission()
         self._reserved += 1
         self._idle.clear()
+        if call_id is not None:
+            self._starting[call_id] = asyncio.get_running_loop().create_future()
 
-    def release_reservation(self) -> None:
+    def release_reservation(self, call_id: str | None = None) -> None:
         """Give back a slot whose call never started (setup failed)."""
         self._reserved = max(0, self._reserved - 1)
+        self._settle_starting(call_id, None)
         self._check_idle()
+
+    def _settle_starting(self, call_id: str | None, call: Call | None) -> None:
+        starting = self._starting.pop(call_id, None) if call_id is not None else None
+        if starting is not None and not starting.done():
+            starting.set_result(call)
+
+    async def wait_live(self, call_id: str, timeout_s: float) -> Call | None:
+        """The live call `call_id`; a call still being set up (e.g. accepted by its app, its
+        provider session connecting) is waited for up to `timeout_s`. None: no such call, its
+        set-up failed, or it did not start in time."""
+        call = self.calls.get(call_id)
+        starting = self._starting.get(call_id)
+        if call is not None or starting is None:
+            return call
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(starting)
+        return self.calls.get(call_id)
 
     def start(self, call: Call, setup: ScenarioSetup) -> asyncio.Task[None]:
         """Run `call` (its slot was reserved) until it ends."""
@@ -79,6 +107,7 @@ class CallManager:
                 self._run(call, setup), name=f"call-{call.id}"
             )
         self._tasks[call.id] = task
+        self._settle_starting(call.id, call)
         return task
 
     async def _run(self, call: Call, setup: ScenarioSetup) -> None:

@@ -186,9 +186,9 @@ class CallService:
         `webhook` mode first rings (`ring`) and waits for its app's accept (CallDeclined: its
         reject, or the fallback's). `session`: an OpenAI session config laid over the route's
         (an outbound call's `POST /calls` body)."""
-        self.manager.reserve()
-        loop = asyncio.get_running_loop()
         call_id = self.manager.new_id()
+        self.manager.reserve(call_id)
+        loop = asyncio.get_running_loop()
         try:
             headers = dict(headers or {})
             profile = resolve_profile(self.settings, called, source, leg, header_list, trunk)
@@ -212,7 +212,7 @@ class CallService:
             with bind_call(call_id, leg, self.profile.name):
                 await self._connect(client)
         except BaseException:
-            self.manager.release_reservation()
+            self.manager.release_reservation(call_id)
             raise
         info = CallInfo(
             leg=leg,
@@ -327,7 +327,7 @@ class CallService:
 
     async def abandon(self, prepared: PreparedCall) -> None:
         """The leg never got answered (CANCEL, failure): close the session, free the slot."""
-        self.manager.release_reservation()
+        self.manager.release_reservation(prepared.call_id)
         await prepared.client.close()
 
     def start_call(

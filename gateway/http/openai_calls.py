@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.call.incoming import IncomingCalls
+from gateway.call.manager import SETUP_WAIT_S
 from gateway.errors import CallAlreadyDecided
 from gateway.http.calls import CallApi, check_bearer
 from gateway.http.errors import openai_error
@@ -100,10 +101,10 @@ def add_openai_call_routes(app: web.Application, api: CallApi, incoming: Incomin
         if not isinstance(target, str) or not _TARGET_URI.match(target):
             message = "'target_uri' must be a sip:, sips: or tel: URI."
             return _error(400, message, "target_uri")
-        call = api.manager.get(call_id)
+        if incoming.waiting(call_id) and not incoming.decided(call_id):
+            return _error(409, "The call has not been accepted yet.", "call_id")
+        call = await api.manager.wait_live(call_id, SETUP_WAIT_S)  # accepted, maybe setting up
         if call is None:
-            if incoming.waiting(call_id):
-                return _error(409, "The call has not been accepted yet.", "call_id")
             return _unknown(call_id)
         try:
             await call.refer(target)
@@ -116,9 +117,10 @@ def add_openai_call_routes(app: web.Application, api: CallApi, incoming: Incomin
         if isinstance(body, web.Response):
             return body
         call_id = request.match_info["call_id"]
-        if incoming.waiting(call_id):  # still ringing: hanging up is refusing it
+        if incoming.waiting(call_id) and not incoming.decided(call_id):  # ringing: refuse it
             incoming.reject(call_id, 603)
             return web.Response(status=200)
+        await api.manager.wait_live(call_id, SETUP_WAIT_S)  # accepted, maybe still setting up
         if not await api.manager.hangup(call_id):
             return _unknown(call_id)
         return web.Response(status=200)

@@ -23,7 +23,10 @@ working), and the runner leaves their calls to the app. A `function_call_output`
 marks its `call_id` answered, so the runner never answers it too; exactly one output per
 call_id reaches the provider (a second gets an `error` event).
 
-An unknown `call_id` gets 404 with an OpenAI-shaped error before the upgrade. When the call ends
+An app may connect as soon as its `accept` returns: a call still being set up (its provider
+session connecting, its SIP answer going out) is waited for, up to `SETUP_WAIT_S`. An unknown
+`call_id`, or one whose set-up failed, gets 404 with an OpenAI-shaped error before the upgrade.
+When the call ends
 the socket is closed with 1000; an app too slow to read (a backlog of `MAX_BACKLOG` events)
 is closed with 1013. One receive task and one send task per connection, both ended with the
 call.
@@ -42,7 +45,7 @@ from aiohttp import WSMsgType, web
 
 from gateway import metrics
 from gateway.call.call import Call
-from gateway.call.manager import CallManager
+from gateway.call.manager import SETUP_WAIT_S, CallManager
 from gateway.http.calls import check_bearer
 from gateway.http.client import Networks
 from gateway.http.errors import openai_error
@@ -85,7 +88,7 @@ def add_sideband_routes(app: web.Application, api: SidebandApi) -> None:
             return openai_error(
                 400, "call_id is required", "missing_required_parameter", param="call_id"
             )
-        call = api.manager.get(call_id)
+        call = await api.manager.wait_live(call_id, SETUP_WAIT_S)
         task = api.manager.task(call_id)
         if call is None or task is None:
             return openai_error(404, f"no live call {call_id!r}", "call_not_found", param="call_id")

@@ -75,6 +75,17 @@ async def live_call(
     manager = CallManager(4)
     manager.reserve()
     task = manager.start(call, setup)
+    async with sideband_client(manager) as client:
+        try:
+            yield call, task, client
+        finally:
+            await call.hangup()
+            await asyncio.wait_for(task, 10)
+
+
+@contextlib.asynccontextmanager
+async def sideband_client(manager: CallManager) -> AsyncIterator[AsyncOpenAI]:
+    """The sideband route of `manager`'s calls on a real HTTP listener, and an SDK client."""
     app = web.Application(middlewares=[error_middleware])
     add_sideband_routes(app, SidebandApi(manager, Secret(TOKEN)))
     runner = web.AppRunner(app, handle_signals=False)
@@ -88,10 +99,8 @@ async def live_call(
         websocket_base_url=f"ws://127.0.0.1:{port}/v1",
     )
     try:
-        yield call, task, client
+        yield client
     finally:
-        await call.hangup()
-        await asyncio.wait_for(task, 10)
         await client.close()
         await runner.cleanup()
 
@@ -197,6 +206,50 @@ async def test_wrong_token_gets_401_and_unknown_call_404_on_the_gateway() -> Non
             body = json.loads(refused.value.response.body or b"{}")
             assert set(body["error"]) == {"message", "type", "code", "param"}
             await client.close()
+
+
+async def test_an_app_connecting_right_after_accept_waits_for_the_call_being_set_up(
+    provider: LocalProvider,
+) -> None:
+    """The race of CI (2026-12-07): `accept` returns once the app decided, while the call's
+    provider session still connects; the app's sideband connect must wait for the call, not
+    get 404. A call whose set-up fails instead gets the 404."""
+    manager = CallManager(4)
+    call, _m = await open_call(provider, options=CallOptions(greeting=False))
+    async with sideband_client(manager) as client:
+        manager.reserve("c1")  # accepted, its session connecting
+        manager.reserve("c2")  # accepted, its set-up about to fail
+
+        async def attach() -> str:
+            async with client.realtime.connect(call_id="c1", model="gpt-realtime") as conn:
+                await conn.session.update(session={"type": "realtime", "tools": [LOOKUP]})
+                while True:
+                    ev = await asyncio.wait_for(conn.recv(), 8)
+                    if ev.type == "session.updated":
+                        return ev.type
+
+        attached = asyncio.create_task(attach())
+        failed = asyncio.create_task(_refused(client, "c2"))
+        await asyncio.sleep(0.3)
+        assert not attached.done() and not failed.done()  # both wait for their calls
+        manager.release_reservation("c2")
+        assert await asyncio.wait_for(failed, 5) == 404
+        task = manager.start(call, default_setup)
+        try:
+            assert await asyncio.wait_for(attached, 10) == "session.updated"
+            await wait_for(lambda: "lookup_order" in session_tools(provider), 5)
+        finally:
+            await call.hangup()
+            await asyncio.wait_for(task, 10)
+        # a call that ended is unknown again: 404 at once, no wait
+        assert await asyncio.wait_for(_refused(client, "c1"), 2) == 404
+
+
+async def _refused(client: AsyncOpenAI, call_id: str) -> int:
+    with pytest.raises(InvalidStatus) as refused:
+        async with client.realtime.connect(call_id=call_id, model="gpt-realtime"):
+            pass
+    return refused.value.response.status_code
 
 
 async def test_gateway_tool_names_stay_the_gateways_and_a_toolless_scenario_passes_them_on(
