@@ -154,6 +154,9 @@ _UAC_EARLY = (S.CALLING, S.PROCEEDING)
 _UAC_CANCEL = (S.CANCEL_DUE, S.CANCELLING)
 _REINVITED = (S.REINVITED, S.REINVITED_NO_OFFER)
 _DIALOG = (S.CONFIRMED, S.REINVITING, *_REINVITED)  # a confirmed dialog
+#: the states of a confirmed dialog (RFC 3261 §13.3.1.4: the UAS's once the ACK is in), where
+#: our own in-dialog requests (REFER) may go
+DIALOG_STATES = frozenset(_DIALOG)
 _NOT_CONFIRMED = (*_UAS_EARLY, *_AWAIT_ACK, S.ENDING)  # re-INVITE → 500, UPDATE → 491
 _ADDRESSABLE = (*_UAS_EARLY, *_AWAIT_ACK, *_DIALOG, S.ENDING)  # the far end knows the dialog
 _RETRANSMITTING = (*_AWAIT_ACK, *_REINVITED)  # a 2xx of ours awaits its ACK

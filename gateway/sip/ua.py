@@ -40,7 +40,7 @@ from gateway.errors import SipCallStateError, SipParseError, TransactionStateErr
 from gateway.sip import routing
 from gateway.sip.admission import Admission
 from gateway.sip.auth import Credentials, DigestServer
-from gateway.sip.call_state import STEPS, CallInput
+from gateway.sip.call_state import DIALOG_STATES, STEPS, CallInput
 from gateway.sip.events import RequestRejected, SipEvent
 from gateway.sip.in_dialog import InDialog
 from gateway.sip.keepalive import KeepAlives, KeepAliveTarget
@@ -322,6 +322,12 @@ class SipEndpoint:
     def hangup(self, call: int, now: float) -> None:
         """End the call whatever its state: BYE, CANCEL, or 480 to an unanswered INVITE."""
         self._core.command(call, Trigger(CallInput.HANGUP, now))
+
+    def dialog_confirmed(self, call: int) -> bool:
+        """The call's dialog is confirmed (our 2xx ACKed, or the ACK of theirs sent): requests
+        of ours in it, such as REFER, may go."""
+        state = self._core.calls.get(call)
+        return state is not None and state.state in DIALOG_STATES
 
     def refer(self, call: int, target_uri: str, now: float) -> None:
         """Blind transfer: REFER the peer to `target_uri` (RFC 3515); NOTIFYs follow."""

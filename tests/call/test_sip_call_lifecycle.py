@@ -374,3 +374,43 @@ def test_a_phone_that_vanishes_after_the_ack_is_hung_up_by_the_rtp_timeout() -> 
     world = play(["ready", "ack"], ringing=False, hang_up_at_end=False)
     byes = [m for m in world.phone.got if isinstance(m, SipRequest) and m.method == "BYE"]
     assert len(byes) == 1
+
+
+@pytest.mark.parametrize("acked", [True, False], ids=["ack_late", "no_ack_ever"])
+def test_a_transfer_before_the_ack_waits_for_it(acked: bool) -> None:
+    """The call runs from our 2xx on, and an app's `refer` (or the model's transfer_call) may
+    come before the caller's ACK: the REFER waits until the dialog is confirmed (RFC 3261
+    §13.3.1.4), not refused as a state error (the CI race, 2026-12-07). No ACK ever: the call
+    ends at Timer H and the transfer fails with ValueError."""
+    loop = SimulatedTimeLoop()
+    world = World(loop, ringing=False, racy=False)
+    try:
+        loop.run_until_complete(world.start())
+        phone = world.phone
+        phone.invite()
+        loop.advance(0.05)
+        world.gate.resolve(True)
+        loop.advance(0.2)
+        assert phone.final == 200
+        [call] = world.sip._calls.values()
+        transfer = loop.create_task(call.refer("sip:operator@127.0.0.1:5099"))
+        loop.advance(1.5)  # the 2xx is retransmitted meanwhile; no REFER yet
+        refers = [m for m in phone.got if isinstance(m, SipRequest) and m.method == "REFER"]
+        assert refers == [] and not transfer.done()
+        if acked:
+            phone.ack()
+            loop.advance(0.05)
+            assert transfer.done() and transfer.exception() is None
+            [refer] = [m for m in phone.got if isinstance(m, SipRequest) and m.method == "REFER"]
+            assert refer.headers.get("Refer-To") == "<sip:operator@127.0.0.1:5099>"
+            phone.bye()
+        loop.advance(40.0)  # Timer H without an ACK; the REFER's transaction times out
+        assert transfer.done()
+        if not acked:
+            assert isinstance(transfer.exception(), ValueError)
+            refers = [m for m in phone.got if isinstance(m, SipRequest) and m.method == "REFER"]
+            assert refers == []
+        assert world.leftovers()["calls"] == 0 and world.sip._confirm_waiters == {}
+    finally:
+        loop.run_until_complete(world.stop())
+        loop.close()

@@ -70,6 +70,9 @@ from gateway.sip.trunk import Trunk
 from gateway.sip.ua import SipEndpoint
 
 log = get_logger("sip.calls")
+#: how long a transfer waits for its call's dialog to be confirmed: Timer H, 64*T1 (RFC 3261
+#: §17.2.1), after which a 2xx never ACKed ends the call
+ACK_WAIT_S = 32.0
 
 
 @dataclass
@@ -133,6 +136,8 @@ class SipCallService:
         self._legs: dict[int, SipLeg] = {}
         self._calls: dict[int, Call] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: transfers waiting for their call's dialog to be confirmed (the ACK), by handle
+        self._confirm_waiters: dict[int, list[asyncio.Future[None]]] = {}
         self._loop = asyncio.get_running_loop()
         self._wall_offset = time.time() - self._loop.time()
 
@@ -199,6 +204,7 @@ class SipCallService:
 
                 call.leg_event(TransferProgress(event.status, event.final))
         elif isinstance(event, CallAcked):
+            self._settle_confirm_waiters(event.call, None)
             leg = self._legs.get(event.call)
             if event.answer is not None and leg is not None:
                 self._apply_answer(leg, event.answer)
@@ -210,6 +216,8 @@ class SipCallService:
             if self.registrations is not None:
                 self.registrations.on_event(event)
         elif isinstance(event, OutboundCallAnswered | OutboundCallFailed):
+            if isinstance(event, OutboundCallAnswered):  # our ACK went: the dialog is confirmed
+                self._settle_confirm_waiters(event.call, None)
             pending = self._pending.get(event.call)
             if (
                 pending is not None
@@ -450,7 +458,11 @@ class SipCallService:
         self._legs[handle] = leg
 
         async def transfer(uri: str) -> None:
-            self.refer(handle, uri)
+            await self._until_confirmed(handle)
+            try:
+                self.refer(handle, uri)
+            except SipCallStateError as exc:
+                raise ValueError(f"the call cannot be transferred now ({exc})") from None
 
         call = self.calls.start_call(prepared, leg, transfer=transfer, early=early)
         self._calls[handle] = call
@@ -463,6 +475,36 @@ class SipCallService:
     def _forget(self, handle: int) -> None:
         self._legs.pop(handle, None)
         self._calls.pop(handle, None)
+        self._settle_confirm_waiters(handle, ValueError("the call ended"))
+
+    async def _until_confirmed(self, handle: int) -> None:
+        """Wait until the call's dialog is confirmed: a call runs from our 2xx on, and an app
+        or the model may transfer it before the caller's ACK is in (RFC 3261 §13.3.1.4). No ACK
+        within Timer H ends the call; ValueError then."""
+        if self.endpoint.dialog_confirmed(handle):
+            return
+        confirmed: asyncio.Future[None] = self._loop.create_future()
+        waiters = self._confirm_waiters.setdefault(handle, [])
+        waiters.append(confirmed)
+        try:
+            async with asyncio.timeout(ACK_WAIT_S):
+                await confirmed
+        except TimeoutError:
+            raise ValueError("the call's dialog was never confirmed (no ACK)") from None
+        finally:
+            if confirmed in waiters:
+                waiters.remove(confirmed)
+            if not waiters:
+                self._confirm_waiters.pop(handle, None)
+
+    def _settle_confirm_waiters(self, handle: int, error: Exception | None) -> None:
+        for waiter in self._confirm_waiters.pop(handle, ()):
+            if waiter.done():
+                continue
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
 
     def _apply_answer(self, leg: SipLeg, answer: sdpmod.SessionDescription) -> None:
         """Late offer: the ACK carried the answer to the offer in our 200. An answer we cannot
