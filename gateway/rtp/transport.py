@@ -7,8 +7,15 @@ one is busy), feeds received datagrams to the session, runs the session's one ti
 their source also give one `rtp_source_refused` warning per export). Outgoing media is
 paced by the shared media clock: the SIP leg packetizes on its tick and queues `send` with the
 datagram in the clock's Outbox, which sends the slot's packets together (`send_frame()` does
-both at once, outside a clock). This adapter has no pacing of its own. `aclose()` sends RTCP
-BYE, closes both sockets and releases the ports; it is safe twice.
+both at once, outside a clock). This adapter has no pacing of its own.
+
+Receiving (issue 20): the sockets are plain non-blocking sockets, no datagram transports. While
+the call's leg is on a media clock, the loop does not watch the RTP socket: the leg's tick calls
+`poll(now)` first, which reads what waits (at most `POLL_LIMIT` datagrams) with the kernel's
+arrival time of each (SO_TIMESTAMPNS; A.8 jitter needs it), so the loop is not woken once per
+packet. Before and after (and for an endpoint no clock serves) the loop reads it with
+`add_reader`. RTCP on its own port is always read by the loop (a packet every few seconds).
+`aclose()` sends RTCP BYE, closes both sockets and releases the ports; it is safe twice.
 
 rtcp-mux (RFC 5761): `open(..., rtcp_mux=True)` binds no RTCP socket (an offer with a=rtcp-mux
 we will answer with it), and `release_rtcp()` closes it once an answer agreed to mux. Then RTCP
@@ -20,8 +27,11 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+import struct
+import sys
+import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 from gateway import metrics
 from gateway.errors import PortsExhausted
@@ -33,6 +43,49 @@ __all__ = ["RtpEndpoint"]
 
 _log = get_logger(__name__)
 _BUSY: Final = (errno.EADDRINUSE, errno.EACCES)
+#: datagrams one `poll()` (one clock tick) reads at most from one RTP socket: a call gets one
+#: or two per tick; more is a burst or a flood, and the other calls of the tick come first
+POLL_LIMIT: Final = 32
+_RECV_SIZE: Final = 4096  # RTP stays under the path MTU; a larger datagram is cut (and refused)
+_CMSG_SIZE: Final = socket.CMSG_SPACE(16)  # one struct timespec
+
+
+def _probe_kernel_stamps(option: int) -> bool:
+    """True when a loopback datagram read with `option` on comes with its struct timespec."""
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx,
+    ):
+        try:
+            rx.bind(("127.0.0.1", 0))
+            rx.setsockopt(socket.SOL_SOCKET, option, 1)
+            tx.sendto(b"\x80", rx.getsockname())
+            rx.settimeout(1.0)
+            _data, ancillary, _flags, _addr = rx.recvmsg(16, _CMSG_SIZE)
+        except OSError:
+            return False
+    return any(
+        level == socket.SOL_SOCKET and kind == option and len(raw) == 16
+        for level, kind, raw in ancillary
+    )
+
+
+def _kernel_stamp_option() -> int | None:
+    """The socket option for kernel receive times (SO_TIMESTAMPNS), or None if the kernel will
+    not stamp. Python's `socket` lacks the name before 3.12 (the polled read then stamped every
+    packet with its tick's time, and A.8 jitter saw the 20 ms grid: the CN test's defect);
+    on Linux its value is 35 (asm-generic/socket.h), confirmed by a loopback probe."""
+    option: int | None = getattr(socket, "SO_TIMESTAMPNS", None)
+    if option is None and sys.platform == "linux":
+        option = 35
+    if option is None or not _probe_kernel_stamps(option):
+        return None
+    return option
+
+
+#: SO_TIMESTAMPNS where the kernel stamps datagrams (probed once, at import)
+_SO_TIMESTAMPNS: Final[int | None] = _kernel_stamp_option()
+_TIMESPEC: Final = struct.Struct("@qq").unpack  # struct timespec on 64-bit Linux
 #: what export_metrics adds to, in the order of its tuple: packets in, out, lost, drops by reason
 #: (children bound once: a labels() lookup per export and counter was measurable at 300 calls)
 _EXPORTED_COUNTERS: Final = (
@@ -59,12 +112,8 @@ def _bind_udp(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _close_unowned(rtp: asyncio.DatagramTransport | None, socks: list[socket.socket]) -> None:
-    """After a failed open: close the RTP transport if it was made (it owns the first socket)
-    and every socket no transport owns."""
-    if rtp is not None:
-        rtp.close()
-    for sock in socks[1:] if rtp is not None else socks:
+def _close_all(socks: list[socket.socket]) -> None:
+    for sock in socks:
         sock.close()
 
 
@@ -72,27 +121,30 @@ def _hostport(addr: Address | None) -> str | None:
     return None if addr is None else f"{addr[0]}:{addr[1]}"
 
 
-class _Protocol(asyncio.DatagramProtocol):
-    """Drops datagrams until `RtpEndpoint.open` has built the endpoint; then `open` sets the
-    instance's `datagram_received` to the endpoint's handler, which the loop calls directly."""
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        pass  # between the two binds: no endpoint yet
-
-    def error_received(self, exc: Exception) -> None:
-        pass  # ICMP unreachable from a far end that went away: the media timeout handles it
+def _is_literal(family: int, host: str) -> bool:
+    """True when `host` is an address literal of `family` (a name would make sendto resolve it,
+    blocking the loop)."""
+    try:
+        socket.inet_pton(family, host)
+    except (OSError, TypeError, ValueError):
+        return False
+    return True
 
 
 class RtpEndpoint:
-    """One call leg's RTP and RTCP sockets around a sans-I/O `RtpSession`."""
+    """One call leg's RTP and RTCP sockets around a sans-I/O `RtpSession`.
+
+    The RTP socket is read by the event loop (`loop.add_reader`) until `start_polling()`; from
+    then on its owner (the SIP leg's clock tick) reads it with `poll(now)`, and the loop no
+    longer wakes up per packet. `stop_polling()` hands it back to the loop."""
 
     def __init__(
         self,
         pool: PortPool,
         port: int,
         session: RtpSession,
-        rtp: asyncio.DatagramTransport,
-        rtcp: asyncio.DatagramTransport | None,
+        rtp: socket.socket,
+        rtcp: socket.socket | None,
         on_event: Callable[[RtpEventType], None] | None,
     ) -> None:
         self._pool = pool
@@ -109,7 +161,22 @@ class RtpEndpoint:
         self._closed = False
         self._unsendable_logged = False
         self._exported: tuple[int, ...] = (0,) * len(_EXPORTED_COUNTERS)
-        self._protocols: tuple[_Protocol, ...] = ()
+        self._family = rtp.family
+        self._sendto = rtp.sendto
+        self._recvmsg = rtp.recvmsg
+        # kernel arrival times (SO_TIMESTAMPNS): a polled packet waited up to a tick in the
+        # socket, and RFC 3550 A.8 jitter (which sizes the jitter buffer) needs when it came
+        self._stamped = _SO_TIMESTAMPNS is not None
+        if _SO_TIMESTAMPNS is not None:
+            rtp.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        self._send_checked: Address | None = None  # the last remote address found sendable
+        self.polling = False
+        #: polls that stopped at `POLL_LIMIT` with datagrams left (a flood on this port)
+        self.poll_backlogs = 0
+        self._backlogs_exported = 0
+        self._loop.add_reader(rtp, self._on_readable)
+        if rtcp is not None:
+            self._loop.add_reader(rtcp, self._on_rtcp_readable)
         self._arm()
 
     @classmethod
@@ -130,71 +197,119 @@ class RtpEndpoint:
         `on_event` receives the session's events as they happen; without it, the owner
         drains `session.next_event()`. `rtcp_mux`: bind RTP only (RFC 5761).
         """
-        loop = asyncio.get_running_loop()
         for _ in range(attempts):
             port = pool.acquire()
-            rtp: asyncio.DatagramTransport | None = None
             socks: list[socket.socket] = []
             try:
-                # Bound here, synchronously: given `local_addr`, the loop resolves the address
-                # (uvloop through its executor), and under load call set-ups waited for it.
+                # Bound here, synchronously, and read with add_reader (no datagram transport):
+                # the clock's tick reads the RTP socket itself while the call has media.
                 socks.append(_bind_udp(bind_host, port))
                 if not rtcp_mux:
                     socks.append(_bind_udp(bind_host, port + 1))
-                rtp, rtp_protocol = await loop.create_datagram_endpoint(_Protocol, sock=socks[0])
-                rtcp: asyncio.DatagramTransport | None = None
-                rtcp_protocol: _Protocol | None = None
-                if not rtcp_mux:
-                    rtcp, rtcp_protocol = await loop.create_datagram_endpoint(
-                        _Protocol, sock=socks[1]
-                    )
+                return cls(pool, port, session, socks[0], socks[1] if socks[1:] else None, on_event)
             except OSError as exc:
-                _close_unowned(rtp, socks)
+                _close_all(socks)
                 pool.release(port)
-                # uvloop wraps the bind error; its errno is on __cause__
-                code = exc.errno if exc.errno is not None else getattr(exc.__cause__, "errno", None)
-                if code not in _BUSY:
+                if exc.errno not in _BUSY:
                     raise
                 _log.debug("rtp_port_busy", port=port)
                 continue
             except BaseException:
-                _close_unowned(rtp, socks)
+                _close_all(socks)
                 pool.release(port)
                 raise
-            endpoint = cls(pool, port, session, rtp, rtcp, on_event)
-            # Both loops (asyncio, uvloop) look up protocol.datagram_received per datagram: the
-            # endpoint's bound handlers as instance attributes save a call on every packet.
-            # (endpoint -> transport -> protocol -> endpoint: `aclose` breaks that ring.)
-            rtp_protocol.datagram_received = endpoint._on_rtp  # type: ignore[method-assign]
-            endpoint._protocols = (rtp_protocol,)
-            if rtcp_protocol is not None:
-                rtcp_protocol.datagram_received = endpoint._on_rtcp  # type: ignore[method-assign]
-                endpoint._protocols += (rtcp_protocol,)
-            return endpoint
         raise PortsExhausted(f"no free RTP/RTCP pair after {attempts} busy ports")
 
     @property
     def local_addr(self) -> Address:
-        host, port = self._rtp.get_extra_info("sockname")[:2]
+        host, port = self._rtp.getsockname()[:2]
         return host, port
 
     # --- receive
 
-    def _on_rtp(self, data: bytes, addr: Any) -> None:
-        """The RTP socket's `datagram_received` (installed by `open`)."""
-        if len(addr) != 2:
-            addr = (addr[0], addr[1])  # IPv6: (host, port, flowinfo, scope_id)
-        session = self.session
-        session.receive_datagram(data, addr, self._time())
-        if session.pending_events or session.timer_dirty:  # else _after_input has nothing to do
-            self._after_input()
+    @property
+    def stamped(self) -> bool:
+        """The kernel stamps this socket's datagrams with their arrival time (SO_TIMESTAMPNS)."""
+        return self._stamped
 
-    def _on_rtcp(self, data: bytes, addr: Any) -> None:
-        """The RTCP socket's `datagram_received` (installed by `open`)."""
-        if len(addr) != 2:
-            addr = (addr[0], addr[1])
-        self.session.receive_rtcp(data, addr, self._time())
-        self._after_input()
+    def start_polling(self) -> None:
+        """The owner reads the RTP socket from now on with `poll()` (once per clock tick); the
+        event loop stops watching it. Not without kernel arrival times: a packet waits up to a
+        tick in the socket, and RFC 3550 A.8 jitter (which sizes the jitter buffer) must see
+        when it came, not the tick's grid; the loop goes on reading it then."""
+        if not self.polling and not self._closed and self._stamped:
+            self.polling = True
+            self._loop.remove_reader(self._rtp)
+
+    def stop_polling(self) -> None:
+        """Give the RTP socket back to the event loop (what waits in it is read at once)."""
+        if self.polling and not self._closed:
+            self.polling = False
+            self._loop.add_reader(self._rtp, self._on_readable)
+
+    def poll(self, now: float) -> int:
+        """Read what waits on the RTP socket, at most `POLL_LIMIT` datagrams (a flood on one
+        port cannot hold up the other calls of the tick: the rest waits for the next tick or is
+        dropped by the kernel). Returns how many were read."""
+        if self._closed:
+            return 0
+        read = self._drain(now, POLL_LIMIT)
+        if read == POLL_LIMIT:
+            self.poll_backlogs += 1
+        return read
+
+    def _on_readable(self) -> None:
+        """The loop's reader while nobody polls (before the clock, after it, or no clock)."""
+        self._drain(self._time(), POLL_LIMIT)  # level-triggered: called again if more wait
+
+    def _drain(self, now: float, limit: int) -> int:
+        session = self.session
+        receive = session.receive_datagram
+        recvmsg = self._recvmsg
+        read = 0
+        # CLOCK_REALTIME stamps to the loop's monotonic clock (both are vDSO reads)
+        offset = time.monotonic() - time.time() if self._stamped else 0.0
+        cmsg_size = _CMSG_SIZE if self._stamped else 0
+        while read < limit:
+            try:
+                data, ancillary, _flags, addr = recvmsg(_RECV_SIZE, cmsg_size)
+            except BlockingIOError:
+                break
+            except OSError:
+                # ICMP unreachable from a far end that went away (reported on the next read):
+                # the media timeout handles it, as asyncio's error_received did
+                read += 1
+                continue
+            read += 1
+            arrival = now
+            if ancillary:
+                sec, nsec = _TIMESPEC(ancillary[0][2])
+                arrival = sec + nsec * 1e-9 + offset
+                if arrival > now:  # noqa: PLR1730 (min() costs a call per packet)
+                    # uvloop's time() is cached per loop pass, in ms
+                    arrival = now
+            if len(addr) != 2:
+                addr = (addr[0], addr[1])  # IPv6: (host, port, flowinfo, scope_id)
+            receive(data, addr, arrival)
+        if read and (session.pending_events or session.timer_dirty):
+            self._after_input()
+        return read
+
+    def _on_rtcp_readable(self) -> None:
+        rtcp = self._rtcp
+        if rtcp is None:
+            return
+        for _ in range(POLL_LIMIT):
+            try:
+                data, addr = rtcp.recvfrom(_RECV_SIZE)
+            except BlockingIOError:
+                return
+            except OSError:
+                continue  # as on the RTP socket
+            if len(addr) != 2:
+                addr = (addr[0], addr[1])
+            self.session.receive_rtcp(data, addr, self._time())
+            self._after_input()
 
     def _after_input(self) -> None:
         session = self.session
@@ -222,11 +337,23 @@ class RtpEndpoint:
     def send(self, datagram: bytes) -> None:
         """Send one RTP datagram to the session's current remote address (latched or SDP)."""
         addr = self.session.remote_addr
-        if addr is not None and not self._closed:
-            try:
-                self._rtp.sendto(datagram, addr)
-            except ValueError as exc:  # uvloop: not an IP of the socket's family
-                self._unsendable(addr, exc)
+        if addr is None or self._closed:
+            return
+        if addr is not self._send_checked and not self._sendable(addr):
+            return
+        try:
+            self._sendto(datagram, addr)
+        except OSError:
+            pass  # a full buffer, or ICMP unreachable reported: lost like any UDP packet
+
+    def _sendable(self, addr: Address) -> bool:
+        """A new remote address: sendable when it is an address literal of the socket's family
+        (else logged once; its packets are dropped)."""
+        if _is_literal(self._family, addr[0]):
+            self._send_checked = addr
+            return True
+        self._unsendable(addr, "not an address of the socket's family")
+        return False
 
     def send_frame(self, payload: bytes | None, now: float) -> None:
         """Packetize one ptime (`payload` None: silence/CN) and send it: the media clock's call."""
@@ -241,26 +368,26 @@ class RtpEndpoint:
         if rtcp is None:
             return
         self.rtcp_port = None
+        self._loop.remove_reader(rtcp)
         rtcp.close()
-        for protocol in self._protocols[1:]:
-            protocol.__dict__.pop("datagram_received", None)
-        self._protocols = self._protocols[:1]
 
     def _flush_rtcp(self) -> None:
-        transport = self._rtcp if self._rtcp is not None else self._rtp
+        sock = self._rtcp if self._rtcp is not None else self._rtp
         for data, addr in self.session.rtcp_datagrams_to_send():
+            if not _is_literal(sock.family, addr[0]):
+                self._unsendable(addr, "not an address of the socket's family")
+                continue
             try:
-                transport.sendto(data, addr)
-            except ValueError as exc:  # as in send(); the timer is re-armed all the same
-                self._unsendable(addr, exc)
+                sock.sendto(data, addr)
+            except OSError:
+                pass  # as in send(); the timer is re-armed all the same
 
-    def _unsendable(self, addr: Address, exc: ValueError) -> None:
+    def _unsendable(self, addr: Address, error: str) -> None:
         """The SDP named an address the socket cannot send to (an IPv6 address, or a name, on
-        the IPv4 socket): uvloop raises where asyncio's loop calls `error_received`. Logged
-        once per endpoint; the packets are dropped as on the default loop."""
+        the IPv4 socket). Logged once per endpoint; the packets are dropped."""
         if not self._unsendable_logged:
             self._unsendable_logged = True
-            _log.warning("rtp_send_failed", remote=str(addr[0]), port=addr[1], error=str(exc))
+            _log.warning("rtp_send_failed", remote=str(addr[0]), port=addr[1], error=error)
 
     # --- timer
 
@@ -318,6 +445,14 @@ class RtpEndpoint:
                 **refused,
             )
         self._exported = current
+        if self.poll_backlogs != self._backlogs_exported:  # at most one line per export
+            _log.warning(
+                "rtp_poll_backlog",
+                port=self.port,
+                ticks=self.poll_backlogs - self._backlogs_exported,
+                limit=POLL_LIMIT,
+            )
+            self._backlogs_exported = self.poll_backlogs
         if jitter_sample and stats.packets_in:
             metrics.RTP_JITTER.observe(stats.jitter_seconds)
 
@@ -336,12 +471,12 @@ class RtpEndpoint:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+            if not self.polling:
+                self._loop.remove_reader(self._rtp)
             self._rtp.close()
             if self._rtcp is not None:
+                self._loop.remove_reader(self._rtcp)
                 self._rtcp.close()
             self._pool.release(self.port)
             # No reference ring outlives the call: freed by reference counting, not the GC.
-            for protocol in self._protocols:
-                protocol.__dict__.pop("datagram_received", None)
-            self._protocols = ()
             self.on_event = None

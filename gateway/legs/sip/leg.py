@@ -86,6 +86,7 @@ class SipLeg(MediaPort):
         self._dtmf_queue: list[str] = []
         rtp.on_event = self._rtp_event
         self._send = rtp.send  # bound once: the clock calls it 50 times a second
+        self._poll = rtp.poll
 
     # --- MediaPort
 
@@ -95,10 +96,19 @@ class SipLeg(MediaPort):
             return
         self._clock = self._clock_for(self.frame_ms)
         self._clock.add(self)
+        self.rtp.start_polling()  # the tick reads the RTP socket from now on (issue 20)
 
     def tick(self, now: float, deadline: float, outbox: Outbox) -> None:
         """One packet time: caller audio to the bridge, one packet for the caller into `outbox`
         (the clock sends the slot's packets together and records their lateness)."""
+        self._poll(now)  # what arrived since the last tick, before its frame is taken
+        try:
+            self._tick(now, outbox)
+        except BaseException:  # the clock drops a ticker that raises: hand the socket back
+            self.rtp.stop_polling()
+            raise
+
+    def _tick(self, now: float, outbox: Outbox) -> None:
         sink = self._sink
         if sink is None:
             return
@@ -143,6 +153,7 @@ class SipLeg(MediaPort):
         self._closed = True
         if self._clock is not None:
             self._clock.remove(self)
+            self.rtp.stop_polling()
         self._detach_sink()
         if not self.remote_ended:
             with contextlib.suppress(Exception):
