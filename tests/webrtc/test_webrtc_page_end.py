@@ -84,8 +84,11 @@ async def test_closed_tab_ends_its_call_by_beacon(tmp_path: Path) -> None:
                 took = await _seconds_until_no_calls(base, END_WITHIN_S)
             beacons = [e for e in logs if e["event"] == "webrtc_beacon"]
             print(f"closed by {close}.close(): the call ended after {took:.2f} s")
-            # the beacon did it (consent would take about 3 s and log no beacon)
-            assert [b["live"] for b in beacons] == [True], (close, logs)
+            # the tab's beacon came (consent would take about 3 s and log no beacon). Chromium
+            # may also close the peer connection (DTLS close_notify) as the tab goes: whichever
+            # is first ends the call, and a beacon after that finds it gone (live False) and is
+            # answered as an idempotent hang-up (CI, 2026-12-07: the close won by 70 ms)
+            assert len(beacons) == 1, (close, logs)
             assert took < 2.0, (close, took)
             if close == "page":
                 await context.close()
