@@ -308,6 +308,8 @@ def run_point(
                     str(args.max_calls),
                     "--overload-lateness-ms",
                     str(args.overload_lateness_ms),
+                    "--overload-cpu-pct",
+                    str(args.overload_cpu_pct),
                     "--rtp-ports",
                     args.rtp_ports,
                     "--sip-rate-limit",
@@ -934,6 +936,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=0.0,
         help="the gateway's overload gate (issue 20; default 0: off, every call is admitted)",
+    )
+    p.add_argument(
+        "--overload-cpu-pct",
+        type=float,
+        default=0.0,
+        help="the overload gate's CPU half (issue 20; default 0: off)",
     )
     p.add_argument("--sip-rate-limit", type=float, default=5000.0)
     p.add_argument("--sip-rate-burst", type=int, default=10000)

@@ -244,7 +244,12 @@ class Gateway:
             except Exception as exc:
                 raise StartupError(f"scenario {s.scenario}: {exc}") from None
         self.overload = overload = OverloadMonitor(
-            loop, OverloadGate(s.overload_lateness_ms / 1000, hold_s=s.overload_hold_s)
+            loop,
+            OverloadGate(
+                s.overload_lateness_ms / 1000,
+                hold_s=s.overload_hold_s,
+                cpu_threshold=s.overload_cpu_pct / 100,
+            ),
         )
         self.clocks = MediaClocks(loop, overload=overload)
         self.manager.overloaded = overload.overloaded

@@ -106,8 +106,15 @@ class Settings:
         "new calls get 503 (overload) while the media send lateness p99 over the last 2 s is "
         "above this; admitted again after it stays below half of it for overload_hold_s; 0: off",
     )
+    overload_cpu_pct: float = _opt(
+        70.0,
+        "new calls get 503 (overload) while the process used more than this % of one core over "
+        "the last 2 s; admitted again after it stays 10 points below for overload_hold_s; 0: off",
+    )
     overload_hold_s: float = _opt(
-        5.0, "seconds the lateness p99 must stay below half of overload_lateness_ms to admit again"
+        5.0,
+        "seconds the lateness p99 must stay below half of overload_lateness_ms (and the CPU "
+        "share 10 points below overload_cpu_pct) to admit again",
     )
     ptime_ms: int = _opt(20, "default RTP packet time in ms (the offer's ptime is honoured)")
     sip_srtp: str = _opt(
@@ -476,6 +483,7 @@ NUMERIC_RANGES: Mapping[str, tuple[float, float]] = {
     "max_calls": (1, 100_000),
     "history_retention_days": (0, 36_500),
     "overload_lateness_ms": (0, 1000),
+    "overload_cpu_pct": (0, 100),
     "overload_hold_s": (0, 600),
     "ptime_ms": (10, 60),
     "rtp_timeout": (0, 86_400),

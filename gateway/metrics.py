@@ -203,8 +203,15 @@ MEDIA_LATENESS_P99 = Gauge(
     "Send lateness p99 over the last 2 s, as the overload gate estimates it.",
 )
 OVERLOADED = Gauge(
-    "gateway_overloaded", "1 while new calls are refused because the media clock runs late."
+    "gateway_overloaded",
+    "1 while new calls are refused because the media clock runs late or the core is busy.",
 )
+PROCESS_CPU_SHARE = Gauge(
+    "gateway_process_cpu_share",
+    "Share of one core the process used over the last 2 s, as the overload gate estimates it "
+    "(0 while overload_cpu_pct is off).",
+)
+
 # --- Realtime
 REALTIME_SESSIONS = Gauge("gateway_realtime_sessions_active", "Open Realtime sessions.")
 REALTIME_CONNECT = Histogram(

@@ -109,8 +109,10 @@ class OverloadMonitor:
         self._next_check = now + self._check_every
         if not gate.enabled:
             return
+        gate.observe_cpu(now, time.process_time())
         changed = gate.update(now)
         metrics.MEDIA_LATENESS_P99.set(gate.p99)
+        metrics.PROCESS_CPU_SHARE.set(gate.cpu_share)
         if not changed:
             return
         metrics.OVERLOADED.set(1 if gate.overloaded else 0)
@@ -123,8 +125,11 @@ class OverloadMonitor:
         event = "overload_entered" if gate.overloaded else "overload_left"
         log.warning(
             event,
+            reason=gate.reason,
             lateness_p99_ms=round(gate.p99 * 1000, 1),
             threshold_ms=round(gate.threshold_s * 1000, 1),
+            cpu_pct=round(gate.cpu_share * 100, 1),
+            cpu_threshold_pct=round(gate.cpu_threshold * 100, 1),
             unlogged_changes=self._unlogged,
         )
         self._unlogged = 0

@@ -7,15 +7,26 @@ default). Each slice is a fixed-bucket histogram; a slice that has aged out is z
 so `observe()` is O(1) (a bisect over a short tuple and a list increment) and the quantile walks
 `slices * buckets` counters, only when asked.
 
-`OverloadGate` turns the estimate into a verdict with hysteresis: overloaded once the p99 passes
+`CpuShareWindow` estimates the share of one core the process used over the last `span_s`
+seconds, from (now, process CPU seconds) samples the caller passes in.
+
+`OverloadGate` turns the estimates into a verdict with hysteresis: overloaded once the p99 passes
 `threshold_s` (with at least `min_packets` in the window, so one late slot of a lone call is not
-an overload); admitting again only after the p99 has stayed below half the threshold for
-`hold_s`. Entering and leaving are reported to the caller (one log line each).
+an overload), or once the CPU share passes `cpu_threshold`; admitting again only after the p99
+has stayed below half its threshold and the share `CPU_HYSTERESIS` below its own for `hold_s`.
+Entering and leaving are reported to the caller (one log line each).
+
+Why both: lateness is a lagging signal. With the calls in phase it stays low until the core
+saturates and then jumps (p99 from under 5 ms to 60 ms within one window, at 231 passthrough
+calls), so a lateness gate alone admits calls until every call's audio breaks, and a threshold
+low enough to trip earlier also trips on the ramp's own set-up bursts (docs/performance.md,
+"The overload gate at 600 offered calls"). The core's busy share rises with each admitted call.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import deque
 
 #: upper bounds (seconds) of the lateness buckets; the last bucket is everything above 160 ms
 LATENESS_BOUNDS = (
@@ -107,16 +118,60 @@ class LatenessWindow:
         ]
 
 
+#: the CPU share must fall this far below `cpu_threshold` to count as calm (hysteresis)
+CPU_HYSTERESIS = 0.1
+
+
+class CpuShareWindow:
+    """The share of one core used over about the last `span_s` seconds, from cumulative
+    process CPU seconds sampled by the caller (`observe`)."""
+
+    __slots__ = ("_min_span_s", "_samples", "span_s")
+
+    def __init__(self, span_s: float = 2.0, min_span_s: float = 0.5) -> None:
+        if span_s <= 0 or not 0 < min_span_s <= span_s:
+            raise ValueError("need 0 < min_span_s <= span_s")
+        self.span_s = span_s
+        self._min_span_s = min_span_s
+        self._samples: deque[tuple[float, float]] = deque()
+
+    def observe(self, now: float, cpu_s: float) -> None:
+        """Record the process's cumulative CPU seconds at `now`."""
+        samples = self._samples
+        if samples and now <= samples[-1][0]:
+            return  # the same instant (or time going back): nothing new
+        samples.append((now, cpu_s))
+        # keep one sample at or before the window's start, so the span stays whole
+        while len(samples) > 2 and samples[1][0] <= now - self.span_s:
+            samples.popleft()
+
+    def share(self) -> float | None:
+        """CPU seconds per wall second across the samples (1.0: one core busy); None until they
+        span `min_span_s`."""
+        samples = self._samples
+        if len(samples) < 2:
+            return None
+        (t0, c0), (t1, c1) = samples[0], samples[-1]
+        if t1 - t0 < self._min_span_s:
+            return None
+        return max(0.0, (c1 - c0) / (t1 - t0))
+
+
 class OverloadGate:
-    """Overloaded above `threshold_s` of lateness p99; admitting again after `hold_s` below
-    half of it. `threshold_s` 0 turns the gate off."""
+    """Overloaded above `threshold_s` of lateness p99 or `cpu_threshold` of CPU share;
+    admitting again after `hold_s` below half the first and `CPU_HYSTERESIS` below the second.
+    A threshold of 0 turns its half of the gate off."""
 
     __slots__ = (
         "_calm_since",
+        "cpu",
+        "cpu_share",
+        "cpu_threshold",
         "hold_s",
         "min_packets",
         "overloaded",
         "p99",
+        "reason",
         "threshold_s",
         "window",
     )
@@ -127,18 +182,30 @@ class OverloadGate:
         hold_s: float = 5.0,
         min_packets: int = 500,
         window: LatenessWindow | None = None,
+        cpu_threshold: float = 0.0,
+        cpu: CpuShareWindow | None = None,
     ) -> None:
         self.threshold_s = threshold_s
         self.hold_s = hold_s
         self.min_packets = min_packets
         self.window = window or LatenessWindow()
+        self.cpu_threshold = cpu_threshold
+        self.cpu = cpu or CpuShareWindow()
         self.overloaded = False
         self.p99 = 0.0  # the estimate at the last update
+        self.cpu_share = 0.0  # likewise (0.0 until the samples span enough)
+        #: why the gate last entered overload: "lateness" or "cpu"
+        self.reason = ""
         self._calm_since: float | None = None
 
     @property
     def enabled(self) -> bool:
-        return self.threshold_s > 0
+        return self.threshold_s > 0 or self.cpu_threshold > 0
+
+    def observe_cpu(self, now: float, cpu_s: float) -> None:
+        """Record the process's cumulative CPU seconds at `now` (before `update`)."""
+        if self.cpu_threshold > 0:
+            self.cpu.observe(now, cpu_s)
 
     def observe(self, now: float, lateness_s: float, count: int = 1) -> None:
         """Record one clock slot's send lateness (every packet it sent)."""
@@ -150,13 +217,24 @@ class OverloadGate:
             return False
         window = self.window
         p99 = self.p99 = window.quantile(now, 0.99)
+        share = self.cpu.share() if self.cpu_threshold > 0 else None
+        self.cpu_share = share or 0.0
         if not self.overloaded:
-            if p99 > self.threshold_s and window.packets(now) >= self.min_packets:
+            late = (
+                self.threshold_s > 0
+                and p99 > self.threshold_s
+                and window.packets(now) >= self.min_packets
+            )
+            busy = share is not None and share > self.cpu_threshold
+            if late or busy:
                 self.overloaded = True
+                self.reason = "lateness" if late else "cpu"
                 self._calm_since = None
                 return True
             return False
-        if p99 >= self.threshold_s / 2:
+        if (self.threshold_s > 0 and p99 >= self.threshold_s / 2) or (
+            share is not None and share >= self.cpu_threshold - CPU_HYSTERESIS
+        ):
             self._calm_since = None
             return False
         if self._calm_since is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.media.overload import LatenessWindow, OverloadGate
+from gateway.media.overload import CPU_HYSTERESIS, CpuShareWindow, LatenessWindow, OverloadGate
 
 SLOT = 0.005  # a clock sub-tick: 4 slots per 20 ms
 
@@ -103,3 +103,85 @@ def test_update_reports_each_change_once() -> None:
     assert gate.update(4.1) is False
     assert gate.update(5.2) is True
     assert not gate.overloaded
+
+
+def run_busy(gate: OverloadGate, start: float, seconds: float, share: float, cpu: float) -> float:
+    """Samples every 250 ms of a process using `share` of a core (CPU seconds from `cpu`), the
+    clock on time; returns the CPU seconds at the end. The gate is updated at each sample."""
+    now = start
+    while now < start + seconds:
+        gate.observe_cpu(now, cpu)
+        gate.observe(now, 0.001, 25)
+        gate.update(now)
+        now += 0.25
+        cpu += share * 0.25
+    return cpu
+
+
+def test_cpu_share_window_spans_its_samples_and_forgets_old_ones() -> None:
+    window = CpuShareWindow(span_s=2.0, min_span_s=0.5)
+    assert window.share() is None
+    window.observe(0.0, 10.0)
+    window.observe(0.25, 10.1)
+    assert window.share() is None  # under min_span_s
+    for i in range(2, 9):  # 40% of a core up to t=2.0
+        window.observe(i * 0.25, 10.0 + 0.4 * i * 0.25)
+    assert abs((window.share() or 0) - 0.4) < 1e-9
+    for i in range(9, 17):  # then 90% for two seconds: the 40% ages out
+        window.observe(i * 0.25, 10.8 + 0.9 * (i - 8) * 0.25)
+    assert abs((window.share() or 0) - 0.9) < 1e-9
+    window.observe(4.0, 0.0)  # the same instant again: ignored
+    assert abs((window.share() or 0) - 0.9) < 1e-9
+
+
+def test_the_gate_refuses_on_cpu_share_before_lateness_shows() -> None:
+    """The lagging-lateness case: the clock is on time (1 ms) while the core fills up; the CPU
+    half trips as the share passes its threshold, and admits again only once it has been
+    CPU_HYSTERESIS below it for the hold time."""
+    gate = OverloadGate(0.015, hold_s=5.0, min_packets=500, cpu_threshold=0.7)
+    cpu = run_busy(gate, 0.0, 3.0, 0.5, 100.0)
+    assert not gate.overloaded and abs(gate.cpu_share - 0.5) < 0.01
+    cpu = run_busy(gate, 3.0, 1.5, 0.9, cpu)
+    assert gate.overloaded and gate.reason == "cpu"
+    assert gate.p99 == 0.001  # lateness never passed its threshold
+    # just under the threshold is not calm: the share must fall below 0.7 - CPU_HYSTERESIS
+    cpu = run_busy(gate, 4.5, 8.0, 0.7 - CPU_HYSTERESIS / 2, cpu)
+    assert gate.overloaded
+    cpu = run_busy(gate, 12.5, 4.0, 0.4, cpu)  # calm, but not for 5 s yet
+    assert gate.overloaded
+    run_busy(gate, 16.5, 3.0, 0.4, cpu)
+    assert not gate.overloaded
+
+
+def test_the_cpu_half_alone_and_either_half_off() -> None:
+    cpu_only = OverloadGate(0.0, cpu_threshold=0.6)
+    assert cpu_only.enabled
+    run_busy(cpu_only, 0.0, 3.0, 0.8, 0.0)
+    assert cpu_only.overloaded and cpu_only.reason == "cpu"
+    lateness_only = OverloadGate(0.015)  # cpu_threshold 0: CPU is not even sampled
+    run_busy(lateness_only, 0.0, 3.0, 1.0, 0.0)
+    assert not lateness_only.overloaded and lateness_only.cpu.share() is None
+    assert not OverloadGate(0.0).enabled
+
+
+async def test_the_monitor_feeds_the_gate_this_process_cpu_time() -> None:
+    """The I/O half: `OverloadMonitor` samples `time.process_time()` at each update, so a
+    process that keeps its core busy is refused new calls by the CPU half alone (the lateness
+    half is off), and the share is exported."""
+    import asyncio
+    import time
+
+    from gateway import metrics
+    from gateway.media.clock import OverloadMonitor
+
+    loop = asyncio.get_running_loop()
+    gate = OverloadGate(0.0, hold_s=5.0, cpu_threshold=0.3)
+    monitor = OverloadMonitor(loop, gate)
+    assert not monitor.overloaded()  # one sample: no share yet
+    spin_until = time.monotonic() + 0.8
+    while time.monotonic() < spin_until:  # CPU work, not a sleep: the share is the point
+        sum(range(1000))
+    await asyncio.sleep(0)  # loop.time() moves on (uvloop caches it per pass)
+    assert monitor.overloaded()
+    assert gate.reason == "cpu" and gate.cpu_share > 0.3
+    assert metrics.PROCESS_CPU_SHARE._value.get() == gate.cpu_share

@@ -73,7 +73,7 @@ def settings(environ: dict[str, str] | None = None, **overrides: Any) -> Setting
     base = load_settings(args, environ=env)
     # no call history file in the working directory unless a test asks for one; the overload
     # gate off unless a test asks (the test machine's load is not the gateway's)
-    defaults = {"history_path": "", "overload_lateness_ms": 0.0}
+    defaults = {"history_path": "", "overload_lateness_ms": 0.0, "overload_cpu_pct": 0.0}
     return dataclasses.replace(base, **{**defaults, **overrides})
 
 
@@ -146,6 +146,7 @@ class GatewayProcess:
             # the overload gate off unless a test sets it: two cores running three test
             # workers make the media clock late for reasons that are not the gateway's
             *([] if "--overload-lateness-ms" in args else ["--overload-lateness-ms", "0"]),
+            *([] if "--overload-cpu-pct" in args else ["--overload-cpu-pct", "0"]),
             *args,
         ]
         self.env = {**os.environ, **(env or {})}
