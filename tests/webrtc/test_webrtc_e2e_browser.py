@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -188,15 +189,29 @@ async def test_browser_call_through_the_whole_gateway(tmp_path: Path) -> None:
             # correlation but not sixteen ~100 ms pieces in sequence: a piece that holds a stretch
             # matches less well, the others near perfectly. Other speech scores ~0.25.
             pieces = np.array_split(echo_speech, 16)
-            found = [find_correlation(played, piece) for piece in pieces]
-            scores = sorted(score for _, score in found)
-            assert scores[0] > 0.4 and scores[4] > 0.85, found
             # In order, each piece after the one before it by its own length, give or take what
             # NetEq may insert or take out within ~100 ms (seen: +27 ms on a loaded CI machine,
-            # 84 ms in all over the first half second); out-of-order or repeated audio fails.
+            # 84 ms in all over the first half second): each piece is looked for only there,
+            # after the last piece that matched well. The page may have played the echo twice
+            # (the fake microphone loops its file, so the caller speaks again): searched over
+            # everything, a piece once matched its twin 0.89 s on (CI, 2026-12-07).
+            early, late = RATE * 30 // 1000, RATE * 60 // 1000
+            found = [find_correlation(played, pieces[0])]
+            # the last good match, the audio since its start, and the pieces since it
+            anchor, since, hops = found[0][0], 0, 0
+            for prev, piece in itertools.pairwise(pieces):
+                since += len(prev)
+                hops += 1
+                lo = max(0, anchor + since - early * hops)
+                hi = anchor + since + late * hops + len(piece)
+                at, score = find_correlation(played[lo:hi], piece)
+                found.append((lo + at, score))
+                if score > 0.85:
+                    anchor, since, hops = lo + at, 0, 0
+            scores = sorted(score for _, score in found)
+            assert scores[0] > 0.4 and scores[4] > 0.85, found
             starts = np.array([at for at, _ in found])
             steps = np.diff(starts) - np.array([len(piece) for piece in pieces[:-1]])
-            assert np.all((steps >= -RATE * 30 // 1000) & (steps <= RATE * 60 // 1000)), found
             assert abs(int(steps.sum())) <= RATE * 250 // 1000, found
             assert best_abs_correlation(played, echo_speech[::-1].copy()) < 0.4
             # ...and so holds the caller's words: piece by piece again (a whole-utterance
