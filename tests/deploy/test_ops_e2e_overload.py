@@ -112,3 +112,49 @@ async def test_late_media_refuses_new_calls_and_the_live_ones_go_on(tmp_path: Pa
         events = log_events(gw)
         assert events.count("overload_entered") == 1, events
         assert events.count("overload_left") == 1, events
+
+
+async def test_a_busy_core_refuses_new_calls_by_its_cpu_share(tmp_path: Path) -> None:
+    """The gate's CPU half alone (the lateness half off): two calls to `busy` keep the loop's
+    core about 75% busy (well over the threshold even when the test machine's other workers
+    compete for it); past `overload_cpu_pct` (25) /readyz reports `overload` and an INVITE gets
+    503, the log line names the reason `cpu`, and the share is exported. Once the calls end,
+    the gateway is ready again."""
+    with gateway_process(
+        tmp_path,
+        "--scenario",
+        str(SLOW_LOOP),
+        "--overload-lateness-ms",
+        "0",
+        "--overload-cpu-pct",
+        "25",
+        "--overload-hold-s",
+        "1",
+        "--max-calls",
+        "50",
+    ) as gw:
+        assert gw.http("GET", "/readyz")[0] == 200
+        busy = Sipp(
+            tmp_path,
+            f"127.0.0.1:{gw.sip_port}",
+            builtin="uac",
+            extra=["-s", "busy", "-m", "2", "-r", "20", "-d", "6000"],
+            timeout=30,
+        ).start()
+        try:
+            wait_until(lambda: live_calls(gw) == 2, timeout=10, what="the busy calls")
+            wait_until(lambda: gw.http("GET", "/readyz")[0] == 503, timeout=6, what="overload")
+            status, body = gw.http("GET", "/readyz")
+            assert (status, body["reason"]) == (503, "overload"), body
+            assert metric(gw, "gateway_process_cpu_share") > 0.25
+            assert metric(gw, "gateway_overloaded") == 1
+            invite = sip_probe(gw, "INVITE")
+            assert status_code(invite) == 503, invite
+            assert live_calls(gw) == 2  # the live calls go on
+            result = busy.wait(30)
+        finally:
+            busy.kill()
+        assert result.successful_calls == 2, result.explain()
+        wait_until(lambda: gw.http("GET", "/readyz")[0] == 200, timeout=10, what="ready again")
+        entered = [line for line in gw.log_lines() if line.get("event") == "overload_entered"]
+        assert [line.get("reason") for line in entered] == ["cpu"], entered

@@ -2,7 +2,8 @@
 
 While any call to `heavy` is up, one task blocks the loop with `time.sleep` for 30 ms of every
 40 ms: real bulk work on the loop thread, as a saturated core would be, so every packet due
-meanwhile leaves late and the media clock measures it. Other calls get the default scenario."""
+meanwhile leaves late and the media clock measures it. Calls to `busy` spin the CPU instead of
+sleeping (the overload gate's CPU half). Other calls get the default scenario."""
 
 from __future__ import annotations
 
@@ -19,17 +20,22 @@ _heavy_calls = 0
 _blocker: asyncio.Task[None] | None = None
 
 
-async def _block_loop() -> None:
+async def _block_loop(spin: bool) -> None:
     while _heavy_calls:
-        time.sleep(BLOCK_S)  # blocking the loop is the point
+        if spin:  # busy: the core's time is used, as a saturated core's is
+            until = time.monotonic() + BLOCK_S
+            while time.monotonic() < until:
+                pass
+        else:
+            time.sleep(BLOCK_S)  # blocking the loop is the point
         await asyncio.sleep(BREATHE_S)
 
 
-async def _heavy_while_up() -> None:
+async def _heavy_while_up(spin: bool = False) -> None:
     global _heavy_calls, _blocker
     _heavy_calls += 1
     if _blocker is None or _blocker.done():
-        _blocker = asyncio.get_running_loop().create_task(_block_loop())
+        _blocker = asyncio.get_running_loop().create_task(_block_loop(spin))
     try:
         await asyncio.Event().wait()  # until the call ends and cancels this task
     finally:
@@ -40,3 +46,5 @@ def setup(call: Call) -> None:
     default_setup(call)
     if call.info.called == "heavy":
         call.spawn(_heavy_while_up())
+    elif call.info.called == "busy":  # the same, but spinning: CPU time, not a blocked sleep
+        call.spawn(_heavy_while_up(spin=True))
