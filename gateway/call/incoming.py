@@ -97,6 +97,10 @@ class IncomingCalls:
         """The call rings, awaiting its decision."""
         return call_id in self._waiting
 
+    def ringing(self, call_id: str) -> bool:
+        """The call rings and its app has not decided yet."""
+        return call_id in self._waiting and call_id not in self._decided
+
     def decided(self, call_id: str) -> bool:
         """The call was accepted or rejected (one of the last `MAX_DECIDED`)."""
         return call_id in self._decided

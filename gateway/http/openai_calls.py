@@ -101,7 +101,7 @@ def add_openai_call_routes(app: web.Application, api: CallApi, incoming: Incomin
         if not isinstance(target, str) or not _TARGET_URI.match(target):
             message = "'target_uri' must be a sip:, sips: or tel: URI."
             return _error(400, message, "target_uri")
-        if incoming.waiting(call_id) and not incoming.decided(call_id):
+        if incoming.ringing(call_id):
             return _error(409, "The call has not been accepted yet.", "call_id")
         call = await api.manager.wait_live(call_id, SETUP_WAIT_S)  # accepted, maybe setting up
         if call is None:
@@ -117,7 +117,7 @@ def add_openai_call_routes(app: web.Application, api: CallApi, incoming: Incomin
         if isinstance(body, web.Response):
             return body
         call_id = request.match_info["call_id"]
-        if incoming.waiting(call_id) and not incoming.decided(call_id):  # ringing: refuse it
+        if incoming.ringing(call_id):  # hanging up a ringing call refuses it
             incoming.reject(call_id, 603)
             return web.Response(status=200)
         await api.manager.wait_live(call_id, SETUP_WAIT_S)  # accepted, maybe still setting up

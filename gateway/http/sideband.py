@@ -26,10 +26,9 @@ call_id reaches the provider (a second gets an `error` event).
 An app may connect as soon as its `accept` returns: a call still being set up (its provider
 session connecting, its SIP answer going out) is waited for, up to `SETUP_WAIT_S`. An unknown
 `call_id`, or one whose set-up failed, gets 404 with an OpenAI-shaped error before the upgrade.
-When the call ends
-the socket is closed with 1000; an app too slow to read (a backlog of `MAX_BACKLOG` events)
-is closed with 1013. One receive task and one send task per connection, both ended with the
-call.
+When the call ends the socket is closed with 1000; an app too slow to read (a backlog of
+`MAX_BACKLOG` events) is closed with 1013. One receive task and one send task per connection,
+both ended with the call.
 """
 
 from __future__ import annotations

@@ -167,6 +167,7 @@ class RtpEndpoint:
         # kernel arrival times (SO_TIMESTAMPNS): a polled packet waited up to a tick in the
         # socket, and RFC 3550 A.8 jitter (which sizes the jitter buffer) needs when it came
         self._stamped = _SO_TIMESTAMPNS is not None
+        self._cmsg_size = _CMSG_SIZE if self._stamped else 0
         if _SO_TIMESTAMPNS is not None:
             rtp.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         self._send_checked: Address | None = None  # the last remote address found sendable
@@ -269,7 +270,7 @@ class RtpEndpoint:
         read = 0
         # CLOCK_REALTIME stamps to the loop's monotonic clock (both are vDSO reads)
         offset = time.monotonic() - time.time() if self._stamped else 0.0
-        cmsg_size = _CMSG_SIZE if self._stamped else 0
+        cmsg_size = self._cmsg_size
         while read < limit:
             try:
                 data, ancillary, _flags, addr = recvmsg(_RECV_SIZE, cmsg_size)

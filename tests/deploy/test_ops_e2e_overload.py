@@ -10,6 +10,7 @@ stayed low for the hold time, /readyz is ready again and a new sipp call is admi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -38,23 +39,23 @@ def metric(gw: GatewayProcess, name: str, **labels: str) -> float:
     return parse_metrics(str(text)).value(name, **labels) or 0.0
 
 
+def overload_gateway(
+    tmp_path: Path, *gate: str
+) -> contextlib.AbstractContextManager[GatewayProcess]:
+    """A gateway process running the slow_loop scenario with the gate's settings `gate` (the
+    test gateways turn both halves off otherwise) and a 1 s hold."""
+    return gateway_process(
+        tmp_path, "--scenario", str(SLOW_LOOP), *gate, "--overload-hold-s", "1", "--max-calls", "50"
+    )
+
+
 def log_events(gw: GatewayProcess) -> list[str]:
     return [line.get("event", "") for line in gw.log_lines()]
 
 
 async def test_late_media_refuses_new_calls_and_the_live_ones_go_on(tmp_path: Path) -> None:
     offer = await aiortc_offer()
-    with gateway_process(
-        tmp_path,
-        "--scenario",
-        str(SLOW_LOOP),
-        "--overload-lateness-ms",
-        "15",
-        "--overload-hold-s",
-        "1",
-        "--max-calls",
-        "50",
-    ) as gw:
+    with overload_gateway(tmp_path, "--overload-lateness-ms", "15") as gw:
         assert gw.http("GET", "/readyz")[0] == 200
         assert metric(gw, "gateway_overloaded") == 0
         heavy = Sipp(
@@ -120,18 +121,8 @@ async def test_a_busy_core_refuses_new_calls_by_its_cpu_share(tmp_path: Path) ->
     compete for it); past `overload_cpu_pct` (25) /readyz reports `overload` and an INVITE gets
     503, the log line names the reason `cpu`, and the share is exported. Once the calls end,
     the gateway is ready again."""
-    with gateway_process(
-        tmp_path,
-        "--scenario",
-        str(SLOW_LOOP),
-        "--overload-lateness-ms",
-        "0",
-        "--overload-cpu-pct",
-        "25",
-        "--overload-hold-s",
-        "1",
-        "--max-calls",
-        "50",
+    with overload_gateway(
+        tmp_path, "--overload-lateness-ms", "0", "--overload-cpu-pct", "25"
     ) as gw:
         assert gw.http("GET", "/readyz")[0] == 200
         busy = Sipp(

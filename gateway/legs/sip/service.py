@@ -136,8 +136,9 @@ class SipCallService:
         self._legs: dict[int, SipLeg] = {}
         self._calls: dict[int, Call] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        #: transfers waiting for their call's dialog to be confirmed (the ACK), by handle
-        self._confirm_waiters: dict[int, list[asyncio.Future[None]]] = {}
+        #: per call whose transfers wait for its dialog to be confirmed (the ACK): True once
+        #: it is, False if the call ended first
+        self._confirm_waiters: dict[int, asyncio.Future[bool]] = {}
         self._loop = asyncio.get_running_loop()
         self._wall_offset = time.time() - self._loop.time()
 
@@ -204,7 +205,7 @@ class SipCallService:
 
                 call.leg_event(TransferProgress(event.status, event.final))
         elif isinstance(event, CallAcked):
-            self._settle_confirm_waiters(event.call, None)
+            self._settle_confirm_waiters(event.call, True)
             leg = self._legs.get(event.call)
             if event.answer is not None and leg is not None:
                 self._apply_answer(leg, event.answer)
@@ -217,7 +218,7 @@ class SipCallService:
                 self.registrations.on_event(event)
         elif isinstance(event, OutboundCallAnswered | OutboundCallFailed):
             if isinstance(event, OutboundCallAnswered):  # our ACK went: the dialog is confirmed
-                self._settle_confirm_waiters(event.call, None)
+                self._settle_confirm_waiters(event.call, True)
             pending = self._pending.get(event.call)
             if (
                 pending is not None
@@ -475,7 +476,7 @@ class SipCallService:
     def _forget(self, handle: int) -> None:
         self._legs.pop(handle, None)
         self._calls.pop(handle, None)
-        self._settle_confirm_waiters(handle, ValueError("the call ended"))
+        self._settle_confirm_waiters(handle, False)
 
     async def _until_confirmed(self, handle: int) -> None:
         """Wait until the call's dialog is confirmed: a call runs from our 2xx on, and an app
@@ -483,28 +484,21 @@ class SipCallService:
         within Timer H ends the call; ValueError then."""
         if self.endpoint.dialog_confirmed(handle):
             return
-        confirmed: asyncio.Future[None] = self._loop.create_future()
-        waiters = self._confirm_waiters.setdefault(handle, [])
-        waiters.append(confirmed)
+        confirmed = self._confirm_waiters.get(handle)
+        if confirmed is None:  # one future per call, shared by its waiting transfers
+            confirmed = self._confirm_waiters[handle] = self._loop.create_future()
         try:
             async with asyncio.timeout(ACK_WAIT_S):
-                await confirmed
+                acked = await asyncio.shield(confirmed)
         except TimeoutError:
-            raise ValueError("the call's dialog was never confirmed (no ACK)") from None
-        finally:
-            if confirmed in waiters:
-                waiters.remove(confirmed)
-            if not waiters:
-                self._confirm_waiters.pop(handle, None)
+            acked = False
+        if not acked:
+            raise ValueError("the call's dialog was never confirmed (no ACK)")
 
-    def _settle_confirm_waiters(self, handle: int, error: Exception | None) -> None:
-        for waiter in self._confirm_waiters.pop(handle, ()):
-            if waiter.done():
-                continue
-            if error is None:
-                waiter.set_result(None)
-            else:
-                waiter.set_exception(error)
+    def _settle_confirm_waiters(self, handle: int, acked: bool) -> None:
+        confirmed = self._confirm_waiters.pop(handle, None)
+        if confirmed is not None and not confirmed.done():
+            confirmed.set_result(acked)
 
     def _apply_answer(self, leg: SipLeg, answer: sdpmod.SessionDescription) -> None:
         """Late offer: the ACK carried the answer to the offer in our 200. An answer we cannot
