@@ -9,7 +9,6 @@ what the page heard against the WAV.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import itertools
 from pathlib import Path
@@ -73,6 +72,9 @@ TAKE_CAPTURE_JS = """() => {
   }
   return btoa(s);
 }"""
+
+# How many samples the capture holds so far: the page's own playout clock.
+CAPTURED_SAMPLES_JS = """() => window.e2eCapture.chunks.reduce((n, c) => n + c.length, 0)"""
 
 
 async def _get_calls(base: str, token: str | None) -> tuple[int, Any]:
@@ -171,7 +173,16 @@ async def test_browser_call_through_the_whole_gateway(tmp_path: Path) -> None:
                 5.0,
                 "the echo's speech played",
             )
-            await asyncio.sleep(0.3)
+            # The page plays it after its jitter buffer, and the capture sees it a 4096-sample
+            # block later (85 ms), later still when the page's main thread lags on a loaded
+            # machine: wait on the capture's own clock for 0.6 s past the end of the speech
+            # rather than a fixed sleep (a 0.3 s sleep lost the tail on CI, 2026-12-08).
+            sent_by = await page.evaluate(CAPTURED_SAMPLES_JS)
+
+            async def captured_past_the_speech() -> bool:
+                return bool(await page.evaluate(CAPTURED_SAMPLES_JS) >= sent_by + RATE * 6 // 10)
+
+            await eventually(captured_past_the_speech, 5.0, "the page to play the echo out")
             assert best_abs_correlation(heard_by_model, echo[: rate // 2]) > 0.99  # the same audio
             assert best_abs_correlation(echo, ref_model) > 0.5
             await eventually(lambda: grown_since(second), 3.0, "inbound-rtp after the turn")
@@ -209,7 +220,7 @@ async def test_browser_call_through_the_whole_gateway(tmp_path: Path) -> None:
                 if score > 0.85:
                     anchor, since, hops = lo + at, 0, 0
             scores = sorted(score for _, score in found)
-            assert scores[0] > 0.4 and scores[4] > 0.85, found
+            assert scores[0] > 0.4 and scores[4] > 0.85, f"pieces (at, score): {found}"
             starts = np.array([at for at, _ in found])
             steps = np.diff(starts) - np.array([len(piece) for piece in pieces[:-1]])
             assert abs(int(steps.sum())) <= RATE * 250 // 1000, found
