@@ -253,6 +253,9 @@ class Gateway:
         )
         self.clocks = MediaClocks(loop, overload=overload)
         self.manager.overloaded = overload.overloaded
+        self.manager.on_admitted = overload.admitted
+        manager = self.manager
+        overload.calls_in_progress = lambda: manager.in_progress
         clocks = self.clocks
 
         def client_factory(profile: ProviderProfile, config: SessionConfig) -> RealtimeClient:

@@ -211,6 +211,11 @@ PROCESS_CPU_SHARE = Gauge(
     "Share of one core the process used over the last 2 s, as the overload gate estimates it "
     "(0 while overload_cpu_pct is off).",
 )
+PROCESS_CPU_PROJECTED = Gauge(
+    "gateway_process_cpu_projected",
+    "The CPU share with the calls admitted in the last 8 s projected to cost as much as the "
+    "average call: what the overload gate compares with overload_cpu_pct.",
+)
 
 # --- Realtime
 REALTIME_SESSIONS = Gauge("gateway_realtime_sessions_active", "Open Realtime sessions.")

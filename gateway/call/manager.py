@@ -45,6 +45,8 @@ class CallManager:
         #: True while the media clock runs late (issue 20, `gateway.media.overload`): new calls
         #: are refused with `overload` until it recovers
         self.overloaded: Callable[[], bool] = lambda: False
+        #: told of each admitted call (the overload gate projects its cost)
+        self.on_admitted: Callable[[], None] = lambda: None
         #: given each call's history record when it ends (`gateway.call.history.History`)
         self.on_call_ended: Callable[[dict[str, Any]], None] | None = None
 
@@ -58,16 +60,22 @@ class CallManager:
         clock overloaded)."""
         if self.draining:
             raise AdmissionError("draining", retry_after=30)
-        if len(self.calls) + self._reserved >= self.max_calls:
+        if self.in_progress >= self.max_calls:
             raise AdmissionError("capacity", retry_after=5)
         if self.overloaded():
             raise AdmissionError("overload", retry_after=OVERLOAD_RETRY_AFTER)
+
+    @property
+    def in_progress(self) -> int:
+        """Calls live or being set up."""
+        return len(self.calls) + self._reserved
 
     def reserve(self, call_id: str | None = None) -> None:
         """Take a slot for a call being set up; AdmissionError when none is free. With its
         `call_id`, `wait_live` waits for the call until it starts or its set-up fails."""
         self.check_admission()
         self._reserved += 1
+        self.on_admitted()
         self._idle.clear()
         if call_id is not None:
             self._starting[call_id] = asyncio.get_running_loop().create_future()

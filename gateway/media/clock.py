@@ -89,6 +89,8 @@ class OverloadMonitor:
         self._unlogged = 0  # transitions not logged since the last line
         #: called with the new state on each change (the SIP OPTIONS answer follows it)
         self.on_change: list[Callable[[bool], None]] = []
+        #: how many calls are in progress (set up or live): the CPU projection's base
+        self.calls_in_progress: Callable[[], int] = lambda: 0
 
     def observe(self, now: float, lateness_s: float, count: int) -> None:
         """One slot's packets left `lateness_s` late (O(1); an update every `check_every_s`)."""
@@ -104,15 +106,20 @@ class OverloadMonitor:
         self._update(self._loop.time())
         return self.gate.overloaded
 
+    def admitted(self) -> None:
+        """A new call was admitted (the projection counts it as young)."""
+        self.gate.admitted(self._loop.time())
+
     def _update(self, now: float) -> None:
         gate = self.gate
         self._next_check = now + self._check_every
         if not gate.enabled:
             return
         gate.observe_cpu(now, time.process_time())
-        changed = gate.update(now)
+        changed = gate.update(now, self.calls_in_progress())
         metrics.MEDIA_LATENESS_P99.set(gate.p99)
         metrics.PROCESS_CPU_SHARE.set(gate.cpu_share)
+        metrics.PROCESS_CPU_PROJECTED.set(gate.cpu_projected)
         if not changed:
             return
         metrics.OVERLOADED.set(1 if gate.overloaded else 0)
@@ -129,6 +136,7 @@ class OverloadMonitor:
             lateness_p99_ms=round(gate.p99 * 1000, 1),
             threshold_ms=round(gate.threshold_s * 1000, 1),
             cpu_pct=round(gate.cpu_share * 100, 1),
+            cpu_projected_pct=round(gate.cpu_projected * 100, 1),
             cpu_threshold_pct=round(gate.cpu_threshold * 100, 1),
             unlogged_changes=self._unlogged,
         )

@@ -12,9 +12,17 @@ seconds, from (now, process CPU seconds) samples the caller passes in.
 
 `OverloadGate` turns the estimates into a verdict with hysteresis: overloaded once the p99 passes
 `threshold_s` (with at least `min_packets` in the window, so one late slot of a lone call is not
-an overload), or once the CPU share passes `cpu_threshold`; admitting again only after the p99
-has stayed below half its threshold and the share `CPU_HYSTERESIS` below its own for `hold_s`.
-Entering and leaving are reported to the caller (one log line each).
+an overload), or once the projected CPU share passes `cpu_threshold`; admitting again only after
+the p99 has stayed below half its threshold and the projection `CPU_HYSTERESIS` below its own for
+`hold_s`. Entering and leaving are reported to the caller (one log line each).
+
+The projection: a call's cost grows for seconds after it is admitted (SIP and the provider
+session first, then the media once the model speaks), so the share measured during a burst of
+admissions trails what those calls will cost. The gate counts the calls admitted within
+`young_s` and projects `share * (1 + young / calls)`: each young call is taken to cost as much
+again as the average call does now. With calls arriving a few a second the projection is the
+share itself; at 20 a second every call is young and the gate trips at half the threshold, then
+admits again as the calls mature and the projection falls back to the share.
 
 Why both: lateness is a lagging signal. With the calls in phase it stays low until the core
 saturates and then jumps (p99 from under 5 ms to 60 ms within one window, at 231 passthrough
@@ -158,13 +166,15 @@ class CpuShareWindow:
 
 
 class OverloadGate:
-    """Overloaded above `threshold_s` of lateness p99 or `cpu_threshold` of CPU share;
-    admitting again after `hold_s` below half the first and `CPU_HYSTERESIS` below the second.
-    A threshold of 0 turns its half of the gate off."""
+    """Overloaded above `threshold_s` of lateness p99 or `cpu_threshold` of projected CPU
+    share; admitting again after `hold_s` below half the first and `CPU_HYSTERESIS` below the
+    second. A threshold of 0 turns its half of the gate off."""
 
     __slots__ = (
+        "_admitted",
         "_calm_since",
         "cpu",
+        "cpu_projected",
         "cpu_share",
         "cpu_threshold",
         "hold_s",
@@ -174,6 +184,7 @@ class OverloadGate:
         "reason",
         "threshold_s",
         "window",
+        "young_s",
     )
 
     def __init__(
@@ -184,6 +195,7 @@ class OverloadGate:
         window: LatenessWindow | None = None,
         cpu_threshold: float = 0.0,
         cpu: CpuShareWindow | None = None,
+        young_s: float = 8.0,
     ) -> None:
         self.threshold_s = threshold_s
         self.hold_s = hold_s
@@ -194,6 +206,11 @@ class OverloadGate:
         self.overloaded = False
         self.p99 = 0.0  # the estimate at the last update
         self.cpu_share = 0.0  # likewise (0.0 until the samples span enough)
+        #: the share with the young calls' growth projected (what the CPU half compares)
+        self.cpu_projected = 0.0
+        #: how long after its admission a call counts as young (its cost still growing)
+        self.young_s = young_s
+        self._admitted: deque[float] = deque()  # admission times within young_s
         #: why the gate last entered overload: "lateness" or "cpu"
         self.reason = ""
         self._calm_since: float | None = None
@@ -211,14 +228,31 @@ class OverloadGate:
         """Record one clock slot's send lateness (every packet it sent)."""
         self.window.observe(now, lateness_s, count)
 
-    def update(self, now: float) -> bool:
-        """Re-estimate at `now`; True when the verdict changed (entered or left overload)."""
+    def admitted(self, now: float) -> None:
+        """A call was admitted at `now` (its cost is still to come)."""
+        if self.cpu_threshold > 0:
+            self._admitted.append(now)
+
+    def young(self, now: float) -> int:
+        """Calls admitted within the last `young_s`."""
+        admitted = self._admitted
+        while admitted and admitted[0] <= now - self.young_s:
+            admitted.popleft()
+        return len(admitted)
+
+    def update(self, now: float, calls: int = 0) -> bool:
+        """Re-estimate at `now` with `calls` in progress; True when the verdict changed
+        (entered or left overload)."""
         if not self.enabled:
             return False
         window = self.window
         p99 = self.p99 = window.quantile(now, 0.99)
         share = self.cpu.share() if self.cpu_threshold > 0 else None
         self.cpu_share = share or 0.0
+        if share is not None:
+            young = min(self.young(now), calls)
+            share = share * (1 + young / calls) if calls else share
+        self.cpu_projected = share or 0.0
         if not self.overloaded:
             late = (
                 self.threshold_s > 0

@@ -185,3 +185,53 @@ async def test_the_monitor_feeds_the_gate_this_process_cpu_time() -> None:
     assert monitor.overloaded()
     assert gate.reason == "cpu" and gate.cpu_share > 0.3
     assert metrics.PROCESS_CPU_SHARE._value.get() == gate.cpu_share
+
+
+def offer_calls_at_20_per_s(gate: OverloadGate, ramp_s: float = 6.0) -> list[float]:
+    """400 calls offered at 20/s (refused ones are not retried); an admitted call's cost grows
+    linearly from nothing to 0.4% of a core over `ramp_s` (set-up, then its media), so 175
+    mature calls make 70%. Simulated for 40 s; returns the admission times."""
+    per_call = 0.004
+    admitted: list[float] = []
+    cpu, now, offered = 0.0, 0.0, 0
+    while now < 40.0:
+        gate.observe_cpu(now, cpu)
+        gate.observe(now, 0.001, 25)
+        if offered < 400 and now >= offered * 0.05:
+            offered += 1
+            gate.update(now, len(admitted))
+            if not gate.overloaded:
+                admitted.append(now)
+                gate.admitted(now)
+        else:
+            gate.update(now, len(admitted))
+        share = sum(per_call * min(1.0, (now - t) / ramp_s) for t in admitted)
+        now += 0.05
+        cpu += share * 0.05
+    return admitted
+
+
+def test_the_cpu_half_projects_young_calls_so_a_burst_does_not_overshoot() -> None:
+    """At 20 calls a second the measured share trails the admitted calls' cost by seconds:
+    the plain share admits calls until their mature cost is far past the threshold; projecting
+    each young call at the average call's cost keeps the mature total under it."""
+    plain = OverloadGate(0.0, cpu_threshold=0.7, young_s=0.0)
+    overshoot = len(offer_calls_at_20_per_s(plain))
+    assert overshoot * 0.004 > 0.9  # 256 calls: a whole core once mature
+
+    gate = OverloadGate(0.0, cpu_threshold=0.7, young_s=8.0)
+    admitted = offer_calls_at_20_per_s(gate)
+    assert 0.4 < len(admitted) * 0.004 <= 0.7  # mature cost: under the threshold, not starved
+    assert gate.cpu_share <= 0.7 and gate.overloaded  # the other 229 offered were refused
+
+
+def test_the_projection_is_the_share_when_calls_arrive_slowly() -> None:
+    gate = OverloadGate(0.0, cpu_threshold=0.7, young_s=8.0)
+    for i in range(100):  # one call a second for 100 s: 8 of 100 young at the end
+        gate.admitted(float(i))
+    cpu = run_busy(gate, 99.0, 2.0, 0.5, 0.0)
+    gate.observe_cpu(101.0, cpu)
+    gate.update(101.0, 100)
+    assert gate.young(101.0) == 6  # admitted at 94..99 (93 is exactly young_s old at 101)
+    assert abs(gate.cpu_projected - 0.5 * 1.06) < 0.01
+    assert not gate.overloaded
