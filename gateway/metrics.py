@@ -213,8 +213,8 @@ PROCESS_CPU_SHARE = Gauge(
 )
 PROCESS_CPU_PROJECTED = Gauge(
     "gateway_process_cpu_projected",
-    "The CPU share with the calls admitted in the last 8 s projected to cost as much as the "
-    "average call: what the overload gate compares with overload_cpu_pct.",
+    "The CPU share with the calls admitted within its 2 s window counted at their whole cost: "
+    "what the overload gate compares with overload_cpu_pct.",
 )
 
 # --- Realtime

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from gateway.media.overload import CPU_HYSTERESIS, CpuShareWindow, LatenessWindow, OverloadGate
+from gateway.media.overload import (
+    CPU_HYSTERESIS,
+    MIN_YOUNG_WEIGHT,
+    CpuShareWindow,
+    LatenessWindow,
+    OverloadGate,
+)
 
 SLOT = 0.005  # a clock sub-tick: 4 slots per 20 ms
 
@@ -187,7 +193,7 @@ async def test_the_monitor_feeds_the_gate_this_process_cpu_time() -> None:
     assert metrics.PROCESS_CPU_SHARE._value.get() == gate.cpu_share
 
 
-def offer_calls_at_20_per_s(gate: OverloadGate, ramp_s: float = 6.0) -> list[float]:
+def offer_calls_at_20_per_s(gate: OverloadGate, ramp_s: float = 1.0) -> list[float]:
     """400 calls offered at 20/s (refused ones are not retried); an admitted call's cost grows
     linearly from nothing to 0.4% of a core over `ramp_s` (set-up, then its media), so 175
     mature calls make 70%. Simulated for 40 s; returns the admission times."""
@@ -212,26 +218,31 @@ def offer_calls_at_20_per_s(gate: OverloadGate, ramp_s: float = 6.0) -> list[flo
 
 
 def test_the_cpu_half_projects_young_calls_so_a_burst_does_not_overshoot() -> None:
-    """At 20 calls a second the measured share trails the admitted calls' cost by seconds:
-    the plain share admits calls until their mature cost is far past the threshold; projecting
-    each young call at the average call's cost keeps the mature total under it."""
-    plain = OverloadGate(0.0, cpu_threshold=0.7, young_s=0.0)
+    """At 20 calls a second the share (a 2 s average) trails the admitted calls' cost: the plain
+    share admits calls until their mature cost is past the threshold; counting each young call
+    at its whole cost keeps the mature total under it."""
+    plain = OverloadGate(0.0, cpu_threshold=0.7, young_s=0.0)  # no projection
     overshoot = len(offer_calls_at_20_per_s(plain))
-    assert overshoot * 0.004 > 0.9  # 256 calls: a whole core once mature
+    assert overshoot * 0.004 > 0.8  # 206 calls: 82% of the core once mature
 
-    gate = OverloadGate(0.0, cpu_threshold=0.7, young_s=8.0)
+    gate = OverloadGate(0.0, cpu_threshold=0.7)  # young_s 4 s
     admitted = offer_calls_at_20_per_s(gate)
-    assert 0.4 < len(admitted) * 0.004 <= 0.7  # mature cost: under the threshold, not starved
-    assert gate.cpu_share <= 0.7 and gate.overloaded  # the other 229 offered were refused
+    assert 0.6 < len(admitted) * 0.004 <= 0.7  # mature cost: under the threshold, not starved
+    assert gate.cpu_share <= 0.7 and gate.overloaded  # the rest offered were refused
 
 
-def test_the_projection_is_the_share_when_calls_arrive_slowly() -> None:
-    gate = OverloadGate(0.0, cpu_threshold=0.7, young_s=8.0)
-    for i in range(100):  # one call a second for 100 s: 8 of 100 young at the end
+def test_the_projection_is_near_the_share_when_calls_arrive_slowly() -> None:
+    gate = OverloadGate(0.0, cpu_threshold=0.7, young_s=4.0)
+    for i in range(100):  # one call a second for 100 s
         gate.admitted(float(i))
     cpu = run_busy(gate, 99.0, 2.0, 0.5, 0.0)
     gate.observe_cpu(101.0, cpu)
     gate.update(101.0, 100)
-    assert gate.young(101.0) == 6  # admitted at 94..99 (93 is exactly young_s old at 101)
-    assert abs(gate.cpu_projected - 0.5 * 1.06) < 0.01
+    # admitted at 98 and 99 (97 is exactly young_s old at 101), in the share for 3/4 and 2/4
+    # of their cost: 100 calls' cost measured as 98 + 1.25
+    assert gate.young_weight(101.0) == (2, 1.25)
+    assert abs(gate.cpu_projected - 0.5 * 100 / 99.25) < 1e-9
     assert not gate.overloaded
+    # a call admitted just now weighs MIN_YOUNG_WEIGHT, not nothing
+    gate.admitted(101.0)
+    assert gate.young_weight(101.0) == (3, 1.25 + MIN_YOUNG_WEIGHT)
