@@ -109,7 +109,8 @@ class Settings:
     overload_cpu_pct: float = _opt(
         70.0,
         "new calls get 503 (overload) while the process used more than this % of one core over "
-        "the last 2 s; admitted again after it stays 10 points below for overload_hold_s; 0: off",
+        "the last 2 s (with the calls admitted in the last 4 s counted at their whole cost); "
+        "admitted again after it stays 10 points below for overload_hold_s; 0: off",
     )
     overload_hold_s: float = _opt(
         5.0,
