@@ -18,8 +18,10 @@ Design (see docs/codecs.md for the measured figures):
   up-ratio): each M inputs give L outputs, one strided window view times a
   (K + floor((L-1)M/L), L) period matrix. Integer down-ratios (L == 1), any chunking: a strided
   window view times the K taps. Anything else: windows and per-output taps gathered with index
-  plans cached per (start phase, chunk length) on the shared design. Arithmetic is float32; the
-  output is rounded to nearest and clipped to int16 (saturating, never wrapping).
+  plans cached per (start phase, chunk length) on the shared design. A long chunk off the period
+  grid is split at period boundaries, so the gather only ever covers less than M inputs at each
+  end, and a plan over 64 KiB is used once, not kept. Arithmetic is float32; the output is
+  rounded to nearest and clipped to int16 (saturating, never wrapping).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ PASSBAND_EDGE: Final = 0.43
 STOPBAND_EDGE: Final = 0.57
 
 _PLAN_CACHE_LIMIT: Final = 256
+#: plans bigger than this are used once and not kept: their size grows with the chunk
+_PLAN_CACHE_MAX_BYTES: Final = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,8 @@ class _Design:
         taps = np.ascontiguousarray(self.phases[(k * down) % up])
         taps.flags.writeable = False
         new = _Plan(starts=starts, taps=taps)
+        if taps.nbytes > _PLAN_CACHE_MAX_BYTES:
+            return new
         with self.lock:
             if len(self.plans) >= _PLAN_CACHE_LIMIT:
                 self.plans.clear()
@@ -181,6 +187,17 @@ class Resampler:
         d = self._design
         if d is None:
             return pcm.copy()
+        n = pcm.shape[0]
+        if d.up > 1 and n > d.down and not (self._phase == 0 and n % d.down == 0):
+            # A long chunk off the period grid (a whole prompt of any length): the inputs up to
+            # the next period boundary, the whole periods (the period kernel), then the rest.
+            # In one go the gather kernel's taps would be (outputs, K) floats: 19 MB and 90 ms
+            # for 3 s of espeak's 22050 Hz doubled to 44.1 kHz, then to 24 kHz.
+            lead = (d.down - self._phase) % d.down
+            cut = lead + (n - lead) // d.down * d.down
+            return np.concatenate(
+                [self._run(d, pcm[:lead]), self._run(d, pcm[lead:cut]), self._run(d, pcm[cut:])]
+            )
         return self._run(d, pcm)
 
     def flush(self) -> NDArray[np.int16]:

@@ -271,3 +271,66 @@ def test_process_rejects_bad_pcm(bad: object) -> None:
     for pair in ((8000, 24000), (8000, 8000)):
         with pytest.raises(ValueError, match=r"int16|1-D|array"):
             Resampler(*pair).process(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("pair", [(44100, 24000), (44100, 8000), (16000, 24000), (48000, 44100)])
+def test_a_whole_signal_of_any_length_keeps_the_shared_plans_small(pair: tuple[int, int]) -> None:
+    """`resample` of a long signal whose length is not a whole number of periods (espeak's
+    prompts: any length) takes the period kernel for the whole periods and gathers taps only
+    for the rest, so the plans kept on the shared design stay a few KiB, not (outputs x K)
+    floats per length (19 MB for 3 s of 44.1 kHz to 24 kHz), and it is the same signal as
+    fed in 20 ms frames (within 1 LSB)."""
+    import sys
+
+    module = sys.modules["telcodecs.resample"]
+    src, dst = pair
+    plans = module._design(src, dst).plans
+
+    def kept() -> int:
+        return sum(plan.taps.nbytes for plan in plans.values())
+
+    before = kept()
+    rng = np.random.default_rng(7)
+    for extra in (1, 17, 4321):
+        x = rng.integers(-9000, 9000, 3 * src + extra).astype(np.int16)
+        whole = resample(x, src, dst)
+        framed = Resampler(src, dst)
+        parts = [framed.process(f) for f in frames(x, src // 50)]
+        expected = np.concatenate([*parts, framed.flush()])
+        assert whole.shape == expected.shape
+        assert np.max(np.abs(whole.astype(np.int32) - expected)) <= 1
+    # what these three signals left on the shared design (other tests' chunks may be there too)
+    assert kept() - before <= 256 * 1024, kept() - before
+    assert all(plan.taps.nbytes <= module._PLAN_CACHE_MAX_BYTES for plan in plans.values())
+
+
+def test_a_long_chunk_off_the_period_grid_gathers_only_at_its_ends() -> None:
+    """`process` of one long chunk that neither starts nor ends on a period boundary (a whole
+    prompt through a call's converter): split at the boundaries, the gathered plans cover less
+    than M inputs each, and the output is the same as in 20 ms frames (within 1 LSB)."""
+    import sys
+
+    module = sys.modules["telcodecs.resample"]
+    design = module._design(44100, 24000)
+    x = np.random.default_rng(3).integers(-9000, 9000, 2 * 44100 + 5).astype(np.int16)
+    r = Resampler(44100, 24000)
+    first = r.process(x[:100])  # off the grid: phase 100 of M = 147
+    design.plans.clear()
+    rest = r.process(x[100:])
+    assert all(n < design.down for _, n in design.plans), list(design.plans)
+    framed = Resampler(44100, 24000)
+    expected = np.concatenate([framed.process(f) for f in frames(x, 882)])
+    got = np.concatenate([first, rest])
+    assert got.shape == expected.shape
+    assert np.max(np.abs(got.astype(np.int32) - expected)) <= 1
+
+
+def test_a_big_gather_plan_is_used_once_not_kept() -> None:
+    import sys
+
+    module = sys.modules["telcodecs.resample"]
+    design = module._design(44100, 24000)
+    before = set(design.plans)
+    plan = design.plan(3, 44100 + 5)  # (24002, K) float32 taps: far over the cache's limit
+    assert plan.taps.nbytes > module._PLAN_CACHE_MAX_BYTES
+    assert set(design.plans) == before
