@@ -24,6 +24,7 @@ over the last 2 s is above `overload_lateness_ms`, new calls are refused (`CallM
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import time
 from collections.abc import Callable
@@ -150,8 +151,18 @@ class Ticker(Protocol):
         """Take one frame in, produce one frame out into `outbox`; `deadline`: when it was due."""
 
 
+#: a sub-tick this late is logged (`media_clock_late`, at most one line per LATE_LOG_EVERY_S)
+LATE_LOG_S = 0.03
+LATE_LOG_EVERY_S = 10.0
+
+
 class MediaClock:
-    """Ticks every registered `Ticker` once per `period_ms`, spread over `slots` phases."""
+    """Ticks every registered `Ticker` once per `period_ms`, spread over `slots` phases.
+
+    A sub-tick that runs more than `LATE_LOG_S` late is logged with why: the process's CPU time
+    since the sub-tick before it says whether its own work held the loop (`cause: busy`) or it
+    was not running (`off_cpu`: a blocking call on the loop, or the core taken by another
+    process or the host)."""
 
     def __init__(
         self,
@@ -168,13 +179,18 @@ class MediaClock:
         self.slots = slots
         # after a stall, at most `max_catch_up` frames (of every slot) are sent late
         self._grid = DeadlineGrid(self.period / slots, max_behind=max_catch_up * slots)
-        self._members: list[list[Ticker]] = [[] for _ in range(slots)]
+        # each ticker with the context it was added in (its call's log context)
+        self._members: list[list[tuple[Ticker, contextvars.Context]]] = [[] for _ in range(slots)]
         self._where: dict[int, int] = {}
         self._handle: asyncio.TimerHandle | None = None
         self.ticks = 0
         self._tick_waiters: list[asyncio.Future[None]] = []
         self._outbox = Outbox()
         self._overload = overload
+        self._context = contextvars.Context()
+        self._last_run: tuple[float, float] | None = None  # (loop time, process CPU) s
+        self._next_late_log = 0.0
+        self._late_unlogged = 0
 
     def __len__(self) -> int:
         return len(self._where)
@@ -189,11 +205,13 @@ class MediaClock:
         if id(ticker) in self._where:
             return
         slot = min(range(self.slots), key=lambda i: len(self._members[i]))
-        self._members[slot].append(ticker)
+        self._members[slot].append((ticker, contextvars.copy_context()))
         self._where[id(ticker)] = slot
         if self._handle is None:
             self._grid.start(self._loop.time())
-            self._handle = self._loop.call_at(self._grid.deadline, self._run)
+            # its own empty context, not that of the call whose leg started the clock (whose
+            # call_id would be on every line the clock logs); each tick runs in its own call's
+            self._handle = self._loop.call_at(self._grid.deadline, self._run, context=self._context)
 
     def overdue(self) -> bool:
         """True when a sub-tick is due and has not run: bulk work should wait for it."""
@@ -226,13 +244,14 @@ class MediaClock:
         if slot is None:
             return
         members = self._members[slot]
-        for i, t in enumerate(members):
+        for i, (t, _context) in enumerate(members):
             if t is ticker:
                 del members[i]
                 break
         if not self._where and self._handle is not None:
             self._handle.cancel()
             self._handle = None
+            self._last_run = None
             self._wake_waiters()
 
     def close(self) -> None:
@@ -242,18 +261,23 @@ class MediaClock:
             self._handle = None
         self._members = [[] for _ in range(self.slots)]
         self._where.clear()
+        self._last_run = None
         self._wake_waiters()
 
     def _run(self) -> None:
         self._handle = None
         grid = self._grid
         now = self._loop.time()
+        cpu = time.process_time()
+        last, self._last_run = self._last_run, (now, cpu)
+        if now - grid.deadline > LATE_LOG_S and last is not None:
+            self._late(now - grid.deadline, now - last[0], cpu - last[1], now)
         deadline = grid.due(now)  # after a stall: skips whole sub-ticks rather than burst late
         members = self._members[grid.n % self.slots]
         outbox = self._outbox
-        for ticker in list(members) if members else ():
+        for ticker, context in list(members) if members else ():
             try:
-                ticker.tick(now, deadline, outbox)
+                context.run(ticker.tick, now, deadline, outbox)
             except Exception:
                 log.exception("media_tick_failed")
                 self.remove(ticker)
@@ -268,7 +292,24 @@ class MediaClock:
         nxt = grid.advance()
         self._wake_waiters()
         if self._where:
-            self._handle = self._loop.call_at(nxt, self._run)
+            self._handle = self._loop.call_at(nxt, self._run, context=self._context)
+
+    def _late(self, late_s: float, since_s: float, cpu_s: float, now: float) -> None:
+        if now < self._next_late_log:
+            self._late_unlogged += 1
+            return
+        self._next_late_log = now + LATE_LOG_EVERY_S
+        share = cpu_s / since_s if since_s > 0 else 1.0
+        log.warning(
+            "media_clock_late",
+            late_ms=round(late_s * 1000, 1),
+            since_last_tick_ms=round(since_s * 1000, 1),
+            process_cpu_ms=round(cpu_s * 1000, 1),
+            cause="busy" if share >= 0.5 else "off_cpu",
+            calls=len(self._where),
+            unlogged=self._late_unlogged,
+        )
+        self._late_unlogged = 0
 
 
 class MediaClocks:

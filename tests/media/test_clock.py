@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Callable
+from typing import Any
 
 from gateway import metrics
 from gateway.media.clock import MediaClock, Outbox
@@ -151,3 +153,86 @@ async def test_a_slot_sends_after_every_leg_has_ticked_and_counts_each_packet() 
     # every tick first, then the sends back to back; the failing socket does not stop "c"
     assert log[:5] == ["tick a", "tick b", "tick c", "send a", "send c"], log
     assert _lateness_count() - before == 2  # one observation per packet actually sent
+
+
+async def test_a_late_sub_tick_is_logged_with_whether_the_process_was_busy() -> None:
+    """A sub-tick held up 80 ms is logged once, with its cause read from the process's CPU time
+    since the sub-tick before: a spin on the loop is `busy`; a blocking sleep on it (as when the
+    core is taken away: the process does not run) is `off_cpu`. A second one within
+    LATE_LOG_EVERY_S is counted, not logged."""
+    import structlog
+
+    from gateway.media import clock as clock_module
+
+    loop = asyncio.get_running_loop()
+    clock = MediaClock(loop, period_ms=20, slots=1)
+    leg = Recorder()
+    clock.add(leg)
+
+    def spin() -> None:  # 80 ms of this process's CPU, however long the core takes to give it
+        end = time.process_time() + 0.08
+        while time.process_time() < end:
+            pass
+
+    def block() -> None:
+        time.sleep(0.08)
+
+    async def hold_up(how: Callable[[], None]) -> list[dict[str, Any]]:
+        await asyncio.sleep(0.05)  # a few on-time ticks first
+        with structlog.testing.capture_logs() as logs:
+            n = len(leg.ticks)
+            loop.call_soon(how)
+            while len(leg.ticks) < n + 3:
+                await asyncio.sleep(0.01)
+        return [e for e in logs if e["event"] == "media_clock_late"]
+
+    try:
+        [busy] = await hold_up(spin)
+        assert busy["late_ms"] >= 40 and busy["process_cpu_ms"] >= 75, busy
+        # `busy` unless another process held the core for over half the window (a loaded CI)
+        shared = busy["process_cpu_ms"] < 0.5 * busy["since_last_tick_ms"]
+        assert busy["cause"] == ("off_cpu" if shared else "busy"), busy
+        assert busy["calls"] == 1 and busy["unlogged"] == 0
+        assert await hold_up(block) == []  # within LATE_LOG_EVERY_S: counted only
+        clock._next_late_log = 0.0  # the next line may go now
+        [waiting] = await hold_up(block)
+        assert waiting["cause"] == "off_cpu" and waiting["late_ms"] >= 40, waiting
+        assert waiting["process_cpu_ms"] < 20  # asleep: the 80 ms cost no CPU
+        assert waiting["unlogged"] >= 1
+        assert clock_module.LATE_LOG_S < 0.04
+    finally:
+        clock.close()
+
+
+async def test_each_tick_runs_in_its_own_call_s_log_context() -> None:
+    """The clock is started by the first call's leg, inside that call's log context; each
+    ticker's tick runs in the context it was added in (its own call's id on what it logs), and
+    the clock itself in none (a ticker added outside any call sees no call's id)."""
+    import structlog
+
+    from gateway.logs import bind_call
+
+    seen: dict[str, list[dict[str, Any]]] = {"first": [], "second": [], "none": []}
+
+    class ContextRecorder(Recorder):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+        def tick(self, now: float, deadline: float, outbox: Outbox) -> None:
+            seen[self.name].append(structlog.contextvars.get_contextvars())
+
+    clock = MediaClock(asyncio.get_running_loop(), period_ms=20, slots=2)
+    try:
+        with bind_call("first-call", "sip", "local"):
+            clock.add(ContextRecorder("first"))
+        with bind_call("second-call", "webrtc", "openai"):
+            clock.add(ContextRecorder("second"))
+        clock.add(ContextRecorder("none"))
+        await asyncio.sleep(0.07)
+        assert all(seen.values()), seen
+        assert {c["call_id"] for c in seen["first"]} == {"first-call"}
+        assert {(c["call_id"], c["leg"]) for c in seen["second"]} == {("second-call", "webrtc")}
+        assert all(c == {} for c in seen["none"]), seen["none"][:3]
+    finally:
+        clock.close()
