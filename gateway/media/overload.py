@@ -23,9 +23,10 @@ within `young_s` (4 s: the window's span and the growth), counts a call admitted
 `t / young_s` of its cost in the share (at least `MIN_YOUNG_WEIGHT`, so one just admitted does not
 make a lone sample enormous), estimates the average call's cost as `share / (those weights + the
 older calls)` and compares it times the calls in progress with the threshold. With calls
-arriving one a second the projection is within a few % of the share; at 20 a second it is about a
-third above it at 100 calls. Measured at 400 transcoding calls offered at 20/s: the plain share
-admitted 142 calls, past what the core carries; see docs/performance.md.
+arriving one a second the projection is 1-2 % above the share; with 100 calls in progress, 80 of
+them admitted at 20 a second over the last 4 s, it is about 60 % above it. Measured at 400
+transcoding calls offered at 20/s: the plain share admitted 142 calls, past what the core
+carries; see docs/performance.md.
 
 Why both: lateness is a lagging signal. With the calls in phase it stays low until the core
 saturates and then jumps (p99 from under 5 ms to 60 ms within one window, at 231 passthrough
