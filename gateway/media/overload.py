@@ -132,7 +132,7 @@ class LatenessWindow:
 
 #: the CPU share must fall this far below `cpu_threshold` to count as calm (hysteresis)
 CPU_HYSTERESIS = 0.1
-#: the least a call admitted within the CPU window counts for in it (of its whole cost)
+#: the least a call admitted within `young_s` counts for in the share (of its whole cost)
 MIN_YOUNG_WEIGHT = 0.25
 
 

@@ -162,8 +162,6 @@ async def test_a_late_sub_tick_is_logged_with_whether_the_process_was_busy() -> 
     LATE_LOG_EVERY_S is counted, not logged."""
     import structlog
 
-    from gateway.media import clock as clock_module
-
     loop = asyncio.get_running_loop()
     clock = MediaClock(loop, period_ms=20, slots=1)
     leg = Recorder()
@@ -199,7 +197,6 @@ async def test_a_late_sub_tick_is_logged_with_whether_the_process_was_busy() -> 
         assert waiting["cause"] == "off_cpu" and waiting["late_ms"] >= 40, waiting
         assert waiting["process_cpu_ms"] < 20  # asleep: the 80 ms cost no CPU
         assert waiting["unlogged"] >= 1
-        assert clock_module.LATE_LOG_S < 0.04
     finally:
         clock.close()
 
